@@ -1,0 +1,67 @@
+// The whole op surface of fastgen in one place: every schema is defined here and the
+// kernels register themselves under their dispatch key (CPU in *_cpu.cpp, CUDA in
+// *_cuda.cu). Fake (meta) kernels and autograd are registered from Python in
+// fastgen/ops/, where each backward is an op of its own.
+//
+// Conventions shared by all ops:
+//   * arguments are validated once, in Python (fastgen/ops/*.py); kernels assume valid
+//     input and only TORCH_CHECK internal invariants;
+//   * batch statistics and per-sample reductions are float32 for half inputs and of the
+//     input dtype otherwise;
+//   * `rng_state` is an int64 tensor [2] holding (seed, offset) for Philox4x32-10.
+
+#include <torch/library.h>
+#include <pybind11/pybind11.h>
+
+TORCH_LIBRARY(fastgen, m) {
+  // BatchNorm2d followed by LeakyReLU(negative_slope), functional: returns
+  // (out, mean, var) where mean/var are the statistics used for normalisation
+  // (batch statistics, biased var, when training; the running ones otherwise).
+  // The running-statistics update is done by the caller from (mean, var).
+  m.def(
+      "batch_norm_leaky_relu(Tensor input, Tensor? weight, Tensor? bias, "
+      "Tensor? running_mean, Tensor? running_var, bool training, float eps, "
+      "float negative_slope) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "batch_norm_leaky_relu_backward(Tensor grad_out, Tensor input, Tensor? weight, "
+      "Tensor? bias, Tensor mean, Tensor var, bool training, float eps, "
+      "float negative_slope, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+
+  // act(conv_transpose2d(input, weight, bias)) with act one of identity, relu,
+  // leaky_relu, tanh, sigmoid; bias and activation in one fused pass.
+  m.def(
+      "conv_transpose2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, "
+      "int[2] padding, int[2] output_padding, int groups, int[2] dilation, "
+      "str activation, float negative_slope) -> Tensor");
+  // The activation's derivative is taken from the saved output.
+  m.def(
+      "conv_transpose2d_backward(Tensor grad_out, Tensor input, Tensor weight, "
+      "Tensor output, int[2] stride, int[2] padding, int[2] output_padding, int groups, "
+      "int[2] dilation, str activation, float negative_slope, bool[3] output_mask) "
+      "-> (Tensor, Tensor, Tensor)");
+
+  // z = mu + exp(0.5 * logvar) * eps, and (if compute_kl) the per-sample KL term
+  // kl[n] = -0.5 * sum(1 + logvar - mu^2 - exp(logvar)). With eps absent the noise is
+  // made in-kernel by Philox4x32-10 + Box-Muller keyed by rng_state, or, when
+  // rng_state is absent too, by a (seed, offset) drawn from the device's default
+  // generator. Returns (z, kl, rng_state_used); kl is empty when not computed.
+  m.def(
+      "reparameterize(Tensor mu, Tensor logvar, Tensor? eps, Tensor? rng_state, "
+      "bool compute_kl) -> (Tensor, Tensor, Tensor)",
+      {at::Tag::nondeterministic_seeded});
+  // Regenerates the noise from rng_state (or uses eps) instead of saving it.
+  m.def(
+      "reparameterize_backward(Tensor grad_z, Tensor grad_kl, Tensor mu, Tensor logvar, "
+      "Tensor? eps, Tensor rng_state) -> (Tensor, Tensor)");
+}
+
+// An importable Python module, so `import fastgen._C` loads the library and runs the
+// registrations above.
+PYBIND11_MODULE(_C, module) {
+  module.doc() = "fastgen native kernels (ops are registered under torch.ops.fastgen)";
+#ifdef FASTGEN_WITH_CUDA
+  module.attr("with_cuda") = true;
+#else
+  module.attr("with_cuda") = false;
+#endif
+}

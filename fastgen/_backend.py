@@ -1,0 +1,83 @@
+"""The one backend registry: decides, per call, native kernel or pure-PyTorch reference.
+
+Modes (environment, read once at import; `set_backend` changes it at run time):
+  FASTGEN_BACKEND=auto       (default) the native kernel where the extension has one for
+                             the tensor's device and dtype, else the reference with a
+                             one-time warning saying why;
+  FASTGEN_BACKEND=reference  always the reference;
+  FASTGEN_BACKEND=native     like auto, but a missing kernel is an error;
+  FASTGEN_STRICT=1           in auto mode, a missing native kernel is an error too.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from fastgen import _extension
+
+MODES = ("auto", "reference", "native")
+DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
+
+
+class BackendRegistry:
+    def __init__(self) -> None:
+        mode = os.environ.get("FASTGEN_BACKEND", "auto").strip().lower() or "auto"
+        if mode not in MODES:
+            raise ValueError(f"FASTGEN_BACKEND must be one of {', '.join(MODES)}, got {mode!r}")
+        self.mode = mode
+        self.strict = os.environ.get("FASTGEN_STRICT", "0") not in ("", "0", "false", "False")
+        # op name -> supported dtypes; op name -> {device type: has kernel}
+        self.dtypes: dict[str, frozenset] = {}
+        self.kernels: dict[str, dict[str, bool]] = {}
+        self._warned: set[tuple] = set()
+
+    def register(self, op_name: str, dtypes) -> None:
+        """Declares a native op (torch.ops.fastgen.<op_name>) and the dtypes its kernels take."""
+        self.dtypes[op_name] = frozenset(dtypes)
+        found = {}
+        for device, key in DEVICE_KEYS.items():
+            found[device] = bool(
+                _extension.LOADED
+                and torch._C._dispatch_has_kernel_for_dispatch_key(f"fastgen::{op_name}", key)
+            )
+        self.kernels[op_name] = found
+
+    def native_backends(self, op_name: str) -> list[str]:
+        return [d for d, ok in self.kernels.get(op_name, {}).items() if ok]
+
+    def why_not_native(self, op_name: str, tensor: torch.Tensor) -> str | None:
+        if not _extension.LOADED:
+            return f"the fastgen extension is not loaded ({_extension.LOAD_ERROR})"
+        device = tensor.device.type
+        if not self.kernels.get(op_name, {}).get(device, False):
+            return f"the extension has no {device} kernel for fastgen::{op_name}"
+        if tensor.dtype not in self.dtypes[op_name]:
+            return f"fastgen::{op_name} has no kernel for {tensor.dtype}"
+        return None
+
+    def use_native(self, op_name: str, tensor: torch.Tensor) -> bool:
+        """True to call torch.ops.fastgen.<op_name>, False to run the reference."""
+        if self.mode == "reference":
+            return False
+        reason = self.why_not_native(op_name, tensor)
+        if reason is None:
+            return True
+        if self.mode == "native" or self.strict:
+            raise RuntimeError(f"fastgen.ops.{op_name}: no native kernel: {reason} (FASTGEN_STRICT/FASTGEN_BACKEND=native)")
+        key = (op_name, tensor.device.type, tensor.dtype)
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(f"fastgen.ops.{op_name}: using the PyTorch reference because {reason}", stacklevel=3)
+        return False
+
+    def set_backend(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"fastgen.set_backend: mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.mode = mode
+
+
+registry = BackendRegistry()
+set_backend = registry.set_backend

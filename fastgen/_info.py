@@ -1,0 +1,42 @@
+"""fastgen.info(): what is built, what loaded, which native backends each op has."""
+
+from __future__ import annotations
+
+import torch
+
+from fastgen import _extension
+from fastgen._backend import registry
+
+
+def info() -> dict:
+    """Version, torch/CUDA versions, extension load status and per-op native backends."""
+    import fastgen
+
+    cfg = _extension.build_config()
+    return {
+        "fastgen": fastgen.__version__,
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "extension_loaded": _extension.LOADED,
+        "extension_error": _extension.LOAD_ERROR,
+        "built_with_cuda": cfg.get("with_cuda", False),
+        "cuda_archs": cfg.get("cuda_archs", []),
+        "built_against_torch": cfg.get("build_torch_version"),
+        "backend_mode": registry.mode,
+        "ops": {op: registry.native_backends(op) for op in sorted(registry.kernels)},
+    }
+
+
+def format_info(data: dict | None = None) -> str:
+    data = info() if data is None else data
+    lines = []
+    for key, value in data.items():
+        if key == "ops":
+            lines.append("native backends:")
+            for op, backends in value.items():
+                lines.append(f"  {op:32s} {', '.join(backends) if backends else 'none (reference only)'}")
+        else:
+            lines.append(f"{key:22s} {value}")
+    return "\n".join(lines)

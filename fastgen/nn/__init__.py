@@ -1,0 +1,1 @@
+"""Drop-in layers (placeholder: filled in by the nn work)."""

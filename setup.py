@@ -1,0 +1,112 @@
+"""Builds the fastgen extension from source.
+
+C++ CPU kernels are always compiled. CUDA kernels are compiled when torch was built
+with CUDA and nvcc is found, or when FASTGEN_CUDA=1; FASTGEN_CUDA=0 forces a CPU-only
+build. TORCH_CUDA_ARCH_LIST is honoured; with no GPU visible it defaults to sm_80 and
+sm_90 (the A100/H100 generations) so a build machine without a GPU still produces
+kernels for them.
+"""
+
+import glob
+import os
+import sys
+
+from setuptools import setup
+
+# torch's CUDA_HOME auto-detection looks in /usr/local before /usr/local/cuda and then
+# fails to link cudart; point it at the toolkit before cpp_extension is imported.
+if "CUDA_HOME" not in os.environ and os.path.exists("/usr/local/cuda/bin/nvcc"):
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import (  # noqa: E402
+    CUDA_HOME,
+    BuildExtension,
+    CppExtension,
+    CUDAExtension,
+)
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ARCHS = "8.0;9.0"
+
+
+def want_cuda() -> bool:
+    flag = os.environ.get("FASTGEN_CUDA", "")
+    if flag == "0":
+        return False
+    if flag == "1":
+        if torch.version.cuda is None or CUDA_HOME is None:
+            sys.exit("FASTGEN_CUDA=1 but torch has no CUDA or nvcc was not found (set CUDA_HOME)")
+        return True
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+def cuda_arch_list() -> str:
+    archs = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    if not archs and not torch.cuda.is_available():
+        archs = DEFAULT_ARCHS
+        os.environ["TORCH_CUDA_ARCH_LIST"] = archs
+    if not archs:
+        major, minor = torch.cuda.get_device_capability()
+        archs = f"{major}.{minor}"
+    return archs
+
+
+def nvidia_include_dirs() -> list[str]:
+    # pip's CUDA builds of torch ship the CUDA headers (cuda_runtime_api.h, ...) in
+    # site-packages/nvidia/*/include; add them so the build does not depend on CPATH.
+    site = os.path.dirname(os.path.dirname(torch.__file__))
+    return sorted(d for d in glob.glob(os.path.join(site, "nvidia", "*", "include")) if os.path.isdir(d))
+
+
+def write_build_config(with_cuda: bool, archs: str) -> None:
+    path = os.path.join(ROOT, "fastgen", "_build_config.py")
+    with open(path, "w") as f:
+        f.write("# Written by setup.py at build time.\n")
+        f.write(f"WITH_CUDA = {with_cuda!r}\n")
+        f.write(f"CUDA_ARCHS = {archs.split(';') if with_cuda else []!r}\n")
+        f.write(f"BUILD_TORCH_VERSION = {torch.__version__!r}\n")
+        f.write(f"BUILD_CUDA_VERSION = {torch.version.cuda if with_cuda else None!r}\n")
+
+
+def extension():
+    with_cuda = want_cuda()
+    cpp_sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
+    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off"]
+    if os.environ.get("FASTGEN_NATIVE_ARCH") == "1":
+        cxx_flags.append("-march=native")
+    include_dirs = [os.path.join(ROOT, "csrc")]
+    archs = ""
+    if with_cuda:
+        archs = cuda_arch_list()
+        cu_sources = sorted(glob.glob("csrc/**/*.cu", recursive=True))
+        nvcc_flags = [
+            "-O3",
+            "-std=c++17",
+            "--expt-relaxed-constexpr",
+            "-lineinfo",
+            "-Xptxas=-v" if os.environ.get("FASTGEN_PTXAS_VERBOSE") == "1" else "-Xptxas=-O3",
+        ]
+        write_build_config(True, archs)
+        return CUDAExtension(
+            name="fastgen._C",
+            sources=cpp_sources + cu_sources,
+            include_dirs=include_dirs + nvidia_include_dirs(),
+            define_macros=[("FASTGEN_WITH_CUDA", "1")],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+            extra_link_args=["-fopenmp"],
+        )
+    write_build_config(False, archs)
+    return CppExtension(
+        name="fastgen._C",
+        sources=cpp_sources,
+        include_dirs=include_dirs,
+        extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=["-fopenmp"],
+    )
+
+
+setup(
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
