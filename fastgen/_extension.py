@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 
+import torch  # noqa: F401  (loads libc10/libtorch before the extension)
+
 LOADED = False
 LOAD_ERROR: str | None = None
 
