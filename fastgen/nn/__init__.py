@@ -1,1 +1,14 @@
-"""Drop-in layers (placeholder: filled in by the nn work)."""
+"""Drop-in layers built on the fused ops, and `convert` to swap them into existing models.
+
+BatchNormLeakyReLU2d  nn.BatchNorm2d + nn.LeakyReLU (negative_slope=0: ReLU), same state dict
+ConvTranspose2d       nn.ConvTranspose2d + activation="identity|relu|leaky_relu|tanh|sigmoid"
+Reparameterize        (mu, logvar) -> (z, per-sample KL)
+convert(model)        rewrites a model's stock layers into the fused ones
+"""
+
+from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d
+from fastgen.nn.conv_transpose2d import ConvTranspose2d
+from fastgen.nn.convert import convert
+from fastgen.nn.reparameterize import Reparameterize
+
+__all__ = ["BatchNormLeakyReLU2d", "ConvTranspose2d", "Reparameterize", "convert"]

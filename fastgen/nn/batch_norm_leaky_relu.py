@@ -1,0 +1,137 @@
+"""BatchNormLeakyReLU2d: nn.BatchNorm2d followed by nn.LeakyReLU, as one fused layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fastgen import ops
+
+
+class BatchNormLeakyReLU2d(nn.Module):
+    r"""Batch normalisation over (N, H, W) per channel, then a leaky ReLU, in one fused op.
+
+    For input ``x`` of shape ``[N, C, H, W]`` (any memory layout; float32, float64,
+    float16 or bfloat16) it computes, per channel ``c``::
+
+        y = (x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]
+        out = y if y >= 0 else negative_slope * y          # negative_slope=0 is ReLU
+
+    Training (or ``track_running_stats=False``): ``mean``/``var`` are the batch statistics
+    (biased variance); the running statistics, when tracked, are updated as nn.BatchNorm2d
+    does: ``running = (1 - m) * running + m * batch`` with the *unbiased* batch variance,
+    where ``m = momentum``, or ``m = 1 / num_batches_tracked`` (a cumulative average) when
+    ``momentum`` is None. ``num_batches_tracked`` counts training forwards.
+    Eval with tracked statistics: ``mean``/``var`` are the running statistics.
+
+    Design choice: this is a plain ``nn.Module``, NOT a subclass of ``nn.BatchNorm2d``. It
+    has exactly BatchNorm2d's parameters and buffers (``weight``, ``bias``,
+    ``running_mean``, ``running_var``, ``num_batches_tracked``), so state dicts load both
+    ways, but ``isinstance(layer, nn.modules.batchnorm._BatchNorm)`` is False. That is on
+    purpose: code that rewrites batch norms by type (``nn.SyncBatchNorm
+    .convert_sync_batchnorm``, fuse-conv-bn passes, "exclude BN from weight decay" rules)
+    would otherwise treat this layer as a bare batch norm and silently drop its activation.
+    Weight-decay rules keyed on parameter names (``*.bias``, ``*norm*``) still see the same
+    names as before conversion.
+
+    Args mirror nn.BatchNorm2d, plus ``negative_slope`` (of the LeakyReLU, default 0.01).
+    """
+
+    _version = 2  # the nn.BatchNorm2d state-dict version that has num_batches_tracked
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        negative_slope: float = 0.01,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        self.negative_slope = negative_slope
+        if affine:
+            self.weight = nn.Parameter(torch.empty(num_features, **factory))
+            self.bias = nn.Parameter(torch.empty(num_features, **factory))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
+            self.register_buffer("running_var", torch.ones(num_features, **factory))
+            self.register_buffer(
+                "num_batches_tracked",
+                torch.tensor(0, dtype=torch.long, device=device),
+            )
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.affine:
+            nn.init.ones_(self.weight)
+            nn.init.zeros_(self.bias)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.dim() != 4:
+            raise ValueError(
+                f"fastgen.nn.BatchNormLeakyReLU2d: expected 4-D input [N, C, H, W], "
+                f"got {input.dim()}-D with shape {tuple(input.shape)}"
+            )
+        # Same decisions as nn.BatchNorm2d.forward, so results and running stats match it.
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked)
+        use_batch_stats = self.training or self.running_mean is None
+        # Running stats are passed only when they are to be used or updated.
+        track = not self.training or self.track_running_stats
+        return ops.batch_norm_leaky_relu(
+            input,
+            self.running_mean if track else None,
+            self.running_var if track else None,
+            self.weight,
+            self.bias,
+            use_batch_stats,
+            momentum,
+            self.eps,
+            self.negative_slope,
+        )
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        # Old nn.BatchNorm2d checkpoints (version < 2) lack num_batches_tracked; accept
+        # them like the stock layer does.
+        version = local_metadata.get("version", None)
+        key = prefix + "num_batches_tracked"
+        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
+            state_dict[key] = torch.tensor(0, dtype=torch.long)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}, "
+            f"negative_slope={self.negative_slope}"
+        )

@@ -1,0 +1,103 @@
+"""ConvTranspose2d: nn.ConvTranspose2d with bias and an optional activation fused in."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fastgen import ops
+
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid")
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    r"""A drop-in nn.ConvTranspose2d whose output goes through ``activation`` in the same op.
+
+    For input ``[N, C_in, H, W]`` and weight ``[C_in, C_out / groups, kH, kW]``::
+
+        out = act(conv_transpose2d(input, weight, stride, padding, output_padding,
+                                   groups, dilation) + bias[None, :, None, None])
+
+        H_out = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kH - 1)
+                + output_padding[0] + 1                       (W_out likewise)
+
+    with ``act`` one of ``"identity"``, ``"relu"``, ``"leaky_relu"`` (``negative_slope``),
+    ``"tanh"``, ``"sigmoid"``. Training and eval compute the same thing. Dtypes: float32,
+    float64, float16, bfloat16.
+
+    It subclasses nn.ConvTranspose2d: same constructor (plus keyword-only ``activation``
+    and ``negative_slope``), same parameters and state dict, same ``output_size`` argument
+    to ``forward``; ``padding_mode`` must be ``"zeros"`` (as for the stock layer). Because
+    it is an nn.ConvTranspose2d, type-based tools (initialisers, weight norm, spectral
+    norm) treat it as one; such tools cannot see the activation, which is harmless for
+    them since they only touch ``weight``/``bias``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation=1,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+        *,
+        activation: str = "identity",
+        negative_slope: float = 0.01,
+    ) -> None:
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"fastgen.nn.ConvTranspose2d: activation must be one of {', '.join(ACTIVATIONS)}, "
+                f"got {activation!r}"
+            )
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            output_padding=output_padding,
+            groups=groups,
+            bias=bias,
+            dilation=dilation,
+            padding_mode=padding_mode,
+            device=device,
+            dtype=dtype,
+        )
+        self.activation = activation
+        self.negative_slope = negative_slope
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
+        # The stock helper turns a requested output_size into the output_padding that gives it
+        # (and validates it), so both layers accept exactly the same output sizes.
+        output_padding = self._output_padding(
+            input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
+        )
+        return ops.conv_transpose2d(
+            input,
+            self.weight,
+            self.bias,
+            stride=self.stride,
+            padding=self.padding,
+            output_padding=output_padding,
+            groups=self.groups,
+            dilation=self.dilation,
+            activation=self.activation,
+            negative_slope=self.negative_slope,
+        )
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        if self.activation != "identity":
+            text += f", activation={self.activation!r}"
+            if self.activation == "leaky_relu":
+                text += f", negative_slope={self.negative_slope}"
+        return text

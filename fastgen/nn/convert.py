@@ -1,0 +1,206 @@
+"""convert(): swap stock layers in a model for fastgen's fused ones.
+
+The rewrite is a short, ordered list of rules (``RULES``). A rule looks at a window of
+``length`` adjacent children of an ``nn.Sequential`` (adjacent children of a Sequential are
+the only place where "A is followed by B" is known from the structure alone) and returns
+their replacements, or None if it does not apply. Rules of length 1 also apply to the
+children of any other module. The first rule that matches wins, so longer, more specific
+rules come first; a new fusion is one more entry in ``RULES``.
+
+A fused layer takes the place of the first layer of the window and ``nn.Identity`` the
+places of the others, so every child keeps its name and the model's ``state_dict`` keys
+stay exactly the same (the fused layers have their stock layers' parameter and buffer
+names).
+
+Parameters and buffers are carried over as the SAME tensor objects (no copies): with
+``inplace=True`` an optimizer built on the original model keeps working; with
+``inplace=False`` (default) the model is deep-copied first and the copy is converted, so
+the original is untouched. Device, dtype, requires_grad and train/eval mode are preserved.
+
+Left untouched: anything no rule matches, subclasses of the stock layers (the exact type
+must match), and layers carrying forward/backward hooks or parametrizations (e.g. weight
+or spectral norm), since a fused layer would not run them. Activations with a negative
+slope are not fused (the fused backward reads the activation's derivative from its
+output, which needs a monotone, sign-preserving activation).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d
+from fastgen.nn.conv_transpose2d import ConvTranspose2d
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Replaces `length` adjacent modules by `replace(modules)` (None: no match)."""
+
+    name: str
+    length: int
+    replace: Callable[[Sequence[nn.Module]], list[nn.Module] | None]
+
+
+def _plain(module: nn.Module, stock_type: type) -> bool:
+    """Exactly `stock_type` (not a subclass), no hooks, no parametrizations."""
+    return (
+        type(module) is stock_type
+        and not module._forward_hooks
+        and not module._forward_pre_hooks
+        and not module._backward_hooks
+        and not getattr(module, "_backward_pre_hooks", None)
+    )
+
+
+def leaky_slope(module: nn.Module) -> float | None:
+    """The negative slope if `module` is a plain ReLU (0.0) or LeakyReLU (>= 0), else None."""
+    if _plain(module, nn.ReLU):
+        return 0.0
+    if _plain(module, nn.LeakyReLU) and module.negative_slope >= 0:
+        return float(module.negative_slope)
+    return None
+
+
+def conv_activation(module: nn.Module) -> tuple[str, float] | None:
+    """(activation name, negative_slope) for the activations ConvTranspose2d can fuse."""
+    slope = leaky_slope(module)
+    if slope is not None:
+        return ("relu", 0.0) if slope == 0.0 and type(module) is nn.ReLU else ("leaky_relu", slope)
+    if _plain(module, nn.Tanh):
+        return ("tanh", 0.0)
+    if _plain(module, nn.Sigmoid):
+        return ("sigmoid", 0.0)
+    return None
+
+
+def _identity_like(module: nn.Module) -> nn.Identity:
+    return nn.Identity().train(module.training)
+
+
+def fused_conv_transpose2d(
+    conv: nn.ConvTranspose2d, activation: str = "identity", negative_slope: float = 0.01
+) -> ConvTranspose2d:
+    """A fastgen ConvTranspose2d sharing `conv`'s weight and bias tensors."""
+    # Built on the meta device so nothing is allocated; the real tensors are put in below.
+    fused = ConvTranspose2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        output_padding=conv.output_padding,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+        dilation=conv.dilation,
+        padding_mode=conv.padding_mode,
+        device="meta",
+        dtype=conv.weight.dtype,
+        activation=activation,
+        negative_slope=negative_slope,
+    )
+    fused.weight = conv.weight
+    fused.bias = conv.bias
+    return fused.train(conv.training)
+
+
+def fused_batch_norm(bn: nn.BatchNorm2d, negative_slope: float) -> BatchNormLeakyReLU2d:
+    """A BatchNormLeakyReLU2d sharing `bn`'s parameters and buffers."""
+    fused = BatchNormLeakyReLU2d(
+        bn.num_features,
+        eps=bn.eps,
+        momentum=bn.momentum,
+        affine=bn.affine,
+        track_running_stats=bn.track_running_stats,
+        negative_slope=negative_slope,
+        device="meta",
+    )
+    for name in ("weight", "bias"):
+        setattr(fused, name, getattr(bn, name))
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        setattr(fused, name, getattr(bn, name))
+    return fused.train(bn.training)
+
+
+def _conv_is_fusable(conv: nn.Module) -> bool:
+    if _plain(conv, nn.ConvTranspose2d):
+        return conv.padding_mode == "zeros"
+    # An already converted layer with no activation yet can still take one.
+    return _plain(conv, ConvTranspose2d) and conv.activation == "identity"
+
+
+def _batch_norm_act(modules):
+    bn, act = modules
+    slope = leaky_slope(act)
+    if not _plain(bn, nn.BatchNorm2d) or slope is None:
+        return None
+    return [fused_batch_norm(bn, slope), _identity_like(act)]
+
+
+def _conv_act(modules):
+    conv, act = modules
+    activation = conv_activation(act)
+    if not _conv_is_fusable(conv) or activation is None:
+        return None
+    return [fused_conv_transpose2d(conv, *activation), _identity_like(act)]
+
+
+def _conv(modules):
+    (conv,) = modules
+    if not (_plain(conv, nn.ConvTranspose2d) and conv.padding_mode == "zeros"):
+        return None
+    return [fused_conv_transpose2d(conv)]
+
+
+RULES: list[Rule] = [
+    Rule("BatchNorm2d + ReLU/LeakyReLU -> BatchNormLeakyReLU2d", 2, _batch_norm_act),
+    Rule("ConvTranspose2d + activation -> ConvTranspose2d(activation=...)", 2, _conv_act),
+    Rule("ConvTranspose2d -> fastgen ConvTranspose2d", 1, _conv),
+]
+
+
+def convert(
+    model: nn.Module, inplace: bool = False, rules: Sequence[Rule] | None = None
+) -> nn.Module:
+    """Returns `model` with stock layers swapped for fused fastgen layers (see module doc).
+
+    Rewrites, inside any nesting of modules:
+      * BatchNorm2d then ReLU/LeakyReLU (in-place or not) -> BatchNormLeakyReLU2d, Identity
+      * ConvTranspose2d then ReLU/LeakyReLU/Tanh/Sigmoid -> ConvTranspose2d(activation=...), Identity
+      * any other ConvTranspose2d -> fastgen.nn.ConvTranspose2d
+    Outputs and gradients match the original model in train and eval mode, and its
+    state_dict keys are unchanged. With inplace=False the original model is not modified.
+    """
+    rules = RULES if rules is None else list(rules)
+    if not inplace:
+        model = copy.deepcopy(model)
+    single = [rule for rule in rules if rule.length == 1]
+    for rule in single:  # the root itself may be a layer to swap
+        replaced = rule.replace([model])
+        if replaced is not None:
+            return replaced[0]
+    _convert_children(model, rules)
+    return model
+
+
+def _convert_children(parent: nn.Module, rules: Sequence[Rule]) -> None:
+    names = [name for name, child in parent._modules.items() if child is not None]
+    usable = rules if isinstance(parent, nn.Sequential) else [r for r in rules if r.length == 1]
+    index = 0
+    while index < len(names):
+        for rule in usable:
+            window = names[index : index + rule.length]
+            if len(window) < rule.length:
+                continue
+            replaced = rule.replace([parent._modules[name] for name in window])
+            if replaced is not None:
+                for name, module in zip(window, replaced):
+                    setattr(parent, name, module)
+                index += rule.length
+                break
+        else:
+            _convert_children(parent._modules[names[index]], rules)
+            index += 1

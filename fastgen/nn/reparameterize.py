@@ -1,0 +1,29 @@
+"""Reparameterize: the VAE sampling step and its KL term as a module."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fastgen import ops
+
+
+class Reparameterize(nn.Module):
+    r"""Draws ``z ~ N(mu, exp(logvar))`` differentiably and returns the per-sample KL term.
+
+    For ``mu`` and ``logvar`` of the same shape ``[N, ...]`` (float32, float64, float16,
+    bfloat16)::
+
+        z     = mu + exp(0.5 * logvar) * eps,          eps ~ N(0, 1) (or the given ``eps``)
+        kl[n] = -0.5 * sum_{i} (1 + logvar[n, i] - mu[n, i]^2 - exp(logvar[n, i]))
+
+    ``z`` has ``mu``'s shape; ``kl`` has shape ``[N]`` (KL(q(z|x) || N(0, I)) per sample;
+    average it over the batch for the usual loss). Noise comes from torch's default
+    generator for the device unless ``eps`` is given. Training and eval behave the same:
+    call ``mu`` directly in eval if you want the posterior mean. No parameters.
+    """
+
+    def forward(
+        self, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return ops.reparameterize_kl(mu, logvar, eps=eps)

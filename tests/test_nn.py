@@ -1,0 +1,308 @@
+"""fastgen.nn layers against the stock PyTorch layers they replace."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import assert_close
+from torch import nn
+
+import fastgen.nn as fnn
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape, device="cpu", dtype=torch.float32, seed=0):
+    return torch.randn(*shape, generator=seeded(seed), dtype=dtype).to(device)
+
+
+def stock_bn_act(fused: fnn.BatchNormLeakyReLU2d) -> nn.Sequential:
+    bn = nn.BatchNorm2d(
+        fused.num_features,
+        eps=fused.eps,
+        momentum=fused.momentum,
+        affine=fused.affine,
+        track_running_stats=fused.track_running_stats,
+    )
+    bn.load_state_dict(fused.state_dict())
+    return nn.Sequential(bn, nn.LeakyReLU(fused.negative_slope)).to(
+        fused.running_mean.device if fused.running_mean is not None else "cpu"
+    )
+
+
+def randomise(module: nn.Module, seed: int = 1) -> None:
+    """Non-trivial parameters and running statistics, so that a test can fail."""
+    gen = seeded(seed)
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + [
+            b for b in module.buffers() if b is not None and b.is_floating_point()
+        ]:
+            tensor.copy_(torch.rand(tensor.shape, generator=gen) + 0.5)
+
+
+def assert_same_state(actual: nn.Module, expected: nn.Module) -> None:
+    expected_state = expected.state_dict()
+    assert list(actual.state_dict()) == list(expected_state)
+    for key, value in actual.state_dict().items():
+        if value.is_floating_point():
+            assert_close(value, expected_state[key], msg=key)
+        else:
+            assert torch.equal(value, expected_state[key]), key
+
+
+# --- BatchNormLeakyReLU2d ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("track_running_stats", [True, False])
+@pytest.mark.parametrize("negative_slope", [0.2, 0.0])
+def test_batch_norm_leaky_relu_matches_stock(
+    device, momentum, affine, track_running_stats, negative_slope
+):
+    fused = fnn.BatchNormLeakyReLU2d(
+        5,
+        momentum=momentum,
+        affine=affine,
+        track_running_stats=track_running_stats,
+        negative_slope=negative_slope,
+    ).to(device)
+    randomise(fused)
+    stock = stock_bn_act(fused).to(device)
+    # Three training steps (momentum=None averages them), then eval.
+    for step in range(3):
+        x = randn(4, 5, 3, 7, device=device, seed=step) * 2 + 1
+        x_stock = x.clone().requires_grad_()
+        x_fused = x.clone().requires_grad_()
+        grad = randn(4, 5, 3, 7, device=device, seed=10 + step)
+        out_stock, out_fused = stock(x_stock), fused(x_fused)
+        assert_close(out_fused, out_stock, msg=f"train step {step}")
+        out_stock.backward(grad)
+        out_fused.backward(grad)
+        assert_close(x_fused.grad, x_stock.grad, msg=f"grad input, step {step}")
+        if affine:
+            assert_close(fused.weight.grad, stock[0].weight.grad, msg="grad weight")
+            assert_close(fused.bias.grad, stock[0].bias.grad, msg="grad bias")
+    assert_same_state(fused, stock[0])
+    fused.eval()
+    stock.eval()
+    x = randn(2, 5, 4, 4, device=device, seed=99)
+    assert_close(fused(x), stock(x), msg="eval")
+    if track_running_stats:
+        assert int(fused.num_batches_tracked) == 3
+
+
+def test_batch_norm_leaky_relu_channels_last_and_noncontiguous(device):
+    fused = fnn.BatchNormLeakyReLU2d(3).to(device)
+    randomise(fused)
+    stock = stock_bn_act(fused)
+    x = randn(3, 3, 5, 6, device=device).to(memory_format=torch.channels_last)
+    assert_close(fused(x), stock(x))
+    x = randn(3, 3, 6, 5, device=device).transpose(2, 3)
+    assert_close(fused(x), stock(x))
+
+
+def test_batch_norm_leaky_relu_state_dict_both_ways():
+    stock = nn.BatchNorm2d(4)
+    randomise(stock)
+    stock.num_batches_tracked.fill_(7)
+    fused = fnn.BatchNormLeakyReLU2d(4)
+    assert list(fused.state_dict()) == list(stock.state_dict())
+    fused.load_state_dict(stock.state_dict(), strict=True)
+    for key, value in stock.state_dict().items():
+        assert torch.equal(fused.state_dict()[key], value), key
+    back = nn.BatchNorm2d(4)
+    back.load_state_dict(fused.state_dict(), strict=True)
+    assert int(back.num_batches_tracked) == 7
+    # Checkpoints from before num_batches_tracked existed load like they do into stock BN.
+    old = {k: v for k, v in stock.state_dict().items() if k != "num_batches_tracked"}
+    old_sd = type(stock.state_dict())(old)
+    old_sd._metadata = {"": {"version": 1}}
+    fused.load_state_dict(old_sd, strict=True)
+    assert int(fused.num_batches_tracked) == 0
+
+
+def test_batch_norm_leaky_relu_is_not_a_batch_norm():
+    # Documented choice: type-based BN rewrites must not catch (and de-activate) it.
+    layer = fnn.BatchNormLeakyReLU2d(4)
+    assert not isinstance(layer, nn.modules.batchnorm._BatchNorm)
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(layer))
+    assert isinstance(converted[0], fnn.BatchNormLeakyReLU2d)
+
+
+def test_batch_norm_leaky_relu_repr_and_errors():
+    text = repr(fnn.BatchNormLeakyReLU2d(8, momentum=None, negative_slope=0.2))
+    assert text == (
+        "BatchNormLeakyReLU2d(8, eps=1e-05, momentum=None, affine=True, "
+        "track_running_stats=True, negative_slope=0.2)"
+    )
+    with pytest.raises(ValueError, match="BatchNormLeakyReLU2d: expected 4-D input"):
+        fnn.BatchNormLeakyReLU2d(3)(torch.randn(2, 3, 4))
+
+
+def test_batch_norm_leaky_relu_dtype_device_args():
+    layer = fnn.BatchNormLeakyReLU2d(3, dtype=torch.float64)
+    assert layer.weight.dtype == torch.float64 and layer.running_var.dtype == torch.float64
+    assert layer.num_batches_tracked.dtype == torch.long
+    assert torch.equal(layer.running_var, torch.ones(3, dtype=torch.float64))
+
+
+# --- ConvTranspose2d -----------------------------------------------------------------------
+
+STOCK_ACTIVATIONS = {
+    "identity": lambda t: t,
+    "relu": torch.relu,
+    "leaky_relu": lambda t: nn.functional.leaky_relu(t, 0.2),
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+}
+
+
+@pytest.mark.parametrize("activation", list(STOCK_ACTIVATIONS))
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(in_channels=4, out_channels=6, kernel_size=4, stride=2, padding=1),
+        dict(
+            in_channels=6,
+            out_channels=3,
+            kernel_size=(3, 2),
+            stride=(2, 1),
+            padding=(1, 0),
+            output_padding=(1, 0),
+            groups=3,
+            dilation=(1, 2),
+            bias=False,
+        ),
+    ],
+    ids=["dcgan", "odd"],
+)
+def test_conv_transpose2d_matches_stock(device, activation, config):
+    torch.manual_seed(0)
+    stock = nn.ConvTranspose2d(**config).to(device)
+    fused = fnn.ConvTranspose2d(**config, activation=activation, negative_slope=0.2).to(device)
+    fused.load_state_dict(stock.state_dict(), strict=True)
+    x = randn(2, config["in_channels"], 5, 7, device=device)
+    x_stock, x_fused = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_stock = STOCK_ACTIVATIONS[activation](stock(x_stock))
+    out_fused = fused(x_fused)
+    assert_close(out_fused, out_stock)
+    grad = randn(*out_stock.shape, device=device, seed=3)
+    out_stock.backward(grad)
+    out_fused.backward(grad)
+    assert_close(x_fused.grad, x_stock.grad, msg="grad input")
+    assert_close(fused.weight.grad, stock.weight.grad, msg="grad weight")
+    if stock.bias is not None:
+        assert_close(fused.bias.grad, stock.bias.grad, msg="grad bias")
+
+
+def test_conv_transpose2d_output_size(device):
+    stock = nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1).to(device)
+    fused = fnn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, activation="relu").to(device)
+    fused.load_state_dict(stock.state_dict())
+    x = randn(1, 3, 5, 5, device=device)
+    for size in ([9, 9], [10, 10], [9, 10], torch.Size([1, 2, 10, 9])):
+        expected = torch.relu(stock(x, output_size=size))
+        actual = fused(x, output_size=size)
+        assert actual.shape[-2:] == expected.shape[-2:] == tuple(size)[-2:]
+        assert_close(actual, expected)
+    with pytest.raises(ValueError, match="requested an output size of"):
+        fused(x, output_size=[12, 12])
+
+
+def test_conv_transpose2d_state_dict_repr_and_errors():
+    stock = nn.ConvTranspose2d(2, 3, 4, stride=2, padding=1, bias=False)
+    fused = fnn.ConvTranspose2d(
+        2, 3, 4, stride=2, padding=1, bias=False, activation="leaky_relu", negative_slope=0.2
+    )
+    assert isinstance(fused, nn.ConvTranspose2d)
+    assert list(fused.state_dict()) == list(stock.state_dict()) == ["weight"]
+    stock.load_state_dict(fused.state_dict(), strict=True)
+    assert torch.equal(stock.weight, fused.weight)
+    assert repr(fused) == (
+        "ConvTranspose2d(2, 3, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1), bias=False, "
+        "activation='leaky_relu', negative_slope=0.2)"
+    )
+    assert repr(fnn.ConvTranspose2d(2, 3, 4)) == repr(nn.ConvTranspose2d(2, 3, 4))
+    with pytest.raises(ValueError, match="activation must be one of .* got 'gelu'"):
+        fnn.ConvTranspose2d(2, 3, 4, activation="gelu")
+    with pytest.raises(ValueError, match="padding mode"):
+        fnn.ConvTranspose2d(2, 3, 4, padding_mode="reflect")
+
+
+# --- Reparameterize ------------------------------------------------------------------------
+
+
+def test_reparameterize_with_given_noise(device):
+    mu = randn(4, 8, device=device, seed=1).requires_grad_()
+    logvar = (randn(4, 8, device=device, seed=2) * 0.5).requires_grad_()
+    eps = randn(4, 8, device=device, seed=3)
+    z, kl = fnn.Reparameterize()(mu, logvar, eps)
+    expected_z = mu + torch.exp(0.5 * logvar) * eps
+    expected_kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)
+    assert z.shape == (4, 8) and kl.shape == (4,)
+    assert_close(z, expected_z)
+    assert_close(kl, expected_kl)
+    grads = torch.autograd.grad((z * eps).sum() + kl.sum(), (mu, logvar))
+    expected = torch.autograd.grad((expected_z * eps).sum() + expected_kl.sum(), (mu, logvar))
+    for actual, wanted in zip(grads, expected):
+        assert_close(actual, wanted)
+
+
+def test_reparameterize_draws_normal_noise(device):
+    mu = torch.full((64, 256), 1.5, device=device)
+    logvar = torch.full((64, 256), 2 * torch.log(torch.tensor(0.5)).item(), device=device)
+    torch.manual_seed(0)
+    z, kl = fnn.Reparameterize()(mu, logvar)
+    noise = (z - mu) / 0.5
+    # 16384 samples: the mean's standard error is 1/128, the std's about 1/181.
+    assert abs(noise.mean().item()) < 0.04
+    assert abs(noise.std().item() - 1) < 0.04
+    assert_close(kl, -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1))
+    torch.manual_seed(0)
+    again, _ = fnn.Reparameterize()(mu, logvar)
+    assert torch.equal(z, again), "same seed must give the same noise"
+
+
+# --- torch.compile -------------------------------------------------------------------------
+
+
+def test_compile_fullgraph_small_model(device):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        fnn.ConvTranspose2d(6, 4, 4, stride=2, padding=1, bias=False),
+        fnn.BatchNormLeakyReLU2d(4, negative_slope=0.2),
+        fnn.ConvTranspose2d(4, 3, 3, padding=1, activation="tanh"),
+    ).to(device)
+    twin = nn.Sequential(*[type(m)(**_init_args(m)) for m in model]).to(device)
+    twin.load_state_dict(model.state_dict())
+    # aot_eager traces through the fake kernels and autograd registrations without the
+    # (slow, on a shared CPU) inductor C++ compile; the op tests cover inductor.
+    compiled = torch.compile(twin, fullgraph=True, backend="aot_eager")
+    for mode in ("train", "eval"):
+        model.train(mode == "train")
+        twin.train(mode == "train")
+        x = randn(2, 6, 5, 5, device=device, seed=4)
+        x_eager, x_compiled = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_eager, out_compiled = model(x_eager), compiled(x_compiled)
+        assert_close(out_compiled, out_eager, msg=mode)
+        out_eager.square().sum().backward()
+        out_compiled.square().sum().backward()
+        assert_close(x_compiled.grad, x_eager.grad, msg=f"{mode} grad")
+    assert_same_state(twin, model)
+
+
+def _init_args(module: nn.Module) -> dict:
+    if isinstance(module, fnn.BatchNormLeakyReLU2d):
+        return dict(num_features=module.num_features, negative_slope=module.negative_slope)
+    return dict(
+        in_channels=module.in_channels,
+        out_channels=module.out_channels,
+        kernel_size=module.kernel_size,
+        stride=module.stride,
+        padding=module.padding,
+        bias=module.bias is not None,
+        activation=module.activation,
+    )
