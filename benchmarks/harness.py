@@ -1,0 +1,339 @@
+"""The one benchmark harness: cases, interleaved timing, CSV rows.
+
+A benchmark module (benchmarks/bench_<op>.py) defines ``cases(device) -> list[Case]``. Each
+case gives its inputs and two providers, "fastgen" (the fused op) and "eager" (the stock
+PyTorch code it replaces, imported from fastgen.reference so tests and benchmarks share it);
+the harness adds "compile" = torch.compile(eager provider) unless disabled.
+
+Modes:
+  forward   provider(*inputs) under torch.no_grad()
+  backward  forward untimed, then the backward pass timed: gradients of every input that
+            requires grad, for a fixed random output gradient (torch.autograd.grad, so no
+            accumulation into .grad is timed)
+  full      forward + backward, timed together
+
+Timing: every provider is warmed up first (this is where torch.compile compiles, so
+compilation is never timed); then each repetition runs each provider once, round-robin, so
+slow drifts (clocks, thermal, other processes) hit all providers alike. Reported: median and
+20th/80th percentiles in milliseconds. On CUDA one call is timed with CUDA events after a
+synchronize (device time of the call); on CPU with time.perf_counter (wall time).
+
+Memory (peak_mem_mb): on CUDA, the peak of torch.cuda.max_memory_allocated during one call
+minus what was allocated before it, i.e. the extra memory the call needed (outputs,
+workspace, saved tensors). On CPU it is left EMPTY: torch's CPU allocator exposes no peak
+counter, and process RSS is too coarse and too polluted by caching to mean anything here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+MODES = ("forward", "backward", "full")
+CSV_FIELDS = (
+    "op",
+    "case",
+    "mode",
+    "provider",
+    "median_ms",
+    "p20_ms",
+    "p80_ms",
+    "speedup_vs_eager",
+    "peak_mem_mb",
+    "native",
+    "reps",
+    "device",
+    "torch",
+    "commit",
+    "date",
+)
+
+
+@dataclass
+class Case:
+    """One benchmarked configuration of one op.
+
+    make_inputs() returns the positional arguments of every provider (tensors that need
+    gradients already have requires_grad set); a provider returns a tensor or a tuple of
+    tensors. Providers must compute the same thing.
+    """
+
+    op: str
+    case: str
+    make_inputs: Callable[[], tuple]
+    providers: dict[str, Callable[..., torch.Tensor]]
+    modes: tuple[str, ...] = ("forward", "full")
+
+
+@dataclass
+class Result:
+    op: str
+    case: str
+    mode: str
+    provider: str
+    times_ms: list[float]
+    peak_mem_mb: float | None = None
+    native: str = ""
+    speedup_vs_eager: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def median_ms(self) -> float:
+        return percentile(self.times_ms, 50)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile with linear interpolation between order statistics."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+# --- environment ---------------------------------------------------------------------------
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name(0)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+# --- one call per mode ---------------------------------------------------------------------
+
+
+def _as_tuple(out) -> tuple:
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _grad_inputs(inputs: tuple) -> list[torch.Tensor]:
+    return [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+
+
+def _differentiable(outputs: tuple) -> list[torch.Tensor]:
+    return [t for t in outputs if isinstance(t, torch.Tensor) and t.requires_grad]
+
+
+def make_output_grads(fn: Callable, inputs: tuple) -> list[torch.Tensor]:
+    """Fixed random gradients for the differentiable outputs of fn(*inputs)."""
+    generator = torch.Generator().manual_seed(1234)
+    outputs = _differentiable(_as_tuple(fn(*inputs)))
+    return [
+        torch.randn(t.shape, generator=generator, dtype=torch.float32).to(t.device, t.dtype)
+        for t in outputs
+    ]
+
+
+def _forward_call(fn, inputs):
+    with torch.no_grad():
+        return fn(*inputs)
+
+
+def _backward_call(outputs, inputs, grads):
+    return torch.autograd.grad(_differentiable(_as_tuple(outputs)), _grad_inputs(inputs), grads)
+
+
+def _full_call(fn, inputs, grads):
+    return _backward_call(fn(*inputs), inputs, grads)
+
+
+class Timer:
+    """Times one call: CUDA events on GPU (after a synchronize), perf_counter on CPU."""
+
+    def __init__(self, device: str) -> None:
+        self.cuda = device == "cuda"
+
+    def time_ms(self, call: Callable[[], object]) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            call()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+        start = time.perf_counter()
+        call()
+        return (time.perf_counter() - start) * 1e3
+
+    def peak_mem_mb(self, call: Callable[[], object]) -> float | None:
+        if not self.cuda:
+            return None
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        result = call()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - before
+        del result
+        return peak / 2**20
+
+
+def _prepare(mode: str, fn: Callable, inputs: tuple, grads) -> Callable[[], object]:
+    """The timed call of `mode`; the backward mode's forward runs here, untimed."""
+    if mode == "forward":
+        return lambda: _forward_call(fn, inputs)
+    if mode == "full":
+        return lambda: _full_call(fn, inputs, grads)
+    outputs = fn(*inputs)
+    return lambda: _backward_call(outputs, inputs, grads)
+
+
+# --- running cases -------------------------------------------------------------------------
+
+
+def with_compile(case: Case) -> dict[str, Callable]:
+    providers = dict(case.providers)
+    if "eager" in providers and "compile" not in providers:
+        providers["compile"] = torch.compile(providers["eager"])
+    return providers
+
+
+def native_note(op: str, inputs: tuple) -> str:
+    """'yes'/'no (...reason...)' for whether fastgen's native kernel serves this case."""
+    try:
+        from fastgen import registry
+    except ImportError:
+        return ""
+    tensor = next((t for t in inputs if isinstance(t, torch.Tensor)), None)
+    if tensor is None or op not in registry.dtypes:
+        return ""
+    if registry.mode == "reference":
+        return "no (FASTGEN_BACKEND=reference)"
+    reason = registry.why_not_native(op, tensor)
+    return "yes" if reason is None else f"no ({reason})"
+
+
+def run_case(
+    case: Case,
+    device: str,
+    reps: int = 30,
+    warmup: int = 3,
+    compile: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[Result]:
+    """Times every provider of `case` in each of its modes; returns one Result per pair."""
+    providers = with_compile(case) if compile else dict(case.providers)
+    timer = Timer(device)
+    inputs = case.make_inputs()
+    results = []
+    for mode in case.modes:
+        if mode not in MODES:
+            raise ValueError(f"benchmarks: case {case.op}/{case.case}: unknown mode {mode!r}")
+        reference = providers.get("eager", next(iter(providers.values())))
+        grads = make_output_grads(reference, inputs) if mode != "forward" else None
+        calls = {}
+        for name, fn in list(providers.items()):
+            try:
+                for _ in range(warmup):  # compiles here for the compile provider
+                    _prepare(mode, fn, inputs, grads)()
+            except Exception as exc:  # a provider that cannot run this case is reported, not fatal
+                log(f"  skipped {case.op}/{case.case}/{mode}/{name}: {type(exc).__name__}: {exc}")
+                continue
+            calls[name] = fn
+        times = {name: [] for name in calls}
+        for _ in range(reps):
+            for name, fn in calls.items():  # round-robin: each repetition visits every provider
+                call = _prepare(mode, fn, inputs, grads)
+                times[name].append(timer.time_ms(call))
+        native = native_note(case.op, inputs)
+        for name, fn in calls.items():
+            peak = timer.peak_mem_mb(_prepare(mode, fn, inputs, grads))
+            results.append(
+                Result(
+                    case.op,
+                    case.case,
+                    mode,
+                    name,
+                    times[name],
+                    peak,
+                    native if name == "fastgen" else "",
+                )
+            )
+        eager = next((r for r in results[-len(calls) :] if r.provider == "eager"), None)
+        for result in results[-len(calls) :]:
+            if eager is not None:
+                result.speedup_vs_eager = eager.median_ms / result.median_ms
+    return results
+
+
+def csv_rows(results: list[Result], device: str, reps: int) -> list[dict]:
+    env = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "commit": git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    rows = []
+    for r in results:
+        rows.append(
+            {
+                "op": r.op,
+                "case": r.case,
+                "mode": r.mode,
+                "provider": r.provider,
+                "median_ms": f"{r.median_ms:.4f}",
+                "p20_ms": f"{percentile(r.times_ms, 20):.4f}",
+                "p80_ms": f"{percentile(r.times_ms, 80):.4f}",
+                "speedup_vs_eager": ""
+                if r.speedup_vs_eager is None
+                else f"{r.speedup_vs_eager:.3f}",
+                "peak_mem_mb": "" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.2f}",
+                "native": r.native,
+                "reps": reps,
+                **env,
+            }
+        )
+    return rows
+
+
+def format_table(results: list[Result]) -> str:
+    """A readable table: one line per (op, case, mode, provider)."""
+    header = f"{'op':24s} {'case':28s} {'mode':8s} {'provider':8s} {'median ms':>10s} {'p20-p80 ms':>17s} {'vs eager':>8s} {'peak MB':>8s}"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        spread = f"{percentile(r.times_ms, 20):.3f}-{percentile(r.times_ms, 80):.3f}"
+        speedup = "" if r.speedup_vs_eager is None else f"{r.speedup_vs_eager:.2f}x"
+        peak = "" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.1f}"
+        lines.append(
+            f"{r.op:24s} {r.case:28s} {r.mode:8s} {r.provider:8s} {r.median_ms:10.3f} {spread:>17s} {speedup:>8s} {peak:>8s}"
+        )
+    return "\n".join(lines)
