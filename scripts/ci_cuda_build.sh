@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Builds fastgen's CUDA variant on a machine WITHOUT a GPU and checks that every CUDA kernel
+# the sources register is really registered under the CUDA dispatch key.
+#
+#   bash scripts/ci_cuda_build.sh            (or: make cuda-build)
+#
+# Environment (all optional):
+#   CUDA_VENV        venv with a CUDA build of torch (default .venv-cuda; created if missing,
+#                    reused if present: point it at an existing one to skip the install)
+#   CUDA_TORCH       torch version to install into a new venv (default 2.14.1, CUDA 13.0)
+#   CUDA_HOME        CUDA toolkit (default /usr/local/cuda)
+#   TORCH_CUDA_ARCH_LIST (default "8.0;9.0"), MAX_JOBS (default 2)
+#   CUDA_BUILD_DIR   where the build happens (default build/cuda-ci)
+#
+# Why a copy: an in-place build writes fastgen/_C*.so and fastgen/_build_config.py, which
+# would replace the CPU build that `make test` uses. So the tracked (and untracked, not
+# ignored) files are copied to $CUDA_BUILD_DIR/src and built there. The copy keeps a fixed
+# path and the files' modification times, and object files live in $CUDA_BUILD_DIR/temp,
+# so ninja only recompiles what changed since the last run.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CUDA_VENV="${CUDA_VENV:-$ROOT/.venv-cuda}"
+CUDA_TORCH="${CUDA_TORCH:-2.14.1}"
+BUILD_DIR="${CUDA_BUILD_DIR:-$ROOT/build/cuda-ci}"
+export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0}"
+export MAX_JOBS="${MAX_JOBS:-2}"
+export FASTGEN_CUDA=1
+
+PY="$CUDA_VENV/bin/python"
+if [ ! -x "$PY" ]; then
+  echo "== creating $CUDA_VENV"
+  python3 -m venv "$CUDA_VENV"
+fi
+if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then
+  echo "== installing torch==$CUDA_TORCH (CUDA build) into $CUDA_VENV"
+  # The machine's pip constraint (torch<=2.14.1) stays in force on purpose.
+  "$CUDA_VENV/bin/pip" install -q "torch==$CUDA_TORCH" ninja numpy setuptools wheel
+fi
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+
+echo "== copying sources to $BUILD_DIR/src"
+rm -rf "$BUILD_DIR/src"
+mkdir -p "$BUILD_DIR/src" "$BUILD_DIR/temp"
+(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard \
+  | while IFS= read -r -d '' file; do [ -f "$file" ] && printf '%s\0' "$file"; done \
+  | tar --null -T - -cf -) | tar -xf - -C "$BUILD_DIR/src"
+
+echo "== building (archs $TORCH_CUDA_ARCH_LIST, MAX_JOBS=$MAX_JOBS)"
+cd "$BUILD_DIR/src"
+"$PY" setup.py -q build_ext --inplace --build-temp "$BUILD_DIR/temp"
+
+echo "== checking CUDA registrations"
+PYTHONPATH="$BUILD_DIR/src" "$PY" - <<'EOF'
+import glob
+import re
+import sys
+
+import torch
+
+import fastgen
+from fastgen import _extension
+
+if not _extension.LOADED:
+    sys.exit(f"FAIL: the extension did not load: {_extension.LOAD_ERROR}")
+if not fastgen._extension._C.with_cuda:
+    sys.exit("FAIL: the extension was built without CUDA")
+print(f"fastgen from {fastgen.__file__}")
+
+BLOCK = re.compile(r"TORCH_LIBRARY_IMPL\(\s*fastgen\s*,\s*CUDA\s*,\s*(\w+)\s*\)\s*\{")
+
+
+def block_body(text: str, start: int) -> str:
+    """The text of the {...} block opening just before `start`, braces balanced."""
+    depth = 1
+    for index in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[index], 0)
+        if depth == 0:
+            return text[start:index]
+    raise SystemExit("FAIL: unbalanced braces in a TORCH_LIBRARY_IMPL block")
+
+
+expected = []  # (file, op name)
+sources = sorted(glob.glob("csrc/**/*.cu", recursive=True) + glob.glob("csrc/**/*.cpp", recursive=True))
+for path in sources:
+    text = open(path).read()
+    for match in BLOCK.finditer(text):
+        library = match.group(1)
+        body = block_body(text, match.end())
+        names = re.findall(rf'\b{library}\.impl\(\s*"([\w.]+)"', body)
+        if not names:
+            print(f"warning: {path}: a CUDA TORCH_LIBRARY_IMPL block with no {library}.impl(...)")
+        expected += [(path, name) for name in names]
+
+missing = [
+    (path, name)
+    for path, name in expected
+    if not torch._C._dispatch_has_kernel_for_dispatch_key(f"fastgen::{name}", "CUDA")
+]
+print(f"{len(sources)} source files, {len(expected)} CUDA kernel registrations found")
+for path, name in expected:
+    print(f"  {'MISSING' if (path, name) in missing else 'ok':8s} fastgen::{name:36s} ({path})")
+if missing:
+    sys.exit(f"FAIL: {len(missing)} CUDA kernel(s) declared in the sources are not registered")
+print("OK")
+EOF
+
+echo "== python -m fastgen info"
+PYTHONPATH="$BUILD_DIR/src" "$PY" -m fastgen info
