@@ -1,0 +1,66 @@
+"""fastgen.info() and `python -m fastgen info`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import torch
+
+import fastgen
+from fastgen._backend import DEVICE_KEYS, MODES
+from fastgen._info import format_info
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = {
+    "fastgen", "torch", "torch_cuda", "cuda_available", "device", "extension_loaded",
+    "extension_error", "built_with_cuda", "cuda_archs", "built_against_torch", "backend_mode", "ops",
+}  # fmt: skip
+OPS = {"batch_norm_leaky_relu", "conv_transpose2d", "reparameterize"}
+
+
+def test_info_keys_and_values():
+    data = fastgen.info()
+    assert set(data) >= KEYS, f"missing: {KEYS - set(data)}"
+    assert data["fastgen"] == fastgen.__version__
+    assert data["torch"] == torch.__version__
+    assert data["backend_mode"] in MODES
+    assert data["cuda_available"] == torch.cuda.is_available()
+    assert data["extension_loaded"] == (data["extension_error"] is None)
+    for op, backends in data["ops"].items():
+        assert set(backends) <= set(DEVICE_KEYS), (op, backends)
+
+
+def test_info_lists_every_op_with_a_native_cpu_kernel():
+    data = fastgen.info()
+    assert set(data["ops"]) >= OPS
+    if data["extension_loaded"]:
+        assert data["built_against_torch"] == torch.__version__, "extension built for another torch"
+        for op in OPS:
+            assert "cpu" in data["ops"][op], f"fastgen::{op} has no CPU kernel"
+
+
+def test_format_info_mentions_everything():
+    text = format_info()
+    for key in KEYS - {"ops"}:
+        assert key in text
+    assert "native backends:" in text
+    for op in fastgen.info()["ops"]:
+        assert op in text
+
+
+def test_cli_info_subprocess():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run(
+        [sys.executable, "-m", "fastgen", "info"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"fastgen                {fastgen.__version__}" in done.stdout
+    assert f"torch                  {torch.__version__}" in done.stdout
+    assert "native backends:" in done.stdout
