@@ -104,6 +104,25 @@ def test_batch_norm_leaky_relu_channels_last_and_noncontiguous(device):
     assert_close(fused(x), stock(x))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_batch_norm_leaky_relu_half_input_float32_layer(device, dtype):
+    # Mixed precision (AMP) feeds half activations to a float32 layer; stock BN accepts that,
+    # returns the input dtype and keeps float32 running statistics.
+    fused = fnn.BatchNormLeakyReLU2d(4, negative_slope=0.2).to(device)
+    randomise(fused)
+    stock = stock_bn_act(fused)
+    x = (randn(3, 4, 5, 5, device=device) * 3 + 1).to(dtype)
+    for mode in ("train", "eval"):
+        fused.train(mode == "train")
+        stock.train(mode == "train")
+        out_fused, out_stock = fused(x), stock(x)
+        assert out_fused.dtype == out_stock.dtype == dtype
+        assert_close(out_fused.float(), out_stock.float(), dtype=dtype, msg=mode)
+    assert fused.running_mean.dtype == torch.float32
+    assert_close(fused.running_mean, stock[0].running_mean, dtype=dtype)
+    assert_close(fused.running_var, stock[0].running_var, dtype=dtype)
+
+
 def test_batch_norm_leaky_relu_state_dict_both_ways():
     stock = nn.BatchNorm2d(4)
     randomise(stock)
@@ -210,6 +229,19 @@ def test_conv_transpose2d_output_size(device):
         assert_close(actual, expected)
     with pytest.raises(ValueError, match="requested an output size of"):
         fused(x, output_size=[12, 12])
+
+
+def test_conv_transpose2d_autocast(device):
+    dtype = torch.bfloat16
+    stock = nn.ConvTranspose2d(4, 3, 4, stride=2, padding=1).to(device)
+    fused = fnn.ConvTranspose2d(4, 3, 4, stride=2, padding=1, activation="tanh").to(device)
+    fused.load_state_dict(stock.state_dict())
+    x = randn(2, 4, 6, 6, device=device)
+    with torch.autocast(device, dtype=dtype):
+        expected = torch.tanh(stock(x))
+        actual = fused(x)
+    assert actual.dtype == expected.dtype == dtype
+    assert_close(actual.float(), expected.float(), dtype=dtype)
 
 
 def test_conv_transpose2d_state_dict_repr_and_errors():

@@ -23,7 +23,8 @@ class ConvTranspose2d(nn.ConvTranspose2d):
 
     with ``act`` one of ``"identity"``, ``"relu"``, ``"leaky_relu"`` (``negative_slope``),
     ``"tanh"``, ``"sigmoid"``. Training and eval compute the same thing. Dtypes: float32,
-    float64, float16, bfloat16.
+    float64, float16, bfloat16. Under torch.autocast it computes in the autocast dtype, as
+    the stock layer does.
 
     It subclasses nn.ConvTranspose2d: same constructor (plus keyword-only ``activation``
     and ``negative_slope``), same parameters and state dict, same ``output_size`` argument
@@ -81,10 +82,18 @@ class ConvTranspose2d(nn.ConvTranspose2d):
         output_padding = self._output_padding(
             input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
         )
+        weight, bias = self.weight, self.bias
+        device_type = input.device.type
+        if torch.is_autocast_enabled(device_type):
+            # Under autocast the stock layer runs in the autocast dtype (input, weight and
+            # bias cast to it); do the same so AMP training behaves and saves memory alike.
+            dtype = torch.get_autocast_dtype(device_type)
+            input, weight = input.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
         return ops.conv_transpose2d(
             input,
-            self.weight,
-            self.bias,
+            weight,
+            bias,
             stride=self.stride,
             padding=self.padding,
             output_padding=output_padding,
