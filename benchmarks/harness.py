@@ -47,6 +47,8 @@ CSV_FIELDS = (
     "p80_ms",
     "speedup_vs_eager",
     "peak_mem_mb",
+    "achieved_gbps",
+    "achieved_tflops",
     "native",
     "reps",
     "device",
@@ -63,6 +65,9 @@ class Case:
     make_inputs() returns the positional arguments of every provider (tensors that need
     gradients already have requires_grad set); a provider returns a tensor or a tuple of
     tensors. Providers must compute the same thing.
+
+    Optional floors, per mode: min_bytes (the fewest bytes the mode must read plus write)
+    and flops; when given, the CSV reports achieved GB/s and TFLOP/s at the median time.
     """
 
     op: str
@@ -70,6 +75,8 @@ class Case:
     make_inputs: Callable[[], tuple]
     providers: dict[str, Callable[..., torch.Tensor]]
     modes: tuple[str, ...] = ("forward", "full")
+    min_bytes: dict[str, int] = field(default_factory=dict)
+    flops: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,7 +89,8 @@ class Result:
     peak_mem_mb: float | None = None
     native: str = ""
     speedup_vs_eager: float | None = None
-    extra: dict = field(default_factory=dict)
+    min_bytes: int | None = None
+    flops: int | None = None
 
     @property
     def median_ms(self) -> float:
@@ -286,6 +294,8 @@ def run_case(
                     times[name],
                     peak,
                     native if name == "fastgen" else "",
+                    min_bytes=case.min_bytes.get(mode),
+                    flops=case.flops.get(mode),
                 )
             )
         eager = next((r for r in results[-len(calls) :] if r.provider == "eager"), None)
@@ -317,6 +327,10 @@ def csv_rows(results: list[Result], device: str, reps: int) -> list[dict]:
                 if r.speedup_vs_eager is None
                 else f"{r.speedup_vs_eager:.3f}",
                 "peak_mem_mb": "" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.2f}",
+                "achieved_gbps": ""
+                if r.min_bytes is None
+                else f"{r.min_bytes / r.median_ms / 1e6:.1f}",
+                "achieved_tflops": "" if r.flops is None else f"{r.flops / r.median_ms / 1e9:.2f}",
                 "native": r.native,
                 "reps": reps,
                 **env,

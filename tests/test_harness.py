@@ -23,6 +23,7 @@ def test_run_case_all_modes_and_csv():
         make_inputs=make_inputs,
         providers={"fastgen": lambda x, b: torch.tanh(x + b), "eager": lambda x, b: (x + b).tanh()},
         modes=("forward", "backward", "full"),
+        min_bytes={"forward": 3 * 4 * 8 * 4},
     )
     results = harness.run_case(case, "cpu", reps=4, warmup=1, compile=False)
     assert [(r.mode, r.provider) for r in results] == [
@@ -32,6 +33,7 @@ def test_run_case_all_modes_and_csv():
     assert all(r.speedup_vs_eager is not None for r in results)
     rows = harness.csv_rows(results, "cpu", reps=4)
     assert set(rows[0]) == set(harness.CSV_FIELDS)
+    assert float(rows[0]["achieved_gbps"]) > 0 and rows[-1]["achieved_gbps"] == ""
     assert rows[0]["peak_mem_mb"] == ""  # not measured on CPU, and says so by being empty
     assert rows[0]["commit"] and rows[0]["device"] and rows[0]["torch"] == torch.__version__
     assert "toy" in harness.format_table(results)
