@@ -72,7 +72,7 @@ def write_build_config(with_cuda: bool, archs: str) -> None:
 def extension():
     with_cuda = want_cuda()
     cpp_sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off"]
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=off"]
     if os.environ.get("FASTGEN_NATIVE_ARCH") == "1":
         cxx_flags.append("-march=native")
     include_dirs = [os.path.join(ROOT, "csrc")]
@@ -82,7 +82,7 @@ def extension():
         cu_sources = sorted(glob.glob("csrc/**/*.cu", recursive=True))
         nvcc_flags = [
             "-O3",
-            "-std=c++17",
+            "-std=c++20",
             "--expt-relaxed-constexpr",
             "-lineinfo",
             "-Xptxas=-v" if os.environ.get("FASTGEN_PTXAS_VERBOSE") == "1" else "-Xptxas=-O3",
