@@ -30,13 +30,22 @@ def info() -> dict:
 
 
 def format_info(data: dict | None = None) -> str:
+    """info() as aligned text: one "key value" line each, then one line per op.
+
+    Both columns widen to the longest key / op name, so a long op name never pushes its
+    backends out of line (the key column is at least 22 wide, as `fastgen info` always was).
+    """
     data = info() if data is None else data
+    ops = data.get("ops", {})
+    key_width = max([22] + [len(k) + 1 for k in data if k != "ops"])
+    op_width = max([32] + [len(op) + 1 for op in ops])
     lines = []
     for key, value in data.items():
         if key == "ops":
             lines.append("native backends:")
             for op, backends in value.items():
-                lines.append(f"  {op:32s} {', '.join(backends) if backends else 'none (reference only)'}")
+                shown = ", ".join(backends) if backends else "none (reference only)"
+                lines.append(f"  {op:{op_width}s} {shown}")
         else:
-            lines.append(f"{key:22s} {value}")
+            lines.append(f"{key:{key_width}s} {value}")
     return "\n".join(lines)
