@@ -1,22 +1,338 @@
-"""The `fastgen` command line (placeholder until the training library lands: `info`)."""
+"""The `fastgen` command line.
+
+    fastgen train dcgan|vae --data digits|photos|PATH --steps N --batch-size B --out DIR ...
+    fastgen sample CKPT --n 64 --out grid.png [--seed S] [--class C] [--interpolate STEPS]
+    fastgen export CKPT --out G.pt [--format torchscript|pt2|state_dict] [--dtype ...]
+    fastgen eval CKPT ...          (fastgen.metrics.cli)
+    fastgen bench train ...        (fastgen.bench)
+    fastgen info
+
+Errors in arguments, data or checkpoints print one line on stderr and exit with status 2;
+FASTGEN_DEBUG=1 re-raises them with the traceback. The library modules are imported inside
+each handler, so `fastgen info` and `--help` stay fast and never depend on them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+
+EXIT_USAGE = 2
+
+# command-line option -> config field, for options whose names differ from the field
+RENAMED = {"out": "out_dir", "threads": "num_threads"}
+# config fields that only one trainer has (a clear error instead of a TypeError)
+GAN_ONLY = {
+    "lr_g", "lr_d", "loss", "label_smoothing", "r1_gamma", "gp_weight", "spectral_norm",
+    "ema_decay", "diffaugment", "conditional",
+}  # fmt: skip
+VAE_ONLY = {"lr", "beta", "kl_warmup", "likelihood"}
+
+
+class UsageError(ValueError):
+    """A command-line argument that is wrong in a way argparse cannot see."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `fastgen train: error: ... (see fastgen train --help)`."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --- train ----------------------------------------------------------------------------------
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    S = argparse.SUPPRESS  # unset options keep the config's defaults
+    p.add_argument("model", choices=["dcgan", "vae"], help="what to train")
+    data = p.add_argument_group("data")
+    data.add_argument(
+        "--data",
+        default=S,
+        help="digits (default), photos, an image folder or MNIST IDX file/folder",
+    )
+    data.add_argument(
+        "--resolution", type=int, default=S, help="image size (power of two, 16..256; default 32)"
+    )
+    data.add_argument(
+        "--channels",
+        type=int,
+        choices=[1, 3],
+        default=S,
+        help="convert the data to 1 or 3 channels",
+    )
+    run = p.add_argument_group("run")
+    run.add_argument("--steps", type=int, default=S, help="training steps")
+    run.add_argument("--batch-size", type=int, default=S)
+    run.add_argument("--out", default=S, help="output folder (config, log, samples, checkpoints)")
+    run.add_argument(
+        "--resume",
+        default=None,
+        metavar="CKPT",
+        help="checkpoint to resume from, or 'latest' in --out",
+    )
+    run.add_argument("--seed", type=int, default=S)
+    run.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:1, ...")
+    run.add_argument(
+        "--threads", type=int, default=S, help="torch CPU threads (0: torch's default)"
+    )
+    run.add_argument(
+        "--deterministic", action="store_true", default=S, help="deterministic algorithms (GPU)"
+    )
+    run.add_argument("--amp", choices=["bf16", "fp16", "none"], default=S, help="mixed precision")
+    run.add_argument("--compile", action="store_true", default=S, help="torch.compile the models")
+    run.add_argument(
+        "--no-fused", dest="fused", action="store_false", default=S, help="stock torch.nn layers"
+    )
+    run.add_argument(
+        "--sync-bn", action="store_true", default=S, help="DDP: sync batch-norm statistics"
+    )
+    run.add_argument(
+        "--sample-every", type=int, default=S, help="sample grid every K steps (0: at the end)"
+    )
+    run.add_argument(
+        "--checkpoint-every", type=int, default=S, help="checkpoint every K steps (0: at the end)"
+    )
+    run.add_argument("--keep-checkpoints", type=int, default=S)
+    run.add_argument("--log-every", type=int, default=S)
+    run.add_argument("--eval-every", type=int, default=S, help="evaluate every K steps (0: never)")
+    run.add_argument(
+        "--eval-metrics", default="fid,kid", help="metrics for --eval-every (default fid,kid)"
+    )
+    run.add_argument("--eval-n", type=int, default=1000, help="generated images per evaluation")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    model = p.add_argument_group("model")
+    model.add_argument("--latent-dim", type=int, default=S)
+    model.add_argument("--width", type=int, default=S, help="channels of the finest layer")
+    gan = p.add_argument_group("dcgan")
+    gan.add_argument("--loss", choices=["bce", "hinge", "wgan-gp"], default=S)
+    gan.add_argument("--lr-g", type=float, default=S)
+    gan.add_argument("--lr-d", type=float, default=S)
+    gan.add_argument("--beta1", type=float, default=S)
+    gan.add_argument("--beta2", type=float, default=S)
+    gan.add_argument("--label-smoothing", type=float, default=S)
+    gan.add_argument("--r1-gamma", type=float, default=S)
+    gan.add_argument("--gp-weight", type=float, default=S)
+    gan.add_argument("--spectral-norm", action="store_true", default=S)
+    gan.add_argument("--ema-decay", type=float, default=S)
+    gan.add_argument("--diffaugment", default=S, help="e.g. color,translation,cutout")
+    gan.add_argument(
+        "--conditional", action="store_true", default=S, help="class-conditional G and D"
+    )
+    vae = p.add_argument_group("vae")
+    vae.add_argument("--lr", type=float, default=S)
+    vae.add_argument("--beta", type=float, default=S, help="KL weight")
+    vae.add_argument("--kl-warmup", type=int, default=S)
+    vae.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default=S)
+
+
+NOT_CONFIG = {"command", "model", "resume", "quiet", "eval_metrics", "eval_n"}
+
+
+def build_config(args: argparse.Namespace):
+    """The GANConfig / VAEConfig for parsed `train` arguments (only given options override)."""
+    wrong = GAN_ONLY if args.model == "vae" else VAE_ONLY
+    for name in vars(args):
+        if name in wrong:
+            option = "--" + name.replace("_", "-")
+            raise UsageError(f"{option} does not apply to `fastgen train {args.model}`")
+    from fastgen.train import GANConfig, VAEConfig
+
+    cls = GANConfig if args.model == "dcgan" else VAEConfig
+    values = {}
+    for name, value in vars(args).items():
+        if name in NOT_CONFIG:
+            continue
+        if name == "amp" and value == "none":
+            value = ""
+        values[RENAMED.get(name, name)] = value
+    config = cls(**values)
+    if hasattr(config, "validate"):
+        config.validate()
+    return config
+
+
+def run_train(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    from fastgen.data import load_dataset
+    from fastgen.train import train_gan, train_vae
+
+    dataset = load_dataset(
+        config.data, resolution=config.resolution, channels=config.channels, split="train"
+    )
+    if getattr(config, "conditional", False) and dataset.num_classes == 0:
+        raise UsageError(f"--conditional needs a labelled dataset; {config.data!r} has no labels")
+    resume = args.resume
+    if resume == "latest":
+        from fastgen.train.checkpoint import latest_checkpoint
+
+        found = latest_checkpoint(config.out_dir)
+        if found is None:
+            raise FileNotFoundError(
+                f"--resume latest: no checkpoint in {config.out_dir}/checkpoints"
+            )
+        resume = str(found)
+    elif resume is not None and not os.path.isfile(resume):
+        raise FileNotFoundError(f"--resume: no checkpoint file at {resume}")
+    evaluator = None
+    if config.eval_every:
+        evaluator = make_evaluator(args, config, dataset)
+    train = train_gan if args.model == "dcgan" else train_vae
+    result = train(config, dataset, resume=resume, evaluator=evaluator, progress=not args.quiet)
+    print(f"fastgen train {args.model}: done, outputs in {config.out_dir}")
+    if isinstance(result, dict):
+        print(json.dumps(result, default=str))
+    return 0
+
+
+def make_evaluator(args, config, dataset):
+    """The training-time evaluator from fastgen.metrics.cli (owned by the metrics code)."""
+    try:
+        from fastgen.metrics.cli import make_evaluator as factory
+    except ImportError as err:
+        raise UsageError(f"--eval-every needs fastgen.metrics.cli.make_evaluator ({err})") from err
+    return factory(dataset=dataset, metrics=args.eval_metrics, n=args.eval_n, config=config)
+
+
+# --- sample / export --------------------------------------------------------------------------
+
+
+def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("--n", type=int, default=64, help="images (or rows with --interpolate)")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--class", dest="class_label", type=int, default=None, help="class (conditional models)"
+    )
+    p.add_argument(
+        "--interpolate",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="latent interpolation: N rows of STEPS images",
+    )
+    p.add_argument("--nrow", type=int, default=None, help="images per row of the grid")
+    p.add_argument("--device", default="cpu")
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from fastgen.sample import sample_to_png
+
+    if args.n < 1:
+        raise UsageError(f"--n must be >= 1, got {args.n}")
+    if args.interpolate == 1 or args.interpolate < 0:
+        raise UsageError(f"--interpolate needs at least 2 steps, got {args.interpolate}")
+    path = sample_to_png(
+        args.checkpoint, args.out, n=args.n, seed=args.seed, class_label=args.class_label,
+        interpolation_steps=args.interpolate, device=args.device, nrow=args.nrow,
+    )  # fmt: skip
+    print(f"wrote {path}")
+    return 0
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("--out", required=True, help="file to write")
+    p.add_argument("--format", choices=["torchscript", "pt2", "state_dict"], default="torchscript")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from fastgen.export import export_checkpoint
+
+    summary = export_checkpoint(args.checkpoint, args.out, format=args.format, dtype=args.dtype)
+    print(f"wrote {summary['path']} ({summary['format']}, {summary['kind']}, {summary['dtype']}, "
+          f"{summary['bytes'] / 1e6:.2f} MB)")  # fmt: skip
+    return 0
+
+
+# --- eval / bench (their code owns their arguments) ---------------------------------------
+
+
+def _delegate(p: argparse.ArgumentParser, module: str) -> None:
+    """Lets `module` add its own arguments; if it is not importable, the subcommand says so."""
+    try:
+        mod = __import__(module, fromlist=["add_arguments"])
+        mod.add_arguments(p)
+        p.set_defaults(delegate=module)
+    except ImportError as err:
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(delegate=None, delegate_error=f"{module} is not available ({err})")
+
+
+def run_delegate(args: argparse.Namespace) -> int:
+    if args.delegate is None:
+        raise UsageError(args.delegate_error)
+    mod = __import__(args.delegate, fromlist=["run"])
+    code = mod.run(args)
+    return 0 if code is None else int(code)
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = Parser(prog="fastgen", description="fused kernels, GANs and VAEs for PyTorch")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_train_arguments(sub.add_parser("train", help="train a DCGAN or a VAE"))
+    add_sample_arguments(sub.add_parser("sample", help="sample a grid PNG from a checkpoint"))
+    add_export_arguments(sub.add_parser("export", help="export an inference-only generator"))
+    sub.add_parser("info", help="versions, build and native backends")
+    # eval and bench import their modules only when named, so other commands never pay for them
+    eval_parser = sub.add_parser("eval", help="FID/KID/IS/precision-recall of a checkpoint")
+    bench = sub.add_parser("bench", help="end-to-end benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    bench_train = bench_sub.add_parser("train", help="training images/s, fused vs stock")
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command == "eval":
+        _delegate(eval_parser, "fastgen.metrics.cli")
+    elif command == "bench":
+        _delegate(bench_train, "fastgen.bench")
+    return parser
+
+
+HANDLERS = {"train": run_train, "sample": run_sample, "export": run_export}
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [
+        ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError
+    ]  # fmt: skip
+    try:
+        from fastgen.train.checkpoint import CheckpointError
+
+        errors.append(CheckpointError)
+    except ImportError:
+        pass
+    return tuple(errors)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fastgen", description="fused kernels for GANs and VAEs")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="versions, build and native backends")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command == "info":
         from fastgen._info import format_info
 
         print(format_info())
         return 0
-    return 2
+    handler = HANDLERS.get(args.command, run_delegate)
+    debug = os.environ.get("FASTGEN_DEBUG", "") not in ("", "0")
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print(f"fastgen {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug or not isinstance(err, _expected_errors()):
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"fastgen {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -1,9 +1,45 @@
-"""The `fastgen` command line: info, argument and data errors, and (once the training
-library has landed) train -> sample -> export end to end."""
+"""The `fastgen` command line: info, argument and data errors, BN folding for export, and
+(once fastgen.train has landed) train -> sample -> export end to end on a tiny model."""
 
 from __future__ import annotations
 
+import copy
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
 from fastgen._info import format_info, info
+from fastgen.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAVE_TRAIN = importlib.util.find_spec("fastgen.train") is not None
+needs_train = pytest.mark.skipif(not HAVE_TRAIN, reason="fastgen.train (helper lib) not landed yet")
+
+
+def run_cli(argv, capsys):
+    """(exit code, stdout, stderr) of main(argv), whether it returns or exits."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+# --- info -----------------------------------------------------------------------------------
 
 
 def test_format_info_aligns_long_op_names():
@@ -14,3 +50,210 @@ def test_format_info_aligns_long_op_names():
     assert len(starts) == 1, lines
     keys = [line for line in format_info(data).splitlines() if not line.startswith(" ")]
     assert keys[0].startswith("fastgen                ")  # key column stays 22 wide
+
+
+def test_info_command(capsys):
+    code, out, _ = run_cli(["info"], capsys)
+    assert code == 0 and "native backends:" in out
+
+
+# --- argument errors: one line, exit 2 ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        ([], ["fastgen: error:", "COMMAND"]),
+        (["frobnicate"], ["invalid choice"]),
+        (["train"], ["fastgen train: error:", "model"]),
+        (["train", "gan"], ["invalid choice: 'gan'"]),
+        (["train", "dcgan", "--steps", "many"], ["--steps", "invalid int value"]),
+        (["train", "dcgan", "--amp", "fp8"], ["--amp", "invalid choice"]),
+        (["train", "dcgan", "--lr", "0.1"], ["--lr does not apply to `fastgen train dcgan`"]),
+        (["train", "vae", "--loss", "hinge"], ["--loss does not apply to `fastgen train vae`"]),
+        (["sample", "x.pt"], ["--out"]),
+        (["export", "x.pt", "--out", "g.pt", "--format", "onnx"], ["--format", "invalid choice"]),
+        (["sample", "x.pt", "--out", "g.png", "--n", "0"], ["--n must be >= 1"]),
+        (["sample", "x.pt", "--out", "g.png", "--interpolate", "1"], ["at least 2 steps"]),
+    ],
+)
+def test_argument_errors_are_one_line(argv, needles, capsys):
+    code, _, err = run_cli(argv, capsys)
+    assert_one_line_error(code, err, *needles)
+
+
+def test_missing_delegates_say_so(capsys):
+    for argv, module in (
+        (["eval", "x.pt"], "fastgen.metrics.cli"),
+        (["bench", "train"], "fastgen.bench"),
+    ):
+        if importlib.util.find_spec(module) is not None:
+            continue  # landed: its own tests cover it
+        code, _, err = run_cli(argv, capsys)
+        assert_one_line_error(code, err, f"{module} is not available")
+
+
+def test_python_dash_m_error_has_no_traceback():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("FASTGEN_DEBUG", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "fastgen", "train", "vae", "--lr-g", "1"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip() == "fastgen train: error: --lr-g does not apply to `fastgen train vae`"
+    )
+
+
+# --- data and checkpoint errors (need fastgen.train for the config) ---------------------------
+
+
+@needs_train
+def test_bad_data_path(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    code, _, err = run_cli(
+        ["train", "dcgan", "--data", str(missing), "--out", str(tmp_path / "o")], capsys
+    )
+    assert_one_line_error(code, err, "no such file or folder", str(missing), "expected 'digits'")
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(["train", "dcgan", "--data", str(tmp_path / "empty")], capsys)
+    assert_one_line_error(code, err, "no PNG/JPEG images")
+
+
+@needs_train
+def test_corrupt_and_missing_checkpoints(tmp_path, capsys):
+    bad = tmp_path / "ckpt_000010.pt"
+    bad.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    for argv in (
+        ["sample", str(bad), "--out", str(tmp_path / "s.png")],
+        ["export", str(bad), "--out", str(tmp_path / "g.pt")],
+    ):
+        code, _, err = run_cli(argv, capsys)
+        assert_one_line_error(code, err, str(bad))
+    assert not (tmp_path / "s.png").exists() and not (tmp_path / "g.pt").exists()
+    code, _, err = run_cli(["sample", str(tmp_path / "missing.pt"), "--out", "x.png"], capsys)
+    assert_one_line_error(code, err, "missing.pt")
+    code, _, err = run_cli(["train", "dcgan", "--resume", str(tmp_path / "missing.pt")], capsys)
+    assert_one_line_error(code, err, "--resume", "missing.pt")
+
+
+@needs_train
+def test_fastgen_debug_reraises(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTGEN_DEBUG", "1")
+    with pytest.raises(ValueError, match="no such file or folder"):
+        main(["train", "dcgan", "--data", str(tmp_path / "nowhere"), "--quiet"])
+
+
+# --- export's BN folding (needs only fastgen.models) ---------------------------------------------
+
+
+def test_fold_batch_norm_matches_eval_mode():
+    pytest.importorskip("fastgen.models")
+    from fastgen.export import fold_batch_norm
+    from fastgen.models import DCGANGenerator
+
+    torch.manual_seed(0)
+    net = DCGANGenerator(resolution=16, channels=3, latent_dim=8, width=4, fused=False)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    net.eval()
+    folded = fold_batch_norm(copy.deepcopy(net))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    z = torch.randn(5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(z), net(z), atol=1e-5, rtol=1e-4)
+
+
+def test_slerp_endpoints_and_norms():
+    from fastgen.sample import slerp
+
+    a, b = torch.randn(3, 16), torch.randn(3, 16)
+    path = slerp(a, b, torch.linspace(0, 1, 5))
+    assert path.shape == (3, 5, 16)
+    torch.testing.assert_close(path[:, 0], a)
+    torch.testing.assert_close(path[:, -1], b)
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+TINY = ["--resolution", "16", "--width", "4", "--latent-dim", "8", "--batch-size", "8", "--steps", "4",
+        "--sample-every", "2", "--checkpoint-every", "2", "--device", "cpu", "--seed", "1", "--quiet"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained_dcgan(tmp_path_factory):
+    if not HAVE_TRAIN:
+        pytest.skip("fastgen.train (helper lib) not landed yet")
+    out = tmp_path_factory.mktemp("dcgan")
+    assert main(["train", "dcgan", "--data", "digits", "--out", str(out), *TINY]) == 0
+    from fastgen.train.checkpoint import latest_checkpoint
+
+    return out, latest_checkpoint(out)
+
+
+def test_train_writes_the_run_folder(trained_dcgan):
+    from fastgen.utils.images import read_png_metadata
+
+    out, ckpt = trained_dcgan
+    assert ckpt is not None and ckpt.is_file()
+    assert (out / "config.json").is_file() and (out / "log.jsonl").is_file()
+    samples = sorted((out / "samples").glob("*.png"))
+    assert samples
+    assert read_png_metadata(samples[-1])["fastgen:generated"].startswith("true")
+
+
+def test_sample_grid_and_interpolation(trained_dcgan, tmp_path, capsys):
+    from fastgen.train.checkpoint import checkpoint_hash
+
+    from fastgen.utils.images import read_png_metadata
+
+    _, ckpt = trained_dcgan
+    grid = tmp_path / "grid.png"
+    assert main(["sample", str(ckpt), "--n", "9", "--out", str(grid), "--seed", "3"]) == 0
+    meta = read_png_metadata(grid)
+    assert meta["model"] == checkpoint_hash(ckpt) and meta["seed"] == "3" and meta["step"] == "4"
+    strip = tmp_path / "strip.png"
+    assert main(["sample", str(ckpt), "--n", "2", "--interpolate", "5", "--out", str(strip)]) == 0
+    from PIL import Image
+
+    with Image.open(strip) as png:
+        assert png.size == (2 + 5 * 18, 2 + 2 * 18)
+    code, _, err = run_cli(
+        ["sample", str(ckpt), "--out", str(tmp_path / "c.png"), "--class", "3"], capsys
+    )
+    assert_one_line_error(code, err, "unconditional")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "dtype"), [("torchscript", "float32"), ("state_dict", "float32"), ("pt2", "bfloat16")]
+)
+def test_export_matches_the_ema_generator(trained_dcgan, tmp_path, fmt, dtype):
+    from fastgen.export import load_exported
+    from fastgen.sample import generate, load_sampler
+
+    _, ckpt = trained_dcgan
+    path = tmp_path / ("g.pt2" if fmt == "pt2" else "g.pt")
+    assert main(["export", str(ckpt), "--out", str(path), "--format", fmt, "--dtype", dtype]) == 0
+    exported = load_exported(path)
+    kind, model, _ = load_sampler(ckpt)
+    expected = generate(kind, model, 6, seed=5)
+    z = torch.randn(6, model.latent_dim, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        images = exported(z)
+    tol = 1e-4 if dtype == "float32" else 5e-2
+    torch.testing.assert_close(images, expected, atol=tol, rtol=0)
+
+
+def test_vae_end_to_end(tmp_path):
+    if not HAVE_TRAIN:
+        pytest.skip("fastgen.train (helper lib) not landed yet")
+    out = tmp_path / "vae"
+    assert main(["train", "vae", "--data", "digits", "--out", str(out), *TINY]) == 0
+    from fastgen.train.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(out)
+    assert main(["sample", str(ckpt), "--n", "4", "--out", str(tmp_path / "v.png")]) == 0
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "v.pt")]) == 0

@@ -1,0 +1,226 @@
+"""Inference-only generators exported from a training checkpoint.
+
+What is exported: the EMA generator of a DCGAN checkpoint (the raw generator when the run
+kept no EMA), or the decoder of a VAE (z -> image in [-1, 1]), rebuilt from stock torch.nn
+layers (``fused=False``; the state dicts are identical), in eval mode, with every
+BatchNorm2d that follows a ConvTranspose2d folded into it:
+
+    W'[:, o] = W[:, o] * s[o],   b'[o] = (b[o] - mean[o]) * s[o] + beta[o],
+    s[o] = gamma[o] / sqrt(running_var[o] + eps)
+
+so an exported file runs with plain PyTorch (no fastgen extension) and does one pass less
+over memory per layer. Optionally the weights are cast to bfloat16 or float16; inputs and
+outputs stay float32.
+
+Formats:
+  torchscript  torch.jit.trace'd module: ``torch.jit.load(path)(z[, labels])``
+  pt2          torch.export program with a dynamic batch size:
+               ``torch.export.load(path).module()(z[, labels])``
+  state_dict   the unfolded stock state dict and the model's constructor arguments:
+               ``fastgen.export.load_exported(path)`` rebuilds the folded module.
+``load_exported`` reads all three formats.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+FORMATS = ("torchscript", "pt2", "state_dict")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+STATE_DICT_FORMAT = "fastgen-export"
+
+
+class InferenceGenerator(nn.Module):
+    """z [N, latent_dim] (+ labels [N] when conditional) -> float32 images [N, C, R, R] in [-1, 1]."""
+
+    def __init__(self, net: nn.Module, *, kind: str, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.net = net.to(dtype).eval()
+        self.kind = kind
+        self.dtype = dtype
+        self.latent_dim = net.latent_dim
+        self.num_classes = getattr(net, "num_classes", 0) if kind == "dcgan" else 0
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        z = z.to(self.dtype)
+        if self.kind == "vae":
+            return self.net.to_image(self.net.decode(z)).float()
+        return self.net(z, labels).float()
+
+
+def fold_batch_norm(module: nn.Module) -> nn.Module:
+    """Folds each eval-mode BatchNorm2d that directly follows a ConvTranspose2d (inside an
+    nn.Sequential) into the convolution, replacing the BatchNorm2d by nn.Identity. In place;
+    returns the module."""
+    for seq in module.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for first, second in zip(names, names[1:]):
+            conv, bn = seq._modules[first], seq._modules[second]
+            if not (isinstance(conv, nn.ConvTranspose2d) and isinstance(bn, nn.BatchNorm2d)):
+                continue
+            if conv.groups != 1 or bn.running_mean is None:
+                continue
+            with torch.no_grad():
+                scale = bn.running_var.add(bn.eps).rsqrt()
+                if bn.weight is not None:
+                    scale = scale * bn.weight
+                shift = -bn.running_mean * scale
+                if bn.bias is not None:
+                    shift = shift + bn.bias
+                if conv.bias is not None:
+                    shift = shift + conv.bias * scale
+                # ConvTranspose2d weights are [in, out, kh, kw]: scale along the output dim.
+                conv.weight.mul_(scale.view(1, -1, 1, 1))
+                conv.bias = nn.Parameter(shift.to(conv.weight.dtype))
+            seq._modules[second] = nn.Identity()
+    return module
+
+
+def _build(kind: str, kwargs: dict, state_dict: dict) -> nn.Module:
+    from fastgen.models import ConvVAE, DCGANGenerator
+
+    net = (ConvVAE if kind == "vae" else DCGANGenerator)(**kwargs, fused=False)
+    net.load_state_dict(state_dict)
+    return net.eval()
+
+
+def _model_kwargs(kind: str, net: nn.Module) -> dict:
+    common = {
+        "resolution": net.resolution,
+        "channels": net.channels,
+        "latent_dim": net.latent_dim,
+        "width": net.width,
+    }
+    if kind == "vae":
+        return {**common, "likelihood": net.likelihood, "beta": net.beta}
+    return {**common, "num_classes": net.num_classes}
+
+
+def inference_module(
+    kind: str, kwargs: dict, state_dict: dict, dtype=torch.float32
+) -> InferenceGenerator:
+    """The folded, eval-mode, stock-layer generator for constructor args + state dict."""
+    net = fold_batch_norm(_build(kind, kwargs, state_dict))
+    return InferenceGenerator(net, kind=kind, dtype=dtype)
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    format: str = "torchscript",
+    dtype: str = "float32",
+) -> dict:
+    """Exports a checkpoint's generator (see the module docstring); returns a summary dict
+    (path, format, kind, dtype, bytes, checkpoint hash). Raises ValueError for a bad argument
+    and fastgen.train.checkpoint.CheckpointError for an unreadable checkpoint."""
+    from fastgen.train.checkpoint import checkpoint_hash, load_checkpoint, load_models
+
+    fn = "fastgen.export.export_checkpoint"
+    if format not in FORMATS:
+        raise ValueError(f"{fn}: format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"{fn}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{fn}: out must be a file path, got the folder {out}")
+    config, models = load_models(checkpoint, device="cpu", fused=False)
+    kind = "vae" if "vae" in models else "dcgan"
+    net = models["vae"] if kind == "vae" else models.get("ema", models.get("generator"))
+    kwargs = _model_kwargs(kind, net)
+    state_dict = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    step = int(load_checkpoint(checkpoint).get("step", 0))
+    source_hash = checkpoint_hash(checkpoint)
+
+    if format == "state_dict":
+        payload = {
+            "format": STATE_DICT_FORMAT,
+            "version": 1,
+            "kind": kind,
+            "kwargs": kwargs,
+            "dtype": dtype,
+            "state_dict": state_dict,
+            "checkpoint": source_hash,
+            "step": step,
+        }
+        _atomic_write(out, lambda tmp: torch.save(payload, tmp))
+    else:
+        module = inference_module(kind, kwargs, state_dict, DTYPES[dtype])
+        example = _example_inputs(module)
+        if format == "torchscript":
+            with torch.no_grad():
+                traced = torch.jit.trace(module, example, check_trace=False)
+            _atomic_write(out, lambda tmp: torch.jit.save(traced, tmp))
+        else:
+            batch = torch.export.Dim("batch", min=1)
+            shapes = tuple({0: batch} for _ in example)
+            program = torch.export.export(module, example, dynamic_shapes=shapes)
+            _atomic_write(out, lambda tmp: torch.export.save(program, tmp))
+    return {
+        "path": str(out),
+        "format": format,
+        "kind": kind,
+        "dtype": dtype,
+        "bytes": out.stat().st_size,
+        "checkpoint": source_hash,
+        "step": step,
+        "conditional": bool(kwargs.get("num_classes", 0)),
+    }
+
+
+def _example_inputs(module: InferenceGenerator) -> tuple[torch.Tensor, ...]:
+    z = torch.zeros(2, module.latent_dim)
+    if module.num_classes:
+        return z, torch.zeros(2, dtype=torch.int64)
+    return (z,)
+
+
+def load_exported(path: str | os.PathLike) -> nn.Module:
+    """Loads any exported file as a callable module: (z[, labels]) -> images in [-1, 1]."""
+    fn = "fastgen.export.load_exported"
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{fn}: no exported file at {path}")
+    if path.suffix == ".pt2":
+        return torch.export.load(path).module()
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        payload = None  # not a plain torch.save file: a TorchScript or pt2 archive
+    if isinstance(payload, dict):
+        if payload.get("format") != STATE_DICT_FORMAT:
+            raise ValueError(f"{fn}: {path} is not a fastgen export (no format tag)")
+        return inference_module(
+            payload["kind"], payload["kwargs"], payload["state_dict"], DTYPES[payload["dtype"]]
+        )
+    errors = []
+    for loader in (lambda: torch.jit.load(str(path), map_location="cpu"),
+                   lambda: torch.export.load(path).module()):  # fmt: skip
+        try:
+            return loader()
+        except Exception as err:
+            errors.append(str(err).strip().splitlines()[0] if str(err).strip() else repr(err))
+    raise ValueError(
+        f"{fn}: {path} is not a TorchScript, pt2 or state_dict export ({'; '.join(errors)})"
+    )
