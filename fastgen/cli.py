@@ -298,17 +298,25 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 HANDLERS = {"train": run_train, "sample": run_sample, "export": run_export}
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [
+def _expected_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(errors in the user's input -> exit 2, a training run that stopped itself -> exit 1)."""
+    usage: list[type[BaseException]] = [
         ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError
     ]  # fmt: skip
+    stopped: list[type[BaseException]] = []
     try:
         from fastgen.train.checkpoint import CheckpointError
 
-        errors.append(CheckpointError)
+        usage.append(CheckpointError)
     except ImportError:
         pass
-    return tuple(errors)
+    try:
+        from fastgen.train.runtime import TrainingError  # e.g. too many non-finite losses
+
+        stopped.append(TrainingError)
+    except ImportError:
+        pass
+    return tuple(usage), tuple(stopped)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,11 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fastgen {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        if debug or not isinstance(err, _expected_errors()):
+        usage, stopped = _expected_errors()
+        if debug or not isinstance(err, usage + stopped):
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"fastgen {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USAGE if isinstance(err, usage) else 1
 
 
 if __name__ == "__main__":
