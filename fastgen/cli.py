@@ -182,9 +182,17 @@ def run_train(args: argparse.Namespace) -> int:
         evaluator = make_evaluator(args, config, dataset)
     train = train_gan if args.model == "dcgan" else train_vae
     result = train(config, dataset, resume=resume, evaluator=evaluator, progress=not args.quiet)
-    print(f"fastgen train {args.model}: done, outputs in {config.out_dir}")
-    if isinstance(result, dict):
-        print(json.dumps(result, default=str))
+    result = result if isinstance(result, dict) else {}
+    speed = result.get("images_per_s")
+    print(
+        f"fastgen train {args.model}: step {result.get('step', config.steps)}"
+        + (f", {speed:.1f} images/s" if isinstance(speed, float) else "")
+        + f"; outputs in {config.out_dir}"
+    )
+    for key in ("checkpoint", "samples"):
+        if result.get(key):
+            print(f"  {key}: {result[key]}")
+    print(json.dumps(result, default=str))
     return 0
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -172,7 +173,10 @@ def export_checkpoint(
         module = inference_module(kind, kwargs, state_dict, DTYPES[dtype])
         example = _example_inputs(module)
         if format == "torchscript":
-            with torch.no_grad():
+            # the models' shape checks are Python ifs: tracing records them as constants,
+            # which is right for an inference module with a fixed latent size
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 traced = torch.jit.trace(module, example, check_trace=False)
             _atomic_write(out, lambda tmp: torch.jit.save(traced, tmp))
         else:
@@ -208,7 +212,9 @@ def load_exported(path: str | os.PathLike) -> nn.Module:
     if path.suffix == ".pt2":
         return torch.export.load(path).module()
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch.load notes when it meets a TorchScript archive
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         payload = None  # not a plain torch.save file: a TorchScript or pt2 archive
     if isinstance(payload, dict):
