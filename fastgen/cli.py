@@ -182,6 +182,8 @@ def run_train(args: argparse.Namespace) -> int:
         evaluator = make_evaluator(args, config, dataset)
     train = train_gan if args.model == "dcgan" else train_vae
     result = train(config, dataset, resume=resume, evaluator=evaluator, progress=not args.quiet)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun only rank 0 reports (as only it logs and checkpoints)
     result = result if isinstance(result, dict) else {}
     speed = result.get("images_per_s")
     print(
