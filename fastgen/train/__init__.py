@@ -1,0 +1,40 @@
+"""Training loops for the GAN and the VAE, their configs, and checkpoints.
+
+GANConfig, VAEConfig      dataclasses (to_dict / from_dict), the CLI's flags by name
+train_gan, train_vae      (config, dataset, *, resume=None, evaluator=None, progress=True) -> dict
+checkpoint                save/load (atomic, weights_only), latest_checkpoint, load_models
+
+A run writes into config.out_dir: config.json, log.jsonl, samples/step_XXXXXX.png,
+checkpoints/ckpt_XXXXXX.pt and losses.png. Under torchrun (WORLD_SIZE > 1) it trains with
+DistributedDataParallel and only rank 0 writes.
+"""
+
+from fastgen.train import checkpoint
+from fastgen.train.checkpoint import (
+    CheckpointError,
+    checkpoint_hash,
+    latest_checkpoint,
+    load_checkpoint,
+    load_models,
+    save_checkpoint,
+)
+from fastgen.train.config import GANConfig, VAEConfig, config_from_dict
+from fastgen.train.gan import train_gan
+from fastgen.train.runtime import TrainingError
+from fastgen.train.vae import train_vae
+
+__all__ = [
+    "CheckpointError",
+    "GANConfig",
+    "TrainingError",
+    "VAEConfig",
+    "checkpoint",
+    "checkpoint_hash",
+    "config_from_dict",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "load_models",
+    "save_checkpoint",
+    "train_gan",
+    "train_vae",
+]

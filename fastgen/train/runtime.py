@@ -1,0 +1,411 @@
+"""What every trainer needs around its step: devices, processes, seeds, data order, AMP,
+the output folder (config.json, log.jsonl, samples/, checkpoints/, losses.png), progress.
+
+Reproducibility: the data order and every random draw of step ``s`` on rank ``r`` are
+functions of ``(seed, s, r)`` alone: the batch comes from a per-epoch permutation seeded by
+``(seed, epoch)``, and torch's generators are re-seeded from ``(seed, s, r)`` at the start of
+each step. A run resumed from a checkpoint at step k therefore draws exactly what the
+uninterrupted run draws from step k + 1 on, with no RNG state to replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, well mixed (nearby steps give unrelated streams)."""
+    digest = hashlib.blake2b(repr(tuple(int(p) for p in parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"fastgen.train: device must be auto, cpu or cuda[:N], got {name!r}"
+        ) from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"fastgen.train: device {name!r} requested but CUDA is not available")
+    return device
+
+
+class Distributed:
+    """The process group when launched by torchrun (WORLD_SIZE > 1), else a single process."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.owns_group = False
+        self.device = device
+        if self.world_size > 1:
+            if device.type == "cuda":
+                self.device = torch.device("cuda", self.local_rank)
+                torch.cuda.set_device(self.device)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+                self.owns_group = True
+            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def all_true(self, flag: bool) -> bool:
+        """True when `flag` holds on every rank (so all ranks take the same branch)."""
+        if not self.enabled:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+        return bool(value.item() > 0)
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def setup_torch(config) -> None:
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+class BatchSampler:
+    """The images of step s on rank r: a deterministic function of (seed, s, r).
+
+    All ranks walk one sequence of per-epoch permutations (each seeded by (seed, epoch)) in
+    global batches of ``batch_size * world_size``; rank r takes its slice of each.
+    """
+
+    def __init__(self, dataset, batch_size: int, seed: int, device, rank: int = 0, world: int = 1):
+        images = getattr(dataset, "images", None)
+        if images is None:  # any (image, label) Dataset: stacked once (the datasets are small)
+            items = [dataset[i] for i in range(len(dataset))]
+            images = torch.stack([torch.as_tensor(item[0]) for item in items])
+            labels = torch.tensor([int(item[1]) for item in items])
+        else:
+            labels = getattr(dataset, "labels", None)
+        if len(images) == 0:
+            raise ValueError("fastgen.train: the dataset is empty")
+        self.images = images.to(device=device, dtype=torch.float32)
+        self.labels = None if labels is None else torch.as_tensor(labels).to(device)
+        self.n, self.batch_size, self.seed = len(self.images), batch_size, seed
+        self.rank, self.world = rank, world
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            if len(self._perms) > 4:
+                self._perms.clear()
+            gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch, 0xDA7A))
+            self._perms[epoch] = torch.randperm(self.n, generator=gen)
+        return self._perms[epoch]
+
+    def indices(self, step: int) -> torch.Tensor:
+        global_batch = self.batch_size * self.world
+        start = (step - 1) * global_batch + self.rank * self.batch_size
+        positions = torch.arange(start, start + self.batch_size)
+        epochs, offsets = positions // self.n, positions % self.n
+        return torch.stack(
+            [self._permutation(int(e))[int(o)] for e, o in zip(epochs.tolist(), offsets.tolist())]
+        )
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        index = self.indices(step).to(self.images.device)
+        labels = None if self.labels is None else self.labels[index]
+        return self.images[index], labels
+
+
+def dataset_shape(dataset) -> tuple[int, int]:
+    """(channels, resolution) of a dataset's images."""
+    images = getattr(dataset, "images", None)
+    first = images[0] if images is not None else torch.as_tensor(dataset[0][0])
+    if first.dim() != 3 or first.shape[1] != first.shape[2]:
+        raise ValueError(
+            f"fastgen.train: dataset images must be [C, R, R], got {tuple(first.shape)}"
+        )
+    return int(first.shape[0]), int(first.shape[1])
+
+
+def check_dataset(config, dataset) -> int:
+    """The channel count to build the models with; errors if the data does not fit config."""
+    channels, resolution = dataset_shape(dataset)
+    if resolution != config.resolution:
+        raise ValueError(
+            f"fastgen.train: config.resolution is {config.resolution} but the dataset's images are "
+            f"{resolution}x{resolution} (load the data at resolution={config.resolution})"
+        )
+    if config.channels not in (None, channels):
+        raise ValueError(
+            f"fastgen.train: config.channels is {config.channels} but the dataset has {channels}"
+        )
+    return channels
+
+
+class Precision:
+    """Autocast context and GradScalers for config.amp ("", "bf16", "fp16")."""
+
+    def __init__(self, amp: str, device: torch.device, names: list[str]) -> None:
+        self.amp, self.device = amp, device
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        # fp16 needs loss scaling; one scaler per optimizer, since their overflows differ.
+        enabled = amp == "fp16"
+        self.scalers = {name: torch.amp.GradScaler(device.type, enabled=enabled) for name in names}
+
+    def autocast(self):
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def step(self, name: str, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        scaler = self.scalers[name]
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: scaler.state_dict() for name, scaler in self.scalers.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, scaler in self.scalers.items():
+            if state.get(name):
+                scaler.load_state_dict(state[name])
+
+
+class NonFiniteGuard:
+    """Counts non-finite losses in a row; the step is skipped, after `limit` training stops."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.in_a_row, self.total = limit, 0, 0
+
+    def ok(self, step: int, losses: dict[str, torch.Tensor], dist_: Distributed) -> bool:
+        finite = all(bool(torch.isfinite(v).all()) for v in losses.values())
+        finite = dist_.all_true(finite)
+        if finite:
+            self.in_a_row = 0
+            return True
+        self.in_a_row += 1
+        self.total += 1
+        if dist_.is_main:
+            values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+            print(
+                f"fastgen.train: step {step}: non-finite loss ({values}); step skipped",
+                file=sys.stderr,
+            )
+        if self.limit and self.in_a_row >= self.limit:
+            raise TrainingError(
+                f"fastgen.train: stopped at step {step} after {self.in_a_row} non-finite losses in a "
+                f"row (lower the learning rate, check the data, or try --amp bf16 instead of fp16); "
+                f"the last checkpoint holds the last good weights"
+            )
+        return False
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. the loss kept being non-finite)."""
+
+
+class BufferSnapshot:
+    """Copies of the modules' floating buffers (batch-norm statistics), taken before a step so
+    a skipped (non-finite) step can undo the running-statistics update of its forward pass."""
+
+    def __init__(self, modules) -> None:
+        self.buffers = [b for m in modules for b in m.buffers() if b.is_floating_point()]
+        self.saved: list[torch.Tensor] = []
+
+    def take(self) -> None:
+        self.saved = [b.detach().clone() for b in self.buffers]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for buffer, saved in zip(self.buffers, self.saved):
+            buffer.copy_(saved)
+
+
+def all_finite(modules) -> bool:
+    return all(
+        bool(torch.isfinite(t).all())
+        for m in modules
+        for t in m.state_dict().values()
+        if t.is_floating_point()
+    )
+
+
+class RunFolder:
+    """out/config.json, out/log.jsonl, out/samples/, out/checkpoints/, out/losses.png.
+
+    Only the main process writes; the others get a RunFolder that writes nothing.
+    """
+
+    def __init__(self, out_dir, config, *, active: bool, resume: bool) -> None:
+        self.root = Path(out_dir)
+        self.active = active
+        self.samples = self.root / "samples"
+        self.checkpoints = self.root / "checkpoints"
+        self.log_path = self.root / "log.jsonl"
+        if not active:
+            return
+        self.samples.mkdir(parents=True, exist_ok=True)
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        (self.root / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        if not resume and self.log_path.exists():
+            self.log_path.unlink()
+
+    def log(self, row: dict[str, Any]) -> None:
+        if self.active:
+            with open(self.log_path, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+    def truncate_log(self, after_step: int) -> None:
+        """On resume, drop rows logged after the checkpoint (they will be logged again)."""
+        if not self.active or not self.log_path.exists():
+            return
+        rows = read_log(self.log_path)
+        kept = [r for r in rows if r.get("step", 0) <= after_step]
+        self.log_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def save_grid(
+        self, images: torch.Tensor, name: str, *, nrow=None, metadata=None
+    ) -> Path | None:
+        if not self.active:
+            return None
+        from fastgen.utils.images import save_image_grid
+
+        meta = {k: str(v) for k, v in (metadata or {}).items()}
+        return save_image_grid(images, self.samples / name, nrow=nrow, metadata=meta)
+
+    def plot_losses(self, keys: list[str]) -> Path | None:
+        if not self.active or not self.log_path.exists():
+            return None
+        return plot_losses(read_log(self.log_path), keys, self.root / "losses.png")
+
+
+def read_log(path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path) as handle:
+        for line in handle:
+            line = line.strip()
+            if line:
+                rows.append(json.loads(line))
+    return rows
+
+
+def plot_losses(rows: list[dict[str, Any]], keys: list[str], path: Path) -> Path:
+    """One panel per key (loss vs step), PNG tagged as machine-generated."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    import fastgen
+
+    keys = [k for k in keys if any(isinstance(r.get(k), int | float) for r in rows)]
+    fig, axes = plt.subplots(
+        len(keys) or 1, 1, figsize=(6, 2.2 * max(1, len(keys))), sharex=True, squeeze=False
+    )
+    for ax, key in zip(axes[:, 0], keys):
+        points = [
+            (r["step"], r[key])
+            for r in rows
+            if isinstance(r.get(key), int | float) and math.isfinite(r[key])
+        ]
+        if points:
+            steps, values = zip(*points)
+            ax.plot(steps, values, lw=1)
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(
+        tmp,
+        format="png",
+        dpi=100,
+        metadata={
+            "Software": f"fastgen {fastgen.__version__}",
+            "fastgen:generated": "true (machine-generated image)",
+        },
+    )
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+class Progress:
+    """A tqdm bar (it/s from tqdm; images/s and the latest losses as its postfix)."""
+
+    def __init__(
+        self, start: int, total: int, images_per_step: int, enabled: bool, desc: str
+    ) -> None:
+        self.bar = None
+        self.images_per_step = images_per_step
+        self.start_time, self.start_step = time.perf_counter(), start
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=total, initial=start, desc=desc, unit="it", dynamic_ncols=True, leave=True
+            )
+
+    def images_per_second(self, step: int) -> float:
+        elapsed = time.perf_counter() - self.start_time
+        return (step - self.start_step) * self.images_per_step / elapsed if elapsed > 0 else 0.0
+
+    def update(self, step: int, values: dict[str, float] | None = None) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        if values is not None:
+            post = {k: f"{v:.3f}" for k, v in values.items()}
+            post["img/s"] = f"{self.images_per_second(step):.0f}"
+            self.bar.set_postfix(post, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def rng_state(seed: int, step: int) -> dict[str, Any]:
+    state: dict[str, Any] = {"seed": seed, "step": step, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def seed_step(seed: int, step: int, rank: int) -> None:
+    """Re-seeds torch (all devices) for step `step` on rank `rank`."""
+    torch.manual_seed(mix_seed(seed, step, rank))

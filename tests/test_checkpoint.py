@@ -1,0 +1,169 @@
+"""Checkpoints: resume equality, atomic writes, keep-last-k, weights_only, bad files."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+from train_helpers import TinyDataset, gan_config, vae_config
+
+from fastgen.train import (
+    CheckpointError,
+    checkpoint_hash,
+    latest_checkpoint,
+    load_checkpoint,
+    load_models,
+    save_checkpoint,
+    train_gan,
+    train_vae,
+)
+from fastgen.train.checkpoint import list_checkpoints
+
+
+def assert_same_weights(state_a: dict, state_b: dict, what: str) -> None:
+    assert list(state_a) == list(state_b), what
+    for key in state_a:
+        assert torch.equal(state_a[key], state_b[key]), f"{what}: {key} differs"
+
+
+@pytest.mark.parametrize("loss", ["bce", "wgan-gp"])
+def test_gan_resume_equals_uninterrupted_run(tmp_path, loss):
+    data = TinyDataset()
+    extra = {"loss": loss, "diffaugment": "color,translation,cutout"}
+    if loss == "bce":
+        extra.update(r1_gamma=1.0, label_smoothing=0.1)
+    full = train_gan(gan_config(tmp_path / "full", steps=6, **extra), data, progress=False)
+    # Stopped at 3 ("killed" after its checkpoint), then resumed to 6, in a new folder.
+    part = train_gan(gan_config(tmp_path / "part", steps=3, **extra), data, progress=False)
+    resumed = train_gan(
+        gan_config(tmp_path / "part", steps=6, **extra),
+        data,
+        resume=part["checkpoint"],
+        progress=False,
+    )
+    assert resumed["step"] == 6 and resumed["steps_run"] == 3
+    a, b = load_checkpoint(full["checkpoint"]), load_checkpoint(resumed["checkpoint"])
+    for name in ("generator", "discriminator", "ema"):
+        assert_same_weights(a["models"][name], b["models"][name], name)
+    assert (
+        a["optimizers"]["generator"]["state"][0]["step"]
+        == b["optimizers"]["generator"]["state"][0]["step"]
+    )
+    # The resumed run's log continues the first one's: steps 1..6 once each.
+    rows = [line for line in open(tmp_path / "part" / "gan" / "log.jsonl") if '"loss_d"' in line]
+    assert len(rows) == 6
+
+
+def test_vae_resume_equals_uninterrupted_run(tmp_path):
+    data = TinyDataset()
+    full = train_vae(vae_config(tmp_path / "full", steps=6, kl_warmup=4), data, progress=False)
+    part = train_vae(vae_config(tmp_path / "part", steps=2, kl_warmup=4), data, progress=False)
+    resumed = train_vae(
+        vae_config(tmp_path / "part", steps=6, kl_warmup=4),
+        data,
+        resume=part["checkpoint"],
+        progress=False,
+    )
+    a, b = load_checkpoint(full["checkpoint"]), load_checkpoint(resumed["checkpoint"])
+    assert_same_weights(a["models"]["vae"], b["models"]["vae"], "vae")
+
+
+def test_same_seed_repeats_and_other_seed_differs(tmp_path):
+    data = TinyDataset()
+    runs = [
+        train_gan(gan_config(tmp_path / name, steps=3, seed=seed), data, progress=False)
+        for name, seed in (("a", 1), ("b", 1), ("c", 2))
+    ]
+    states = [load_checkpoint(r["checkpoint"])["models"]["generator"] for r in runs]
+    assert_same_weights(states[0], states[1], "same seed")
+    assert any(not torch.equal(states[0][k], states[2][k]) for k in states[0])
+
+
+def test_checkpoint_contents_and_load_models(tmp_path):
+    data = TinyDataset()
+    result = train_gan(gan_config(tmp_path, steps=2, conditional=True), data, progress=False)
+    path = result["checkpoint"]
+    state = torch.load(path, weights_only=True)  # only tensors and primitive containers
+    assert state["step"] == 2 and state["config"]["kind"] == "dcgan"
+    assert set(state["models"]) == {"generator", "discriminator", "ema"}
+    assert set(state["optimizers"]) == {"generator", "discriminator"}
+    assert isinstance(state["rng"]["torch"], torch.Tensor)
+    config, models = load_models(path)
+    assert config.conditional and set(models) == {"generator", "discriminator", "ema"}
+    assert not models["ema"].training
+    images = models["ema"](torch.randn(3, 8), torch.tensor([0, 1, 2]))
+    assert images.shape == (3, 1, 16, 16)
+    assert len(checkpoint_hash(path)) == 12
+    assert latest_checkpoint(tmp_path / "gan") == latest_checkpoint(
+        tmp_path / "gan" / "checkpoints"
+    )
+
+
+def test_load_models_vae(tmp_path):
+    result = train_vae(
+        vae_config(tmp_path, steps=1, likelihood="gaussian"), TinyDataset(), progress=False
+    )
+    config, models = load_models(result["checkpoint"], fused=False)
+    assert config.likelihood == "gaussian" and set(models) == {"vae"}
+
+
+def test_keep_last_k_and_atomic_write(tmp_path):
+    data = TinyDataset()
+    train_gan(
+        gan_config(tmp_path, steps=5, checkpoint_every=1, keep_checkpoints=2), data, progress=False
+    )
+    folder = tmp_path / "gan" / "checkpoints"
+    assert [p.name for p in list_checkpoints(folder)] == ["ckpt_000004.pt", "ckpt_000005.pt"]
+    assert not [p for p in os.listdir(folder) if p.endswith(".tmp")]  # no temporary files left
+
+
+def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt_000001.pt"
+    save_checkpoint(path, {"step": 1, "config": {}, "models": {"x": torch.ones(2)}})
+    before = path.read_bytes()
+
+    def broken_save(obj, handle, *args, **kwargs):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"step": 2, "config": {}, "models": {"x": torch.zeros(2)}})
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["ckpt_000001.pt"]
+
+
+def test_truncated_and_corrupt_checkpoints_name_the_file(tmp_path):
+    data = TinyDataset()
+    train_gan(gan_config(tmp_path, steps=2, checkpoint_every=1), data, progress=False)
+    good, newest = list_checkpoints(tmp_path / "gan" / "checkpoints")
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="ckpt_000002.pt"):
+        load_checkpoint(newest)
+    with pytest.raises(CheckpointError, match="ckpt_000002.pt"):
+        train_gan(gan_config(tmp_path, steps=4), data, resume=str(newest), progress=False)
+    assert load_checkpoint(good)["step"] == 1  # the previous good one is intact
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(CheckpointError, match="garbage.pt"):
+        load_checkpoint(garbage)
+    with pytest.raises(CheckpointError, match="no checkpoint file"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_checkpoint_with_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as handle:
+        pickle.dump({"format": "fastgen-checkpoint", "payload": Exploit()}, handle)
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_checkpoint(path)
+    torch.save({"step": 1}, tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="not a fastgen checkpoint"):
+        load_checkpoint(tmp_path / "plain.pt")
