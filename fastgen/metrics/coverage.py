@@ -50,7 +50,7 @@ class ModeCoverage:
         shares = self.counts.to(torch.float64) / total
         threshold = max(1.0, self.min_share * total / self.num_classes)
         nonzero = shares[shares > 0]
-        entropy = float(-(nonzero * nonzero.log()).sum())
+        entropy = max(0.0, float(-(nonzero * nonzero.log()).sum()))
         log_k = math.log(self.num_classes)
         return {
             "modes_covered": int((self.counts >= threshold).sum()),
