@@ -307,3 +307,65 @@ def test_evaluate_streams_sources_and_checks_metric_names():
         evaluate(sample, real, extractor, metrics="is", n=10)
     with pytest.raises(ValueError, match="metrics expected a non-empty subset"):
         evaluate(sample, real, extractor, metrics="fid,bogus", n=10)
+
+
+# --- VAE likelihood bounds --------------------------------------------------------------------
+
+
+class LinearGaussianVAE(torch.nn.Module):
+    """z ~ N(0, 1), x | z ~ N(a z, s^2): log p(x) = log N(x; 0, a^2 + s^2) is known exactly.
+
+    The encoder is deliberately wrong (q(z|x) = N(0.5 x, 1)), so the ELBO is loose and the
+    importance-weighted bound must close the gap as k grows.
+    """
+
+    a, s = 2.0, 0.5
+
+    def encode(self, x):
+        x = x.flatten(1)
+        return 0.5 * x, torch.zeros_like(x)
+
+    def decode(self, z):
+        return (self.a * z).view(-1, 1, 1, 1)
+
+    def negative_log_likelihood(self, x, decoded):
+        return (
+            (0.5 * ((x - decoded) / self.s) ** 2 + math.log(self.s) + 0.5 * math.log(2 * math.pi))
+            .flatten(1)
+            .sum(1)
+        )
+
+
+def test_vae_bounds_on_a_model_with_known_likelihood():
+    from fastgen.metrics.vae import vae_metrics
+
+    model = LinearGaussianVAE()
+    x = torch.randn(400, 1, 1, 1, generator=torch.Generator().manual_seed(9)) * math.sqrt(
+        model.a**2 + model.s**2
+    )
+    variance = model.a**2 + model.s**2
+    true_nll = float((0.5 * x.square() / variance + 0.5 * math.log(2 * math.pi * variance)).mean())
+    loose = vae_metrics(model, x, k=1, n=400, batch_size=100)
+    tight = vae_metrics(model, x, k=512, n=400, batch_size=100)
+    assert loose["nll_elbo"] > true_nll + 0.2  # the wrong encoder makes the ELBO loose
+    assert tight["nll_iw"] == pytest.approx(true_nll, abs=0.05)
+    assert tight["nll_elbo"] >= tight["nll_iw"]
+    assert tight["bits_per_dim_iw"] == pytest.approx(tight["nll_iw"] / math.log(2))
+    assert tight["k"] == 512 and tight["n"] == 400
+
+
+def test_vae_metrics_on_conv_vae_agree_with_its_loss():
+    models = pytest.importorskip("fastgen.models")
+    from fastgen.metrics.vae import vae_metrics
+
+    torch.manual_seed(0)
+    vae = models.ConvVAE(resolution=16, latent_dim=4, width=8, fused=False).eval()
+    x = torch.rand(32, 1, 16, 16, generator=torch.Generator().manual_seed(10)) * 2 - 1
+    got = vae_metrics(vae, x, k=4, n=32, batch_size=16)
+    with torch.no_grad():
+        expected = vae.loss(x)
+    # One-sample ELBOs of an untrained VAE: the KL is ~0, the reconstruction dominates.
+    assert got["elbo"] == pytest.approx(float(expected["elbo"]), rel=1e-3)
+    assert got["nll_iw"] <= got["nll_elbo"] + 1e-6
+    assert got["bits_per_dim_elbo"] == pytest.approx(float(expected["bits_per_dim"]), rel=1e-3)
+    assert vae.training is False
