@@ -65,7 +65,7 @@ def prepare_models(models: dict[str, nn.Module], config, run: Distributed) -> di
     for name, model in models.items():
         if run.enabled:
             if config.sync_bn:
-                model = convert_sync_bn(model)
+                model = convert_sync_bn(model, run.device)
                 models[name] = model
             ids = [run.device.index] if run.device.type == "cuda" else None
             model = DistributedDataParallel(model, device_ids=ids)
@@ -75,17 +75,23 @@ def prepare_models(models: dict[str, nn.Module], config, run: Distributed) -> di
     return wrapped
 
 
-def convert_sync_bn(model: nn.Module) -> nn.Module:
-    """Batch norms synced across ranks: fastgen's fused synced layer where it exists."""
+def convert_sync_bn(model: nn.Module, device: torch.device) -> nn.Module:
+    """Batch norms synced across ranks: fastgen's synced fused layer where it exists, else
+    torch's SyncBatchNorm (CUDA only, stock layers only)."""
     import fastgen.nn as fnn
 
     convert_sync = getattr(fnn, "convert_sync", None)
     if convert_sync is not None:
         return convert_sync(model)
+    if device.type != "cuda":
+        raise ValueError(
+            "fastgen.train: sync_bn on CPU needs fastgen.nn.convert_sync, which this build lacks "
+            "(torch's SyncBatchNorm runs on CUDA only)"
+        )
     if any(isinstance(m, fnn.BatchNormLeakyReLU2d) for m in model.modules()):
         raise ValueError(
-            "fastgen.train: --sync-bn with fused layers needs fastgen.nn.convert_sync "
-            "(not in this build); use fused=False (--no-fused) for torch's SyncBatchNorm"
+            "fastgen.train: sync_bn with fused layers needs fastgen.nn.convert_sync "
+            "(not in this build); use fused=False for torch's SyncBatchNorm"
         )
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
@@ -306,6 +312,7 @@ def _train(config, dataset, channels, num_classes, run, resume, evaluator, progr
             sample_and_log(step)
         final_sample = folder.samples / f"step_{step:06d}.png"
         folder.plot_losses(["loss_d", "loss_g", "d_real", "d_fake", "penalty"])
+    in_sync = run.in_sync([g_plain, d_plain, ema]) if run.enabled else True
     run.barrier()
     return {
         "kind": "dcgan",
@@ -321,6 +328,8 @@ def _train(config, dataset, channels, num_classes, run, resume, evaluator, progr
         "samples": str(final_sample) if final_sample else None,
         "losses": last,
         "nonfinite_steps": guard.total,
+        "world_size": run.world_size,
+        "ranks_in_sync": in_sync,
     }
 
 

@@ -82,6 +82,23 @@ class Distributed:
         dist.all_reduce(value, op=dist.ReduceOp.MIN)
         return bool(value.item() > 0)
 
+    def in_sync(self, modules) -> bool:
+        """True when the modules' parameters are bitwise equal on every rank. (Buffers are not
+        compared: without sync BN each rank's running statistics follow its own batches and
+        DDP re-broadcasts rank 0's at every forward; checkpoints hold rank 0's.)"""
+        digest = hashlib.sha256()
+        for module in modules:
+            for key, value in module.named_parameters():
+                digest.update(key.encode())
+                digest.update(
+                    value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+                )
+        if not self.enabled:
+            return True
+        digests: list[str | None] = [None] * self.world_size
+        dist.all_gather_object(digests, digest.hexdigest())
+        return len(set(digests)) == 1
+
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()

@@ -199,6 +199,7 @@ def _train(config, dataset, channels, run, resume, evaluator, progress):
             sample_and_log(step)
         final_sample = folder.samples / f"step_{step:06d}.png"
         folder.plot_losses(["loss", "recon", "kl", "bits_per_dim"])
+    in_sync = run.in_sync([vae]) if run.enabled else True
     run.barrier()
     return {
         "kind": "vae",
@@ -214,6 +215,8 @@ def _train(config, dataset, channels, run, resume, evaluator, progress):
         "samples": str(final_sample) if final_sample else None,
         "losses": last,
         "nonfinite_steps": guard.total,
+        "world_size": run.world_size,
+        "ranks_in_sync": in_sync,
     }
 
 
