@@ -1,5 +1,236 @@
-"""Placeholder: filled in by the conv_transpose2d work."""
+r"""fastgen.ops.conv_transpose2d: a transposed convolution with bias and activation fused.
+
+    out = act(conv_transpose2d(x, weight) + bias[None, :, None, None])
+
+For ``x`` of shape ``[N, C_in, H, W]`` (or unbatched ``[C_in, H, W]``) and ``weight`` of
+shape ``[C_in, C_out / groups, kH, kW]``, ``out`` is ``[N, C_out, H_out, W_out]`` with
+
+    H_out = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kH - 1) + output_padding[0] + 1
+
+(``W_out`` likewise), exactly as ``torch.nn.functional.conv_transpose2d``. ``act`` is one of
+``identity``, ``relu``, ``leaky_relu`` (``negative_slope``), ``tanh``, ``sigmoid``.
+
+Dtypes: float32, float64, float16, bfloat16 (the epilogue computes half types in float32);
+``x``, ``weight`` and ``bias`` share dtype and device. Layout: any strides in; the output is
+channels_last when ``x`` is channels_last (and not also plainly contiguous), NCHW otherwise.
+
+Native path (``torch.ops.fastgen.conv_transpose2d``): the convolution without bias from
+public aten ops, then ONE in-place pass for bias + activation. Backward
+(``torch.ops.fastgen.conv_transpose2d_backward``) takes act' from the saved output
+(``act'(y)``: relu/leaky_relu 1 or slope by the sign of y, tanh ``1 - y^2``, sigmoid
+``y (1 - y)``), so no pre-activation tensor is kept, then ``aten.convolution_backward``.
+Double backward runs the same formula through differentiable public ops. ``leaky_relu``
+with a negative slope is not monotone, so its derivative cannot be read from the output:
+those calls take the reference path (stock ops), which is exact.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastgen import _extension
+from fastgen._backend import registry
+from fastgen.ops._checks import FLOAT_DTYPES, check_like, check_tensor, pair
+from fastgen.reference import conv_transpose2d as reference
+from fastgen.reference.conv_transpose2d import ACTIVATIONS
+
+FN = "fastgen.ops.conv_transpose2d"
+OP = "conv_transpose2d"
+
+registry.register(OP, FLOAT_DTYPES)
 
 
-def conv_transpose2d(*args, **kwargs):
-    raise NotImplementedError("fastgen.ops.conv_transpose2d")
+def output_size(in_size, kernel, stride, padding, output_padding, dilation):
+    return (in_size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+def _check(x, weight, bias, stride, padding, output_padding, groups, dilation, activation, slope):
+    """Validates everything once; returns the normalised (stride, padding, output_padding,
+    dilation) pairs."""
+    check_tensor(FN, "input", x)
+    if x.dim() != 4:
+        raise ValueError(
+            f"{FN}: input must be 4-D [N, C, H, W] (or 3-D unbatched), got shape {tuple(x.shape)}"
+        )
+    check_like(FN, "weight", weight, x, "input")
+    if weight.dim() != 4:
+        raise ValueError(
+            f"{FN}: weight must be 4-D [C_in, C_out / groups, kH, kW], got shape "
+            f"{tuple(weight.shape)}"
+        )
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{FN}: groups must be an int >= 1, got {groups!r}")
+    if any(size < 1 for size in weight.shape):
+        raise ValueError(
+            f"{FN}: weight must have no zero-size dim, got shape {tuple(weight.shape)}"
+        )
+    if weight.shape[0] != x.shape[1]:
+        raise ValueError(
+            f"{FN}: weight has {weight.shape[0]} input channels but input has {x.shape[1]}"
+        )
+    if x.shape[1] % groups:
+        raise ValueError(
+            f"{FN}: input channels ({x.shape[1]}) must be divisible by groups ({groups})"
+        )
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"{FN}: input height and width must be >= 1, got shape {tuple(x.shape)}")
+    out_channels = weight.shape[1] * groups
+    if bias is not None:
+        check_like(FN, "bias", bias, x, "input", shape=(out_channels,))
+    stride = pair(FN, "stride", stride, minimum=1)
+    padding = pair(FN, "padding", padding, minimum=0)
+    output_padding = pair(FN, "output_padding", output_padding, minimum=0)
+    dilation = pair(FN, "dilation", dilation, minimum=1)
+    for dim in range(2):
+        if output_padding[dim] >= max(stride[dim], dilation[dim]):
+            raise ValueError(
+                f"{FN}: output_padding must be smaller than stride or dilation, got "
+                f"output_padding={output_padding}, stride={stride}, dilation={dilation}"
+            )
+    size = [
+        output_size(x.shape[2 + d], weight.shape[2 + d], stride[d], padding[d],
+                    output_padding[d], dilation[d])
+        for d in range(2)
+    ]  # fmt: skip
+    if min(size) < 1:
+        raise ValueError(
+            f"{FN}: output size {tuple(size)} is below 1 for input {tuple(x.shape)}, weight "
+            f"{tuple(weight.shape)}, stride={stride}, padding={padding}, dilation={dilation}"
+        )
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"{FN}: activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}"
+        )
+    if isinstance(slope, bool) or not isinstance(slope, (int, float)):
+        raise TypeError(f"{FN}: negative_slope must be a float, got {type(slope).__name__}")
+    return stride, padding, output_padding, dilation
+
+
+def conv_transpose2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+    activation: str = "identity",
+    negative_slope: float = 0.01,
+) -> torch.Tensor:
+    """act(F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups,
+    dilation)) in one fused op; see the module docstring for the math, shapes and layouts."""
+    unbatched = isinstance(x, torch.Tensor) and x.dim() == 3
+    if unbatched:
+        x = x.unsqueeze(0)
+    stride, padding, output_padding, dilation = _check(
+        x, weight, bias, stride, padding, output_padding, groups, dilation, activation,
+        negative_slope,
+    )  # fmt: skip
+    negative_slope = float(negative_slope)
+    monotone = activation != "leaky_relu" or negative_slope >= 0
+    if monotone and registry.use_native(OP, x):
+        out = torch.ops.fastgen.conv_transpose2d(
+            x, weight, bias, list(stride), list(padding), list(output_padding), groups,
+            list(dilation), activation, negative_slope,
+        )  # fmt: skip
+    else:
+        out = reference.conv_transpose2d(
+            x, weight, bias, stride, padding, output_padding, groups, dilation, activation,
+            negative_slope,
+        )  # fmt: skip
+    return out.squeeze(0) if unbatched else out
+
+
+# --- fake kernels and autograd ---------------------------------------------------------------
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    """The layout rule the kernels follow (csrc/conv_transpose2d/conv_transpose2d.h)."""
+    if (
+        t.dim() == 4
+        and not t.is_contiguous()
+        and t.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _activation_grad(output: torch.Tensor, activation: str, slope: float) -> torch.Tensor | None:
+    """act'(pre-activation) from y = act(pre), with differentiable public ops."""
+    if activation == "relu":
+        return (output > 0).to(output.dtype)
+    if activation == "leaky_relu":
+        return torch.where(output > 0, 1.0, slope).to(output.dtype)
+    if activation == "tanh":
+        return 1 - output * output
+    if activation == "sigmoid":
+        return output * (1 - output)
+    return None
+
+
+def _fake_forward(x, weight, bias, stride, padding, output_padding, groups, dilation, activation,
+                  negative_slope):  # fmt: skip
+    size = [
+        output_size(x.shape[2 + d], weight.shape[2 + d], stride[d], padding[d],
+                    output_padding[d], dilation[d])
+        for d in range(2)
+    ]  # fmt: skip
+    shape = (x.shape[0], weight.shape[1] * groups, *size)
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+
+
+def _fake_backward(grad_out, x, weight, output, stride, padding, output_padding, groups, dilation,
+                   activation, negative_slope, output_mask):  # fmt: skip
+    def empty():
+        return grad_out.new_empty((0,))
+
+    grad_input = torch.empty_like(x, memory_format=_memory_format(x)) if output_mask[0] else empty()
+    grad_weight = (
+        torch.empty_like(weight, memory_format=_memory_format(weight))
+        if output_mask[1]
+        else empty()
+    )
+    grad_bias = grad_out.new_empty((weight.shape[1] * groups,)) if output_mask[2] else empty()
+    return grad_input, grad_weight, grad_bias
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, stride, padding, output_padding, groups, dilation, activation, slope = inputs
+    ctx.args = (stride, padding, output_padding, groups, dilation, activation, slope)
+    ctx.has_bias = bias is not None
+    # identity needs no output in backward; an empty stand-in keeps it from being held alive.
+    saved_output = output if activation != "identity" else output.new_empty((0,))
+    ctx.save_for_backward(x, weight, saved_output)
+
+
+def _backward(ctx, grad):
+    x, weight, output = ctx.saved_tensors
+    stride, padding, output_padding, groups, dilation, activation, slope = ctx.args
+    mask = [
+        ctx.needs_input_grad[0],
+        ctx.needs_input_grad[1],
+        ctx.has_bias and ctx.needs_input_grad[2],
+    ]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (grad, x, weight, output)):
+        # create_graph=True (R1, WGAN-GP): the same math through differentiable public ops,
+        # so the second derivative is exact, including the path through the saved output.
+        derivative = _activation_grad(output, activation, slope)
+        grad_pre = grad if derivative is None else grad * derivative
+        grads = torch.ops.aten.convolution_backward(
+            grad_pre, x, weight, [weight.shape[1] * groups], stride, padding, dilation, True,
+            output_padding, groups, mask,
+        )  # fmt: skip
+    else:
+        grads = torch.ops.fastgen.conv_transpose2d_backward(
+            grad, x, weight, output, stride, padding, output_padding, groups, dilation,
+            activation, slope, mask,
+        )  # fmt: skip
+    grad_input, grad_weight, grad_bias = (g if m else None for g, m in zip(grads, mask))
+    return grad_input, grad_weight, grad_bias, None, None, None, None, None, None, None
+
+
+if _extension.LOADED:
+    torch.library.register_fake(f"fastgen::{OP}")(_fake_forward)
+    torch.library.register_fake(f"fastgen::{OP}_backward")(_fake_backward)
+    torch.library.register_autograd(f"fastgen::{OP}", _backward, setup_context=_setup_context)

@@ -1,0 +1,88 @@
+// Device-independent half of fastgen::conv_transpose2d: the transposed convolution and its
+// gradients come from public aten ops (which pick oneDNN / cuDNN / native kernels); the
+// caller supplies the device's fused epilogues (bias + activation forward, activation
+// derivative backward).
+
+#include "conv_transpose2d/conv_transpose2d.h"
+
+#include <ATen/ATen.h>
+
+namespace fastgen {
+
+namespace {
+std::array<int64_t, 2> as_pair(at::IntArrayRef values, const char* name) {
+  TORCH_CHECK(values.size() == 2, "fastgen::conv_transpose2d: ", name, " must have 2 values");
+  return {values[0], values[1]};
+}
+}  // namespace
+
+ConvTranspose2dParams make_conv_transpose2d_params(at::IntArrayRef stride, at::IntArrayRef padding,
+                                                   at::IntArrayRef output_padding, int64_t groups,
+                                                   at::IntArrayRef dilation,
+                                                   std::string_view activation,
+                                                   double negative_slope) {
+  return ConvTranspose2dParams{as_pair(stride, "stride"),
+                               as_pair(padding, "padding"),
+                               as_pair(output_padding, "output_padding"),
+                               as_pair(dilation, "dilation"),
+                               groups,
+                               parse_activation(activation),
+                               negative_slope};
+}
+
+at::Tensor with_canonical_strides(const at::Tensor& t, c10::MemoryFormat format) {
+  at::Tensor dense = t.contiguous(format);
+  const auto sizes = dense.sizes();
+  std::vector<int64_t> strides(sizes.size());
+  if (format == c10::MemoryFormat::ChannelsLast) {
+    strides = c10::get_channels_last_strides_2d(sizes);
+  } else {
+    int64_t stride = 1;
+    for (int64_t d = static_cast<int64_t>(sizes.size()) - 1; d >= 0; --d) {
+      strides[d] = stride;
+      stride *= std::max<int64_t>(sizes[d], 1);
+    }
+  }
+  if (dense.strides() == at::IntArrayRef(strides)) return dense;
+  // Only strides of size-1 dims differ: same memory, so restriding is free and exact.
+  return dense.as_strided(sizes, strides, dense.storage_offset());
+}
+
+at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& weight,
+                                    const std::optional<at::Tensor>& bias,
+                                    const ConvTranspose2dParams& params,
+                                    const ConvTranspose2dEpilogues& epilogues) {
+  // No bias in the convolution: it is added in the epilogue together with the activation,
+  // so the output is touched once after the GEMMs instead of twice.
+  at::Tensor out = at::conv_transpose2d(input, weight, std::nullopt, params.stride, params.padding,
+                                        params.output_padding, params.groups, params.dilation);
+  out = with_canonical_strides(out, conv_memory_format(input));
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias || params.activation != Activation::Identity) {
+    epilogues.bias_activation(out, has_bias ? bias->contiguous() : at::Tensor(), params.activation,
+                              params.negative_slope);
+  }
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
+    const at::Tensor& output, const ConvTranspose2dParams& params, std::array<bool, 3> output_mask,
+    const ConvTranspose2dEpilogues& epilogues) {
+  at::Tensor grad_pre = params.activation == Activation::Identity
+                            ? grad_out
+                            : epilogues.activation_backward(grad_out, output, params.activation,
+                                                            params.negative_slope);
+  const int64_t out_channels = weight.size(1) * params.groups;
+  auto [grad_input, grad_weight, grad_bias] = at::convolution_backward(
+      grad_pre, input, weight, at::IntArrayRef{out_channels}, params.stride, params.padding,
+      params.dilation, /*transposed=*/true, params.output_padding, params.groups, output_mask);
+  const auto empty = [&] { return at::empty({0}, grad_out.options()); };
+  grad_input = output_mask[0] ? with_canonical_strides(grad_input, conv_memory_format(input)) : empty();
+  grad_weight =
+      output_mask[1] ? with_canonical_strides(grad_weight, conv_memory_format(weight)) : empty();
+  grad_bias = output_mask[2] ? grad_bias.contiguous() : empty();
+  return {grad_input, grad_weight, grad_bias};
+}
+
+}  // namespace fastgen

@@ -1,0 +1,84 @@
+#pragma once
+// fastgen::conv_transpose2d: act(conv_transpose2d(input, weight) + bias).
+//
+// Both backends run the transposed convolution itself through public aten ops (oneDNN /
+// the native CPU kernels on CPU, cuDNN on CUDA) WITHOUT bias, then one in-place epilogue
+// pass adds the bias and applies the activation. Backward first turns grad_out into the
+// pre-activation gradient (one pass, the derivative taken from the saved output), then
+// calls at::convolution_backward.
+//
+// Layout rule shared with the Python fake kernels (fastgen/ops/conv_transpose2d.py): the
+// output and grad_input are channels_last when the input is channels_last and not plainly
+// contiguous (a tensor that is both, e.g. C == 1, counts as contiguous); otherwise NCHW.
+// grad_weight follows the same rule applied to weight.
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/MemoryFormat.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+#include <string_view>
+
+#include "common/activation.h"
+
+namespace fastgen {
+
+struct ConvTranspose2dParams {
+  std::array<int64_t, 2> stride;
+  std::array<int64_t, 2> padding;
+  std::array<int64_t, 2> output_padding;
+  std::array<int64_t, 2> dilation;
+  int64_t groups;
+  Activation activation;
+  double negative_slope;
+};
+
+inline c10::MemoryFormat conv_memory_format(const at::Tensor& t) {
+  return (t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(c10::MemoryFormat::ChannelsLast))
+             ? c10::MemoryFormat::ChannelsLast
+             : c10::MemoryFormat::Contiguous;
+}
+
+// `t` dense in `format`, with exactly the strides at::empty(..., format) would give (strides
+// of size-1 dims are free to differ otherwise, and fake kernels must predict them).
+at::Tensor with_canonical_strides(const at::Tensor& t, c10::MemoryFormat format);
+
+// In place on `out` (dense, NCHW or channels_last): out = act(out + bias).
+void bias_activation_cpu(at::Tensor& out, const at::Tensor& bias, Activation activation,
+                         double negative_slope);
+// grad_out * act'(output), written into a new tensor laid out like `output`.
+at::Tensor activation_backward_cpu(const at::Tensor& grad_out, const at::Tensor& output,
+                                   Activation activation, double negative_slope);
+
+// The device-independent driver (conv_transpose2d.cpp): the aten convolution plus the
+// given device's epilogues. Masked-out backward results are empty tensors.
+struct ConvTranspose2dEpilogues {
+  void (*bias_activation)(at::Tensor&, const at::Tensor&, Activation, double);
+  at::Tensor (*activation_backward)(const at::Tensor&, const at::Tensor&, Activation, double);
+};
+
+ConvTranspose2dParams make_conv_transpose2d_params(at::IntArrayRef stride, at::IntArrayRef padding,
+                                                   at::IntArrayRef output_padding, int64_t groups,
+                                                   at::IntArrayRef dilation,
+                                                   std::string_view activation,
+                                                   double negative_slope);
+
+at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& weight,
+                                    const std::optional<at::Tensor>& bias,
+                                    const ConvTranspose2dParams& params,
+                                    const ConvTranspose2dEpilogues& epilogues);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
+    const at::Tensor& output, const ConvTranspose2dParams& params, std::array<bool, 3> output_mask,
+    const ConvTranspose2dEpilogues& epilogues);
+
+#ifdef FASTGEN_WITH_CUDA
+void bias_activation_cuda(at::Tensor& out, const at::Tensor& bias, Activation activation,
+                          double negative_slope);
+at::Tensor activation_backward_cuda(const at::Tensor& grad_out, const at::Tensor& output,
+                                    Activation activation, double negative_slope);
+#endif
+
+}  // namespace fastgen

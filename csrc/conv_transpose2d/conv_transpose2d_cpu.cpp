@@ -1,0 +1,165 @@
+// CPU epilogues of fastgen::conv_transpose2d and its CPU registration.
+//
+// Forward: one in-place pass over the convolution's output adds the bias and applies the
+// activation. NCHW walks H*W planes (one bias value per plane); channels_last walks rows of
+// C values (the bias vector along the row). Backward: one pass computing
+// grad_out * act'(output) elementwise. Half types compute in float32.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "common/activation.h"
+#include "common/dispatch.h"
+#include "conv_transpose2d/conv_transpose2d.h"
+
+namespace fastgen {
+
+namespace {
+
+// Small enough that a plane/row chunk stays in L1/L2 while big enough to amortise the
+// parallel_for scheduling; counted in elements.
+constexpr int64_t kGrainElements = 32768;
+
+template <Activation act, typename scalar_t>
+void bias_activation_nchw(scalar_t* data, const scalar_t* bias, int64_t planes, int64_t channels,
+                          int64_t plane_size, acc_t<scalar_t> slope) {
+  using acc = acc_t<scalar_t>;
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(plane_size, 1));
+  at::parallel_for(0, planes, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const acc b = bias ? static_cast<acc>(bias[plane % channels]) : acc(0);
+      scalar_t* row = data + plane * plane_size;
+      for (int64_t i = 0; i < plane_size; ++i) {
+        row[i] = static_cast<scalar_t>(apply_activation<act>(static_cast<acc>(row[i]) + b, slope));
+      }
+    }
+  });
+}
+
+template <Activation act, typename scalar_t>
+void bias_activation_channels_last(scalar_t* data, const scalar_t* bias, int64_t pixels,
+                                   int64_t channels, acc_t<scalar_t> slope) {
+  using acc = acc_t<scalar_t>;
+  // The bias row in the compute type once, so the inner loop is a plain vectorisable add.
+  std::vector<acc> bias_acc(channels, acc(0));
+  if (bias) {
+    for (int64_t c = 0; c < channels; ++c) bias_acc[c] = static_cast<acc>(bias[c]);
+  }
+  const acc* b = bias_acc.data();
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(channels, 1));
+  at::parallel_for(0, pixels, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t pixel = begin; pixel < end; ++pixel) {
+      scalar_t* row = data + pixel * channels;
+      for (int64_t c = 0; c < channels; ++c) {
+        row[c] = static_cast<scalar_t>(apply_activation<act>(static_cast<acc>(row[c]) + b[c], slope));
+      }
+    }
+  });
+}
+
+template <Activation act, typename scalar_t>
+void bias_activation_typed(at::Tensor& out, const at::Tensor& bias, double negative_slope) {
+  const int64_t channels = out.size(1);
+  const int64_t plane_size = out.size(2) * out.size(3);
+  const scalar_t* bias_ptr = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+  const auto slope = static_cast<acc_t<scalar_t>>(negative_slope);
+  if (out.is_contiguous()) {
+    bias_activation_nchw<act>(out.mutable_data_ptr<scalar_t>(), bias_ptr, out.size(0) * channels,
+                              channels, plane_size, slope);
+  } else {
+    TORCH_CHECK(out.is_contiguous(c10::MemoryFormat::ChannelsLast),
+                "fastgen::conv_transpose2d: internal: output neither NCHW nor channels_last");
+    bias_activation_channels_last<act>(out.mutable_data_ptr<scalar_t>(), bias_ptr,
+                                       out.size(0) * plane_size, channels, slope);
+  }
+}
+
+template <Activation act, typename scalar_t>
+void activation_backward_typed(const scalar_t* grad_out, const scalar_t* output, scalar_t* grad_pre,
+                               int64_t numel, double negative_slope) {
+  using acc = acc_t<scalar_t>;
+  const auto slope = static_cast<acc>(negative_slope);
+  at::parallel_for(0, numel, kGrainElements, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      grad_pre[i] = static_cast<scalar_t>(
+          static_cast<acc>(grad_out[i]) *
+          activation_grad_from_output<act>(static_cast<acc>(output[i]), slope));
+    }
+  });
+}
+
+// Calls body.template operator()<act>() for the runtime activation.
+template <typename Body>
+void dispatch_activation(Activation activation, Body&& body) {
+  switch (activation) {
+    case Activation::Identity: return body.template operator()<Activation::Identity>();
+    case Activation::ReLU: return body.template operator()<Activation::ReLU>();
+    case Activation::LeakyReLU: return body.template operator()<Activation::LeakyReLU>();
+    case Activation::Tanh: return body.template operator()<Activation::Tanh>();
+    case Activation::Sigmoid: return body.template operator()<Activation::Sigmoid>();
+  }
+}
+
+}  // namespace
+
+void bias_activation_cpu(at::Tensor& out, const at::Tensor& bias, Activation activation,
+                         double negative_slope) {
+  FASTGEN_DISPATCH_FLOATING_TYPES(out.scalar_type(), "fastgen::conv_transpose2d", [&] {
+    dispatch_activation(activation, [&]<Activation act>() {
+      bias_activation_typed<act, scalar_t>(out, bias, negative_slope);
+    });
+  });
+}
+
+at::Tensor activation_backward_cpu(const at::Tensor& grad_out, const at::Tensor& output,
+                                   Activation activation, double negative_slope) {
+  // Same layout as output, so one flat elementwise loop pairs the right elements.
+  const auto format = conv_memory_format(output);
+  at::Tensor grad = grad_out.contiguous(format);
+  at::Tensor out = output.contiguous(format);
+  at::Tensor grad_pre = at::empty_like(out, out.options().memory_format(format));
+  FASTGEN_DISPATCH_FLOATING_TYPES(out.scalar_type(), "fastgen::conv_transpose2d_backward", [&] {
+    dispatch_activation(activation, [&]<Activation act>() {
+      activation_backward_typed<act, scalar_t>(grad.const_data_ptr<scalar_t>(),
+                                               out.const_data_ptr<scalar_t>(),
+                                               grad_pre.mutable_data_ptr<scalar_t>(), out.numel(),
+                                               negative_slope);
+    });
+  });
+  return grad_pre;
+}
+
+namespace {
+
+constexpr ConvTranspose2dEpilogues kCpuEpilogues{bias_activation_cpu, activation_backward_cpu};
+
+at::Tensor conv_transpose2d_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                at::IntArrayRef padding, at::IntArrayRef output_padding,
+                                int64_t groups, at::IntArrayRef dilation,
+                                c10::string_view activation, double negative_slope) {
+  const auto params = make_conv_transpose2d_params(stride, padding, output_padding, groups, dilation,
+                                                   activation, negative_slope);
+  return conv_transpose2d_forward(input, weight, bias, params, kCpuEpilogues);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
+    const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
+    c10::string_view activation, double negative_slope, std::array<bool, 3> output_mask) {
+  const auto params = make_conv_transpose2d_params(stride, padding, output_padding, groups, dilation,
+                                                   activation, negative_slope);
+  return conv_transpose2d_backward(grad_out, input, weight, output, params, output_mask,
+                                   kCpuEpilogues);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
+  m.impl("conv_transpose2d", &conv_transpose2d_cpu);
+  m.impl("conv_transpose2d_backward", &conv_transpose2d_backward_cpu);
+}
+
+}  // namespace fastgen
