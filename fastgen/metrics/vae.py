@@ -3,11 +3,13 @@
 For an image x with D values, encoder q(z|x) = N(mu, diag(exp(logvar))), prior p(z) = N(0, I)
 and decoder likelihood p(x|z) (``ConvVAE.negative_log_likelihood``):
 
-    ELBO(x)   = E_q[log p(x|z)] - KL(q(z|x) || p(z))           (one z per image, KL exact)
-    IWAE_k(x) = log (1/k) sum_{i=1..k} p(x|z_i) p(z_i) / q(z_i|x),   z_i ~ q(z|x)
+    log w_i   = log p(x|z_i) + log p(z_i) - log q(z_i|x),       z_i ~ q(z|x), i = 1..k
+    ELBO(x)   = E_q[log w] ~ (1/k) sum_i log w_i
+    IWAE_k(x) = log (1/k) sum_i exp(log w_i)
 
-Both lower-bound log p(x); IWAE_k tightens as k grows (Burda et al., 2016), so
--IWAE_k is an upper bound on the negative log-likelihood. Values are in nats per image,
+Both lower-bound log p(x) in expectation; IWAE_k tightens as k grows (Burda et al., 2016),
+so -IWAE_k is an upper bound on the negative log-likelihood. Both estimates use the same k
+samples, so IWAE_k >= ELBO holds for every image (Jensen), not only on average. Values are in nats per image,
 averaged over the images; bits/dim = nats / (D ln 2), where for the Gaussian likelihood the
 density is that of pixel values in [0, 255] (D log 127.5 added, as ConvVAE.loss does).
 The model runs in eval mode (batch-norm running statistics) and no gradients are kept.
@@ -38,25 +40,19 @@ def _nats_offset(vae: nn.Module, dims: int) -> float:
 def importance_weighted_log_likelihood(
     vae: nn.Module, x: torch.Tensor, k: int, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ELBO [N], IWAE_k [N]) in nats for images x [N, C, H, W] in [-1, 1].
-
-    The ELBO uses the first of the k samples for its reconstruction term and the exact KL.
-    """
+    """(ELBO [N], IWAE_k [N]) in nats for images x [N, C, H, W] in [-1, 1], from k samples."""
     mu, logvar = vae.encode(x)
     std = torch.exp(0.5 * logvar)
-    kl = 0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(-1)
-    log_weights, elbo = [], None
-    for i in range(k):
+    log_weights = []
+    for _ in range(k):
         eps = torch.randn(mu.shape, generator=generator, device="cpu").to(mu)
         z = mu + std * eps
         log_px_z = -vae.negative_log_likelihood(x, vae.decode(z.to(x.dtype)))
         log_pz = -0.5 * (z.square() + LOG_2PI).sum(-1)
         log_qz = _gaussian_log_density(z, mu, logvar)
         log_weights.append(log_px_z + log_pz - log_qz)
-        if i == 0:
-            elbo = log_px_z - kl
-    iwae = torch.logsumexp(torch.stack(log_weights), dim=0) - math.log(k)
-    return elbo, iwae
+    log_weights = torch.stack(log_weights)
+    return log_weights.mean(0), torch.logsumexp(log_weights, dim=0) - math.log(k)
 
 
 @torch.no_grad()
