@@ -1,0 +1,348 @@
+"""`fastgen eval CKPT` and the training-time evaluator (``make_evaluator``).
+
+    fastgen eval runs/dcgan/checkpoints/ckpt_002000.pt --metrics fid,kid,is,pr,coverage \
+        --n 10000 [--extractor digits|inception] [--data digits] [--out eval.json]
+
+Generates n images with the checkpoint's EMA generator (a VAE: decoded prior samples), streams
+them and the real images through the feature extractor, prints a table and writes a JSON
+(metrics, settings, checkpoint hash). For a VAE checkpoint the metric "nll" adds the ELBO,
+the k-sample importance-weighted NLL bound and bits/dim on the held-out split.
+Reference ("real") images: the checkpoint's dataset (``--data`` overrides it), split
+``--split`` (default "train", the set the generator was trained to match).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fastgen.metrics.evaluate import METRICS, check_metrics, compute_metrics
+from fastgen.metrics.features import FeatureAccumulator, FeatureExtractor, stream_features
+
+VAE_METRICS = ("nll",)
+EXTRACTORS = ("digits", "inception")
+
+
+def make_extractor(
+    name: str = "digits", *, inception_weights: str | None = None
+) -> FeatureExtractor:
+    """ "digits" (the shipped classifier) or "inception" (local, checksum-verified weights)."""
+    if name == "digits":
+        from fastgen.metrics.digits_classifier import DigitsExtractor
+
+        return DigitsExtractor()
+    if name == "inception":
+        from fastgen.metrics.inception import InceptionExtractor
+
+        return InceptionExtractor(inception_weights)
+    raise ValueError(
+        f"fastgen eval: --extractor expected one of {', '.join(EXTRACTORS)}, got {name!r}"
+    )
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"fastgen eval: --device {name} requested but CUDA is not available")
+    return device
+
+
+def split_metrics(metrics) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(sample metrics, VAE likelihood metrics) from "fid,kid,nll" or a list."""
+    names = [
+        m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)
+    ]
+    names = [m for m in names if m]
+    unknown = [m for m in names if m not in METRICS + VAE_METRICS]
+    if unknown or not names:
+        raise ValueError(
+            f"fastgen eval: --metrics expected names from {','.join(METRICS + VAE_METRICS)}, "
+            f"got {','.join(unknown) if unknown else 'nothing'}"
+        )
+    return tuple(m for m in names if m in METRICS), tuple(m for m in names if m in VAE_METRICS)
+
+
+def generator_sampler(
+    model: nn.Module, *, device: torch.device, seed: int = 0
+) -> Callable[[int], torch.Tensor]:
+    """sample(batch) -> images in [-1, 1] from a DCGAN generator (z ~ N(0, I), a conditional
+    one cycling its labels 0..K-1 so every class is asked for equally) or a VAE (prior)."""
+    generator = torch.Generator().manual_seed(seed)
+    drawn = 0
+
+    @torch.no_grad()
+    def sample(batch: int) -> torch.Tensor:
+        nonlocal drawn
+        z = torch.randn(batch, model.latent_dim, generator=generator).to(device)
+        if hasattr(model, "encode"):  # a VAE: decode prior samples
+            images = model.to_image(model.decode(z))
+        else:
+            classes = getattr(model, "num_classes", 0)
+            labels = (torch.arange(drawn, drawn + batch) % classes).to(device) if classes else None
+            images = model(z, labels)
+        drawn += batch
+        return images.float().clamp(-1, 1)
+
+    return sample
+
+
+def _sampled_model(models: dict[str, nn.Module]) -> nn.Module:
+    for name in ("ema", "generator", "vae"):
+        if name in models:
+            return models[name]
+    raise ValueError(
+        f"fastgen eval: expected models 'ema', 'generator' or 'vae', got {sorted(models)}"
+    )
+
+
+def _load_real(data: str, resolution: int, channels: int | None, split: str):
+    from fastgen.data import load_dataset
+
+    return load_dataset(data, resolution=resolution, channels=channels, split=split)
+
+
+def evaluate_models(
+    models: dict[str, nn.Module],
+    *,
+    real: torch.Tensor | FeatureAccumulator | None,
+    held_out: torch.Tensor | None = None,
+    metrics="fid,kid,is,pr,coverage",
+    extractor: FeatureExtractor,
+    n: int = 10_000,
+    batch_size: int = 250,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    sample_size: int = 10_000,
+    iw_samples: int = 64,
+    **metric_options,
+) -> dict:
+    """The metrics of a model dict ({"ema", ...} or {"vae"}) against real images/features."""
+    device = torch.device(device)
+    sample_metrics, vae_metrics_wanted = split_metrics(metrics)
+    results: dict = {}
+    if sample_metrics:
+        check_metrics(sample_metrics, extractor, fn="evaluate_models")
+        model = _sampled_model(models)
+        was_training = model.training
+        model.eval()
+        try:
+            stream = dict(batch_size=batch_size, device=device, sample_size=sample_size, seed=seed)
+            if isinstance(real, torch.Tensor):
+                real = stream_features(extractor, real, n=real.shape[0], **stream)
+            fake = stream_features(
+                extractor, generator_sampler(model, device=device, seed=seed), n=n, **stream
+            )
+        finally:
+            model.train(was_training)
+        results.update(compute_metrics(real, fake, sample_metrics, seed=seed, **metric_options))
+    if vae_metrics_wanted:
+        if "vae" not in models:
+            raise ValueError("fastgen eval: metric nll needs a VAE checkpoint")
+        if held_out is None:
+            raise ValueError("fastgen eval: metric nll needs held-out images")
+        from fastgen.metrics.vae import vae_metrics
+
+        nll = vae_metrics(models["vae"], held_out, k=iw_samples, n=n, device=device, seed=seed)
+        results.update(
+            {f"vae_{key}" if key in ("n", "k") else key: value for key, value in nll.items()}
+        )
+    return results
+
+
+def make_evaluator(
+    *,
+    dataset=None,
+    metrics="fid,kid",
+    n: int = 1000,
+    config=None,
+    extractor: str | FeatureExtractor = "digits",
+    device: str | None = None,
+    batch_size: int = 250,
+    seed: int = 0,
+    **options,
+) -> Callable[[int, dict[str, nn.Module]], dict[str, float]]:
+    """The ``evaluator(step, models) -> {name: float}`` that train_gan/train_vae call.
+
+    dataset: the training ImageDataset (its images are the reference set; their features are
+    computed once, at the first call). config: the training config (device, data,
+    resolution). Metrics: as ``fastgen eval``; "nll" (VAE) uses the dataset's "test" split when
+    it can be loaded, else the dataset itself. The models dict is left in the mode it came in.
+    """
+    if dataset is None:
+        raise ValueError(
+            "fastgen.metrics.make_evaluator: dataset expected the training ImageDataset, got None"
+        )
+    split_metrics(metrics)  # fail at start-up, not at the first evaluation
+    chosen = make_extractor(extractor) if isinstance(extractor, str) else extractor
+    device = resolve_device(device or getattr(config, "device", None))
+    cache: dict = {}
+
+    def evaluator(step: int, models: dict[str, nn.Module]) -> dict[str, float]:
+        sample_metrics, nll = split_metrics(metrics)
+        if sample_metrics and "real" not in cache:
+            cache["real"] = stream_features(
+                chosen,
+                dataset.images,
+                n=len(dataset.images),
+                batch_size=batch_size,
+                device=device,
+                seed=seed,
+            )
+        if nll and "held_out" not in cache:
+            cache["held_out"] = _held_out_images(dataset, config)
+        results = evaluate_models(
+            models,
+            real=cache.get("real"),
+            held_out=cache.get("held_out"),
+            metrics=metrics,
+            extractor=chosen,
+            n=n,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            **options,
+        )
+        return {k: float(v) for k, v in results.items() if isinstance(v, int | float)}
+
+    return evaluator
+
+
+def _held_out_images(dataset, config) -> torch.Tensor:
+    data = getattr(config, "data", None)
+    if data:
+        try:
+            return _load_real(
+                data, dataset.images.shape[-1], dataset.images.shape[1], "test"
+            ).images
+        except (ValueError, OSError):
+            pass
+    return dataset.images
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by fastgen train")
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help=f"comma-separated, from {','.join(METRICS + VAE_METRICS)} "
+        "(default: fid,kid,is,pr,coverage; a VAE adds nll)",
+    )
+    parser.add_argument("--n", type=int, default=10_000, help="generated images (default 10000)")
+    parser.add_argument("--extractor", choices=EXTRACTORS, default="digits")
+    parser.add_argument(
+        "--inception-weights",
+        default=None,
+        help="local Inception-v3 state_dict (else $FASTGEN_INCEPTION_WEIGHTS); never downloaded",
+    )
+    parser.add_argument("--data", default=None, help="reference images (default: the checkpoint's)")
+    parser.add_argument("--split", default="train", choices=("train", "test", "all"))
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sample-size", type=int, default=10_000,
+                        help="feature rows kept per set for KID and precision/recall")  # fmt: skip
+    parser.add_argument("--kid-subsets", type=int, default=100)
+    parser.add_argument("--kid-subset-size", type=int, default=1000)
+    parser.add_argument("--pr-k", type=int, default=3, help="k of the k-NN manifolds")
+    parser.add_argument("--iw-samples", type=int, default=64, help="k of the IWAE bound (nll)")
+    parser.add_argument("--out", default=None, help="JSON to write (default: CKPT with .eval.json)")
+
+
+def format_table(results: dict) -> str:
+    width = max(len(k) for k in results)
+    lines = []
+    for key, value in results.items():
+        if isinstance(value, float):
+            text = f"{value:.6g}" if math.isfinite(value) else str(value)
+        else:
+            text = json.dumps(value) if isinstance(value, list) else str(value)
+        lines.append(f"{key:<{width}}  {text}")
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastgen.train.checkpoint import checkpoint_hash, load_models
+
+    if args.n < 2:
+        raise ValueError(f"fastgen eval: --n expected >= 2, got {args.n}")
+    device = resolve_device(args.device)
+    config, models = load_models(args.checkpoint, device=device)
+    is_vae = "vae" in models
+    metrics = args.metrics or ("fid,kid,is,pr,coverage" + (",nll" if is_vae else ""))
+    sample_metrics, nll = split_metrics(metrics)
+    extractor = (
+        make_extractor(args.extractor, inception_weights=args.inception_weights)
+        if sample_metrics
+        else None
+    )
+    data = args.data or config.data
+    model = _sampled_model(models)
+    resolution, channels = model.resolution, model.channels
+    real = _load_real(data, resolution, channels, args.split).images if sample_metrics else None
+    held_out = _load_real(data, resolution, channels, "test").images if nll else None
+    results = evaluate_models(
+        models,
+        real=real,
+        held_out=held_out,
+        metrics=metrics,
+        extractor=extractor,
+        n=args.n,
+        batch_size=args.batch_size,
+        device=device,
+        seed=args.seed,
+        sample_size=args.sample_size,
+        iw_samples=args.iw_samples,
+        kid_subsets=args.kid_subsets,
+        kid_subset_size=args.kid_subset_size,
+        pr_k=args.pr_k,
+    )
+    payload = {
+        "checkpoint": str(args.checkpoint),
+        "checkpoint_hash": checkpoint_hash(args.checkpoint),
+        "model": "vae" if is_vae else "dcgan (ema generator)",
+        "metrics": results,
+        "settings": {
+            "metrics": metrics,
+            "n": args.n,
+            "extractor": args.extractor if extractor is not None else None,
+            "data": data,
+            "split": args.split,
+            "real_images": None if real is None else int(real.shape[0]),
+            "seed": args.seed,
+            "device": str(device),
+            "kid_subsets": args.kid_subsets,
+            "kid_subset_size": args.kid_subset_size,
+            "pr_k": args.pr_k,
+            "iw_samples": args.iw_samples if nll else None,
+        },
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "torch": torch.__version__,
+    }
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".eval.json")
+    _write_json(out, payload)
+    print(format_table(results))
+    print(f"wrote {out}")
+    return 0
