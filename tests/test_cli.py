@@ -223,7 +223,6 @@ def test_train_writes_the_run_folder(trained_dcgan):
 
 def test_sample_grid_and_interpolation(trained_dcgan, tmp_path, capsys):
     from fastgen.train.checkpoint import checkpoint_hash
-
     from fastgen.utils.images import read_png_metadata
 
     _, ckpt = trained_dcgan
