@@ -1,0 +1,51 @@
+#pragma once
+// fastgen::reparameterize and its backward (schemas in csrc/fastgen.cpp).
+//
+//   z[n, i]  = mu[n, i] + exp(0.5 * logvar[n, i]) * eps[n, i]
+//   kl[n]    = -0.5 * sum_i (1 + logvar[n, i] - mu[n, i]^2 - exp(logvar[n, i]))
+//   d mu     = grad_z + grad_kl[n] * mu
+//   d logvar = grad_z * 0.5 * exp(0.5 * logvar) * eps + grad_kl[n] * 0.5 * (exp(logvar) - 1)
+//
+// Tensors are viewed as [N, M] (M = numel / N) in row-major order of their logical shape;
+// eps, when not given, is philox::normal4 noise of element n * M + i (csrc/common/philox.h)
+// for the (seed, offset) in rng_state. Half inputs compute in float32; kl has the input
+// dtype and is accumulated in acc_t (float32 or float64) in a fixed order, so it is
+// deterministic. The kernels assume the checks of fastgen/ops/reparameterize.py passed.
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+#include <tuple>
+
+namespace fastgen::reparameterize {
+
+// The noise key of one call: element group g uses Philox counter (offset / 4, g).
+struct NoiseKey {
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+};
+
+// The [N, M] view every kernel works on.
+struct RowShape {
+  int64_t rows = 0;     // N = mu.size(0)
+  int64_t columns = 0;  // M = numel / N
+};
+
+inline RowShape row_shape(const at::Tensor& mu) {
+  const int64_t rows = mu.size(0);
+  return {rows, rows == 0 ? 0 : mu.numel() / rows};
+}
+
+// Returns (z, kl, rng_state_used); kl is empty when !compute_kl, rng_state_used is int64 [2]
+// on mu's device (zeros when eps was given).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cpu(
+    const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
+    const std::optional<at::Tensor>& rng_state, bool compute_kl);
+
+// Returns (grad_mu, grad_logvar); grad_kl may be empty (no KL term).
+std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(
+    const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
+    const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state);
+
+}  // namespace fastgen::reparameterize

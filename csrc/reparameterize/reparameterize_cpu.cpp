@@ -1,0 +1,366 @@
+// CPU kernels of fastgen::reparameterize / reparameterize_backward (math in
+// reparameterize.h). One pass over memory each way: forward reads mu and logvar and writes
+// z and the per-sample KL; backward regenerates the noise instead of reading a saved copy.
+//
+// Work is split by rows (samples) across threads, so each KL sum is made by one thread in
+// a fixed order: the result does not depend on the thread count. Inside a row the noise is
+// made a block of 16 Philox groups (64 elements) at a time, in structure-of-arrays form so
+// that the compiler vectorizes the 32-bit multiplies and the Box-Muller arithmetic.
+
+#include "reparameterize/reparameterize.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+
+#include "common/dispatch.h"
+#include "common/philox.h"
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+namespace fastgen::reparameterize {
+namespace {
+
+constexpr int kGroupsPerBlock = 16;
+constexpr int kBlockElements = 4 * kGroupsPerBlock;
+// Elements per thread task, as ATen's elementwise ops: a VAE latent batch (e.g. [256, 128])
+// stays on one thread, where a thread hand-off on a loaded 2-core machine costs more than
+// the whole op.
+constexpr int64_t kGrainElements = 32768;
+
+// In-place IEEE sqrt of n (a multiple of 4) floats: SSE's sqrtps where there is one, since
+// GCC will not vectorize sqrtf itself (it may set errno); the results are the same.
+template <int n>
+inline void sqrt_block(float* values) {
+#if defined(__SSE2__)
+  for (int j = 0; j < n; j += 4) _mm_storeu_ps(values + j, _mm_sqrt_ps(_mm_loadu_ps(values + j)));
+#else
+  for (int j = 0; j < n; ++j) values[j] = std::sqrt(values[j]);
+#endif
+}
+
+// The normals of groups first .. first + kGroupsPerBlock - 1 into out[0 .. 64).
+void normal_block(NoiseKey key, uint64_t first_group, float* out) {
+  namespace px = fastgen::philox;
+  uint32_t w0[kGroupsPerBlock], w1[kGroupsPerBlock], w2[kGroupsPerBlock], w3[kGroupsPerBlock];
+  const px::Uint4 base = px::group_counter(key.offset, first_group);
+  for (int j = 0; j < kGroupsPerBlock; ++j) {
+    const uint64_t group = first_group + j;
+    w0[j] = base.x;
+    w1[j] = base.y;
+    w2[j] = static_cast<uint32_t>(group);
+    w3[j] = static_cast<uint32_t>(group >> 32);
+  }
+  uint32_t key0 = static_cast<uint32_t>(key.seed), key1 = static_cast<uint32_t>(key.seed >> 32);
+  for (int round = 0; round < px::kRounds; ++round) {
+#pragma omp simd
+    for (int j = 0; j < kGroupsPerBlock; ++j) {
+      const uint64_t p0 = static_cast<uint64_t>(px::kMul0) * w0[j];
+      const uint64_t p1 = static_cast<uint64_t>(px::kMul1) * w2[j];
+      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ w1[j] ^ key0;
+      const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ w3[j] ^ key1;
+      w1[j] = static_cast<uint32_t>(p1);
+      w3[j] = static_cast<uint32_t>(p0);
+      w0[j] = n0;
+      w2[j] = n2;
+    }
+    key0 += px::kWeyl0;
+    key1 += px::kWeyl1;
+  }
+  // Box-Muller on the 32 (radius, angle) word pairs: (w0, w1) and (w2, w3) of each group.
+  constexpr int kPairs = 2 * kGroupsPerBlock;
+  float radius[kPairs], cos_theta[kPairs], sin_theta[kPairs];
+  for (int j = 0; j < kGroupsPerBlock; ++j) {
+    radius[j] = px::radius_squared(w0[j]);
+    radius[kGroupsPerBlock + j] = px::radius_squared(w2[j]);
+  }
+  sqrt_block<kPairs>(radius);
+  for (int j = 0; j < kGroupsPerBlock; ++j) {
+    const px::SinCos first = px::sincos_turn(w1[j]);
+    const px::SinCos second = px::sincos_turn(w3[j]);
+    cos_theta[j] = first.cos;
+    sin_theta[j] = first.sin;
+    cos_theta[kGroupsPerBlock + j] = second.cos;
+    sin_theta[kGroupsPerBlock + j] = second.sin;
+  }
+  for (int j = 0; j < kGroupsPerBlock; ++j) {
+    out[4 * j] = radius[j] * cos_theta[j];
+    out[4 * j + 1] = radius[j] * sin_theta[j];
+    out[4 * j + 2] = radius[kGroupsPerBlock + j] * cos_theta[kGroupsPerBlock + j];
+    out[4 * j + 3] = radius[kGroupsPerBlock + j] * sin_theta[kGroupsPerBlock + j];
+  }
+}
+
+// exp for float32 that the compiler can vectorize (libm's expf is a call per element):
+// 2^k * p(r), r = x - k ln2 in [-ln2/2, ln2/2], degree-7 Taylor p (error ~1 ulp). Inputs
+// below -87 give exp(-87) = 1.6e-38 (2^k stays a normal float), inputs above ~88.4 give
+// inf, NaN stays NaN. The clamps work on the bit patterns with integer selects because
+// GCC does not if-convert float compares (they may trap) and then leaves the loop scalar.
+inline float exp_float(float x) {
+  const uint32_t in_bits = __builtin_bit_cast(uint32_t, x);
+  // As unsigned, every float below -87.0f (0xC2AE0000) has larger bits: clamp them.
+  uint32_t bits = in_bits > 0xC2AE0000u ? 0xC2AE0000u : in_bits;
+  // As signed, positive floats above 89.0f (0x42B20000; NaN and inf too) have larger bits.
+  int32_t signed_bits = static_cast<int32_t>(bits);
+  signed_bits = signed_bits > 0x42B20000 ? 0x42B20000 : signed_bits;
+  x = __builtin_bit_cast(float, signed_bits);
+  const float shift = 0x1.8p23f;  // adding it rounds to an integer
+  const float k = (x * 0x1.715476p+0f + shift) - shift;
+  const float r = (x - k * 0x1.62e4p-1f) - k * 0x1.7f7d1cp-20f;
+  float p = 0x1.a01a02p-13f;  // 1/5040
+  p = p * r + 0x1.6c16c2p-10f;
+  p = p * r + 0x1.111112p-7f;
+  p = p * r + 0x1.555556p-5f;
+  p = p * r + 0x1.555556p-3f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  // k = 128 (x > 88.4) makes the exponent field 255: 2^k = inf.
+  const uint32_t scale = static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23;
+  const uint32_t result = __builtin_bit_cast(uint32_t, p * __builtin_bit_cast(float, scale));
+  const uint32_t nan_mask = 0u - static_cast<uint32_t>((in_bits & 0x7FFFFFFFu) > 0x7F800000u);
+  return __builtin_bit_cast(float, (in_bits & nan_mask) | (result & ~nan_mask));
+}
+
+inline float exp_acc(float x) { return exp_float(x); }
+inline double exp_acc(double x) { return std::exp(x); }
+
+// Streams the noise of elements [begin, end) (global indices) a block at a time: calls
+// body(first, last, noise) with noise[i - first] the normal of element i in [first, last).
+// Blocks start at group boundaries.
+template <typename Body>
+inline void for_each_noise(NoiseKey key, int64_t begin, int64_t end, Body&& body) {
+  float noise[kBlockElements];
+  int64_t block_start = begin & ~int64_t{3};
+  while (block_start < end) {
+    normal_block(key, static_cast<uint64_t>(block_start) >> 2, noise);
+    const int64_t first = std::max(begin, block_start);
+    const int64_t last = std::min(end, block_start + kBlockElements);
+    body(first, last, noise + (first - block_start));
+    block_start += kBlockElements;
+  }
+}
+
+// Visits [begin, end) in chunks of at most kBlockElements: body(first, last).
+template <typename Body>
+inline void for_each_chunk(int64_t begin, int64_t end, Body&& body) {
+  for (int64_t first = begin; first < end; first += kBlockElements) {
+    body(first, std::min(end, first + kBlockElements));
+  }
+}
+
+// Converts src[0 .. n) into dst and zero-fills the rest of the block, so that the compute
+// loops always run kBlockElements iterations: a fixed trip count the compiler vectorizes
+// without remainder code. Zero inputs give exactly zero KL terms (1 + 0 - 0 - exp(0) = 0).
+template <typename acc, typename scalar_t>
+inline void load_block(const scalar_t* src, int64_t n, acc* dst) {
+  for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<acc>(src[j]);
+  for (int64_t j = n; j < kBlockElements; ++j) dst[j] = acc(0);
+}
+
+// Sums a block in a fixed order (8 interleaved partial sums, then those in order), so the
+// result is the same whatever vector width the compiler picked.
+template <typename acc>
+inline acc sum_block(const acc* terms) {
+  acc partial[8] = {};
+  for (int j = 0; j < kBlockElements; j += 8) {
+    for (int k = 0; k < 8; ++k) partial[k] += terms[j + k];
+  }
+  return ((partial[0] + partial[1]) + (partial[2] + partial[3])) +
+         ((partial[4] + partial[5]) + (partial[6] + partial[7]));
+}
+
+template <typename scalar_t>
+struct RowForward {
+  using acc = acc_t<scalar_t>;
+  const scalar_t* mu;
+  const scalar_t* logvar;
+  const scalar_t* eps;  // nullptr: Philox noise
+  scalar_t* z;
+  NoiseKey key;
+
+  // z over [first, last) (at most one block) with noise[i - first] the noise of element i;
+  // returns the sum of the KL terms.
+  template <typename noise_t>
+  acc chunk(int64_t first, int64_t last, const noise_t* noise) const {
+    const int64_t n = last - first;
+    acc m[kBlockElements], lv[kBlockElements], e[kBlockElements];
+    acc out[kBlockElements], terms[kBlockElements];
+    load_block(mu + first, n, m);
+    load_block(logvar + first, n, lv);
+    load_block(noise, n, e);
+    for (int j = 0; j < kBlockElements; ++j) {
+      const acc std = exp_acc(acc(0.5) * lv[j]);
+      out[j] = m[j] + std * e[j];
+      terms[j] = (acc(1) + lv[j]) - m[j] * m[j] - std * std;
+    }
+    for (int64_t j = 0; j < n; ++j) z[first + j] = static_cast<scalar_t>(out[j]);
+    return sum_block(terms);
+  }
+
+  acc row(int64_t begin, int64_t end) const {
+    acc kl_terms = 0;
+    if (eps != nullptr) {
+      for_each_chunk(begin, end, [&](int64_t first, int64_t last) {
+        kl_terms += chunk(first, last, eps + first);
+      });
+    } else {
+      for_each_noise(key, begin, end, [&](int64_t first, int64_t last, const float* noise) {
+        kl_terms += chunk(first, last, noise);
+      });
+    }
+    return kl_terms;
+  }
+};
+
+template <typename scalar_t>
+struct RowBackward {
+  using acc = acc_t<scalar_t>;
+  const scalar_t* grad_z;
+  const scalar_t* mu;
+  const scalar_t* logvar;
+  const scalar_t* eps;
+  scalar_t* grad_mu;
+  scalar_t* grad_logvar;
+  NoiseKey key;
+
+  template <typename noise_t>
+  void chunk(int64_t first, int64_t last, const noise_t* noise, acc grad_kl) const {
+    const int64_t n = last - first;
+    acc g[kBlockElements], m[kBlockElements], lv[kBlockElements], e[kBlockElements];
+    acc d_mu[kBlockElements], d_logvar[kBlockElements];
+    load_block(grad_z + first, n, g);
+    load_block(mu + first, n, m);
+    load_block(logvar + first, n, lv);
+    load_block(noise, n, e);
+    for (int j = 0; j < kBlockElements; ++j) {
+      const acc std = exp_acc(acc(0.5) * lv[j]);
+      d_mu[j] = g[j] + grad_kl * m[j];
+      d_logvar[j] = acc(0.5) * (g[j] * std * e[j] + grad_kl * (std * std - acc(1)));
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      grad_mu[first + j] = static_cast<scalar_t>(d_mu[j]);
+      grad_logvar[first + j] = static_cast<scalar_t>(d_logvar[j]);
+    }
+  }
+
+  void row(int64_t begin, int64_t end, acc grad_kl) const {
+    if (eps != nullptr) {
+      for_each_chunk(begin, end, [&](int64_t first, int64_t last) {
+        chunk(first, last, eps + first, grad_kl);
+      });
+    } else {
+      for_each_noise(key, begin, end, [&](int64_t first, int64_t last, const float* noise) {
+        chunk(first, last, noise, grad_kl);
+      });
+    }
+  }
+};
+
+NoiseKey read_key(const at::Tensor& rng_state) {
+  TORCH_CHECK(rng_state.numel() == 2 && rng_state.scalar_type() == at::kLong,
+              "fastgen::reparameterize: rng_state must be int64 [2]");
+  const at::Tensor cpu = rng_state.cpu();
+  const int64_t* values = cpu.const_data_ptr<int64_t>();
+  return {static_cast<uint64_t>(values[0]), static_cast<uint64_t>(values[1])};
+}
+
+// A fresh (seed, offset) from the default CPU generator: a random 64-bit key per call, so
+// torch.manual_seed reproduces the sequence of calls.
+NoiseKey draw_key() {
+  auto* generator = at::get_generator_or_default<at::CPUGeneratorImpl>(
+      std::nullopt, at::detail::getDefaultCPUGenerator());
+  std::lock_guard<std::mutex> lock(generator->mutex_);
+  return {generator->random64(), 0};
+}
+
+at::Tensor key_tensor(NoiseKey key) {
+  at::Tensor state = at::empty({2}, at::TensorOptions().dtype(at::kLong));
+  int64_t* values = state.mutable_data_ptr<int64_t>();
+  values[0] = static_cast<int64_t>(key.seed);
+  values[1] = static_cast<int64_t>(key.offset);
+  return state;
+}
+
+int64_t grain_rows(RowShape shape) {
+  return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, shape.columns));
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cpu(
+    const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
+    const std::optional<at::Tensor>& rng_state, bool compute_kl) {
+  const RowShape shape = row_shape(mu);
+  const at::Tensor mu_c = mu.contiguous();
+  const at::Tensor logvar_c = logvar.contiguous();
+  const at::Tensor eps_c = eps.has_value() ? eps->contiguous() : at::Tensor();
+  NoiseKey key;
+  if (!eps.has_value()) key = rng_state.has_value() ? read_key(*rng_state) : draw_key();
+
+  at::Tensor z = at::empty(mu.sizes(), mu.options());
+  at::Tensor kl = at::empty({compute_kl ? shape.rows : 0}, mu.options());
+  FASTGEN_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_cpu", [&] {
+    using acc = acc_t<scalar_t>;
+    const RowForward<scalar_t> forward{
+        mu_c.const_data_ptr<scalar_t>(), logvar_c.const_data_ptr<scalar_t>(),
+        eps_c.defined() ? eps_c.const_data_ptr<scalar_t>() : nullptr,
+        z.mutable_data_ptr<scalar_t>(), key};
+    scalar_t* kl_out = compute_kl ? kl.mutable_data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, shape.rows, grain_rows(shape), [&](int64_t first, int64_t last) {
+      for (int64_t n = first; n < last; ++n) {
+        const acc terms = forward.row(n * shape.columns, (n + 1) * shape.columns);
+        if (kl_out != nullptr) kl_out[n] = static_cast<scalar_t>(acc(-0.5) * terms);
+      }
+    });
+  });
+  return {z, kl, key_tensor(key)};
+}
+
+std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(
+    const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
+    const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state) {
+  const RowShape shape = row_shape(mu);
+  const at::Tensor grad_z_c = grad_z.contiguous();
+  const at::Tensor grad_kl_c = grad_kl.contiguous();
+  const at::Tensor mu_c = mu.contiguous();
+  const at::Tensor logvar_c = logvar.contiguous();
+  const at::Tensor eps_c = eps.has_value() ? eps->contiguous() : at::Tensor();
+  const NoiseKey key = eps.has_value() ? NoiseKey{} : read_key(rng_state);
+  const bool has_kl = grad_kl.numel() > 0;
+
+  at::Tensor grad_mu = at::empty(mu.sizes(), mu.options());
+  at::Tensor grad_logvar = at::empty(mu.sizes(), mu.options());
+  FASTGEN_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_backward_cpu", [&] {
+    using acc = acc_t<scalar_t>;
+    const RowBackward<scalar_t> backward{
+        grad_z_c.const_data_ptr<scalar_t>(), mu_c.const_data_ptr<scalar_t>(),
+        logvar_c.const_data_ptr<scalar_t>(),
+        eps_c.defined() ? eps_c.const_data_ptr<scalar_t>() : nullptr,
+        grad_mu.mutable_data_ptr<scalar_t>(), grad_logvar.mutable_data_ptr<scalar_t>(), key};
+    const scalar_t* grad_kl_in = has_kl ? grad_kl_c.const_data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, shape.rows, grain_rows(shape), [&](int64_t first, int64_t last) {
+      for (int64_t n = first; n < last; ++n) {
+        const acc g_kl = grad_kl_in ? static_cast<acc>(grad_kl_in[n]) : acc(0);
+        backward.row(n * shape.columns, (n + 1) * shape.columns, g_kl);
+      }
+    });
+  });
+  return {grad_mu, grad_logvar};
+}
+
+TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
+  m.impl("reparameterize", &reparameterize_cpu);
+  m.impl("reparameterize_backward", &reparameterize_backward_cpu);
+}
+
+}  // namespace fastgen::reparameterize
