@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from fastgen.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_TRAIN = importlib.util.find_spec("fastgen.train") is not None
+HAVE_METRICS_CLI = importlib.util.find_spec("fastgen.metrics.cli") is not None
 needs_train = pytest.mark.skipif(not HAVE_TRAIN, reason="fastgen.train (helper lib) not landed yet")
 
 
@@ -204,7 +206,10 @@ def trained_dcgan(tmp_path_factory):
     if not HAVE_TRAIN:
         pytest.skip("fastgen.train (helper lib) not landed yet")
     out = tmp_path_factory.mktemp("dcgan")
-    assert main(["train", "dcgan", "--data", "digits", "--out", str(out), *TINY]) == 0
+    argv = ["train", "dcgan", "--data", "digits", "--out", str(out), *TINY]
+    if HAVE_METRICS_CLI:  # one training-time evaluation, at the last step
+        argv += ["--eval-every", "4", "--eval-metrics", "fid", "--eval-n", "32"]
+    assert main(argv) == 0
     from fastgen.train.checkpoint import latest_checkpoint
 
     return out, latest_checkpoint(out)
@@ -219,6 +224,32 @@ def test_train_writes_the_run_folder(trained_dcgan):
     samples = sorted((out / "samples").glob("*.png"))
     assert samples
     assert read_png_metadata(samples[-1])["fastgen:generated"].startswith("true")
+
+
+def test_eval_every_and_eval_command(trained_dcgan, tmp_path, capsys):
+    if not HAVE_METRICS_CLI:
+        pytest.skip("fastgen.metrics.cli (helper eval) not landed yet")
+    out, ckpt = trained_dcgan
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert any("fid" in row.get("eval", {}) for row in rows), rows[-1]
+    report = tmp_path / "eval.json"
+    argv = [
+        "eval",
+        str(ckpt),
+        "--metrics",
+        "fid",
+        "--n",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        str(report),
+    ]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "fid" in stdout and "fid" in json.loads(report.read_text())["metrics"]
+    code, _, err = run_cli(["eval", str(ckpt), "--metrics", "nope"], capsys)
+    assert_one_line_error(code, err, "nope")
 
 
 def test_sample_grid_and_interpolation(trained_dcgan, tmp_path, capsys):
