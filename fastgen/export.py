@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fastgen.utils.images import default_file_mode
+
 FORMATS = ("torchscript", "pt2", "state_dict")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 STATE_DICT_FORMAT = "fastgen-export"
@@ -120,6 +122,7 @@ def _atomic_write(path: Path, write) -> None:
     )
     os.close(fd)
     try:
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())

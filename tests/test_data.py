@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 
 import numpy as np
@@ -235,6 +236,9 @@ def test_save_image_grid_pixels_and_metadata(tmp_path):
     path = save_image_grid(images, tmp_path / "sub" / "grid.png", nrow=3, metadata=meta)
     assert path == tmp_path / "sub" / "grid.png"
     assert [p.name for p in path.parent.iterdir()] == ["grid.png"]  # no temporary left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     text = read_png_metadata(path)
     assert text["Software"] == f"fastgen {fastgen.__version__}"
     assert text[GENERATED_KEY].startswith("true")

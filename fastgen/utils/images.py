@@ -90,6 +90,7 @@ def save_image_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, default_file_mode())  # mkstemp makes 0600; a PNG is for sharing
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG", pnginfo=info)
             f.flush()
@@ -99,6 +100,13 @@ def save_image_grid(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def default_file_mode() -> int:
+    """The mode open() would give a new file (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:
