@@ -206,10 +206,7 @@ def trained_dcgan(tmp_path_factory):
     if not HAVE_TRAIN:
         pytest.skip("fastgen.train (helper lib) not landed yet")
     out = tmp_path_factory.mktemp("dcgan")
-    argv = ["train", "dcgan", "--data", "digits", "--out", str(out), *TINY]
-    if HAVE_METRICS_CLI:  # one training-time evaluation, at the last step
-        argv += ["--eval-every", "4", "--eval-metrics", "fid", "--eval-n", "32"]
-    assert main(argv) == 0
+    assert main(["train", "dcgan", "--data", "digits", "--out", str(out), *TINY]) == 0
     from fastgen.train.checkpoint import latest_checkpoint
 
     return out, latest_checkpoint(out)
@@ -226,12 +223,36 @@ def test_train_writes_the_run_folder(trained_dcgan):
     assert read_png_metadata(samples[-1])["fastgen:generated"].startswith("true")
 
 
-def test_eval_every_and_eval_command(trained_dcgan, tmp_path, capsys):
+def test_eval_every_builds_the_metrics_evaluator_and_logs_it(tmp_path, monkeypatch):
+    if not (HAVE_TRAIN and HAVE_METRICS_CLI):
+        pytest.skip("fastgen.train and fastgen.metrics.cli not both landed yet")
+    import fastgen.cli
+    import fastgen.metrics.cli
+
+    calls = []
+
+    def factory(args, config, dataset):
+        # the real factory accepts the CLI's arguments (building it is cheap; calling it
+        # would compute digits features, which `fastgen eval` below covers)
+        assert callable(fastgen.cli.make_evaluator.__wrapped__(args, config, dataset))
+        calls.append(args.eval_metrics)
+        return lambda step, models: {"fake_metric": float(step)}
+
+    factory.__wrapped__ = fastgen.cli.make_evaluator
+    monkeypatch.setattr(fastgen.cli, "make_evaluator", factory)
+    assert fastgen.metrics.cli.make_evaluator is not None
+    out = tmp_path / "run"
+    argv = ["train", "dcgan", "--out", str(out), *TINY, "--steps", "2", "--eval-every", "2"]
+    assert main([*argv, "--eval-metrics", "fid"]) == 0
+    assert calls == ["fid"]
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert any(row.get("eval", {}).get("fake_metric") == 2.0 for row in rows), rows
+
+
+def test_eval_command(trained_dcgan, tmp_path, capsys):
     if not HAVE_METRICS_CLI:
         pytest.skip("fastgen.metrics.cli (helper eval) not landed yet")
-    out, ckpt = trained_dcgan
-    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert any("fid" in row.get("eval", {}) for row in rows), rows[-1]
+    _, ckpt = trained_dcgan
     report = tmp_path / "eval.json"
     argv = [
         "eval",
