@@ -1,0 +1,404 @@
+"""`fastgen bench train`: end-to-end training speed, fused layers vs stock, eager vs compiled.
+
+    fastgen bench train [--models dcgan,vae] [--device cpu] [--resolution 32] [--batch-size 64]
+                        [--steps 20] [--no-compile] [--out-dir benchmarks/results]
+
+For each model (DCGAN: one full step = a discriminator update on a real and a generated batch,
+then a generator update, BCE losses and Adam as fastgen.train uses; VAE: one ELBO step with
+Adam) four variants are built from the same seed, so they start from identical weights:
+
+    fused/eager    fastgen.nn layers (fused=True), eager
+    stock/eager    the same network from stock torch.nn layers (fused=False), eager
+    fused/compile  fused, every module under torch.compile
+    stock/compile  stock, every module under torch.compile
+
+Timing: each variant first runs ``--warmup`` steps (torch.compile compiles here, so compilation
+is never timed); then each of ``--steps`` rounds runs ONE step of every variant in turn
+(interleaved), so drifts of the machine (clock, other processes) hit all variants alike. Wall
+time per step (CUDA: synchronised before and after); reported as the median and 20th/80th
+percentiles, images/s = batch / median, and the speed-up over stock/eager of the same model.
+Peak memory (CUDA only; CPU has no allocator peak counter): max_memory_allocated during one
+extra step minus what was allocated before it. Inputs are a fixed random batch in [-1, 1] and
+fresh noise per step, so data loading is not part of the time.
+
+Writes benchmarks/results/bench_train_<device>_<UTC time>.csv (one row per variant, with the
+device, torch version, commit and date) and prints a table. ``--profile`` additionally writes a
+torch.profiler summary (top ops by self time) of a few fused/eager steps per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+MODELS = ("dcgan", "vae")
+CSV_FIELDS = (
+    "model",
+    "layers",
+    "mode",
+    "resolution",
+    "batch",
+    "width",
+    "median_ms",
+    "p20_ms",
+    "p80_ms",
+    "images_per_s",
+    "speedup_vs_stock_eager",
+    "peak_mem_mb",
+    "steps",
+    "threads",
+    "device",
+    "torch",
+    "commit",
+    "date",
+    "error",
+)
+
+
+@dataclass
+class Variant:
+    model: str
+    layers: str  # "fused" | "stock"
+    mode: str  # "eager" | "compile"
+    step: Callable[[], None] | None
+    batch: int
+    times_ms: list[float] = field(default_factory=list)
+    peak_mem_mb: float | None = None
+    error: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} {self.layers}/{self.mode}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+# --- one training step per model --------------------------------------------------------------
+
+
+def dcgan_step(*, fused, compiled, resolution, channels, batch, width, latent_dim, device, seed):
+    """A closure running one full DCGAN step (D update, then G update)."""
+    from fastgen.models import DCGANDiscriminator, DCGANGenerator
+    from fastgen.train.losses import discriminator_loss, generator_loss
+
+    torch.manual_seed(seed)  # identical initial weights in every variant
+    kwargs = dict(resolution=resolution, channels=channels, width=width, fused=fused)
+    generator = DCGANGenerator(latent_dim=latent_dim, **kwargs).to(device)
+    discriminator = DCGANDiscriminator(**kwargs).to(device)
+    if compiled:
+        generator.compile()
+        discriminator.compile()
+    opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    real = torch.rand(batch, channels, resolution, resolution, device=device) * 2 - 1
+
+    def step() -> None:
+        z = torch.randn(batch, latent_dim, device=device)
+        fake = generator(z)
+        loss_d = discriminator_loss("bce", discriminator(real), discriminator(fake.detach()))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        loss_g = generator_loss("bce", discriminator(fake))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+
+    return step
+
+
+def vae_step(*, fused, compiled, resolution, channels, batch, width, latent_dim, device, seed):
+    """A closure running one VAE step (negative ELBO, Adam)."""
+    from fastgen.models import ConvVAE
+
+    torch.manual_seed(seed)
+    vae = ConvVAE(resolution, channels, latent_dim=latent_dim, width=width, fused=fused).to(device)
+    if compiled:
+        vae.compile()  # in place: vae.loss() calls the compiled forward
+    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    real = torch.rand(batch, channels, resolution, resolution, device=device) * 2 - 1
+
+    def step() -> None:
+        loss = vae.loss(real)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+STEP_BUILDERS = {"dcgan": dcgan_step, "vae": vae_step}
+
+
+# --- timing --------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
+
+
+def warm_up(variant: Variant, steps: int, device: torch.device, log) -> None:
+    start = time.perf_counter()
+    try:
+        for _ in range(steps):
+            variant.step()
+        _sync(device)
+    except Exception as exc:  # a variant that cannot run here is reported, not fatal
+        variant.error, variant.step = _short(exc), None
+        log(f"  {variant.name}: skipped ({variant.error})")
+        return
+    log(f"  {variant.name}: warm-up {time.perf_counter() - start:.1f} s")
+
+
+def time_interleaved(variants: list[Variant], rounds: int, device: torch.device) -> None:
+    """Each round runs one step of every runnable variant, in turn."""
+    runnable = [v for v in variants if v.step is not None]
+    for _ in range(rounds):
+        for variant in runnable:
+            _sync(device)
+            start = time.perf_counter()
+            variant.step()
+            _sync(device)
+            variant.times_ms.append((time.perf_counter() - start) * 1e3)
+
+
+def measure_peak_memory(variant: Variant, device: torch.device) -> None:
+    if device.type != "cuda" or variant.step is None:
+        return
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    variant.step()
+    torch.cuda.synchronize(device)
+    variant.peak_mem_mb = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+def profile_summary(variant: Variant, device: torch.device, steps: int = 3, rows: int = 25) -> str:
+    """torch.profiler table (top ops by self time) over a few steps of one variant."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            variant.step()
+        _sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
+# --- environment ---------------------------------------------------------------------------------
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+
+        def git(*args):
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                  check=True).stdout.strip()  # fmt: skip
+
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default="dcgan,vae", help="comma-separated: dcgan, vae")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    parser.add_argument("--resolution", type=int, default=None, help="default 32 on CPU, 64 on GPU")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default 64 on CPU, 128 on GPU"
+    )
+    parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument("--width", type=int, default=None,
+                        help="model width (default: DCGAN 64, VAE 32, the models' defaults)")  # fmt: skip
+    parser.add_argument("--latent-dim", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=20, help="timed rounds (one step per variant)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant")
+    parser.add_argument("--layers", default="fused,stock", help="comma-separated: fused, stock")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="eager variants only (torch.compile takes minutes on a small CPU)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out-dir", default="benchmarks/results")
+    parser.add_argument("--profile", action="store_true", help="also write a profiler summary")
+
+
+def _choices(fn: str, text: str, allowed: tuple[str, ...]) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ValueError(
+            f"fastgen bench train: {fn} expected a subset of {','.join(allowed)}, got {text!r}"
+        )
+    return values
+
+
+def resolve_device(name: str) -> torch.device:
+    if name in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"fastgen bench train: --device {name} requested but CUDA is not available"
+        )
+    return device
+
+
+def format_table(variants: list[Variant], speedups: dict[str, float | None]) -> str:
+    header = f"{'model':6s} {'layers':6s} {'mode':8s} {'median ms':>10s} {'p20-p80 ms':>17s} {'images/s':>9s} {'vs stock eager':>14s} {'peak MB':>8s}"
+    lines = [header, "-" * len(header)]
+    for v in variants:
+        if not v.times_ms:
+            lines.append(f"{v.model:6s} {v.layers:6s} {v.mode:8s} skipped: {v.error}")
+            continue
+        median = percentile(v.times_ms, 50)
+        spread = f"{percentile(v.times_ms, 20):.1f}-{percentile(v.times_ms, 80):.1f}"
+        speedup = speedups.get(v.name)
+        peak = "" if v.peak_mem_mb is None else f"{v.peak_mem_mb:.0f}"
+        lines.append(
+            f"{v.model:6s} {v.layers:6s} {v.mode:8s} {median:10.1f} {spread:>17s} "
+            f"{v.batch * 1e3 / median:9.0f} {'' if speedup is None else f'{speedup:.2f}x':>14s} {peak:>8s}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    models = _choices("--models", args.models, MODELS)
+    layer_kinds = _choices("--layers", args.layers, ("fused", "stock"))
+    if args.steps < 1 or args.warmup < 0:
+        raise ValueError(
+            f"fastgen bench train: --steps expected >= 1 and --warmup >= 0, got {args.steps}, {args.warmup}"
+        )
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gpu = device.type == "cuda"
+    resolution = args.resolution or (64 if gpu else 32)
+    batch = args.batch_size or (128 if gpu else 64)
+    modes = ["eager"] + (["compile"] if args.compile else [])
+    log = print
+    variants: list[Variant] = []
+    widths = {}
+    for model in models:
+        width = args.width or (64 if model == "dcgan" else 32)
+        latent_dim = args.latent_dim or (100 if model == "dcgan" else 32)
+        widths[model] = width
+        for mode in modes:
+            for layers in layer_kinds:
+                variant = Variant(model, layers, mode, None, batch)
+                try:
+                    variant.step = STEP_BUILDERS[model](
+                        fused=layers == "fused", compiled=mode == "compile", resolution=resolution,
+                        channels=args.channels, batch=batch, width=width, latent_dim=latent_dim,
+                        device=device, seed=args.seed,
+                    )  # fmt: skip
+                except Exception as exc:
+                    variant.error = _short(exc)
+                variants.append(variant)
+    log(f"fastgen bench train: {device_name(device)}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {resolution}x{resolution}, batch {batch}")  # fmt: skip
+    for variant in variants:
+        if variant.step is not None:
+            warm_up(variant, args.warmup, device, log)
+        else:
+            log(f"  {variant.name}: skipped ({variant.error})")
+    time_interleaved(variants, args.steps, device)
+    for variant in variants:
+        measure_peak_memory(variant, device)
+    speedups: dict[str, float | None] = {}
+    for v in variants:
+        base = next(
+            (
+                b
+                for b in variants
+                if b.model == v.model and b.layers == "stock" and b.mode == "eager"
+            ),
+            None,
+        )
+        ok = v.times_ms and base is not None and base.times_ms
+        speedups[v.name] = (
+            percentile(base.times_ms, 50) / percentile(v.times_ms, 50) if ok else None
+        )
+    print(format_table(variants, speedups))
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    env = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "commit": git_commit(),
+        "date": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
+    }
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"bench_train_{device.type}_{now.strftime('%Y%m%dT%H%M%SZ')}.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for v in variants:
+            median = percentile(v.times_ms, 50) if v.times_ms else None
+            speedup = speedups.get(v.name)
+            writer.writerow({
+                "model": v.model, "layers": v.layers, "mode": v.mode, "resolution": resolution,
+                "batch": batch, "width": widths[v.model],
+                "median_ms": "" if median is None else f"{median:.3f}",
+                "p20_ms": f"{percentile(v.times_ms, 20):.3f}" if v.times_ms else "",
+                "p80_ms": f"{percentile(v.times_ms, 80):.3f}" if v.times_ms else "",
+                "images_per_s": "" if median is None else f"{batch * 1e3 / median:.1f}",
+                "speedup_vs_stock_eager": "" if speedup is None else f"{speedup:.3f}",
+                "peak_mem_mb": "" if v.peak_mem_mb is None else f"{v.peak_mem_mb:.1f}",
+                "error": v.error, **env,
+            })  # fmt: skip
+    log(f"wrote {path}")
+    if args.profile:
+        profile_path = path.with_suffix(".profile.txt")
+        with open(profile_path, "w") as f:
+            for v in variants:
+                if v.layers == "fused" and v.mode == "eager" and v.step is not None:
+                    f.write(
+                        f"== {v.name}, {resolution}x{resolution}, batch {batch}, {env['device']}\n"
+                    )
+                    f.write(profile_summary(v, device) + "\n\n")
+        log(f"wrote {profile_path}")
+    return 0
