@@ -1,6 +1,7 @@
 """Convergence (in the manner of Liger-Kernel's): the same small DCGAN and VAE trained for a
-few dozen steps with the fused native ops, with FASTGEN_BACKEND=reference (the pure-PyTorch
-references) and with stock torch.nn layers (fused=False) log the same losses at every step.
+few dozen steps with the fused native ops and with FASTGEN_BACKEND=reference (the pure-PyTorch
+references) log the same losses at every step; the DCGAN also matches stock torch.nn layers
+(fused=False).
 
 Tolerance: |a - b| <= ATOL + RTOL * |b| per logged loss, at every step. Float32 kernels
 differ from the reference in summation order (~1e-6 relative per op); GAN training amplifies

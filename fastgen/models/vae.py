@@ -114,12 +114,16 @@ class ConvVAE(nn.Module):
         """The decoder output as an image in [-1, 1] (the mean of p(x|z))."""
         return torch.sigmoid(decoded) * 2 - 1 if self.likelihood == "bernoulli" else decoded
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """dict(recon [N,C,R,R] image in [-1,1], decoded (raw decoder output), mu, logvar, z, kl [N])."""
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """dict(recon [N,C,R,R] image in [-1,1], decoded (raw decoder output), mu, logvar, z, kl [N]).
+
+        ``eps`` [N, latent_dim]: the standard-normal noise, or None to draw it: the fused op
+        makes it in-kernel (Philox keyed by torch's default generator, regenerated in the
+        backward instead of stored), the stock variant with torch.randn_like. Either way
+        torch.manual_seed makes it repeat; pass ``eps`` to give both variants the same noise.
+        """
         mu, logvar = self.encode(x)
-        # eps is drawn here (not inside the op) so the fused and stock variants consume the
-        # random stream identically and runs repeat exactly.
-        z, kl = self.reparameterize(mu, logvar, eps=torch.randn_like(mu))
+        z, kl = self.reparameterize(mu, logvar, eps=eps)
         decoded = self.decode(z)
         return {
             "recon": self.to_image(decoded),
@@ -145,10 +149,13 @@ class ConvVAE(nn.Module):
             )
         return nll.flatten(1).sum(1)
 
-    def loss(self, x: torch.Tensor, beta: float | None = None) -> dict[str, torch.Tensor]:
-        """dict(loss, recon, kl, elbo, bits_per_dim), batch means; ``loss = recon + beta * kl``."""
+    def loss(
+        self, x: torch.Tensor, beta: float | None = None, eps: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """dict(loss, recon, kl, elbo, bits_per_dim), batch means; ``loss = recon + beta * kl``.
+        ``eps`` as for forward."""
         beta = self.beta if beta is None else beta
-        out = self(x)
+        out = self(x, eps=eps)
         recon = self.negative_log_likelihood(x, out["decoded"]).mean()
         kl = out["kl"].float().mean()
         elbo = -(recon + kl)
