@@ -1,5 +1,212 @@
-"""Placeholder: filled in by the batch_norm_leaky_relu work."""
+"""fastgen.ops.batch_norm_leaky_relu: BatchNorm2d + LeakyReLU as one op.
+
+The native op (torch.ops.fastgen.batch_norm_leaky_relu, schema in csrc/fastgen.cpp) is
+functional: it returns (out, mean, var), and this wrapper updates the running statistics
+from them, so the op itself mutates nothing (which keeps fake tensors, opcheck and
+torch.compile simple). Its backward is an op of its own (batch_norm_leaky_relu_backward).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastgen import _extension
+from fastgen._backend import registry
+from fastgen.ops._checks import FLOAT_DTYPES, check_like, check_positive, check_tensor
+from fastgen.reference import batch_norm_leaky_relu as reference
+
+NAME = "batch_norm_leaky_relu"
+FN = "fastgen.ops.batch_norm_leaky_relu"
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+registry.register(NAME, FLOAT_DTYPES)
 
 
-def batch_norm_leaky_relu(*args, **kwargs):
-    raise NotImplementedError("fastgen.ops.batch_norm_leaky_relu")
+def batch_norm_leaky_relu(
+    x: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    negative_slope: float = 0.01,
+) -> torch.Tensor:
+    r"""``F.leaky_relu(F.batch_norm(x, running_mean, running_var, weight, bias, training,
+    momentum, eps), negative_slope)`` in one fused op.
+
+    Per channel ``c`` of ``x`` ``[N, C, H, W]``::
+
+        out = leaky_relu((x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c])
+        leaky_relu(v) = v if v > 0 else negative_slope * v      (negative_slope=0: ReLU)
+
+    training=True: ``mean``/``var`` are the batch statistics over (N, H, W) (biased var),
+    computed stably (per-block two-pass sums merged with Chan's update, so an input with mean
+    1000 and std 0.01 in float32 still gets its variance right). If running statistics are
+    given they are updated in place exactly as F.batch_norm does:
+    ``running = (1 - momentum) * running + momentum * batch``, with the unbiased batch
+    variance ``var * M / (M - 1)``, ``M = N * H * W``.
+    training=False: ``mean``/``var`` are ``running_mean``/``running_var`` (required).
+
+    weight and bias are optional (``None`` means 1 and 0). ``x`` may have any strides:
+    channels_last in gives channels_last out, other non-contiguous inputs are copied once.
+    Dtypes: float32, float64, float16, bfloat16; half inputs accumulate in float32 and may
+    come with float32 weight, bias and running statistics (as under autocast). Gradients
+    flow to x, weight and bias; double backward runs through a differentiable closed form.
+    """
+    training = bool(training)
+    _check_args(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    if not registry.use_native(NAME, x):
+        return reference.batch_norm_leaky_relu(
+            x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope
+        )
+    out, mean, var = torch.ops.fastgen.batch_norm_leaky_relu(
+        x,
+        weight,
+        bias,
+        None if training else running_mean,
+        None if training else running_var,
+        training,
+        float(eps),
+        float(negative_slope),
+    )
+    if training and running_mean is not None:
+        _update_running_stats(running_mean, running_var, mean, var, x, momentum)
+    return out
+
+
+def _update_running_stats(running_mean, running_var, mean, var, x, momentum) -> None:
+    count = x.numel() // x.shape[1]
+    with torch.no_grad():
+        running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+        unbiased = var * (count / (count - 1))
+        running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+
+
+def _check_args(x, running_mean, running_var, weight, bias, training, momentum, eps) -> None:
+    check_tensor(FN, "x", x, dim=4)
+    channels = x.shape[1]
+    allowed = (x.dtype, torch.float32) if x.dtype in HALF_DTYPES else (x.dtype,)
+    for name, t in (
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+        ("weight", weight),
+        ("bias", bias),
+    ):
+        if t is None:
+            continue
+        check_like(FN, name, t, x, "x", shape=(channels,), dtype=False)
+        if t.dtype not in allowed:
+            expected = " or ".join(str(d) for d in allowed)
+            raise TypeError(
+                f"{FN}: {name} has dtype {t.dtype}, expected {expected} for x of dtype {x.dtype}"
+            )
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{FN}: running_mean and running_var must both be given or both be None")
+    if not training and running_mean is None:
+        raise ValueError(f"{FN}: running_mean and running_var are required when training=False")
+    check_positive(FN, "eps", eps)
+    if not isinstance(momentum, (int, float)):
+        raise TypeError(f"{FN}: momentum must be a float, got {type(momentum).__name__}")
+    if training and x.numel() // max(channels, 1) <= 1:
+        raise ValueError(
+            f"{FN}: x must have more than 1 value per channel when training, got shape {tuple(x.shape)}"
+        )
+
+
+# --- fake kernels and autograd of the native ops ---------------------------------------------
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout the native kernels produce (mirrors choose_layout in the C++ header)."""
+    if x.is_contiguous():
+        return torch.contiguous_format
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in HALF_DTYPES else dtype
+
+
+def _fake_forward(input, weight, bias, running_mean, running_var, training, eps, negative_slope):
+    out = torch.empty_like(input, memory_format=_memory_format(input))
+    stats = (input.shape[1],)
+    acc = _acc_dtype(input.dtype)
+    return out, input.new_empty(stats, dtype=acc), input.new_empty(stats, dtype=acc)
+
+
+def _fake_backward(
+    grad_out, input, weight, bias, mean, var, training, eps, negative_slope, output_mask
+):
+    stats = (input.shape[1],)
+    grad_input = (
+        torch.empty_like(input, memory_format=_memory_format(input))
+        if output_mask[0]
+        else input.new_empty((0,))
+    )
+    grad_weight = (
+        weight.new_empty(stats) if output_mask[1] and weight is not None else input.new_empty((0,))
+    )
+    grad_bias = (
+        bias.new_empty(stats) if output_mask[2] and bias is not None else input.new_empty((0,))
+    )
+    return grad_input, grad_weight, grad_bias
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    input, weight, bias, _running_mean, _running_var, training, eps, negative_slope = inputs
+    _out, mean, var = output
+    ctx.save_for_backward(input, weight, bias, mean, var)
+    ctx.training, ctx.eps, ctx.negative_slope = training, eps, negative_slope
+    ctx.mark_non_differentiable(mean, var)
+
+
+def _backward(ctx, grad_out, _grad_mean, _grad_var):
+    input, weight, bias, mean, var = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    mask = [needs[0], needs[1] and weight is not None, needs[2] and bias is not None]
+    if torch.is_grad_enabled():
+        grads = _differentiable_backward(grad_out, input, weight, bias, mean, var, ctx)
+    else:
+        grads = torch.ops.fastgen.batch_norm_leaky_relu_backward(
+            grad_out,
+            input,
+            weight,
+            bias,
+            mean,
+            var,
+            ctx.training,
+            ctx.eps,
+            ctx.negative_slope,
+            mask,
+        )
+    grad_input, grad_weight, grad_bias = (g if m else None for g, m in zip(grads, mask))
+    return grad_input, grad_weight, grad_bias, None, None, None, None, None
+
+
+def _differentiable_backward(grad_out, input, weight, bias, mean, var, ctx):
+    """create_graph=True (double backward): the closed-form backward in torch ops, with the
+    batch statistics recomputed from x so their dependence on x is differentiated too."""
+    acc = _acc_dtype(input.dtype)
+    x = input.to(acc)
+    if ctx.training:
+        mean, var = reference.batch_statistics(x)
+    w = None if weight is None else weight.to(acc)
+    b = None if bias is None else bias.to(acc)
+    grad_x, grad_w, grad_b = reference.batch_norm_leaky_relu_backward(
+        grad_out.to(acc), x, w, b, mean, var, ctx.training, ctx.eps, ctx.negative_slope
+    )
+    return (
+        grad_x.to(input.dtype),
+        grad_w if weight is None else grad_w.to(weight.dtype),
+        grad_b if bias is None else grad_b.to(bias.dtype),
+    )
+
+
+if _extension.LOADED:
+    torch.library.register_fake(f"fastgen::{NAME}")(_fake_forward)
+    torch.library.register_fake(f"fastgen::{NAME}_backward")(_fake_backward)
+    torch.library.register_autograd(f"fastgen::{NAME}", _backward, setup_context=_setup_context)

@@ -1,0 +1,76 @@
+"""Reference for fastgen.ops.batch_norm_leaky_relu: stock F.batch_norm then F.leaky_relu.
+
+This module is the fallback when no native kernel applies, the oracle the tests compare the
+kernels with, and the "eager" baseline of the benchmarks. `batch_norm_leaky_relu_backward`
+writes the backward out in closed form with differentiable torch ops: it is the reference of
+the native backward op and what double backward (R1, WGAN-GP penalties) runs through.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def batch_norm_leaky_relu(
+    x: torch.Tensor,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    negative_slope: float = 0.01,
+) -> torch.Tensor:
+    """The stock code the fused op replaces (updates running stats in place when training)."""
+    y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    return F.leaky_relu(y, negative_slope)
+
+
+def _per_channel(t: torch.Tensor) -> torch.Tensor:
+    return t.view(1, -1, 1, 1)
+
+
+def batch_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel batch mean and biased variance (differentiable, two-pass)."""
+    mean = x.mean(dim=(0, 2, 3))
+    var = (x - _per_channel(mean)).square().mean(dim=(0, 2, 3))
+    return mean, var
+
+
+def batch_norm_leaky_relu_backward(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    training: bool,
+    eps: float,
+    negative_slope: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_x, grad_weight, grad_bias) of leaky_relu(batch_norm(x)) in closed form.
+
+    With v = (x - mean) * invstd * weight + bias and g = grad_out * (v > 0 ? 1 : slope):
+    grad_bias = sum g, grad_weight = sum g * xhat, and grad_x = weight * invstd *
+    (g - mean(g) - xhat * mean(g * xhat)) in training (mean/var are batch statistics), or
+    weight * invstd * g in eval. Sums and means are over (N, H, W) per channel.
+    """
+    dims = (0, 2, 3)
+    invstd = torch.rsqrt(var + eps)
+    xhat = (x - _per_channel(mean)) * _per_channel(invstd)
+    scale = invstd if weight is None else weight * invstd
+    v = xhat if weight is None else xhat * _per_channel(weight)
+    if bias is not None:
+        v = v + _per_channel(bias)
+    g = torch.where(v > 0, grad_out, grad_out * negative_slope)
+    grad_bias = g.sum(dims)
+    grad_weight = (g * xhat).sum(dims)
+    if training:
+        grad_x = _per_channel(scale) * (
+            g - _per_channel(g.mean(dims)) - xhat * _per_channel((g * xhat).mean(dims))
+        )
+    else:
+        grad_x = g * _per_channel(scale)
+    return grad_x, grad_weight, grad_bias

@@ -1,0 +1,319 @@
+"""fastgen.ops.batch_norm_leaky_relu against the stock F.batch_norm + F.leaky_relu reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import DTYPES, assert_close, cuda_only, reference_dtype
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastgen.ops import batch_norm_leaky_relu
+from fastgen.reference import batch_norm_leaky_relu as reference
+
+HALF = (torch.float16, torch.bfloat16)
+LAYOUTS = ("contiguous", "channels_last", "transposed")
+
+
+def make_input(shape, dtype, device, layout, seed=0, mean=0.0, std=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    n, c, h, w = shape
+    if layout == "transposed":  # non-contiguous, neither layout: H and W swapped in memory
+        x = (torch.randn(n, c, w, h, generator=gen, dtype=torch.float64) * std + mean).transpose(
+            2, 3
+        )
+    else:
+        x = torch.randn(shape, generator=gen, dtype=torch.float64) * std + mean
+    x = x.to(device=device, dtype=dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def make_params(channels, dtype, device, seed=1, affine=True):
+    gen = torch.Generator().manual_seed(seed)
+    weight = (torch.rand(channels, generator=gen, dtype=torch.float64) + 0.5) * torch.where(
+        torch.arange(channels) % 3 == 2, -1.0, 1.0
+    ).double()  # some negative weights too
+    bias = torch.randn(channels, generator=gen, dtype=torch.float64)
+    running_mean = torch.randn(channels, generator=gen, dtype=torch.float64)
+    running_var = torch.rand(channels, generator=gen, dtype=torch.float64) + 0.5
+    out = [t.to(device=device, dtype=dtype) for t in (weight, bias, running_mean, running_var)]
+    if not affine:
+        out[0] = out[1] = None
+    return out
+
+
+def run_both(x, params, training, slope, momentum=0.1, eps=1e-5, grad_seed=7):
+    """Runs the op on (x, params) and the reference on upcast copies; returns both results:
+    (out, grad_x, grad_weight, grad_bias, running_mean, running_var).
+
+    The reference's gradient takes the activation's branch from the op's output: an element
+    whose pre-activation is within rounding of 0 may legitimately land on either side, and
+    that choice alone must not fail the comparison of every gradient of its channel."""
+    weight, bias, running_mean, running_var = params
+    results = []
+    for dtype in (x.dtype, reference_dtype(x.dtype)):
+        if dtype == x.dtype and len(results) == 0:  # the op, on the input's exact strides
+            xx = x.detach().clone().requires_grad_()
+            if x.stride() != xx.stride():
+                xx = x.detach().requires_grad_()
+        else:
+            xx = x.detach().to(dtype).requires_grad_()
+        ww, bb = (
+            None if t is None else t.detach().to(dtype if results else t.dtype).requires_grad_()
+            for t in (weight, bias)
+        )
+        rm, rv = (
+            t.detach().to(dtype if results else t.dtype).clone()
+            for t in (running_mean, running_var)
+        )
+        gen = torch.Generator().manual_seed(grad_seed)
+        grad = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.device, dtype)
+        if not results:
+            out = batch_norm_leaky_relu(xx, rm, rv, ww, bb, training, momentum, eps, slope)
+            upstream = grad
+        else:
+            y = torch.nn.functional.batch_norm(xx, rm, rv, ww, bb, training, momentum, eps)
+            out = torch.nn.functional.leaky_relu(y, slope)
+            upstream = torch.where(results[0][0].to(dtype) > 0, grad, grad * slope)
+            out_for_grad = y
+        inputs = [t for t in (xx, ww, bb) if t is not None]
+        grads = list(torch.autograd.grad(out if not results else out_for_grad, inputs, upstream))
+        gx = grads.pop(0)
+        gw = grads.pop(0) if ww is not None else None
+        gb = grads.pop(0) if bb is not None else None
+        results.append((out, gx, gw, gb, rm, rv))
+    return results
+
+
+def check(x, params, training, slope, scale=1.0, **kwargs):
+    actual, expected = run_both(x, params, training, slope, **kwargs)
+    names = ("out", "grad_x", "grad_weight", "grad_bias", "running_mean", "running_var")
+    for name, a, e in zip(names, actual, expected):
+        if a is None:
+            assert e is None, name
+            continue
+        assert_close(
+            a, e, dtype=x.dtype, scale=scale, msg=f"{name} (training={training}, {tuple(x.shape)})"
+        )
+    return actual
+
+
+# --- values -------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    n=st.integers(1, 5),
+    c=st.sampled_from([1, 2, 3, 7, 13]),
+    h=st.sampled_from([1, 2, 3, 5, 11]),
+    w=st.sampled_from([1, 2, 4, 7]),
+    layout=st.sampled_from(LAYOUTS),
+    training=st.booleans(),
+    affine=st.booleans(),
+    slope=st.sampled_from([0.0, 0.01, 0.2]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_matches_reference(n, c, h, w, layout, training, affine, slope, dtype):
+    if training and n * h * w < 2:
+        n = 2
+    x = make_input((n, c, h, w), dtype, "cpu", layout, seed=n * 100 + c)
+    check(x, make_params(c, dtype, "cpu", affine=affine), training, slope)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("training", [True, False])
+def test_dtypes(device, dtype, layout, training):
+    x = make_input((4, 6, 5, 7), dtype, device, layout, mean=0.5, std=2.0)
+    # Half types: parameters in float32 as under autocast, and in the input's own dtype.
+    for param_dtype in {dtype, torch.float32} if dtype in HALF else {dtype}:
+        check(x, make_params(6, param_dtype, device), training, 0.2)
+
+
+def test_output_layout(device):
+    params = make_params(5, torch.float32, device)
+    for layout, fmt in (
+        ("contiguous", torch.contiguous_format),
+        ("channels_last", torch.channels_last),
+    ):
+        x = make_input((3, 5, 4, 4), torch.float32, device, layout)
+        out = batch_norm_leaky_relu(x, None, None, params[0], params[1], True)
+        assert out.is_contiguous(memory_format=fmt), layout
+
+
+def test_batch_of_one_in_eval(device):
+    x = make_input((1, 4, 1, 1), torch.float32, device, "contiguous")
+    check(x, make_params(4, torch.float32, device), False, 0.01)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_large_mean_small_std(device, layout):
+    # float32 with mean 1000 and std 0.01: a naive E[x^2] - E[x]^2 loses every digit.
+    x = make_input((16, 3, 24, 24), torch.float32, device, layout, mean=1000.0, std=0.01)
+    _, mean, var = torch.ops.fastgen.batch_norm_leaky_relu(
+        x, None, None, None, None, True, 1e-5, 0.01
+    )
+    exact = x.double().var(dim=(0, 2, 3), unbiased=False)
+    torch.testing.assert_close(var.double(), exact, rtol=1e-4, atol=0)
+    torch.testing.assert_close(mean.double(), x.double().mean(dim=(0, 2, 3)), rtol=1e-7, atol=0)
+
+
+def test_running_stats_and_momentum(device):
+    x = make_input((8, 3, 4, 4), torch.float32, device, "contiguous", mean=2.0, std=3.0)
+    weight, bias, running_mean, running_var = make_params(3, torch.float32, device)
+    expected_mean, expected_var = running_mean.clone(), running_var.clone()
+    for momentum in (0.1, 0.5, 1.0):
+        batch_norm_leaky_relu(x, running_mean, running_var, weight, bias, True, momentum)
+        reference.batch_norm_leaky_relu(
+            x, expected_mean, expected_var, weight, bias, True, momentum
+        )
+    assert_close(running_mean, expected_mean)
+    assert_close(running_var, expected_var)
+    # eval leaves them alone
+    before = running_mean.clone()
+    batch_norm_leaky_relu(x, running_mean, running_var, weight, bias, False)
+    assert torch.equal(running_mean, before)
+
+
+def test_deterministic(device):
+    x = make_input((6, 5, 9, 9), torch.float32, device, "channels_last", mean=3.0)
+    first = torch.ops.fastgen.batch_norm_leaky_relu(x, None, None, None, None, True, 1e-5, 0.1)
+    for _ in range(3):
+        again = torch.ops.fastgen.batch_norm_leaky_relu(x, None, None, None, None, True, 1e-5, 0.1)
+        for a, b in zip(first, again):
+            assert torch.equal(a, b)
+
+
+# --- gradients, op checks, compile -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_gradcheck(device, training, affine, layout):
+    x = make_input((3, 4, 3, 2), torch.float64, device, layout).requires_grad_()
+    weight, bias, running_mean, running_var = make_params(4, torch.float64, device, affine=affine)
+    leaves = [x] + ([weight.requires_grad_(), bias.requires_grad_()] if affine else [])
+
+    def fn(x, *wb):
+        w, b = wb if affine else (None, None)
+        return batch_norm_leaky_relu(
+            x, running_mean.clone(), running_var.clone(), w, b, training, 0.1, 1e-5, 0.2
+        )
+
+    assert torch.autograd.gradcheck(fn, leaves)
+    assert torch.autograd.gradgradcheck(fn, leaves)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_opcheck(device, training, layout):
+    x = make_input((3, 4, 5, 2), torch.float32, device, layout).requires_grad_()
+    weight, bias, running_mean, running_var = make_params(4, torch.float32, device)
+    weight.requires_grad_()
+    bias.requires_grad_()
+    stats = (None, None) if training else (running_mean, running_var)
+    args = (x, weight, bias, *stats, training, 1e-5, 0.2)
+    torch.library.opcheck(torch.ops.fastgen.batch_norm_leaky_relu.default, args)
+    out, mean, var = torch.ops.fastgen.batch_norm_leaky_relu(*args)
+    grad = torch.randn_like(out)
+    for mask in ([True, True, True], [True, False, False], [False, True, True]):
+        backward_args = (
+            grad,
+            x.detach(),
+            weight.detach(),
+            bias.detach(),
+            mean,
+            var,
+            training,
+            1e-5,
+            0.2,
+            mask,
+        )
+        torch.library.opcheck(
+            torch.ops.fastgen.batch_norm_leaky_relu_backward.default, backward_args
+        )
+
+
+def test_backward_op_matches_closed_form(device):
+    x = make_input((4, 3, 5, 5), torch.float64, device, "channels_last")
+    weight, bias, _, _ = make_params(3, torch.float64, device)
+    grad = make_input((4, 3, 5, 5), torch.float64, device, "contiguous", seed=3)
+    _, mean, var = torch.ops.fastgen.batch_norm_leaky_relu(
+        x, weight, bias, None, None, True, 1e-5, 0.2
+    )
+    actual = torch.ops.fastgen.batch_norm_leaky_relu_backward(
+        grad, x, weight, bias, mean, var, True, 1e-5, 0.2, [True, True, True]
+    )
+    expected = reference.batch_norm_leaky_relu_backward(
+        grad, x, weight, bias, mean, var, True, 1e-5, 0.2
+    )
+    for a, e in zip(actual, expected):
+        assert_close(a, e)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_compile_fullgraph(device, layout):
+    x = make_input((4, 3, 5, 5), torch.float32, device, layout)
+    weight, bias, running_mean, running_var = make_params(3, torch.float32, device)
+
+    def step(x, weight, bias, running_mean, running_var):
+        out = batch_norm_leaky_relu(
+            x, running_mean, running_var, weight, bias, True, 0.1, 1e-5, 0.2
+        )
+        return out.square().sum()
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    results = []
+    for fn in (step, compiled):
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        stats = [running_mean.clone(), running_var.clone()]
+        loss = fn(*leaves, *stats)
+        results.append([loss, *torch.autograd.grad(loss, leaves), *stats])
+    for a, e in zip(*results):
+        assert_close(a, e)
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def test_bad_inputs():
+    x = torch.randn(2, 3, 4, 4)
+    w, b, rm, rv = make_params(3, torch.float32, "cpu")
+    fn = "fastgen.ops.batch_norm_leaky_relu"
+    cases = [
+        ((torch.randn(2, 3, 4), rm, rv, w, b, True), ValueError, "x must be 4-D"),
+        ((x.long(), rm, rv, w, b, True), TypeError, "x must be float32"),
+        ((x, rm[:2], rv, w, b, True), ValueError, r"running_mean must have shape \(3,\)"),
+        ((x, rm, rv, torch.ones(4), b, True), ValueError, r"weight must have shape \(3,\)"),
+        ((x, rm, rv, w, b.double(), True), TypeError, "bias has dtype torch.float64"),
+        ((x, rm, rv, w, b.int(), True), TypeError, "bias must be float32"),
+        ((x, rm, None, w, b, True), ValueError, "running_mean and running_var must both"),
+        (
+            (x, None, None, w, b, False),
+            ValueError,
+            "running_mean and running_var are required when training=False",
+        ),
+        (
+            (torch.randn(1, 3, 1, 1), rm, rv, w, b, True),
+            ValueError,
+            "x must have more than 1 value per channel",
+        ),
+        ((x, rm, rv, w, b, True, 0.1, 0.0), ValueError, "eps must be > 0"),
+        ((x, rm, rv, w, b, True, 0.1, -1.0), ValueError, "eps must be > 0"),
+        ((x, rm, rv, w, b, True, None), TypeError, "momentum must be a float"),
+        ((x, rm, rv, "w", b, True), TypeError, "weight must be a Tensor"),
+    ]
+    for args, error, message in cases:
+        with pytest.raises(error, match=f"{fn}: {message}"):
+            batch_norm_leaky_relu(*args)
+
+
+@cuda_only
+def test_device_mismatch():
+    x = torch.randn(2, 3, 4, 4, device="cuda")
+    w, b, rm, rv = make_params(3, torch.float32, "cpu")
+    with pytest.raises(ValueError, match="weight is on cpu but x is on cuda"):
+        batch_norm_leaky_relu(x, None, None, w, None, True)
