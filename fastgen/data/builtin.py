@@ -3,7 +3,9 @@
 digits: 1,797 scanned handwritten digits, 8x8, 17 grey levels (0 = background, 16 = ink),
         labels 0-9 (sklearn.datasets.load_digits reads a CSV inside the wheel).
 photos: two 427x640 RGB photographs (sklearn.datasets.load_sample_images), cut into 64x64
-        patches on a 32-pixel stride: 2 x 12 x 19 = 456 overlapping patches.
+        patches on a 32-pixel stride: 2 x 12 x 19 = 456 overlapping patches. The 90/10 split
+        is over patches, so a test patch can share pixels with its train neighbours: the
+        split is for monitoring, not for a leak-free held-out likelihood.
 """
 
 from __future__ import annotations
