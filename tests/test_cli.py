@@ -95,6 +95,17 @@ def test_missing_delegates_say_so(capsys):
         assert_one_line_error(code, err, f"{module} is not available")
 
 
+def test_bench_train_is_delegated(capsys):
+    if importlib.util.find_spec("fastgen.bench") is None:
+        pytest.skip("fastgen.bench (helper eval) not landed yet")
+    code, out, _ = run_cli(["bench", "train", "--help"], capsys)
+    assert code == 0 and "--models" in out
+    code, _, err = run_cli(["bench", "train", "--models", "gpt"], capsys)
+    assert_one_line_error(code, err, "fastgen bench: error:", "gpt")
+    code, _, err = run_cli(["bench"], capsys)
+    assert_one_line_error(code, err, "WHAT")
+
+
 def test_python_dash_m_error_has_no_traceback():
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("FASTGEN_DEBUG", None)
