@@ -234,6 +234,18 @@ def test_train_writes_the_run_folder(trained_dcgan):
     assert read_png_metadata(samples[-1])["fastgen:generated"].startswith("true")
 
 
+def test_truncated_checkpoint_is_one_line(trained_dcgan, tmp_path, capsys):
+    _, ckpt = trained_dcgan
+    cut = tmp_path / "ckpt_000004.pt"
+    cut.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    code, _, err = run_cli(["sample", str(cut), "--out", str(tmp_path / "s.png")], capsys)
+    assert_one_line_error(code, err, str(cut), "not a readable checkpoint")
+    code, _, err = run_cli(
+        ["train", "dcgan", "--resume", str(cut), *TINY, "--out", str(tmp_path)], capsys
+    )
+    assert_one_line_error(code, err, str(cut))
+
+
 def test_eval_every_builds_the_metrics_evaluator_and_logs_it(tmp_path, monkeypatch):
     if not (HAVE_TRAIN and HAVE_METRICS_CLI):
         pytest.skip("fastgen.train and fastgen.metrics.cli not both landed yet")
