@@ -65,8 +65,11 @@ def test_fused_training_matches_reference_and_stock(tmp_path, name, trainer, mak
     reference = losses_per_step(
         trainer, make_config(tmp_path / "reference", steps=STEPS, fused=True), "reference"
     )
-    stock = losses_per_step(
-        trainer, make_config(tmp_path / "stock", steps=STEPS, fused=False), "auto"
-    )
     assert_same_curves(native, reference, f"{name}: fused native vs FASTGEN_BACKEND=reference")
-    assert_same_curves(native, stock, f"{name}: fused native vs stock torch.nn layers")
+    if name == "dcgan":
+        # (The VAE's fused sampling draws Philox noise in-kernel, the stock layer uses
+        # torch.randn: the same distribution, not the same numbers; only the GAN compares.)
+        stock = losses_per_step(
+            trainer, make_config(tmp_path / "stock", steps=STEPS, fused=False), "auto"
+        )
+        assert_same_curves(native, stock, f"{name}: fused native vs stock torch.nn layers")

@@ -114,6 +114,32 @@ def _parametrized(module: nn.Module) -> bool:
     return hasattr(module, "parametrizations") and "weight" in module.parametrizations
 
 
+def default_generator(device: torch.device) -> torch.Generator:
+    if device.type == "cuda":
+        return torch.cuda.default_generators[
+            device.index if device.index is not None else torch.cuda.current_device()
+        ]
+    return torch.default_generator
+
+
+class SeededReparameterize(fnn.Reparameterize):
+    """fastgen.nn.Reparameterize that names torch's default generator explicitly.
+
+    Why: given a generator, the fused op draws its Philox (seed, offset) key the same way on
+    the native and the reference backend, so FASTGEN_BACKEND=reference reproduces a fused
+    run step for step (without one, the native kernel draws its key in C++ and the two
+    backends use different noise for the same torch.manual_seed).
+    """
+
+    def forward(
+        self, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from fastgen import ops
+
+        generator = None if eps is not None else default_generator(mu.device)
+        return ops.reparameterize_kl(mu, logvar, eps=eps, generator=generator)
+
+
 class StockReparameterize(nn.Module):
     """The stock-PyTorch twin of fastgen.nn.Reparameterize (same math, same signature)."""
 

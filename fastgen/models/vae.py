@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import fastgen.nn as fnn
 from fastgen.models._layers import (
+    SeededReparameterize,
     StockReparameterize,
     bn_act,
     check_channels,
@@ -87,7 +87,7 @@ class ConvVAE(nn.Module):
         self.decoder = nn.Sequential(*blocks)
         if likelihood == "gaussian":
             self.log_scale = nn.Parameter(torch.zeros(()))
-        self.reparameterize = fnn.Reparameterize() if fused else StockReparameterize()
+        self.reparameterize = SeededReparameterize() if fused else StockReparameterize()
         dcgan_init(self)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
