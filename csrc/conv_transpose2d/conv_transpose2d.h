@@ -51,6 +51,19 @@ void bias_activation_cpu(at::Tensor& out, const at::Tensor& bias, Activation act
 at::Tensor activation_backward_cpu(const at::Tensor& grad_out, const at::Tensor& output,
                                    Activation activation, double negative_slope);
 
+// Calls body.template operator()<act>() for the runtime activation, so kernels are
+// instantiated once per activation and the per-element code has no switch.
+template <typename Body>
+void dispatch_activation(Activation activation, Body&& body) {
+  switch (activation) {
+    case Activation::Identity: return body.template operator()<Activation::Identity>();
+    case Activation::ReLU: return body.template operator()<Activation::ReLU>();
+    case Activation::LeakyReLU: return body.template operator()<Activation::LeakyReLU>();
+    case Activation::Tanh: return body.template operator()<Activation::Tanh>();
+    case Activation::Sigmoid: return body.template operator()<Activation::Sigmoid>();
+  }
+}
+
 // The device-independent driver (conv_transpose2d.cpp): the aten convolution plus the
 // given device's epilogues. Masked-out backward results are empty tensors.
 struct ConvTranspose2dEpilogues {

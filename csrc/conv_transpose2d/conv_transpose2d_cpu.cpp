@@ -89,18 +89,6 @@ void activation_backward_typed(const scalar_t* grad_out, const scalar_t* output,
   });
 }
 
-// Calls body.template operator()<act>() for the runtime activation.
-template <typename Body>
-void dispatch_activation(Activation activation, Body&& body) {
-  switch (activation) {
-    case Activation::Identity: return body.template operator()<Activation::Identity>();
-    case Activation::ReLU: return body.template operator()<Activation::ReLU>();
-    case Activation::LeakyReLU: return body.template operator()<Activation::LeakyReLU>();
-    case Activation::Tanh: return body.template operator()<Activation::Tanh>();
-    case Activation::Sigmoid: return body.template operator()<Activation::Sigmoid>();
-  }
-}
-
 }  // namespace
 
 void bias_activation_cpu(at::Tensor& out, const at::Tensor& bias, Activation activation,

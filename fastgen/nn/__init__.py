@@ -2,13 +2,21 @@
 
 BatchNormLeakyReLU2d  nn.BatchNorm2d + nn.LeakyReLU (negative_slope=0: ReLU), same state dict
 ConvTranspose2d       nn.ConvTranspose2d + activation="identity|relu|leaky_relu|tanh|sigmoid"
+ConvTransposeBNAct2d  nn.ConvTranspose2d -> nn.BatchNorm2d -> ReLU/LeakyReLU, BN folded in eval
 Reparameterize        (mu, logvar) -> (z, per-sample KL)
 convert(model)        rewrites a model's stock layers into the fused ones
 """
 
 from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d
 from fastgen.nn.conv_transpose2d import ConvTranspose2d
+from fastgen.nn.conv_transpose_bn_act import ConvTransposeBNAct2d
 from fastgen.nn.convert import convert
 from fastgen.nn.reparameterize import Reparameterize
 
-__all__ = ["BatchNormLeakyReLU2d", "ConvTranspose2d", "Reparameterize", "convert"]
+__all__ = [
+    "BatchNormLeakyReLU2d",
+    "ConvTranspose2d",
+    "ConvTransposeBNAct2d",
+    "Reparameterize",
+    "convert",
+]

@@ -34,6 +34,7 @@ from torch import nn
 
 from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d
 from fastgen.nn.conv_transpose2d import ConvTranspose2d
+from fastgen.nn.conv_transpose_bn_act import ConvTransposeBNAct2d
 
 
 @dataclass(frozen=True)
@@ -155,11 +156,97 @@ def _conv(modules):
     return [fused_conv_transpose2d(conv)]
 
 
+def _conv_batch_norm_act(modules):
+    conv, bn, act = modules
+    slope = leaky_slope(act)
+    if not (_plain(conv, nn.ConvTranspose2d) and conv.padding_mode == "zeros"):
+        return None
+    if not _plain(bn, nn.BatchNorm2d) or bn.num_features != conv.out_channels or slope is None:
+        return None
+    return [
+        ConvTransposeBNAct2d.from_modules(conv, bn, slope),
+        _identity_like(bn),
+        _identity_like(act),
+    ]
+
+
+class _StockKeys:
+    """Keeps a parent's state_dict keys unchanged after a fused block took the place of
+    several of its children: the block's ``<block>.<part>.<rest>`` keys are saved as
+    ``<sibling>.<rest>`` (the key the stock child had) and loaded back the other way.
+    Registered on the parent as a state_dict post-hook (``save``) and a load_state_dict
+    pre-hook (``load``); plain objects, so deepcopy and pickling keep working."""
+
+    def __init__(self, block: str, parts: dict[str, str]) -> None:
+        self.block = block
+        self.parts = parts  # part of the block (e.g. "bn") -> the stock sibling's name
+
+    def _renames(self, prefix: str) -> list[tuple[str, str]]:
+        return [
+            (f"{prefix}{self.block}.{part}", f"{prefix}{sibling}")
+            for part, sibling in self.parts.items()
+        ]
+
+    @staticmethod
+    def _rename(key: str, renames: list[tuple[str, str]]) -> str:
+        for old, new in renames:
+            if key.startswith(old + "."):
+                return new + key[len(old) :]
+        return key
+
+    def save(self, module, state_dict, prefix, local_metadata) -> None:
+        renames = self._renames(prefix)
+        items = list(state_dict.items())  # rebuilt in order, so the keys keep their places
+        state_dict.clear()
+        for key, value in items:
+            state_dict[self._rename(key, renames)] = value
+        metadata = getattr(state_dict, "_metadata", None)
+        if metadata is not None:
+            for old, new in renames:
+                if old in metadata:
+                    metadata[new] = metadata[old]
+
+    def load(self, module, state_dict, prefix, *args) -> None:
+        renames = [(new, old) for old, new in self._renames(prefix)]
+        for key in list(state_dict):
+            renamed = self._rename(key, renames)
+            if renamed != key:
+                state_dict[renamed] = state_dict.pop(key)
+
+
+class _SaveHook:
+    def __init__(self, keys: _StockKeys) -> None:
+        self.keys = keys
+
+    def __call__(self, *args) -> None:
+        self.keys.save(*args)
+
+
+def _keep_stock_keys(parent: nn.Module, names: list[str], block: nn.Module) -> None:
+    parts = getattr(block, "stock_parts", None)
+    if parts is None:
+        return
+    keys = _StockKeys(names[0], {part: names[offset] for part, offset in parts.items()})
+    parent.register_state_dict_post_hook(_SaveHook(keys))
+    parent.register_load_state_dict_pre_hook(keys.load)
+
+
+# ConvTranspose2d -> BatchNorm2d -> ReLU/LeakyReLU as one ConvTransposeBNAct2d. Not in the
+# default RULES: on CPU, training runs the same two fused ops as the default rules do
+# (ConvTranspose2d + BatchNormLeakyReLU2d); the block pays off in eval (the batch norm is
+# folded into the convolution) and on CUDA. Opt in with convert(model, rules=BLOCK_RULES).
+CONV_BN_ACT_RULE = Rule(
+    "ConvTranspose2d + BatchNorm2d + ReLU/LeakyReLU -> ConvTransposeBNAct2d",
+    3,
+    _conv_batch_norm_act,
+)
+
 RULES: list[Rule] = [
     Rule("BatchNorm2d + ReLU/LeakyReLU -> BatchNormLeakyReLU2d", 2, _batch_norm_act),
     Rule("ConvTranspose2d + activation -> ConvTranspose2d(activation=...)", 2, _conv_act),
     Rule("ConvTranspose2d -> fastgen ConvTranspose2d", 1, _conv),
 ]
+BLOCK_RULES: list[Rule] = [CONV_BN_ACT_RULE, *RULES]
 
 
 def convert(
@@ -171,6 +258,9 @@ def convert(
       * BatchNorm2d then ReLU/LeakyReLU (in-place or not) -> BatchNormLeakyReLU2d, Identity
       * ConvTranspose2d then ReLU/LeakyReLU/Tanh/Sigmoid -> ConvTranspose2d(activation=...), Identity
       * any other ConvTranspose2d -> fastgen.nn.ConvTranspose2d
+    With rules=BLOCK_RULES also (first)
+      * ConvTranspose2d then BatchNorm2d then ReLU/LeakyReLU -> ConvTransposeBNAct2d,
+        Identity, Identity (the parent keeps the stock keys through state_dict hooks)
     Outputs and gradients match the original model in train and eval mode, and its
     state_dict keys are unchanged. With inplace=False the original model is not modified.
     """
@@ -199,6 +289,7 @@ def _convert_children(parent: nn.Module, rules: Sequence[Rule]) -> None:
             if replaced is not None:
                 for name, module in zip(window, replaced):
                     setattr(parent, name, module)
+                _keep_stock_keys(parent, window, replaced[0])
                 index += rule.length
                 break
         else:

@@ -1,0 +1,163 @@
+"""ConvTransposeBNAct2d: ConvTranspose2d -> BatchNorm2d -> ReLU/LeakyReLU as one block."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fastgen import ops
+from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d
+from fastgen.nn.conv_transpose2d import ConvTranspose2d
+
+
+class ConvTransposeBNAct2d(nn.Module):
+    r"""``nn.ConvTranspose2d`` then ``nn.BatchNorm2d`` then ``nn.ReLU``/``nn.LeakyReLU``, fused.
+
+    For input ``x`` ``[N, C_in, H, W]`` (shapes, dtypes and layouts as
+    fastgen.ops.conv_transpose2d)::
+
+        y   = conv_transpose2d(x, conv.weight, stride, padding, output_padding, groups,
+                               dilation) + conv.bias
+        out = leaky_relu((y - mean) / sqrt(var + eps) * bn.weight + bn.bias, negative_slope)
+
+    ``negative_slope=0`` (the default) is ReLU.
+
+    Training (or ``track_running_stats=False``): ``mean``/``var`` are the batch statistics of
+    ``y`` and the running statistics are updated exactly as nn.BatchNorm2d does (momentum,
+    ``momentum=None`` cumulative average, unbiased running_var, num_batches_tracked): the
+    convolution (bias fused) and then ONE fused batch-norm + activation op.
+
+    Eval with running statistics: the batch norm is folded into the convolution,
+    ``scale = bn.weight / sqrt(running_var + eps)``, ``weight' = conv.weight * scale`` (per
+    output channel), ``bias' = (conv.bias - running_mean) * scale + bn.bias``, and the whole
+    block is ONE fastgen.ops.conv_transpose2d call with the activation fused. The fold is
+    recomputed from the parameters on every call (a weight-sized pass), so gradients reach
+    conv.*, bn.weight and bn.bias in eval mode too.
+
+    State dict: the stock modules' keys under ``conv.`` and ``bn.``. The mapping to a stock
+    ``nn.Sequential(nn.ConvTranspose2d, nn.BatchNorm2d, nn.ReLU())`` is::
+
+        conv.weight  <->  0.weight            bn.weight        <->  1.weight
+        conv.bias    <->  0.bias (if bias)    bn.bias          <->  1.bias
+                                              bn.running_mean  <->  1.running_mean
+                                              bn.running_var   <->  1.running_var
+                                              bn.num_batches_tracked <-> 1.num_batches_tracked
+
+    (``from_modules`` builds the block from such stock modules, sharing their tensors;
+    fastgen.nn.convert keeps a converted model's own keys unchanged.) ``conv`` is a
+    fastgen.nn.ConvTranspose2d and ``bn`` a fastgen.nn.BatchNormLeakyReLU2d, so each part
+    also works on its own.
+
+    Args: those of nn.ConvTranspose2d (``padding_mode`` must be "zeros"), then those of
+    nn.BatchNorm2d (``eps``, ``momentum``, ``affine``, ``track_running_stats``) and
+    ``negative_slope``.
+    """
+
+    # Where its parts sat in the stock Sequential it replaces (used by fastgen.nn.convert to
+    # keep the parent's state_dict keys): part name -> offset in the window.
+    stock_parts = {"conv": 0, "bn": 1}
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation=1,
+        padding_mode: str = "zeros",
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        negative_slope: float = 0.0,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if negative_slope < 0:
+            raise ValueError(
+                "fastgen.nn.ConvTransposeBNAct2d: negative_slope must be >= 0 (ReLU or "
+                f"LeakyReLU), got {negative_slope}"
+            )
+        factory = {"device": device, "dtype": dtype}
+        self.conv = ConvTranspose2d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+            output_padding=output_padding, groups=groups, bias=bias, dilation=dilation,
+            padding_mode=padding_mode, **factory,
+        )  # fmt: skip
+        self.bn = BatchNormLeakyReLU2d(
+            out_channels, eps=eps, momentum=momentum, affine=affine,
+            track_running_stats=track_running_stats, negative_slope=negative_slope, **factory,
+        )  # fmt: skip
+
+    @property
+    def negative_slope(self) -> float:
+        return self.bn.negative_slope
+
+    @classmethod
+    def from_modules(
+        cls, conv: nn.ConvTranspose2d, bn: nn.BatchNorm2d, negative_slope: float = 0.0
+    ) -> ConvTransposeBNAct2d:
+        """A block computing bn(conv(x)) then the activation, sharing conv's and bn's
+        parameter and buffer tensors (no copies); train/eval mode taken from conv."""
+        block = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+            padding=conv.padding, output_padding=conv.output_padding, groups=conv.groups,
+            bias=conv.bias is not None, dilation=conv.dilation, padding_mode=conv.padding_mode,
+            eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+            track_running_stats=bn.track_running_stats, negative_slope=negative_slope,
+            device="meta", dtype=conv.weight.dtype,
+        )  # fmt: skip
+        block.conv.weight, block.conv.bias = conv.weight, conv.bias
+        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            setattr(block.bn, name, getattr(bn, name))
+        return block.train(conv.training)
+
+    def folded_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The eval-mode convolution weight and bias with the batch norm folded in."""
+        conv, bn = self.conv, self.bn
+        weight = conv.weight
+        # Fold in float32 at least, so half-precision layers lose nothing extra.
+        compute = torch.promote_types(weight.dtype, torch.float32)
+        scale = torch.rsqrt(bn.running_var.to(compute) + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight.to(compute)
+        shift = -bn.running_mean.to(compute) * scale
+        if conv.bias is not None:
+            shift = shift + conv.bias.to(compute) * scale
+        if bn.bias is not None:
+            shift = shift + bn.bias.to(compute)
+        c_in, c_out_per_group = weight.shape[:2]
+        groups = conv.groups
+        # weight [C_in, C_out/groups, kH, kW]: output channel g * C_out/groups + j lives at
+        # rows g * C_in/groups .. and column j.
+        grouped = weight.to(compute).view(
+            groups, c_in // groups, c_out_per_group, *weight.shape[2:]
+        )
+        folded = grouped * scale.view(groups, 1, c_out_per_group, 1, 1)
+        return folded.view(weight.shape).to(weight.dtype), shift.to(weight.dtype)
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        conv, bn = self.conv, self.bn
+        if self.training or bn.running_mean is None:
+            return bn(conv(input, output_size))
+        if conv.padding_mode != "zeros":
+            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
+        output_padding = conv._output_padding(
+            input, output_size, conv.stride, conv.padding, conv.kernel_size, 2, conv.dilation
+        )
+        weight, bias = self.folded_weight_and_bias()
+        device_type = input.device.type
+        if torch.is_autocast_enabled(device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+            input, weight, bias = input.to(dtype), weight.to(dtype), bias.to(dtype)
+        slope = self.negative_slope
+        return ops.conv_transpose2d(
+            input, weight, bias, stride=conv.stride, padding=conv.padding,
+            output_padding=output_padding, groups=conv.groups, dilation=conv.dilation,
+            activation="relu" if slope == 0 else "leaky_relu", negative_slope=slope,
+        )  # fmt: skip
