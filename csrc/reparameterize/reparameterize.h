@@ -48,4 +48,13 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(
     const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
     const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state);
 
+// The same, on CUDA (reparameterize_cuda.cu): one launch each way; the key comes from the
+// CUDA generator's graph-safe Philox state when rng_state is absent.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cuda(
+    const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
+    const std::optional<at::Tensor>& rng_state, bool compute_kl);
+std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cuda(
+    const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
+    const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state);
+
 }  // namespace fastgen::reparameterize

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <mutex>
+#include <type_traits>
 
 #include "common/dispatch.h"
 #include "common/philox.h"
@@ -32,10 +33,10 @@ namespace {
 
 constexpr int kGroupsPerBlock = 16;
 constexpr int kBlockElements = 4 * kGroupsPerBlock;
-// Elements per thread task, as ATen's elementwise ops: a VAE latent batch (e.g. [256, 128])
-// stays on one thread, where a thread hand-off on a loaded 2-core machine costs more than
-// the whole op.
-constexpr int64_t kGrainElements = 32768;
+// Elements per thread task. The noise makes an element cost several times a plain
+// elementwise op, so a grain a quarter of ATen's 32768 already pays for the hand-off: a
+// [256, 128] latent batch uses two threads.
+constexpr int64_t kGrainElements = 8192;
 
 // In-place IEEE sqrt of n (a multiple of 4) floats: SSE's sqrtps where there is one, since
 // GCC will not vectorize sqrtf itself (it may set errno); the results are the same.
@@ -131,6 +132,31 @@ inline float exp_float(float x) {
   return __builtin_bit_cast(float, (in_bits & nan_mask) | (result & ~nan_mask));
 }
 
+#if defined(__SSE2__)
+// exp_float on 4 lanes with SSE2 intrinsics: the same steps and the same results (float
+// min/max here instead of the bit-pattern clamps, cvtps2dq rounds to nearest-even like the
+// shift trick), in about half the instructions of the auto-vectorized version.
+inline __m128 exp_float4(__m128 x) {
+  const __m128 clamped = _mm_min_ps(_mm_max_ps(x, _mm_set1_ps(-87.0f)), _mm_set1_ps(89.0f));
+  const __m128i k_int = _mm_cvtps_epi32(_mm_mul_ps(clamped, _mm_set1_ps(0x1.715476p+0f)));
+  const __m128 k = _mm_cvtepi32_ps(k_int);
+  const __m128 r = _mm_sub_ps(_mm_sub_ps(clamped, _mm_mul_ps(k, _mm_set1_ps(0x1.62e4p-1f))),
+                              _mm_mul_ps(k, _mm_set1_ps(0x1.7f7d1cp-20f)));
+  __m128 p = _mm_set1_ps(0x1.a01a02p-13f);
+  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(0x1.6c16c2p-10f));
+  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(0x1.111112p-7f));
+  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(0x1.555556p-5f));
+  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(0x1.555556p-3f));
+  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(0.5f));
+  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(1.0f));
+  p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(1.0f));
+  const __m128 scale = _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(k_int, _mm_set1_epi32(127)), 23));
+  const __m128 result = _mm_mul_ps(p, scale);
+  const __m128 nan = _mm_cmpunord_ps(x, x);
+  return _mm_or_ps(_mm_and_ps(nan, x), _mm_andnot_ps(nan, result));
+}
+#endif
+
 inline float exp_acc(float x) { return exp_float(x); }
 inline double exp_acc(double x) { return std::exp(x); }
 
@@ -193,6 +219,9 @@ struct RowForward {
   template <typename noise_t>
   acc chunk(int64_t first, int64_t last, const noise_t* noise) const {
     const int64_t n = last - first;
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<noise_t, float>) {
+      if (n == kBlockElements) return full_chunk(mu + first, logvar + first, noise, z + first);
+    }
     acc m[kBlockElements], lv[kBlockElements], e[kBlockElements];
     acc out[kBlockElements], terms[kBlockElements];
     load_block(mu + first, n, m);
@@ -204,6 +233,31 @@ struct RowForward {
       terms[j] = (acc(1) + lv[j]) - m[j] * m[j] - std * std;
     }
     for (int64_t j = 0; j < n; ++j) z[first + j] = static_cast<scalar_t>(out[j]);
+    return sum_block(terms);
+  }
+
+  // A whole float block straight from and to memory (no staging copies), in SSE2 where
+  // there is SSE2: this loop is most of the op's time after the noise.
+  static float full_chunk(const float* __restrict m, const float* __restrict lv,
+                          const float* __restrict e, float* __restrict out) {
+    float terms[kBlockElements];
+#if defined(__SSE2__)
+    for (int j = 0; j < kBlockElements; j += 4) {
+      const __m128 m4 = _mm_loadu_ps(m + j), lv4 = _mm_loadu_ps(lv + j);
+      const __m128 std = exp_float4(_mm_mul_ps(_mm_set1_ps(0.5f), lv4));
+      _mm_storeu_ps(out + j, _mm_add_ps(m4, _mm_mul_ps(std, _mm_loadu_ps(e + j))));
+      const __m128 term = _mm_sub_ps(_mm_sub_ps(_mm_add_ps(_mm_set1_ps(1.0f), lv4),
+                                                _mm_mul_ps(m4, m4)),
+                                     _mm_mul_ps(std, std));
+      _mm_storeu_ps(terms + j, term);
+    }
+#else
+    for (int j = 0; j < kBlockElements; ++j) {
+      const float std = exp_float(0.5f * lv[j]);
+      out[j] = m[j] + std * e[j];
+      terms[j] = (1.0f + lv[j]) - m[j] * m[j] - std * std;
+    }
+#endif
     return sum_block(terms);
   }
 
@@ -236,6 +290,12 @@ struct RowBackward {
   template <typename noise_t>
   void chunk(int64_t first, int64_t last, const noise_t* noise, acc grad_kl) const {
     const int64_t n = last - first;
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<noise_t, float>) {
+      if (n == kBlockElements) {
+        return full_chunk(grad_z + first, mu + first, logvar + first, noise, grad_kl,
+                          grad_mu + first, grad_logvar + first);
+      }
+    }
     acc g[kBlockElements], m[kBlockElements], lv[kBlockElements], e[kBlockElements];
     acc d_mu[kBlockElements], d_logvar[kBlockElements];
     load_block(grad_z + first, n, g);
@@ -251,6 +311,28 @@ struct RowBackward {
       grad_mu[first + j] = static_cast<scalar_t>(d_mu[j]);
       grad_logvar[first + j] = static_cast<scalar_t>(d_logvar[j]);
     }
+  }
+
+  static void full_chunk(const float* __restrict g, const float* __restrict m,
+                         const float* __restrict lv, const float* __restrict e, float grad_kl,
+                         float* __restrict d_mu, float* __restrict d_logvar) {
+#if defined(__SSE2__)
+    const __m128 g_kl = _mm_set1_ps(grad_kl), half = _mm_set1_ps(0.5f);
+    for (int j = 0; j < kBlockElements; j += 4) {
+      const __m128 g4 = _mm_loadu_ps(g + j);
+      const __m128 std = exp_float4(_mm_mul_ps(half, _mm_loadu_ps(lv + j)));
+      _mm_storeu_ps(d_mu + j, _mm_add_ps(g4, _mm_mul_ps(g_kl, _mm_loadu_ps(m + j))));
+      const __m128 noise_term = _mm_mul_ps(_mm_mul_ps(g4, std), _mm_loadu_ps(e + j));
+      const __m128 kl_term = _mm_mul_ps(g_kl, _mm_sub_ps(_mm_mul_ps(std, std), _mm_set1_ps(1.0f)));
+      _mm_storeu_ps(d_logvar + j, _mm_mul_ps(half, _mm_add_ps(noise_term, kl_term)));
+    }
+#else
+    for (int j = 0; j < kBlockElements; ++j) {
+      const float std = exp_float(0.5f * lv[j]);
+      d_mu[j] = g[j] + grad_kl * m[j];
+      d_logvar[j] = 0.5f * (g[j] * std * e[j] + grad_kl * (std * std - 1.0f));
+    }
+#endif
   }
 
   void row(int64_t begin, int64_t end, acc grad_kl) const {

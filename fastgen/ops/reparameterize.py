@@ -63,15 +63,41 @@ def reparameterize_kl(
     return z, kl
 
 
+def _valid(mu, other) -> bool:
+    """The common case, checked cheaply (this op is small: the checks are a visible part
+    of its cost); anything else goes through the checks that explain what is wrong."""
+    return (
+        isinstance(other, torch.Tensor)
+        and other.shape == mu.shape
+        and other.dtype == mu.dtype
+        and other.device == mu.device
+    )
+
+
 def _forward(fn, mu, logvar, eps, generator, compute_kl):
-    check_tensor(fn, "mu", mu, min_dim=1)
-    check_like(fn, "logvar", logvar, mu, "mu", shape=mu.shape)
-    if eps is not None:
-        check_like(fn, "eps", eps, mu, "mu", shape=mu.shape)
+    if not (
+        isinstance(mu, torch.Tensor)
+        and mu.dtype in FLOAT_DTYPES
+        and mu.dim() > 0
+        and _valid(mu, logvar)
+        and (eps is None or _valid(mu, eps))
+    ):
+        check_tensor(fn, "mu", mu, min_dim=1)
+        check_like(fn, "logvar", logvar, mu, "mu", shape=mu.shape)
+        if eps is not None:
+            check_like(fn, "eps", eps, mu, "mu", shape=mu.shape)
     rng_state = None
     if eps is None and generator is not None:
         rng_state = draw_rng_state(fn, generator, mu.device)
     if registry.use_native(OP, mu):
+        if (
+            torch.is_grad_enabled()
+            and (
+                mu.requires_grad or logvar.requires_grad or (eps is not None and eps.requires_grad)
+            )
+            and not torch.compiler.is_compiling()
+        ):
+            return _EagerAutograd.apply(mu, logvar, eps, rng_state, compute_kl)
         return torch.ops.fastgen.reparameterize.default(mu, logvar, eps, rng_state, compute_kl)
     if eps is None:
         if rng_state is None:
@@ -147,6 +173,27 @@ if _extension.LOADED:
     torch.library.register_autograd(
         "fastgen::reparameterize", _backward, setup_context=_setup_context
     )
+
+    class _EagerAutograd(torch.autograd.Function):
+        """The registered autograd above as a plain autograd.Function, for eager calls.
+
+        Same setup_context and backward; it only skips torch.library's generic Python
+        wrapper (a pytree walk over the arguments per call), which costs as much as the
+        kernel at VAE latent sizes. torch.compile traces the registered op instead."""
+
+        @staticmethod
+        def forward(ctx, mu, logvar, eps, rng_state, compute_kl):
+            output = torch.ops.fastgen.reparameterize.default(
+                mu, logvar, eps, rng_state, compute_kl
+            )
+            _setup_context(ctx, (mu, logvar, eps, rng_state, compute_kl), output)
+            ctx.mark_non_differentiable(output[2])
+            ctx.set_materialize_grads(False)  # _backward fills in what it needs
+            return output
+
+        @staticmethod
+        def backward(ctx, grad_z, grad_kl, grad_rng_state):
+            return _backward(ctx, grad_z, grad_kl, grad_rng_state)
 
     def _setup_backward_context(ctx, inputs, output):
         grad_z, grad_kl, mu, logvar, eps, rng_state = inputs
