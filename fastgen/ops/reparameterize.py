@@ -126,7 +126,8 @@ def draw_rng_state(fn: str, generator: torch.Generator | None, device) -> torch.
     state = torch.randint(
         -(2**63), 2**63 - 1, (2,), generator=generator, dtype=torch.int64, device=device
     )
-    return state & torch.tensor([-1, -4], dtype=torch.int64, device=device)
+    state[1:].bitwise_and_(-4)  # in place, no host tensor: safe under CUDA-graph capture
+    return state
 
 
 def regenerate_noise(rng_state: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
