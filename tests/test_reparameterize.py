@@ -311,6 +311,23 @@ def test_reference_path_reproduces_kernel_noise():
         assert_close(kl_native, kl_ref)
 
 
+@needs_native_cpu
+def test_native_and_reference_draw_the_same_noise_under_manual_seed():
+    """Training with FASTGEN_BACKEND=reference must follow the native run step by step."""
+    mu, logvar, _ = inputs((6, 11), torch.float32, seed=22)
+    torch.manual_seed(8)
+    native = [ops.reparameterize(mu, logvar) for _ in range(2)]
+    previous = registry.mode
+    registry.set_backend("reference")
+    try:
+        torch.manual_seed(8)
+        referenced = [ops.reparameterize(mu, logvar) for _ in range(2)]
+    finally:
+        registry.set_backend(previous)
+    for a, b in zip(native, referenced):
+        assert_close(a, b, scale=0.01)
+
+
 def test_manual_seed_reproduces(device):
     mu, logvar, _ = inputs((8, 16), torch.float32, device, seed=16)
     torch.manual_seed(5)

@@ -9,16 +9,16 @@
 
 #include "reparameterize/reparameterize.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/randint.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
-#include <mutex>
+#include <limits>
 #include <type_traits>
 
 #include "common/dispatch.h"
@@ -356,13 +356,16 @@ NoiseKey read_key(const at::Tensor& rng_state) {
   return {static_cast<uint64_t>(values[0]), static_cast<uint64_t>(values[1])};
 }
 
-// A fresh (seed, offset) from the default CPU generator: a random 64-bit key per call, so
-// torch.manual_seed reproduces the sequence of calls.
+// A fresh (seed, offset) from the default CPU generator, drawn exactly as the Python side
+// draws one for the reference path (fastgen.ops.reparameterize.draw_rng_state: randint over
+// all int64, offset rounded down to a multiple of 4), so that under torch.manual_seed the
+// native kernel and FASTGEN_BACKEND=reference make the same noise.
 NoiseKey draw_key() {
-  auto* generator = at::get_generator_or_default<at::CPUGeneratorImpl>(
-      std::nullopt, at::detail::getDefaultCPUGenerator());
-  std::lock_guard<std::mutex> lock(generator->mutex_);
-  return {generator->random64(), 0};
+  const at::Tensor state =
+      at::randint(std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), {2},
+                  at::TensorOptions().dtype(at::kLong));
+  const int64_t* values = state.const_data_ptr<int64_t>();
+  return {static_cast<uint64_t>(values[0]), static_cast<uint64_t>(values[1]) & ~uint64_t{3}};
 }
 
 at::Tensor key_tensor(NoiseKey key) {
