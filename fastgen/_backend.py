@@ -66,16 +66,22 @@ class BackendRegistry:
         if reason is None:
             return True
         if self.mode == "native" or self.strict:
-            raise RuntimeError(f"fastgen.ops.{op_name}: no native kernel: {reason} (FASTGEN_STRICT/FASTGEN_BACKEND=native)")
+            raise RuntimeError(
+                f"fastgen.ops.{op_name}: no native kernel: {reason} (FASTGEN_STRICT/FASTGEN_BACKEND=native)"
+            )
         key = (op_name, tensor.device.type, tensor.dtype)
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(f"fastgen.ops.{op_name}: using the PyTorch reference because {reason}", stacklevel=3)
+            warnings.warn(
+                f"fastgen.ops.{op_name}: using the PyTorch reference because {reason}", stacklevel=3
+            )
         return False
 
     def set_backend(self, mode: str) -> None:
         if mode not in MODES:
-            raise ValueError(f"fastgen.set_backend: mode must be one of {', '.join(MODES)}, got {mode!r}")
+            raise ValueError(
+                f"fastgen.set_backend: mode must be one of {', '.join(MODES)}, got {mode!r}"
+            )
         self.mode = mode
 
 

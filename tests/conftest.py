@@ -35,7 +35,10 @@ def assert_close(actual, expected, dtype=None, scale: float = 1.0, msg: str = ""
     """torch.testing.assert_close with the table's tolerance; it reports where and by how much."""
     dtype = dtype or actual.dtype
     torch.testing.assert_close(
-        actual.to(expected.dtype), expected, **tolerance(dtype, scale), msg=(lambda m: f"{msg}\n{m}") if msg else None
+        actual.to(expected.dtype),
+        expected,
+        **tolerance(dtype, scale),
+        msg=(lambda m: f"{msg}\n{m}") if msg else None,
     )
 
 

@@ -9,7 +9,9 @@ import torch
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def check_tensor(fn: str, name: str, t, *, dim: int | None = None, min_dim: int | None = None) -> None:
+def check_tensor(
+    fn: str, name: str, t, *, dim: int | None = None, min_dim: int | None = None
+) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{fn}: {name} must be a Tensor, got {type(t).__name__}")
     if t.dtype not in FLOAT_DTYPES:
@@ -17,14 +19,18 @@ def check_tensor(fn: str, name: str, t, *, dim: int | None = None, min_dim: int 
             f"{fn}: {name} must be float32, float64, float16 or bfloat16, got {t.dtype}"
         )
     if dim is not None and t.dim() != dim:
-        raise ValueError(f"{fn}: {name} must be {dim}-D, got {t.dim()}-D with shape {tuple(t.shape)}")
+        raise ValueError(
+            f"{fn}: {name} must be {dim}-D, got {t.dim()}-D with shape {tuple(t.shape)}"
+        )
     if min_dim is not None and t.dim() < min_dim:
         raise ValueError(
             f"{fn}: {name} must have at least {min_dim} dims, got shape {tuple(t.shape)}"
         )
 
 
-def check_like(fn: str, name: str, t, ref: torch.Tensor, ref_name: str, *, shape=None, dtype: bool = True) -> None:
+def check_like(
+    fn: str, name: str, t, ref: torch.Tensor, ref_name: str, *, shape=None, dtype: bool = True
+) -> None:
     """t must be a float tensor on ref's device (and of ref's dtype, and of `shape`)."""
     check_tensor(fn, name, t)
     if t.device != ref.device:
