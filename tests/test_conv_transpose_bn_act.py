@@ -11,7 +11,7 @@ from conftest import assert_close
 from torch import nn
 
 import fastgen.nn as fnn
-from fastgen.nn.convert import BLOCK_RULES, RULES
+from fastgen.nn.convert import BLOCK_RULES, LAYER_RULES, RULES
 
 
 def stock_block(config: dict, negative_slope: float) -> nn.Sequential:
@@ -213,8 +213,8 @@ def test_convert_block_state_dict_both_ways_inplace_copy_and_pickle():
             assert param is params_before[name], name
 
 
-def test_default_rules_unchanged():
-    converted = fnn.convert(generator())
+def test_layer_rules_keep_one_fused_layer_per_stock_layer():
+    converted = fnn.convert(generator(), rules=LAYER_RULES)
     assert type(converted[0]) is fnn.ConvTranspose2d
     assert type(converted[1]) is fnn.BatchNormLeakyReLU2d
-    assert BLOCK_RULES[1:] == RULES
+    assert BLOCK_RULES is RULES and RULES[1:] == LAYER_RULES

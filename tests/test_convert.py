@@ -10,7 +10,7 @@ from conftest import assert_close
 from torch import nn
 
 import fastgen.nn as fnn
-from fastgen.nn.convert import RULES
+from fastgen.nn.convert import LAYER_RULES, RULES
 
 NZ, NGF, NDF, NC = 100, 8, 8, 3  # the tutorial's nz; small widths keep the test fast
 
@@ -101,7 +101,11 @@ def test_dcgan_generator(device, mode):
     original = Generator().to(device)
     init_weights(original)
     original.train(mode == "train")
-    converted = fnn.convert(original)
+    # by default ConvT -> BN -> ReLU becomes one block (compared with the stock layers in
+    # test_conv_transpose_bn_act.py); layer by layer here
+    blocks = list(fnn.convert(original).main)
+    assert [type(m) for m in blocks[:3]] == [fnn.ConvTransposeBNAct2d, nn.Identity, nn.Identity]
+    converted = fnn.convert(original, rules=LAYER_RULES)
     layers = list(converted.main)
     assert [type(m) for m in layers[:3]] == [
         fnn.ConvTranspose2d,
@@ -148,7 +152,9 @@ def test_parameters_carried_over_and_inplace():
     init_weights(original)
     original.main[0].weight.requires_grad_(False)
     snapshot = copy.deepcopy(original.state_dict())
-    copied = fnn.convert(original)
+    # layer rules: named_parameters() keep their names (the default block rule keeps the
+    # state_dict keys, checked in test_conv_transpose_bn_act.py, but nests the parameters)
+    copied = fnn.convert(original, rules=LAYER_RULES)
     # inplace=False: the original is untouched and shares nothing with the result.
     assert [type(m) for m in original.main] == [type(m) for m in Generator().main]
     for key, value in original.state_dict().items():
@@ -160,7 +166,7 @@ def test_parameters_carried_over_and_inplace():
     # optimizer built before conversion keeps training them.
     params_before = {name: p for name, p in original.named_parameters()}
     buffers_before = {name: b for name, b in original.named_buffers()}
-    result = fnn.convert(original, inplace=True)
+    result = fnn.convert(original, inplace=True, rules=LAYER_RULES)
     assert result is original
     for name, param in result.named_parameters():
         assert param is params_before[name], name

@@ -231,22 +231,23 @@ def _keep_stock_keys(parent: nn.Module, names: list[str], block: nn.Module) -> N
     parent.register_load_state_dict_pre_hook(keys.load)
 
 
-# ConvTranspose2d -> BatchNorm2d -> ReLU/LeakyReLU as one ConvTransposeBNAct2d. Not in the
-# default RULES: on CPU, training runs the same two fused ops as the default rules do
-# (ConvTranspose2d + BatchNormLeakyReLU2d); the block pays off in eval (the batch norm is
-# folded into the convolution) and on CUDA. Opt in with convert(model, rules=BLOCK_RULES).
+# ConvTranspose2d -> BatchNorm2d -> ReLU/LeakyReLU as one ConvTransposeBNAct2d, tried first.
+# In training it runs the same two fused ops as the layer rules would (ConvTranspose2d +
+# BatchNormLeakyReLU2d); in eval the batch norm is folded into the convolution, so the block
+# is one fused op. convert(model, rules=LAYER_RULES) keeps one fused layer per stock layer.
 CONV_BN_ACT_RULE = Rule(
     "ConvTranspose2d + BatchNorm2d + ReLU/LeakyReLU -> ConvTransposeBNAct2d",
     3,
     _conv_batch_norm_act,
 )
 
-RULES: list[Rule] = [
+LAYER_RULES: list[Rule] = [
     Rule("BatchNorm2d + ReLU/LeakyReLU -> BatchNormLeakyReLU2d", 2, _batch_norm_act),
     Rule("ConvTranspose2d + activation -> ConvTranspose2d(activation=...)", 2, _conv_act),
     Rule("ConvTranspose2d -> fastgen ConvTranspose2d", 1, _conv),
 ]
-BLOCK_RULES: list[Rule] = [CONV_BN_ACT_RULE, *RULES]
+RULES: list[Rule] = [CONV_BN_ACT_RULE, *LAYER_RULES]
+BLOCK_RULES = RULES  # the default; the name is kept for code that asked for the block
 
 
 def convert(
@@ -254,13 +255,15 @@ def convert(
 ) -> nn.Module:
     """Returns `model` with stock layers swapped for fused fastgen layers (see module doc).
 
-    Rewrites, inside any nesting of modules:
+    Rewrites, inside any nesting of modules, first
+      * ConvTranspose2d then BatchNorm2d then ReLU/LeakyReLU -> ConvTransposeBNAct2d,
+        Identity, Identity (the parent keeps the stock state_dict keys through state_dict
+        hooks; named_parameters() shows the nesting, e.g. main.0.conv.weight)
+    then
       * BatchNorm2d then ReLU/LeakyReLU (in-place or not) -> BatchNormLeakyReLU2d, Identity
       * ConvTranspose2d then ReLU/LeakyReLU/Tanh/Sigmoid -> ConvTranspose2d(activation=...), Identity
       * any other ConvTranspose2d -> fastgen.nn.ConvTranspose2d
-    With rules=BLOCK_RULES also (first)
-      * ConvTranspose2d then BatchNorm2d then ReLU/LeakyReLU -> ConvTransposeBNAct2d,
-        Identity, Identity (the parent keeps the stock keys through state_dict hooks)
+    rules=LAYER_RULES leaves out the first (one fused layer per stock layer).
     Outputs and gradients match the original model in train and eval mode, and its
     state_dict keys are unchanged. With inplace=False the original model is not modified.
     """
