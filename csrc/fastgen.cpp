@@ -26,6 +26,17 @@ TORCH_LIBRARY(fastgen, m) {
       "batch_norm_leaky_relu_backward(Tensor grad_out, Tensor input, Tensor? weight, "
       "Tensor? bias, Tensor mean, Tensor var, bool training, float eps, "
       "float negative_slope, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // Memory-saving mode (In-Place ABN): the same forward, but autograd keeps only the output,
+  // weight, bias and var; the backward recovers xhat = (leaky^-1(out) - bias) / weight, which
+  // needs negative_slope > 0 and a weight without zeros (the Python side clamps |weight|).
+  m.def(
+      "batch_norm_leaky_relu_memory_saving(Tensor input, Tensor? weight, Tensor? bias, "
+      "Tensor? running_mean, Tensor? running_var, bool training, float eps, "
+      "float negative_slope) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "batch_norm_leaky_relu_backward_from_output(Tensor grad_out, Tensor output, "
+      "Tensor? weight, Tensor? bias, Tensor var, bool training, float eps, "
+      "float negative_slope, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 
   // act(conv_transpose2d(input, weight, bias)) with act one of identity, relu,
   // leaky_relu, tanh, sigmoid; bias and activation in one fused pass.

@@ -66,4 +66,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const std::optional<at::Tensor>& bias, const at::Tensor& mean, const at::Tensor& var,
     bool training, double eps, double negative_slope, std::array<bool, 3> output_mask);
 
+// Memory-saving backward: from the output instead of the input (see fastgen.cpp).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_from_output_cpu(
+    const at::Tensor& grad_out, const at::Tensor& output, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const at::Tensor& var, bool training, double eps,
+    double negative_slope, std::array<bool, 3> output_mask);
+
 }  // namespace fastgen::batch_norm_leaky_relu

@@ -16,6 +16,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -191,72 +192,94 @@ void row_normalize(const scalar_t* __restrict x, scalar_t* __restrict out, int64
   for (int64_t c = 0; c < C; ++c) out[c] = scalar_t(leaky(acc(x[c]) * scale[c] + shift[c], slope));
 }
 
-// sum(g) and sum(g * (x - mean)) over n values of one channel, g = dy * leaky'(v).
-template <typename scalar_t, typename acc>
-void span_grad_sums(const scalar_t* __restrict dy, const scalar_t* __restrict x, int64_t n,
-                    acc scale, acc shift, acc mean, acc slope, double& sum_g, double& sum_gx) {
-  acc lanes_g[kLanes] = {}, lanes_gx[kLanes] = {};
+// Backward terms of one value, per channel coefficients (p0, p1, p2):
+//   from the input x:   v = x * scale + shift, g = dy * leaky'(v), h = x - mean
+//                       (p0, p1, p2) = (scale, shift, mean)
+//   from the output y:  (memory-saving mode) y > 0 exactly when v > 0 (slope > 0), so
+//                       g = dy * leaky'(y), v = y or y / slope, h = xhat = (v - bias) / weight
+//                       (p0, p1, p2) = (bias, 1 / weight, unused)
+// The reductions need sum(g) and sum(g * h); grad_x = a * g + k * h + d per channel.
+template <bool from_output, typename acc>
+inline void backward_terms(acc dy, acc in, acc p0, acc p1, acc p2, acc slope, acc inv_slope, acc& g,
+                           acc& h) {
+  if constexpr (from_output) {
+    g = dy * leaky_grad(in, slope);
+    h = (in * leaky_grad(in, inv_slope) - p0) * p1;
+  } else {
+    g = dy * leaky_grad(in * p0 + p1, slope);
+    h = in - p2;
+  }
+}
+
+// Per-channel coefficients of backward_terms and of grad_x = a * g + k * h + d.
+template <typename acc>
+struct BackwardCoefficients {
+  std::vector<acc> p0, p1, p2, a, k, d;
+  explicit BackwardCoefficients(int64_t channels)
+      : p0(channels), p1(channels), p2(channels), a(channels), k(channels), d(channels) {}
+};
+
+template <bool from_output, typename scalar_t, typename acc>
+void span_grad_sums(const scalar_t* __restrict dy, const scalar_t* __restrict in, int64_t n, acc p0,
+                    acc p1, acc p2, acc slope, acc inv_slope, double& sum_g, double& sum_gh) {
+  acc lanes_g[kLanes] = {}, lanes_gh[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
-      const acc xi = acc(x[i + l]);
-      const acc g = acc(dy[i + l]) * leaky_grad(xi * scale + shift, slope);
+      acc g, h;
+      backward_terms<from_output>(acc(dy[i + l]), acc(in[i + l]), p0, p1, p2, slope, inv_slope, g, h);
       lanes_g[l] += g;
-      lanes_gx[l] += g * (xi - mean);
+      lanes_gh[l] += g * h;
     }
   }
-  acc tail_g = 0, tail_gx = 0;
+  acc tail_g = 0, tail_gh = 0;
   for (; i < n; ++i) {
-    const acc xi = acc(x[i]);
-    const acc g = acc(dy[i]) * leaky_grad(xi * scale + shift, slope);
+    acc g, h;
+    backward_terms<from_output>(acc(dy[i]), acc(in[i]), p0, p1, p2, slope, inv_slope, g, h);
     tail_g += g;
-    tail_gx += g * (xi - mean);
+    tail_gh += g * h;
   }
   sum_g = double(sum_lanes(lanes_g) + tail_g);
-  sum_gx = double(sum_lanes(lanes_gx) + tail_gx);
+  sum_gh = double(sum_lanes(lanes_gh) + tail_gh);
 }
 
-template <typename scalar_t, typename acc>
-void row_grad_sums(const scalar_t* __restrict dy, const scalar_t* __restrict x, int64_t C,
-                   const acc* __restrict scale, const acc* __restrict shift,
-                   const acc* __restrict mean, acc slope, acc* __restrict sum_g,
-                   acc* __restrict sum_gx) {
+template <bool from_output, typename scalar_t, typename acc>
+void row_grad_sums(const scalar_t* __restrict dy, const scalar_t* __restrict in, int64_t C,
+                   const acc* __restrict p0, const acc* __restrict p1, const acc* __restrict p2,
+                   acc slope, acc inv_slope, acc* __restrict sum_g, acc* __restrict sum_gh) {
   for (int64_t c = 0; c < C; ++c) {
-    const acc xi = acc(x[c]);
-    const acc g = acc(dy[c]) * leaky_grad(xi * scale[c] + shift[c], slope);
+    acc g, h;
+    backward_terms<from_output>(acc(dy[c]), acc(in[c]), p0[c], p1[c], p2[c], slope, inv_slope, g, h);
     sum_g[c] += g;
-    sum_gx[c] += g * (xi - mean[c]);
+    sum_gh[c] += g * h;
   }
 }
 
-// grad_x = a * g + k * (x - mean) + d, per channel (eval: k = d = 0).
-template <typename acc>
-struct GradInputCoefficients {
-  std::vector<acc> a, k, d;
-  explicit GradInputCoefficients(int64_t channels) : a(channels), k(channels), d(channels) {}
-};
-
-template <typename scalar_t, typename acc>
-void span_grad_input(const scalar_t* __restrict dy, const scalar_t* __restrict x,
-                     scalar_t* __restrict dx, int64_t n, acc scale, acc shift, acc mean, acc a,
-                     acc k, acc d, acc slope) {
+template <bool from_output, typename scalar_t, typename acc>
+void span_grad_input(const scalar_t* __restrict dy, const scalar_t* __restrict in,
+                     scalar_t* __restrict dx, int64_t n, acc p0, acc p1, acc p2, acc a, acc k, acc d,
+                     acc slope, acc inv_slope) {
   for (int64_t i = 0; i < n; ++i) {
-    const acc xi = acc(x[i]);
-    const acc g = acc(dy[i]) * leaky_grad(xi * scale + shift, slope);
-    dx[i] = scalar_t(a * g + k * (xi - mean) + d);
+    acc g, h;
+    backward_terms<from_output>(acc(dy[i]), acc(in[i]), p0, p1, p2, slope, inv_slope, g, h);
+    dx[i] = scalar_t(a * g + k * h + d);
   }
 }
 
-template <typename scalar_t, typename acc>
-void row_grad_input(const scalar_t* __restrict dy, const scalar_t* __restrict x,
-                    scalar_t* __restrict dx, int64_t C, const acc* __restrict scale,
-                    const acc* __restrict shift, const acc* __restrict mean,
-                    const acc* __restrict a, const acc* __restrict k, const acc* __restrict d,
-                    acc slope) {
+template <bool from_output, typename scalar_t, typename acc>
+void row_grad_input(const scalar_t* __restrict dy, const scalar_t* __restrict in,
+                    scalar_t* __restrict dx, int64_t C, const BackwardCoefficients<acc>& coef,
+                    acc slope, acc inv_slope) {
+  const acc* __restrict p0 = coef.p0.data();
+  const acc* __restrict p1 = coef.p1.data();
+  const acc* __restrict p2 = coef.p2.data();
+  const acc* __restrict a = coef.a.data();
+  const acc* __restrict k = coef.k.data();
+  const acc* __restrict d = coef.d.data();
   for (int64_t c = 0; c < C; ++c) {
-    const acc xi = acc(x[c]);
-    const acc g = acc(dy[c]) * leaky_grad(xi * scale[c] + shift[c], slope);
-    dx[c] = scalar_t(a[c] * g + k[c] * (xi - mean[c]) + d[c]);
+    acc g, h;
+    backward_terms<from_output>(acc(dy[c]), acc(in[c]), p0[c], p1[c], p2[c], slope, inv_slope, g, h);
+    dx[c] = scalar_t(a[c] * g + k[c] * h + d[c]);
   }
 }
 
@@ -358,77 +381,150 @@ void normalize(const scalar_t* x, scalar_t* out, Layout layout, Shape s,
   });
 }
 
-// Per-channel sum(g) and sum(g * (x - mean)) into sum_g/sum_gx ([C], double).
-template <typename scalar_t>
-void grad_sums(const scalar_t* dy, const scalar_t* x, Layout layout, Shape s,
-               const Affine<acc_t<scalar_t>>& affine, const acc_t<scalar_t>* mean,
-               double negative_slope, std::vector<double>& sum_g, std::vector<double>& sum_gx) {
+// Per-channel sum(g) and sum(g * h) into sum_g/sum_gh ([C], double).
+template <bool from_output, typename scalar_t>
+void grad_sums(const scalar_t* dy, const scalar_t* in, Layout layout, Shape s,
+               const BackwardCoefficients<acc_t<scalar_t>>& coef, double negative_slope,
+               std::vector<double>& sum_g, std::vector<double>& sum_gh) {
   using acc = acc_t<scalar_t>;
   const acc slope = static_cast<acc>(negative_slope);
+  const acc inv_slope = from_output ? static_cast<acc>(1.0 / negative_slope) : acc(0);
   const int64_t C = s.channels;
   std::fill(sum_g.begin(), sum_g.end(), 0.0);
-  std::fill(sum_gx.begin(), sum_gx.end(), 0.0);
+  std::fill(sum_gh.begin(), sum_gh.end(), 0.0);
   if (layout == Layout::NCHW) {
     const int64_t hw = s.spatial;
-    std::vector<double> plane_g(s.batch * C), plane_gx(s.batch * C);
+    std::vector<double> plane_g(s.batch * C), plane_gh(s.batch * C);
     at::parallel_for(0, s.batch * C, plane_grain(s), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
         const int64_t c = p % C;
-        span_grad_sums<scalar_t, acc>(dy + p * hw, x + p * hw, hw, affine.scale[c], affine.shift[c],
-                                      mean[c], slope, plane_g[p], plane_gx[p]);
+        span_grad_sums<from_output, scalar_t, acc>(dy + p * hw, in + p * hw, hw, coef.p0[c], coef.p1[c],
+                                                   coef.p2[c], slope, inv_slope, plane_g[p], plane_gh[p]);
       }
     });
     for (int64_t p = 0; p < s.batch * C; ++p) {
       sum_g[p % C] += plane_g[p];
-      sum_gx[p % C] += plane_gx[p];
+      sum_gh[p % C] += plane_gh[p];
     }
     return;
   }
   const RowBlocks rb(s);
-  std::vector<acc> block_g(rb.count * C), block_gx(rb.count * C);
+  std::vector<acc> block_g(rb.count * C), block_gh(rb.count * C);
   at::parallel_for(0, rb.count, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       for (int64_t r = rb.begin(b); r < rb.begin(b) + rb.size(b); ++r) {
-        row_grad_sums<scalar_t, acc>(dy + r * C, x + r * C, C, affine.scale.data(),
-                                     affine.shift.data(), mean, slope, block_g.data() + b * C,
-                                     block_gx.data() + b * C);
+        row_grad_sums<from_output, scalar_t, acc>(dy + r * C, in + r * C, C, coef.p0.data(), coef.p1.data(),
+                                                  coef.p2.data(), slope, inv_slope, block_g.data() + b * C,
+                                                  block_gh.data() + b * C);
       }
     }
   });
   for (int64_t b = 0; b < rb.count; ++b) {
     for (int64_t c = 0; c < C; ++c) {
       sum_g[c] += double(block_g[b * C + c]);
-      sum_gx[c] += double(block_gx[b * C + c]);
+      sum_gh[c] += double(block_gh[b * C + c]);
     }
   }
 }
 
-template <typename scalar_t>
-void grad_input_pass(const scalar_t* dy, const scalar_t* x, scalar_t* dx, Layout layout, Shape s,
-                     const Affine<acc_t<scalar_t>>& affine, const acc_t<scalar_t>* mean,
-                     const GradInputCoefficients<acc_t<scalar_t>>& coef, double negative_slope) {
+template <bool from_output, typename scalar_t>
+void grad_input_pass(const scalar_t* dy, const scalar_t* in, scalar_t* dx, Layout layout, Shape s,
+                     const BackwardCoefficients<acc_t<scalar_t>>& coef, double negative_slope) {
   using acc = acc_t<scalar_t>;
   const acc slope = static_cast<acc>(negative_slope);
+  const acc inv_slope = from_output ? static_cast<acc>(1.0 / negative_slope) : acc(0);
   const int64_t C = s.channels;
   if (layout == Layout::NCHW) {
     const int64_t hw = s.spatial;
     at::parallel_for(0, s.batch * C, plane_grain(s), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
         const int64_t c = p % C;
-        span_grad_input<scalar_t, acc>(dy + p * hw, x + p * hw, dx + p * hw, hw, affine.scale[c],
-                                       affine.shift[c], mean[c], coef.a[c], coef.k[c], coef.d[c],
-                                       slope);
+        span_grad_input<from_output, scalar_t, acc>(dy + p * hw, in + p * hw, dx + p * hw, hw, coef.p0[c],
+                                                    coef.p1[c], coef.p2[c], coef.a[c], coef.k[c], coef.d[c],
+                                                    slope, inv_slope);
       }
     });
     return;
   }
   at::parallel_for(0, s.count(), row_grain(s), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      row_grad_input<scalar_t, acc>(dy + r * C, x + r * C, dx + r * C, C, affine.scale.data(),
-                                    affine.shift.data(), mean, coef.a.data(), coef.k.data(),
-                                    coef.d.data(), slope);
+      row_grad_input<from_output, scalar_t, acc>(dy + r * C, in + r * C, dx + r * C, C, coef, slope, inv_slope);
     }
   });
+}
+
+// The shared backward: `in` is the input (from_output=false) or the output (true).
+template <bool from_output>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(
+    const at::Tensor& grad_out, const at::Tensor& saved, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const at::Tensor& mean, const at::Tensor& var,
+    bool training, double eps, double negative_slope, std::array<bool, 3> output_mask) {
+  const Layout layout = choose_layout(saved);
+  const at::MemoryFormat format = memory_format(layout);
+  const at::Tensor in = saved.contiguous(format);
+  const at::Tensor dy = grad_out.contiguous(format);
+  const Shape s = shape_of(in);
+  const at::ScalarType acc = acc_dtype(in.scalar_type());
+  const at::Tensor w = as_acc(weight, acc), b = as_acc(bias, acc);
+  const at::Tensor mean_acc = mean.to(acc).contiguous(), var_acc = var.to(acc).contiguous();
+  const bool want_input = output_mask[0];
+  const bool want_weight = output_mask[1] && w.defined();
+  const bool want_bias = output_mask[2] && b.defined();
+  at::Tensor grad_input = want_input ? at::empty_like(in, in.options(), format) : at::empty({0}, in.options());
+  at::Tensor grad_weight = want_weight ? at::empty({s.channels}, weight->options()) : at::empty({0}, in.options());
+  at::Tensor grad_bias = want_bias ? at::empty({s.channels}, bias->options()) : at::empty({0}, in.options());
+  const bool need_sums = want_weight || want_bias || (want_input && training);
+
+  FASTGEN_DISPATCH_FLOATING_TYPES(in.scalar_type(), "batch_norm_leaky_relu_backward_cpu", [&] {
+    using acc_scalar = acc_t<scalar_t>;
+    const acc_scalar* mu = mean_acc.const_data_ptr<acc_scalar>();
+    const Affine<acc_scalar> affine(mu, var_acc.const_data_ptr<acc_scalar>(), w, b, s.channels, eps);
+    const acc_scalar* w_p = w.defined() ? w.const_data_ptr<acc_scalar>() : nullptr;
+    const acc_scalar* b_p = b.defined() ? b.const_data_ptr<acc_scalar>() : nullptr;
+    BackwardCoefficients<acc_scalar> coef(s.channels);
+    for (int64_t c = 0; c < s.channels; ++c) {
+      if constexpr (from_output) {
+        coef.p0[c] = b_p ? b_p[c] : acc_scalar(0);
+        coef.p1[c] = w_p ? acc_scalar(1) / w_p[c] : acc_scalar(1);
+      } else {
+        coef.p0[c] = affine.scale[c];
+        coef.p1[c] = affine.shift[c];
+        coef.p2[c] = mu[c];
+      }
+    }
+    std::vector<double> sum_g(s.channels, 0.0), sum_gh(s.channels, 0.0);
+    if (need_sums && s.count() > 0) {
+      grad_sums<from_output, scalar_t>(dy.const_data_ptr<scalar_t>(), in.const_data_ptr<scalar_t>(), layout, s,
+                                       coef, negative_slope, sum_g, sum_gh);
+    }
+    // h is x - mean (from the input) or xhat (from the output): sum(g * xhat) is
+    // invstd * sum(g * (x - mean)).
+    const auto h_to_xhat = [&](int64_t c) { return from_output ? 1.0 : double(affine.invstd[c]); };
+    if (want_weight || want_bias) {
+      at::Tensor gw = at::empty({s.channels}, in.options().dtype(at::kDouble));
+      at::Tensor gb = at::empty({s.channels}, in.options().dtype(at::kDouble));
+      double* gw_p = gw.data_ptr<double>();
+      double* gb_p = gb.data_ptr<double>();
+      for (int64_t c = 0; c < s.channels; ++c) {
+        gw_p[c] = sum_gh[c] * h_to_xhat(c);
+        gb_p[c] = sum_g[c];
+      }
+      if (want_weight) grad_weight.copy_(gw);
+      if (want_bias) grad_bias.copy_(gb);
+    }
+    if (want_input) {
+      const double inv_count = s.count() > 0 ? 1.0 / double(s.count()) : 0.0;
+      for (int64_t c = 0; c < s.channels; ++c) {
+        const double a = double(affine.scale[c]), to_xhat = h_to_xhat(c);
+        coef.a[c] = acc_scalar(a);
+        coef.k[c] = training ? acc_scalar(-a * to_xhat * to_xhat * sum_gh[c] * inv_count) : acc_scalar(0);
+        coef.d[c] = training ? acc_scalar(-a * sum_g[c] * inv_count) : acc_scalar(0);
+      }
+      grad_input_pass<from_output, scalar_t>(dy.const_data_ptr<scalar_t>(), in.const_data_ptr<scalar_t>(),
+                                             grad_input.data_ptr<scalar_t>(), layout, s, coef, negative_slope);
+    }
+  });
+  return {grad_input, grad_weight, grad_bias};
 }
 
 }  // namespace
@@ -473,64 +569,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const at::Tensor& mean, const at::Tensor& var,
     bool training, double eps, double negative_slope, std::array<bool, 3> output_mask) {
-  const Layout layout = choose_layout(input);
-  const at::MemoryFormat format = memory_format(layout);
-  const at::Tensor x = input.contiguous(format);
-  const at::Tensor dy = grad_out.contiguous(format);
-  const Shape s = shape_of(x);
-  const at::ScalarType acc = acc_dtype(x.scalar_type());
-  const at::Tensor w = as_acc(weight, acc), b = as_acc(bias, acc);
-  const at::Tensor mean_acc = mean.to(acc).contiguous(), var_acc = var.to(acc).contiguous();
-  const bool has_weight = w.defined();
-  const bool want_input = output_mask[0];
-  const bool want_weight = output_mask[1] && has_weight;
-  const bool want_bias = output_mask[2] && b.defined();
-  at::Tensor grad_input = want_input ? at::empty_like(x, x.options(), format) : at::empty({0}, x.options());
-  at::Tensor grad_weight = want_weight ? at::empty({s.channels}, weight->options()) : at::empty({0}, x.options());
-  at::Tensor grad_bias = want_bias ? at::empty({s.channels}, bias->options()) : at::empty({0}, x.options());
-  const bool need_sums = want_weight || want_bias || (want_input && training);
+  return backward_impl<false>(grad_out, input, weight, bias, mean, var, training, eps, negative_slope,
+                              output_mask);
+}
 
-  FASTGEN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_leaky_relu_backward_cpu", [&] {
-    using acc_scalar = acc_t<scalar_t>;
-    const acc_scalar* mu = mean_acc.const_data_ptr<acc_scalar>();
-    const Affine<acc_scalar> affine(mu, var_acc.const_data_ptr<acc_scalar>(), w, b, s.channels, eps);
-    std::vector<double> sum_g(s.channels, 0.0), sum_gx(s.channels, 0.0);
-    if (need_sums && s.count() > 0) {
-      grad_sums<scalar_t>(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), layout, s,
-                          affine, mu, negative_slope, sum_g, sum_gx);
-    }
-    if (want_weight || want_bias) {
-      at::Tensor gw = at::empty({s.channels}, x.options().dtype(at::kDouble));
-      at::Tensor gb = at::empty({s.channels}, x.options().dtype(at::kDouble));
-      double* gw_p = gw.data_ptr<double>();
-      double* gb_p = gb.data_ptr<double>();
-      for (int64_t c = 0; c < s.channels; ++c) {
-        gw_p[c] = sum_gx[c] * double(affine.invstd[c]);
-        gb_p[c] = sum_g[c];
-      }
-      if (want_weight) grad_weight.copy_(gw);
-      if (want_bias) grad_bias.copy_(gb);
-    }
-    if (want_input) {
-      GradInputCoefficients<acc_scalar> coef(s.channels);
-      const double inv_count = s.count() > 0 ? 1.0 / double(s.count()) : 0.0;
-      for (int64_t c = 0; c < s.channels; ++c) {
-        const double a = double(affine.scale[c]), istd = double(affine.invstd[c]);
-        coef.a[c] = acc_scalar(a);
-        coef.k[c] = training ? acc_scalar(-a * istd * istd * sum_gx[c] * inv_count) : acc_scalar(0);
-        coef.d[c] = training ? acc_scalar(-a * sum_g[c] * inv_count) : acc_scalar(0);
-      }
-      grad_input_pass<scalar_t>(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                grad_input.data_ptr<scalar_t>(), layout, s, affine, mu, coef,
-                           negative_slope);
-    }
-  });
-  return {grad_input, grad_weight, grad_bias};
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_from_output_cpu(
+    const at::Tensor& grad_out, const at::Tensor& output, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const at::Tensor& var, bool training, double eps,
+    double negative_slope, std::array<bool, 3> output_mask) {
+  TORCH_CHECK(negative_slope > 0, "fastgen::batch_norm_leaky_relu_backward_from_output: negative_slope must be > 0");
+  // mean only enters through shift, which the output-based terms do not use.
+  return backward_impl<true>(grad_out, output, weight, bias, at::zeros_like(var), var, training, eps,
+                             negative_slope, output_mask);
 }
 
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
   m.impl("batch_norm_leaky_relu", &forward_cpu);
   m.impl("batch_norm_leaky_relu_backward", &backward_cpu);
+  m.impl("batch_norm_leaky_relu_memory_saving", &forward_cpu);
+  m.impl("batch_norm_leaky_relu_backward_from_output", &backward_from_output_cpu);
 }
 
 }  // namespace fastgen::batch_norm_leaky_relu

@@ -5,6 +5,8 @@ ConvTranspose2d       nn.ConvTranspose2d + activation="identity|relu|leaky_relu|
 ConvTransposeBNAct2d  nn.ConvTranspose2d -> nn.BatchNorm2d -> ReLU/LeakyReLU, BN folded in eval
 Reparameterize        (mu, logvar) -> (z, per-sample KL)
 convert(model)        rewrites a model's stock layers into the fused ones
+SyncBatchNormLeakyReLU2d, convert_sync(model, process_group=None)
+                      batch statistics shared across processes (torch.distributed)
 """
 
 from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d
@@ -12,11 +14,14 @@ from fastgen.nn.conv_transpose2d import ConvTranspose2d
 from fastgen.nn.conv_transpose_bn_act import ConvTransposeBNAct2d
 from fastgen.nn.convert import convert
 from fastgen.nn.reparameterize import Reparameterize
+from fastgen.nn.sync_batch_norm_leaky_relu import SyncBatchNormLeakyReLU2d, convert_sync
 
 __all__ = [
     "BatchNormLeakyReLU2d",
     "ConvTranspose2d",
     "ConvTransposeBNAct2d",
     "Reparameterize",
+    "SyncBatchNormLeakyReLU2d",
     "convert",
+    "convert_sync",
 ]

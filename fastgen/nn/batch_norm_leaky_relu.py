@@ -34,7 +34,13 @@ class BatchNormLeakyReLU2d(nn.Module):
     Weight-decay rules keyed on parameter names (``*.bias``, ``*norm*``) still see the same
     names as before conversion.
 
-    Args mirror nn.BatchNorm2d, plus ``negative_slope`` (of the LeakyReLU, default 0.01).
+    Args mirror nn.BatchNorm2d, plus ``negative_slope`` (of the LeakyReLU, default 0.01) and
+    ``memory_saving`` (keyword, default False): In-Place-ABN-style backward that keeps only
+    the output instead of the input. It needs ``negative_slope > 0`` and uses
+    ``sign(weight) * max(|weight|, 1e-3)`` as the weight (a zero weight counts as positive;
+    the gradient passes straight through the clamp), so its results equal the normal mode
+    whenever every ``|weight| >= 1e-3``; see fastgen.ops.batch_norm_leaky_relu. No double
+    backward in this mode.
     """
 
     _version = 2  # the nn.BatchNorm2d state-dict version that has num_batches_tracked
@@ -49,8 +55,16 @@ class BatchNormLeakyReLU2d(nn.Module):
         negative_slope: float = 0.01,
         device=None,
         dtype=None,
+        *,
+        memory_saving: bool = False,
     ) -> None:
         super().__init__()
+        if memory_saving and not negative_slope > 0:
+            raise ValueError(
+                "fastgen.nn.BatchNormLeakyReLU2d: memory_saving=True needs negative_slope > 0, "
+                f"got {negative_slope}"
+            )
+        self.memory_saving = memory_saving
         factory = {"device": device, "dtype": dtype}
         self.num_features = num_features
         self.eps = eps
@@ -114,6 +128,7 @@ class BatchNormLeakyReLU2d(nn.Module):
             momentum,
             self.eps,
             self.negative_slope,
+            memory_saving=self.memory_saving,
         )
 
     def _load_from_state_dict(
@@ -134,4 +149,5 @@ class BatchNormLeakyReLU2d(nn.Module):
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
             f"affine={self.affine}, track_running_stats={self.track_running_stats}, "
             f"negative_slope={self.negative_slope}"
+            + (", memory_saving=True" if self.memory_saving else "")
         )

@@ -16,10 +16,17 @@ from fastgen.ops._checks import FLOAT_DTYPES, check_like, check_positive, check_
 from fastgen.reference import batch_norm_leaky_relu as reference
 
 NAME = "batch_norm_leaky_relu"
+MEMORY_SAVING = "batch_norm_leaky_relu_memory_saving"
+FROM_OUTPUT = "batch_norm_leaky_relu_backward_from_output"
 FN = "fastgen.ops.batch_norm_leaky_relu"
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+# memory_saving: |weight| is clamped to at least this (sign kept, 0 counts as positive), so
+# that xhat = (v - bias) / weight can be recovered from the output.
+MIN_ABS_WEIGHT = 1e-3
 
 registry.register(NAME, FLOAT_DTYPES)
+registry.register(MEMORY_SAVING, FLOAT_DTYPES)
+registry.register(FROM_OUTPUT, FLOAT_DTYPES)
 
 
 def batch_norm_leaky_relu(
@@ -32,6 +39,8 @@ def batch_norm_leaky_relu(
     momentum: float = 0.1,
     eps: float = 1e-5,
     negative_slope: float = 0.01,
+    *,
+    memory_saving: bool = False,
 ) -> torch.Tensor:
     r"""``F.leaky_relu(F.batch_norm(x, running_mean, running_var, weight, bias, training,
     momentum, eps), negative_slope)`` in one fused op.
@@ -54,14 +63,37 @@ def batch_norm_leaky_relu(
     Dtypes: float32, float64, float16, bfloat16; half inputs accumulate in float32 and may
     come with float32 weight, bias and running statistics (as under autocast). Gradients
     flow to x, weight and bias; double backward runs through a differentiable closed form.
+
+    memory_saving=True (In-Place Activated BatchNorm style): autograd keeps only the output
+    (plus weight, bias and the per-channel var), not x, and the backward recovers
+    ``xhat = (leaky_relu^-1(out) - bias) / weight``. This needs ``negative_slope > 0`` (else
+    negative values cannot be inverted; a ValueError says so) and a weight without zeros:
+    the layer uses ``sign(weight) * max(|weight|, 1e-3)`` in place of ``weight`` (a zero
+    weight counts as positive), forward and backward alike, and passes the gradient straight
+    through the clamp to ``weight``. Results equal the normal mode whenever every
+    ``|weight| >= 1e-3``. Double backward is not supported in this mode (a clear error).
     """
     training = bool(training)
     _check_args(x, running_mean, running_var, weight, bias, training, momentum, eps)
-    if not registry.use_native(NAME, x):
+    if memory_saving:
+        if not negative_slope > 0:
+            raise ValueError(
+                f"{FN}: memory_saving=True needs negative_slope > 0 to invert the activation, "
+                f"got {negative_slope}"
+            )
+        if weight is not None:
+            weight = nonzero_weight(weight)
+    name = MEMORY_SAVING if memory_saving else NAME
+    if not registry.use_native(name, x):
         return reference.batch_norm_leaky_relu(
             x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope
         )
-    out, mean, var = torch.ops.fastgen.batch_norm_leaky_relu(
+    op = (
+        torch.ops.fastgen.batch_norm_leaky_relu_memory_saving
+        if memory_saving
+        else torch.ops.fastgen.batch_norm_leaky_relu
+    )
+    out, mean, var = op(
         x,
         weight,
         bias,
@@ -74,6 +106,13 @@ def batch_norm_leaky_relu(
     if training and running_mean is not None:
         _update_running_stats(running_mean, running_var, mean, var, x, momentum)
     return out
+
+
+def nonzero_weight(weight: torch.Tensor) -> torch.Tensor:
+    """sign(weight) * max(|weight|, MIN_ABS_WEIGHT), with the gradient passed straight through."""
+    magnitude = weight.detach().abs().clamp_min(MIN_ABS_WEIGHT)
+    clamped = torch.where(weight.detach() < 0, -magnitude, magnitude)
+    return weight + (clamped - weight.detach())
 
 
 def _update_running_stats(running_mean, running_var, mean, var, x, momentum) -> None:
@@ -206,7 +245,63 @@ def _differentiable_backward(grad_out, input, weight, bias, mean, var, ctx):
     )
 
 
+def _setup_context_memory_saving(ctx, inputs, output) -> None:
+    _input, weight, bias, _running_mean, _running_var, training, eps, negative_slope = inputs
+    out, mean, var = output
+    ctx.save_for_backward(out, weight, bias, var)  # not the input: that is the saving
+    ctx.training, ctx.eps, ctx.negative_slope = training, eps, negative_slope
+    ctx.mark_non_differentiable(mean, var)
+
+
+def _backward_memory_saving(ctx, grad_out, _grad_mean, _grad_var):
+    out, weight, bias, var = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        raise NotImplementedError(
+            f"{FN}: double backward (create_graph=True) is not supported with memory_saving=True; "
+            "use memory_saving=False for gradient penalties"
+        )
+    needs = ctx.needs_input_grad
+    mask = [needs[0], needs[1] and weight is not None, needs[2] and bias is not None]
+    args = (ctx.training, ctx.eps, ctx.negative_slope)
+    if registry.why_not_native(FROM_OUTPUT, out) is None and registry.mode != "reference":
+        grads = torch.ops.fastgen.batch_norm_leaky_relu_backward_from_output(
+            grad_out, out, weight, bias, var, *args, mask
+        )
+    else:  # e.g. a device without this kernel: the same formula in torch ops
+        acc = _acc_dtype(out.dtype)
+        grads = reference.batch_norm_leaky_relu_backward_from_output(
+            grad_out.to(acc),
+            out.to(acc),
+            None if weight is None else weight.to(acc),
+            None if bias is None else bias.to(acc),
+            var,
+            *args,
+        )
+        grads = (
+            grads[0].to(out.dtype),
+            grads[1] if weight is None else grads[1].to(weight.dtype),
+            grads[2] if bias is None else grads[2].to(bias.dtype),
+        )
+    grad_input, grad_weight, grad_bias = (g if m else None for g, m in zip(grads, mask))
+    return grad_input, grad_weight, grad_bias, None, None, None, None, None
+
+
+def _fake_backward_from_output(
+    grad_out, output, weight, bias, var, training, eps, negative_slope, output_mask
+):
+    return _fake_backward(
+        grad_out, output, weight, bias, var, var, training, eps, negative_slope, output_mask
+    )
+
+
 if _extension.LOADED:
     torch.library.register_fake(f"fastgen::{NAME}")(_fake_forward)
     torch.library.register_fake(f"fastgen::{NAME}_backward")(_fake_backward)
     torch.library.register_autograd(f"fastgen::{NAME}", _backward, setup_context=_setup_context)
+    torch.library.register_fake(f"fastgen::{MEMORY_SAVING}")(_fake_forward)
+    torch.library.register_fake(f"fastgen::{FROM_OUTPUT}")(_fake_backward_from_output)
+    torch.library.register_autograd(
+        f"fastgen::{MEMORY_SAVING}",
+        _backward_memory_saving,
+        setup_context=_setup_context_memory_saving,
+    )

@@ -74,3 +74,37 @@ def batch_norm_leaky_relu_backward(
     else:
         grad_x = g * _per_channel(scale)
     return grad_x, grad_weight, grad_bias
+
+
+def batch_norm_leaky_relu_backward_from_output(
+    grad_out: torch.Tensor,
+    out: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    var: torch.Tensor,
+    training: bool,
+    eps: float,
+    negative_slope: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The same gradients as batch_norm_leaky_relu_backward, from the output (memory-saving
+    mode, as in In-Place Activated BatchNorm): with negative_slope > 0, out > 0 exactly where
+    v > 0, so v = out or out / negative_slope and xhat = (v - bias) / weight. ``weight`` must
+    have no zeros (the op clamps it)."""
+    dims = (0, 2, 3)
+    invstd = torch.rsqrt(var + eps)
+    positive = out > 0
+    v = torch.where(positive, out, out / negative_slope)
+    if bias is not None:
+        v = v - _per_channel(bias)
+    xhat = v if weight is None else v / _per_channel(weight)
+    scale = invstd if weight is None else weight * invstd
+    g = torch.where(positive, grad_out, grad_out * negative_slope)
+    grad_bias = g.sum(dims)
+    grad_weight = (g * xhat).sum(dims)
+    if training:
+        grad_x = _per_channel(scale) * (
+            g - _per_channel(g.mean(dims)) - xhat * _per_channel((g * xhat).mean(dims))
+        )
+    else:
+        grad_x = g * _per_channel(scale)
+    return grad_x, grad_weight, grad_bias
