@@ -616,6 +616,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
 TORCH_LIBRARY_IMPL(fastgen, CUDA, m) {
   m.impl("batch_norm_leaky_relu", &forward_cuda);
   m.impl("batch_norm_leaky_relu_backward", &backward_cuda);
+  // Same forward; its backward from the output runs as torch ops on CUDA for now
+  // (fastgen/ops/batch_norm_leaky_relu.py falls back when no native kernel is registered).
+  m.impl("batch_norm_leaky_relu_memory_saving", &forward_cuda);
 }
 
 }  // namespace fastgen::batch_norm_leaky_relu
