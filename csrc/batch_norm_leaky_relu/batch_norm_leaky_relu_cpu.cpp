@@ -346,14 +346,14 @@ void batch_stats(const scalar_t* x, Layout layout, Shape s, at::Tensor& mean, at
   }
   acc* out_mean = mean.data_ptr<acc>();
   acc* out_var = var.data_ptr<acc>();
-  at::parallel_for(0, C, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      Moments m;
-      for (int64_t b = 0; b < blocks; ++b) m.merge(double(block_count[b]), block_mean[b * C + c], block_m2[b * C + c]);
-      out_mean[c] = acc(m.mean);
-      out_var[c] = acc(m.m2 / m.count);
-    }
-  });
+  // Serial on purpose: it is C * blocks tiny merges, and on a busy machine every extra
+  // parallel region costs a thread hand-off that can dwarf them.
+  for (int64_t c = 0; c < C; ++c) {
+    Moments m;
+    for (int64_t b = 0; b < blocks; ++b) m.merge(double(block_count[b]), block_mean[b * C + c], block_m2[b * C + c]);
+    out_mean[c] = acc(m.mean);
+    out_var[c] = acc(m.m2 / m.count);
+  }
 }
 
 // out = leaky(x * scale + shift).
