@@ -17,6 +17,10 @@ is never timed); then each of ``--steps`` rounds runs ONE step of every variant 
 (interleaved), so drifts of the machine (clock, other processes) hit all variants alike. Wall
 time per step (CUDA: synchronised before and after); reported as the median and 20th/80th
 percentiles, images/s = batch / median, and the speed-up over stock/eager of the same model.
+On a shared CPU the wall time also counts the time other processes held the cores, so the
+process CPU time of each step (time.process_time, all threads) is recorded too, with its own
+speed-up column: run with ``--threads 1`` on a busy machine, where CPU time then equals the
+time the step computed (with more threads, idle-spinning OpenMP workers add to it).
 Peak memory (CUDA only; CPU has no allocator peak counter): max_memory_allocated during one
 extra step minus what was allocated before it. Inputs are a fixed random batch in [-1, 1] and
 fresh noise per step, so data loading is not part of the time.
@@ -54,6 +58,8 @@ CSV_FIELDS = (
     "p80_ms",
     "images_per_s",
     "speedup_vs_stock_eager",
+    "cpu_median_ms",
+    "cpu_speedup_vs_stock_eager",
     "peak_mem_mb",
     "steps",
     "threads",
@@ -73,6 +79,7 @@ class Variant:
     step: Callable[[], None] | None
     batch: int
     times_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)  # process CPU time per step
     peak_mem_mb: float | None = None
     error: str = ""
 
@@ -178,10 +185,11 @@ def time_interleaved(variants: list[Variant], rounds: int, device: torch.device)
     for _ in range(rounds):
         for variant in runnable:
             _sync(device)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             variant.step()
             _sync(device)
             variant.times_ms.append((time.perf_counter() - start) * 1e3)
+            variant.cpu_ms.append((time.process_time() - cpu_start) * 1e3)
 
 
 def measure_peak_memory(variant: Variant, device: torch.device) -> None:
@@ -284,8 +292,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def format_table(variants: list[Variant], speedups: dict[str, float | None]) -> str:
-    header = f"{'model':6s} {'layers':6s} {'mode':8s} {'median ms':>10s} {'p20-p80 ms':>17s} {'images/s':>9s} {'vs stock eager':>14s} {'peak MB':>8s}"
+def format_table(
+    variants: list[Variant],
+    speedups: dict[str, float | None],
+    cpu_speedups: dict[str, float | None],
+) -> str:
+    header = f"{'model':6s} {'layers':6s} {'mode':8s} {'median ms':>10s} {'p20-p80 ms':>17s} {'images/s':>9s} {'vs stock eager':>14s} {'cpu ms':>8s} {'cpu vs stock':>12s} {'peak MB':>8s}"
     lines = [header, "-" * len(header)]
     for v in variants:
         if not v.times_ms:
@@ -293,11 +305,13 @@ def format_table(variants: list[Variant], speedups: dict[str, float | None]) -> 
             continue
         median = percentile(v.times_ms, 50)
         spread = f"{percentile(v.times_ms, 20):.1f}-{percentile(v.times_ms, 80):.1f}"
-        speedup = speedups.get(v.name)
+        speedup, cpu_speedup = speedups.get(v.name), cpu_speedups.get(v.name)
         peak = "" if v.peak_mem_mb is None else f"{v.peak_mem_mb:.0f}"
         lines.append(
             f"{v.model:6s} {v.layers:6s} {v.mode:8s} {median:10.1f} {spread:>17s} "
-            f"{v.batch * 1e3 / median:9.0f} {'' if speedup is None else f'{speedup:.2f}x':>14s} {peak:>8s}"
+            f"{v.batch * 1e3 / median:9.0f} {'' if speedup is None else f'{speedup:.2f}x':>14s} "
+            f"{percentile(v.cpu_ms, 50):8.1f} "
+            f"{'' if cpu_speedup is None else f'{cpu_speedup:.2f}x':>12s} {peak:>8s}"
         )
     return "\n".join(lines)
 
@@ -346,20 +360,18 @@ def run(args: argparse.Namespace) -> int:
     for variant in variants:
         measure_peak_memory(variant, device)
     speedups: dict[str, float | None] = {}
+    cpu_speedups: dict[str, float | None] = {}
     for v in variants:
-        base = next(
-            (
-                b
-                for b in variants
-                if b.model == v.model and b.layers == "stock" and b.mode == "eager"
-            ),
-            None,
-        )
-        ok = v.times_ms and base is not None and base.times_ms
+        stock_eager = (v.model, "stock", "eager")
+        base = next((b for b in variants if (b.model, b.layers, b.mode) == stock_eager), None)
+        ok = bool(v.times_ms and base is not None and base.times_ms)
         speedups[v.name] = (
             percentile(base.times_ms, 50) / percentile(v.times_ms, 50) if ok else None
         )
-    print(format_table(variants, speedups))
+        cpu_speedups[v.name] = (
+            percentile(base.cpu_ms, 50) / percentile(v.cpu_ms, 50) if ok else None
+        )
+    print(format_table(variants, speedups, cpu_speedups))
 
     now = datetime.datetime.now(datetime.timezone.utc)
     env = {
@@ -378,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
         writer.writeheader()
         for v in variants:
             median = percentile(v.times_ms, 50) if v.times_ms else None
-            speedup = speedups.get(v.name)
+            speedup, cpu_speedup = speedups.get(v.name), cpu_speedups.get(v.name)
             writer.writerow({
                 "model": v.model, "layers": v.layers, "mode": v.mode, "resolution": resolution,
                 "batch": batch, "width": widths[v.model],
@@ -387,6 +399,8 @@ def run(args: argparse.Namespace) -> int:
                 "p80_ms": f"{percentile(v.times_ms, 80):.3f}" if v.times_ms else "",
                 "images_per_s": "" if median is None else f"{batch * 1e3 / median:.1f}",
                 "speedup_vs_stock_eager": "" if speedup is None else f"{speedup:.3f}",
+                "cpu_median_ms": f"{percentile(v.cpu_ms, 50):.3f}" if v.cpu_ms else "",
+                "cpu_speedup_vs_stock_eager": "" if cpu_speedup is None else f"{cpu_speedup:.3f}",
                 "peak_mem_mb": "" if v.peak_mem_mb is None else f"{v.peak_mem_mb:.1f}",
                 "error": v.error, **env,
             })  # fmt: skip
