@@ -39,8 +39,10 @@ def tutorial_discriminator(width: int) -> nn.Sequential:
 
 def model_case(name: str, model: nn.Module, width: int, input_shape: tuple, device: str) -> Case:
     model = model.to(device)
-    fused = fnn.convert(model)  # same parameter and buffer names (its state_dict keys)
-    names = [name for name, _ in model.named_parameters()]
+    fused = fnn.convert(model)  # same state_dict keys; ConvT -> BN -> ReLU nests as one block
+    names = {module: [name for name, _ in module.named_parameters()] for module in (model, fused)}
+    shapes = {module: [p.shape for p in module.parameters()] for module in (model, fused)}
+    assert shapes[model] == shapes[fused], "convert changed the parameters' order or shapes"
 
     def make_inputs():
         x = torch.randn(input_shape, device=device)
@@ -48,7 +50,7 @@ def model_case(name: str, model: nn.Module, width: int, input_shape: tuple, devi
         return (x, *params)
 
     def provider(module):
-        return lambda x, *params: functional_call(module, dict(zip(names, params)), (x,))
+        return lambda x, *params: functional_call(module, dict(zip(names[module], params)), (x,))
 
     return Case(
         op=f"dcgan_{name}",
