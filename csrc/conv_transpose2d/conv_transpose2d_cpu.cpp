@@ -93,6 +93,20 @@ void activation_backward_typed(const scalar_t* grad_out, const scalar_t* output,
 
 void bias_activation_cpu(at::Tensor& out, const at::Tensor& bias, Activation activation,
                          double negative_slope) {
+  if (activation == Activation::Tanh || activation == Activation::Sigmoid) {
+    // The extension is compiled for baseline x86-64, where a scalar std::tanh/exp per
+    // element costs several times the memory pass; ATen's in-place tanh_/sigmoid_ pick
+    // AVX2/AVX-512 code at run time. So: the bias pass here, then ATen's activation pass.
+    // Measured on the 2-core CI CPU (DCGAN output layer 16->3, 32x32 -> 64x64, N=16):
+    // one scalar pass 4.7 ms vs 2.7 ms for stock conv + tanh.
+    if (bias.defined()) bias_activation_cpu(out, bias, Activation::Identity, negative_slope);
+    if (activation == Activation::Tanh) {
+      out.tanh_();
+    } else {
+      out.sigmoid_();
+    }
+    return;
+  }
   FASTGEN_DISPATCH_FLOATING_TYPES(out.scalar_type(), "fastgen::conv_transpose2d", [&] {
     dispatch_activation(activation, [&]<Activation act>() {
       bias_activation_typed<act, scalar_t>(out, bias, negative_slope);
