@@ -51,6 +51,7 @@ CSV_FIELDS = (
     "achieved_tflops",
     "native",
     "reps",
+    "threads",
     "device",
     "torch",
     "commit",
@@ -308,6 +309,7 @@ def run_case(
 def csv_rows(results: list[Result], device: str, reps: int) -> list[dict]:
     env = {
         "device": device_name(device),
+        "threads": torch.get_num_threads() if device == "cpu" else "",
         "torch": torch.__version__,
         "commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
