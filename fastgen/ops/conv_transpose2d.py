@@ -130,10 +130,15 @@ def conv_transpose2d(
     negative_slope = float(negative_slope)
     monotone = activation != "leaky_relu" or negative_slope >= 0
     if monotone and registry.use_native(OP, x):
-        out = torch.ops.fastgen.conv_transpose2d(
-            x, weight, bias, list(stride), list(padding), list(output_padding), groups,
-            list(dilation), activation, negative_slope,
-        )  # fmt: skip
+        args = (x, weight, bias, list(stride), list(padding), list(output_padding), groups,
+                list(dilation), activation, negative_slope)  # fmt: skip
+        needs_grad = (
+            x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+        )
+        if needs_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            out = _EagerAutograd.apply(*args)
+        else:
+            out = torch.ops.fastgen.conv_transpose2d.default(*args)
     else:
         out = reference.conv_transpose2d(
             x, weight, bias, stride, padding, output_padding, groups, dilation, activation,
@@ -228,6 +233,24 @@ def _backward(ctx, grad):
         )  # fmt: skip
     grad_input, grad_weight, grad_bias = (g if m else None for g, m in zip(grads, mask))
     return grad_input, grad_weight, grad_bias, None, None, None, None, None, None, None
+
+
+class _EagerAutograd(torch.autograd.Function):
+    """The registered autograd below as a plain autograd.Function, for eager calls.
+
+    Same setup_context and backward; it skips torch.library's generic Python wrapper (a
+    pytree walk over the arguments per call), which on CPU-sized layers costs about as much
+    as the fused epilogue saves. torch.compile traces the registered op instead."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = torch.ops.fastgen.conv_transpose2d.default(*inputs)
+        _setup_context(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _backward(ctx, grad)
 
 
 if _extension.LOADED:
