@@ -90,14 +90,7 @@ def _forward(fn, mu, logvar, eps, generator, compute_kl):
     if eps is None and generator is not None:
         rng_state = draw_rng_state(fn, generator, mu.device)
     if registry.use_native(OP, mu):
-        if (
-            torch.is_grad_enabled()
-            and (
-                mu.requires_grad or logvar.requires_grad or (eps is not None and eps.requires_grad)
-            )
-            and not torch.compiler.is_compiling()
-        ):
-            return _EagerAutograd.apply(mu, logvar, eps, rng_state, compute_kl)
+        # Autograd is the C++ kernel in csrc/reparameterize/reparameterize_autograd.cpp.
         return torch.ops.fastgen.reparameterize.default(mu, logvar, eps, rng_state, compute_kl)
     if eps is None:
         if rng_state is None:
@@ -136,7 +129,7 @@ def regenerate_noise(rng_state: torch.Tensor, like: torch.Tensor) -> torch.Tenso
     return torch.ops.fastgen.reparameterize.default(zeros, zeros, None, rng_state, False)[0]
 
 
-# --- registration: fake kernels and autograd -----------------------------------------------
+# --- registration: fake kernels, double backward --------------------------------------------
 
 if _extension.LOADED:
 
@@ -152,49 +145,6 @@ if _extension.LOADED:
     @torch.library.register_fake("fastgen::reparameterize_backward")
     def _reparameterize_backward_fake(grad_z, grad_kl, mu, logvar, eps, rng_state):
         return mu.new_empty(mu.shape), mu.new_empty(mu.shape)
-
-    def _setup_context(ctx, inputs, output):
-        mu, logvar, eps, _, _ = inputs
-        ctx.save_for_backward(mu, logvar, eps, output[2])
-
-    def _backward(ctx, grad_z, grad_kl, _grad_rng_state):
-        mu, logvar, eps, rng_state = ctx.saved_tensors
-        if grad_z is None:
-            grad_z = torch.zeros_like(mu)
-        if grad_kl is None:
-            grad_kl = mu.new_zeros((0,))
-        grad_mu, grad_logvar = torch.ops.fastgen.reparameterize_backward.default(
-            grad_z, grad_kl, mu, logvar, eps, rng_state
-        )
-        grad_eps = None
-        if ctx.needs_input_grad[2]:
-            grad_eps = grad_z * torch.exp(0.5 * logvar)
-        return grad_mu, grad_logvar, grad_eps, None, None
-
-    torch.library.register_autograd(
-        "fastgen::reparameterize", _backward, setup_context=_setup_context
-    )
-
-    class _EagerAutograd(torch.autograd.Function):
-        """The registered autograd above as a plain autograd.Function, for eager calls.
-
-        Same setup_context and backward; it only skips torch.library's generic Python
-        wrapper (a pytree walk over the arguments per call), which costs as much as the
-        kernel at VAE latent sizes. torch.compile traces the registered op instead."""
-
-        @staticmethod
-        def forward(ctx, mu, logvar, eps, rng_state, compute_kl):
-            output = torch.ops.fastgen.reparameterize.default(
-                mu, logvar, eps, rng_state, compute_kl
-            )
-            _setup_context(ctx, (mu, logvar, eps, rng_state, compute_kl), output)
-            ctx.mark_non_differentiable(output[2])
-            ctx.set_materialize_grads(False)  # _backward fills in what it needs
-            return output
-
-        @staticmethod
-        def backward(ctx, grad_z, grad_kl, grad_rng_state):
-            return _backward(ctx, grad_z, grad_kl, grad_rng_state)
 
     def _setup_backward_context(ctx, inputs, output):
         grad_z, grad_kl, mu, logvar, eps, rng_state = inputs
