@@ -28,6 +28,12 @@
 #include <immintrin.h>
 #endif
 
+// With AVX-512 the compiler's own vectorization of the plain loops (16 lanes) beats the
+// 4-lane SSE2 intrinsics below; the results are the same.
+#if defined(__AVX512F__)
+#define FASTGEN_WIDE_AUTOVEC 1
+#endif
+
 namespace fastgen::reparameterize {
 namespace {
 
@@ -42,7 +48,12 @@ constexpr int64_t kGrainElements = 8192;
 // GCC will not vectorize sqrtf itself (it may set errno); the results are the same.
 template <int n>
 inline void sqrt_block(float* values) {
-#if defined(__SSE2__)
+#if defined(__AVX512F__)
+  static_assert(n % 16 == 0);
+  for (int j = 0; j < n; j += 16) {
+    _mm512_storeu_ps(values + j, _mm512_sqrt_ps(_mm512_loadu_ps(values + j)));
+  }
+#elif defined(__SSE2__)
   for (int j = 0; j < n; j += 4) _mm_storeu_ps(values + j, _mm_sqrt_ps(_mm_loadu_ps(values + j)));
 #else
   for (int j = 0; j < n; ++j) values[j] = std::sqrt(values[j]);
@@ -241,7 +252,7 @@ struct RowForward {
   static float full_chunk(const float* __restrict m, const float* __restrict lv,
                           const float* __restrict e, float* __restrict out) {
     float terms[kBlockElements];
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(FASTGEN_WIDE_AUTOVEC)
     for (int j = 0; j < kBlockElements; j += 4) {
       const __m128 m4 = _mm_loadu_ps(m + j), lv4 = _mm_loadu_ps(lv + j);
       const __m128 std = exp_float4(_mm_mul_ps(_mm_set1_ps(0.5f), lv4));
@@ -316,7 +327,7 @@ struct RowBackward {
   static void full_chunk(const float* __restrict g, const float* __restrict m,
                          const float* __restrict lv, const float* __restrict e, float grad_kl,
                          float* __restrict d_mu, float* __restrict d_logvar) {
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(FASTGEN_WIDE_AUTOVEC)
     const __m128 g_kl = _mm_set1_ps(grad_kl), half = _mm_set1_ps(0.5f);
     for (int j = 0; j < kBlockElements; j += 4) {
       const __m128 g4 = _mm_loadu_ps(g + j);
