@@ -1,7 +1,9 @@
 // The whole op surface of fastgen in one place: every schema is defined here and the
 // kernels register themselves under their dispatch key (CPU in *_cpu.cpp, CUDA in
-// *_cuda.cu). Fake (meta) kernels and autograd are registered from Python in
-// fastgen/ops/, where each backward is an op of its own.
+// *_cuda.cu). Fake (meta) kernels are registered from Python in fastgen/ops/, and so is
+// autograd, except reparameterize's (a C++ Autograd-key kernel in
+// reparameterize/reparameterize_autograd.cpp: at VAE latent sizes the Python autograd
+// layer cost as much as the kernels). Each backward is an op of its own.
 //
 // Conventions shared by all ops:
 //   * arguments are validated once, in Python (fastgen/ops/*.py); kernels assume valid

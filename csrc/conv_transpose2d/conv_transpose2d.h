@@ -87,6 +87,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
     const at::Tensor& output, const ConvTranspose2dParams& params, std::array<bool, 3> output_mask,
     const ConvTranspose2dEpilogues& epilogues);
 
+// The schema-shaped kernels each backend registers (TORCH_LIBRARY_IMPL): the driver above
+// with that backend's epilogues, e.g. m.impl("conv_transpose2d", &conv_transpose2d_op<kCpu>).
+template <const ConvTranspose2dEpilogues& epilogues>
+at::Tensor conv_transpose2d_op(const at::Tensor& input, const at::Tensor& weight,
+                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                               at::IntArrayRef padding, at::IntArrayRef output_padding,
+                               int64_t groups, at::IntArrayRef dilation,
+                               c10::string_view activation, double negative_slope) {
+  const auto params = make_conv_transpose2d_params(stride, padding, output_padding, groups, dilation,
+                                                   activation, negative_slope);
+  return conv_transpose2d_forward(input, weight, bias, params, epilogues);
+}
+
+template <const ConvTranspose2dEpilogues& epilogues>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_op(
+    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
+    const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
+    c10::string_view activation, double negative_slope, std::array<bool, 3> output_mask) {
+  const auto params = make_conv_transpose2d_params(stride, padding, output_padding, groups, dilation,
+                                                   activation, negative_slope);
+  return conv_transpose2d_backward(grad_out, input, weight, output, params, output_mask, epilogues);
+}
+
 #ifdef FASTGEN_WITH_CUDA
 void bias_activation_cuda(at::Tensor& out, const at::Tensor& bias, Activation activation,
                           double negative_slope);

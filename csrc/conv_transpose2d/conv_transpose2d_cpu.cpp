@@ -136,32 +136,11 @@ namespace {
 
 constexpr ConvTranspose2dEpilogues kCpuEpilogues{bias_activation_cpu, activation_backward_cpu};
 
-at::Tensor conv_transpose2d_cpu(const at::Tensor& input, const at::Tensor& weight,
-                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                                at::IntArrayRef padding, at::IntArrayRef output_padding,
-                                int64_t groups, at::IntArrayRef dilation,
-                                c10::string_view activation, double negative_slope) {
-  const auto params = make_conv_transpose2d_params(stride, padding, output_padding, groups, dilation,
-                                                   activation, negative_slope);
-  return conv_transpose2d_forward(input, weight, bias, params, kCpuEpilogues);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
-    const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
-    c10::string_view activation, double negative_slope, std::array<bool, 3> output_mask) {
-  const auto params = make_conv_transpose2d_params(stride, padding, output_padding, groups, dilation,
-                                                   activation, negative_slope);
-  return conv_transpose2d_backward(grad_out, input, weight, output, params, output_mask,
-                                   kCpuEpilogues);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
-  m.impl("conv_transpose2d", &conv_transpose2d_cpu);
-  m.impl("conv_transpose2d_backward", &conv_transpose2d_backward_cpu);
+  m.impl("conv_transpose2d", &conv_transpose2d_op<kCpuEpilogues>);
+  m.impl("conv_transpose2d_backward", &conv_transpose2d_backward_op<kCpuEpilogues>);
 }
 
 }  // namespace fastgen
