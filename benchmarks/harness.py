@@ -340,8 +340,8 @@ def csv_rows(results: list[Result], device: str, reps: int) -> list[dict]:
                 "peak_mem_mb": "" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.2f}",
                 "achieved_gbps": ""
                 if r.min_bytes is None
-                else f"{r.min_bytes / r.median_ms / 1e6:.1f}",
-                "achieved_tflops": "" if r.flops is None else f"{r.flops / r.median_ms / 1e9:.2f}",
+                else f"{r.min_bytes / r.median_ms / 1e6:.4g}",
+                "achieved_tflops": "" if r.flops is None else f"{r.flops / r.median_ms / 1e9:.4g}",
                 "native": r.native,
                 "reps": reps,
                 **env,
