@@ -88,12 +88,7 @@ def batch_norm_leaky_relu(
         return reference.batch_norm_leaky_relu(
             x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope
         )
-    op = (
-        torch.ops.fastgen.batch_norm_leaky_relu_memory_saving
-        if memory_saving
-        else torch.ops.fastgen.batch_norm_leaky_relu
-    )
-    out, mean, var = op(
+    args = (
         x,
         weight,
         bias,
@@ -103,6 +98,17 @@ def batch_norm_leaky_relu(
         float(eps),
         float(negative_slope),
     )
+    needs_grad = x.requires_grad or any(t is not None and t.requires_grad for t in (weight, bias))
+    if needs_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        function = _EagerMemorySaving if memory_saving else _Eager
+        out, mean, var = function.apply(*args)
+    else:
+        op = (
+            torch.ops.fastgen.batch_norm_leaky_relu_memory_saving
+            if memory_saving
+            else torch.ops.fastgen.batch_norm_leaky_relu
+        )
+        out, mean, var = op.default(*args)
     if training and running_mean is not None:
         _update_running_stats(running_mean, running_var, mean, var, x, momentum)
     return out
@@ -293,6 +299,32 @@ def _fake_backward_from_output(
         grad_out, output, weight, bias, var, var, training, eps, negative_slope, output_mask
     )
 
+
+def _eager_autograd(op_name: str, setup_context, backward) -> type[torch.autograd.Function]:
+    """The registered autograd of `op_name` as a plain autograd.Function, for eager calls.
+
+    Same setup_context and backward; it skips torch.library's generic Python wrapper around
+    them, which measured ~0.14 ms per backward on a DCGAN layer on CPU (as much as the
+    kernel). torch.compile traces the registered op and its registered autograd instead."""
+
+    class EagerAutograd(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *inputs):
+            output = getattr(torch.ops.fastgen, op_name).default(*inputs)
+            setup_context(ctx, inputs, output)
+            return output
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return backward(ctx, *grads)
+
+    return EagerAutograd
+
+
+_Eager = _eager_autograd(NAME, _setup_context, _backward)
+_EagerMemorySaving = _eager_autograd(
+    MEMORY_SAVING, _setup_context_memory_saving, _backward_memory_saving
+)
 
 if _extension.LOADED:
     torch.library.register_fake(f"fastgen::{NAME}")(_fake_forward)
