@@ -35,15 +35,14 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import os
-import platform
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from fastgen.utils.run_info import device_name, git_commit, percentile
 
 MODELS = ("dcgan", "vae")
 CSV_FIELDS = (
@@ -86,14 +85,6 @@ class Variant:
     @property
     def name(self) -> str:
         return f"{self.model} {self.layers}/{self.mode}"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 # --- one training step per model --------------------------------------------------------------
@@ -214,36 +205,6 @@ def profile_summary(variant: Variant, device: torch.device, steps: int = 3, rows
         _sync(device)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=rows)
-
-
-# --- environment ---------------------------------------------------------------------------------
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-
-        def git(*args):
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                                  check=True).stdout.strip()  # fmt: skip
-
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-        return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 # --- the command ---------------------------------------------------------------------------------
