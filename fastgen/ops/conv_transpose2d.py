@@ -166,7 +166,9 @@ def _activation_grad(output: torch.Tensor, activation: str, slope: float) -> tor
     if activation == "relu":
         return (output > 0).to(output.dtype)
     if activation == "leaky_relu":
-        return torch.where(output > 0, 1.0, slope).to(output.dtype)
+        # Tensors of output's dtype, not Python scalars: where() of two scalars is float32,
+        # which rounded the slope (0.2 -> 0.2000000030) in float64 double backward.
+        return torch.where(output > 0, torch.ones_like(output), torch.full_like(output, slope))
     if activation == "tanh":
         return 1 - output * output
     if activation == "sigmoid":
