@@ -53,6 +53,17 @@ TORCH_LIBRARY(fastgen, m) {
       "int[2] dilation, str activation, float negative_slope, bool[3] output_mask) "
       "-> (Tensor, Tensor, Tensor)");
 
+  // act(conv2d(input, weight, bias)) with act one of identity, relu, leaky_relu, tanh,
+  // sigmoid; bias and activation in one fused pass after the convolution.
+  m.def(
+      "conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, "
+      "int[2] dilation, int groups, str activation, float negative_slope) -> Tensor");
+  // The activation's derivative is taken from the saved output.
+  m.def(
+      "conv2d_backward(Tensor grad_out, Tensor input, Tensor weight, Tensor output, "
+      "int[2] stride, int[2] padding, int[2] dilation, int groups, str activation, "
+      "float negative_slope, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+
   // z = mu + exp(0.5 * logvar) * eps, and (if compute_kl) the per-sample KL term
   // kl[n] = -0.5 * sum(1 + logvar - mu^2 - exp(logvar)). With eps absent the noise is
   // made in-kernel by Philox4x32-10 + Box-Muller keyed by rng_state, or, when

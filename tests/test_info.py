@@ -17,7 +17,7 @@ KEYS = {
     "fastgen", "torch", "torch_cuda", "cuda_available", "device", "extension_loaded",
     "extension_error", "built_with_cuda", "cuda_archs", "built_against_torch", "backend_mode", "ops",
 }  # fmt: skip
-OPS = {"batch_norm_leaky_relu", "conv_transpose2d", "reparameterize"}
+OPS = {"batch_norm_leaky_relu", "conv2d", "conv_transpose2d", "reparameterize"}
 
 
 def test_info_keys_and_values():

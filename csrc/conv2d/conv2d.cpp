@@ -1,0 +1,79 @@
+// Device-independent half of fastgen::conv2d: the backend's convolution (forward and
+// backward) around the backend's fused epilogues (bias + activation forward, activation
+// derivative backward), and the aten convolution every backend falls back to.
+
+#include "conv2d/conv2d.h"
+
+#include <ATen/ATen.h>
+
+namespace fastgen {
+
+namespace {
+std::array<int64_t, 2> as_pair(at::IntArrayRef values, const char* name) {
+  TORCH_CHECK(values.size() == 2, "fastgen::conv2d: ", name, " must have 2 values");
+  return {values[0], values[1]};
+}
+}  // namespace
+
+Conv2dParams make_conv2d_params(at::IntArrayRef stride, at::IntArrayRef padding,
+                                at::IntArrayRef dilation, int64_t groups,
+                                std::string_view activation, double negative_slope) {
+  return Conv2dParams{as_pair(stride, "stride"),
+                      as_pair(padding, "padding"),
+                      as_pair(dilation, "dilation"),
+                      groups,
+                      parse_activation(activation),
+                      negative_slope};
+}
+
+at::Tensor conv2d_convolution_aten(const at::Tensor& input, const at::Tensor& weight,
+                                   const Conv2dParams& params) {
+  return at::conv2d(input, weight, std::nullopt, params.stride, params.padding, params.dilation,
+                    params.groups);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_aten(
+    const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
+    const Conv2dParams& params, std::array<bool, 3> output_mask) {
+  const int64_t out_channels = weight.size(0);
+  return at::convolution_backward(grad_pre, input, weight, at::IntArrayRef{out_channels},
+                                  params.stride, params.padding, params.dilation,
+                                  /*transposed=*/false, /*output_padding=*/{0, 0}, params.groups,
+                                  output_mask);
+}
+
+at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias, const Conv2dParams& params,
+                          const Conv2dKernels& kernels) {
+  // No bias in the convolution: it is added in the epilogue together with the activation,
+  // so the output is touched once after the GEMMs instead of twice.
+  at::Tensor out = kernels.convolution(input, weight, params);
+  out = with_canonical_strides(out, conv_memory_format(input));
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias || params.activation != Activation::Identity) {
+    kernels.epilogues.bias_activation(out, has_bias ? bias->contiguous() : at::Tensor(),
+                                      params.activation, params.negative_slope);
+  }
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
+    const at::Tensor& output, const Conv2dParams& params, std::array<bool, 3> output_mask,
+    const Conv2dKernels& kernels) {
+  at::Tensor grad_pre = params.activation == Activation::Identity
+                            ? grad_out
+                            : kernels.epilogues.activation_backward(
+                                  grad_out, output, params.activation, params.negative_slope);
+  auto [grad_input, grad_weight, grad_bias] =
+      kernels.convolution_backward(grad_pre, input, weight, params, output_mask);
+  const auto empty = [&] { return at::empty({0}, grad_out.options()); };
+  grad_input =
+      output_mask[0] ? with_canonical_strides(grad_input, conv_memory_format(input)) : empty();
+  grad_weight =
+      output_mask[1] ? with_canonical_strides(grad_weight, conv_memory_format(weight)) : empty();
+  grad_bias = output_mask[2] ? grad_bias.contiguous() : empty();
+  return {grad_input, grad_weight, grad_bias};
+}
+
+}  // namespace fastgen

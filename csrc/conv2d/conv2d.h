@@ -1,0 +1,99 @@
+#pragma once
+// fastgen::conv2d: act(conv2d(input, weight) + bias).
+//
+// The same scheme as fastgen::conv_transpose2d (whose epilogues it reuses): the convolution
+// WITHOUT bias, then one in-place epilogue pass adding the bias and applying the activation.
+// Backward first turns grad_out into the pre-activation gradient (one pass, the derivative
+// taken from the saved output), then runs the convolution's backward.
+//
+// Each backend supplies its convolution (forward and backward) next to its epilogues, so a
+// backend can route some shapes to its own kernels: the CPU ones are conv2d_convolution_cpu
+// and conv2d_convolution_backward_cpu in conv2d_cpu.cpp, today plain aten calls.
+//
+// Layout rule (shared with the Python fake kernels, fastgen/ops/conv2d.py, and with
+// conv_transpose2d): the output and grad_input are channels_last when the input is
+// channels_last and not plainly contiguous, NCHW otherwise; grad_weight follows the same rule
+// applied to weight. The driver enforces it, so a backend's convolution may return any
+// dense layout.
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <optional>
+#include <string_view>
+#include <tuple>
+
+#include "common/activation.h"
+#include "conv_transpose2d/conv_transpose2d.h"
+
+namespace fastgen {
+
+struct Conv2dParams {
+  std::array<int64_t, 2> stride;
+  std::array<int64_t, 2> padding;
+  std::array<int64_t, 2> dilation;
+  int64_t groups;
+  Activation activation;
+  double negative_slope;
+};
+
+// What a backend plugs into the driver.
+//   convolution(input, weight, params): conv2d without bias (params.activation is ignored).
+//   convolution_backward(grad_pre, input, weight, params, mask): (grad_input, grad_weight,
+//     grad_bias) of that convolution for the pre-activation gradient grad_pre, as
+//     at::convolution_backward returns them (grad_bias = grad_pre summed over N, H, W);
+//     entries whose mask is false may be undefined.
+struct Conv2dKernels {
+  at::Tensor (*convolution)(const at::Tensor&, const at::Tensor&, const Conv2dParams&);
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> (*convolution_backward)(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const Conv2dParams&,
+      std::array<bool, 3>);
+  ConvTranspose2dEpilogues epilogues;
+};
+
+// The public aten convolution (oneDNN / native CPU kernels, cuDNN on CUDA): what every
+// backend uses for the shapes it has no kernel of its own for.
+at::Tensor conv2d_convolution_aten(const at::Tensor& input, const at::Tensor& weight,
+                                   const Conv2dParams& params);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_aten(
+    const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
+    const Conv2dParams& params, std::array<bool, 3> output_mask);
+
+Conv2dParams make_conv2d_params(at::IntArrayRef stride, at::IntArrayRef padding,
+                                at::IntArrayRef dilation, int64_t groups,
+                                std::string_view activation, double negative_slope);
+
+// The device-independent driver (conv2d.cpp). Masked-out backward results are empty tensors.
+at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias, const Conv2dParams& params,
+                          const Conv2dKernels& kernels);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
+    const at::Tensor& output, const Conv2dParams& params, std::array<bool, 3> output_mask,
+    const Conv2dKernels& kernels);
+
+// The schema-shaped kernels each backend registers, e.g.
+// m.impl("conv2d", &conv2d_op<kCpuKernels>).
+template <const Conv2dKernels& kernels>
+at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight,
+                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                     c10::string_view activation, double negative_slope) {
+  const auto params =
+      make_conv2d_params(stride, padding, dilation, groups, activation, negative_slope);
+  return conv2d_forward(input, weight, bias, params, kernels);
+}
+
+template <const Conv2dKernels& kernels>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_op(
+    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
+    const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, int64_t groups, c10::string_view activation, double negative_slope,
+    std::array<bool, 3> output_mask) {
+  const auto params =
+      make_conv2d_params(stride, padding, dilation, groups, activation, negative_slope);
+  return conv2d_backward(grad_out, input, weight, output, params, output_mask, kernels);
+}
+
+}  // namespace fastgen

@@ -1,0 +1,43 @@
+// fastgen::conv2d on CPU: the convolution hooks and the CPU registration.
+//
+// Every CPU convolution of the op goes through the two functions below, so a faster kernel
+// for some shapes (e.g. Winograd for 4x4 stride-2 pad-1) plugs in here with a shape test and
+// a call, leaving the driver (conv2d.cpp) and the epilogues untouched. The bias + activation
+// epilogue and the activation backward are conv_transpose2d's CPU ones (same math, same
+// NCHW / channels_last handling).
+
+#include <torch/library.h>
+
+#include "conv2d/conv2d.h"
+#include "conv_transpose2d/conv_transpose2d.h"
+
+namespace fastgen {
+
+// conv2d(input, weight) without bias on CPU. For now every shape takes the aten convolution.
+at::Tensor conv2d_convolution_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                  const Conv2dParams& params) {
+  return conv2d_convolution_aten(input, weight, params);
+}
+
+// (grad_input, grad_weight, grad_bias) of conv2d_convolution_cpu for the pre-activation
+// gradient grad_pre; see Conv2dKernels in conv2d.h for the contract.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_cpu(
+    const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
+    const Conv2dParams& params, std::array<bool, 3> output_mask) {
+  return conv2d_convolution_backward_aten(grad_pre, input, weight, params, output_mask);
+}
+
+namespace {
+
+constexpr Conv2dKernels kCpuKernels{conv2d_convolution_cpu,
+                                    conv2d_convolution_backward_cpu,
+                                    {bias_activation_cpu, activation_backward_cpu}};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
+  m.impl("conv2d", &conv2d_op<kCpuKernels>);
+  m.impl("conv2d_backward", &conv2d_backward_op<kCpuKernels>);
+}
+
+}  // namespace fastgen
