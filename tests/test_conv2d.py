@@ -242,7 +242,7 @@ BAD = [
     (dict(x=torch.randn(2, 4, 5, 5, 1)), ValueError, "input must be 4-D"),
     (dict(weight=torch.randn(3, 4, 3)), ValueError, "weight must be 4-D"),
     (dict(weight=torch.randn(3, 5, 3, 3)), ValueError,
-     r"weight has 5 input channels per group \(1 groups\) but input has 4"),
+     r"weight has 5 input channels per group but input has 4 channels \(groups=1\)"),
     (dict(groups=3), ValueError, "divisible by groups"),
     (dict(groups=2, weight=torch.randn(3, 2, 3, 3)), ValueError,
      r"output channels \(3\) must be divisible by groups"),

@@ -80,7 +80,11 @@ def test_fused_models_use_fastgen_layers():
     )
     assert g.blocks[-1].conv.activation == "tanh"
     d = DCGANDiscriminator(fused=True)
-    assert fnn.BatchNormLeakyReLU2d in {type(m) for m in d.modules()}
+    kinds = {type(m) for m in d.modules()}
+    assert fnn.BatchNormLeakyReLU2d in kinds and fnn.Conv2d in kinds
+    assert torch.nn.Conv2d not in kinds and torch.nn.LeakyReLU not in kinds
+    assert d.blocks[0].conv.activation == "leaky_relu" and d.blocks[0].conv.negative_slope == 0.2
+    assert d.blocks[1].conv.activation == "identity" and type(d.head) is fnn.Conv2d
     vae = ConvVAE(fused=True)
     assert isinstance(vae.reparameterize, fnn.Reparameterize)
     stock = DCGANGenerator(fused=False)
@@ -199,6 +203,29 @@ def test_fused_dcgan_matches_stock(train):
     out_stock.sum().backward()
     for (name, p_fused), p_stock in zip(g_fused.named_parameters(), g_stock.parameters()):
         assert_close(p_fused.grad, p_stock.grad, scale=10, msg=name)
+    for (name, p_fused), p_stock in zip(d_fused.named_parameters(), d_stock.parameters()):
+        assert_close(p_fused.grad, p_stock.grad, scale=10, msg=f"discriminator {name}")
+
+
+@needs_ops
+def test_fused_spectral_norm_discriminator_matches_stock():
+    """spectral_norm wraps the fused Conv2d layers too; R1 (double backward) agrees."""
+    d_fused, d_stock = pair(
+        DCGANDiscriminator, resolution=16, channels=1, width=4, spectral_norm=True
+    )
+    x = randn(3, 1, 16, 16)
+    penalties = []
+    for d in (d_fused, d_stock):
+        real = x.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(d(real).sum(), real, create_graph=True)
+        grad.square().sum().backward()
+        penalties.append(grad)
+    assert_close(penalties[0], penalties[1], scale=2)
+    for (name, p_fused), p_stock in zip(d_fused.named_parameters(), d_stock.parameters()):
+        if p_stock.grad is None:  # biases that the penalty does not depend on (the head's)
+            assert p_fused.grad is None, name
+        else:
+            assert_close(p_fused.grad, p_stock.grad, scale=10, msg=name)
 
 
 @needs_ops

@@ -264,6 +264,95 @@ def test_conv_transpose2d_state_dict_repr_and_errors():
         fnn.ConvTranspose2d(2, 3, 4, padding_mode="reflect")
 
 
+# --- Conv2d --------------------------------------------------------------------------------
+
+CONV2D_CONFIGS = {
+    "dcgan": dict(in_channels=4, out_channels=6, kernel_size=4, stride=2, padding=1),
+    "odd": dict(in_channels=6, out_channels=3, kernel_size=(3, 2), stride=(2, 1),
+                padding=(1, 0), groups=3, dilation=(1, 2), bias=False),
+    "same-even-kernel": dict(in_channels=3, out_channels=2, kernel_size=(4, 3), padding="same"),
+    "valid": dict(in_channels=3, out_channels=2, kernel_size=3, padding="valid"),
+    "reflect": dict(in_channels=3, out_channels=4, kernel_size=3, stride=2, padding=(2, 1),
+                    padding_mode="reflect"),
+    "circular": dict(in_channels=3, out_channels=2, kernel_size=3, padding=1,
+                     padding_mode="circular"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("activation", list(STOCK_ACTIVATIONS))
+@pytest.mark.parametrize("config", list(CONV2D_CONFIGS.values()), ids=list(CONV2D_CONFIGS))
+def test_conv2d_matches_stock(device, activation, config):
+    torch.manual_seed(0)
+    stock = nn.Conv2d(**config).to(device)
+    fused = fnn.Conv2d(**config, activation=activation, negative_slope=0.2).to(device)
+    fused.load_state_dict(stock.state_dict(), strict=True)
+    x = randn(2, config["in_channels"], 6, 7, device=device)
+    x_stock, x_fused = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_stock = STOCK_ACTIVATIONS[activation](stock(x_stock))
+    out_fused = fused(x_fused)
+    assert out_fused.shape == out_stock.shape
+    assert_close(out_fused, out_stock)
+    grad = randn(*out_stock.shape, device=device, seed=3)
+    out_stock.backward(grad)
+    out_fused.backward(grad)
+    assert_close(x_fused.grad, x_stock.grad, msg="grad input")
+    assert_close(fused.weight.grad, stock.weight.grad, msg="grad weight")
+    if stock.bias is not None:
+        assert_close(fused.bias.grad, stock.bias.grad, msg="grad bias")
+
+
+def test_conv2d_autocast(device):
+    dtype = torch.bfloat16
+    stock = nn.Conv2d(4, 3, 4, stride=2, padding=1).to(device)
+    fused = fnn.Conv2d(4, 3, 4, stride=2, padding=1, activation="leaky_relu").to(device)
+    fused.load_state_dict(stock.state_dict())
+    x = randn(2, 4, 6, 6, device=device)
+    with torch.autocast(device, dtype=dtype):
+        expected = nn.functional.leaky_relu(stock(x), 0.01)
+        actual = fused(x)
+    assert actual.dtype == expected.dtype == dtype
+    assert_close(actual.float(), expected.float(), dtype=dtype)
+
+
+def test_conv2d_spectral_norm(device):
+    """A spectral_norm parametrization sees a Conv2d and normalises the same weight."""
+    torch.manual_seed(0)
+    stock = nn.utils.parametrizations.spectral_norm(nn.Conv2d(3, 4, 4, 2, 1)).to(device)
+    fused = nn.utils.parametrizations.spectral_norm(
+        fnn.Conv2d(3, 4, 4, 2, 1, activation="leaky_relu", negative_slope=0.2)
+    ).to(device)
+    fused.load_state_dict(stock.state_dict(), strict=True)
+    assert list(fused.state_dict()) == list(stock.state_dict())
+    stock.eval(), fused.eval()  # no power iteration: both use the loaded u, v
+    x = randn(2, 3, 8, 8, device=device).requires_grad_()
+    expected = nn.functional.leaky_relu(stock(x), 0.2)
+    actual = fused(x)
+    assert_close(actual, expected)
+    (grad_expected,) = torch.autograd.grad(expected.sum(), x)
+    (grad_actual,) = torch.autograd.grad(actual.sum(), x)
+    assert_close(grad_actual, grad_expected)
+
+
+def test_conv2d_state_dict_repr_and_errors():
+    stock = nn.Conv2d(2, 3, 4, stride=2, padding=1, bias=False)
+    fused = fnn.Conv2d(
+        2, 3, 4, stride=2, padding=1, bias=False, activation="leaky_relu", negative_slope=0.2
+    )
+    assert isinstance(fused, nn.Conv2d)
+    assert list(fused.state_dict()) == list(stock.state_dict()) == ["weight"]
+    stock.load_state_dict(fused.state_dict(), strict=True)
+    assert torch.equal(stock.weight, fused.weight)
+    assert repr(fused) == (
+        "Conv2d(2, 3, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1), bias=False, "
+        "activation='leaky_relu', negative_slope=0.2)"
+    )
+    assert repr(fnn.Conv2d(2, 3, 4)) == repr(nn.Conv2d(2, 3, 4))
+    with pytest.raises(ValueError, match="activation must be one of .* got 'gelu'"):
+        fnn.Conv2d(2, 3, 4, activation="gelu")
+    with pytest.raises(ValueError, match="fastgen.ops.conv2d: weight has 2 input channels"):
+        fnn.Conv2d(2, 3, 4)(torch.randn(1, 5, 8, 8))
+
+
 # --- Reparameterize ------------------------------------------------------------------------
 
 

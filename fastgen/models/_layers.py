@@ -83,18 +83,35 @@ def bn_act(channels: int, negative_slope: float, *, fused: bool) -> nn.Sequentia
 def down_block(
     in_ch: int, out_ch: int, *, batch_norm: bool, fused: bool, spectral_norm: bool = False
 ) -> nn.Sequential:
-    """Conv2d 4x4 stride 2 (/2), then BatchNorm (optional) and LeakyReLU(0.2)."""
-    conv = nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=not batch_norm)
+    """Conv2d 4x4 stride 2 (/2), then BatchNorm (optional) and LeakyReLU(0.2).
+
+    Fused: without BatchNorm the LeakyReLU is fused into the fastgen Conv2d; with it, into
+    BatchNormLeakyReLU2d."""
+    if fused:
+        activation = "identity" if batch_norm else "leaky_relu"
+        conv = fnn.Conv2d(
+            in_ch, out_ch, 4, 2, 1, bias=not batch_norm, activation=activation, negative_slope=0.2
+        )
+    else:
+        conv = nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=not batch_norm)
     if spectral_norm:
         conv = nn.utils.parametrizations.spectral_norm(conv)
     layers = OrderedDict(conv=conv)
     if batch_norm and fused:
         layers["bn"] = fnn.BatchNormLeakyReLU2d(out_ch, negative_slope=0.2)
-    else:
+    elif not fused:
         if batch_norm:
             layers["bn"] = nn.BatchNorm2d(out_ch)
         layers["act"] = nn.LeakyReLU(0.2)
     return nn.Sequential(layers)
+
+
+def plain_conv2d(
+    in_ch: int, out_ch: int, kernel_size: int, stride: int, padding: int, *, fused: bool
+) -> nn.Conv2d:
+    """A plain Conv2d (with bias, no activation): fastgen's when fused, else stock."""
+    layer = fnn.Conv2d if fused else nn.Conv2d
+    return layer(in_ch, out_ch, kernel_size, stride, padding)
 
 
 def dcgan_init(module: nn.Module) -> None:

@@ -12,6 +12,7 @@ from fastgen.models._layers import (
     dcgan_init,
     down_block,
     output_block,
+    plain_conv2d,
     up_block,
     widths,
 )
@@ -100,8 +101,9 @@ class DCGANDiscriminator(nn.Module):
     ``spectral_norm=True`` puts spectral normalisation on every conv (state-dict names then
     carry ``parametrizations.weight.original``, in both variants alike).
 
-    ``fused=True`` uses fastgen.nn.BatchNormLeakyReLU2d for BN+LeakyReLU; ``fused=False``
-    stock layers; identical state dicts. N(0, 0.02) initialisation.
+    ``fused=True`` uses fastgen.nn.Conv2d for every conv (LeakyReLU fused into the first) and
+    fastgen.nn.BatchNormLeakyReLU2d for BN+LeakyReLU; ``fused=False`` stock layers; identical
+    state dicts. N(0, 0.02) initialisation.
     """
 
     def __init__(
@@ -132,7 +134,7 @@ class DCGANDiscriminator(nn.Module):
             for a, b in zip(chans, chans[1:])
         ]
         self.blocks = nn.Sequential(*blocks)
-        head = nn.Conv2d(chans[-1], 1, 4, 1, 0)
+        head = plain_conv2d(chans[-1], 1, 4, 1, 0, fused=fused)
         self.head = nn.utils.parametrizations.spectral_norm(head) if spectral_norm else head
         if num_classes:
             self.embed = nn.Embedding(num_classes, chans[-1])

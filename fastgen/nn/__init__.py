@@ -1,6 +1,7 @@
 """Drop-in layers built on the fused ops, and `convert` to swap them into existing models.
 
 BatchNormLeakyReLU2d  nn.BatchNorm2d + nn.LeakyReLU (negative_slope=0: ReLU), same state dict
+Conv2d                nn.Conv2d + activation="identity|relu|leaky_relu|tanh|sigmoid"
 ConvTranspose2d       nn.ConvTranspose2d + activation="identity|relu|leaky_relu|tanh|sigmoid"
 ConvTransposeBNAct2d  nn.ConvTranspose2d -> nn.BatchNorm2d -> ReLU/LeakyReLU, BN folded in eval
 Reparameterize        (mu, logvar) -> (z, per-sample KL)
@@ -10,6 +11,7 @@ SyncBatchNormLeakyReLU2d, convert_sync(model, process_group=None)
 """
 
 from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d
+from fastgen.nn.conv2d import Conv2d
 from fastgen.nn.conv_transpose2d import ConvTranspose2d
 from fastgen.nn.conv_transpose_bn_act import ConvTransposeBNAct2d
 from fastgen.nn.convert import convert
@@ -18,6 +20,7 @@ from fastgen.nn.sync_batch_norm_leaky_relu import SyncBatchNormLeakyReLU2d, conv
 
 __all__ = [
     "BatchNormLeakyReLU2d",
+    "Conv2d",
     "ConvTranspose2d",
     "ConvTransposeBNAct2d",
     "Reparameterize",

@@ -72,8 +72,8 @@ def _check(x, weight, bias, stride, padding, dilation, groups, activation, slope
         )
     if weight.shape[1] * groups != x.shape[1]:
         raise ValueError(
-            f"{FN}: weight has {weight.shape[1]} input channels per group ({groups} groups) "
-            f"but input has {x.shape[1]} channels"
+            f"{FN}: weight has {weight.shape[1]} input channels per group but input has "
+            f"{x.shape[1]} channels (groups={groups})"
         )
     if weight.shape[0] % groups:
         raise ValueError(

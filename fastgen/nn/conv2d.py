@@ -1,0 +1,116 @@
+"""Conv2d: nn.Conv2d with bias and an optional activation fused in."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastgen import ops
+from fastgen.reference.conv2d import ACTIVATIONS
+
+
+class Conv2d(nn.Conv2d):
+    r"""A drop-in nn.Conv2d whose output goes through ``activation`` in the same op.
+
+    For input ``[N, C_in, H, W]`` and weight ``[C_out, C_in / groups, kH, kW]``::
+
+        out = act(conv2d(input, weight, stride, padding, dilation, groups)
+                  + bias[None, :, None, None])
+
+        H_out = (H + 2 * padding[0] - dilation[0] * (kH - 1) - 1) // stride[0] + 1
+                                                              (W_out likewise)
+
+    with ``act`` one of ``"identity"``, ``"relu"``, ``"leaky_relu"`` (``negative_slope``),
+    ``"tanh"``, ``"sigmoid"``. Training and eval compute the same thing. Dtypes: float32,
+    float64, float16, bfloat16. Under torch.autocast it computes in the autocast dtype, as
+    the stock layer does.
+
+    It subclasses nn.Conv2d: same constructor (plus keyword-only ``activation`` and
+    ``negative_slope``), same parameters and state dict, so type-based tools (initialisers,
+    weight norm, spectral norm parametrizations) treat it as one; they only touch
+    ``weight``/``bias``, so not seeing the activation is harmless to them.
+
+    Padding: ints and pairs go to the fused op as they are. ``padding="same"`` whose two
+    sides differ (an even kernel), and ``padding_mode`` ``"reflect"``, ``"replicate"`` or
+    ``"circular"``, pad the input with ``F.pad`` first (as nn.Conv2d does for those modes)
+    and call the op with padding 0: same results, one extra copy of the input.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+        *,
+        activation: str = "identity",
+        negative_slope: float = 0.01,
+    ) -> None:
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"fastgen.nn.Conv2d: activation must be one of {', '.join(ACTIVATIONS)}, "
+                f"got {activation!r}"
+            )
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            padding_mode=padding_mode,
+            device=device,
+            dtype=dtype,
+        )
+        self.activation = activation
+        self.negative_slope = negative_slope
+
+    def _op_padding(self, input: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(input, padding for the op): symmetric zero padding goes to the op; anything else
+        is applied here."""
+        # nn.Conv2d's own (left, right, top, bottom) amounts, already resolved for "same".
+        left, right, top, bottom = self._reversed_padding_repeated_twice
+        if self.padding_mode == "zeros" and left == right and top == bottom:
+            return input, (top, left)
+        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+        return F.pad(input, self._reversed_padding_repeated_twice, mode=mode), (0, 0)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        input, padding = self._op_padding(input)
+        weight, bias = self.weight, self.bias
+        device_type = input.device.type
+        if torch.is_autocast_enabled(device_type):
+            # Under autocast the stock layer runs in the autocast dtype (input, weight and
+            # bias cast to it); do the same so AMP training behaves and saves memory alike.
+            dtype = torch.get_autocast_dtype(device_type)
+            input, weight = input.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        return ops.conv2d(
+            input,
+            weight,
+            bias,
+            stride=self.stride,
+            padding=padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            activation=self.activation,
+            negative_slope=self.negative_slope,
+        )
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        if self.activation != "identity":
+            text += f", activation={self.activation!r}"
+            if self.activation == "leaky_relu":
+                text += f", negative_slope={self.negative_slope}"
+        return text
