@@ -129,13 +129,36 @@ def test_dcgan_discriminator(device, mode):
     original.train(mode == "train")
     converted = fnn.convert(original)
     layers = list(converted.main)
-    assert type(layers[0]) is nn.Conv2d and type(layers[1]) is nn.LeakyReLU  # not ours to fuse
+    assert type(layers[0]) is fnn.Conv2d and type(layers[1]) is nn.Identity
+    assert layers[0].activation == "leaky_relu" and layers[0].negative_slope == 0.2
+    # Conv2d -> BatchNorm2d -> LeakyReLU: a plain fused Conv2d, then the BN rule.
+    assert type(layers[2]) is fnn.Conv2d and layers[2].activation == "identity"
     assert type(layers[3]) is fnn.BatchNormLeakyReLU2d and layers[3].negative_slope == 0.2
     assert type(layers[4]) is nn.Identity
-    assert type(layers[-1]) is nn.Sigmoid  # after a Conv2d: untouched
+    assert type(layers[-2]) is fnn.Conv2d and layers[-2].activation == "sigmoid"
+    assert type(layers[-1]) is nn.Identity
     assert list(converted.state_dict()) == list(original.state_dict())
     image = torch.randn(4, NC, 64, 64, generator=torch.Generator().manual_seed(2)).to(device)
     compare(original, converted, image)
+
+
+def test_conv2d_padding_variants(device):
+    """Conv2d with string padding and non-zero padding modes converts and still matches."""
+    original = nn.Sequential(
+        nn.Conv2d(3, 4, (4, 3), padding="same", padding_mode="reflect"),
+        nn.Tanh(),
+        nn.Conv2d(4, 4, 3, stride=2, padding=1, padding_mode="circular", groups=2),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(4, 2, 3, padding="valid", dilation=2),
+    ).to(device)
+    init_weights(original)
+    converted = fnn.convert(original)
+    assert [type(m) for m in converted] == [fnn.Conv2d, nn.Identity, fnn.Conv2d, nn.Identity,
+                                            fnn.Conv2d]  # fmt: skip
+    assert [converted[i].activation for i in (0, 2, 4)] == ["tanh", "relu", "identity"]
+    assert converted[0].padding_mode == "reflect" and converted[0].padding == "same"
+    x = torch.randn(2, 3, 12, 11, generator=torch.Generator().manual_seed(4)).to(device)
+    compare(original, converted, x)
 
 
 def test_state_dict_loads_both_ways():
@@ -221,6 +244,10 @@ class MyBatchNorm(nn.BatchNorm2d):
     pass
 
 
+class MyConv2d(nn.Conv2d):
+    pass
+
+
 def test_leaves_everything_else_untouched():
     hooked = nn.BatchNorm2d(3)
     hooked.register_forward_hook(lambda *args: None)
@@ -238,6 +265,12 @@ def test_leaves_everything_else_untouched():
         nn.ReLU(),  # not 2d
         spectral,
         nn.ReLU(),  # parametrized weight
+        MyConv2d(3, 3, 1),
+        nn.ReLU(),  # a subclass
+        nn.utils.parametrizations.spectral_norm(nn.Conv2d(3, 3, 1)),
+        nn.LeakyReLU(0.2),  # parametrized weight
+        nn.Conv2d(3, 3, 1),
+        nn.LeakyReLU(-0.2),  # a negative slope
         nn.ConvTranspose2d(3, 3, 1, padding_mode="zeros"),
         nn.Conv2d(3, 3, 1),
         nn.ReLU(),
@@ -245,16 +278,22 @@ def test_leaves_everything_else_untouched():
     converted = fnn.convert(original)
     before = [type(m) for m in original]
     after = [type(m) for m in converted]
-    assert after[:12] == before[:12]
-    assert after[12:] == [fnn.ConvTranspose2d, nn.Conv2d, nn.ReLU]
+    assert after[:16] == before[:16]
+    assert after[16:] == [fnn.Conv2d, nn.LeakyReLU, fnn.ConvTranspose2d, fnn.Conv2d, nn.Identity]
+    assert converted[16].activation == "identity" and converted[19].activation == "relu"
 
 
 def test_root_layer_and_idempotence():
     root = fnn.convert(nn.ConvTranspose2d(2, 3, 4))
     assert type(root) is fnn.ConvTranspose2d
-    once = fnn.convert(Generator())
-    twice = fnn.convert(once)
-    assert [type(m) for m in twice.main] == [type(m) for m in once.main]
+    assert type(fnn.convert(nn.Conv2d(2, 3, 4))) is fnn.Conv2d
+    for model in (Generator(), Discriminator()):
+        once = fnn.convert(model)
+        twice = fnn.convert(once)
+        assert [type(m) for m in twice.main] == [type(m) for m in once.main]
+    # A converted Conv2d without an activation still takes the one that follows it.
+    refit = fnn.convert(nn.Sequential(fnn.Conv2d(2, 3, 1), nn.Sigmoid()))
+    assert refit[0].activation == "sigmoid" and type(refit[1]) is nn.Identity
 
 
 def test_custom_rules():

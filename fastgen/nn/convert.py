@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d
+from fastgen.nn.conv2d import Conv2d
 from fastgen.nn.conv_transpose2d import ConvTranspose2d
 from fastgen.nn.conv_transpose_bn_act import ConvTransposeBNAct2d
 
@@ -67,7 +68,7 @@ def leaky_slope(module: nn.Module) -> float | None:
 
 
 def conv_activation(module: nn.Module) -> tuple[str, float] | None:
-    """(activation name, negative_slope) for the activations ConvTranspose2d can fuse."""
+    """(activation name, negative_slope) for the activations Conv2d / ConvTranspose2d fuse."""
     slope = leaky_slope(module)
     if slope is not None:
         return ("relu", 0.0) if slope == 0.0 and type(module) is nn.ReLU else ("leaky_relu", slope)
@@ -97,6 +98,31 @@ def fused_conv_transpose2d(
         groups=conv.groups,
         bias=conv.bias is not None,
         dilation=conv.dilation,
+        padding_mode=conv.padding_mode,
+        device="meta",
+        dtype=conv.weight.dtype,
+        activation=activation,
+        negative_slope=negative_slope,
+    )
+    fused.weight = conv.weight
+    fused.bias = conv.bias
+    return fused.train(conv.training)
+
+
+def fused_conv2d(
+    conv: nn.Conv2d, activation: str = "identity", negative_slope: float = 0.01
+) -> Conv2d:
+    """A fastgen Conv2d sharing `conv`'s weight and bias tensors (any padding and
+    padding_mode: the fused layer handles them all)."""
+    fused = Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None,
         padding_mode=conv.padding_mode,
         device="meta",
         dtype=conv.weight.dtype,
@@ -154,6 +180,24 @@ def _conv(modules):
     if not (_plain(conv, nn.ConvTranspose2d) and conv.padding_mode == "zeros"):
         return None
     return [fused_conv_transpose2d(conv)]
+
+
+def _conv2d_is_fusable(conv: nn.Module) -> bool:
+    # A converted layer with no activation yet (e.g. from convert run twice) can take one.
+    return _plain(conv, nn.Conv2d) or (_plain(conv, Conv2d) and conv.activation == "identity")
+
+
+def _conv2d_act(modules):
+    conv, act = modules
+    activation = conv_activation(act)
+    if not _conv2d_is_fusable(conv) or activation is None:
+        return None
+    return [fused_conv2d(conv, *activation), _identity_like(act)]
+
+
+def _conv2d(modules):
+    (conv,) = modules
+    return [fused_conv2d(conv)] if _plain(conv, nn.Conv2d) else None
 
 
 def _conv_batch_norm_act(modules):
@@ -245,6 +289,8 @@ LAYER_RULES: list[Rule] = [
     Rule("BatchNorm2d + ReLU/LeakyReLU -> BatchNormLeakyReLU2d", 2, _batch_norm_act),
     Rule("ConvTranspose2d + activation -> ConvTranspose2d(activation=...)", 2, _conv_act),
     Rule("ConvTranspose2d -> fastgen ConvTranspose2d", 1, _conv),
+    Rule("Conv2d + activation -> Conv2d(activation=...)", 2, _conv2d_act),
+    Rule("Conv2d -> fastgen Conv2d", 1, _conv2d),
 ]
 RULES: list[Rule] = [CONV_BN_ACT_RULE, *LAYER_RULES]
 BLOCK_RULES = RULES  # the default; the name is kept for code that asked for the block
@@ -263,6 +309,9 @@ def convert(
       * BatchNorm2d then ReLU/LeakyReLU (in-place or not) -> BatchNormLeakyReLU2d, Identity
       * ConvTranspose2d then ReLU/LeakyReLU/Tanh/Sigmoid -> ConvTranspose2d(activation=...), Identity
       * any other ConvTranspose2d -> fastgen.nn.ConvTranspose2d
+      * Conv2d then ReLU/LeakyReLU/Tanh/Sigmoid -> Conv2d(activation=...), Identity
+      * any other Conv2d -> fastgen.nn.Conv2d (so Conv2d then BatchNorm2d then an activation
+        becomes Conv2d, BatchNormLeakyReLU2d, Identity)
     rules=LAYER_RULES leaves out the first (one fused layer per stock layer).
     Outputs and gradients match the original model in train and eval mode, and its
     state_dict keys are unchanged. With inplace=False the original model is not modified.
