@@ -77,6 +77,12 @@ TORCH_LIBRARY(fastgen, m) {
   m.def(
       "reparameterize_backward(Tensor grad_z, Tensor grad_kl, Tensor mu, Tensor logvar, "
       "Tensor? eps, Tensor rng_state) -> (Tensor, Tensor)");
+
+  // The CPU Winograd F(4x4, 2x2) kernels behind the 4x4 stride-2 padding-1 convolutions
+  // of conv_transpose2d (csrc/winograd), exposed for tests and benchmarks. float32, CPU.
+  m.def("winograd_conv2d(Tensor input, Tensor weight) -> Tensor");
+  m.def("winograd_conv_transpose2d(Tensor input, Tensor weight) -> Tensor");
+  m.def("winograd_conv2d_weight_grad(Tensor input, Tensor grad_out) -> Tensor");
 }
 
 // An importable Python module, so `import fastgen._C` loads the library and runs the

@@ -7,6 +7,8 @@
 
 #include <ATen/ATen.h>
 
+#include "winograd/winograd_cpu.h"
+
 namespace fastgen {
 
 namespace {
@@ -54,8 +56,14 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
                                     const ConvTranspose2dEpilogues& epilogues) {
   // No bias in the convolution: it is added in the epilogue together with the activation,
   // so the output is touched once after the GEMMs instead of twice.
-  at::Tensor out = at::conv_transpose2d(input, weight, std::nullopt, params.stride, params.padding,
-                                        params.output_padding, params.groups, params.dilation);
+  // 4x4 stride-2 layers on CPU (the DCGAN generator's) take the Winograd path; everything
+  // else, and every CUDA call, the aten convolution.
+  at::Tensor out =
+      winograd::eligible(input, weight, params.stride, params.padding, params.output_padding,
+                         params.dilation, params.groups, /*transposed=*/true)
+          ? winograd::conv_transpose2d(input, weight)
+          : at::conv_transpose2d(input, weight, std::nullopt, params.stride, params.padding,
+                                 params.output_padding, params.groups, params.dilation);
   out = with_canonical_strides(out, conv_memory_format(input));
   const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias || params.activation != Activation::Identity) {
@@ -74,6 +82,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
                             : epilogues.activation_backward(grad_out, output, params.activation,
                                                             params.negative_slope);
   const int64_t out_channels = weight.size(1) * params.groups;
+  if (winograd::eligible(input, weight, params.stride, params.padding, params.output_padding,
+                         params.dilation, params.groups, /*transposed=*/true) &&
+      grad_pre.scalar_type() == at::kFloat) {
+    auto [grad_input, grad_weight] = winograd::conv_transpose2d_backward(
+        grad_pre, input, weight, {output_mask[0], output_mask[1]});
+    const auto empty = [&] { return at::empty({0}, grad_out.options()); };
+    return {output_mask[0] ? with_canonical_strides(grad_input, conv_memory_format(input)) : empty(),
+            output_mask[1] ? with_canonical_strides(grad_weight, conv_memory_format(weight))
+                           : empty(),
+            output_mask[2] ? grad_pre.sum({0, 2, 3}) : empty()};
+  }
   auto [grad_input, grad_weight, grad_bias] = at::convolution_backward(
       grad_pre, input, weight, at::IntArrayRef{out_channels}, params.stride, params.padding,
       params.dilation, /*transposed=*/true, params.output_padding, params.groups, output_mask);

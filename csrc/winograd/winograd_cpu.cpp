@@ -1,0 +1,664 @@
+// Winograd F(4x4, 2x2) convolutions on CPU; the math and shapes are in winograd_cpu.h.
+//
+// One call runs P "problems" of the same size (P = 1 for conv2d, P = 4 output phases for
+// conv_transpose2d). Each problem is a 2x2 valid correlation of a virtual input (one or
+// more channel-contiguous sources, read with zero padding and an optional stride of 2) into
+// a virtual output window:
+//   1. input transform:  V[p, pos, t, c] = (B^T d B)[pos] for each 5x5 input tile d,
+//   2. one batched GEMM: M[p, pos] = V[p, pos] @ U[p, pos]   ([T, C] x [C, Cout]),
+//   3. output transform: each 4x4 output tile = A^T m A, written through the target's strides.
+// The transforms run over channels in the innermost loop (contiguous in V, M and the
+// channels_last input), so they vectorise; tiles are split across threads.
+
+#include "winograd/winograd_cpu.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace fastgen::winograd {
+
+namespace {
+
+constexpr int64_t kTile = 4;        // outputs per tile side
+constexpr int64_t kAlpha = 5;       // inputs per tile side (kTile + kernel - 1)
+constexpr int64_t kPositions = 25;  // kAlpha * kAlpha
+
+// G (5x2) with its rows scaled by the inverse of B^T's row scales (see input_rows).
+constexpr double kG[kAlpha][2] = {
+    {1.0 / 2, 0.0}, {1.0 / 2, 1.0 / 2}, {1.0 / 6, -1.0 / 6}, {1.0 / 6, 1.0 / 3}, {0.0, 1.0}};
+
+// y = B^T x for one column of a tile, over `count` channels. B^T for the points
+// {0, 1, -1, 2, inf} has rows (1, -1/2, -1, 1/2, 0), (0, 1, 1/2, -1/2, 0),
+// (0, -1/3, 1/2, -1/6, 0), (0, -1/6, 0, 1/6, 0), (0, 2, -1, -2, 1); scaled by 2, 2, 6, 6, 1
+// they become the small integers below (G's rows carry the inverse scales).
+inline void input_rows(const float* const x[kAlpha], float* const y[kAlpha], int64_t count) {
+  const float *__restrict__ x0 = x[0], *__restrict__ x1 = x[1], *__restrict__ x2 = x[2],
+                           *__restrict__ x3 = x[3], *__restrict__ x4 = x[4];
+  float *__restrict__ y0 = y[0], *__restrict__ y1 = y[1], *__restrict__ y2 = y[2],
+                     *__restrict__ y3 = y[3], *__restrict__ y4 = y[4];
+#pragma omp simd
+  for (int64_t c = 0; c < count; ++c) {
+    const float a0 = x0[c], a1 = x1[c], a2 = x2[c], a3 = x3[c], a4 = x4[c];
+    y0[c] = 2.0f * (a0 - a2) + (a3 - a1);
+    y1[c] = 2.0f * a1 + (a2 - a3);
+    y2[c] = 3.0f * a2 - (2.0f * a1 + a3);
+    y3[c] = a3 - a1;
+    y4[c] = 2.0f * (a1 - a3) + (a4 - a2);
+  }
+}
+
+// y = A^T m (4 outputs from 5), A^T rows (1,1,1,1,0), (0,1,-1,2,0), (0,1,1,4,0), (0,1,-1,8,1).
+inline void output_rows(const float* const m[kAlpha], float* const y[kTile], int64_t count) {
+  const float *__restrict__ m0 = m[0], *__restrict__ m1 = m[1], *__restrict__ m2 = m[2],
+                           *__restrict__ m3 = m[3], *__restrict__ m4 = m[4];
+  float *__restrict__ y0 = y[0], *__restrict__ y1 = y[1], *__restrict__ y2 = y[2],
+                     *__restrict__ y3 = y[3];
+#pragma omp simd
+  for (int64_t c = 0; c < count; ++c) {
+    const float a1 = m1[c], a2 = m2[c], a3 = m3[c];
+    const float sum = a1 + a2, diff = a1 - a2;
+    y0[c] = m0[c] + sum + a3;
+    y1[c] = diff + 2.0f * a3;
+    y2[c] = sum + 4.0f * a3;
+    y3[c] = diff + 8.0f * a3 + m4[c];
+  }
+}
+
+// g = A f (5 values from a 4-long gradient column): the weight gradient's transform.
+inline void grad_rows(const float* const f[kTile], float* const g[kAlpha], int64_t count) {
+  const float *__restrict__ f0 = f[0], *__restrict__ f1 = f[1], *__restrict__ f2 = f[2],
+                           *__restrict__ f3 = f[3];
+  float *__restrict__ g0 = g[0], *__restrict__ g1 = g[1], *__restrict__ g2 = g[2],
+                     *__restrict__ g3 = g[3], *__restrict__ g4 = g[4];
+#pragma omp simd
+  for (int64_t c = 0; c < count; ++c) {
+    const float a0 = f0[c], a1 = f1[c], a2 = f2[c], a3 = f3[c];
+    g0[c] = a0;
+    g1[c] = (a0 + a2) + (a1 + a3);
+    g2[c] = (a0 + a2) - (a1 + a3);
+    g3[c] = (a0 + 4.0f * a2) + 2.0f * (a1 + 4.0f * a3);
+    g4[c] = a3;
+  }
+}
+
+// A virtual [N, channels, *, *] map read from a float tensor of any strides: element
+// (n, c, i, j) is the pixel at row step * i + offset_h, column step * j + offset_w of `data`,
+// or 0 outside [0, height) x [0, width).
+struct Source {
+  const float* data;
+  int64_t stride_n, stride_c, stride_h, stride_w;
+  int64_t height, width;
+  int64_t step, offset_h, offset_w;
+  int64_t channels;
+};
+
+Source make_source(const at::Tensor& t, int64_t step, int64_t offset_h, int64_t offset_w) {
+  return Source{t.const_data_ptr<float>(), t.stride(0), t.stride(1), t.stride(2), t.stride(3),
+                t.size(2), t.size(3), step, offset_h, offset_w, t.size(1)};
+}
+
+// The output window of one problem: virtual element (n, c, i, j), i < height, j < width,
+// lands at data[n*stride_n + c*stride_c + (step*i + offset_h)*stride_h + ...].
+struct Target {
+  float* data;
+  int64_t stride_n, stride_c, stride_h, stride_w;
+  int64_t height, width;
+  int64_t step, offset_h, offset_w;
+};
+
+Target make_target(at::Tensor& t, int64_t height, int64_t width, int64_t step, int64_t offset_h,
+                   int64_t offset_w) {
+  return Target{t.mutable_data_ptr<float>(), t.stride(0), t.stride(1), t.stride(2), t.stride(3),
+                height, width, step, offset_h, offset_w};
+}
+
+struct Tiling {
+  int64_t batch, tiles_h, tiles_w;
+  int64_t count() const { return batch * tiles_h * tiles_w; }
+  int64_t bands() const { return batch * tiles_h; }  // one band = one row of tiles
+};
+
+Tiling tiling(int64_t batch, int64_t out_h, int64_t out_w) {
+  return {batch, (out_h + kTile - 1) / kTile, (out_w + kTile - 1) / kTile};
+}
+
+// Bands per parallel chunk: enough work per chunk to amortise scheduling.
+int64_t band_grain(const Tiling& tiles, int64_t channels) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(tiles.tiles_w * channels * kPositions, 1));
+}
+
+// rows x cols pixels of `source` starting at virtual (row0, 0), channels innermost:
+// band[(k * cols + j) * C + c]. This is where any input layout (NCHW, channels_last,
+// strided, phase views) becomes channel-contiguous, one small cache-resident band at a time
+// instead of a full-tensor layout copy.
+void gather_band(const Source& source, int64_t n, int64_t row0, int64_t rows, int64_t cols,
+                 float* band) {
+  const int64_t channels = source.channels;
+  for (int64_t k = 0; k < rows; ++k) {
+    float* dst_row = band + k * cols * channels;
+    const int64_t row = source.step * (row0 + k) + source.offset_h;
+    if (row < 0 || row >= source.height) {
+      std::memset(dst_row, 0, sizeof(float) * cols * channels);
+      continue;
+    }
+    const float* src_row = source.data + n * source.stride_n + row * source.stride_h;
+    int64_t j_begin = 0, j_end = cols;  // columns inside the source
+    while (j_begin < cols && source.step * j_begin + source.offset_w < 0) ++j_begin;
+    while (j_end > j_begin && source.step * (j_end - 1) + source.offset_w >= source.width) --j_end;
+    std::memset(dst_row, 0, sizeof(float) * j_begin * channels);
+    std::memset(dst_row + j_end * channels, 0, sizeof(float) * (cols - j_end) * channels);
+    const int64_t col_stride = source.step * source.stride_w;
+    const float* src = src_row + (source.step * j_begin + source.offset_w) * source.stride_w;
+    if (source.stride_c == 1 || channels == 1) {
+      for (int64_t j = j_begin; j < j_end; ++j, src += col_stride) {
+        std::memcpy(dst_row + j * channels, src, sizeof(float) * channels);
+      }
+    } else {
+      for (int64_t c = 0; c < channels; ++c) {
+        const float* s = src + c * source.stride_c;
+        float* d = dst_row + j_begin * channels + c;
+        for (int64_t j = j_begin; j < j_end; ++j, s += col_stride, d += channels) *d = *s;
+      }
+    }
+  }
+}
+
+// Scratch memory reused across calls on one thread. V and M are written and read once per
+// call, and fresh multi-megabyte allocations are returned to the OS on free, so every call
+// paid for page faults again: that cost more than the transforms themselves (DCGAN
+// 64->128 layer: input transform 3.5 ms -> 0.7 ms). Requests above kCachedBytes are not
+// kept.
+constexpr size_t kCachedBytes = size_t(256) << 20;
+
+at::Tensor workspace(int slot, at::IntArrayRef sizes) {
+  thread_local std::vector<float> buffers[4];
+  int64_t numel = 1;
+  for (auto s : sizes) numel *= s;
+  if (static_cast<size_t>(numel) * sizeof(float) > kCachedBytes) {
+    return at::empty(sizes, at::TensorOptions().dtype(at::kFloat));
+  }
+  auto& buffer = buffers[slot];
+  if (buffer.size() < static_cast<size_t>(numel)) buffer.resize(numel);
+  return at::from_blob(buffer.data(), sizes, at::TensorOptions().dtype(at::kFloat));
+}
+
+// V[pos, t, :] for every tile t, from the 5x5 input tiles at (4 * tile_row, 4 * tile_col) of
+// the sources, whose channels are concatenated in order. The sources of one call (the four
+// phases of an input) share their rows, so each band of rows is gathered for all of them
+// while it is in cache.
+void input_transform(const std::vector<Source>& sources, const Tiling& tiles, float* v,
+                     int64_t pos_stride) {
+  int64_t channels = 0, widest = 0;
+  for (const Source& source : sources) {
+    channels += source.channels;
+    widest = std::max(widest, source.channels);
+  }
+  const int64_t cols = tiles.tiles_w * kTile + 1;
+  at::parallel_for(0, tiles.bands(), band_grain(tiles, channels), [&](int64_t begin, int64_t end) {
+    std::vector<float> band(kAlpha * cols * widest), scratch(kPositions * widest);
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t n = b / tiles.tiles_h, i0 = b % tiles.tiles_h * kTile;
+      int64_t offset = 0;
+      for (const Source& source : sources) {
+        const int64_t width = source.channels;
+        gather_band(source, n, i0, kAlpha, cols, band.data());
+        for (int64_t tx = 0; tx < tiles.tiles_w; ++tx) {
+          const int64_t t = b * tiles.tiles_w + tx;
+          // Columns first: scratch[k][l] = (B^T d)[k][l] ...
+          for (int64_t l = 0; l < kAlpha; ++l) {
+            const float* column[kAlpha];
+            float* out[kAlpha];
+            for (int64_t k = 0; k < kAlpha; ++k) {
+              column[k] = band.data() + (k * cols + tx * kTile + l) * width;
+              out[k] = scratch.data() + (k * kAlpha + l) * width;
+            }
+            input_rows(column, out, width);
+          }
+          // ... then rows: V[k*5 + l'] = sum_l scratch[k][l] B[l][l'].
+          for (int64_t k = 0; k < kAlpha; ++k) {
+            const float* row[kAlpha];
+            float* out[kAlpha];
+            for (int64_t l = 0; l < kAlpha; ++l) {
+              row[l] = scratch.data() + (k * kAlpha + l) * width;
+              out[l] = v + (k * kAlpha + l) * pos_stride + t * channels + offset;
+            }
+            input_rows(row, out, width);
+          }
+        }
+        offset += width;
+      }
+    }
+  });
+}
+
+// Writes band[(i * cols + j) * C + c] (rows x cols, channels innermost) into the target at
+// virtual (row0, 0), clipped to the target window.
+void scatter_band(const float* band, int64_t n, int64_t row0, int64_t rows, int64_t cols,
+                  int64_t channels, const Target& target) {
+  const int64_t valid_rows = std::min(rows, target.height - row0);
+  const int64_t valid_cols = std::min(cols, target.width);
+  const int64_t col_stride = target.step * target.stride_w;
+  for (int64_t i = 0; i < valid_rows; ++i) {
+    float* dst_row = target.data + n * target.stride_n +
+                     (target.step * (row0 + i) + target.offset_h) * target.stride_h +
+                     target.offset_w * target.stride_w;
+    const float* src_row = band + i * cols * channels;
+    if (target.stride_c == 1 || channels == 1) {
+      for (int64_t j = 0; j < valid_cols; ++j) {
+        std::memcpy(dst_row + j * col_stride, src_row + j * channels, sizeof(float) * channels);
+      }
+    } else {
+      for (int64_t c = 0; c < channels; ++c) {
+        float* d = dst_row + c * target.stride_c;
+        const float* s = src_row + c;
+        for (int64_t j = 0; j < valid_cols; ++j, d += col_stride, s += channels) *d = *s;
+      }
+    }
+  }
+}
+
+// The 4x4 output tiles from M[pos, t, :] (`m` points at M[0, 0, 0] of this problem).
+void output_transform(const float* m, const Tiling& tiles, int64_t channels, int64_t pos_stride,
+                      const Target& target) {
+  const int64_t cols = tiles.tiles_w * kTile;
+  at::parallel_for(0, tiles.bands(), band_grain(tiles, channels), [&](int64_t begin, int64_t end) {
+    std::vector<float> band(kTile * cols * channels), scratch(kTile * kAlpha * channels);
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t n = b / tiles.tiles_h, i0 = b % tiles.tiles_h * kTile;
+      for (int64_t tx = 0; tx < tiles.tiles_w; ++tx) {
+        const int64_t t = b * tiles.tiles_w + tx;
+        // Columns: scratch[i][l] = (A^T m)[i][l] ...
+        for (int64_t l = 0; l < kAlpha; ++l) {
+          const float* column[kAlpha];
+          float* out[kTile];
+          for (int64_t k = 0; k < kAlpha; ++k) {
+            column[k] = m + (k * kAlpha + l) * pos_stride + t * channels;
+          }
+          for (int64_t i = 0; i < kTile; ++i) out[i] = scratch.data() + (i * kAlpha + l) * channels;
+          output_rows(column, out, channels);
+        }
+        // ... then rows, into the band.
+        for (int64_t i = 0; i < kTile; ++i) {
+          const float* row[kAlpha];
+          float* out[kTile];
+          for (int64_t l = 0; l < kAlpha; ++l) row[l] = scratch.data() + (i * kAlpha + l) * channels;
+          for (int64_t j = 0; j < kTile; ++j) {
+            out[j] = band.data() + (i * cols + tx * kTile + j) * channels;
+          }
+          output_rows(row, out, channels);
+        }
+      }
+      scatter_band(band.data(), n, i0, kTile, cols, channels, target);
+    }
+  });
+}
+
+// Ghat[pos, t, :] = (A g A^T)[pos] for the 4x4 gradient tiles (zero outside the output).
+void grad_transform(const Source& grad, const Tiling& tiles, float* out, int64_t pos_stride) {
+  const int64_t channels = grad.channels, cols = tiles.tiles_w * kTile;
+  at::parallel_for(0, tiles.bands(), band_grain(tiles, channels), [&](int64_t begin, int64_t end) {
+    std::vector<float> band(kTile * cols * channels), scratch(kAlpha * kTile * channels);
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t n = b / tiles.tiles_h, i0 = b % tiles.tiles_h * kTile;
+      gather_band(grad, n, i0, kTile, cols, band.data());
+      for (int64_t tx = 0; tx < tiles.tiles_w; ++tx) {
+        const int64_t t = b * tiles.tiles_w + tx;
+        for (int64_t l = 0; l < kTile; ++l) {
+          const float* column[kTile];
+          float* dst[kAlpha];
+          for (int64_t k = 0; k < kTile; ++k) {
+            column[k] = band.data() + (k * cols + tx * kTile + l) * channels;
+          }
+          for (int64_t k = 0; k < kAlpha; ++k) dst[k] = scratch.data() + (k * kTile + l) * channels;
+          grad_rows(column, dst, channels);
+        }
+        for (int64_t k = 0; k < kAlpha; ++k) {
+          const float* row[kTile];
+          float* dst[kAlpha];
+          for (int64_t l = 0; l < kTile; ++l) row[l] = scratch.data() + (k * kTile + l) * channels;
+          for (int64_t l = 0; l < kAlpha; ++l) {
+            dst[l] = out + (k * kAlpha + l) * pos_stride + t * channels;
+          }
+          grad_rows(row, dst, channels);
+        }
+      }
+    }
+  });
+}
+
+// Where the 2x2 kernel of one channel block sits in a 4x4 weight: tap (a, b) is weight
+// element (y0 + step * a, x0 + step * b) (step 2 for the phases of a convolution, -2 for the
+// flipped phases of a transposed one).
+struct Taps {
+  int64_t y0, x0, step;
+};
+
+// A 4x4 weight read through strides: element (o, c, y, x) for output channel o, input
+// channel c of the 2x2-kernel problem.
+struct Weight {
+  const float* data;
+  int64_t stride_o, stride_c, stride_y, stride_x;
+  int64_t out_channels, in_channels;
+};
+
+// U[p*25 + k*5 + l, block * Cin + c, o] = (G K G^T)[k][l] for the 2x2 kernels K picked from
+// `weight` by taps[p][block]. One gather of the four taps per (c, o), then two vector passes
+// over o (G's columns, then its rows).
+at::Tensor transform_weight(const Weight& weight, const std::vector<std::vector<Taps>>& taps) {
+  const int64_t problems = static_cast<int64_t>(taps.size());
+  const int64_t blocks = static_cast<int64_t>(taps[0].size());
+  const int64_t in_ch = weight.in_channels, out_ch = weight.out_channels;
+  const int64_t channels = blocks * in_ch;
+  auto u = workspace(3, {problems * kPositions, channels, out_ch});
+  float* u_data = u.mutable_data_ptr<float>();
+  const int64_t pos_stride = channels * out_ch;
+  at::parallel_for(0, problems * channels, std::max<int64_t>(1, 4096 / out_ch), [&](int64_t begin, int64_t end) {
+    std::vector<float> tap(4 * out_ch), half(kAlpha * 2 * out_ch);
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t p = index / channels, cc = index % channels;
+      const Taps& map = taps[p][cc / in_ch];
+      const float* base = weight.data + (cc % in_ch) * weight.stride_c;
+      for (int64_t a = 0; a < 2; ++a)
+        for (int64_t b = 0; b < 2; ++b) {
+          const float* src = base + (map.y0 + map.step * a) * weight.stride_y +
+                             (map.x0 + map.step * b) * weight.stride_x;
+          float* dst = tap.data() + (a * 2 + b) * out_ch;
+          for (int64_t o = 0; o < out_ch; ++o) dst[o] = src[o * weight.stride_o];
+        }
+      // half[k][b] = sum_a G[k][a] K[a][b]
+      for (int64_t k = 0; k < kAlpha; ++k)
+        for (int64_t b = 0; b < 2; ++b) {
+          const float g0 = static_cast<float>(kG[k][0]), g1 = static_cast<float>(kG[k][1]);
+          const float* __restrict__ t0 = tap.data() + b * out_ch;
+          const float* __restrict__ t1 = tap.data() + (2 + b) * out_ch;
+          float* __restrict__ dst = half.data() + (k * 2 + b) * out_ch;
+#pragma omp simd
+          for (int64_t o = 0; o < out_ch; ++o) dst[o] = g0 * t0[o] + g1 * t1[o];
+        }
+      // U[k][l] = sum_b half[k][b] G[l][b]
+      for (int64_t k = 0; k < kAlpha; ++k)
+        for (int64_t l = 0; l < kAlpha; ++l) {
+          const float g0 = static_cast<float>(kG[l][0]), g1 = static_cast<float>(kG[l][1]);
+          const float* __restrict__ h0 = half.data() + (k * 2) * out_ch;
+          const float* __restrict__ h1 = half.data() + (k * 2 + 1) * out_ch;
+          float* __restrict__ dst =
+              u_data + (p * kPositions + k * kAlpha + l) * pos_stride + cc * out_ch;
+#pragma omp simd
+          for (int64_t o = 0; o < out_ch; ++o) dst[o] = g0 * h0[o] + g1 * h1[o];
+        }
+    }
+  });
+  return u;
+}
+
+// The weight gradient back from the Winograd domain: the 4x4 weight element at tap (a, b) of
+// (block, c) is (G^T dU G)[a][b] for dU [25, Cout, blocks * Cin]. The blocks' taps cover
+// the 4x4 weight exactly once, so every element is written once.
+void untransform_weight_grad(const at::Tensor& du, const std::vector<Taps>& taps,
+                             float* out, int64_t stride_o, int64_t stride_c, int64_t stride_y,
+                             int64_t stride_x) {
+  const int64_t out_ch = du.size(1), channels = du.size(2);
+  const int64_t blocks = static_cast<int64_t>(taps.size()), in_ch = channels / blocks;
+  const float* du_data = du.const_data_ptr<float>();
+  const int64_t pos_stride = out_ch * channels;
+  at::parallel_for(0, out_ch, std::max<int64_t>(1, 4096 / channels), [&](int64_t begin, int64_t end) {
+    std::vector<float> half(kAlpha * 2 * channels), result(4 * channels);
+    for (int64_t o = begin; o < end; ++o) {
+      // half[k][b] = sum_l dU[k][l] G[l][b]
+      for (int64_t k = 0; k < kAlpha; ++k)
+        for (int64_t b = 0; b < 2; ++b) {
+          float* __restrict__ dst = half.data() + (k * 2 + b) * channels;
+          std::fill(dst, dst + channels, 0.0f);
+          for (int64_t l = 0; l < kAlpha; ++l) {
+            const float g = static_cast<float>(kG[l][b]);
+            if (g == 0.0f) continue;
+            const float* __restrict__ src =
+                du_data + (k * kAlpha + l) * pos_stride + o * channels;
+#pragma omp simd
+            for (int64_t c = 0; c < channels; ++c) dst[c] += g * src[c];
+          }
+        }
+      // result[a][b] = sum_k G[k][a] half[k][b]
+      for (int64_t a = 0; a < 2; ++a)
+        for (int64_t b = 0; b < 2; ++b) {
+          float* __restrict__ dst = result.data() + (a * 2 + b) * channels;
+          std::fill(dst, dst + channels, 0.0f);
+          for (int64_t k = 0; k < kAlpha; ++k) {
+            const float g = static_cast<float>(kG[k][a]);
+            if (g == 0.0f) continue;
+            const float* __restrict__ src = half.data() + (k * 2 + b) * channels;
+#pragma omp simd
+            for (int64_t c = 0; c < channels; ++c) dst[c] += g * src[c];
+          }
+        }
+      for (int64_t cc = 0; cc < channels; ++cc) {
+        const Taps& map = taps[cc / in_ch];
+        float* base = out + o * stride_o + (cc % in_ch) * stride_c;
+        for (int64_t a = 0; a < 2; ++a)
+          for (int64_t b = 0; b < 2; ++b) {
+            base[(map.y0 + map.step * a) * stride_y + (map.x0 + map.step * b) * stride_x] =
+                result[(a * 2 + b) * channels + cc];
+          }
+      }
+    }
+  });
+}
+
+// The forward driver: P problems sharing tiling and channel counts. sources[p] are the
+// channel blocks (concatenated in order) of problem p; u is [P*25, C, Cout].
+void run_forward(const std::vector<std::vector<Source>>& sources, const std::vector<Target>& targets,
+                 const at::Tensor& u, const Tiling& tiles) {
+  const int64_t problems = static_cast<int64_t>(targets.size());
+  const int64_t in_ch = u.size(1), out_ch = u.size(2), count = tiles.count();
+  auto v = workspace(0, {problems * kPositions, count, in_ch});
+  for (int64_t p = 0; p < problems; ++p) {
+    input_transform(sources[p], tiles, v.mutable_data_ptr<float>() + p * kPositions * count * in_ch,
+                    count * in_ch);
+  }
+  auto m = workspace(1, {problems * kPositions, count, out_ch});
+  at::bmm_out(m, v, u);  // [P*25, T, Cout]
+  for (int64_t p = 0; p < problems; ++p) {
+    output_transform(m.const_data_ptr<float>() + p * kPositions * count * out_ch, tiles, out_ch,
+                     count * out_ch, targets[p]);
+  }
+}
+
+// dU [25, Cout, C], the Winograd-domain weight gradient of dK[o, c, a, b] = sum over
+// (n, i, j) of grad[n, o, i, j] * x[n, c, i + a, j + b], x the concatenated sources.
+at::Tensor run_weight_grad(const std::vector<Source>& sources, const Source& grad,
+                           const Tiling& tiles) {
+  int64_t in_ch = 0;
+  for (const Source& s : sources) in_ch += s.channels;
+  const int64_t out_ch = grad.channels, count = tiles.count();
+  auto v = workspace(0, {kPositions, count, in_ch});
+  input_transform(sources, tiles, v.mutable_data_ptr<float>(), count * in_ch);
+  auto g = workspace(2, {kPositions, count, out_ch});
+  grad_transform(grad, tiles, g.mutable_data_ptr<float>(), count * out_ch);
+  auto du = workspace(1, {kPositions, out_ch, in_ch});
+  at::bmm_out(du, g.transpose(1, 2), v);
+  return du;
+}
+
+c10::MemoryFormat output_format(const at::Tensor& input) {
+  return (!input.is_contiguous() && input.is_contiguous(c10::MemoryFormat::ChannelsLast))
+             ? c10::MemoryFormat::ChannelsLast
+             : c10::MemoryFormat::Contiguous;
+}
+
+// The four even/odd phases of a stride-2, padding-1 input: phase (p, q) element (i, j) is
+// input[2i + p - 1, 2j + q - 1], so the 4x4 kernel's taps (2a + p, 2b + q) become a 2x2
+// kernel (a, b) per phase.
+std::vector<Source> phase_sources(const at::Tensor& input) {
+  std::vector<Source> sources;
+  for (int64_t p = 0; p < 2; ++p)
+    for (int64_t q = 0; q < 2; ++q) sources.push_back(make_source(input, 2, p - 1, q - 1));
+  return sources;
+}
+
+}  // namespace
+
+bool eligible(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+              at::IntArrayRef padding, at::IntArrayRef output_padding, at::IntArrayRef dilation,
+              int64_t groups, bool transposed) {
+  static const bool enabled = [] {
+    const char* flag = std::getenv("FASTGEN_WINOGRAD");
+    return !(flag && std::strcmp(flag, "0") == 0);
+  }();
+  if (!enabled || !input.device().is_cpu() || input.scalar_type() != at::kFloat ||
+      weight.scalar_type() != at::kFloat || input.dim() != 4 || weight.dim() != 4 || groups != 1)
+    return false;
+  const auto all = [](at::IntArrayRef values, int64_t want) {
+    for (auto v : values)
+      if (v != want) return false;
+    return true;
+  };
+  if (weight.size(2) != 4 || weight.size(3) != 4 || !all(stride, 2) || !all(padding, 1) ||
+      !all(dilation, 1) || !all(output_padding, 0))
+    return false;
+  const int64_t in_ch = input.size(1);
+  const int64_t out_ch = transposed ? weight.size(1) : weight.size(0);
+  if (!transposed && (input.size(2) % 2 || input.size(3) % 2)) return false;
+  if (input.numel() == 0) return false;
+  // Below ~32 channels on either side the GEMMs are too thin for the transforms to pay off
+  // (measured on the DCGAN layers: see notes/winograd.md).
+  return in_ch >= 32 && out_ch >= 32;
+}
+
+at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight) {
+  const int64_t batch = input.size(0), in_ch = input.size(1), out_ch = weight.size(0);
+  const int64_t out_h = input.size(2) / 2, out_w = input.size(3) / 2;
+  // Phase (p, q) of the input meets the weight taps (2a + p, 2b + q).
+  std::vector<Taps> taps;
+  for (int64_t p = 0; p < 2; ++p)
+    for (int64_t q = 0; q < 2; ++q) taps.push_back({p, q, 2});
+  const Weight w{weight.const_data_ptr<float>(), weight.stride(0), weight.stride(1),
+                 weight.stride(2), weight.stride(3), out_ch, in_ch};
+  auto out = at::empty({batch, out_ch, out_h, out_w},
+                       input.options().memory_format(output_format(input)));
+  run_forward({phase_sources(input)}, {make_target(out, out_h, out_w, 1, 0, 0)},
+              transform_weight(w, {taps}), tiling(batch, out_h, out_w));
+  return out;
+}
+
+at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
+  const int64_t batch = input.size(0), in_ch = input.size(1), out_ch = weight.size(1);
+  const int64_t height = input.size(2), width = input.size(3);
+  auto out = at::empty({batch, out_ch, 2 * height, 2 * width},
+                       input.options().memory_format(output_format(input)));
+  // Output phase (r, s): out[2m + r, 2l + s] = sum_{a,b} input[m + r - 1 + a, l + s - 1 + b]
+  // * weight[:, :, 3 - r - 2a, 3 - s - 2b].
+  std::vector<std::vector<Source>> sources;
+  std::vector<Target> targets;
+  std::vector<std::vector<Taps>> taps;
+  for (int64_t r = 0; r < 2; ++r) {
+    for (int64_t s = 0; s < 2; ++s) {
+      sources.push_back({make_source(input, 1, r - 1, s - 1)});
+      targets.push_back(make_target(out, height, width, 2, r, s));
+      taps.push_back({Taps{3 - r, 3 - s, -2}});
+    }
+  }
+  const Weight w{weight.const_data_ptr<float>(), weight.stride(1), weight.stride(0),
+                 weight.stride(2), weight.stride(3), out_ch, in_ch};
+  run_forward(sources, targets, transform_weight(w, taps), tiling(batch, height, width));
+  return out;
+}
+
+at::Tensor conv2d_weight_grad(const at::Tensor& input, const at::Tensor& grad_out) {
+  const int64_t in_ch = input.size(1), out_ch = grad_out.size(1);
+  const int64_t out_h = grad_out.size(2), out_w = grad_out.size(3);
+  Source grad = make_source(grad_out, 1, 0, 0);
+  auto du = run_weight_grad(phase_sources(input), grad, tiling(input.size(0), out_h, out_w));
+  std::vector<Taps> taps;
+  for (int64_t p = 0; p < 2; ++p)
+    for (int64_t q = 0; q < 2; ++q) taps.push_back({p, q, 2});
+  auto grad_weight = at::empty({out_ch, in_ch, 4, 4}, input.options());
+  untransform_weight_grad(du, taps, grad_weight.mutable_data_ptr<float>(), grad_weight.stride(0),
+                          grad_weight.stride(1), grad_weight.stride(2), grad_weight.stride(3));
+  return grad_weight;
+}
+
+std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& grad_out,
+                                                   const at::Tensor& input,
+                                                   const at::Tensor& weight,
+                                                   std::array<bool, 2> mask) {
+  at::Tensor grad_input, grad_weight;
+  // The data gradient of a stride-2 convolution is the transposed convolution of grad_out
+  // with the same weight ([Cout, Cin, 4, 4] read as [in, out, 4, 4]).
+  if (mask[0]) grad_input = winograd::conv_transpose2d(grad_out, weight);
+  if (mask[1]) grad_weight = conv2d_weight_grad(input, grad_out);
+  return {grad_input, grad_weight};
+}
+
+std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward(const at::Tensor& grad_out,
+                                                             const at::Tensor& input,
+                                                             const at::Tensor& weight,
+                                                             std::array<bool, 2> mask) {
+  at::Tensor grad_input, grad_weight;
+  // ... and the other way round; the transposed convolution's weight gradient is the
+  // convolution's with the roles of input and grad_out swapped.
+  if (mask[0]) grad_input = winograd::conv2d(grad_out, weight);
+  if (mask[1]) grad_weight = conv2d_weight_grad(grad_out, input);
+  return {grad_input, grad_weight};
+}
+
+}  // namespace fastgen::winograd
+
+#include <torch/library.h>
+
+namespace fastgen::winograd {
+namespace {
+
+// The exposed ops check their arguments here (the library's own calls come through
+// eligible() and are valid by construction).
+void check_float_4d(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 4, op, ": ",
+              name, " must be a 4-D float32 CPU tensor, got ", t.dim(), "-D ", t.scalar_type(),
+              " on ", t.device());
+  TORCH_CHECK(t.numel() > 0, op, ": ", name, " must not be empty, got shape ", t.sizes());
+}
+
+at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight) {
+  constexpr const char* op = "fastgen::winograd_conv2d";
+  check_float_4d(op, "input", input);
+  check_float_4d(op, "weight", weight);
+  TORCH_CHECK(weight.size(1) == input.size(1) && weight.size(2) == 4 && weight.size(3) == 4, op,
+              ": weight must be [C_out, ", input.size(1), ", 4, 4], got ", weight.sizes());
+  TORCH_CHECK(input.size(2) % 2 == 0 && input.size(3) % 2 == 0, op,
+              ": input height and width must be even, got ", input.sizes());
+  return winograd::conv2d(input, weight);
+}
+
+at::Tensor conv_transpose2d_op(const at::Tensor& input, const at::Tensor& weight) {
+  constexpr const char* op = "fastgen::winograd_conv_transpose2d";
+  check_float_4d(op, "input", input);
+  check_float_4d(op, "weight", weight);
+  TORCH_CHECK(weight.size(0) == input.size(1) && weight.size(2) == 4 && weight.size(3) == 4, op,
+              ": weight must be [", input.size(1), ", C_out, 4, 4], got ", weight.sizes());
+  return winograd::conv_transpose2d(input, weight);
+}
+
+at::Tensor conv2d_weight_grad_op(const at::Tensor& input, const at::Tensor& grad_out) {
+  constexpr const char* op = "fastgen::winograd_conv2d_weight_grad";
+  check_float_4d(op, "input", input);
+  check_float_4d(op, "grad_out", grad_out);
+  TORCH_CHECK(input.size(2) % 2 == 0 && input.size(3) % 2 == 0 &&
+                  grad_out.size(0) == input.size(0) && grad_out.size(2) * 2 == input.size(2) &&
+                  grad_out.size(3) * 2 == input.size(3),
+              op, ": grad_out must be [", input.size(0), ", C_out, ", input.size(2) / 2, ", ",
+              input.size(3) / 2, "] for an input of even size ", input.sizes(), ", got ",
+              grad_out.sizes());
+  return conv2d_weight_grad(input, grad_out);
+}
+
+}  // namespace
+}  // namespace fastgen::winograd
+
+TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
+  m.impl("winograd_conv2d", &fastgen::winograd::conv2d_op);
+  m.impl("winograd_conv_transpose2d", &fastgen::winograd::conv_transpose2d_op);
+  m.impl("winograd_conv2d_weight_grad", &fastgen::winograd::conv2d_weight_grad_op);
+}

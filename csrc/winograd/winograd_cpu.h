@@ -1,0 +1,56 @@
+#pragma once
+// Winograd F(4x4, 2x2) for the 4x4, stride-2, padding-1 convolutions of DCGAN-style models
+// (CPU, float32).
+//
+// Why: on CPU these convolutions are GEMM-bound and oneDNN already runs them near the
+// core's peak FLOP rate, so only fewer multiplications can make them faster. A 4x4 stride-2
+// convolution is a sum of four 2x2 stride-1 convolutions over the input's even/odd row and
+// column phases (a transposed one is four 2x2 convolutions, one per output phase), and a
+// 2x2 convolution computed as F(4x4, 2x2) takes 25 multiplications per 4x4 output tile
+// instead of 64: 2.56x fewer, spent in one batched GEMM per call (25 matrices per phase).
+//
+// The transforms use the interpolation points {0, 1, -1, 2, inf}, with the rows of B^T
+// scaled to small integers (and G scaled back), so the input and output transforms are
+// exact-ish integer combinations; the float32 error is a few 1e-6 relative to the output's
+// largest value (direct convolution: ~2e-7), well inside the float32 tolerance.
+//
+// Shapes (N batch, C channels):
+//   conv2d:             input [N, Cin, H, W], weight [Cout, Cin, 4, 4] -> [N, Cout, H/2, W/2]
+//   conv_transpose2d:   input [N, Cin, H, W], weight [Cin, Cout, 4, 4] -> [N, Cout, 2H, 2W]
+//   conv2d_weight_grad: input [N, Cin, H, W], grad_out [N, Cout, H/2, W/2] -> [Cout, Cin, 4, 4]
+// (H and W even for the conv2d forms.) Any strides in; the kernels read a channels_last copy
+// and write the output channels_last when the input is channels_last, NCHW otherwise. The
+// backward passes of both convolutions are these three functions again (see
+// conv2d_backward / conv_transpose2d_backward).
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <tuple>
+
+namespace fastgen::winograd {
+
+// Whether the Winograd path handles the convolution: CPU float32, weight 4x4, stride 2,
+// padding 1, dilation 1, groups 1, output_padding 0, even input sizes for conv2d, and
+// channel counts large enough that the GEMMs dominate the transforms (below that oneDNN
+// wins). FASTGEN_WINOGRAD=0 in the environment turns the path off.
+bool eligible(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+              at::IntArrayRef padding, at::IntArrayRef output_padding,
+              at::IntArrayRef dilation, int64_t groups, bool transposed);
+
+at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight);
+at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight);
+at::Tensor conv2d_weight_grad(const at::Tensor& input, const at::Tensor& grad_out);
+
+// (grad_input, grad_weight) of the convolutions above; an entry whose mask is false is an
+// undefined tensor.
+std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& grad_out,
+                                                   const at::Tensor& input,
+                                                   const at::Tensor& weight,
+                                                   std::array<bool, 2> mask);
+std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward(const at::Tensor& grad_out,
+                                                             const at::Tensor& input,
+                                                             const at::Tensor& weight,
+                                                             std::array<bool, 2> mask);
+
+}  // namespace fastgen::winograd
