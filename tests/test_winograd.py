@@ -1,7 +1,7 @@
 """The CPU Winograd F(4x4, 2x2) kernels (csrc/winograd) against float64 stock convolutions.
 
-They serve the 4x4 stride-2 padding-1 layers of fastgen.ops.conv_transpose2d on CPU in
-float32 (csrc/winograd/winograd_cpu.h says when). Checked here: the three exposed kernels
+They serve the 4x4 stride-2 padding-1 layers of fastgen.ops.conv2d and conv_transpose2d on
+CPU in float32 (csrc/winograd/winograd_cpu.h says when). Checked here: the three exposed kernels
 directly over random shapes and layouts, and that the op really takes that path.
 """
 
@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastgen import _extension
-from fastgen.ops import conv_transpose2d
+from fastgen.ops import conv2d, conv_transpose2d
+from fastgen.reference import conv2d as reference_conv2d
 from fastgen.reference import conv_transpose2d as reference
 
 pytestmark = pytest.mark.skipif(not _extension.LOADED, reason="the fastgen extension is not built")
@@ -122,6 +123,30 @@ def test_op_takes_the_winograd_path(activation, kind):
     grads = torch.autograd.grad(out, (x, weight, bias), grad)
     leaves = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
     expected = reference.conv_transpose2d(*leaves, 2, 1, activation=activation)
+    expected_grads = torch.autograd.grad(expected, leaves, grad.double())
+    assert_near(out.detach(), expected.detach(), f"output {activation} {kind}")
+    for name, actual, want in zip(("input", "weight", "bias"), grads, expected_grads):
+        assert_near(actual, want, f"grad {name} {activation} {kind}")
+    if kind == "channels_last":
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert grads[0].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("activation", ["identity", "leaky_relu"])
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_conv2d_op_takes_the_winograd_path(activation, kind):
+    g = torch.Generator().manual_seed(3)
+    x = layout(torch.randn(2, 32, 10, 6, generator=g), kind).requires_grad_()
+    weight = (torch.randn(40, 32, 4, 4, generator=g) * 0.1).requires_grad_()
+    bias = torch.randn(40, generator=g).requires_grad_()
+    out = conv2d(x, weight, bias, 2, 1, activation=activation, negative_slope=0.2)
+    if activation == "identity":
+        plain = ops().winograd_conv2d(x.detach(), weight.detach())
+        assert torch.equal(out.detach(), plain + bias.detach().view(1, -1, 1, 1))
+    grad = torch.randn(out.shape, generator=g)
+    grads = torch.autograd.grad(out, (x, weight, bias), grad)
+    leaves = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
+    expected = reference_conv2d.conv2d(*leaves, 2, 1, activation=activation, negative_slope=0.2)
     expected_grads = torch.autograd.grad(expected, leaves, grad.double())
     assert_near(out.detach(), expected.detach(), f"output {activation} {kind}")
     for name, actual, want in zip(("input", "weight", "bias"), grads, expected_grads):

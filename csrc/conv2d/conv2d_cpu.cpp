@@ -10,12 +10,25 @@
 
 #include "conv2d/conv2d.h"
 #include "conv_transpose2d/conv_transpose2d.h"
+#include "winograd/winograd_cpu.h"
 
 namespace fastgen {
 
-// conv2d(input, weight) without bias on CPU. For now every shape takes the aten convolution.
+namespace {
+
+// 4x4 stride-2 padding-1 float32 layers with enough channels (the DCGAN discriminator's)
+// take the Winograd kernels (csrc/winograd); everything else the aten convolution.
+bool use_winograd(const at::Tensor& input, const at::Tensor& weight, const Conv2dParams& params) {
+  return winograd::eligible(input, weight, params.stride, params.padding, {0, 0},
+                            params.dilation, params.groups, /*transposed=*/false);
+}
+
+}  // namespace
+
+// conv2d(input, weight) without bias on CPU.
 at::Tensor conv2d_convolution_cpu(const at::Tensor& input, const at::Tensor& weight,
                                   const Conv2dParams& params) {
+  if (use_winograd(input, weight, params)) return winograd::conv2d(input, weight);
   return conv2d_convolution_aten(input, weight, params);
 }
 
@@ -24,6 +37,12 @@ at::Tensor conv2d_convolution_cpu(const at::Tensor& input, const at::Tensor& wei
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_cpu(
     const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
     const Conv2dParams& params, std::array<bool, 3> output_mask) {
+  if (use_winograd(input, weight, params) && grad_pre.scalar_type() == at::kFloat) {
+    auto [grad_input, grad_weight] =
+        winograd::conv2d_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
+    return {grad_input, grad_weight,
+            output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor()};
+  }
   return conv2d_convolution_backward_aten(grad_pre, input, weight, params, output_mask);
 }
 
