@@ -12,6 +12,8 @@
 
 #include "winograd/winograd_cpu.h"
 
+#include "winograd/gemm_cpu.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -158,10 +160,14 @@ void gather_band(const Source& source, int64_t n, int64_t row0, int64_t rows, in
         std::memcpy(dst_row + j * channels, src, sizeof(float) * channels);
       }
     } else {
-      for (int64_t c = 0; c < channels; ++c) {
-        const float* s = src + c * source.stride_c;
-        float* d = dst_row + j_begin * channels + c;
-        for (int64_t j = j_begin; j < j_end; ++j, s += col_stride, d += channels) *d = *s;
+      // Channels innermost: contiguous stores of whole pixels, strided loads that stay in the
+      // same few cache lines from one column to the next.
+      const int64_t stride_c = source.stride_c;
+      for (int64_t j = j_begin; j < j_end; ++j, src += col_stride) {
+        float* __restrict__ d = dst_row + j * channels;
+        const float* __restrict__ s = src;
+#pragma omp simd
+        for (int64_t c = 0; c < channels; ++c) d[c] = s[c * stride_c];
       }
     }
   }
@@ -175,7 +181,7 @@ void gather_band(const Source& source, int64_t n, int64_t row0, int64_t rows, in
 constexpr size_t kCachedBytes = size_t(256) << 20;
 
 at::Tensor workspace(int slot, at::IntArrayRef sizes) {
-  thread_local std::vector<float> buffers[4];
+  thread_local std::vector<float> buffers[3];
   int64_t numel = 1;
   for (auto s : sizes) numel *= s;
   if (static_cast<size_t>(numel) * sizeof(float) > kCachedBytes) {
@@ -345,19 +351,17 @@ struct Weight {
   int64_t out_channels, in_channels;
 };
 
-// U[p*25 + k*5 + l, block * Cin + c, o] = (G K G^T)[k][l] for the 2x2 kernels K picked from
-// `weight` by taps[p][block]. One gather of the four taps per (c, o), then two vector passes
-// over o (G's columns, then its rows).
-at::Tensor transform_weight(const Weight& weight, const std::vector<std::vector<Taps>>& taps) {
+// taps[p, a*2 + b, block * Cin + c, o]: the 2x2 kernels picked from `weight` by
+// taps[p][block], laid out for the panels of the forward GEMM (Cout innermost).
+at::Tensor gather_taps(const Weight& weight, const std::vector<std::vector<Taps>>& taps) {
   const int64_t problems = static_cast<int64_t>(taps.size());
   const int64_t blocks = static_cast<int64_t>(taps[0].size());
   const int64_t in_ch = weight.in_channels, out_ch = weight.out_channels;
   const int64_t channels = blocks * in_ch;
-  auto u = workspace(3, {problems * kPositions, channels, out_ch});
-  float* u_data = u.mutable_data_ptr<float>();
-  const int64_t pos_stride = channels * out_ch;
-  at::parallel_for(0, problems * channels, std::max<int64_t>(1, 4096 / out_ch), [&](int64_t begin, int64_t end) {
-    std::vector<float> tap(4 * out_ch), half(kAlpha * 2 * out_ch);
+  auto out = at::empty({problems, 4, channels, out_ch}, at::TensorOptions().dtype(at::kFloat));
+  float* data = out.mutable_data_ptr<float>();
+  at::parallel_for(0, problems * channels, std::max<int64_t>(1, 4096 / out_ch),
+                   [&](int64_t begin, int64_t end) {
     for (int64_t index = begin; index < end; ++index) {
       const int64_t p = index / channels, cc = index % channels;
       const Taps& map = taps[p][cc / in_ch];
@@ -366,109 +370,76 @@ at::Tensor transform_weight(const Weight& weight, const std::vector<std::vector<
         for (int64_t b = 0; b < 2; ++b) {
           const float* src = base + (map.y0 + map.step * a) * weight.stride_y +
                              (map.x0 + map.step * b) * weight.stride_x;
-          float* dst = tap.data() + (a * 2 + b) * out_ch;
+          float* dst = data + ((p * 4 + a * 2 + b) * channels + cc) * out_ch;
           for (int64_t o = 0; o < out_ch; ++o) dst[o] = src[o * weight.stride_o];
         }
-      // half[k][b] = sum_a G[k][a] K[a][b]
-      for (int64_t k = 0; k < kAlpha; ++k)
-        for (int64_t b = 0; b < 2; ++b) {
-          const float g0 = static_cast<float>(kG[k][0]), g1 = static_cast<float>(kG[k][1]);
-          const float* __restrict__ t0 = tap.data() + b * out_ch;
-          const float* __restrict__ t1 = tap.data() + (2 + b) * out_ch;
-          float* __restrict__ dst = half.data() + (k * 2 + b) * out_ch;
-#pragma omp simd
-          for (int64_t o = 0; o < out_ch; ++o) dst[o] = g0 * t0[o] + g1 * t1[o];
-        }
-      // U[k][l] = sum_b half[k][b] G[l][b]
-      for (int64_t k = 0; k < kAlpha; ++k)
-        for (int64_t l = 0; l < kAlpha; ++l) {
-          const float g0 = static_cast<float>(kG[l][0]), g1 = static_cast<float>(kG[l][1]);
-          const float* __restrict__ h0 = half.data() + (k * 2) * out_ch;
-          const float* __restrict__ h1 = half.data() + (k * 2 + 1) * out_ch;
-          float* __restrict__ dst =
-              u_data + (p * kPositions + k * kAlpha + l) * pos_stride + cc * out_ch;
-#pragma omp simd
-          for (int64_t o = 0; o < out_ch; ++o) dst[o] = g0 * h0[o] + g1 * h1[o];
-        }
     }
   });
-  return u;
+  return out;
 }
 
-// The weight gradient back from the Winograd domain: the 4x4 weight element at tap (a, b) of
-// (block, c) is (G^T dU G)[a][b] for dU [25, Cout, blocks * Cin]. The blocks' taps cover
-// the 4x4 weight exactly once, so every element is written once.
-void untransform_weight_grad(const at::Tensor& du, const std::vector<Taps>& taps,
-                             float* out, int64_t stride_o, int64_t stride_c, int64_t stride_y,
-                             int64_t stride_x) {
-  const int64_t out_ch = du.size(1), channels = du.size(2);
-  const int64_t blocks = static_cast<int64_t>(taps.size()), in_ch = channels / blocks;
-  const float* du_data = du.const_data_ptr<float>();
-  const int64_t pos_stride = out_ch * channels;
-  at::parallel_for(0, out_ch, std::max<int64_t>(1, 4096 / channels), [&](int64_t begin, int64_t end) {
-    std::vector<float> half(kAlpha * 2 * channels), result(4 * channels);
-    for (int64_t o = begin; o < end; ++o) {
-      // half[k][b] = sum_l dU[k][l] G[l][b]
-      for (int64_t k = 0; k < kAlpha; ++k)
-        for (int64_t b = 0; b < 2; ++b) {
-          float* __restrict__ dst = half.data() + (k * 2 + b) * channels;
-          std::fill(dst, dst + channels, 0.0f);
-          for (int64_t l = 0; l < kAlpha; ++l) {
-            const float g = static_cast<float>(kG[l][b]);
-            if (g == 0.0f) continue;
-            const float* __restrict__ src =
-                du_data + (k * kAlpha + l) * pos_stride + o * channels;
-#pragma omp simd
-            for (int64_t c = 0; c < channels; ++c) dst[c] += g * src[c];
-          }
-        }
-      // result[a][b] = sum_k G[k][a] half[k][b]
-      for (int64_t a = 0; a < 2; ++a)
-        for (int64_t b = 0; b < 2; ++b) {
-          float* __restrict__ dst = result.data() + (a * 2 + b) * channels;
-          std::fill(dst, dst + channels, 0.0f);
-          for (int64_t k = 0; k < kAlpha; ++k) {
-            const float g = static_cast<float>(kG[k][a]);
-            if (g == 0.0f) continue;
-            const float* __restrict__ src = half.data() + (k * 2 + b) * channels;
-#pragma omp simd
-            for (int64_t c = 0; c < channels; ++c) dst[c] += g * src[c];
-          }
-        }
-      for (int64_t cc = 0; cc < channels; ++cc) {
-        const Taps& map = taps[cc / in_ch];
-        float* base = out + o * stride_o + (cc % in_ch) * stride_c;
-        for (int64_t a = 0; a < 2; ++a)
-          for (int64_t b = 0; b < 2; ++b) {
-            base[(map.y0 + map.step * a) * stride_y + (map.x0 + map.step * b) * stride_x] =
-                result[(a * 2 + b) * channels + cc];
-          }
-      }
-    }
-  });
+// (G[k][a] * G[l][b]) for position k*5 + l and tap a*2 + b.
+inline float position_weight(int64_t position, int64_t tap) {
+  return static_cast<float>(kG[position / kAlpha][tap / 2] * kG[position % kAlpha][tap % 2]);
 }
 
 // The forward driver: P problems sharing tiling and channel counts. sources[p] are the
-// channel blocks (concatenated in order) of problem p; u is [P*25, C, Cout].
+// channel blocks (concatenated in order) of problem p; taps is [P, 4, C, Cout].
+//   M[p, pos] = V[p, pos] @ U[p, pos], U[p, pos] = sum over taps of G G^T weights * taps
+// U is built one 32-column panel at a time right before its GEMM (4 FMAs per element from
+// the taps, in L1/L2), never as 25 full matrices: at DCGAN sizes those were 13 MB written
+// and read back per call, more than the GEMM's own traffic.
 void run_forward(const std::vector<std::vector<Source>>& sources, const std::vector<Target>& targets,
-                 const at::Tensor& u, const Tiling& tiles) {
+                 const at::Tensor& taps, const Tiling& tiles) {
   const int64_t problems = static_cast<int64_t>(targets.size());
-  const int64_t in_ch = u.size(1), out_ch = u.size(2), count = tiles.count();
+  const int64_t in_ch = taps.size(2), out_ch = taps.size(3), count = tiles.count();
   auto v = workspace(0, {problems * kPositions, count, in_ch});
   for (int64_t p = 0; p < problems; ++p) {
     input_transform(sources[p], tiles, v.mutable_data_ptr<float>() + p * kPositions * count * in_ch,
                     count * in_ch);
   }
   auto m = workspace(1, {problems * kPositions, count, out_ch});
-  at::bmm_out(m, v, u);  // [P*25, T, Cout]
+  const float* v_data = v.const_data_ptr<float>();
+  const float* taps_data = taps.const_data_ptr<float>();
+  float* m_data = m.mutable_data_ptr<float>();
+  const int64_t panels = (out_ch + kGemmPanel - 1) / kGemmPanel;
+  at::parallel_for(0, problems * panels, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> panel(in_ch * kGemmPanel);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t p = task / panels, column = task % panels * kGemmPanel;
+      const int64_t width = std::min(kGemmPanel, out_ch - column);
+      const float* problem_taps = taps_data + p * 4 * in_ch * out_ch + column;
+      for (int64_t pos = 0; pos < kPositions; ++pos) {
+        float weights[4];
+        for (int64_t tap = 0; tap < 4; ++tap) weights[tap] = position_weight(pos, tap);
+        for (int64_t c = 0; c < in_ch; ++c) {
+          float* __restrict__ dst = panel.data() + c * kGemmPanel;
+          const float* t0 = problem_taps + c * out_ch;
+          const float* t1 = t0 + in_ch * out_ch;
+          const float* t2 = t1 + in_ch * out_ch;
+          const float* t3 = t2 + in_ch * out_ch;
+#pragma omp simd
+          for (int64_t o = 0; o < width; ++o) {
+            dst[o] = (weights[0] * t0[o] + weights[1] * t1[o]) +
+                     (weights[2] * t2[o] + weights[3] * t3[o]);
+          }
+        }
+        const int64_t matrix = p * kPositions + pos;
+        gemm_panel(v_data + matrix * count * in_ch, in_ch, false, panel.data(), kGemmPanel,
+                   m_data + matrix * count * out_ch + column, out_ch, count, in_ch, width);
+      }
+    }
+  });
   for (int64_t p = 0; p < problems; ++p) {
     output_transform(m.const_data_ptr<float>() + p * kPositions * count * out_ch, tiles, out_ch,
                      count * out_ch, targets[p]);
   }
 }
 
-// dU [25, Cout, C], the Winograd-domain weight gradient of dK[o, c, a, b] = sum over
-// (n, i, j) of grad[n, o, i, j] * x[n, c, i + a, j + b], x the concatenated sources.
+// The weight gradient dK[a*2 + b, o, c] = sum over (n, i, j) of grad[n, o, i, j] *
+// x[n, c, i + a, j + b], x the concatenated sources: dU[pos] = G[pos]^T @ V[pos] one
+// 32-column panel at a time, each panel folded straight into dK (G^T dU G: 4 FMAs per
+// element) instead of keeping the 25 matrices of dU.
 at::Tensor run_weight_grad(const std::vector<Source>& sources, const Source& grad,
                            const Tiling& tiles) {
   int64_t in_ch = 0;
@@ -478,9 +449,61 @@ at::Tensor run_weight_grad(const std::vector<Source>& sources, const Source& gra
   input_transform(sources, tiles, v.mutable_data_ptr<float>(), count * in_ch);
   auto g = workspace(2, {kPositions, count, out_ch});
   grad_transform(grad, tiles, g.mutable_data_ptr<float>(), count * out_ch);
-  auto du = workspace(1, {kPositions, out_ch, in_ch});
-  at::bmm_out(du, g.transpose(1, 2), v);
-  return du;
+  auto dk = at::empty({4, out_ch, in_ch}, at::TensorOptions().dtype(at::kFloat));
+  const float* v_data = v.const_data_ptr<float>();
+  const float* g_data = g.const_data_ptr<float>();
+  float* dk_data = dk.mutable_data_ptr<float>();
+  const int64_t panels = (in_ch + kGemmPanel - 1) / kGemmPanel;
+  at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
+    const int64_t block_size = out_ch * kGemmPanel;
+    std::vector<float> block(block_size), acc(4 * block_size);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t column = task * kGemmPanel, width = std::min(kGemmPanel, in_ch - column);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t pos = 0; pos < kPositions; ++pos) {
+        // block[o, :] = sum_t G[pos][t][o] * V[pos][t][column + :]
+        gemm_panel(g_data + pos * count * out_ch, out_ch, true, v_data + pos * count * in_ch + column,
+                   in_ch, block.data(), kGemmPanel, out_ch, count, width);
+        for (int64_t tap = 0; tap < 4; ++tap) {
+          const float weight = position_weight(pos, tap);
+          if (weight == 0.0f) continue;
+          float* __restrict__ dst = acc.data() + tap * block_size;
+          const float* __restrict__ src = block.data();
+#pragma omp simd
+          for (int64_t i = 0; i < block_size; ++i) dst[i] += weight * src[i];
+        }
+      }
+      for (int64_t tap = 0; tap < 4; ++tap)
+        for (int64_t o = 0; o < out_ch; ++o) {
+          std::copy_n(acc.data() + tap * block_size + o * kGemmPanel, width,
+                      dk_data + (tap * out_ch + o) * in_ch + column);
+        }
+    }
+  });
+  return dk;
+}
+
+// Writes dK[a*2 + b, o, block * Cin + c] to the 4x4 weight gradient at the taps of
+// (block, c); the blocks' taps cover the 4x4 weight exactly once.
+void scatter_weight_grad(const at::Tensor& dk, const std::vector<Taps>& taps, at::Tensor& out,
+                         int64_t stride_o, int64_t stride_c) {
+  const int64_t out_ch = dk.size(1), channels = dk.size(2);
+  const int64_t in_ch = channels / static_cast<int64_t>(taps.size());
+  const float* src = dk.const_data_ptr<float>();
+  float* data = out.mutable_data_ptr<float>();
+  const int64_t stride_y = out.stride(2), stride_x = out.stride(3);
+  at::parallel_for(0, out_ch, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o)
+      for (int64_t cc = 0; cc < channels; ++cc) {
+        const Taps& map = taps[cc / in_ch];
+        float* base = data + o * stride_o + (cc % in_ch) * stride_c;
+        for (int64_t a = 0; a < 2; ++a)
+          for (int64_t b = 0; b < 2; ++b) {
+            base[(map.y0 + map.step * a) * stride_y + (map.x0 + map.step * b) * stride_x] =
+                src[((a * 2 + b) * out_ch + o) * channels + cc];
+          }
+      }
+  });
 }
 
 c10::MemoryFormat output_format(const at::Tensor& input) {
@@ -540,7 +563,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight) {
   auto out = at::empty({batch, out_ch, out_h, out_w},
                        input.options().memory_format(output_format(input)));
   run_forward({phase_sources(input)}, {make_target(out, out_h, out_w, 1, 0, 0)},
-              transform_weight(w, {taps}), tiling(batch, out_h, out_w));
+              gather_taps(w, {taps}), tiling(batch, out_h, out_w));
   return out;
 }
 
@@ -563,21 +586,20 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
   }
   const Weight w{weight.const_data_ptr<float>(), weight.stride(1), weight.stride(0),
                  weight.stride(2), weight.stride(3), out_ch, in_ch};
-  run_forward(sources, targets, transform_weight(w, taps), tiling(batch, height, width));
+  run_forward(sources, targets, gather_taps(w, taps), tiling(batch, height, width));
   return out;
 }
 
 at::Tensor conv2d_weight_grad(const at::Tensor& input, const at::Tensor& grad_out) {
   const int64_t in_ch = input.size(1), out_ch = grad_out.size(1);
   const int64_t out_h = grad_out.size(2), out_w = grad_out.size(3);
-  Source grad = make_source(grad_out, 1, 0, 0);
-  auto du = run_weight_grad(phase_sources(input), grad, tiling(input.size(0), out_h, out_w));
+  auto dk = run_weight_grad(phase_sources(input), make_source(grad_out, 1, 0, 0),
+                            tiling(input.size(0), out_h, out_w));
   std::vector<Taps> taps;
   for (int64_t p = 0; p < 2; ++p)
     for (int64_t q = 0; q < 2; ++q) taps.push_back({p, q, 2});
   auto grad_weight = at::empty({out_ch, in_ch, 4, 4}, input.options());
-  untransform_weight_grad(du, taps, grad_weight.mutable_data_ptr<float>(), grad_weight.stride(0),
-                          grad_weight.stride(1), grad_weight.stride(2), grad_weight.stride(3));
+  scatter_weight_grad(dk, taps, grad_weight, grad_weight.stride(0), grad_weight.stride(1));
   return grad_weight;
 }
 
