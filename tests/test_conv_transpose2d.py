@@ -69,6 +69,28 @@ def check(config, dtype, device, kind="contiguous", seed=0):
     return out
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_single_pixel_input(dtype, stride, kind):
+    """A 1x1 input without padding (the DCGAN generator's first layer) runs as one GEMM on
+    CPU: same output, gradients and layout as the convolution."""
+    config = dict(input=(5, 100, 1, 1), weight=(24, 4, 4), stride=stride, activation="relu")
+    check(config, dtype, "cpu", kind)
+    check(dict(config, bias=False, activation="identity"), dtype, "cpu", kind)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("c_out", [1, 3])
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_few_output_channels(dtype, c_out, kind):
+    """A transposed convolution to <= 4 channels (the image output layer) runs as GEMM +
+    col2im on CPU."""
+    config = dict(input=(4, 24, 7, 6), weight=(c_out, 4, 4), stride=2, padding=1)
+    check(dict(config, activation="tanh"), dtype, "cpu", kind)
+    check(dict(config, stride=3, padding=2, dilation=2, bias=False), dtype, "cpu", kind)
+
+
 @st.composite
 def configs(draw):
     groups = draw(st.integers(1, 3))

@@ -103,7 +103,8 @@ def test_large_values_and_channels():
     assert_near(out, expected, "large conv_transpose2d")
 
 
-ELIGIBLE = dict(input=(3, 32, 5, 6), c_out=40)  # 4x4, stride 2, padding 1, >= 32 channels
+# 4x4, stride 2, padding 1, >= 32 channels on both sides, >= 32 output tiles of 4x4.
+ELIGIBLE = dict(input=(8, 32, 5, 6), c_out=40)
 
 
 @pytest.mark.parametrize("activation", ["identity", "relu", "tanh"])
@@ -136,7 +137,7 @@ def test_op_takes_the_winograd_path(activation, kind):
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
 def test_conv2d_op_takes_the_winograd_path(activation, kind):
     g = torch.Generator().manual_seed(3)
-    x = layout(torch.randn(2, 32, 10, 6, generator=g), kind).requires_grad_()
+    x = layout(torch.randn(16, 32, 10, 6, generator=g), kind).requires_grad_()
     weight = (torch.randn(40, 32, 4, 4, generator=g) * 0.1).requires_grad_()
     bias = torch.randn(40, generator=g).requires_grad_()
     out = conv2d(x, weight, bias, 2, 1, activation=activation, negative_slope=0.2)

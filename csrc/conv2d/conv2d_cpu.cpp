@@ -10,6 +10,7 @@
 
 #include "conv2d/conv2d.h"
 #include "conv_transpose2d/conv_transpose2d.h"
+#include "common/gemm_conv_cpu.h"
 #include "winograd/winograd_cpu.h"
 
 namespace fastgen {
@@ -17,7 +18,8 @@ namespace fastgen {
 namespace {
 
 // 4x4 stride-2 padding-1 float32 layers with enough channels (the DCGAN discriminator's)
-// take the Winograd kernels (csrc/winograd); everything else the aten convolution.
+// take the Winograd kernels (csrc/winograd), a few shapes are plain GEMMs
+// (common/gemm_conv_cpu.h), everything else takes the aten convolution.
 bool use_winograd(const at::Tensor& input, const at::Tensor& weight, const Conv2dParams& params) {
   return winograd::eligible(input, weight, params.stride, params.padding, {0, 0},
                             params.dilation, params.groups, /*transposed=*/false);
@@ -29,6 +31,9 @@ bool use_winograd(const at::Tensor& input, const at::Tensor& weight, const Conv2
 at::Tensor conv2d_convolution_cpu(const at::Tensor& input, const at::Tensor& weight,
                                   const Conv2dParams& params) {
   if (use_winograd(input, weight, params)) return winograd::conv2d(input, weight);
+  if (is_single_pixel_output(input, weight, params.padding, params.dilation, params.groups)) {
+    return single_pixel_output(input, weight);
+  }
   return conv2d_convolution_aten(input, weight, params);
 }
 
@@ -42,6 +47,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_cpu(
         winograd::conv2d_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
     return {grad_input, grad_weight,
             output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor()};
+  }
+  if (is_single_pixel_output(input, weight, params.padding, params.dilation, params.groups)) {
+    auto [grad_input, grad_weight] =
+        single_pixel_output_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
+    return {grad_input, grad_weight,
+            output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor()};
+  }
+  if (output_mask[0] && is_transposed_to_few_channels(grad_pre, weight, params.groups)) {
+    // A convolution from <= 4 channels (an RGB / grayscale first layer): its data gradient
+    // is a transposed convolution to <= 4 channels, GEMM + col2im; the rest from aten.
+    at::Tensor grad_input = transposed_by_col2im(
+        grad_pre, weight, {input.size(2), input.size(3)}, params.stride, params.padding,
+        params.dilation);
+    auto [unused, grad_weight, grad_bias] = conv2d_convolution_backward_aten(
+        grad_pre, input, weight, params, {false, output_mask[1], output_mask[2]});
+    return {grad_input, grad_weight, grad_bias};
   }
   return conv2d_convolution_backward_aten(grad_pre, input, weight, params, output_mask);
 }

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include "common/gemm_conv_cpu.h"
 #include "winograd/winograd_cpu.h"
 
 namespace fastgen {
@@ -58,12 +59,29 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
   // so the output is touched once after the GEMMs instead of twice.
   // 4x4 stride-2 layers on CPU (the DCGAN generator's) take the Winograd path; everything
   // else, and every CUDA call, the aten convolution.
-  at::Tensor out =
-      winograd::eligible(input, weight, params.stride, params.padding, params.output_padding,
-                         params.dilation, params.groups, /*transposed=*/true)
-          ? winograd::conv_transpose2d(input, weight)
-          : at::conv_transpose2d(input, weight, std::nullopt, params.stride, params.padding,
-                                 params.output_padding, params.groups, params.dilation);
+  // On CPU, 4x4 stride-2 layers (the DCGAN generator's) take the Winograd kernels, and a
+  // few shapes are plain GEMMs (common/gemm_conv_cpu.h); everything else, and every CUDA
+  // call, the aten convolution.
+  at::Tensor out;
+  if (winograd::eligible(input, weight, params.stride, params.padding, params.output_padding,
+                         params.dilation, params.groups, /*transposed=*/true)) {
+    out = winograd::conv_transpose2d(input, weight);
+  } else if (is_transposed_single_pixel(input, weight, params.padding, params.output_padding,
+                                        params.dilation, params.groups)) {
+    out = transposed_single_pixel(input, weight);
+  } else if (is_transposed_to_few_channels(input, weight, params.groups) &&
+             params.output_padding == std::array<int64_t, 2>{0, 0}) {
+    std::array<int64_t, 2> size;
+    for (int d = 0; d < 2; ++d) {
+      size[d] = (input.size(2 + d) - 1) * params.stride[d] - 2 * params.padding[d] +
+                params.dilation[d] * (weight.size(2 + d) - 1) + params.output_padding[d] + 1;
+    }
+    out = transposed_by_col2im(input, weight, size, params.stride, params.padding,
+                               params.dilation);
+  } else {
+    out = at::conv_transpose2d(input, weight, std::nullopt, params.stride, params.padding,
+                               params.output_padding, params.groups, params.dilation);
+  }
   out = with_canonical_strides(out, conv_memory_format(input));
   const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias || params.activation != Activation::Identity) {
@@ -89,6 +107,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
         grad_pre, input, weight, {output_mask[0], output_mask[1]});
     const auto empty = [&] { return at::empty({0}, grad_out.options()); };
     return {output_mask[0] ? with_canonical_strides(grad_input, conv_memory_format(input)) : empty(),
+            output_mask[1] ? with_canonical_strides(grad_weight, conv_memory_format(weight))
+                           : empty(),
+            output_mask[2] ? grad_pre.sum({0, 2, 3}) : empty()};
+  }
+  if (is_transposed_single_pixel(input, weight, params.padding, params.output_padding,
+                                 params.dilation, params.groups)) {
+    auto [grad_input, grad_weight] =
+        transposed_single_pixel_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
+    const auto empty = [&] { return at::empty({0}, grad_out.options()); };
+    return {output_mask[0] ? grad_input : empty(),
             output_mask[1] ? with_canonical_strides(grad_weight, conv_memory_format(weight))
                            : empty(),
             output_mask[2] ? grad_pre.sum({0, 2, 3}) : empty()};

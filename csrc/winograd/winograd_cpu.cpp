@@ -546,9 +546,13 @@ bool eligible(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef
   const int64_t out_ch = transposed ? weight.size(1) : weight.size(0);
   if (!transposed && (input.size(2) % 2 || input.size(3) % 2)) return false;
   if (input.numel() == 0) return false;
-  // Below ~32 channels on either side the GEMMs are too thin for the transforms to pay off
-  // (measured on the DCGAN layers: see notes/winograd.md).
-  return in_ch >= 32 && out_ch >= 32;
+  // Below ~32 channels on either side the GEMMs are too thin for the transforms to pay off,
+  // and below ~32 tiles per GEMM the per-call weight transform outweighs the GEMM (measured
+  // on the DCGAN layers: see notes/winograd.md).
+  const int64_t out_h = transposed ? input.size(2) : input.size(2) / 2;
+  const int64_t out_w = transposed ? input.size(3) : input.size(3) / 2;
+  const int64_t tiles = input.size(0) * ((out_h + kTile - 1) / kTile) * ((out_w + kTile - 1) / kTile);
+  return in_ch >= 32 && out_ch >= 32 && tiles >= 32;
 }
 
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight) {
