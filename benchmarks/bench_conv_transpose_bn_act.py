@@ -64,4 +64,10 @@ def cases(device: str) -> list[Case]:
         for layer in layers:
             result.append(block_case(batch, *layer, fmt, True, device))
         result.append(block_case(batch, *layers[-1], fmt, False, device))
+    if device == "cpu":
+        # Full size on CPU too: the batch-normed layers of the generator `fastgen bench
+        # train` times there (32x32 images, width 64, batch 64; the first three layers of the
+        # 64x64 tutorial generator at width 32 have exactly its shapes), in training.
+        full_size = dcgan_generator_layers(32)[:3]
+        result += [block_case(64, *layer[:-1], "nchw", True, device) for layer in full_size]
     return result
