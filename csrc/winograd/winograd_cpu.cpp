@@ -192,21 +192,26 @@ at::Tensor workspace(int slot, at::IntArrayRef sizes) {
   return at::from_blob(buffer.data(), sizes, at::TensorOptions().dtype(at::kFloat));
 }
 
-// V[pos, t, :] for every tile t, from the 5x5 input tiles at (4 * tile_row, 4 * tile_col) of
-// the sources, whose channels are concatenated in order. The sources of one call (the four
-// phases of an input) share their rows, so each band of rows is gathered for all of them
-// while it is in cache.
-void input_transform(const std::vector<Source>& sources, const Tiling& tiles, float* v,
-                     int64_t pos_stride) {
+// V[p, pos, t, :] for every problem p and tile t, from the 5x5 input tiles at
+// (4 * tile_row, 4 * tile_col) of problem p's sources, whose channels are concatenated in
+// order. The sources of one problem (the four phases of an input) share their rows, so each
+// band of rows is gathered for all of them while it is in cache. All problems run in one
+// parallel region: on a busy machine every extra region is one more barrier to wait at.
+void input_transform(const std::vector<std::vector<Source>>& problems, const Tiling& tiles,
+                     float* v, int64_t pos_stride) {
   int64_t channels = 0, widest = 0;
-  for (const Source& source : sources) {
+  for (const Source& source : problems[0]) {
     channels += source.channels;
     widest = std::max(widest, source.channels);
   }
-  const int64_t cols = tiles.tiles_w * kTile + 1;
-  at::parallel_for(0, tiles.bands(), band_grain(tiles, channels), [&](int64_t begin, int64_t end) {
+  const int64_t cols = tiles.tiles_w * kTile + 1, bands = tiles.bands();
+  const int64_t count = static_cast<int64_t>(problems.size()) * bands;
+  at::parallel_for(0, count, band_grain(tiles, channels), [&](int64_t begin, int64_t end) {
     std::vector<float> band(kAlpha * cols * widest), scratch(kPositions * widest);
-    for (int64_t b = begin; b < end; ++b) {
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t p = index / bands, b = index % bands;
+      const std::vector<Source>& sources = problems[p];
+      float* const problem_v = v + p * kPositions * pos_stride;
       const int64_t n = b / tiles.tiles_h, i0 = b % tiles.tiles_h * kTile;
       int64_t offset = 0;
       for (const Source& source : sources) {
@@ -230,7 +235,7 @@ void input_transform(const std::vector<Source>& sources, const Tiling& tiles, fl
             float* out[kAlpha];
             for (int64_t l = 0; l < kAlpha; ++l) {
               row[l] = scratch.data() + (k * kAlpha + l) * width;
-              out[l] = v + (k * kAlpha + l) * pos_stride + t * channels + offset;
+              out[l] = problem_v + (k * kAlpha + l) * pos_stride + t * channels + offset;
             }
             input_rows(row, out, width);
           }
@@ -267,13 +272,18 @@ void scatter_band(const float* band, int64_t n, int64_t row0, int64_t rows, int6
   }
 }
 
-// The 4x4 output tiles from M[pos, t, :] (`m` points at M[0, 0, 0] of this problem).
-void output_transform(const float* m, const Tiling& tiles, int64_t channels, int64_t pos_stride,
-                      const Target& target) {
-  const int64_t cols = tiles.tiles_w * kTile;
-  at::parallel_for(0, tiles.bands(), band_grain(tiles, channels), [&](int64_t begin, int64_t end) {
+// The 4x4 output tiles of every problem p from M[p, pos, t, :], into targets[p] (one
+// parallel region for all problems, like input_transform).
+void output_transform(const float* all_m, const Tiling& tiles, int64_t channels,
+                      int64_t pos_stride, const std::vector<Target>& targets) {
+  const int64_t cols = tiles.tiles_w * kTile, bands = tiles.bands();
+  const int64_t count = static_cast<int64_t>(targets.size()) * bands;
+  at::parallel_for(0, count, band_grain(tiles, channels), [&](int64_t begin, int64_t end) {
     std::vector<float> band(kTile * cols * channels), scratch(kTile * kAlpha * channels);
-    for (int64_t b = begin; b < end; ++b) {
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t p = index / bands, b = index % bands;
+      const Target& target = targets[p];
+      const float* m = all_m + p * kPositions * pos_stride;
       const int64_t n = b / tiles.tiles_h, i0 = b % tiles.tiles_h * kTile;
       for (int64_t tx = 0; tx < tiles.tiles_w; ++tx) {
         const int64_t t = b * tiles.tiles_w + tx;
@@ -394,10 +404,7 @@ void run_forward(const std::vector<std::vector<Source>>& sources, const std::vec
   const int64_t problems = static_cast<int64_t>(targets.size());
   const int64_t in_ch = taps.size(2), out_ch = taps.size(3), count = tiles.count();
   auto v = workspace(0, {problems * kPositions, count, in_ch});
-  for (int64_t p = 0; p < problems; ++p) {
-    input_transform(sources[p], tiles, v.mutable_data_ptr<float>() + p * kPositions * count * in_ch,
-                    count * in_ch);
-  }
+  input_transform(sources, tiles, v.mutable_data_ptr<float>(), count * in_ch);
   auto m = workspace(1, {problems * kPositions, count, out_ch});
   const float* v_data = v.const_data_ptr<float>();
   const float* taps_data = taps.const_data_ptr<float>();
@@ -430,10 +437,7 @@ void run_forward(const std::vector<std::vector<Source>>& sources, const std::vec
       }
     }
   });
-  for (int64_t p = 0; p < problems; ++p) {
-    output_transform(m.const_data_ptr<float>() + p * kPositions * count * out_ch, tiles, out_ch,
-                     count * out_ch, targets[p]);
-  }
+  output_transform(m.const_data_ptr<float>(), tiles, out_ch, count * out_ch, targets);
 }
 
 // The weight gradient dK[a*2 + b, o, c] = sum over (n, i, j) of grad[n, o, i, j] *
@@ -446,7 +450,7 @@ at::Tensor run_weight_grad(const std::vector<Source>& sources, const Source& gra
   for (const Source& s : sources) in_ch += s.channels;
   const int64_t out_ch = grad.channels, count = tiles.count();
   auto v = workspace(0, {kPositions, count, in_ch});
-  input_transform(sources, tiles, v.mutable_data_ptr<float>(), count * in_ch);
+  input_transform({sources}, tiles, v.mutable_data_ptr<float>(), count * in_ch);
   auto g = workspace(2, {kPositions, count, out_ch});
   grad_transform(grad, tiles, g.mutable_data_ptr<float>(), count * out_ch);
   auto dk = at::empty({4, out_ch, in_ch}, at::TensorOptions().dtype(at::kFloat));
