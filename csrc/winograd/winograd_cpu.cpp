@@ -370,7 +370,9 @@ at::Tensor gather_taps(const Weight& weight, const std::vector<std::vector<Taps>
   const int64_t channels = blocks * in_ch;
   auto out = at::empty({problems, 4, channels, out_ch}, at::TensorOptions().dtype(at::kFloat));
   float* data = out.mutable_data_ptr<float>();
-  at::parallel_for(0, problems * channels, std::max<int64_t>(1, 4096 / out_ch),
+  // Small work: a chunk of >= 64K elements, so small layers run on the calling thread alone
+  // instead of waking (and waiting for) the others.
+  at::parallel_for(0, problems * channels, std::max<int64_t>(1, 16384 / out_ch),
                    [&](int64_t begin, int64_t end) {
     for (int64_t index = begin; index < end; ++index) {
       const int64_t p = index / channels, cc = index % channels;
@@ -496,7 +498,7 @@ void scatter_weight_grad(const at::Tensor& dk, const std::vector<Taps>& taps, at
   const float* src = dk.const_data_ptr<float>();
   float* data = out.mutable_data_ptr<float>();
   const int64_t stride_y = out.stride(2), stride_x = out.stride(3);
-  at::parallel_for(0, out_ch, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, out_ch, std::max<int64_t>(1, 16384 / channels), [&](int64_t begin, int64_t end) {
     for (int64_t o = begin; o < end; ++o)
       for (int64_t cc = 0; cc < channels; ++cc) {
         const Taps& map = taps[cc / in_ch];
