@@ -53,6 +53,24 @@ inline void input_rows(const float* const x[kAlpha], float* const y[kAlpha], int
   }
 }
 
+// y = B x, the transpose of input_rows' (scaled) B^T: the output transform of the
+// transposed algorithm (a 4x4 input tile scattered into a 5x5 output window).
+inline void scatter_rows(const float* const x[kAlpha], float* const y[kAlpha], int64_t count) {
+  const float *__restrict__ x0 = x[0], *__restrict__ x1 = x[1], *__restrict__ x2 = x[2],
+                           *__restrict__ x3 = x[3], *__restrict__ x4 = x[4];
+  float *__restrict__ y0 = y[0], *__restrict__ y1 = y[1], *__restrict__ y2 = y[2],
+                     *__restrict__ y3 = y[3], *__restrict__ y4 = y[4];
+#pragma omp simd
+  for (int64_t c = 0; c < count; ++c) {
+    const float a0 = x0[c], a1 = x1[c], a2 = x2[c], a3 = x3[c], a4 = x4[c];
+    y0[c] = 2.0f * a0;
+    y1[c] = 2.0f * (a1 - a2 + a4) - (a0 + a3);
+    y2[c] = (a1 + 3.0f * a2) - (2.0f * a0 + a4);
+    y3[c] = (a0 + a3) - (a1 + a2) - 2.0f * a4;
+    y4[c] = a4;
+  }
+}
+
 // y = A^T m (4 outputs from 5), A^T rows (1,1,1,1,0), (0,1,-1,2,0), (0,1,1,4,0), (0,1,-1,8,1).
 inline void output_rows(const float* const m[kAlpha], float* const y[kTile], int64_t count) {
   const float *__restrict__ m0 = m[0], *__restrict__ m1 = m[1], *__restrict__ m2 = m[2],
@@ -401,16 +419,12 @@ inline float position_weight(int64_t position, int64_t tap) {
 // U is built one 32-column panel at a time right before its GEMM (4 FMAs per element from
 // the taps, in L1/L2), never as 25 full matrices: at DCGAN sizes those were 13 MB written
 // and read back per call, more than the GEMM's own traffic.
-void run_forward(const std::vector<std::vector<Source>>& sources, const std::vector<Target>& targets,
-                 const at::Tensor& taps, const Tiling& tiles) {
-  const int64_t problems = static_cast<int64_t>(targets.size());
-  const int64_t in_ch = taps.size(2), out_ch = taps.size(3), count = tiles.count();
-  auto v = workspace(0, {problems * kPositions, count, in_ch});
-  input_transform(sources, tiles, v.mutable_data_ptr<float>(), count * in_ch);
-  auto m = workspace(1, {problems * kPositions, count, out_ch});
-  const float* v_data = v.const_data_ptr<float>();
+// M[p, pos] = V[p, pos] @ U[p, pos] for problems p (V [P*25, T, C], M [P*25, T, Cout]), with
+// U[p, pos] = sum over taps of (G G^T weights) * taps[p, tap] built per 32-column panel.
+void gemm_with_weight_panels(const float* v_data, const at::Tensor& taps, float* m_data,
+                             int64_t count) {
+  const int64_t problems = taps.size(0), in_ch = taps.size(2), out_ch = taps.size(3);
   const float* taps_data = taps.const_data_ptr<float>();
-  float* m_data = m.mutable_data_ptr<float>();
   const int64_t panels = (out_ch + kGemmPanel - 1) / kGemmPanel;
   at::parallel_for(0, problems * panels, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> panel(in_ch * kGemmPanel);
@@ -439,6 +453,16 @@ void run_forward(const std::vector<std::vector<Source>>& sources, const std::vec
       }
     }
   });
+}
+
+void run_forward(const std::vector<std::vector<Source>>& sources, const std::vector<Target>& targets,
+                 const at::Tensor& taps, const Tiling& tiles) {
+  const int64_t problems = static_cast<int64_t>(targets.size());
+  const int64_t in_ch = taps.size(2), out_ch = taps.size(3), count = tiles.count();
+  auto v = workspace(0, {problems * kPositions, count, in_ch});
+  input_transform(sources, tiles, v.mutable_data_ptr<float>(), count * in_ch);
+  auto m = workspace(1, {problems * kPositions, count, out_ch});
+  gemm_with_weight_panels(v.const_data_ptr<float>(), taps, m.mutable_data_ptr<float>(), count);
   output_transform(m.const_data_ptr<float>(), tiles, out_ch, count * out_ch, targets);
 }
 
@@ -577,26 +601,124 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight) {
   return out;
 }
 
+// The transposed convolution by the transposed algorithm: each 4x4 INPUT tile x is scattered
+// into a 5x5 window of every output phase (r, s),
+//   window = B [ (G g_rs G^T) ⊙ (A x A^T) ] B^T,   g_rs[a][b] = weight[:, :, 2a + 1 - r, 2b + 1 - s],
+// at phase rows 4 * tile_row - r + (0..4) (columns likewise), neighbouring windows
+// overlapping by one row/column (overlap-add). A x A^T does not depend on the phase, so the
+// input is transformed once and one GEMM with 4 * Cout columns serves all four phases;
+// splitting the output into phases first (four 2x2 convolutions) transformed the input
+// four times.
 at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
   const int64_t batch = input.size(0), in_ch = input.size(1), out_ch = weight.size(1);
   const int64_t height = input.size(2), width = input.size(3);
   auto out = at::empty({batch, out_ch, 2 * height, 2 * width},
                        input.options().memory_format(output_format(input)));
-  // Output phase (r, s): out[2m + r, 2l + s] = sum_{a,b} input[m + r - 1 + a, l + s - 1 + b]
-  // * weight[:, :, 3 - r - 2a, 3 - s - 2b].
-  std::vector<std::vector<Source>> sources;
-  std::vector<Target> targets;
-  std::vector<std::vector<Taps>> taps;
-  for (int64_t r = 0; r < 2; ++r) {
-    for (int64_t s = 0; s < 2; ++s) {
-      sources.push_back({make_source(input, 1, r - 1, s - 1)});
-      targets.push_back(make_target(out, height, width, 2, r, s));
-      taps.push_back({Taps{3 - r, 3 - s, -2}});
-    }
+  const Tiling tiles = tiling(batch, height, width);
+  const int64_t count = tiles.count(), columns = 4 * out_ch;
+  auto v = workspace(0, {kPositions, count, in_ch});
+  grad_transform(make_source(input, 1, 0, 0), tiles, v.mutable_data_ptr<float>(), count * in_ch);
+  // taps[0, a*2 + b, c, phase * Cout + o] = weight[c, o, 2a + 1 - r, 2b + 1 - s]
+  auto taps = at::empty({1, 4, in_ch, columns}, at::TensorOptions().dtype(at::kFloat));
+  {
+    float* data = taps.mutable_data_ptr<float>();
+    const float* w = weight.const_data_ptr<float>();
+    const int64_t s0 = weight.stride(0), s1 = weight.stride(1), s2 = weight.stride(2),
+                  s3 = weight.stride(3);
+    at::parallel_for(0, in_ch, std::max<int64_t>(1, 16384 / (4 * columns)), [&](int64_t begin,
+                                                                               int64_t end) {
+      for (int64_t c = begin; c < end; ++c)
+        for (int64_t tap = 0; tap < 4; ++tap)
+          for (int64_t phase = 0; phase < 4; ++phase) {
+            const int64_t y = 2 * (tap / 2) + 1 - phase / 2, x = 2 * (tap % 2) + 1 - phase % 2;
+            float* dst = data + (tap * in_ch + c) * columns + phase * out_ch;
+            const float* src = w + c * s0 + y * s2 + x * s3;
+            for (int64_t o = 0; o < out_ch; ++o) dst[o] = src[o * s1];
+          }
+    });
   }
-  const Weight w{weight.const_data_ptr<float>(), weight.stride(1), weight.stride(0),
-                 weight.stride(2), weight.stride(3), out_ch, in_ch};
-  run_forward(sources, targets, gather_taps(w, taps), tiling(batch, height, width));
+  auto m = workspace(1, {kPositions, count, columns});
+  gemm_with_weight_panels(v.const_data_ptr<float>(), taps, m.mutable_data_ptr<float>(), count);
+
+  // Output: one task per (phase, tile row) owns phase rows 4*ty - r .. +3 (the last tile row
+  // also its window's fifth row) and adds the fifth row of the tile row above into its first.
+  const float* m_data = m.const_data_ptr<float>();
+  const int64_t pos_stride = count * columns;
+  const int64_t band_cols = tiles.tiles_w * kTile + 1;  // phase columns -s .. 4*tiles_w - s
+  at::parallel_for(0, 4 * tiles.bands(), std::max<int64_t>(1, band_grain(tiles, out_ch) / 4),
+                   [&](int64_t begin, int64_t end) {
+    std::vector<float> band(kAlpha * band_cols * out_ch), scratch(kPositions * out_ch),
+        result(kPositions * out_ch);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t phase = task / tiles.bands(), b = task % tiles.bands();
+      const int64_t r = phase / 2, s = phase % 2;
+      const int64_t n = b / tiles.tiles_h, ty = b % tiles.tiles_h;
+      const bool last = ty == tiles.tiles_h - 1;
+      std::fill(band.begin(), band.end(), 0.0f);
+      // The 5x5 window of tile (row_b, tx) for this phase, into result[i][j][o]; with
+      // only_last_row just its row 4 (B's last row is e4, so (B M)[4] = M[4]).
+      const auto window = [&](int64_t row_b, int64_t tx, bool only_last_row) {
+        const int64_t t = row_b * tiles.tiles_w + tx;
+        const float* base = m_data + t * columns + phase * out_ch;
+        for (int64_t l = 0; l < kAlpha; ++l) {  // columns: scratch[i][l] = (B M)[i][l]
+          const float* column[kAlpha];
+          float* dst[kAlpha];
+          for (int64_t k = 0; k < kAlpha; ++k) {
+            column[k] = base + (k * kAlpha + l) * pos_stride;
+            dst[k] = scratch.data() + (k * kAlpha + l) * out_ch;
+          }
+          if (only_last_row) {
+            std::copy_n(column[4], out_ch, dst[4]);
+          } else {
+            scatter_rows(column, dst, out_ch);
+          }
+        }
+        for (int64_t i = only_last_row ? 4 : 0; i < kAlpha; ++i) {  // rows: result = scratch B^T
+          const float* row[kAlpha];
+          float* dst[kAlpha];
+          for (int64_t l = 0; l < kAlpha; ++l) {
+            row[l] = scratch.data() + (i * kAlpha + l) * out_ch;
+            dst[l] = result.data() + (i * kAlpha + l) * out_ch;
+          }
+          scatter_rows(row, dst, out_ch);
+        }
+      };
+      const auto accumulate = [&](int64_t band_row, int64_t window_row, int64_t tx) {
+        float* __restrict__ dst = band.data() + (band_row * band_cols + tx * kTile) * out_ch;
+        const float* __restrict__ src = result.data() + window_row * kAlpha * out_ch;
+#pragma omp simd
+        for (int64_t i = 0; i < kAlpha * out_ch; ++i) dst[i] += src[i];
+      };
+      for (int64_t tx = 0; tx < tiles.tiles_w; ++tx) {
+        window(b, tx, false);
+        for (int64_t i = 0; i < (last ? kAlpha : kTile); ++i) accumulate(i, i, tx);
+        if (ty > 0) {
+          window(b - 1, tx, true);
+          accumulate(0, 4, tx);
+        }
+      }
+      // band row i, column j -> phase row 4*ty - r + i, phase column j - s.
+      const int64_t rows = last ? kAlpha : kTile;
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t prow = 4 * ty - r + i;
+        if (prow < 0 || prow >= height) continue;
+        float* dst_row = out.mutable_data_ptr<float>() + n * out.stride(0) +
+                         (2 * prow + r) * out.stride(2) + s * out.stride(3);
+        const float* src_row = band.data() + (i * band_cols + s) * out_ch;  // phase column 0
+        const int64_t stride_c = out.stride(1), stride_col = 2 * out.stride(3);
+        if (stride_c == 1) {  // channels_last: whole pixels
+          for (int64_t col = 0; col < width; ++col) {
+            std::copy_n(src_row + col * out_ch, out_ch, dst_row + col * stride_col);
+          }
+        } else {  // NCHW: along each channel's row
+          for (int64_t o = 0; o < out_ch; ++o) {
+            float* dst = dst_row + o * stride_c;
+            for (int64_t col = 0; col < width; ++col) dst[col * stride_col] = src_row[col * out_ch + o];
+          }
+        }
+      }
+    }
+  });
   return out;
 }
 
