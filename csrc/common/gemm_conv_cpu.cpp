@@ -86,4 +86,24 @@ at::Tensor transposed_by_col2im(const at::Tensor& input, const at::Tensor& weigh
                     stride);
 }
 
+std::tuple<at::Tensor, at::Tensor> transposed_by_col2im_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
+    std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
+    std::array<int64_t, 2> dilation, std::array<bool, 2> mask) {
+  const int64_t batch = input.size(0), in_ch = input.size(1);
+  const at::Tensor cols = at::im2col(grad_out.contiguous(), {weight.size(2), weight.size(3)},
+                                     dilation, padding, stride);  // [N, C_out*kH*kW, H*W]
+  at::Tensor grad_input, grad_weight;
+  if (mask[0]) {
+    const at::Tensor w = weight.reshape({in_ch, -1});
+    grad_input = at::bmm(w.unsqueeze(0).expand({batch, -1, -1}), cols).view(input.sizes());
+  }
+  if (mask[1]) {
+    grad_weight = at::bmm(input.contiguous().view({batch, in_ch, -1}), cols.transpose(1, 2))
+                      .sum(0)
+                      .view(weight.sizes());
+  }
+  return {grad_input, grad_weight};
+}
+
 }  // namespace fastgen

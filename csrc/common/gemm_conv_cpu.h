@@ -46,4 +46,12 @@ at::Tensor transposed_by_col2im(const at::Tensor& input, const at::Tensor& weigh
                                 std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
                                 std::array<int64_t, 2> dilation);
 
+// Its backward: cols = im2col(grad_out) [N, C_out * kH * kW, H * W] once, then
+// grad_input[n] = weight [C_in, C_out * kH * kW] @ cols[n] and
+// grad_weight = sum over n of input[n] [C_in, H * W] @ cols[n]^T.
+std::tuple<at::Tensor, at::Tensor> transposed_by_col2im_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
+    std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
+    std::array<int64_t, 2> dilation, std::array<bool, 2> mask);
+
 }  // namespace fastgen

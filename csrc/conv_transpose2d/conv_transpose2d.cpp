@@ -121,6 +121,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
                            : empty(),
             output_mask[2] ? grad_pre.sum({0, 2, 3}) : empty()};
   }
+  if (is_transposed_to_few_channels(input, weight, params.groups) &&
+      params.output_padding == std::array<int64_t, 2>{0, 0}) {
+    auto [grad_input, grad_weight] = transposed_by_col2im_backward(
+        grad_pre, input, weight, params.stride, params.padding, params.dilation,
+        {output_mask[0], output_mask[1]});
+    const auto empty = [&] { return at::empty({0}, grad_out.options()); };
+    return {output_mask[0] ? with_canonical_strides(grad_input, conv_memory_format(input)) : empty(),
+            output_mask[1] ? with_canonical_strides(grad_weight, conv_memory_format(weight))
+                           : empty(),
+            output_mask[2] ? grad_pre.sum({0, 2, 3}) : empty()};
+  }
   auto [grad_input, grad_weight, grad_bias] = at::convolution_backward(
       grad_pre, input, weight, at::IntArrayRef{out_channels}, params.stride, params.padding,
       params.dilation, /*transposed=*/true, params.output_padding, params.groups, output_mask);
