@@ -72,7 +72,7 @@ def check(config, dtype, device, kind="contiguous", seed=0):
 def test_gemm_shapes(dtype, kind):
     """The CPU shapes done as plain GEMMs (csrc/common/gemm_conv_cpu.h) match the reference:
     a 1x1 output (the DCGAN discriminator's head) and the data gradient of a convolution
-    from <= 4 channels (its first layer, GEMM + col2im)."""
+    from one channel (a grayscale first layer, GEMM + col2im; from 3 channels: aten's)."""
     check(dict(input=(6, 40, 4, 4), weight=(3, 4, 4), bias=False), dtype, "cpu", kind)
     check(dict(input=(6, 40, 4, 4), weight=(1, 4, 4), stride=2), dtype, "cpu", kind)
     first = dict(input=(5, 3, 10, 12), weight=(16, 4, 4), stride=2, padding=1)

@@ -84,8 +84,8 @@ def test_single_pixel_input(dtype, stride, kind):
 @pytest.mark.parametrize("c_out", [1, 3])
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
 def test_few_output_channels(dtype, c_out, kind):
-    """A transposed convolution to <= 4 channels (the image output layer) runs as GEMM +
-    col2im on CPU."""
+    """A transposed convolution of an NCHW input to one channel (a grayscale output layer)
+    runs as GEMM + col2im on CPU; to 3 channels, or from channels_last, as aten's."""
     config = dict(input=(4, 24, 7, 6), weight=(c_out, 4, 4), stride=2, padding=1)
     check(dict(config, activation="tanh"), dtype, "cpu", kind)
     check(dict(config, stride=3, padding=2, dilation=2, bias=False), dtype, "cpu", kind)

@@ -33,9 +33,9 @@ bool is_single_pixel_output(const at::Tensor& input, const at::Tensor& weight,
          input.size(2) == weight.size(2) && input.size(3) == weight.size(3);
 }
 
-bool is_transposed_to_few_channels(const at::Tensor& input, const at::Tensor& weight,
+bool is_transposed_to_one_channel(const at::Tensor& input, const at::Tensor& weight,
                                    int64_t groups) {
-  return cpu_float(input, weight) && groups == 1 && weight.size(1) <= 4;
+  return cpu_float(input, weight) && groups == 1 && weight.size(1) == 1 && input.is_contiguous();
 }
 
 at::Tensor transposed_single_pixel(const at::Tensor& input, const at::Tensor& weight) {

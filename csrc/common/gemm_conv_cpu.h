@@ -3,9 +3,10 @@
 // primitives (measured on the 2-core CI CPU, DCGAN/VAE layers at batch 64, float32):
 //   * a transposed convolution of a 1x1 input (the generator's first layer): one GEMM;
 //   * a convolution whose output is 1x1 (the discriminator's head): one GEMM;
-//   * a transposed convolution to <= 4 channels (the RGB / grayscale output layer, and the
-//     data gradient of a first convolution from <= 4 channels): GEMM + col2im, 1.2 ms where
-//     oneDNN took 6.4 ms for 64 -> 1 channels at 16x16 -> 32x32.
+//   * a transposed convolution of an NCHW input to ONE channel (the grayscale output layer,
+//     and the data gradient of a first convolution from one channel): GEMM + col2im, 1.2 ms
+//     where oneDNN took 6.4 ms for 64 -> 1 channels at 16x16 -> 32x32. To 3 channels (RGB)
+//     or from a channels_last input oneDNN was faster (up to 2x), so those stay with it.
 // All of them use public aten ops only, for float32 and float64.
 
 #include <ATen/core/Tensor.h>
@@ -22,7 +23,7 @@ bool is_transposed_single_pixel(const at::Tensor& input, const at::Tensor& weigh
 bool is_single_pixel_output(const at::Tensor& input, const at::Tensor& weight,
                             std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation,
                             int64_t groups);
-bool is_transposed_to_few_channels(const at::Tensor& input, const at::Tensor& weight,
+bool is_transposed_to_one_channel(const at::Tensor& input, const at::Tensor& weight,
                                    int64_t groups);
 
 // input [N, C_in, 1, 1], weight [C_in, C_out, kH, kW] -> [N, C_out, kH, kW].

@@ -54,9 +54,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_cpu(
     return {grad_input, grad_weight,
             output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor()};
   }
-  if (output_mask[0] && is_transposed_to_few_channels(grad_pre, weight, params.groups)) {
-    // A convolution from <= 4 channels (an RGB / grayscale first layer): its data gradient
-    // is a transposed convolution to <= 4 channels, GEMM + col2im; the rest from aten.
+  if (output_mask[0] && is_transposed_to_one_channel(grad_pre, weight, params.groups)) {
+    // A convolution from one channel (a grayscale first layer): its data gradient is a
+    // transposed convolution to one channel, GEMM + col2im; the rest from aten.
     at::Tensor grad_input = transposed_by_col2im(
         grad_pre, weight, {input.size(2), input.size(3)}, params.stride, params.padding,
         params.dilation);

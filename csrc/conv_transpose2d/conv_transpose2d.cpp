@@ -69,7 +69,7 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
   } else if (is_transposed_single_pixel(input, weight, params.padding, params.output_padding,
                                         params.dilation, params.groups)) {
     out = transposed_single_pixel(input, weight);
-  } else if (is_transposed_to_few_channels(input, weight, params.groups) &&
+  } else if (is_transposed_to_one_channel(input, weight, params.groups) &&
              params.output_padding == std::array<int64_t, 2>{0, 0}) {
     std::array<int64_t, 2> size;
     for (int d = 0; d < 2; ++d) {
@@ -121,7 +121,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
                            : empty(),
             output_mask[2] ? grad_pre.sum({0, 2, 3}) : empty()};
   }
-  if (is_transposed_to_few_channels(input, weight, params.groups) &&
+  if (is_transposed_to_one_channel(input, weight, params.groups) &&
       params.output_padding == std::array<int64_t, 2>{0, 0}) {
     auto [grad_input, grad_weight] = transposed_by_col2im_backward(
         grad_pre, input, weight, params.stride, params.padding, params.dilation,
