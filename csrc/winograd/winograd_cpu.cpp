@@ -1,14 +1,14 @@
 // Winograd F(4x4, 2x2) convolutions on CPU; the math and shapes are in winograd_cpu.h.
 //
-// One call runs P "problems" of the same size (P = 1 for conv2d, P = 4 output phases for
-// conv_transpose2d). Each problem is a 2x2 valid correlation of a virtual input (one or
-// more channel-contiguous sources, read with zero padding and an optional stride of 2) into
-// a virtual output window:
-//   1. input transform:  V[p, pos, t, c] = (B^T d B)[pos] for each 5x5 input tile d,
-//   2. one batched GEMM: M[p, pos] = V[p, pos] @ U[p, pos]   ([T, C] x [C, Cout]),
-//   3. output transform: each 4x4 output tile = A^T m A, written through the target's strides.
-// The transforms run over channels in the innermost loop (contiguous in V, M and the
-// channels_last input), so they vectorise; tiles are split across threads.
+// The convolution is a 2x2 valid correlation of the input's four phases (sources read with
+// zero padding and a stride of 2, channels concatenated):
+//   1. input transform:  V[pos, t, c] = (B^T d B)[pos] for each 5x5 input tile d,
+//   2. one GEMM per position: M[pos] = V[pos] @ U[pos]   ([T, C] x [C, Cout]),
+//   3. output transform: each 4x4 output tile = A^T m A, written through the output's strides.
+// The transposed convolution runs the transposed algorithm (see conv_transpose2d below) and
+// the weight gradient its own transform (run_weight_grad). The transforms run over channels
+// in the innermost loop (contiguous in V, M and the gathered bands), so they vectorise;
+// tile rows are split across threads.
 
 #include "winograd/winograd_cpu.h"
 
@@ -121,19 +121,16 @@ Source make_source(const at::Tensor& t, int64_t step, int64_t offset_h, int64_t 
                 t.size(2), t.size(3), step, offset_h, offset_w, t.size(1)};
 }
 
-// The output window of one problem: virtual element (n, c, i, j), i < height, j < width,
-// lands at data[n*stride_n + c*stride_c + (step*i + offset_h)*stride_h + ...].
+// An output tensor of any strides: element (n, c, i, j) with i < height, j < width.
 struct Target {
   float* data;
   int64_t stride_n, stride_c, stride_h, stride_w;
   int64_t height, width;
-  int64_t step, offset_h, offset_w;
 };
 
-Target make_target(at::Tensor& t, int64_t height, int64_t width, int64_t step, int64_t offset_h,
-                   int64_t offset_w) {
+Target make_target(at::Tensor& t) {
   return Target{t.mutable_data_ptr<float>(), t.stride(0), t.stride(1), t.stride(2), t.stride(3),
-                height, width, step, offset_h, offset_w};
+                t.size(2), t.size(3)};
 }
 
 struct Tiling {
@@ -210,26 +207,21 @@ at::Tensor workspace(int slot, at::IntArrayRef sizes) {
   return at::from_blob(buffer.data(), sizes, at::TensorOptions().dtype(at::kFloat));
 }
 
-// V[p, pos, t, :] for every problem p and tile t, from the 5x5 input tiles at
-// (4 * tile_row, 4 * tile_col) of problem p's sources, whose channels are concatenated in
-// order. The sources of one problem (the four phases of an input) share their rows, so each
-// band of rows is gathered for all of them while it is in cache. All problems run in one
-// parallel region: on a busy machine every extra region is one more barrier to wait at.
-void input_transform(const std::vector<std::vector<Source>>& problems, const Tiling& tiles,
-                     float* v, int64_t pos_stride) {
+// V[pos, t, :] for every tile t, from the 5x5 input tiles at (4 * tile_row, 4 * tile_col)
+// of the sources, whose channels are concatenated in order. The sources (the four phases of
+// an input) share their rows, so each band of rows is gathered for all of them while it is
+// in cache.
+void input_transform(const std::vector<Source>& sources, const Tiling& tiles, float* v,
+                     int64_t pos_stride) {
   int64_t channels = 0, widest = 0;
-  for (const Source& source : problems[0]) {
+  for (const Source& source : sources) {
     channels += source.channels;
     widest = std::max(widest, source.channels);
   }
-  const int64_t cols = tiles.tiles_w * kTile + 1, bands = tiles.bands();
-  const int64_t count = static_cast<int64_t>(problems.size()) * bands;
-  at::parallel_for(0, count, band_grain(tiles, channels), [&](int64_t begin, int64_t end) {
+  const int64_t cols = tiles.tiles_w * kTile + 1;
+  at::parallel_for(0, tiles.bands(), band_grain(tiles, channels), [&](int64_t begin, int64_t end) {
     std::vector<float> band(kAlpha * cols * widest), scratch(kPositions * widest);
-    for (int64_t index = begin; index < end; ++index) {
-      const int64_t p = index / bands, b = index % bands;
-      const std::vector<Source>& sources = problems[p];
-      float* const problem_v = v + p * kPositions * pos_stride;
+    for (int64_t b = begin; b < end; ++b) {
       const int64_t n = b / tiles.tiles_h, i0 = b % tiles.tiles_h * kTile;
       int64_t offset = 0;
       for (const Source& source : sources) {
@@ -253,7 +245,7 @@ void input_transform(const std::vector<std::vector<Source>>& problems, const Til
             float* out[kAlpha];
             for (int64_t l = 0; l < kAlpha; ++l) {
               row[l] = scratch.data() + (k * kAlpha + l) * width;
-              out[l] = problem_v + (k * kAlpha + l) * pos_stride + t * channels + offset;
+              out[l] = v + (k * kAlpha + l) * pos_stride + t * channels + offset;
             }
             input_rows(row, out, width);
           }
@@ -265,16 +257,14 @@ void input_transform(const std::vector<std::vector<Source>>& problems, const Til
 }
 
 // Writes band[(i * cols + j) * C + c] (rows x cols, channels innermost) into the target at
-// virtual (row0, 0), clipped to the target window.
+// (row0, 0), clipped to the target.
 void scatter_band(const float* band, int64_t n, int64_t row0, int64_t rows, int64_t cols,
                   int64_t channels, const Target& target) {
   const int64_t valid_rows = std::min(rows, target.height - row0);
   const int64_t valid_cols = std::min(cols, target.width);
-  const int64_t col_stride = target.step * target.stride_w;
+  const int64_t col_stride = target.stride_w;
   for (int64_t i = 0; i < valid_rows; ++i) {
-    float* dst_row = target.data + n * target.stride_n +
-                     (target.step * (row0 + i) + target.offset_h) * target.stride_h +
-                     target.offset_w * target.stride_w;
+    float* dst_row = target.data + n * target.stride_n + (row0 + i) * target.stride_h;
     const float* src_row = band + i * cols * channels;
     if (target.stride_c == 1 || channels == 1) {
       for (int64_t j = 0; j < valid_cols; ++j) {
@@ -290,18 +280,13 @@ void scatter_band(const float* band, int64_t n, int64_t row0, int64_t rows, int6
   }
 }
 
-// The 4x4 output tiles of every problem p from M[p, pos, t, :], into targets[p] (one
-// parallel region for all problems, like input_transform).
-void output_transform(const float* all_m, const Tiling& tiles, int64_t channels,
-                      int64_t pos_stride, const std::vector<Target>& targets) {
-  const int64_t cols = tiles.tiles_w * kTile, bands = tiles.bands();
-  const int64_t count = static_cast<int64_t>(targets.size()) * bands;
-  at::parallel_for(0, count, band_grain(tiles, channels), [&](int64_t begin, int64_t end) {
+// The 4x4 output tiles from M[pos, t, :] into the target.
+void output_transform(const float* m, const Tiling& tiles, int64_t channels, int64_t pos_stride,
+                      const Target& target) {
+  const int64_t cols = tiles.tiles_w * kTile;
+  at::parallel_for(0, tiles.bands(), band_grain(tiles, channels), [&](int64_t begin, int64_t end) {
     std::vector<float> band(kTile * cols * channels), scratch(kTile * kAlpha * channels);
-    for (int64_t index = begin; index < end; ++index) {
-      const int64_t p = index / bands, b = index % bands;
-      const Target& target = targets[p];
-      const float* m = all_m + p * kPositions * pos_stride;
+    for (int64_t b = begin; b < end; ++b) {
       const int64_t n = b / tiles.tiles_h, i0 = b % tiles.tiles_h * kTile;
       for (int64_t tx = 0; tx < tiles.tiles_w; ++tx) {
         const int64_t t = b * tiles.tiles_w + tx;
@@ -364,45 +349,26 @@ void grad_transform(const Source& grad, const Tiling& tiles, float* out, int64_t
   });
 }
 
-// Where the 2x2 kernel of one channel block sits in a 4x4 weight: tap (a, b) is weight
-// element (y0 + step * a, x0 + step * b) (step 2 for the phases of a convolution, -2 for the
-// flipped phases of a transposed one).
-struct Taps {
-  int64_t y0, x0, step;
-};
-
-// A 4x4 weight read through strides: element (o, c, y, x) for output channel o, input
-// channel c of the 2x2-kernel problem.
-struct Weight {
-  const float* data;
-  int64_t stride_o, stride_c, stride_y, stride_x;
-  int64_t out_channels, in_channels;
-};
-
-// taps[p, a*2 + b, block * Cin + c, o]: the 2x2 kernels picked from `weight` by
-// taps[p][block], laid out for the panels of the forward GEMM (Cout innermost).
-at::Tensor gather_taps(const Weight& weight, const std::vector<std::vector<Taps>>& taps) {
-  const int64_t problems = static_cast<int64_t>(taps.size());
-  const int64_t blocks = static_cast<int64_t>(taps[0].size());
-  const int64_t in_ch = weight.in_channels, out_ch = weight.out_channels;
-  const int64_t channels = blocks * in_ch;
-  auto out = at::empty({problems, 4, channels, out_ch}, at::TensorOptions().dtype(at::kFloat));
+// taps[a*2 + b, (p*2 + q) * Cin + c, o] = weight[o, c, 2a + p, 2b + q]: the 2x2 kernel each
+// input phase (p, q) meets, laid out for the panels of the GEMM (Cout innermost).
+at::Tensor gather_phase_taps(const at::Tensor& weight) {
+  const int64_t out_ch = weight.size(0), in_ch = weight.size(1), channels = 4 * in_ch;
+  auto out = at::empty({4, channels, out_ch}, at::TensorOptions().dtype(at::kFloat));
   float* data = out.mutable_data_ptr<float>();
+  const float* w = weight.const_data_ptr<float>();
+  const int64_t s0 = weight.stride(0), s1 = weight.stride(1), s2 = weight.stride(2),
+                s3 = weight.stride(3);
   // Small work: a chunk of >= 64K elements, so small layers run on the calling thread alone
   // instead of waking (and waiting for) the others.
-  at::parallel_for(0, problems * channels, std::max<int64_t>(1, 16384 / out_ch),
-                   [&](int64_t begin, int64_t end) {
-    for (int64_t index = begin; index < end; ++index) {
-      const int64_t p = index / channels, cc = index % channels;
-      const Taps& map = taps[p][cc / in_ch];
-      const float* base = weight.data + (cc % in_ch) * weight.stride_c;
-      for (int64_t a = 0; a < 2; ++a)
-        for (int64_t b = 0; b < 2; ++b) {
-          const float* src = base + (map.y0 + map.step * a) * weight.stride_y +
-                             (map.x0 + map.step * b) * weight.stride_x;
-          float* dst = data + ((p * 4 + a * 2 + b) * channels + cc) * out_ch;
-          for (int64_t o = 0; o < out_ch; ++o) dst[o] = src[o * weight.stride_o];
-        }
+  at::parallel_for(0, channels, std::max<int64_t>(1, 16384 / out_ch), [&](int64_t begin,
+                                                                          int64_t end) {
+    for (int64_t cc = begin; cc < end; ++cc) {
+      const int64_t phase = cc / in_ch, c = cc % in_ch, p = phase / 2, q = phase % 2;
+      for (int64_t tap = 0; tap < 4; ++tap) {
+        const float* src = w + c * s1 + (2 * (tap / 2) + p) * s2 + (2 * (tap % 2) + q) * s3;
+        float* dst = data + (tap * channels + cc) * out_ch;
+        for (int64_t o = 0; o < out_ch; ++o) dst[o] = src[o * s0];
+      }
     }
   });
   return out;
@@ -413,31 +379,26 @@ inline float position_weight(int64_t position, int64_t tap) {
   return static_cast<float>(kG[position / kAlpha][tap / 2] * kG[position % kAlpha][tap % 2]);
 }
 
-// The forward driver: P problems sharing tiling and channel counts. sources[p] are the
-// channel blocks (concatenated in order) of problem p; taps is [P, 4, C, Cout].
-//   M[p, pos] = V[p, pos] @ U[p, pos], U[p, pos] = sum over taps of G G^T weights * taps
-// U is built one 32-column panel at a time right before its GEMM (4 FMAs per element from
-// the taps, in L1/L2), never as 25 full matrices: at DCGAN sizes those were 13 MB written
-// and read back per call, more than the GEMM's own traffic.
-// M[p, pos] = V[p, pos] @ U[p, pos] for problems p (V [P*25, T, C], M [P*25, T, Cout]), with
-// U[p, pos] = sum over taps of (G G^T weights) * taps[p, tap] built per 32-column panel.
+// M[pos] = V[pos] @ U[pos] (V [25, T, C], M [25, T, Cout]) with U[pos] = sum over the four
+// taps of (G G^T weights) * taps[tap] (taps [4, C, Cout]). U is built one 32-column panel at
+// a time right before its GEMM (4 FMAs per element, in L1/L2), never as 25 full matrices: at
+// DCGAN sizes those were 13 MB written and read back per call, more than the GEMM's own
+// traffic.
 void gemm_with_weight_panels(const float* v_data, const at::Tensor& taps, float* m_data,
                              int64_t count) {
-  const int64_t problems = taps.size(0), in_ch = taps.size(2), out_ch = taps.size(3);
+  const int64_t in_ch = taps.size(1), out_ch = taps.size(2);
   const float* taps_data = taps.const_data_ptr<float>();
   const int64_t panels = (out_ch + kGemmPanel - 1) / kGemmPanel;
-  at::parallel_for(0, problems * panels, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> panel(in_ch * kGemmPanel);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t p = task / panels, column = task % panels * kGemmPanel;
-      const int64_t width = std::min(kGemmPanel, out_ch - column);
-      const float* problem_taps = taps_data + p * 4 * in_ch * out_ch + column;
+      const int64_t column = task * kGemmPanel, width = std::min(kGemmPanel, out_ch - column);
       for (int64_t pos = 0; pos < kPositions; ++pos) {
         float weights[4];
         for (int64_t tap = 0; tap < 4; ++tap) weights[tap] = position_weight(pos, tap);
         for (int64_t c = 0; c < in_ch; ++c) {
           float* __restrict__ dst = panel.data() + c * kGemmPanel;
-          const float* t0 = problem_taps + c * out_ch;
+          const float* t0 = taps_data + c * out_ch + column;
           const float* t1 = t0 + in_ch * out_ch;
           const float* t2 = t1 + in_ch * out_ch;
           const float* t3 = t2 + in_ch * out_ch;
@@ -447,23 +408,11 @@ void gemm_with_weight_panels(const float* v_data, const at::Tensor& taps, float*
                      (weights[2] * t2[o] + weights[3] * t3[o]);
           }
         }
-        const int64_t matrix = p * kPositions + pos;
-        gemm_panel(v_data + matrix * count * in_ch, in_ch, false, panel.data(), kGemmPanel,
-                   m_data + matrix * count * out_ch + column, out_ch, count, in_ch, width);
+        gemm_panel(v_data + pos * count * in_ch, in_ch, false, panel.data(), kGemmPanel,
+                   m_data + pos * count * out_ch + column, out_ch, count, in_ch, width);
       }
     }
   });
-}
-
-void run_forward(const std::vector<std::vector<Source>>& sources, const std::vector<Target>& targets,
-                 const at::Tensor& taps, const Tiling& tiles) {
-  const int64_t problems = static_cast<int64_t>(targets.size());
-  const int64_t in_ch = taps.size(2), out_ch = taps.size(3), count = tiles.count();
-  auto v = workspace(0, {problems * kPositions, count, in_ch});
-  input_transform(sources, tiles, v.mutable_data_ptr<float>(), count * in_ch);
-  auto m = workspace(1, {problems * kPositions, count, out_ch});
-  gemm_with_weight_panels(v.const_data_ptr<float>(), taps, m.mutable_data_ptr<float>(), count);
-  output_transform(m.const_data_ptr<float>(), tiles, out_ch, count * out_ch, targets);
 }
 
 // The weight gradient dK[a*2 + b, o, c] = sum over (n, i, j) of grad[n, o, i, j] *
@@ -476,7 +425,7 @@ at::Tensor run_weight_grad(const std::vector<Source>& sources, const Source& gra
   for (const Source& s : sources) in_ch += s.channels;
   const int64_t out_ch = grad.channels, count = tiles.count();
   auto v = workspace(0, {kPositions, count, in_ch});
-  input_transform({sources}, tiles, v.mutable_data_ptr<float>(), count * in_ch);
+  input_transform(sources, tiles, v.mutable_data_ptr<float>(), count * in_ch);
   auto g = workspace(2, {kPositions, count, out_ch});
   grad_transform(grad, tiles, g.mutable_data_ptr<float>(), count * out_ch);
   auto dk = at::empty({4, out_ch, in_ch}, at::TensorOptions().dtype(at::kFloat));
@@ -513,27 +462,26 @@ at::Tensor run_weight_grad(const std::vector<Source>& sources, const Source& gra
   return dk;
 }
 
-// Writes dK[a*2 + b, o, block * Cin + c] to the 4x4 weight gradient at the taps of
-// (block, c); the blocks' taps cover the 4x4 weight exactly once.
-void scatter_weight_grad(const at::Tensor& dk, const std::vector<Taps>& taps, at::Tensor& out,
-                         int64_t stride_o, int64_t stride_c) {
-  const int64_t out_ch = dk.size(1), channels = dk.size(2);
-  const int64_t in_ch = channels / static_cast<int64_t>(taps.size());
+// grad_weight[o, c, 2a + p, 2b + q] = dK[a*2 + b, o, (p*2 + q) * Cin + c]: the four phases
+// 2x2 taps cover the 4x4 weight exactly once.
+at::Tensor scatter_phase_weight_grad(const at::Tensor& dk, const at::TensorOptions& options) {
+  const int64_t out_ch = dk.size(1), channels = dk.size(2), in_ch = channels / 4;
+  auto out = at::empty({out_ch, in_ch, 4, 4}, options);
   const float* src = dk.const_data_ptr<float>();
   float* data = out.mutable_data_ptr<float>();
-  const int64_t stride_y = out.stride(2), stride_x = out.stride(3);
-  at::parallel_for(0, out_ch, std::max<int64_t>(1, 16384 / channels), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, out_ch, std::max<int64_t>(1, 16384 / channels), [&](int64_t begin,
+                                                                          int64_t end) {
     for (int64_t o = begin; o < end; ++o)
       for (int64_t cc = 0; cc < channels; ++cc) {
-        const Taps& map = taps[cc / in_ch];
-        float* base = data + o * stride_o + (cc % in_ch) * stride_c;
-        for (int64_t a = 0; a < 2; ++a)
-          for (int64_t b = 0; b < 2; ++b) {
-            base[(map.y0 + map.step * a) * stride_y + (map.x0 + map.step * b) * stride_x] =
-                src[((a * 2 + b) * out_ch + o) * channels + cc];
-          }
+        const int64_t phase = cc / in_ch, p = phase / 2, q = phase % 2;
+        float* base = data + (o * in_ch + cc % in_ch) * 16;
+        for (int64_t tap = 0; tap < 4; ++tap) {
+          base[(2 * (tap / 2) + p) * 4 + 2 * (tap % 2) + q] =
+              src[(tap * out_ch + o) * channels + cc];
+        }
       }
   });
+  return out;
 }
 
 c10::MemoryFormat output_format(const at::Tensor& input) {
@@ -588,16 +536,16 @@ bool eligible(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight) {
   const int64_t batch = input.size(0), in_ch = input.size(1), out_ch = weight.size(0);
   const int64_t out_h = input.size(2) / 2, out_w = input.size(3) / 2;
-  // Phase (p, q) of the input meets the weight taps (2a + p, 2b + q).
-  std::vector<Taps> taps;
-  for (int64_t p = 0; p < 2; ++p)
-    for (int64_t q = 0; q < 2; ++q) taps.push_back({p, q, 2});
-  const Weight w{weight.const_data_ptr<float>(), weight.stride(0), weight.stride(1),
-                 weight.stride(2), weight.stride(3), out_ch, in_ch};
   auto out = at::empty({batch, out_ch, out_h, out_w},
                        input.options().memory_format(output_format(input)));
-  run_forward({phase_sources(input)}, {make_target(out, out_h, out_w, 1, 0, 0)},
-              gather_taps(w, {taps}), tiling(batch, out_h, out_w));
+  const Tiling tiles = tiling(batch, out_h, out_w);
+  const int64_t count = tiles.count();
+  auto v = workspace(0, {kPositions, count, 4 * in_ch});
+  input_transform(phase_sources(input), tiles, v.mutable_data_ptr<float>(), count * 4 * in_ch);
+  auto m = workspace(1, {kPositions, count, out_ch});
+  gemm_with_weight_panels(v.const_data_ptr<float>(), gather_phase_taps(weight),
+                          m.mutable_data_ptr<float>(), count);
+  output_transform(m.const_data_ptr<float>(), tiles, out_ch, count * out_ch, make_target(out));
   return out;
 }
 
@@ -618,8 +566,8 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
   const int64_t count = tiles.count(), columns = 4 * out_ch;
   auto v = workspace(0, {kPositions, count, in_ch});
   grad_transform(make_source(input, 1, 0, 0), tiles, v.mutable_data_ptr<float>(), count * in_ch);
-  // taps[0, a*2 + b, c, phase * Cout + o] = weight[c, o, 2a + 1 - r, 2b + 1 - s]
-  auto taps = at::empty({1, 4, in_ch, columns}, at::TensorOptions().dtype(at::kFloat));
+  // taps[a*2 + b, c, phase * Cout + o] = weight[c, o, 2a + 1 - r, 2b + 1 - s]
+  auto taps = at::empty({4, in_ch, columns}, at::TensorOptions().dtype(at::kFloat));
   {
     float* data = taps.mutable_data_ptr<float>();
     const float* w = weight.const_data_ptr<float>();
@@ -723,16 +671,10 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
 }
 
 at::Tensor conv2d_weight_grad(const at::Tensor& input, const at::Tensor& grad_out) {
-  const int64_t in_ch = input.size(1), out_ch = grad_out.size(1);
   const int64_t out_h = grad_out.size(2), out_w = grad_out.size(3);
   auto dk = run_weight_grad(phase_sources(input), make_source(grad_out, 1, 0, 0),
                             tiling(input.size(0), out_h, out_w));
-  std::vector<Taps> taps;
-  for (int64_t p = 0; p < 2; ++p)
-    for (int64_t q = 0; q < 2; ++q) taps.push_back({p, q, 2});
-  auto grad_weight = at::empty({out_ch, in_ch, 4, 4}, input.options());
-  scatter_weight_grad(dk, taps, grad_weight, grad_weight.stride(0), grad_weight.stride(1));
-  return grad_weight;
+  return scatter_phase_weight_grad(dk, input.options());
 }
 
 std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& grad_out,

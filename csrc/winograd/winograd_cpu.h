@@ -5,9 +5,9 @@
 // Why: on CPU these convolutions are GEMM-bound and oneDNN already runs them near the
 // core's peak FLOP rate, so only fewer multiplications can make them faster. A 4x4 stride-2
 // convolution is a sum of four 2x2 stride-1 convolutions over the input's even/odd row and
-// column phases (a transposed one is four 2x2 convolutions, one per output phase), and a
-// 2x2 convolution computed as F(4x4, 2x2) takes 25 multiplications per 4x4 output tile
-// instead of 64: 2.56x fewer, spent in one batched GEMM per call (25 matrices per phase).
+// column phases (a transposed one scatters each 4x4 input tile into 5x5 windows of its four
+// output phases), and a 2x2 convolution computed as F(4x4, 2x2) takes 25 multiplications per
+// 4x4 tile instead of 64: 2.56x fewer, spent in 25 GEMMs per call.
 //
 // The transforms use the interpolation points {0, 1, -1, 2, inf}, with the rows of B^T
 // scaled to small integers (and G scaled back), so the input and output transforms are
@@ -18,8 +18,9 @@
 //   conv2d:             input [N, Cin, H, W], weight [Cout, Cin, 4, 4] -> [N, Cout, H/2, W/2]
 //   conv_transpose2d:   input [N, Cin, H, W], weight [Cin, Cout, 4, 4] -> [N, Cout, 2H, 2W]
 //   conv2d_weight_grad: input [N, Cin, H, W], grad_out [N, Cout, H/2, W/2] -> [Cout, Cin, 4, 4]
-// (H and W even for the conv2d forms.) Any strides in; the kernels read a channels_last copy
-// and write the output channels_last when the input is channels_last, NCHW otherwise. The
+// (H and W even for the conv2d forms.) Any strides in (the kernels gather small
+// channels-innermost bands of rows); the output is channels_last when the input is
+// channels_last, NCHW otherwise. The
 // backward passes of both convolutions are these three functions again (see
 // conv2d_backward / conv_transpose2d_backward).
 
