@@ -7,6 +7,8 @@
 
 #include <ATen/ATen.h>
 
+#include <tuple>
+
 #include "common/gemm_conv_cpu.h"
 #include "winograd/winograd_cpu.h"
 
@@ -99,42 +101,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
                             ? grad_out
                             : epilogues.activation_backward(grad_out, output, params.activation,
                                                             params.negative_slope);
-  const int64_t out_channels = weight.size(1) * params.groups;
+  // The same CPU choices as the forward, then one layout fix for every path.
+  at::Tensor grad_input, grad_weight, grad_bias;
+  const std::array<bool, 2> data_mask{output_mask[0], output_mask[1]};
   if (winograd::eligible(input, weight, params.stride, params.padding, params.output_padding,
                          params.dilation, params.groups, /*transposed=*/true) &&
       grad_pre.scalar_type() == at::kFloat) {
-    auto [grad_input, grad_weight] = winograd::conv_transpose2d_backward(
-        grad_pre, input, weight, {output_mask[0], output_mask[1]});
-    const auto empty = [&] { return at::empty({0}, grad_out.options()); };
-    return {output_mask[0] ? with_canonical_strides(grad_input, conv_memory_format(input)) : empty(),
-            output_mask[1] ? with_canonical_strides(grad_weight, conv_memory_format(weight))
-                           : empty(),
-            output_mask[2] ? grad_pre.sum({0, 2, 3}) : empty()};
+    std::tie(grad_input, grad_weight) =
+        winograd::conv_transpose2d_backward(grad_pre, input, weight, data_mask);
+  } else if (is_transposed_single_pixel(input, weight, params.padding, params.output_padding,
+                                        params.dilation, params.groups)) {
+    std::tie(grad_input, grad_weight) =
+        transposed_single_pixel_backward(grad_pre, input, weight, data_mask);
+  } else if (is_transposed_to_one_channel(input, weight, params.groups) &&
+             params.output_padding == std::array<int64_t, 2>{0, 0}) {
+    std::tie(grad_input, grad_weight) = transposed_by_col2im_backward(
+        grad_pre, input, weight, params.stride, params.padding, params.dilation, data_mask);
+  } else {
+    const int64_t out_channels = weight.size(1) * params.groups;
+    std::tie(grad_input, grad_weight, grad_bias) = at::convolution_backward(
+        grad_pre, input, weight, at::IntArrayRef{out_channels}, params.stride, params.padding,
+        params.dilation, /*transposed=*/true, params.output_padding, params.groups, output_mask);
   }
-  if (is_transposed_single_pixel(input, weight, params.padding, params.output_padding,
-                                 params.dilation, params.groups)) {
-    auto [grad_input, grad_weight] =
-        transposed_single_pixel_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
-    const auto empty = [&] { return at::empty({0}, grad_out.options()); };
-    return {output_mask[0] ? grad_input : empty(),
-            output_mask[1] ? with_canonical_strides(grad_weight, conv_memory_format(weight))
-                           : empty(),
-            output_mask[2] ? grad_pre.sum({0, 2, 3}) : empty()};
-  }
-  if (is_transposed_to_one_channel(input, weight, params.groups) &&
-      params.output_padding == std::array<int64_t, 2>{0, 0}) {
-    auto [grad_input, grad_weight] = transposed_by_col2im_backward(
-        grad_pre, input, weight, params.stride, params.padding, params.dilation,
-        {output_mask[0], output_mask[1]});
-    const auto empty = [&] { return at::empty({0}, grad_out.options()); };
-    return {output_mask[0] ? with_canonical_strides(grad_input, conv_memory_format(input)) : empty(),
-            output_mask[1] ? with_canonical_strides(grad_weight, conv_memory_format(weight))
-                           : empty(),
-            output_mask[2] ? grad_pre.sum({0, 2, 3}) : empty()};
-  }
-  auto [grad_input, grad_weight, grad_bias] = at::convolution_backward(
-      grad_pre, input, weight, at::IntArrayRef{out_channels}, params.stride, params.padding,
-      params.dilation, /*transposed=*/true, params.output_padding, params.groups, output_mask);
+  if (output_mask[2] && !grad_bias.defined()) grad_bias = grad_pre.sum({0, 2, 3});
   const auto empty = [&] { return at::empty({0}, grad_out.options()); };
   grad_input = output_mask[0] ? with_canonical_strides(grad_input, conv_memory_format(input)) : empty();
   grad_weight =
