@@ -55,3 +55,40 @@ def pair(fn: str, name: str, value, *, minimum: int) -> tuple[int, int]:
     if any(v < minimum for v in value):
         raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_conv_args(fn: str, x, weight, groups, weight_layout: str) -> None:
+    """What every convolution op checks first: a 4-D float input with height and width >= 1,
+    a 4-D weight (laid out as `weight_layout`, e.g. "[C_out, C_in / groups, kH, kW]") of the
+    input's dtype and device with no zero-size dim, and groups an int >= 1."""
+    check_tensor(fn, "input", x)
+    if x.dim() != 4:
+        raise ValueError(
+            f"{fn}: input must be 4-D [N, C, H, W] (or 3-D unbatched), got shape {tuple(x.shape)}"
+        )
+    check_like(fn, "weight", weight, x, "input")
+    if weight.dim() != 4:
+        raise ValueError(
+            f"{fn}: weight must be 4-D {weight_layout}, got shape {tuple(weight.shape)}"
+        )
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{fn}: groups must be an int >= 1, got {groups!r}")
+    if any(size < 1 for size in weight.shape):
+        raise ValueError(
+            f"{fn}: weight must have no zero-size dim, got shape {tuple(weight.shape)}"
+        )
+    if x.shape[1] % groups:
+        raise ValueError(
+            f"{fn}: input channels ({x.shape[1]}) must be divisible by groups ({groups})"
+        )
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"{fn}: input height and width must be >= 1, got shape {tuple(x.shape)}")
+
+
+def check_activation(fn: str, activation, slope, allowed) -> None:
+    if activation not in allowed:
+        raise ValueError(
+            f"{fn}: activation must be one of {', '.join(allowed)}, got {activation!r}"
+        )
+    if isinstance(slope, bool) or not isinstance(slope, (int, float)):
+        raise TypeError(f"{fn}: negative_slope must be a float, got {type(slope).__name__}")

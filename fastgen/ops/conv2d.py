@@ -32,7 +32,13 @@ import torch
 
 from fastgen import _extension
 from fastgen._backend import registry
-from fastgen.ops._checks import FLOAT_DTYPES, check_like, check_tensor, pair
+from fastgen.ops._checks import (
+    FLOAT_DTYPES,
+    check_activation,
+    check_conv_args,
+    check_like,
+    pair,
+)
 from fastgen.ops.conv_transpose2d import _activation_grad, _memory_format
 from fastgen.reference import conv2d as reference
 from fastgen.reference.conv2d import ACTIVATIONS
@@ -49,27 +55,7 @@ def output_size(in_size, kernel, stride, padding, dilation):
 
 def _check(x, weight, bias, stride, padding, dilation, groups, activation, slope):
     """Validates everything once; returns the normalised (stride, padding, dilation) pairs."""
-    check_tensor(FN, "input", x)
-    if x.dim() != 4:
-        raise ValueError(
-            f"{FN}: input must be 4-D [N, C, H, W] (or 3-D unbatched), got shape {tuple(x.shape)}"
-        )
-    check_like(FN, "weight", weight, x, "input")
-    if weight.dim() != 4:
-        raise ValueError(
-            f"{FN}: weight must be 4-D [C_out, C_in / groups, kH, kW], got shape "
-            f"{tuple(weight.shape)}"
-        )
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"{FN}: groups must be an int >= 1, got {groups!r}")
-    if any(size < 1 for size in weight.shape):
-        raise ValueError(
-            f"{FN}: weight must have no zero-size dim, got shape {tuple(weight.shape)}"
-        )
-    if x.shape[1] % groups:
-        raise ValueError(
-            f"{FN}: input channels ({x.shape[1]}) must be divisible by groups ({groups})"
-        )
+    check_conv_args(FN, x, weight, groups, "[C_out, C_in / groups, kH, kW]")
     if weight.shape[1] * groups != x.shape[1]:
         raise ValueError(
             f"{FN}: weight has {weight.shape[1]} input channels per group but input has "
@@ -80,8 +66,6 @@ def _check(x, weight, bias, stride, padding, dilation, groups, activation, slope
             f"{FN}: weight's output channels ({weight.shape[0]}) must be divisible by groups "
             f"({groups})"
         )
-    if x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"{FN}: input height and width must be >= 1, got shape {tuple(x.shape)}")
     if bias is not None:
         check_like(FN, "bias", bias, x, "input", shape=(weight.shape[0],))
     if isinstance(padding, str):
@@ -102,12 +86,7 @@ def _check(x, weight, bias, stride, padding, dilation, groups, activation, slope
             f"{tuple(weight.shape)}, stride={stride}, padding={padding}, dilation={dilation} "
             "(the padded input is smaller than the dilated kernel)"
         )
-    if activation not in ACTIVATIONS:
-        raise ValueError(
-            f"{FN}: activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}"
-        )
-    if isinstance(slope, bool) or not isinstance(slope, (int, float)):
-        raise TypeError(f"{FN}: negative_slope must be a float, got {type(slope).__name__}")
+    check_activation(FN, activation, slope, ACTIVATIONS)
     return stride, padding, dilation
 
 
