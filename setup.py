@@ -1,14 +1,24 @@
 """Builds the fastgen extension from source.
 
-C++ CPU kernels are always compiled. CUDA kernels are compiled when torch was built
-with CUDA and nvcc is found, or when FASTGEN_CUDA=1; FASTGEN_CUDA=0 forces a CPU-only
-build. TORCH_CUDA_ARCH_LIST is honoured; with no GPU visible it defaults to sm_80 and
-sm_90 (the A100/H100 generations) so a build machine without a GPU still produces
-kernels for them.
+Two extension modules:
+  fastgen._C              the C++ CPU kernels, always; the CUDA kernels when torch was built
+                          with CUDA and nvcc is found, or when FASTGEN_CUDA=1 (FASTGEN_CUDA=0
+                          forces a CPU-only build). TORCH_CUDA_ARCH_LIST is honoured; with no
+                          GPU visible it defaults to sm_80 and sm_90 (A100/H100) so a build
+                          machine without a GPU still produces kernels for them.
+  fastgen._emulated_cuda  the same CUDA kernels and launchers (csrc/**/*_cuda.cuh) compiled
+                          with the host compiler against fastgen's SIMT emulator (csrc/simt),
+                          in every build, with GCC's thread-sanitizer instrumentation so the
+                          emulator sees every memory access (it implements the hooks itself;
+                          no sanitizer runtime is linked). The emulator's runtime
+                          (csrc/simt/runtime.cpp) must not be instrumented, so it is compiled
+                          on its own here and linked in as an object.
 """
 
 import glob
 import os
+import shlex
+import subprocess
 import sys
 
 from setuptools import setup
@@ -69,9 +79,15 @@ def write_build_config(with_cuda: bool, archs: str) -> None:
         f.write(f"BUILD_CUDA_VERSION = {torch.version.cuda if with_cuda else None!r}\n")
 
 
+def is_emulated_source(path: str) -> bool:
+    return path.startswith(os.path.join("csrc", "simt") + os.sep) or path.endswith("_emulated.cpp")
+
+
 def extension():
     with_cuda = want_cuda()
-    cpp_sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
+    cpp_sources = sorted(
+        p for p in glob.glob("csrc/**/*.cpp", recursive=True) if not is_emulated_source(p)
+    )
     cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=off"]
     # Built from source for the machine it runs on, so the CPU kernels use its vector units
     # (AVX2/AVX-512 where present; baseline x86-64 is SSE2 only). -ffp-contract=off above keeps
@@ -88,6 +104,9 @@ def extension():
             "-O3",
             "-std=c++20",
             "--expt-relaxed-constexpr",
+            # a*b+c rounds twice, as in the emulated build (-ffp-contract=off): the emulator's
+            # numerics are then the device's for +-*/ and sqrt.
+            "--fmad=false",
             "-lineinfo",
             "-Xptxas=-v" if os.environ.get("FASTGEN_PTXAS_VERBOSE") == "1" else "-Xptxas=-O3",
         ]
@@ -110,7 +129,71 @@ def extension():
     )
 
 
+# --- the emulated-cuda module ------------------------------------------------------------
+
+RUNTIME_SOURCE = os.path.join("csrc", "simt", "runtime.cpp")
+RUNTIME_HEADERS = [os.path.join("csrc", "simt", "runtime.h")]
+EMULATED_FLAGS = [
+    "-O2",
+    "-std=c++20",
+    "-ffp-contract=off",
+    "-fvisibility=hidden",
+    "-fsanitize=thread",  # instrumentation only: the hooks are the emulator's (runtime.cpp)
+    "--param=tsan-instrument-func-entry-exit=0",
+    "-Wno-unknown-pragmas",  # #pragma unroll
+    "-DFASTGEN_SIMT_EMULATION=1",
+]
+
+
+def emulated_extension():
+    sources = sorted(
+        p
+        for p in glob.glob("csrc/**/*.cpp", recursive=True)
+        if is_emulated_source(p) and p != RUNTIME_SOURCE
+    )
+    return CppExtension(
+        name="fastgen._emulated_cuda",
+        sources=sources,
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        extra_compile_args={"cxx": EMULATED_FLAGS},
+    )
+
+
+class Build(BuildExtension.with_options(use_ninja=True)):
+    """BuildExtension plus the emulator's runtime object (compiled without instrumentation)."""
+
+    def build_extensions(self):
+        for ext in self.extensions:
+            if ext.name == "fastgen._emulated_cuda":
+                ext.extra_objects = [self.build_runtime_object()]
+        super().build_extensions()
+
+    def build_runtime_object(self) -> str:
+        out_dir = os.path.join(self.build_temp, "simt")
+        os.makedirs(out_dir, exist_ok=True)
+        obj = os.path.join(out_dir, "runtime.o")
+        inputs = [os.path.join(ROOT, p) for p in [RUNTIME_SOURCE, *RUNTIME_HEADERS]]
+        if os.path.exists(obj) and os.path.getmtime(obj) >= max(map(os.path.getmtime, inputs)):
+            return obj
+        cxx = os.environ.get("CXX", "c++")
+        command = [
+            *shlex.split(cxx),
+            "-O2",
+            "-std=c++20",
+            "-fPIC",
+            "-fvisibility=hidden",
+            "-I" + os.path.join(ROOT, "csrc"),
+            "-c",
+            os.path.join(ROOT, RUNTIME_SOURCE),
+            "-o",
+            obj,
+        ]
+        print(" ".join(command))
+        subprocess.check_call(command)
+        return obj
+
+
 setup(
-    ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    ext_modules=[extension(), emulated_extension()],
+    cmdclass={"build_ext": Build},
 )

@@ -12,8 +12,11 @@
 //     input dtype otherwise;
 //   * `rng_state` is an int64 tensor [2] holding (seed, offset) for Philox4x32-10.
 
-#include <torch/library.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <torch/library.h>
+
+#include "common/emulated_cuda.h"
 
 TORCH_LIBRARY(fastgen, m) {
   // BatchNorm2d followed by LeakyReLU(negative_slope), functional: returns
@@ -94,4 +97,22 @@ PYBIND11_MODULE(_C, module) {
 #else
   module.attr("with_cuda") = false;
 #endif
+  // The emulated-cuda backend (csrc/common/emulated_cuda.h): fastgen/_extension.py installs
+  // the table of fastgen._emulated_cuda, and fastgen/_backend.py switches it on and off.
+  module.def(
+      "_install_emulated_cuda",
+      [](pybind11::capsule capsule) {
+        fastgen::emulation::install(
+            capsule.get_pointer<const fastgen::emulation::Kernels>());
+      },
+      "Installs fastgen._emulated_cuda.kernels() (a capsule)");
+  module.def("_set_emulated_cuda", &fastgen::emulation::set_enabled,
+             "Routes the CPU kernels of ops with a CUDA kernel to the emulated CUDA kernel");
+  module.def(
+      "_emulated_cuda_ops",
+      [] {
+        return fastgen::emulation::installed() ? fastgen::emulation::routed_ops()
+                                                   : std::vector<std::string>{};
+      },
+      "The ops that run their CUDA kernel under the emulated-cuda backend");
 }

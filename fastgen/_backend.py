@@ -1,12 +1,19 @@
 """The one backend registry: decides, per call, native kernel or pure-PyTorch reference.
 
 Modes (environment, read once at import; `set_backend` changes it at run time):
-  FASTGEN_BACKEND=auto       (default) the native kernel where the extension has one for
-                             the tensor's device and dtype, else the reference with a
-                             one-time warning saying why;
-  FASTGEN_BACKEND=reference  always the reference;
-  FASTGEN_BACKEND=native     like auto, but a missing kernel is an error;
-  FASTGEN_STRICT=1           in auto mode, a missing native kernel is an error too.
+  FASTGEN_BACKEND=auto           (default) the native kernel where the extension has one for
+                                 the tensor's device and dtype, else the reference with a
+                                 one-time warning saying why;
+  FASTGEN_BACKEND=reference      always the reference;
+  FASTGEN_BACKEND=native         like auto, but a missing kernel is an error;
+  FASTGEN_BACKEND=emulated-cuda  ops on CPU tensors run their CUDA kernel through fastgen's
+                                 SIMT emulator (csrc/simt) where they have one, and fall back
+                                 as they do on CUDA where they have none (CUDA tensors run
+                                 their CUDA kernels as in auto);
+  FASTGEN_STRICT=1               in auto and emulated-cuda mode, a missing kernel is an error.
+
+The mode is mirrored into fastgen._C (it routes the CPU kernels of ops with a CUDA kernel to
+the emulated one), so this registry stays the one place that decides.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ import torch
 
 from fastgen import _extension
 
-MODES = ("auto", "reference", "native")
+MODES = ("auto", "reference", "native", "emulated-cuda")
 DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
+EMULATED = "emulated-cuda"
 
 
 class BackendRegistry:
@@ -33,6 +41,7 @@ class BackendRegistry:
         self.dtypes: dict[str, frozenset] = {}
         self.kernels: dict[str, dict[str, bool]] = {}
         self._warned: set[tuple] = set()
+        self._mirror_mode()
 
     def register(self, op_name: str, dtypes) -> None:
         """Declares a native op (torch.ops.fastgen.<op_name>) and the dtypes its kernels take."""
@@ -43,6 +52,7 @@ class BackendRegistry:
                 _extension.LOADED
                 and torch._C._dispatch_has_kernel_for_dispatch_key(f"fastgen::{op_name}", key)
             )
+        found[EMULATED] = op_name in _extension.emulated_ops()
         self.kernels[op_name] = found
 
     def native_backends(self, op_name: str) -> list[str]:
@@ -52,7 +62,12 @@ class BackendRegistry:
         if not _extension.LOADED:
             return f"the fastgen extension is not loaded ({_extension.LOAD_ERROR})"
         device = tensor.device.type
-        if not self.kernels.get(op_name, {}).get(device, False):
+        if self.mode == EMULATED and device == "cpu":
+            if not _extension.EMULATED_LOADED:
+                return f"the emulated CUDA kernels are not loaded ({_extension.EMULATED_ERROR})"
+            if not self.kernels.get(op_name, {}).get(EMULATED, False):
+                return f"fastgen::{op_name} has no CUDA kernel to emulate"
+        elif not self.kernels.get(op_name, {}).get(device, False):
             return f"the extension has no {device} kernel for fastgen::{op_name}"
         if tensor.dtype not in self.dtypes[op_name]:
             return f"fastgen::{op_name} has no kernel for {tensor.dtype}"
@@ -69,7 +84,7 @@ class BackendRegistry:
             raise RuntimeError(
                 f"fastgen.ops.{op_name}: no native kernel: {reason} (FASTGEN_STRICT/FASTGEN_BACKEND=native)"
             )
-        key = (op_name, tensor.device.type, tensor.dtype)
+        key = (op_name, tensor.device.type, tensor.dtype, self.mode)
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(
@@ -83,6 +98,12 @@ class BackendRegistry:
                 f"fastgen.set_backend: mode must be one of {', '.join(MODES)}, got {mode!r}"
             )
         self.mode = mode
+        self._mirror_mode()
+
+    def _mirror_mode(self) -> None:
+        """Tells fastgen._C whether CPU calls of ops with a CUDA kernel run it emulated."""
+        if _extension.LOADED:
+            _extension._C._set_emulated_cuda(self.mode == EMULATED)
 
 
 registry = BackendRegistry()

@@ -1,4 +1,5 @@
-"""Loads the compiled extension (fastgen._C) and remembers why, if it could not."""
+"""Loads the compiled extension (fastgen._C), and the emulated CUDA kernels
+(fastgen._emulated_cuda, csrc/simt), remembering why, if either could not be loaded."""
 
 from __future__ import annotations
 
@@ -15,6 +16,25 @@ try:
 except ImportError as exc:  # not built, or built against another torch
     _C = None
     LOAD_ERROR = f"{type(exc).__name__}: {exc}"
+
+# The CUDA kernels built against the SIMT emulator: once its table is installed in _C, the
+# CPU kernels of ops with a CUDA kernel run that kernel while the emulated-cuda backend is on.
+EMULATED_LOADED = False
+EMULATED_ERROR: str | None = "fastgen._C is not loaded"
+_emulated_cuda = None
+if LOADED:
+    try:
+        _emulated_cuda = importlib.import_module("fastgen._emulated_cuda")
+        _C._install_emulated_cuda(_emulated_cuda.kernels())
+        EMULATED_LOADED, EMULATED_ERROR = True, None
+    except (ImportError, RuntimeError) as exc:
+        _emulated_cuda = None
+        EMULATED_ERROR = f"{type(exc).__name__}: {exc}"
+
+
+def emulated_ops() -> frozenset:
+    """Ops whose CUDA kernel runs under the emulated-cuda backend."""
+    return frozenset(_C._emulated_cuda_ops()) if EMULATED_LOADED else frozenset()
 
 
 def build_config() -> dict:

@@ -72,4 +72,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_from_output_cpu(
     const std::optional<at::Tensor>& bias, const at::Tensor& var, bool training, double eps,
     double negative_slope, std::array<bool, 3> output_mask);
 
+// The CUDA launchers (batch_norm_leaky_relu_cuda.cuh) as the emulated build compiles them
+// (FASTGEN_BACKEND=emulated-cuda); nvcc builds the same code as cuda::forward / backward.
+namespace emulated_cuda {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
+    const std::optional<at::Tensor>& running_var, bool training, double eps,
+    double negative_slope);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
+    const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const at::Tensor& mean, const at::Tensor& var,
+    bool training, double eps, double negative_slope, std::array<bool, 3> output_mask);
+}  // namespace emulated_cuda
+
 }  // namespace fastgen::batch_norm_leaky_relu

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "common/dispatch.h"
+#include "common/emulated_cuda.h"
 
 namespace fastgen::batch_norm_leaky_relu {
 namespace {
@@ -583,11 +584,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_from_output_cpu(
                              negative_slope, output_mask);
 }
 
+// The ops with a CUDA kernel route to it while the emulated-cuda backend is on
+// (common/emulated_cuda.h); the backward from the output has none, as on CUDA.
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
-  m.impl("batch_norm_leaky_relu", &forward_cpu);
-  m.impl("batch_norm_leaky_relu_backward", &backward_cpu);
-  m.impl("batch_norm_leaky_relu_memory_saving", &forward_cpu);
+  using emulation::Kernels;
+  using emulation::route;
+  m.impl("batch_norm_leaky_relu", &route<&forward_cpu, &Kernels::batch_norm_leaky_relu>::call);
+  m.impl("batch_norm_leaky_relu_backward",
+         &route<&backward_cpu, &Kernels::batch_norm_leaky_relu_backward>::call);
+  m.impl("batch_norm_leaky_relu_memory_saving",
+         &route<&forward_cpu, &Kernels::batch_norm_leaky_relu>::call);
   m.impl("batch_norm_leaky_relu_backward_from_output", &backward_from_output_cpu);
+  for (const char* op : {"batch_norm_leaky_relu", "batch_norm_leaky_relu_backward",
+                         "batch_norm_leaky_relu_memory_saving"}) {
+    emulation::note_routed(op);
+  }
 }
 
 }  // namespace fastgen::batch_norm_leaky_relu

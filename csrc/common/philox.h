@@ -37,6 +37,15 @@
 #define FASTGEN_HD inline
 #endif
 
+// The device branches below run in nvcc's device pass and under the SIMT emulator, whose
+// __f*_rn intrinsics are the same IEEE operations (csrc/simt/emulator.h).
+#if defined(__CUDA_ARCH__) || defined(FASTGEN_SIMT_EMULATION)
+#define FASTGEN_PHILOX_DEVICE 1
+#endif
+#if defined(FASTGEN_SIMT_EMULATION)
+#include "simt/simt.h"
+#endif
+
 namespace fastgen::philox {
 
 // Philox4x32 round multipliers and Weyl key increments (Random123's values).
@@ -51,7 +60,7 @@ struct Uint4 {
 };
 
 FASTGEN_HD uint32_t mulhi(uint32_t a, uint32_t b) {
-#if defined(__CUDA_ARCH__)
+#if defined(FASTGEN_PHILOX_DEVICE)
   return __umulhi(a, b);
 #else
   return static_cast<uint32_t>((static_cast<uint64_t>(a) * b) >> 32);
@@ -81,49 +90,49 @@ FASTGEN_HD Uint4 group_counter(uint64_t offset, uint64_t group) {
 
 // --- float32 arithmetic that is the same on host and device ------------------------------
 FASTGEN_HD float fmul(float a, float b) {
-#if defined(__CUDA_ARCH__)
+#if defined(FASTGEN_PHILOX_DEVICE)
   return __fmul_rn(a, b);
 #else
   return a * b;
 #endif
 }
 FASTGEN_HD float fadd(float a, float b) {
-#if defined(__CUDA_ARCH__)
+#if defined(FASTGEN_PHILOX_DEVICE)
   return __fadd_rn(a, b);
 #else
   return a + b;
 #endif
 }
 FASTGEN_HD float fsub(float a, float b) {
-#if defined(__CUDA_ARCH__)
+#if defined(FASTGEN_PHILOX_DEVICE)
   return __fsub_rn(a, b);
 #else
   return a - b;
 #endif
 }
 FASTGEN_HD float fdiv(float a, float b) {
-#if defined(__CUDA_ARCH__)
+#if defined(FASTGEN_PHILOX_DEVICE)
   return __fdiv_rn(a, b);
 #else
   return a / b;
 #endif
 }
 FASTGEN_HD float fsqrt(float a) {
-#if defined(__CUDA_ARCH__)
+#if defined(FASTGEN_PHILOX_DEVICE)
   return __fsqrt_rn(a);
 #else
   return __builtin_sqrtf(a);
 #endif
 }
 FASTGEN_HD uint32_t float_bits(float a) {
-#if defined(__CUDA_ARCH__)
+#if defined(FASTGEN_PHILOX_DEVICE)
   return __float_as_uint(a);
 #else
   return __builtin_bit_cast(uint32_t, a);
 #endif
 }
 FASTGEN_HD float bits_float(uint32_t a) {
-#if defined(__CUDA_ARCH__)
+#if defined(FASTGEN_PHILOX_DEVICE)
   return __uint_as_float(a);
 #else
   return __builtin_bit_cast(float, a);
@@ -131,7 +140,7 @@ FASTGEN_HD float bits_float(uint32_t a) {
 }
 // Exact for the values used here (< 2^24 + 1).
 FASTGEN_HD float small_uint_to_float(uint32_t a) {
-#if defined(__CUDA_ARCH__)
+#if defined(FASTGEN_PHILOX_DEVICE)
   return __uint2float_rn(a);
 #else
   return static_cast<float>(static_cast<int32_t>(a));

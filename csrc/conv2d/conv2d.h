@@ -73,19 +73,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     const at::Tensor& output, const Conv2dParams& params, std::array<bool, 3> output_mask,
     const Conv2dKernels& kernels);
 
-// The schema-shaped kernels each backend registers, e.g.
-// m.impl("conv2d", &conv2d_op<kCpuKernels>).
-template <const Conv2dKernels& kernels>
+// The schema-shaped kernels each backend registers, with the kernels kernels() returns for
+// the call, e.g. m.impl("conv2d", &conv2d_op<cpu_kernels>).
+template <Conv2dKernels (*kernels)()>
 at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight,
                      const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                      at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                      c10::string_view activation, double negative_slope) {
   const auto params =
       make_conv2d_params(stride, padding, dilation, groups, activation, negative_slope);
-  return conv2d_forward(input, weight, bias, params, kernels);
+  return conv2d_forward(input, weight, bias, params, kernels());
 }
 
-template <const Conv2dKernels& kernels>
+template <Conv2dKernels (*kernels)()>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_op(
     const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
@@ -93,7 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_op(
     std::array<bool, 3> output_mask) {
   const auto params =
       make_conv2d_params(stride, padding, dilation, groups, activation, negative_slope);
-  return conv2d_backward(grad_out, input, weight, output, params, output_mask, kernels);
+  return conv2d_backward(grad_out, input, weight, output, params, output_mask, kernels());
 }
 
 }  // namespace fastgen

@@ -8,6 +8,7 @@
 
 #include <torch/library.h>
 
+#include "common/emulated_cuda.h"
 #include "conv2d/conv2d.h"
 #include "conv_transpose2d/conv_transpose2d.h"
 #include "common/gemm_conv_cpu.h"
@@ -67,17 +68,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_cpu(
   return conv2d_convolution_backward_aten(grad_pre, input, weight, params, output_mask);
 }
 
-namespace {
-
-constexpr Conv2dKernels kCpuKernels{conv2d_convolution_cpu,
-                                    conv2d_convolution_backward_cpu,
-                                    {bias_activation_cpu, activation_backward_cpu}};
-
-}  // namespace
+// The CPU backend's kernels, or, while the emulated-cuda backend is on, what the CUDA build
+// runs: the aten convolution and the CUDA epilogues (emulated).
+Conv2dKernels cpu_kernels() {
+  if (const emulation::Kernels* kernels = emulation::active()) {
+    return {conv2d_convolution_aten,
+            conv2d_convolution_backward_aten,
+            {kernels->bias_activation, kernels->activation_backward}};
+  }
+  return {conv2d_convolution_cpu,
+          conv2d_convolution_backward_cpu,
+          {bias_activation_cpu, activation_backward_cpu, /*cpu_convolutions=*/true}};
+}
 
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
-  m.impl("conv2d", &conv2d_op<kCpuKernels>);
-  m.impl("conv2d_backward", &conv2d_backward_op<kCpuKernels>);
+  m.impl("conv2d", &conv2d_op<cpu_kernels>);
+  m.impl("conv2d_backward", &conv2d_backward_op<cpu_kernels>);
+  emulation::note_routed("conv2d");
+  emulation::note_routed("conv2d_backward");
 }
 
 }  // namespace fastgen

@@ -59,19 +59,18 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
                                     const ConvTranspose2dEpilogues& epilogues) {
   // No bias in the convolution: it is added in the epilogue together with the activation,
   // so the output is touched once after the GEMMs instead of twice.
-  // 4x4 stride-2 layers on CPU (the DCGAN generator's) take the Winograd path; everything
-  // else, and every CUDA call, the aten convolution.
   // On CPU, 4x4 stride-2 layers (the DCGAN generator's) take the Winograd kernels, and a
   // few shapes are plain GEMMs (common/gemm_conv_cpu.h); everything else, and every CUDA
-  // call, the aten convolution.
+  // call (and its emulation), the aten convolution.
   at::Tensor out;
-  if (winograd::eligible(input, weight, params.stride, params.padding, params.output_padding,
+  const bool cpu = epilogues.cpu_convolutions;
+  if (cpu && winograd::eligible(input, weight, params.stride, params.padding, params.output_padding,
                          params.dilation, params.groups, /*transposed=*/true)) {
     out = winograd::conv_transpose2d(input, weight);
-  } else if (is_transposed_single_pixel(input, weight, params.padding, params.output_padding,
+  } else if (cpu && is_transposed_single_pixel(input, weight, params.padding, params.output_padding,
                                         params.dilation, params.groups)) {
     out = transposed_single_pixel(input, weight);
-  } else if (is_transposed_to_one_channel(input, weight, params.groups) &&
+  } else if (cpu && is_transposed_to_one_channel(input, weight, params.groups) &&
              params.output_padding == std::array<int64_t, 2>{0, 0}) {
     std::array<int64_t, 2> size;
     for (int d = 0; d < 2; ++d) {
@@ -104,16 +103,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
   // The same CPU choices as the forward, then one layout fix for every path.
   at::Tensor grad_input, grad_weight, grad_bias;
   const std::array<bool, 2> data_mask{output_mask[0], output_mask[1]};
-  if (winograd::eligible(input, weight, params.stride, params.padding, params.output_padding,
+  const bool cpu = epilogues.cpu_convolutions;
+  if (cpu && winograd::eligible(input, weight, params.stride, params.padding, params.output_padding,
                          params.dilation, params.groups, /*transposed=*/true) &&
       grad_pre.scalar_type() == at::kFloat) {
     std::tie(grad_input, grad_weight) =
         winograd::conv_transpose2d_backward(grad_pre, input, weight, data_mask);
-  } else if (is_transposed_single_pixel(input, weight, params.padding, params.output_padding,
+  } else if (cpu && is_transposed_single_pixel(input, weight, params.padding, params.output_padding,
                                         params.dilation, params.groups)) {
     std::tie(grad_input, grad_weight) =
         transposed_single_pixel_backward(grad_pre, input, weight, data_mask);
-  } else if (is_transposed_to_one_channel(input, weight, params.groups) &&
+  } else if (cpu && is_transposed_to_one_channel(input, weight, params.groups) &&
              params.output_padding == std::array<int64_t, 2>{0, 0}) {
     std::tie(grad_input, grad_weight) = transposed_by_col2im_backward(
         grad_pre, input, weight, params.stride, params.padding, params.dilation, data_mask);

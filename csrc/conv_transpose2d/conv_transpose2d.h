@@ -64,11 +64,14 @@ void dispatch_activation(Activation activation, Body&& body) {
   }
 }
 
-// The device-independent driver (conv_transpose2d.cpp): the aten convolution plus the
-// given device's epilogues. Masked-out backward results are empty tensors.
+// The device-independent driver (conv_transpose2d.cpp): the convolution plus the given
+// backend's epilogues. Masked-out backward results are empty tensors.
 struct ConvTranspose2dEpilogues {
   void (*bias_activation)(at::Tensor&, const at::Tensor&, Activation, double);
   at::Tensor (*activation_backward)(const at::Tensor&, const at::Tensor&, Activation, double);
+  // The CPU backend's own convolutions (Winograd, GEMMs) for the shapes they take; false:
+  // always the aten convolution (CUDA's cuDNN, and its emulation on CPU tensors).
+  bool cpu_convolutions = false;
 };
 
 ConvTranspose2dParams make_conv_transpose2d_params(at::IntArrayRef stride, at::IntArrayRef padding,
@@ -88,8 +91,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
     const ConvTranspose2dEpilogues& epilogues);
 
 // The schema-shaped kernels each backend registers (TORCH_LIBRARY_IMPL): the driver above
-// with that backend's epilogues, e.g. m.impl("conv_transpose2d", &conv_transpose2d_op<kCpu>).
-template <const ConvTranspose2dEpilogues& epilogues>
+// with the epilogues epilogues() returns for the call, e.g.
+// m.impl("conv_transpose2d", &conv_transpose2d_op<cpu_epilogues>).
+template <ConvTranspose2dEpilogues (*epilogues)()>
 at::Tensor conv_transpose2d_op(const at::Tensor& input, const at::Tensor& weight,
                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                at::IntArrayRef padding, at::IntArrayRef output_padding,
@@ -97,10 +101,10 @@ at::Tensor conv_transpose2d_op(const at::Tensor& input, const at::Tensor& weight
                                c10::string_view activation, double negative_slope) {
   const auto params = make_conv_transpose2d_params(stride, padding, output_padding, groups, dilation,
                                                    activation, negative_slope);
-  return conv_transpose2d_forward(input, weight, bias, params, epilogues);
+  return conv_transpose2d_forward(input, weight, bias, params, epilogues());
 }
 
-template <const ConvTranspose2dEpilogues& epilogues>
+template <ConvTranspose2dEpilogues (*epilogues)()>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_op(
     const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
@@ -108,14 +112,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_op(
     c10::string_view activation, double negative_slope, std::array<bool, 3> output_mask) {
   const auto params = make_conv_transpose2d_params(stride, padding, output_padding, groups, dilation,
                                                    activation, negative_slope);
-  return conv_transpose2d_backward(grad_out, input, weight, output, params, output_mask, epilogues);
+  return conv_transpose2d_backward(grad_out, input, weight, output, params, output_mask,
+                                   epilogues());
 }
 
-#ifdef FASTGEN_WITH_CUDA
-void bias_activation_cuda(at::Tensor& out, const at::Tensor& bias, Activation activation,
-                          double negative_slope);
-at::Tensor activation_backward_cuda(const at::Tensor& grad_out, const at::Tensor& output,
-                                    Activation activation, double negative_slope);
-#endif
+// The CUDA epilogues (conv_transpose2d_cuda.cuh), which conv2d shares: nvcc builds them as
+// cuda::, the emulated build as emulated_cuda:: (FASTGEN_BACKEND=emulated-cuda).
+#define FASTGEN_CONV_EPILOGUES_CUDA(ns)                                                     \
+  namespace ns {                                                                          \
+  void bias_activation(at::Tensor& out, const at::Tensor& bias, Activation activation,    \
+                       double negative_slope);                                            \
+  at::Tensor activation_backward(const at::Tensor& grad_out, const at::Tensor& output,    \
+                                 Activation activation, double negative_slope);           \
+  }
+FASTGEN_CONV_EPILOGUES_CUDA(cuda)
+FASTGEN_CONV_EPILOGUES_CUDA(emulated_cuda)
+#undef FASTGEN_CONV_EPILOGUES_CUDA
 
 }  // namespace fastgen

@@ -11,6 +11,7 @@
 
 #include "common/activation.h"
 #include "common/dispatch.h"
+#include "common/emulated_cuda.h"
 #include "conv_transpose2d/conv_transpose2d.h"
 
 namespace fastgen {
@@ -132,15 +133,20 @@ at::Tensor activation_backward_cpu(const at::Tensor& grad_out, const at::Tensor&
   return grad_pre;
 }
 
-namespace {
-
-constexpr ConvTranspose2dEpilogues kCpuEpilogues{bias_activation_cpu, activation_backward_cpu};
-
-}  // namespace
+// The CPU backend's epilogues, or, while the emulated-cuda backend is on, the CUDA ones run
+// by the emulator around the aten convolution (what the CUDA build does with cuDNN).
+ConvTranspose2dEpilogues cpu_epilogues() {
+  if (const emulation::Kernels* kernels = emulation::active()) {
+    return {kernels->bias_activation, kernels->activation_backward, /*cpu_convolutions=*/false};
+  }
+  return {bias_activation_cpu, activation_backward_cpu, /*cpu_convolutions=*/true};
+}
 
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
-  m.impl("conv_transpose2d", &conv_transpose2d_op<kCpuEpilogues>);
-  m.impl("conv_transpose2d_backward", &conv_transpose2d_backward_op<kCpuEpilogues>);
+  m.impl("conv_transpose2d", &conv_transpose2d_op<cpu_epilogues>);
+  m.impl("conv_transpose2d_backward", &conv_transpose2d_backward_op<cpu_epilogues>);
+  emulation::note_routed("conv_transpose2d");
+  emulation::note_routed("conv_transpose2d_backward");
 }
 
 }  // namespace fastgen

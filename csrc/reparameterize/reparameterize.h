@@ -48,13 +48,17 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(
     const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
     const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state);
 
-// The same, on CUDA (reparameterize_cuda.cu): one launch each way; the key comes from the
-// CUDA generator's graph-safe Philox state when rng_state is absent.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cuda(
+// The same, as the CUDA launchers (reparameterize_cuda.cuh) compiled for the emulated build
+// (FASTGEN_BACKEND=emulated-cuda); nvcc builds the same code as cuda::forward / backward. One
+// launch each way; the key comes from the device generator's Philox state when rng_state is
+// absent (simt/philox_state.h).
+namespace emulated_cuda {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
     const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
     const std::optional<at::Tensor>& rng_state, bool compute_kl);
-std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cuda(
+std::tuple<at::Tensor, at::Tensor> backward(
     const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
     const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state);
+}  // namespace emulated_cuda
 
 }  // namespace fastgen::reparameterize

@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "common/dispatch.h"
+#include "common/emulated_cuda.h"
 #include "common/philox.h"
 
 #if defined(__SSE2__)
@@ -454,9 +455,15 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(
   return {grad_mu, grad_logvar};
 }
 
+// Both route to the CUDA kernels while the emulated-cuda backend is on (common/emulated_cuda.h).
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
-  m.impl("reparameterize", &reparameterize_cpu);
-  m.impl("reparameterize_backward", &reparameterize_backward_cpu);
+  using emulation::Kernels;
+  using emulation::route;
+  m.impl("reparameterize", &route<&reparameterize_cpu, &Kernels::reparameterize>::call);
+  m.impl("reparameterize_backward",
+         &route<&reparameterize_backward_cpu, &Kernels::reparameterize_backward>::call);
+  emulation::note_routed("reparameterize");
+  emulation::note_routed("reparameterize_backward");
 }
 
 }  // namespace fastgen::reparameterize

@@ -1,0 +1,274 @@
+// The emulator's self-test kernels (selftest.h). Each bug_ case plants one bug of a class
+// issue 11 asks the emulator to catch; each clean case is the same kernel done right, so a
+// test shows the emulator tells them apart (an emulator that rejected everything would fail
+// the clean cases).
+
+#include "simt/selftest.h"
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/util/Exception.h>
+
+#include <functional>
+#include <map>
+
+#include "simt/simt.h"
+
+namespace fastgen::simt {
+namespace {
+
+constexpr int kThreads = 64;
+
+// Each thread publishes its id in shared memory and reads its neighbour's.
+template <bool synchronised>
+__global__ void neighbour_exchange(float* out) {
+  FASTGEN_SHARED(values, float[kThreads]);
+  const int i = int(threadIdx.x);
+  values[i] = float(i);
+  if constexpr (synchronised) __syncthreads();
+  out[i] = values[(i + 1) % kThreads];
+}
+
+// Every thread adds one to a block counter.
+template <bool atomic>
+__global__ void count_threads(float* out) {
+  FASTGEN_SHARED(count, int);
+  if (threadIdx.x == 0) count = 0;
+  __syncthreads();
+  if constexpr (atomic) {
+    atomicAdd(&count, 1);
+  } else {
+    count = count + 1;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) out[0] = float(count);
+}
+
+// The same in global memory.
+template <bool atomic>
+__global__ void count_threads_global(int* counter) {
+  if constexpr (atomic) {
+    atomicAdd(counter, 1);
+  } else {
+    *counter = *counter + 1;
+  }
+}
+
+// Each thread reads the value its mirror image wrote, after the barrier; in the divergent
+// version only the even threads reach it (the odd ones read their own value and leave).
+template <bool divergent>
+__global__ void barrier(float* out) {
+  FASTGEN_SHARED(values, float[kThreads]);
+  const int i = int(threadIdx.x);
+  values[i] = float(i);
+  if (divergent && i % 2 == 1) {
+    out[i] = values[i];
+    return;
+  }
+  __syncthreads();
+  out[i] = values[kThreads - 1 - i];
+}
+
+__global__ void write_index(float* out, int count) {
+  const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < count) out[i] = float(i);
+}
+
+__global__ void write_index_unguarded(float* out, int) {
+  const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+  out[i] = float(i);
+}
+
+__global__ void block_row(float* out) {
+  if (threadIdx.x == 0) out[blockIdx.y] = float(blockIdx.y);
+}
+
+template <bool early_exit>
+__global__ void warp_sum(float* out) {
+  if (early_exit && threadIdx.x >= 16) return;
+  float v = float(threadIdx.x);
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  if (threadIdx.x == 0) out[0] = v;
+}
+
+__global__ void uninitialised_shared(float* out) {
+  FASTGEN_SHARED(values, float[kThreads]);
+  out[threadIdx.x] = values[threadIdx.x];
+}
+
+__global__ void big_static_shared(float* out) {
+  FASTGEN_SHARED(values, float[12 * 1024 + 1]);  // 48 KiB + 4 bytes
+  values[threadIdx.x] = 1.0f;
+  out[threadIdx.x] = values[threadIdx.x];
+}
+
+__global__ void dynamic_shared_copy(float* out) {
+  FASTGEN_DYNAMIC_SHARED(values, float);
+  values[threadIdx.x] = float(threadIdx.x);
+  __syncthreads();
+  out[threadIdx.x] = values[threadIdx.x];
+}
+
+__global__ void empty_kernel(float*) {}
+
+at::Tensor zeros(int64_t n) { return at::zeros({n}, at::TensorOptions().dtype(at::kFloat)); }
+
+std::vector<float> values(const at::Tensor& t) {
+  const at::Tensor f = t.to(at::kFloat).contiguous();
+  const float* data = f.const_data_ptr<float>();
+  return {data, data + f.numel()};
+}
+
+struct Case {
+  std::string description;
+  std::function<std::vector<float>()> run;
+};
+
+const std::map<std::string, Case>& cases() {
+  static const std::map<std::string, Case> table = {
+      {"neighbour_exchange",
+       {"shared memory written, __syncthreads, then read by another thread", [] {
+          at::Tensor out = zeros(kThreads);
+          launch<neighbour_exchange<true>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+      {"bug_read_shared_without_syncthreads",
+       {"a read of shared memory another thread writes, with no __syncthreads before it", [] {
+          at::Tensor out = zeros(kThreads);
+          launch<neighbour_exchange<false>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+      {"atomic_counter",
+       {"a shared counter every thread increments with atomicAdd", [] {
+          at::Tensor out = zeros(1);
+          launch<count_threads<true>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+      {"bug_racy_counter",
+       {"a shared counter every thread increments without an atomic", [] {
+          at::Tensor out = zeros(1);
+          launch<count_threads<false>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+      {"atomic_counter_global",
+       {"a global counter every thread increments with atomicAdd", [] {
+          at::Tensor counter = at::zeros({1}, at::TensorOptions().dtype(at::kInt));
+          launch<count_threads_global<true>>({dim3(2), dim3(kThreads)}, counter.mutable_data_ptr<int>());
+          return values(counter);
+        }}},
+      {"bug_racy_counter_global",
+       {"a global counter every thread increments without an atomic", [] {
+          at::Tensor counter = at::zeros({1}, at::TensorOptions().dtype(at::kInt));
+          launch<count_threads_global<false>>({dim3(2), dim3(kThreads)}, counter.mutable_data_ptr<int>());
+          return values(counter);
+        }}},
+      {"uniform_barrier",
+       {"a __syncthreads every thread reaches", [] {
+          at::Tensor out = zeros(kThreads);
+          launch<barrier<false>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+      {"bug_divergent_barrier",
+       {"a __syncthreads inside a branch only half the threads take", [] {
+          at::Tensor out = zeros(kThreads);
+          launch<barrier<true>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+      {"guarded_write",
+       {"a grid larger than the data, with the bounds check", [] {
+          at::Tensor out = zeros(100);
+          launch<write_index>({dim3(2), dim3(kThreads)}, out.mutable_data_ptr<float>(), 100);
+          return values(out);
+        }}},
+      {"bug_out_of_bounds_write",
+       {"the same grid without the bounds check: writes past the tensor's end", [] {
+          at::Tensor out = zeros(100);
+          launch<write_index_unguarded>({dim3(2), dim3(kThreads)}, out.mutable_data_ptr<float>(), 100);
+          return values(out);
+        }}},
+      {"grid_y_65535",
+       {"gridDim.y = 65535, sm_90's largest", [] {
+          at::Tensor out = zeros(65535);
+          launch<block_row>({dim3(1, 65535), dim3(1)}, out.mutable_data_ptr<float>());
+          return std::vector<float>{values(out).back()};
+        }}},
+      {"bug_grid_y_70000",
+       {"gridDim.y = 70000, over sm_90's 65535", [] {
+          at::Tensor out = zeros(70000);
+          launch<block_row>({dim3(1, 70000), dim3(1)}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+      {"bug_block_of_1025_threads",
+       {"1025 threads per block, over the 1024 limit", [] {
+          at::Tensor out = zeros(1);
+          launch<empty_kernel>({dim3(1), dim3(1025)}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+      {"bug_zero_grid",
+       {"a grid with a zero dimension (an empty tensor's launch)", [] {
+          at::Tensor out = zeros(1);
+          launch<empty_kernel>({dim3(0), dim3(32)}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+      {"warp_shuffle",
+       {"a warp reduction by __shfl_down_sync with every lane present", [] {
+          at::Tensor out = zeros(1);
+          launch<warp_sum<false>>({dim3(1), dim3(32)}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+      {"bug_shuffle_with_exited_lanes",
+       {"__shfl_down_sync with a full mask after half the warp returned", [] {
+          at::Tensor out = zeros(1);
+          launch<warp_sum<true>>({dim3(1), dim3(32)}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+      {"bug_shuffle_in_partial_warp",
+       {"__shfl_down_sync with a full mask in a block of 20 threads (lanes 20..31 do not exist)", [] {
+          at::Tensor out = zeros(1);
+          launch<warp_sum<false>>({dim3(1), dim3(20)}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+      {"bug_uninitialised_shared_read",
+       {"a read of shared memory no thread wrote", [] {
+          at::Tensor out = zeros(kThreads);
+          launch<uninitialised_shared>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+      {"bug_static_shared_over_48k",
+       {"48 KiB + 4 bytes of static shared memory", [] {
+          at::Tensor out = zeros(kThreads);
+          launch<big_static_shared>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+      {"dynamic_shared_with_opt_in",
+       {"64 KiB of dynamic shared memory after the opt-in", [] {
+          at::Tensor out = zeros(kThreads);
+          set_max_dynamic_shared<dynamic_shared_copy>(64 * 1024);
+          launch<dynamic_shared_copy>({dim3(1), dim3(kThreads), 64 * 1024}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+      {"bug_dynamic_shared_without_opt_in",
+       {"64 KiB of dynamic shared memory without the opt-in", [] {
+          at::Tensor out = zeros(kThreads);
+          launch<empty_kernel>({dim3(1), dim3(kThreads), 64 * 1024}, out.mutable_data_ptr<float>());
+          return values(out);
+        }}},
+  };
+  return table;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> selftest_cases() {
+  std::vector<std::pair<std::string, std::string>> list;
+  for (const auto& [name, c] : cases()) list.emplace_back(name, c.description);
+  return list;
+}
+
+std::vector<float> run_selftest(const std::string& name) {
+  auto it = cases().find(name);
+  TORCH_CHECK_VALUE(it != cases().end(), "fastgen._emulated_cuda.run_selftest: no case '", name, "'");
+  return it->second.run();
+}
+
+}  // namespace fastgen::simt
