@@ -24,6 +24,9 @@ def info() -> dict:
         "built_with_cuda": cfg.get("with_cuda", False),
         "cuda_archs": cfg.get("cuda_archs", []),
         "built_against_torch": cfg.get("build_torch_version"),
+        # the CUDA kernels compiled against the SIMT emulator (FASTGEN_BACKEND=emulated-cuda)
+        "emulated_cuda_loaded": _extension.EMULATED_LOADED,
+        "emulated_cuda_error": _extension.EMULATED_ERROR,
         "backend_mode": registry.mode,
         "ops": {op: registry.native_backends(op) for op in sorted(registry.kernels)},
     }

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
+
+from fastgen import _extension
+from fastgen._backend import registry
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
@@ -17,8 +22,36 @@ TOLERANCES = {
 }
 
 HAS_CUDA = torch.cuda.is_available()
-DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
+# "emulated-cuda": the CUDA kernels and launchers run by fastgen's SIMT emulator on CPU
+# tensors (FASTGEN_BACKEND=emulated-cuda), so every CUDA test runs in every CI run.
+EMULATED = "emulated-cuda"
+HAS_EMULATED = _extension.EMULATED_LOADED
+DEVICES = ["cpu", EMULATED] + (["cuda"] if HAS_CUDA else [])
+CUDA_DEVICES = [EMULATED] + (["cuda"] if HAS_CUDA else [])
 cuda_only = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+
+# cuDNN and cuBLAS use TF32 for float32 by default on Ampere and later, which would fail the
+# float32 comparisons against float64 oracles; fastgen's convolutions follow these switches
+# exactly as the stock layers do (README, "TF32").
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+
+
+@contextlib.contextmanager
+def on_device(name: str):
+    """The torch device to make tensors on for a test device name: emulated-cuda is the CPU
+    with the emulated-cuda backend switched on for the duration."""
+    if name != EMULATED:
+        yield name
+        return
+    if not HAS_EMULATED:
+        pytest.skip(f"the emulated CUDA kernels are not loaded ({_extension.EMULATED_ERROR})")
+    previous = registry.mode
+    registry.set_backend(EMULATED)
+    try:
+        yield "cpu"
+    finally:
+        registry.set_backend(previous)
 
 
 def tolerance(dtype: torch.dtype, scale: float = 1.0) -> dict:
@@ -42,9 +75,29 @@ def assert_close(actual, expected, dtype=None, scale: float = 1.0, msg: str = ""
     )
 
 
+@contextlib.contextmanager
+def cpu_kernels():
+    """Runs the CPU kernels (backend auto) for the duration, e.g. inside an emulated-cuda test
+    that compares the emulated CUDA kernel with the CPU one."""
+    previous = registry.mode
+    registry.set_backend("auto")
+    try:
+        yield
+    finally:
+        registry.set_backend(previous)
+
+
 @pytest.fixture(params=DEVICES)
 def device(request):
-    return request.param
+    with on_device(request.param) as torch_device:
+        yield torch_device
+
+
+@pytest.fixture(params=CUDA_DEVICES)
+def cuda_device(request):
+    """The CUDA kernels: emulated on CPU tensors, and on a GPU when there is one."""
+    with on_device(request.param) as torch_device:
+        yield torch_device
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
-from conftest import DTYPES, assert_close, cuda_only, reference_dtype
+from conftest import DTYPES, assert_close, cpu_kernels, cuda_only, reference_dtype
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -420,50 +422,175 @@ def test_memory_saving_weight_clamp_and_errors():
         torch.autograd.grad(out.square().sum(), x, create_graph=True)
 
 
-# --- CUDA (runs where a GPU is present; skips here) --------------------------------------------
+# --- CUDA kernels: under the SIMT emulator here, and on a GPU when there is one ----------------
+# cuda_device is "cpu" with the emulated-cuda backend on, or "cuda". Shapes are chosen to reach
+# every launch path: several partial slots per channel (the last-block merge), one warp per
+# channel (few values per channel), channels_last tiles with partial channel groups, C = 1,
+# H = W = 1, batch 1 in eval, empty tensors.
+
+CUDA_SHAPES = [
+    (4, 6, 5, 7),  # one block per channel
+    (3, 40, 1, 1),  # H = W = 1, a partial tile of 32 channels in channels_last
+    (2, 3, 64, 65),  # 8320 values per channel: 3 slots, the last block merges them
+    (32, 5, 8, 8),  # 2048 values per channel
+    (2, 1, 3, 3),  # C = 1
+]
 
 
-@cuda_only
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("training", [True, False])
-def test_cuda_matches_reference(dtype, layout, training):
-    for shape in [(4, 6, 5, 7), (3, 40, 1, 1), (2, 3, 64, 65), (128, 64, 4, 4)]:
-        x = make_input(shape, dtype, "cuda", layout, mean=0.5, std=2.0)
-        check(x, make_params(shape[1], dtype, "cuda"), training, 0.2)
+def test_cuda_matches_reference(cuda_device, dtype, layout, training):
+    for shape in CUDA_SHAPES:
+        x = make_input(shape, dtype, cuda_device, layout, mean=0.5, std=2.0)
+        check(x, make_params(shape[1], dtype, cuda_device), training, 0.2)
 
 
-@cuda_only
-def test_cuda_deterministic_and_native():
+def test_cuda_edge_shapes(cuda_device):
+    device = cuda_device
+    # batch 1 in eval, a 1x1 image
+    x = make_input((1, 4, 1, 1), torch.float32, device, "contiguous")
+    check(x, make_params(4, torch.float32, device), False, 0.01)
+    # memory-saving mode through the same kernels
+    x = make_input((3, 5, 4, 6), torch.float32, device, "channels_last", mean=1.0)
+    weight, bias, running_mean, running_var = make_params(5, torch.float32, device)
+    out = batch_norm_leaky_relu(
+        x, running_mean, running_var, weight, bias, True, negative_slope=0.2, memory_saving=True
+    )
+    assert_close(
+        out, reference.batch_norm_leaky_relu(x, None, None, weight, bias, True, 0.1, 1e-5, 0.2)
+    )
+    # empty tensors: no launch with a zero grid (B4), empty results like the CPU kernel's
+    for shape in [(2, 0, 4, 4), (0, 3, 4, 4)]:
+        x = torch.zeros(shape, device=device)
+        weight, bias, running_mean, running_var = make_params(shape[1], torch.float32, device)
+        out, mean, var = torch.ops.fastgen.batch_norm_leaky_relu(
+            x, weight, bias, running_mean, running_var, False, 1e-5, 0.2
+        )
+        assert out.shape == shape and mean.shape == (shape[1],)
+        grads = torch.ops.fastgen.batch_norm_leaky_relu_backward(
+            x, x, weight, bias, mean, var, False, 1e-5, 0.2, [True, True, True]
+        )
+        assert grads[0].shape == shape
+        assert torch.equal(grads[1], torch.zeros(shape[1])) and torch.equal(
+            grads[2], torch.zeros(shape[1])
+        )
+
+
+def test_cuda_training_without_values_is_an_error_as_on_cpu(cuda_device):
+    # B4: no values per channel in training: the CPU kernel's error, not a NaN variance.
+    x = torch.zeros(0, 3, 4, 4, device=cuda_device)
+    for kernels in (cpu_kernels, contextlib.nullcontext):
+        with kernels(), pytest.raises(RuntimeError, match="empty input in training"):
+            torch.ops.fastgen.batch_norm_leaky_relu(x, None, None, None, None, True, 1e-5, 0.2)
+
+
+def test_cuda_more_channels_than_a_grid_dimension(cuda_device):
+    # B3: 70000 channels, more than gridDim.y's 65535.
+    x = make_input((4, 70000, 1, 1), torch.float32, cuda_device, "contiguous", mean=1.0)
+    grad = make_input((4, 70000, 1, 1), torch.float32, cuda_device, "contiguous", seed=3)
+    out, mean, var = torch.ops.fastgen.batch_norm_leaky_relu(
+        x, None, None, None, None, True, 1e-5, 0.2
+    )
+    assert_close(mean.double(), x.double().mean(dim=(0, 2, 3)), dtype=torch.float32)
+    assert_close(var.double(), x.double().var(dim=(0, 2, 3), unbiased=False), dtype=torch.float32)
+    grad_x, _, _ = torch.ops.fastgen.batch_norm_leaky_relu_backward(
+        grad, x, None, None, mean, var, True, 1e-5, 0.2, [True, False, False]
+    )
+    expected = reference.batch_norm_leaky_relu_backward(
+        grad.double(), x.double(), None, None, mean.double(), var.double(), True, 1e-5, 0.2
+    )
+    assert_close(grad_x.double(), expected[0], dtype=torch.float32, scale=4)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_cuda_large_mean_small_std(cuda_device, layout):
+    # B1: float32 with mean 1000 and std 0.01, over several slots per channel.
+    x = make_input((16, 3, 24, 24), torch.float32, cuda_device, layout, mean=1000.0, std=0.01)
+    _, mean, var = torch.ops.fastgen.batch_norm_leaky_relu(
+        x, None, None, None, None, True, 1e-5, 0.01
+    )
+    exact = x.double().var(dim=(0, 2, 3), unbiased=False)
+    torch.testing.assert_close(var.double(), exact, rtol=1e-4, atol=0)
+    torch.testing.assert_close(mean.double(), x.double().mean(dim=(0, 2, 3)), rtol=1e-7, atol=0)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_cuda_half_input_with_mixed_parameter_dtypes(cuda_device, training):
+    # B2: each of weight, bias and the running stats may be the input's dtype or float32 on its
+    # own (SyncBatchNormLeakyReLU2d on a .half() model passes half weight, float32 stats).
+    x = make_input((4, 6, 5, 3), torch.float16, cuda_device, "contiguous", std=2.0)
+    weight, bias, running_mean, running_var = make_params(6, torch.float32, cuda_device)
+    for w, b, rm, rv in [
+        (weight.half(), bias, running_mean, running_var),
+        (weight, bias.half(), running_mean.half(), running_var.half()),
+        (weight.half(), bias.half(), running_mean, running_var),
+    ]:
+        leaves = [t.detach().clone().requires_grad_() for t in (x, w, b)]
+        out = batch_norm_leaky_relu(
+            leaves[0], rm.clone(), rv.clone(), *leaves[1:], training, negative_slope=0.2
+        )
+        expected = reference.batch_norm_leaky_relu(
+            x.float(), rm.float(), rv.float(), w.float(), b.float(), training, 0.1, 1e-5, 0.2
+        )
+        assert_close(out, expected, dtype=torch.float16)
+        grads = torch.autograd.grad(out.float().sum(), leaves)
+        assert [g.dtype for g in grads] == [t.dtype for t in leaves]
+
+
+def test_cuda_backward_takes_the_forward_branch(cuda_device):
+    # B5: a constant channel normalises to v = x * scale + shift = 0 up to rounding, so the sign
+    # of v depends on how shift was rounded: the backward must recompute v exactly as the
+    # forward did, or its gradient takes the other branch of the activation.
+    channels = 64
+    gen = torch.Generator().manual_seed(5)
+    values = torch.rand(channels, generator=gen) * 10 - 5
+    weight = (torch.rand(channels, generator=gen) + 0.5).to(cuda_device)
+    x = values.view(1, channels, 1, 1).expand(4, channels, 3, 3).contiguous().to(cuda_device)
+    grad = torch.randn(x.shape, generator=gen).to(cuda_device)
+    bias = torch.zeros(channels, device=cuda_device)
+    out, mean, var = torch.ops.fastgen.batch_norm_leaky_relu(
+        x, weight, bias, None, None, True, 1e-5, 0.2
+    )
+    grad_x, grad_weight, grad_bias = torch.ops.fastgen.batch_norm_leaky_relu_backward(
+        grad, x, weight, bias, mean, var, True, 1e-5, 0.2, [True, True, True]
+    )
+    slope_of_output = torch.where(out > 0, 1.0, 0.2)  # the branch the forward took
+    assert_close(grad_bias, (grad * slope_of_output).sum(dim=(0, 2, 3)))
+
+
+def test_cuda_deterministic_across_runs_and_schedules(cuda_device, monkeypatch):
     from fastgen._backend import registry
 
-    assert registry.why_not_native("batch_norm_leaky_relu", torch.empty(1, device="cuda")) is None
+    assert (
+        registry.why_not_native("batch_norm_leaky_relu", torch.empty(1, device=cuda_device)) is None
+    )
+    emulated = cuda_device == "cpu"
+    # Under emulation, each run also takes another thread and block order (the schedule seed):
+    # the merge order is fixed, so the bits must not change.
+    seeds = ["0", "1", "2"] if emulated else [None, None, None]
     for layout in ("contiguous", "channels_last"):
-        x = make_input((64, 32, 33, 17), torch.float32, "cuda", layout, mean=3.0)
-        grad = make_input((64, 32, 33, 17), torch.float32, "cuda", layout, seed=4)
-        w, b, _, _ = make_params(32, torch.float32, "cuda")
-        first = torch.ops.fastgen.batch_norm_leaky_relu(x, w, b, None, None, True, 1e-5, 0.1)
-        first_grads = torch.ops.fastgen.batch_norm_leaky_relu_backward(
-            grad, x, w, b, first[1], first[2], True, 1e-5, 0.1, [True, True, True]
-        )
-        for _ in range(3):
-            again = torch.ops.fastgen.batch_norm_leaky_relu(x, w, b, None, None, True, 1e-5, 0.1)
+        shape = (8, 32, 33, 17) if emulated else (64, 32, 33, 17)
+        x = make_input(shape, torch.float32, cuda_device, layout, mean=3.0)
+        grad = make_input(shape, torch.float32, cuda_device, layout, seed=4)
+        w, b, _, _ = make_params(32, torch.float32, cuda_device)
+        results = []
+        for seed in seeds:
+            if seed is not None:
+                monkeypatch.setenv("FASTGEN_SIMT_SCHEDULE", seed)
+            forward = torch.ops.fastgen.batch_norm_leaky_relu(x, w, b, None, None, True, 1e-5, 0.1)
             grads = torch.ops.fastgen.batch_norm_leaky_relu_backward(
-                grad, x, w, b, again[1], again[2], True, 1e-5, 0.1, [True, True, True]
+                grad, x, w, b, forward[1], forward[2], True, 1e-5, 0.1, [True, True, True]
             )
-            for a, e in zip((*again, *grads), (*first, *first_grads)):
+            results.append((*forward, *grads))
+        for again in results[1:]:
+            for a, e in zip(again, results[0]):
                 assert torch.equal(a, e), "bitwise-identical results run to run"
 
 
-@cuda_only
-def test_cuda_large_mean_and_gradcheck():
-    x = make_input((16, 3, 24, 24), torch.float32, "cuda", "channels_last", mean=1000.0, std=0.01)
-    _, _, var = torch.ops.fastgen.batch_norm_leaky_relu(x, None, None, None, None, True, 1e-5, 0.01)
-    torch.testing.assert_close(
-        var.double(), x.double().var(dim=(0, 2, 3), unbiased=False), rtol=1e-4, atol=0
-    )
-    x = make_input((3, 4, 3, 2), torch.float64, "cuda", "contiguous").requires_grad_()
-    w, b, _, _ = make_params(4, torch.float64, "cuda")
+def test_cuda_gradcheck(cuda_device):
+    x = make_input((3, 4, 3, 2), torch.float64, cuda_device, "contiguous").requires_grad_()
+    w, b, _, _ = make_params(4, torch.float64, cuda_device)
     w.requires_grad_()
     b.requires_grad_()
     assert torch.autograd.gradcheck(

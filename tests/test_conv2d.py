@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DTYPES, HAS_CUDA, assert_close, cuda_only, reference_dtype
+from conftest import CUDA_DEVICES, DTYPES, assert_close, on_device, reference_dtype
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -290,31 +290,32 @@ def test_bad_input(bad, error, match):
     assert "fastgen.ops.conv2d" in str(info.value)
 
 
-# --- CUDA (skips without a GPU) ------------------------------------------------------------
+# --- CUDA kernels: under the SIMT emulator here, and on a GPU when there is one ----------------
+# cuda_device is "cpu" with the emulated-cuda backend on (aten's CPU convolution around the
+# emulated CUDA epilogues, what cuDNN is around them on a GPU), or "cuda".
 
 
-@cuda_only
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last", "strided"])
-def test_cuda_matches_reference(dtype, activation, kind):
-    check(dict(DCGAN, activation=activation), dtype, "cuda", kind)
+def test_cuda_matches_reference(cuda_device, dtype, activation, kind):
+    check(dict(DCGAN, activation=activation), dtype, cuda_device, kind)
     check(dict(input=(2, 6, 7, 5), weight=(3, 2, 2), groups=3, stride=(3, 2), padding=(1, 0),
-               dilation=(1, 2), activation=activation), dtype, "cuda", kind)  # fmt: skip
+               dilation=(1, 2), activation=activation), dtype, cuda_device, kind)  # fmt: skip
 
 
-@cuda_only
-@settings(max_examples=60, deadline=None, derandomize=True)
+@pytest.mark.parametrize("name", CUDA_DEVICES)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(config=configs(), dtype=st.sampled_from(DTYPES))
-def test_cuda_hypothesis(config, dtype):
-    check(config, dtype, "cuda", "channels_last")
+def test_cuda_hypothesis(name, config, dtype):
+    with on_device(name) as device:
+        check(config, dtype, device, "channels_last")
 
 
-@cuda_only
-def test_cuda_gradgradcheck_and_opcheck():
-    x = torch.randn(2, 4, 6, 5, dtype=torch.float64, device="cuda", requires_grad=True)
-    weight = torch.randn(3, 4, 3, 2, dtype=torch.float64, device="cuda", requires_grad=True)
-    bias = torch.randn(3, dtype=torch.float64, device="cuda", requires_grad=True)
+def test_cuda_gradgradcheck_and_opcheck(cuda_device):
+    x = torch.randn(2, 4, 6, 5, dtype=torch.float64, device=cuda_device, requires_grad=True)
+    weight = torch.randn(3, 4, 3, 2, dtype=torch.float64, device=cuda_device, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.float64, device=cuda_device, requires_grad=True)
 
     def fn(x, weight, bias):
         return conv2d(x, weight, bias, 2, 1, activation="tanh")
@@ -322,4 +323,3 @@ def test_cuda_gradgradcheck_and_opcheck():
     assert torch.autograd.gradgradcheck(fn, (x, weight, bias))
     args = (x.float(), weight.float(), bias.float(), [2, 2], [1, 1], [1, 1], 1, "relu", 0.0)
     torch.library.opcheck(torch.ops.fastgen.conv2d, args)
-    assert HAS_CUDA

@@ -9,13 +9,14 @@ import sys
 import torch
 
 import fastgen
-from fastgen._backend import DEVICE_KEYS, MODES
+from fastgen._backend import DEVICE_KEYS, EMULATED, MODES
 from fastgen._info import format_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = {
     "fastgen", "torch", "torch_cuda", "cuda_available", "device", "extension_loaded",
-    "extension_error", "built_with_cuda", "cuda_archs", "built_against_torch", "backend_mode", "ops",
+    "extension_error", "built_with_cuda", "cuda_archs", "built_against_torch", "emulated_cuda_loaded",
+    "emulated_cuda_error", "backend_mode", "ops",
 }  # fmt: skip
 OPS = {"batch_norm_leaky_relu", "conv2d", "conv_transpose2d", "reparameterize"}
 
@@ -28,8 +29,12 @@ def test_info_keys_and_values():
     assert data["backend_mode"] in MODES
     assert data["cuda_available"] == torch.cuda.is_available()
     assert data["extension_loaded"] == (data["extension_error"] is None)
+    assert data["emulated_cuda_loaded"] == (data["emulated_cuda_error"] is None)
     for op, backends in data["ops"].items():
-        assert set(backends) <= set(DEVICE_KEYS), (op, backends)
+        assert set(backends) <= set(DEVICE_KEYS) | {EMULATED}, (op, backends)
+        if data["emulated_cuda_loaded"] and data["built_with_cuda"]:
+            # every op with a CUDA kernel runs it under emulation too (same source)
+            assert ("cuda" in backends) == (EMULATED in backends), (op, backends)
 
 
 def test_info_lists_every_op_with_a_native_cpu_kernel():
@@ -39,6 +44,7 @@ def test_info_lists_every_op_with_a_native_cpu_kernel():
         assert data["built_against_torch"] == torch.__version__, "extension built for another torch"
         for op in OPS:
             assert "cpu" in data["ops"][op], f"fastgen::{op} has no CPU kernel"
+            assert EMULATED in data["ops"][op], f"fastgen::{op} has no emulated CUDA kernel"
 
 
 def test_format_info_mentions_everything():

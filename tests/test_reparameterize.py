@@ -7,9 +7,11 @@ Philox, which must match the kernels bit for bit.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
-from conftest import DTYPES, HAS_CUDA, assert_close, cuda_only, reference_dtype
+from conftest import DTYPES, HAS_CUDA, assert_close, cpu_kernels, cuda_only, reference_dtype
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -410,60 +412,136 @@ def test_bad_inputs():
             ops.reparameterize_kl(mu, mu, generator=torch.Generator("cuda"))
 
 
-# --- CUDA (skipped without a GPU) ----------------------------------------------------------
+# --- CUDA kernels: under the SIMT emulator here, and on a GPU when there is one ----------------
+# cuda_device is "cpu" with the emulated-cuda backend on, or "cuda".
 
 
-@cuda_only
 @pytest.mark.parametrize("seed,offset", [(0, 0), (1234567890123, 8), (-1, 2**40)])
-def test_cuda_noise_bit_identical_to_cpu(seed, offset):
+def test_cuda_noise_bit_identical_to_cpu(cuda_device, seed, offset):
     shape = (129, 67)
-    cpu = op_noise(shape, seed, offset)
-    cuda = op_noise(shape, seed, offset, device="cuda")
-    assert torch.equal(cuda.cpu(), cpu)
+    cuda = op_noise(shape, seed, offset, device=cuda_device).cpu()
+    with cpu_kernels():
+        cpu = op_noise(shape, seed, offset)
+    assert torch.equal(cuda, cpu)
     assert torch.equal(cpu, reference.philox_normal(shape, seed, offset))
 
 
-@cuda_only
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_cuda_explicit_eps_exact_against_cpu_kernel_and_reference(dtype):
-    mu, logvar, eps = inputs((33, 65), dtype, "cuda", seed=17)
+def test_cuda_explicit_eps_exact_against_cpu_kernel_and_reference(cuda_device, dtype):
+    mu, logvar, eps = inputs((33, 65), dtype, cuda_device, seed=17)
     z, kl = ops.reparameterize_kl(mu, logvar, eps)
     want_z, want_kl = expected(mu, logvar, eps)
     assert_close(z, want_z, dtype)
     assert_close(kl, want_kl, dtype, scale=8.0)
-    z_cpu, kl_cpu = ops.reparameterize_kl(mu.cpu(), logvar.cpu(), eps.cpu())
+    with cpu_kernels():
+        z_cpu, kl_cpu = ops.reparameterize_kl(mu.cpu(), logvar.cpu(), eps.cpu())
     assert_close(z.cpu(), z_cpu, dtype)
     assert_close(kl.cpu(), kl_cpu, dtype, scale=8.0)
 
 
-@cuda_only
-def test_cuda_kl_is_deterministic():
-    mu, logvar, eps = inputs((64, 4099), torch.float32, "cuda", seed=18)
+# The forward's launch modes: a warp per row (rows up to 1024 elements, 8 rows per block) or a
+# block per row (longer rows); noise generated, from a given key, or eps given; KL or not.
+@pytest.mark.parametrize("shape", [(37, 5), (9, 1024), (3, 1025), (2, 4099), (1, 3, 5, 7)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_launch_modes_match_the_cpu_kernel(cuda_device, shape, dtype):
+    mu, logvar, eps = inputs(shape, dtype, cuda_device, seed=21)
+    state = torch.tensor([77, 12], device=cuda_device)
+    for given_eps, key in ((eps, None), (None, state)):
+        for compute_kl in (False, True):
+            out = torch.ops.fastgen.reparameterize(mu, logvar, given_eps, key, compute_kl)
+            with cpu_kernels():
+                want = torch.ops.fastgen.reparameterize(
+                    mu.cpu(), logvar.cpu(), None if given_eps is None else given_eps.cpu(),
+                    None if key is None else key.cpu(), compute_kl,
+                )  # fmt: skip
+            assert_close(out[0].cpu(), want[0], dtype)
+            if compute_kl:
+                assert_close(out[1].cpu(), want[1], dtype, scale=8.0)
+            assert torch.equal(out[2].cpu(), want[2])
+
+
+def test_cuda_kl_is_deterministic(cuda_device, monkeypatch):
+    mu, logvar, eps = inputs((64, 4099), torch.float32, cuda_device, seed=18)
     first = ops.reparameterize_kl(mu, logvar, eps)[1]
-    for _ in range(3):
+    for seed in ("1", "2", "3"):
+        monkeypatch.setenv("FASTGEN_SIMT_SCHEDULE", seed)  # another schedule under emulation
         assert torch.equal(ops.reparameterize_kl(mu, logvar, eps)[1], first)
 
 
-@cuda_only
-def test_cuda_noise_statistics_1e7():
-    noise = op_noise((10_000, 1000), 77, 0, device="cuda")
+def test_cuda_noise_statistics(cuda_device):
+    emulated = cuda_device == "cpu"
+    shape = (1000, 1000) if emulated else (10_000, 1000)
+    noise = op_noise(shape, 77, 0, device=cuda_device)
     check_normal(noise)
     flat = noise.flatten()
     check_uncorrelated(flat[:-1], flat[1:])
     check_uncorrelated(flat[:-4], flat[4:])
     torch.manual_seed(1)
-    zeros = torch.zeros(1000, 1000, device="cuda")
+    zeros = torch.zeros(300 if emulated else 1000, 1000, device=cuda_device)
     check_uncorrelated(ops.reparameterize(zeros, zeros), ops.reparameterize(zeros, zeros))
 
 
-@cuda_only
-def test_cuda_default_generator_is_seeded_and_advances():
-    mu, logvar, _ = inputs((16, 32), torch.float32, "cuda", seed=19)
+def test_cuda_default_generator_is_seeded_and_advances(cuda_device):
+    mu, logvar, _ = inputs((16, 32), torch.float32, cuda_device, seed=19)
     torch.manual_seed(9)
     a, b = ops.reparameterize(mu, logvar), ops.reparameterize(mu, logvar)
     torch.manual_seed(9)
     assert torch.equal(ops.reparameterize(mu, logvar), a)
     assert not torch.equal(a, b)
+
+
+def test_cuda_reference_backend_reproduces_native_noise(cuda_device):
+    # R2: under torch.manual_seed, FASTGEN_BACKEND=reference makes the native kernel's noise.
+    from fastgen._backend import registry
+
+    # mu = logvar = 0: z is the noise itself (exp(0) = 1 in every implementation of exp).
+    mu = logvar = torch.zeros(6, 50, device=cuda_device)
+    torch.manual_seed(3)
+    native = [ops.reparameterize(mu, logvar) for _ in range(2)]
+    mode = registry.mode
+    registry.set_backend("reference")
+    try:
+        torch.manual_seed(3)
+        reference_noise = [ops.reparameterize(mu, logvar) for _ in range(2)]
+    finally:
+        registry.set_backend(mode)
+    for a, b in zip(native, reference_noise):
+        assert torch.equal(a, b)
+
+
+def test_cuda_empty_input_returns_and_consumes_the_key(cuda_device):
+    # R3: an empty input returns the key it was given (the CPU kernel's contract) and, with no
+    # key, still takes one from the generator, so the calls after it see the same state.
+    empty = torch.zeros(0, 5, device=cuda_device)
+    state = torch.tensor([5, 8], device=cuda_device)
+    for kernels, device in ((cpu_kernels, "cpu"), (contextlib.nullcontext, cuda_device)):
+        with kernels():
+            e, s = empty.to(device), state.to(device)
+            z, kl, used = torch.ops.fastgen.reparameterize(e, e, None, s, True)
+            assert z.shape == (0, 5) and kl.shape == (0,)
+            assert torch.equal(used.cpu(), state.cpu()), kernels
+            mu = torch.zeros(4, 5, device=device)
+            torch.manual_seed(4)
+            torch.ops.fastgen.reparameterize(e, e, None, None, False)
+            after_empty = torch.ops.fastgen.reparameterize(mu, mu, None, None, False)[0]
+            torch.manual_seed(4)
+            torch.ops.fastgen.reparameterize(mu, mu, None, None, False)
+            after_full = torch.ops.fastgen.reparameterize(mu, mu, None, None, False)[0]
+            assert torch.equal(after_empty, after_full), kernels
+
+
+def test_cuda_gradients_regenerate_noise_and_match_cpu(cuda_device):
+    mu, logvar, _ = inputs((7, 45), torch.float32, seed=20)
+    state = torch.tensor([31, 4])
+    grads = []
+    for kernels, device in ((cpu_kernels, "cpu"), (contextlib.nullcontext, cuda_device)):
+        with kernels():
+            m = mu.to(device).requires_grad_()
+            v = logvar.to(device).requires_grad_()
+            z, kl, _ = torch.ops.fastgen.reparameterize(m, v, None, state.to(device), True)
+            grads.append(torch.autograd.grad((z.sum() + kl.sum()), (m, v)))
+    for a, b in zip(*grads):
+        assert_close(b.cpu(), a)
 
 
 @cuda_only
@@ -486,17 +564,3 @@ def test_cuda_graph_capture_replays_fresh_noise():
         samples.append(z.clone())
     assert not torch.equal(samples[0], samples[1]) and not torch.equal(samples[1], samples[2])
     check_normal(torch.stack(samples), sigmas=6.0)
-
-
-@cuda_only
-def test_cuda_gradients_regenerate_noise_and_match_cpu():
-    mu, logvar, _ = inputs((7, 45), torch.float32, seed=20)
-    state = torch.tensor([31, 4])
-    grads = {}
-    for device in ("cpu", "cuda"):
-        m = mu.to(device).requires_grad_()
-        v = logvar.to(device).requires_grad_()
-        z, kl, _ = torch.ops.fastgen.reparameterize(m, v, None, state.to(device), True)
-        grads[device] = torch.autograd.grad((z.sum() + kl.sum()), (m, v))
-    for a, b in zip(grads["cpu"], grads["cuda"]):
-        assert_close(b.cpu(), a)

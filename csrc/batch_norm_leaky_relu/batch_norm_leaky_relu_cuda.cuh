@@ -3,7 +3,7 @@
 // their launchers: compiled by nvcc (batch_norm_leaky_relu_cuda.cu) and against the SIMT
 // emulator (batch_norm_leaky_relu_emulated.cpp) from this one source.
 //
-// Launches per call (the launch budget of issue 3):
+// Launches per call:
 //   training forward  2: reduce_stats (partial Welford per block; the last block of each
 //                        channel group merges them and writes mean, var, scale, shift), then
 //                        normalize;
@@ -17,15 +17,24 @@
 // block to finish (found with an integer atomic counter, not a float atomic) merges all slots
 // in slot order. Which block is last changes from run to run; the merge order does not.
 //
+// Accuracy: each thread's Welford state is shifted by a per-channel pivot, the channel's first
+// value, which every block reads for itself: float32 input with mean 1000 and std 0.01 keeps
+// its variance to ~1e-7 relative instead of losing three digits to the mean.
+//
+// Grids: channels (NCHW) or groups of 32 channels (NHWC) on gridDim.x, which takes 2^31 - 1,
+// and the partial slots of a channel on gridDim.y (at most kMaxSlices). An NCHW input with one
+// pixel per image (H = W = 1) has NHWC's memory order too and is reduced by the NHWC kernel,
+// one warp across 32 channels instead of a 256-thread block per channel.
+//
 // Layouts: NCHW and NHWC (channels_last) each have their own reduction indexing and an
 // elementwise pass; other strides were copied to NCHW on the host (choose_layout).
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 
 #include <algorithm>
-#include <type_traits>
 
 #include "batch_norm_leaky_relu/batch_norm_leaky_relu.h"
 #include "common/dispatch.h"
@@ -40,18 +49,19 @@ constexpr int kRowLanes = 8;        // NHWC: rows walked in parallel per block
 constexpr int kMaxSlices = 128;     // partial slots per channel (bounds the final merge)
 constexpr int kValuesPerBlock = 4096;
 
-// Welford state; count is kept in acc (exact up to 2^24 values per partial in float32).
+// Welford state of values shifted by the channel's pivot; count is kept in acc (exact up to
+// 2^24 values per partial in float32).
 template <typename acc>
 struct Moments {
   acc count, mean, m2;
 };
 
 template <typename acc>
-__device__ __forceinline__ void add_value(Moments<acc>& m, acc x) {
+__device__ __forceinline__ void add_value(Moments<acc>& m, acc shifted) {
   m.count += acc(1);
-  const acc delta = x - m.mean;
+  const acc delta = shifted - m.mean;
   m.mean += delta / m.count;
-  m.m2 += delta * (x - m.mean);
+  m.m2 += delta * (shifted - m.mean);
 }
 
 // Chan et al.'s pairwise merge of b into a.
@@ -122,24 +132,25 @@ __device__ __forceinline__ acc leaky_grad(acc v, acc slope) {
   return v > acc(0) ? acc(1) : slope;
 }
 
-// Everything a kernel needs; pointers to absent tensors are null.
-template <typename scalar_t, typename param_t, typename acc>
+// Everything a kernel needs; pointers to absent tensors are null. Every [C] tensor is in acc
+// (the host converts them), whatever dtype each came in.
+template <typename scalar_t, typename acc>
 struct Params {
   const scalar_t* x = nullptr;
   const scalar_t* grad_out = nullptr;
   scalar_t* out = nullptr;  // forward output or grad_input
-  const param_t* weight = nullptr;
-  const param_t* bias = nullptr;
-  const param_t* running_mean = nullptr;
-  const param_t* running_var = nullptr;
+  const acc* weight = nullptr;
+  const acc* bias = nullptr;
+  const acc* running_mean = nullptr;
+  const acc* running_var = nullptr;
   acc* mean = nullptr;  // [C] statistics used (returned by forward, read by backward)
   acc* var = nullptr;
   acc* coef = nullptr;  // [5, C] workspace: scale, shift, a, k, d
   Moments<acc>* partial_moments = nullptr;
   Sums<acc>* partial_sums = nullptr;
   int* counters = nullptr;  // one per channel group, zeroed before the launch
-  param_t* grad_weight = nullptr;
-  param_t* grad_bias = nullptr;
+  acc* grad_weight = nullptr;
+  acc* grad_bias = nullptr;
   int64_t batch = 0, channels = 0, spatial = 0, numel = 0;
   int slices = 1;  // partial slots per channel
   acc eps = 0, slope = 0;
@@ -171,30 +182,43 @@ __device__ __forceinline__ void slice_range(const P& p, int s, int64_t& begin, i
   end = begin + per < m ? begin + per : m;
 }
 
-// Writes scale/shift for channel c from mean/var.
+// The one formula for v = x * scale + shift, used by the training forward, the eval forward
+// and the backward alike, so the backward takes the forward's activation branch bit for bit.
 template <typename P, typename acc>
-__device__ __forceinline__ void write_affine(const P& p, int64_t c, acc mean, acc var) {
+__device__ __forceinline__ void affine_of(const P& p, int64_t c, acc mean, acc var, acc& scale,
+                                          acc& shift) {
   const acc invstd = acc(1) / sqrt(var + p.eps);
-  const acc w = p.weight ? acc(p.weight[c]) : acc(1);
-  const acc b = p.bias ? acc(p.bias[c]) : acc(0);
-  p.coef[c] = w * invstd;
-  p.coef[p.channels + c] = b - mean * w * invstd;
+  scale = (p.weight ? p.weight[c] : acc(1)) * invstd;
+  shift = (p.bias ? p.bias[c] : acc(0)) - mean * scale;
+}
+
+// Writes mean, var, scale and shift of channel c from its merged moments.
+template <typename P, typename acc>
+__device__ __forceinline__ void finish_stats(const P& p, int64_t c, acc pivot, Moments<acc> total) {
+  const acc mean = pivot + total.mean;
+  const acc var = total.m2 / total.count;
+  p.mean[c] = mean;
+  p.var[c] = var;
+  affine_of(p, c, mean, var, p.coef[c], p.coef[p.channels + c]);
 }
 
 // --- forward ------------------------------------------------------------------------------
 
-// NCHW statistics: grid (slices, C), 1-D block. NHWC: grid (slices, ceil(C / 32)), block
+// NCHW statistics: grid (C, slices), 1-D block. NHWC: grid (ceil(C / 32), slices), block
 // (32, 8): threadIdx.x walks channels (coalesced), threadIdx.y rows.
-template <bool nhwc, typename scalar_t, typename param_t, typename acc>
-__global__ void reduce_stats(Params<scalar_t, param_t, acc> p) {
-  const int s = blockIdx.x;
+template <bool nhwc, typename scalar_t, typename acc>
+__global__ void reduce_stats(Params<scalar_t, acc> p) {
+  const int s = blockIdx.y;
   int64_t begin, end;
   slice_range(p, s, begin, end);
   FASTGEN_SHARED(is_last, bool);
   if constexpr (!nhwc) {
-    const int64_t c = blockIdx.y;
+    const int64_t c = blockIdx.x;
+    const acc pivot = acc(p.x[offset_of<false>(p, c, 0)]);
     Moments<acc> m{0, 0, 0};
-    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) add_value(m, acc(p.x[offset_of<false>(p, c, j)]));
+    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+      add_value(m, acc(p.x[offset_of<false>(p, c, j)]) - pivot);
+    }
     m = block_merge(m);
     if (threadIdx.x == 0) {
       p.partial_moments[c * p.slices + s] = m;
@@ -208,18 +232,17 @@ __global__ void reduce_stats(Params<scalar_t, param_t, acc> p) {
     for (int slot = threadIdx.x; slot < p.slices; slot += blockDim.x) total = merge(total, p.partial_moments[c * p.slices + slot]);
     total = block_merge(total);
     if (threadIdx.x == 0) {
-      const acc var = total.m2 / total.count;
-      p.mean[c] = total.mean;
-      p.var[c] = var;
-      write_affine(p, c, total.mean, var);
+      finish_stats(p, c, pivot, total);
       p.counters[c] = 0;
     }
   } else {
     FASTGEN_SHARED(lanes, Moments<acc>[kRowLanes][kChannelTile]);
-    const int64_t c = int64_t(blockIdx.y) * kChannelTile + threadIdx.x;
+    const int64_t c = int64_t(blockIdx.x) * kChannelTile + threadIdx.x;
     Moments<acc> m{0, 0, 0};
+    acc pivot = 0;
     if (c < p.channels) {
-      for (int64_t j = begin + threadIdx.y; j < end; j += kRowLanes) add_value(m, acc(p.x[offset_of<true>(p, c, j)]));
+      pivot = acc(p.x[offset_of<true>(p, c, 0)]);
+      for (int64_t j = begin + threadIdx.y; j < end; j += kRowLanes) add_value(m, acc(p.x[offset_of<true>(p, c, j)]) - pivot);
     }
     lanes[threadIdx.y][threadIdx.x] = m;
     __syncthreads();
@@ -230,7 +253,7 @@ __global__ void reduce_stats(Params<scalar_t, param_t, acc> p) {
     __syncthreads();
     if (threadIdx.x == 0 && threadIdx.y == 0) {
       __threadfence();
-      is_last = atomicAdd(&p.counters[blockIdx.y], 1) == p.slices - 1;
+      is_last = atomicAdd(&p.counters[blockIdx.x], 1) == p.slices - 1;
     }
     __syncthreads();
     if (!is_last) return;
@@ -243,12 +266,9 @@ __global__ void reduce_stats(Params<scalar_t, param_t, acc> p) {
     __syncthreads();
     if (threadIdx.y == 0 && c < p.channels) {
       for (int r = 1; r < kRowLanes; ++r) total = merge(total, lanes[r][threadIdx.x]);
-      const acc var = total.m2 / total.count;
-      p.mean[c] = total.mean;
-      p.var[c] = var;
-      write_affine(p, c, total.mean, var);
+      finish_stats(p, c, pivot, total);
     }
-    if (threadIdx.x == 0 && threadIdx.y == 0) p.counters[blockIdx.y] = 0;
+    if (threadIdx.x == 0 && threadIdx.y == 0) p.counters[blockIdx.x] = 0;
   }
 }
 
@@ -263,13 +283,15 @@ __device__ __forceinline__ int64_t channel_of(const P& p, int64_t index) {
 
 // out = leaky(x * scale + shift). Training reads scale/shift from reduce_stats; eval computes
 // them from the running statistics and also writes the returned mean/var copies.
-template <bool nhwc, typename scalar_t, typename param_t, typename acc>
-__global__ void normalize(Params<scalar_t, param_t, acc> p) {
+template <bool nhwc, typename scalar_t, typename acc>
+__global__ void normalize(Params<scalar_t, acc> p) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t first = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (!p.training && first < p.channels) {
-    p.mean[first] = acc(p.running_mean[first]);
-    p.var[first] = acc(p.running_var[first]);
+  if (!p.training) {
+    for (int64_t c = first; c < p.channels; c += stride) {
+      p.mean[c] = p.running_mean[c];
+      p.var[c] = p.running_var[c];
+    }
   }
   for (int64_t index = first; index < p.numel; index += stride) {
     const int64_t c = channel_of<nhwc>(p, index);
@@ -278,9 +300,7 @@ __global__ void normalize(Params<scalar_t, param_t, acc> p) {
       scale = p.coef[c];
       shift = p.coef[p.channels + c];
     } else {
-      const acc invstd = acc(1) / sqrt(acc(p.running_var[c]) + p.eps);
-      scale = (p.weight ? acc(p.weight[c]) : acc(1)) * invstd;
-      shift = (p.bias ? acc(p.bias[c]) : acc(0)) - acc(p.running_mean[c]) * scale;
+      affine_of(p, c, p.running_mean[c], p.running_var[c], scale, shift);
     }
     p.out[index] = scalar_t(leaky(acc(p.x[index]) * scale + shift, p.slope));
   }
@@ -289,37 +309,31 @@ __global__ void normalize(Params<scalar_t, param_t, acc> p) {
 // --- backward -----------------------------------------------------------------------------
 
 template <typename P, typename acc>
-__device__ __forceinline__ void finish_grads(const P& p, int64_t c, Sums<acc> total) {
-  const acc mean = p.mean[c];
+__device__ __forceinline__ void finish_grads(const P& p, int64_t c, acc scale, acc shift, Sums<acc> total) {
   const acc invstd = acc(1) / sqrt(p.var[c] + p.eps);
   if (p.grad_weight) p.grad_weight[c] = total.gx * invstd;
   if (p.grad_bias) p.grad_bias[c] = total.g;
-  const acc a = p.coef[c];  // scale
   const acc inv_count = acc(1) / acc(count_of(p));
-  p.coef[2 * p.channels + c] = a;
-  p.coef[3 * p.channels + c] = p.training ? -a * invstd * invstd * total.gx * inv_count : acc(0);
-  p.coef[4 * p.channels + c] = p.training ? -a * total.g * inv_count : acc(0);
-  (void)mean;
+  p.coef[c] = scale;
+  p.coef[p.channels + c] = shift;
+  p.coef[2 * p.channels + c] = scale;
+  p.coef[3 * p.channels + c] = p.training ? -scale * invstd * invstd * total.gx * inv_count : acc(0);
+  p.coef[4 * p.channels + c] = p.training ? -scale * total.g * inv_count : acc(0);
 }
 
 // Per channel sum(g) and sum(g * (x - mean)), g = grad_out * leaky'(x * scale + shift); the
 // last block also writes the weight/bias gradients and the grad-input coefficients.
-template <bool nhwc, typename scalar_t, typename param_t, typename acc>
-__global__ void reduce_grads(Params<scalar_t, param_t, acc> p) {
-  const int s = blockIdx.x;
+template <bool nhwc, typename scalar_t, typename acc>
+__global__ void reduce_grads(Params<scalar_t, acc> p) {
+  const int s = blockIdx.y;
   int64_t begin, end;
   slice_range(p, s, begin, end);
   FASTGEN_SHARED(is_last, bool);
-  auto coefficients = [&](int64_t c, acc& scale, acc& shift) {
-    const acc invstd = acc(1) / sqrt(p.var[c] + p.eps);
-    scale = (p.weight ? acc(p.weight[c]) : acc(1)) * invstd;
-    shift = (p.bias ? acc(p.bias[c]) : acc(0)) - p.mean[c] * scale;
-  };
   if constexpr (!nhwc) {
-    const int64_t c = blockIdx.y;
+    const int64_t c = blockIdx.x;
     acc scale, shift;
-    coefficients(c, scale, shift);
     const acc mean = p.mean[c];
+    affine_of(p, c, mean, p.var[c], scale, shift);
     Sums<acc> sum{0, 0};
     for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
       const int64_t o = offset_of<false>(p, c, j);
@@ -345,19 +359,17 @@ __global__ void reduce_grads(Params<scalar_t, param_t, acc> p) {
     }
     total = block_sum(total);
     if (threadIdx.x == 0) {
-      p.coef[c] = scale;
-      p.coef[p.channels + c] = shift;
-      finish_grads(p, c, total);
+      finish_grads(p, c, scale, shift, total);
       p.counters[c] = 0;
     }
   } else {
     FASTGEN_SHARED(lanes, Sums<acc>[kRowLanes][kChannelTile]);
-    const int64_t c = int64_t(blockIdx.y) * kChannelTile + threadIdx.x;
+    const int64_t c = int64_t(blockIdx.x) * kChannelTile + threadIdx.x;
     Sums<acc> sum{0, 0};
     acc scale = 0, shift = 0;
     if (c < p.channels) {
-      coefficients(c, scale, shift);
       const acc mean = p.mean[c];
+      affine_of(p, c, mean, p.var[c], scale, shift);
       for (int64_t j = begin + threadIdx.y; j < end; j += kRowLanes) {
         const int64_t o = offset_of<true>(p, c, j);
         const acc x = acc(p.x[o]);
@@ -378,7 +390,7 @@ __global__ void reduce_grads(Params<scalar_t, param_t, acc> p) {
     __syncthreads();
     if (threadIdx.x == 0 && threadIdx.y == 0) {
       __threadfence();
-      is_last = atomicAdd(&p.counters[blockIdx.y], 1) == p.slices - 1;
+      is_last = atomicAdd(&p.counters[blockIdx.x], 1) == p.slices - 1;
     }
     __syncthreads();
     if (!is_last) return;
@@ -398,17 +410,15 @@ __global__ void reduce_grads(Params<scalar_t, param_t, acc> p) {
         total.g += lanes[r][threadIdx.x].g;
         total.gx += lanes[r][threadIdx.x].gx;
       }
-      p.coef[c] = scale;
-      p.coef[p.channels + c] = shift;
-      finish_grads(p, c, total);
+      finish_grads(p, c, scale, shift, total);
     }
-    if (threadIdx.x == 0 && threadIdx.y == 0) p.counters[blockIdx.y] = 0;
+    if (threadIdx.x == 0 && threadIdx.y == 0) p.counters[blockIdx.x] = 0;
   }
 }
 
 // grad_x = a * g + k * (x - mean) + d.
-template <bool nhwc, typename scalar_t, typename param_t, typename acc>
-__global__ void grad_input(Params<scalar_t, param_t, acc> p) {
+template <bool nhwc, typename scalar_t, typename acc>
+__global__ void grad_input(Params<scalar_t, acc> p) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t C = p.channels;
   for (int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; index < p.numel; index += stride) {
@@ -425,22 +435,36 @@ int slice_count(int64_t values_per_channel) {
   return int(std::clamp<int64_t>((values_per_channel + kValuesPerBlock - 1) / kValuesPerBlock, 1, kMaxSlices));
 }
 
-int elementwise_blocks(int64_t numel) {
+int elementwise_blocks(int64_t work) {
   const int64_t sms = simt::multiprocessor_count();
-  return int(std::clamp<int64_t>((numel + kThreads - 1) / kThreads, 1, sms * 16));
+  return int(std::clamp<int64_t>((work + kThreads - 1) / kThreads, 1, sms * 16));
 }
 
-template <typename scalar_t, typename param_t>
+// The reduction's grid and block: channel groups on x, slices on y.
+struct ReductionGrid {
+  bool nhwc;  // reduce with the NHWC indexing (channels_last, or one pixel per image)
+  int64_t groups;
+  dim3 grid, block;
+};
+
+ReductionGrid reduction_grid(const Shape& s, Layout layout, int slices) {
+  const bool nhwc = layout == Layout::NHWC || s.spatial == 1;
+  const int64_t groups = nhwc ? (s.channels + kChannelTile - 1) / kChannelTile : s.channels;
+  return {nhwc, groups, dim3(unsigned(groups), unsigned(slices)),
+          nhwc ? dim3(kChannelTile, kRowLanes) : dim3(kThreads)};
+}
+
+template <typename scalar_t>
 void launch_forward(const at::Tensor& x, at::Tensor& out, at::Tensor& mean, at::Tensor& var,
                     const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& running_mean,
                     const at::Tensor& running_var, bool training, double eps, double slope, Layout layout) {
   using acc = acc_t<scalar_t>;
-  Params<scalar_t, param_t, acc> p;
+  Params<scalar_t, acc> p;
   const Shape s = shape_of(x);
   p.x = x.const_data_ptr<scalar_t>();
   p.out = out.data_ptr<scalar_t>();
-  p.weight = weight.defined() ? weight.const_data_ptr<param_t>() : nullptr;
-  p.bias = bias.defined() ? bias.const_data_ptr<param_t>() : nullptr;
+  p.weight = weight.defined() ? weight.const_data_ptr<acc>() : nullptr;
+  p.bias = bias.defined() ? bias.const_data_ptr<acc>() : nullptr;
   p.mean = mean.data_ptr<acc>();
   p.var = var.data_ptr<acc>();
   p.batch = s.batch;
@@ -451,56 +475,54 @@ void launch_forward(const at::Tensor& x, at::Tensor& out, at::Tensor& mean, at::
   p.slope = static_cast<acc>(slope);
   p.training = training;
   const simt::Stream stream = simt::current_stream();
-  const bool nhwc = layout == Layout::NHWC;
   at::Tensor coef, partial, counters;
   if (training) {
     p.slices = slice_count(s.count());
-    const int64_t groups = nhwc ? (s.channels + kChannelTile - 1) / kChannelTile : s.channels;
+    const ReductionGrid r = reduction_grid(s, layout, p.slices);
     coef = at::empty({2 * s.channels}, mean.options());
     partial = at::empty({int64_t(p.slices) * s.channels * 3}, mean.options());
-    counters = at::empty({groups}, x.options().dtype(at::kInt));
-    simt::memset_async(counters.data_ptr<int>(), 0, groups * sizeof(int), stream);
+    counters = at::empty({r.groups}, x.options().dtype(at::kInt));
+    simt::memset_async(counters.data_ptr<int>(), 0, r.groups * sizeof(int), stream);
     p.coef = coef.data_ptr<acc>();
     p.partial_moments = reinterpret_cast<Moments<acc>*>(partial.data_ptr<acc>());
     p.counters = counters.data_ptr<int>();
-    if (nhwc) {
-      simt::launch<reduce_stats<true, scalar_t, param_t, acc>>(
-          {dim3(p.slices, groups), dim3(kChannelTile, kRowLanes), 0, stream}, p);
+    if (r.nhwc) {
+      simt::launch<reduce_stats<true, scalar_t, acc>>({r.grid, r.block, 0, stream}, p);
     } else {
-      simt::launch<reduce_stats<false, scalar_t, param_t, acc>>(
-          {dim3(p.slices, groups), dim3(kThreads), 0, stream}, p);
+      simt::launch<reduce_stats<false, scalar_t, acc>>({r.grid, r.block, 0, stream}, p);
     }
   } else {
-    p.running_mean = running_mean.const_data_ptr<param_t>();
-    p.running_var = running_var.const_data_ptr<param_t>();
+    p.running_mean = running_mean.const_data_ptr<acc>();
+    p.running_var = running_var.const_data_ptr<acc>();
   }
-  const int64_t launched = std::max<int64_t>(p.numel, training ? 0 : s.channels);
-  if (launched == 0) return;
-  const int blocks = std::max(elementwise_blocks(launched), training ? 1 : int((s.channels + kThreads - 1) / kThreads));
-  if (nhwc) {
-    simt::launch<normalize<true, scalar_t, param_t, acc>>({dim3(blocks), dim3(kThreads), 0, stream}, p);
+  // Eval also writes the [C] copies of the running statistics, even for an empty batch.
+  const int64_t work = std::max<int64_t>(p.numel, training ? 0 : s.channels);
+  if (work == 0) return;
+  const dim3 grid(elementwise_blocks(work));
+  if (layout == Layout::NHWC) {
+    simt::launch<normalize<true, scalar_t, acc>>({grid, dim3(kThreads), 0, stream}, p);
   } else {
-    simt::launch<normalize<false, scalar_t, param_t, acc>>({dim3(blocks), dim3(kThreads), 0, stream}, p);
+    simt::launch<normalize<false, scalar_t, acc>>({grid, dim3(kThreads), 0, stream}, p);
   }
 }
 
-template <typename scalar_t, typename param_t>
+template <typename scalar_t>
 void launch_backward(const at::Tensor& dy, const at::Tensor& x, at::Tensor& grad_input_t,
                      at::Tensor& grad_weight, at::Tensor& grad_bias, const at::Tensor& weight,
                      const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& var, bool training,
                      double eps, double slope, Layout layout) {
   using acc = acc_t<scalar_t>;
-  Params<scalar_t, param_t, acc> p;
+  Params<scalar_t, acc> p;
   const Shape s = shape_of(x);
   p.x = x.const_data_ptr<scalar_t>();
   p.grad_out = dy.const_data_ptr<scalar_t>();
   p.out = grad_input_t.defined() && grad_input_t.numel() == x.numel() ? grad_input_t.data_ptr<scalar_t>() : nullptr;
-  p.weight = weight.defined() ? weight.const_data_ptr<param_t>() : nullptr;
-  p.bias = bias.defined() ? bias.const_data_ptr<param_t>() : nullptr;
+  p.weight = weight.defined() ? weight.const_data_ptr<acc>() : nullptr;
+  p.bias = bias.defined() ? bias.const_data_ptr<acc>() : nullptr;
   p.mean = const_cast<acc*>(mean.const_data_ptr<acc>());
   p.var = const_cast<acc*>(var.const_data_ptr<acc>());
-  p.grad_weight = grad_weight.numel() == s.channels ? grad_weight.data_ptr<param_t>() : nullptr;
-  p.grad_bias = grad_bias.numel() == s.channels ? grad_bias.data_ptr<param_t>() : nullptr;
+  p.grad_weight = grad_weight.defined() ? grad_weight.data_ptr<acc>() : nullptr;
+  p.grad_bias = grad_bias.defined() ? grad_bias.data_ptr<acc>() : nullptr;
   p.batch = s.batch;
   p.channels = s.channels;
   p.spatial = s.spatial;
@@ -510,28 +532,25 @@ void launch_backward(const at::Tensor& dy, const at::Tensor& x, at::Tensor& grad
   p.training = training;
   p.slices = slice_count(s.count());
   const simt::Stream stream = simt::current_stream();
-  const bool nhwc = layout == Layout::NHWC;
-  const int64_t groups = nhwc ? (s.channels + kChannelTile - 1) / kChannelTile : s.channels;
+  const ReductionGrid r = reduction_grid(s, layout, p.slices);
   at::Tensor coef = at::empty({5 * s.channels}, mean.options());
   at::Tensor partial = at::empty({int64_t(p.slices) * s.channels * 2}, mean.options());
-  at::Tensor counters = at::empty({groups}, x.options().dtype(at::kInt));
-  simt::memset_async(counters.data_ptr<int>(), 0, groups * sizeof(int), stream);
+  at::Tensor counters = at::empty({r.groups}, x.options().dtype(at::kInt));
+  simt::memset_async(counters.data_ptr<int>(), 0, r.groups * sizeof(int), stream);
   p.coef = coef.data_ptr<acc>();
   p.partial_sums = reinterpret_cast<Sums<acc>*>(partial.data_ptr<acc>());
   p.counters = counters.data_ptr<int>();
-  if (nhwc) {
-    simt::launch<reduce_grads<true, scalar_t, param_t, acc>>(
-        {dim3(p.slices, groups), dim3(kChannelTile, kRowLanes), 0, stream}, p);
+  if (r.nhwc) {
+    simt::launch<reduce_grads<true, scalar_t, acc>>({r.grid, r.block, 0, stream}, p);
   } else {
-    simt::launch<reduce_grads<false, scalar_t, param_t, acc>>(
-        {dim3(p.slices, groups), dim3(kThreads), 0, stream}, p);
+    simt::launch<reduce_grads<false, scalar_t, acc>>({r.grid, r.block, 0, stream}, p);
   }
   if (p.out == nullptr || p.numel == 0) return;
   const dim3 grid(elementwise_blocks(p.numel));
-  if (nhwc) {
-    simt::launch<grad_input<true, scalar_t, param_t, acc>>({grid, dim3(kThreads), 0, stream}, p);
+  if (layout == Layout::NHWC) {
+    simt::launch<grad_input<true, scalar_t, acc>>({grid, dim3(kThreads), 0, stream}, p);
   } else {
-    simt::launch<grad_input<false, scalar_t, param_t, acc>>({grid, dim3(kThreads), 0, stream}, p);
+    simt::launch<grad_input<false, scalar_t, acc>>({grid, dim3(kThreads), 0, stream}, p);
   }
 }
 
@@ -539,14 +558,10 @@ at::ScalarType acc_dtype(at::ScalarType dtype) {
   return (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
 }
 
-at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& t) {
-  return t.has_value() && t->defined() ? t->contiguous() : at::Tensor();
-}
-
-// Parameters come in the input's dtype or, for half inputs, in float32 (autocast).
-bool params_are_acc(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor& any = a.defined() ? a : b;
-  return any.defined() && any.scalar_type() != x.scalar_type();
+// A [C] tensor in the accumulation dtype, contiguous (undefined stays undefined): each of
+// weight, bias and the running statistics may come in the input's dtype or float32.
+at::Tensor as_acc(const std::optional<at::Tensor>& t, at::ScalarType acc) {
+  return t.has_value() && t->defined() ? t->to(acc).contiguous() : at::Tensor();
 }
 
 }  // namespace
@@ -557,28 +572,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
     const std::optional<at::Tensor>& running_var, bool training, double eps,
     double negative_slope) {
   const simt::DeviceGuard guard(input.device());
-  const Layout layout = choose_layout(input);
-  const at::Tensor x = input.contiguous(memory_format(layout));
-  const at::ScalarType acc = acc_dtype(x.scalar_type());
-  at::Tensor out = at::empty_like(x, x.options(), memory_format(layout));
-  at::Tensor mean = at::empty({x.size(1)}, x.options().dtype(acc));
-  at::Tensor var = at::empty({x.size(1)}, x.options().dtype(acc));
   TORCH_CHECK(training || (running_mean.has_value() && running_var.has_value()),
               "fastgen::batch_norm_leaky_relu: eval needs running statistics");
-  const at::Tensor w = contiguous_or_undefined(weight), b = contiguous_or_undefined(bias);
-  const at::Tensor rm = training ? at::Tensor() : running_mean->contiguous();
-  const at::Tensor rv = training ? at::Tensor() : running_var->contiguous();
-  // Running stats follow the same dtype rule as weight/bias; they must agree with them.
-  const bool acc_params = params_are_acc(x, w, b) || (!training && rm.scalar_type() != x.scalar_type());
+  const Layout layout = choose_layout(input);
+  const at::Tensor x = input.contiguous(memory_format(layout));
+  const Shape s = shape_of(x);
+  TORCH_CHECK(!training || s.count() > 0, "fastgen::batch_norm_leaky_relu: empty input in training");
+  const at::ScalarType acc = acc_dtype(x.scalar_type());
+  at::Tensor out = at::empty_like(x, x.options(), memory_format(layout));
+  at::Tensor mean = at::empty({s.channels}, x.options().dtype(acc));
+  at::Tensor var = at::empty({s.channels}, x.options().dtype(acc));
+  if (s.channels == 0) return {out, mean, var};
+  const at::Tensor w = as_acc(weight, acc), b = as_acc(bias, acc);
+  const at::Tensor rm = training ? at::Tensor() : as_acc(running_mean, acc);
+  const at::Tensor rv = training ? at::Tensor() : as_acc(running_var, acc);
   FASTGEN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_leaky_relu_cuda", [&] {
-    using acc_scalar = acc_t<scalar_t>;
-    if (acc_params && !std::is_same_v<scalar_t, acc_scalar>) {
-      TORCH_CHECK((!w.defined() || w.scalar_type() == acc) && (training || rm.scalar_type() == acc),
-                  "fastgen::batch_norm_leaky_relu: weight, bias and running stats must share a dtype");
-      launch_forward<scalar_t, acc_scalar>(x, out, mean, var, w, b, rm, rv, training, eps, negative_slope, layout);
-    } else {
-      launch_forward<scalar_t, scalar_t>(x, out, mean, var, w, b, rm, rv, training, eps, negative_slope, layout);
-    }
+    launch_forward<scalar_t>(x, out, mean, var, w, b, rm, rv, training, eps, negative_slope, layout);
   });
   return {out, mean, var};
 }
@@ -593,23 +602,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   const at::Tensor x = input.contiguous(format);
   const at::Tensor dy = grad_out.contiguous(format);
   const at::ScalarType acc = acc_dtype(x.scalar_type());
-  const at::Tensor w = contiguous_or_undefined(weight), b = contiguous_or_undefined(bias);
+  const at::Tensor w = as_acc(weight, acc), b = as_acc(bias, acc);
   const at::Tensor mean_acc = mean.to(acc).contiguous(), var_acc = var.to(acc).contiguous();
   const int64_t C = x.size(1);
+  const bool want_weight = output_mask[1] && weight.has_value() && weight->defined();
+  const bool want_bias = output_mask[2] && bias.has_value() && bias->defined();
   at::Tensor grad_input_t = output_mask[0] ? at::empty_like(x, x.options(), format) : at::empty({0}, x.options());
-  at::Tensor grad_weight = output_mask[1] && w.defined() ? at::empty({C}, w.options()) : at::empty({0}, x.options());
-  at::Tensor grad_bias = output_mask[2] && b.defined() ? at::empty({C}, b.options()) : at::empty({0}, x.options());
-  const bool acc_params = params_are_acc(x, w, b);
-  FASTGEN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_leaky_relu_backward_cuda", [&] {
-    using acc_scalar = acc_t<scalar_t>;
-    if (acc_params && !std::is_same_v<scalar_t, acc_scalar>) {
-      launch_backward<scalar_t, acc_scalar>(dy, x, grad_input_t, grad_weight, grad_bias, w, b, mean_acc, var_acc,
-                                            training, eps, negative_slope, layout);
-    } else {
-      launch_backward<scalar_t, scalar_t>(dy, x, grad_input_t, grad_weight, grad_bias, w, b, mean_acc, var_acc,
-                                          training, eps, negative_slope, layout);
-    }
-  });
+  // The parameter gradients are reduced in acc and handed back in each parameter's dtype.
+  at::Tensor grad_weight_acc = want_weight ? at::empty({C}, x.options().dtype(acc)) : at::Tensor();
+  at::Tensor grad_bias_acc = want_bias ? at::empty({C}, x.options().dtype(acc)) : at::Tensor();
+  if (C > 0) {
+    FASTGEN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_leaky_relu_backward_cuda", [&] {
+      launch_backward<scalar_t>(dy, x, grad_input_t, grad_weight_acc, grad_bias_acc, w, b, mean_acc,
+                                var_acc, training, eps, negative_slope, layout);
+    });
+  }
+  at::Tensor grad_weight = want_weight ? grad_weight_acc.to(weight->scalar_type()) : at::empty({0}, x.options());
+  at::Tensor grad_bias = want_bias ? grad_bias_acc.to(bias->scalar_type()) : at::empty({0}, x.options());
   return {grad_input_t, grad_weight, grad_bias};
 }
 

@@ -67,6 +67,13 @@ __device__ __forceinline__ NoiseKey resolve_key(const KeySource& source) {
   return {seed, offset};
 }
 
+// The key of a call with nothing to draw (an empty input): zeros when eps was given.
+__global__ void write_key_kernel(KeySource key, bool generated) {
+  const NoiseKey resolved = generated ? resolve_key(key) : NoiseKey{};
+  key.used[0] = static_cast<int64_t>(resolved.seed);
+  key.used[1] = static_cast<int64_t>(resolved.offset);
+}
+
 template <typename scalar_t>
 struct ForwardArgs {
   const scalar_t* mu;
@@ -204,10 +211,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
   at::Tensor z = at::empty(mu.sizes(), mu.options());
   at::Tensor kl = at::empty({compute_kl ? shape.rows : 0}, mu.options());
   const auto long_options = mu.options().dtype(at::kLong);
-  if (mu.numel() == 0) {
-    if (compute_kl) kl.zero_();
-    return {z, kl, at::zeros({2}, long_options)};
-  }
   at::Tensor used = at::empty({2}, long_options);
 
   KeySource key;
@@ -222,8 +225,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
       key.philox = simt::default_philox_state(4);
     }
   }
-
   const simt::Stream stream = simt::current_stream();
+  if (mu.numel() == 0) {
+    // Nothing to draw, but the call still takes its key (the generator advances) and returns
+    // it, as the CPU kernel does: one thread writes it (in the kernel, so graph-safe).
+    if (compute_kl) kl.zero_();
+    simt::launch<write_key_kernel>({dim3(1), dim3(1), 0, stream}, key, !eps.has_value());
+    return {z, kl, used};
+  }
+
   FASTGEN_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_cuda", [&] {
     ForwardArgs<scalar_t> args{mu_c.const_data_ptr<scalar_t>(),
                                logvar_c.const_data_ptr<scalar_t>(),

@@ -36,7 +36,10 @@ def reparameterize(
 
     Noise: with ``eps=None`` the kernel makes it with Philox4x32-10 + Box-Muller keyed by a
     (seed, offset) pair drawn from ``generator`` or, by default, from torch's default
-    generator for the device (so ``torch.manual_seed`` reproduces a run). The same pair gives
+    generator for the device (on CUDA its Philox seed and offset, taken in the kernel as
+    PyTorch's own CUDA kernels take them, so CUDA graphs replay fresh noise); either way
+    ``torch.manual_seed`` reproduces a run, and ``FASTGEN_BACKEND=reference`` reproduces
+    the native noise. The same pair gives
     bit-identical noise on CPU and CUDA; ``fastgen.reference.reparameterize.philox_normal``
     reproduces it in PyTorch. Backward regenerates the noise from the pair instead of saving
     it. Same behaviour in training and eval.
@@ -94,7 +97,7 @@ def _forward(fn, mu, logvar, eps, generator, compute_kl):
         return torch.ops.fastgen.reparameterize.default(mu, logvar, eps, rng_state, compute_kl)
     if eps is None:
         if rng_state is None:
-            rng_state = draw_rng_state(fn, None, mu.device)
+            rng_state = default_rng_state(fn, mu.device)
         seed, offset = rng_state.tolist()
         eps = reference.philox_normal(mu.shape, seed, offset, mu.device).to(mu.dtype)
     if mu.dtype in (torch.float16, torch.bfloat16):
@@ -121,6 +124,24 @@ def draw_rng_state(fn: str, generator: torch.Generator | None, device) -> torch.
     )
     state[1:].bitwise_and_(-4)  # in place, no host tensor: safe under CUDA-graph capture
     return state
+
+
+def default_rng_state(fn: str, device) -> torch.Tensor:
+    """The (seed, offset) the native kernel takes when neither eps nor a generator is given, so
+    that the reference path (FASTGEN_BACKEND=reference) reproduces native noise under
+    torch.manual_seed: on CPU a draw from the CPU generator (draw_rng_state, as the CPU kernel
+    draws); on CUDA the default CUDA generator's Philox seed and offset, advanced by 4 as the
+    kernel's philox_cuda_state(4) advances it (csrc/simt/philox_state.h)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return draw_rng_state(fn, None, device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    generator = torch.cuda.default_generators[index]
+    offset = generator.get_offset()
+    generator.set_offset(offset + 4)
+    seed = generator.initial_seed()
+    seed = seed - 2**64 if seed >= 2**63 else seed  # the same 64 bits, as int64
+    return torch.tensor([seed, offset], dtype=torch.int64, device=device)
 
 
 def regenerate_noise(rng_state: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
