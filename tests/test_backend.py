@@ -112,7 +112,10 @@ def test_env_reference_forces_reference_in_a_fresh_process():
 def test_env_bad_backend_fails_at_import():
     done = run_python("import fastgen", FASTGEN_BACKEND="turbo")
     assert done.returncode != 0
-    assert "FASTGEN_BACKEND must be one of auto, reference, native, emulated-cuda, got 'turbo'" in done.stderr
+    assert (
+        "FASTGEN_BACKEND must be one of auto, reference, native, emulated-cuda, got 'turbo'"
+        in done.stderr
+    )
 
 
 def test_env_strict_in_a_fresh_process():
