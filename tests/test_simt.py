@@ -54,6 +54,10 @@ BUGS = {
         "big_static_shared",
         r"static shared memory of 49156 bytes .* 48 KiB",
     ),
+    "bug_wmma_in_half_a_warp": (
+        "wmma_gemm",
+        r"wmma::load_matrix_sync .* that lane has exited|exited while lane \d+ waits for it at wmma::load_matrix_sync",
+    ),
     "bug_dynamic_shared_without_opt_in": (
         "empty_kernel",
         r"65536 bytes of dynamic shared memory exceed 49152",
@@ -73,13 +77,33 @@ CLEAN = {
 }
 
 
+# WMMA cases: (M, N, depth) of C = A @ B, A row-major, B column-major (selftest.cpp).
+WMMA = {"wmma_half": (16, 16, 48), "wmma_bfloat16": (16, 16, 32), "wmma_tf32": (16, 16, 24),
+        "wmma_double": (8, 8, 12)}  # fmt: skip
+
+
 def emulated():
     return _extension._emulated_cuda
 
 
 def test_every_case_is_checked():
     names = {name for name, _ in emulated().selftest_cases()}
-    assert names == set(BUGS) | set(CLEAN)
+    assert names == set(BUGS) | set(CLEAN) | set(WMMA)
+
+
+def matrix_values(count: int, salt: int) -> torch.Tensor:
+    index = torch.arange(count, dtype=torch.float64)
+    return ((index * (7 + 2 * salt) + salt) % 11 - 5) / 4  # selftest.cpp's matrix_value
+
+
+@pytest.mark.parametrize("name", sorted(WMMA))
+def test_wmma_matrix_product(name):
+    m, n, depth = WMMA[name]
+    a = matrix_values(m * depth, 0).view(m, depth)
+    b = matrix_values(n * depth, 1).view(n, depth).T
+    out = torch.tensor(emulated().run_selftest(name), dtype=torch.float64).view(m, n)
+    # The inputs are small multiples of 1/4 and the sums stay exact in float32.
+    assert torch.equal(out, a @ b)
 
 
 @pytest.mark.parametrize("name", sorted(BUGS))

@@ -1130,6 +1130,11 @@ void check_write(void* address, size_t bytes, int lane) {
   check(t, address, bytes, Access::Write, __builtin_return_address(0));
 }
 
+void kernel_error(const std::string& message) {
+  const RuntimeSection section(t_thread);
+  fail(message);
+}
+
 unsigned active_mask() {
   const RuntimeSection section(t_thread);
   Engine& e = engine();

@@ -58,6 +58,8 @@ void warp_collective(CollectiveFn op, void* data, const char* what, const char* 
 // current warp the access is charged to.
 void check_read(const void* address, size_t bytes, int lane);
 void check_write(void* address, size_t bytes, int lane);
+// Stops the launch with `message` (for the emulator's device-side library, e.g. wmma.h).
+[[noreturn]] void kernel_error(const std::string& message);
 
 // Static shared variables: the storage of the variable declared at `tag` (unique per
 // declaration and kernel instantiation) for the current block.

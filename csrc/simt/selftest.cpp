@@ -13,6 +13,7 @@
 #include <map>
 
 #include "simt/simt.h"
+#include "simt/wmma.h"
 
 namespace fastgen::simt {
 namespace {
@@ -111,6 +112,34 @@ __global__ void dynamic_shared_copy(float* out) {
 
 __global__ void empty_kernel(float*) {}
 
+// One warp multiplies a 16x16 (A, row-major) by a 16x16 (B, column-major) tile of halves in
+// 16x16x16 steps over K, accumulating in float; C = A * B is stored row-major. With
+// `divergent`, only half the warp takes part: an error.
+template <typename T, int M, int N, int K, bool divergent = false>
+__global__ void wmma_gemm(const T* a, const T* b, float* c, int depth) {
+  namespace wmma = nvcuda::wmma;
+  using Input = std::conditional_t<std::is_same_v<T, float>, wmma::precision::tf32, T>;
+  using Acc = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  if (divergent && threadIdx.x >= 16) return;
+  wmma::fragment<wmma::matrix_a, M, N, K, Input, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, M, N, K, Input, wmma::col_major> fb;
+  wmma::fragment<wmma::accumulator, M, N, K, Acc> acc;
+  wmma::fill_fragment(acc, Acc(0));
+  for (int k = 0; k < depth; k += K) {
+    wmma::load_matrix_sync(fa, a + k, depth);  // A is M x depth, row-major
+    wmma::load_matrix_sync(fb, b + k, depth);  // B is depth x N, column-major
+    wmma::mma_sync(acc, fa, fb, acc);
+  }
+  if constexpr (std::is_same_v<Acc, double>) {
+    FASTGEN_SHARED(tile, double[M * N]);
+    wmma::store_matrix_sync(tile, acc, N, wmma::mem_row_major);
+    __syncthreads();
+    for (int i = threadIdx.x; i < M * N; i += 32) c[i] = float(tile[i]);
+  } else {
+    wmma::store_matrix_sync(c, acc, N, wmma::mem_row_major);
+  }
+}
+
 at::Tensor zeros(int64_t n) { return at::zeros({n}, at::TensorOptions().dtype(at::kFloat)); }
 
 std::vector<float> values(const at::Tensor& t) {
@@ -118,6 +147,26 @@ std::vector<float> values(const at::Tensor& t) {
   const float* data = f.const_data_ptr<float>();
   return {data, data + f.numel()};
 }
+
+// The self-test's matrices: small multiples of powers of two, exact in every input type
+// (tests/test_simt.py builds the same).
+double matrix_value(int64_t index, int salt) { return double((index * (7 + 2 * salt) + salt) % 11 - 5) / 4.0; }
+
+template <typename T, int M, int N, int K, bool divergent = false>
+std::vector<float> run_wmma(int depth) {
+  const auto scalar = c10::CppTypeToScalarType<T>::value;
+  at::Tensor a = at::empty({M * depth}, at::TensorOptions().dtype(at::kDouble));
+  at::Tensor b = at::empty({N * depth}, at::TensorOptions().dtype(at::kDouble));
+  for (int64_t i = 0; i < a.numel(); ++i) a.mutable_data_ptr<double>()[i] = matrix_value(i, 0);
+  for (int64_t i = 0; i < b.numel(); ++i) b.mutable_data_ptr<double>()[i] = matrix_value(i, 1);
+  a = a.to(scalar);
+  b = b.to(scalar);
+  at::Tensor c = zeros(M * N);
+  launch<wmma_gemm<T, M, N, K, divergent>>({dim3(1), dim3(32)}, a.const_data_ptr<T>(),
+                                           b.const_data_ptr<T>(), c.mutable_data_ptr<float>(), depth);
+  return values(c);
+}
+
 
 struct Case {
   std::string description;
@@ -247,6 +296,18 @@ const std::map<std::string, Case>& cases() {
           launch<dynamic_shared_copy>({dim3(1), dim3(kThreads), 64 * 1024}, out.mutable_data_ptr<float>());
           return values(out);
         }}},
+      {"wmma_half",
+       {"a 16x48 by 48x16 product of halves on the WMMA API (m16n16k16, float accumulator)",
+        [] { return run_wmma<c10::Half, 16, 16, 16>(48); }}},
+      {"wmma_bfloat16",
+       {"the same with bfloat16 inputs", [] { return run_wmma<c10::BFloat16, 16, 16, 16>(32); }}},
+      {"wmma_tf32",
+       {"a 16x24 by 24x16 product in tf32 (m16n16k8)", [] { return run_wmma<float, 16, 16, 8>(24); }}},
+      {"wmma_double",
+       {"an 8x12 by 12x8 product of doubles (m8n8k4)", [] { return run_wmma<double, 8, 8, 4>(12); }}},
+      {"bug_wmma_in_half_a_warp",
+       {"wmma::load_matrix_sync called by 16 of the warp's 32 lanes",
+        [] { return run_wmma<c10::Half, 16, 16, 16, true>(16); }}},
       {"bug_dynamic_shared_without_opt_in",
        {"64 KiB of dynamic shared memory without the opt-in", [] {
           at::Tensor out = zeros(kThreads);
