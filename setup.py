@@ -193,7 +193,12 @@ class Build(BuildExtension.with_options(use_ninja=True)):
         return obj
 
 
+# FASTGEN_EMULATED=0 leaves the emulated module out (a GPU-only build, e.g. the quick GPU check).
+EXTENSIONS = [extension()]
+if os.environ.get("FASTGEN_EMULATED", "1") != "0":
+    EXTENSIONS.append(emulated_extension())
+
 setup(
-    ext_modules=[extension(), emulated_extension()],
+    ext_modules=EXTENSIONS,
     cmdclass={"build_ext": Build},
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pytest
 import torch
@@ -52,6 +53,11 @@ def on_device(name: str):
         yield "cpu"
     finally:
         registry.set_backend(previous)
+
+
+def examples(n: int) -> int:
+    """A hypothesis example budget, capped by FASTGEN_MAX_EXAMPLES (the quick GPU check)."""
+    return min(n, int(os.environ.get("FASTGEN_MAX_EXAMPLES", n)))
 
 
 def tolerance(dtype: torch.dtype, scale: float = 1.0) -> dict:

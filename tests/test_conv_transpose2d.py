@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CUDA_DEVICES, DTYPES, assert_close, on_device, reference_dtype
+from conftest import CUDA_DEVICES, DTYPES, assert_close, examples, on_device, reference_dtype
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -317,7 +317,7 @@ def test_cuda_matches_reference(cuda_device, dtype, activation, kind):
 
 
 @pytest.mark.parametrize("name", CUDA_DEVICES)
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=examples(40), deadline=None, derandomize=True)
 @given(config=configs(), dtype=st.sampled_from(DTYPES))
 def test_cuda_hypothesis(name, config, dtype):
     with on_device(name) as device:

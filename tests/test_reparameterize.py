@@ -442,7 +442,7 @@ def test_cuda_explicit_eps_exact_against_cpu_kernel_and_reference(cuda_device, d
 # The forward's launch modes: a warp per row (rows up to 1024 elements, 8 rows per block) or a
 # block per row (longer rows); noise generated, from a given key, or eps given; KL or not.
 @pytest.mark.parametrize("shape", [(37, 5), (9, 1024), (3, 1025), (2, 4099), (1, 3, 5, 7)], ids=str)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_cuda_launch_modes_match_the_cpu_kernel(cuda_device, shape, dtype):
     mu, logvar, eps = inputs(shape, dtype, cuda_device, seed=21)
     state = torch.tensor([77, 12], device=cuda_device)
