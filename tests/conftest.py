@@ -47,12 +47,8 @@ def on_device(name: str):
         return
     if not HAS_EMULATED:
         pytest.skip(f"the emulated CUDA kernels are not loaded ({_extension.EMULATED_ERROR})")
-    previous = registry.mode
-    registry.set_backend(EMULATED)
-    try:
+    with using_backend(EMULATED):
         yield "cpu"
-    finally:
-        registry.set_backend(previous)
 
 
 def examples(n: int) -> int:
@@ -82,15 +78,20 @@ def assert_close(actual, expected, dtype=None, scale: float = 1.0, msg: str = ""
 
 
 @contextlib.contextmanager
-def cpu_kernels():
-    """Runs the CPU kernels (backend auto) for the duration, e.g. inside an emulated-cuda test
-    that compares the emulated CUDA kernel with the CPU one."""
+def using_backend(mode: str):
+    """fastgen's backend `mode` for the duration."""
     previous = registry.mode
-    registry.set_backend("auto")
+    registry.set_backend(mode)
     try:
         yield
     finally:
         registry.set_backend(previous)
+
+
+def cpu_kernels():
+    """The CPU kernels (backend auto) for the duration, e.g. inside an emulated-cuda test that
+    compares the emulated CUDA kernel with the CPU one."""
+    return using_backend("auto")
 
 
 @pytest.fixture(params=DEVICES)

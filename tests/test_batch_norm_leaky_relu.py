@@ -152,7 +152,8 @@ def test_batch_of_one_in_eval(device):
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_large_mean_small_std(device, layout):
-    # float32 with mean 1000 and std 0.01: a naive E[x^2] - E[x]^2 loses every digit.
+    # float32 with mean 1000 and std 0.01: a naive E[x^2] - E[x]^2 loses every digit, an
+    # unshifted float32 Welford three of them (the CUDA kernel's bug B1, over several slots).
     x = make_input((16, 3, 24, 24), torch.float32, device, layout, mean=1000.0, std=0.01)
     _, mean, var = torch.ops.fastgen.batch_norm_leaky_relu(
         x, None, None, None, None, True, 1e-5, 0.01
@@ -501,18 +502,6 @@ def test_cuda_more_channels_than_a_grid_dimension(cuda_device):
         grad.double(), x.double(), None, None, mean.double(), var.double(), True, 1e-5, 0.2
     )
     assert_close(grad_x.double(), expected[0], dtype=torch.float32, scale=4)
-
-
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_cuda_large_mean_small_std(cuda_device, layout):
-    # B1: float32 with mean 1000 and std 0.01, over several slots per channel.
-    x = make_input((16, 3, 24, 24), torch.float32, cuda_device, layout, mean=1000.0, std=0.01)
-    _, mean, var = torch.ops.fastgen.batch_norm_leaky_relu(
-        x, None, None, None, None, True, 1e-5, 0.01
-    )
-    exact = x.double().var(dim=(0, 2, 3), unbiased=False)
-    torch.testing.assert_close(var.double(), exact, rtol=1e-4, atol=0)
-    torch.testing.assert_close(mean.double(), x.double().mean(dim=(0, 2, 3)), rtol=1e-7, atol=0)
 
 
 @pytest.mark.parametrize("training", [True, False])
