@@ -6,8 +6,10 @@
 // layer cost as much as the kernels). Each backward is an op of its own.
 //
 // Conventions shared by all ops:
-//   * arguments are validated once, in Python (fastgen/ops/*.py); kernels assume valid
-//     input and only TORCH_CHECK internal invariants;
+//   * arguments are checked at the C++ boundary of every op (common/checks.h and each op's
+//     header), so direct calls (torch.compile makes them) raise ValueError / TypeError naming
+//     the op and the argument; the Python wrappers check what C++ cannot say better (the
+//     Python types of arguments) and give the fastgen.ops.* names; kernels assume valid input;
 //   * batch statistics and per-sample reductions are float32 for half inputs and of the
 //     input dtype otherwise;
 //   * `rng_state` is an int64 tensor [2] holding (seed, offset) for Philox4x32-10.

@@ -24,6 +24,8 @@
 #include <optional>
 #include <tuple>
 
+#include "common/checks.h"
+
 namespace fastgen::batch_norm_leaky_relu {
 
 // The two memory layouts the kernels run on; any other strides are copied once to NCHW.
@@ -51,6 +53,36 @@ struct Shape {
 
 inline Shape shape_of(const at::Tensor& input) {
   return {input.size(0), input.size(1), input.size(2) * input.size(3)};
+}
+
+// The checks every entry point runs first (common/checks.h): `op` names the schema.
+inline void check_forward(const char* op, const at::Tensor& input, const std::optional<at::Tensor>& weight,
+                          const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
+                          const std::optional<at::Tensor>& running_var, bool training) {
+  checks::floating(op, "input", input);
+  checks::dim(op, "input", input, 4, " [N, C, H, W]");
+  const int64_t channels = input.size(1);
+  checks::channel_parameter(op, "weight", weight, input, channels);
+  checks::channel_parameter(op, "bias", bias, input, channels);
+  checks::channel_parameter(op, "running_mean", running_mean, input, channels);
+  checks::channel_parameter(op, "running_var", running_var, input, channels);
+  TORCH_CHECK_VALUE(training || (running_mean.has_value() && running_var.has_value()), op,
+                    ": eval (training=False) needs running_mean and running_var");
+}
+
+// `saved` is the input (or, from the output, the output); mean and var are the forward's.
+inline void check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& saved,
+                           const char* saved_name, const std::optional<at::Tensor>& weight,
+                           const std::optional<at::Tensor>& bias, const at::Tensor& mean,
+                           const at::Tensor& var) {
+  checks::floating(op, saved_name, saved);
+  checks::dim(op, saved_name, saved, 4, " [N, C, H, W]");
+  checks::like(op, "grad_out", grad_out, saved_name, saved, saved.sizes());
+  const int64_t channels = saved.size(1);
+  checks::channel_parameter(op, "weight", weight, saved, channels);
+  checks::channel_parameter(op, "bias", bias, saved, channels);
+  checks::like(op, "mean", mean, saved_name, saved, at::IntArrayRef{channels}, /*dtype=*/false);
+  checks::like(op, "var", var, saved_name, saved, at::IntArrayRef{channels}, /*dtype=*/false);
 }
 
 // Schema entry points: (out, mean, var) and (grad_input, grad_weight, grad_bias); a gradient

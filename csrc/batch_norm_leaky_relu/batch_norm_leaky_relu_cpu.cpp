@@ -537,7 +537,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
     const std::optional<at::Tensor>& running_var, bool training, double eps,
     double negative_slope) {
-  TORCH_CHECK(input.dim() == 4, "fastgen::batch_norm_leaky_relu: input must be 4-D");
+  check_forward("fastgen::batch_norm_leaky_relu", input, weight, bias, running_mean, running_var,
+                training);
   const Layout layout = choose_layout(input);
   const at::Tensor x = input.contiguous(memory_format(layout));
   const Shape s = shape_of(x);
@@ -570,6 +571,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const at::Tensor& mean, const at::Tensor& var,
     bool training, double eps, double negative_slope, std::array<bool, 3> output_mask) {
+  check_backward("fastgen::batch_norm_leaky_relu_backward", grad_out, input, "input", weight, bias,
+                 mean, var);
   return backward_impl<false>(grad_out, input, weight, bias, mean, var, training, eps, negative_slope,
                               output_mask);
 }
@@ -578,7 +581,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_from_output_cpu(
     const at::Tensor& grad_out, const at::Tensor& output, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const at::Tensor& var, bool training, double eps,
     double negative_slope, std::array<bool, 3> output_mask) {
-  TORCH_CHECK(negative_slope > 0, "fastgen::batch_norm_leaky_relu_backward_from_output: negative_slope must be > 0");
+  constexpr const char* op = "fastgen::batch_norm_leaky_relu_backward_from_output";
+  check_backward(op, grad_out, output, "output", weight, bias, var, var);
+  TORCH_CHECK_VALUE(negative_slope > 0, op, ": negative_slope must be > 0, got ", negative_slope);
   // mean only enters through shift, which the output-based terms do not use.
   return backward_impl<true>(grad_out, output, weight, bias, at::zeros_like(var), var, training, eps,
                              negative_slope, output_mask);

@@ -571,9 +571,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
     const std::optional<at::Tensor>& running_var, bool training, double eps,
     double negative_slope) {
+  check_forward("fastgen::batch_norm_leaky_relu", input, weight, bias, running_mean, running_var,
+                training);
   const simt::DeviceGuard guard(input.device());
-  TORCH_CHECK(training || (running_mean.has_value() && running_var.has_value()),
-              "fastgen::batch_norm_leaky_relu: eval needs running statistics");
   const Layout layout = choose_layout(input);
   const at::Tensor x = input.contiguous(memory_format(layout));
   const Shape s = shape_of(x);
@@ -596,6 +596,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const at::Tensor& mean, const at::Tensor& var,
     bool training, double eps, double negative_slope, std::array<bool, 3> output_mask) {
+  check_backward("fastgen::batch_norm_leaky_relu_backward", grad_out, input, "input", weight, bias,
+                 mean, var);
   const simt::DeviceGuard guard(input.device());
   const Layout layout = choose_layout(input);
   const at::MemoryFormat format = memory_format(layout);

@@ -6,6 +6,8 @@
 
 #include <ATen/ATen.h>
 
+#include "common/checks.h"
+
 namespace fastgen {
 
 namespace {
@@ -42,9 +44,49 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_aten(
                                   output_mask);
 }
 
+namespace {
+
+// What every call checks before touching memory (common/checks.h); returns the output's
+// [N, C_out, H_out, W_out].
+std::array<int64_t, 4> check_conv2d(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                                    const Conv2dParams& params) {
+  checks::floating(op, "input", input);
+  checks::dim(op, "input", input, 4, " [N, C_in, H, W]");
+  checks::like(op, "weight", weight, "input", input);
+  checks::dim(op, "weight", weight, 4, " [C_out, C_in / groups, kH, kW]");
+  TORCH_CHECK_VALUE(params.groups >= 1, op, ": groups must be >= 1, got ", params.groups);
+  for (int64_t size : weight.sizes()) {
+    TORCH_CHECK_VALUE(size >= 1, op, ": weight must have no zero-size dim, got shape ", weight.sizes());
+  }
+  TORCH_CHECK_VALUE(weight.size(1) * params.groups == input.size(1), op, ": weight has ", weight.size(1),
+                    " input channels per group but input has ", input.size(1), " channels (groups=",
+                    params.groups, ")");
+  TORCH_CHECK_VALUE(weight.size(0) % params.groups == 0, op, ": weight's output channels (",
+                    weight.size(0), ") must be divisible by groups (", params.groups, ")");
+  TORCH_CHECK_VALUE(input.size(2) >= 1 && input.size(3) >= 1, op,
+                    ": input height and width must be >= 1, got shape ", input.sizes());
+  checks::pair(op, "stride", params.stride, 1);
+  checks::pair(op, "padding", params.padding, 0);
+  checks::pair(op, "dilation", params.dilation, 1);
+  std::array<int64_t, 4> out{input.size(0), weight.size(0), 0, 0};
+  for (int d = 0; d < 2; ++d) {
+    out[2 + d] = (input.size(2 + d) + 2 * params.padding[d] - params.dilation[d] * (weight.size(2 + d) - 1) - 1) /
+                     params.stride[d] + 1;
+  }
+  TORCH_CHECK_VALUE(out[2] >= 1 && out[3] >= 1, op, ": output size (", out[2], ", ", out[3],
+                    ") is below 1 for input ", input.sizes(), " and weight ", weight.sizes());
+  return out;
+}
+
+}  // namespace
+
 at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
                           const std::optional<at::Tensor>& bias, const Conv2dParams& params,
                           const Conv2dKernels& kernels) {
+  check_conv2d("fastgen::conv2d", input, weight, params);
+  if (bias.has_value() && bias->defined()) {
+    checks::like("fastgen::conv2d", "bias", *bias, "input", input, at::IntArrayRef{weight.size(0)});
+  }
   // No bias in the convolution: it is added in the epilogue together with the activation,
   // so the output is touched once after the GEMMs instead of twice.
   at::Tensor out = kernels.convolution(input, weight, params);
@@ -61,6 +103,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor& output, const Conv2dParams& params, std::array<bool, 3> output_mask,
     const Conv2dKernels& kernels) {
+  constexpr const char* op = "fastgen::conv2d_backward";
+  const auto out = check_conv2d(op, input, weight, params);
+  checks::like(op, "grad_out", grad_out, "input", input, at::IntArrayRef(out));
+  // The saved output is read only to differentiate the activation (identity saves none).
+  if (params.activation != Activation::Identity) checks::like(op, "output", output, "input", input, at::IntArrayRef(out));
   at::Tensor grad_pre = params.activation == Activation::Identity
                             ? grad_out
                             : kernels.epilogues.activation_backward(

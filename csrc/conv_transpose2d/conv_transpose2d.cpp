@@ -7,6 +7,8 @@
 
 #include <ATen/ATen.h>
 
+#include "common/checks.h"
+
 #include <tuple>
 
 #include "common/gemm_conv_cpu.h"
@@ -53,10 +55,55 @@ at::Tensor with_canonical_strides(const at::Tensor& t, c10::MemoryFormat format)
   return dense.as_strided(sizes, strides, dense.storage_offset());
 }
 
+namespace {
+
+// What every call checks before touching memory (common/checks.h); returns the output's
+// [N, C_out, H_out, W_out].
+std::array<int64_t, 4> check_conv_transpose2d(const char* op, const at::Tensor& input,
+                                              const at::Tensor& weight,
+                                              const ConvTranspose2dParams& params) {
+  checks::floating(op, "input", input);
+  checks::dim(op, "input", input, 4, " [N, C_in, H, W]");
+  checks::like(op, "weight", weight, "input", input);
+  checks::dim(op, "weight", weight, 4, " [C_in, C_out / groups, kH, kW]");
+  TORCH_CHECK_VALUE(params.groups >= 1, op, ": groups must be >= 1, got ", params.groups);
+  for (int64_t size : weight.sizes()) {
+    TORCH_CHECK_VALUE(size >= 1, op, ": weight must have no zero-size dim, got shape ", weight.sizes());
+  }
+  TORCH_CHECK_VALUE(weight.size(0) == input.size(1), op, ": weight has ", weight.size(0),
+                    " input channels but input has ", input.size(1));
+  TORCH_CHECK_VALUE(input.size(1) % params.groups == 0, op, ": input channels (", input.size(1),
+                    ") must be divisible by groups (", params.groups, ")");
+  TORCH_CHECK_VALUE(input.size(2) >= 1 && input.size(3) >= 1, op,
+                    ": input height and width must be >= 1, got shape ", input.sizes());
+  checks::pair(op, "stride", params.stride, 1);
+  checks::pair(op, "padding", params.padding, 0);
+  checks::pair(op, "output_padding", params.output_padding, 0);
+  checks::pair(op, "dilation", params.dilation, 1);
+  std::array<int64_t, 4> out{input.size(0), weight.size(1) * params.groups, 0, 0};
+  for (int d = 0; d < 2; ++d) {
+    TORCH_CHECK_VALUE(params.output_padding[d] < std::max(params.stride[d], params.dilation[d]), op,
+                      ": output_padding must be smaller than stride or dilation, got output_padding=",
+                      at::IntArrayRef(params.output_padding), ", stride=", at::IntArrayRef(params.stride),
+                      ", dilation=", at::IntArrayRef(params.dilation));
+    out[2 + d] = (input.size(2 + d) - 1) * params.stride[d] - 2 * params.padding[d] +
+                 params.dilation[d] * (weight.size(2 + d) - 1) + params.output_padding[d] + 1;
+  }
+  TORCH_CHECK_VALUE(out[2] >= 1 && out[3] >= 1, op, ": output size (", out[2], ", ", out[3],
+                    ") is below 1 for input ", input.sizes(), " and weight ", weight.sizes());
+  return out;
+}
+
+}  // namespace
+
 at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& weight,
                                     const std::optional<at::Tensor>& bias,
                                     const ConvTranspose2dParams& params,
                                     const ConvTranspose2dEpilogues& epilogues) {
+  const auto shape = check_conv_transpose2d("fastgen::conv_transpose2d", input, weight, params);
+  if (bias.has_value() && bias->defined()) {
+    checks::like("fastgen::conv_transpose2d", "bias", *bias, "input", input, at::IntArrayRef{shape[1]});
+  }
   // No bias in the convolution: it is added in the epilogue together with the activation,
   // so the output is touched once after the GEMMs instead of twice.
   // On CPU, 4x4 stride-2 layers (the DCGAN generator's) take the Winograd kernels, and a
@@ -96,6 +143,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
     const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor& output, const ConvTranspose2dParams& params, std::array<bool, 3> output_mask,
     const ConvTranspose2dEpilogues& epilogues) {
+  constexpr const char* op = "fastgen::conv_transpose2d_backward";
+  const auto shape = check_conv_transpose2d(op, input, weight, params);
+  checks::like(op, "grad_out", grad_out, "input", input, at::IntArrayRef(shape));
+  // The saved output is read only to differentiate the activation (identity saves none).
+  if (params.activation != Activation::Identity) checks::like(op, "output", output, "input", input, at::IntArrayRef(shape));
   at::Tensor grad_pre = params.activation == Activation::Identity
                             ? grad_out
                             : epilogues.activation_backward(grad_out, output, params.activation,

@@ -18,6 +18,8 @@
 #include <optional>
 #include <tuple>
 
+#include "common/checks.h"
+
 namespace fastgen::reparameterize {
 
 // The noise key of one call: element group g uses Philox counter (offset / 4, g).
@@ -35,6 +37,44 @@ struct RowShape {
 inline RowShape row_shape(const at::Tensor& mu) {
   const int64_t rows = mu.size(0);
   return {rows, rows == 0 ? 0 : mu.numel() / rows};
+}
+
+// The checks every entry point runs first (common/checks.h).
+inline void check_key(const char* op, const at::Tensor& rng_state) {
+  TORCH_CHECK_VALUE(rng_state.defined(), op, ": rng_state is an undefined tensor");
+  TORCH_CHECK_TYPE(rng_state.scalar_type() == at::kLong, op,
+                   ": rng_state must be int64 (seed, offset), got ", rng_state.scalar_type());
+  TORCH_CHECK_VALUE(rng_state.numel() == 2, op, ": rng_state must hold 2 values (seed, offset), got shape ",
+                    rng_state.sizes());
+}
+
+inline void check_forward(const at::Tensor& mu, const at::Tensor& logvar,
+                          const std::optional<at::Tensor>& eps,
+                          const std::optional<at::Tensor>& rng_state) {
+  constexpr const char* op = "fastgen::reparameterize";
+  checks::floating(op, "mu", mu);
+  TORCH_CHECK_VALUE(mu.dim() >= 1, op, ": mu must have at least 1 dim, got a 0-d tensor");
+  checks::like(op, "logvar", logvar, "mu", mu, mu.sizes());
+  if (eps.has_value()) checks::like(op, "eps", *eps, "mu", mu, mu.sizes());
+  if (rng_state.has_value()) check_key(op, *rng_state);
+}
+
+inline void check_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
+                           const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
+                           const at::Tensor& rng_state) {
+  constexpr const char* op = "fastgen::reparameterize_backward";
+  checks::floating(op, "mu", mu);
+  TORCH_CHECK_VALUE(mu.dim() >= 1, op, ": mu must have at least 1 dim, got a 0-d tensor");
+  checks::like(op, "logvar", logvar, "mu", mu, mu.sizes());
+  checks::like(op, "grad_z", grad_z, "mu", mu, mu.sizes());
+  checks::like(op, "grad_kl", grad_kl, "mu", mu);
+  TORCH_CHECK_VALUE(grad_kl.numel() == 0 || grad_kl.sizes() == at::IntArrayRef{mu.size(0)}, op,
+                    ": grad_kl must be empty or of shape [", mu.size(0), "], got ", grad_kl.sizes());
+  if (eps.has_value()) {
+    checks::like(op, "eps", *eps, "mu", mu, mu.sizes());
+  } else {
+    check_key(op, rng_state);
+  }
 }
 
 // Returns (z, kl, rng_state_used); kl is empty when !compute_kl, rng_state_used is int64 [2]

@@ -397,6 +397,7 @@ int64_t grain_rows(RowShape shape) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cpu(
     const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
     const std::optional<at::Tensor>& rng_state, bool compute_kl) {
+  check_forward(mu, logvar, eps, rng_state);
   const RowShape shape = row_shape(mu);
   const at::Tensor mu_c = mu.contiguous();
   const at::Tensor logvar_c = logvar.contiguous();
@@ -426,6 +427,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cpu(
 std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(
     const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
     const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state) {
+  check_backward(grad_z, grad_kl, mu, logvar, eps, rng_state);
   const RowShape shape = row_shape(mu);
   const at::Tensor grad_z_c = grad_z.contiguous();
   const at::Tensor grad_kl_c = grad_kl.contiguous();

@@ -203,6 +203,7 @@ int max_blocks() {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
     const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
     const std::optional<at::Tensor>& rng_state, bool compute_kl) {
+  check_forward(mu, logvar, eps, rng_state);
   const simt::DeviceGuard guard(mu.device());
   const RowShape shape = row_shape(mu);
   const at::Tensor mu_c = mu.contiguous();
@@ -260,6 +261,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
 std::tuple<at::Tensor, at::Tensor> backward(
     const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
     const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state) {
+  check_backward(grad_z, grad_kl, mu, logvar, eps, rng_state);
   const simt::DeviceGuard guard(mu.device());
   const RowShape shape = row_shape(mu);
   at::Tensor grad_mu = at::empty(mu.sizes(), mu.options());
