@@ -91,9 +91,15 @@ struct Affine {
 // default) the compiler will not speculate `v * slope`, keeps a data-dependent branch that is
 // mispredicted half the time, and does not vectorise. max/min vectorise. For v > 0 this is
 // v + slope * 0 = v, else 0 + slope * v: the same values as the select, up to the sign of 0.
+// leaky(v) = v > 0 ? v : v * slope, as stock leaky_relu (a NaN or inf slope leaves positive
+// values alone; NaN stays NaN). The choice is made on the bits, as in leaky_grad below, so
+// the loop vectorises.
 template <typename acc>
 inline acc leaky(acc v, acc slope) {
-  return std::max(v, acc(0)) + slope * std::min(v, acc(0));
+  using bits_t = std::conditional_t<sizeof(acc) == 4, int32_t, int64_t>;
+  const bits_t positive = -static_cast<bits_t>(std::bit_cast<bits_t>(v) > 0);  // all ones or 0
+  const bits_t scaled = std::bit_cast<bits_t>(v * slope);
+  return std::bit_cast<acc>((std::bit_cast<bits_t>(v) & positive) | (scaled & ~positive));
 }
 
 // d leaky(v)/dv: 1 if v > 0, else slope, picked with integer bit operations. A float is > 0
@@ -301,6 +307,20 @@ struct RowBlocks {
   int64_t size(int64_t b) const { return std::min(rows, begin(b) + rows_per_block) - begin(b); }
 };
 
+// sum(x) / count of channel c, in double.
+template <typename scalar_t>
+double plain_mean(const scalar_t* x, Layout layout, Shape s, int64_t c) {
+  double sum = 0;
+  for (int64_t n = 0; n < s.batch; ++n) {
+    for (int64_t i = 0; i < s.spatial; ++i) {
+      const int64_t offset = layout == Layout::NCHW ? (n * s.channels + c) * s.spatial + i
+                                                    : (n * s.spatial + i) * s.channels + c;
+      sum += double(x[offset]);
+    }
+  }
+  return sum / double(s.count());
+}
+
 // Batch mean and biased variance per channel into mean/var (acc dtype, [C]).
 template <typename scalar_t>
 void batch_stats(const scalar_t* x, Layout layout, Shape s, at::Tensor& mean, at::Tensor& var) {
@@ -354,6 +374,10 @@ void batch_stats(const scalar_t* x, Layout layout, Shape s, at::Tensor& mean, at
     for (int64_t b = 0; b < blocks; ++b) m.merge(double(block_count[b]), block_mean[b * C + c], block_m2[b * C + c]);
     out_mean[c] = acc(m.mean);
     out_var[c] = acc(m.m2 / m.count);
+    // An inf in the channel makes the shifted sums NaN; stock's plain mean is then +-inf
+    // (NaN only for inf - inf or a NaN input), and running_mean follows it. Rare: one more
+    // pass over that channel only.
+    if (!std::isfinite(m.mean)) out_mean[c] = acc(plain_mean(x, layout, s, c));
   }
 }
 

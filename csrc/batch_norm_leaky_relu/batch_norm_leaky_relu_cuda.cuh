@@ -50,34 +50,40 @@ constexpr int kMaxSlices = 128;     // partial slots per channel (bounds the fin
 constexpr int kValuesPerBlock = 4096;
 
 // Welford state of values shifted by the channel's pivot; count is kept in acc (exact up to
-// 2^24 values per partial in float32).
+// 2^24 values per partial in float32). `sum` is the plain sum, for the channels whose shifted
+// mean is not finite (an inf input): stock's mean is then sum / count (+-inf, or NaN).
 template <typename acc>
 struct Moments {
-  acc count, mean, m2;
+  acc count, mean, m2, sum;
 };
 
 template <typename acc>
-__device__ __forceinline__ void add_value(Moments<acc>& m, acc shifted) {
+__device__ __forceinline__ void add_value(Moments<acc>& m, acc value, acc pivot) {
+  const acc shifted = value - pivot;
   m.count += acc(1);
   const acc delta = shifted - m.mean;
   m.mean += delta / m.count;
   m.m2 += delta * (shifted - m.mean);
+  m.sum += value;
 }
 
-// Chan et al.'s pairwise merge of b into a.
+// Chan et al.'s pairwise merge of b into a. An empty side is skipped, not merged: with a huge
+// mean, delta^2 overflows and inf * 0 would make the variance NaN where stock's is inf.
 template <typename acc>
 __device__ __forceinline__ Moments<acc> merge(Moments<acc> a, Moments<acc> b) {
+  if (b.count == acc(0)) return a;
+  if (a.count == acc(0)) return b;
   const acc total = a.count + b.count;
-  if (total == acc(0)) return a;
   const acc delta = b.mean - a.mean;
   const acc fraction = b.count / total;
-  return {total, a.mean + delta * fraction, a.m2 + b.m2 + delta * delta * a.count * fraction};
+  return {total, a.mean + delta * fraction, a.m2 + b.m2 + delta * delta * a.count * fraction,
+          a.sum + b.sum};
 }
 
 template <typename acc>
 __device__ __forceinline__ Moments<acc> shuffle_down(Moments<acc> m, int offset) {
   return {__shfl_down_sync(0xffffffffu, m.count, offset), __shfl_down_sync(0xffffffffu, m.mean, offset),
-          __shfl_down_sync(0xffffffffu, m.m2, offset)};
+          __shfl_down_sync(0xffffffffu, m.m2, offset), __shfl_down_sync(0xffffffffu, m.sum, offset)};
 }
 
 // Fixed-tree merge over a 1-D block; the result is valid in thread 0.
@@ -89,7 +95,7 @@ __device__ Moments<acc> block_merge(Moments<acc> m) {
   if (lane == 0) warp_results[warp] = m;
   __syncthreads();
   if (warp == 0) {
-    m = lane < int(blockDim.x / 32) ? warp_results[lane] : Moments<acc>{0, 0, 0};
+    m = lane < int(blockDim.x / 32) ? warp_results[lane] : Moments<acc>{0, 0, 0, 0};
     for (int offset = 16; offset > 0; offset /= 2) m = merge(m, shuffle_down(m, offset));
   }
   __syncthreads();
@@ -195,7 +201,8 @@ __device__ __forceinline__ void affine_of(const P& p, int64_t c, acc mean, acc v
 // Writes mean, var, scale and shift of channel c from its merged moments.
 template <typename P, typename acc>
 __device__ __forceinline__ void finish_stats(const P& p, int64_t c, acc pivot, Moments<acc> total) {
-  const acc mean = pivot + total.mean;
+  acc mean = pivot + total.mean;
+  if (!isfinite(mean)) mean = total.sum / total.count;
   const acc var = total.m2 / total.count;
   p.mean[c] = mean;
   p.var[c] = var;
@@ -215,9 +222,9 @@ __global__ void reduce_stats(Params<scalar_t, acc> p) {
   if constexpr (!nhwc) {
     const int64_t c = blockIdx.x;
     const acc pivot = acc(p.x[offset_of<false>(p, c, 0)]);
-    Moments<acc> m{0, 0, 0};
+    Moments<acc> m{0, 0, 0, 0};
     for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-      add_value(m, acc(p.x[offset_of<false>(p, c, j)]) - pivot);
+      add_value(m, acc(p.x[offset_of<false>(p, c, j)]), pivot);
     }
     m = block_merge(m);
     if (threadIdx.x == 0) {
@@ -228,7 +235,7 @@ __global__ void reduce_stats(Params<scalar_t, acc> p) {
     __syncthreads();
     if (!is_last) return;
     __threadfence();
-    Moments<acc> total{0, 0, 0};
+    Moments<acc> total{0, 0, 0, 0};
     for (int slot = threadIdx.x; slot < p.slices; slot += blockDim.x) total = merge(total, p.partial_moments[c * p.slices + slot]);
     total = block_merge(total);
     if (threadIdx.x == 0) {
@@ -238,11 +245,11 @@ __global__ void reduce_stats(Params<scalar_t, acc> p) {
   } else {
     FASTGEN_SHARED(lanes, Moments<acc>[kRowLanes][kChannelTile]);
     const int64_t c = int64_t(blockIdx.x) * kChannelTile + threadIdx.x;
-    Moments<acc> m{0, 0, 0};
+    Moments<acc> m{0, 0, 0, 0};
     acc pivot = 0;
     if (c < p.channels) {
       pivot = acc(p.x[offset_of<true>(p, c, 0)]);
-      for (int64_t j = begin + threadIdx.y; j < end; j += kRowLanes) add_value(m, acc(p.x[offset_of<true>(p, c, j)]) - pivot);
+      for (int64_t j = begin + threadIdx.y; j < end; j += kRowLanes) add_value(m, acc(p.x[offset_of<true>(p, c, j)]), pivot);
     }
     lanes[threadIdx.y][threadIdx.x] = m;
     __syncthreads();
@@ -258,7 +265,7 @@ __global__ void reduce_stats(Params<scalar_t, acc> p) {
     __syncthreads();
     if (!is_last) return;
     __threadfence();
-    Moments<acc> total{0, 0, 0};
+    Moments<acc> total{0, 0, 0, 0};
     if (c < p.channels) {
       for (int slot = threadIdx.y; slot < p.slices; slot += kRowLanes) total = merge(total, p.partial_moments[int64_t(slot) * p.channels + c]);
     }
@@ -480,7 +487,7 @@ void launch_forward(const at::Tensor& x, at::Tensor& out, at::Tensor& mean, at::
     p.slices = slice_count(s.count());
     const ReductionGrid r = reduction_grid(s, layout, p.slices);
     coef = at::empty({2 * s.channels}, mean.options());
-    partial = at::empty({int64_t(p.slices) * s.channels * 3}, mean.options());
+    partial = at::empty({int64_t(p.slices) * s.channels * 4}, mean.options());
     counters = at::empty({r.groups}, x.options().dtype(at::kInt));
     simt::memset_async(counters.data_ptr<int>(), 0, r.groups * sizeof(int), stream);
     p.coef = coef.data_ptr<acc>();

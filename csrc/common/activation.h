@@ -2,6 +2,10 @@
 // Activations fused into epilogues. The derivative is expressed through the
 // activation's *output* so backward passes can save the output instead of the
 // pre-activation (for leaky_relu/relu this needs slope >= 0, which every caller checks).
+//
+// NaN goes where stock PyTorch sends it (a diverging model must stay visible): relu keeps
+// NaN (aten's clamp_min), and its gradient passes through a NaN output (aten's
+// threshold_backward zeroes only where output <= 0); leaky_relu's NaN becomes NaN * slope.
 
 #include <c10/macros/Macros.h>
 #include <c10/util/Exception.h>
@@ -26,7 +30,7 @@ inline Activation parse_activation(std::string_view name) {
 template <Activation act, typename T>
 C10_HOST_DEVICE inline T apply_activation(T x, T negative_slope) {
   if constexpr (act == Activation::ReLU) {
-    return x > T(0) ? x : T(0);
+    return x <= T(0) ? T(0) : x;
   } else if constexpr (act == Activation::LeakyReLU) {
     return x > T(0) ? x : x * negative_slope;
   } else if constexpr (act == Activation::Tanh) {
@@ -42,7 +46,7 @@ C10_HOST_DEVICE inline T apply_activation(T x, T negative_slope) {
 template <Activation act, typename T>
 C10_HOST_DEVICE inline T activation_grad_from_output(T y, T negative_slope) {
   if constexpr (act == Activation::ReLU) {
-    return y > T(0) ? T(1) : T(0);
+    return y <= T(0) ? T(0) : T(1);
   } else if constexpr (act == Activation::LeakyReLU) {
     return y > T(0) ? T(1) : negative_slope;
   } else if constexpr (act == Activation::Tanh) {

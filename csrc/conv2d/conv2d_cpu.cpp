@@ -31,7 +31,9 @@ bool use_winograd(const at::Tensor& input, const at::Tensor& weight, const Conv2
 // conv2d(input, weight) without bias on CPU.
 at::Tensor conv2d_convolution_cpu(const at::Tensor& input, const at::Tensor& weight,
                                   const Conv2dParams& params) {
-  if (use_winograd(input, weight, params)) return winograd::conv2d(input, weight);
+  if (use_winograd(input, weight, params) && winograd::values_in_range(input, weight)) {
+    return winograd::conv2d(input, weight);
+  }
   if (is_single_pixel_output(input, weight, params.padding, params.dilation, params.groups)) {
     return single_pixel_output(input, weight);
   }
@@ -43,7 +45,8 @@ at::Tensor conv2d_convolution_cpu(const at::Tensor& input, const at::Tensor& wei
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_cpu(
     const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
     const Conv2dParams& params, std::array<bool, 3> output_mask) {
-  if (use_winograd(input, weight, params) && grad_pre.scalar_type() == at::kFloat) {
+  if (use_winograd(input, weight, params) && grad_pre.scalar_type() == at::kFloat &&
+      winograd::values_in_range(grad_pre, weight) && winograd::values_in_range(input, grad_pre)) {
     auto [grad_input, grad_weight] =
         winograd::conv2d_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
     return {grad_input, grad_weight,

@@ -112,7 +112,8 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
   at::Tensor out;
   const bool cpu = epilogues.cpu_convolutions;
   if (cpu && winograd::eligible(input, weight, params.stride, params.padding, params.output_padding,
-                         params.dilation, params.groups, /*transposed=*/true)) {
+                         params.dilation, params.groups, /*transposed=*/true) &&
+      winograd::values_in_range(input, weight)) {
     out = winograd::conv_transpose2d(input, weight);
   } else if (cpu && is_transposed_single_pixel(input, weight, params.padding, params.output_padding,
                                         params.dilation, params.groups)) {
@@ -158,7 +159,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
   const bool cpu = epilogues.cpu_convolutions;
   if (cpu && winograd::eligible(input, weight, params.stride, params.padding, params.output_padding,
                          params.dilation, params.groups, /*transposed=*/true) &&
-      grad_pre.scalar_type() == at::kFloat) {
+      grad_pre.scalar_type() == at::kFloat && winograd::values_in_range(grad_pre, weight) &&
+      winograd::values_in_range(input, grad_pre)) {
     std::tie(grad_input, grad_weight) =
         winograd::conv_transpose2d_backward(grad_pre, input, weight, data_mask);
   } else if (cpu && is_transposed_single_pixel(input, weight, params.padding, params.output_padding,

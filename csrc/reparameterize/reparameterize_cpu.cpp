@@ -115,7 +115,7 @@ void normal_block(NoiseKey key, uint64_t first_group, float* out) {
 
 // exp for float32 that the compiler can vectorize (libm's expf is a call per element):
 // 2^k * p(r), r = x - k ln2 in [-ln2/2, ln2/2], degree-7 Taylor p (error ~1 ulp). Inputs
-// below -87 give exp(-87) = 1.6e-38 (2^k stays a normal float), inputs above ~88.4 give
+// below -87 give 0 (the polynomial runs on -87 so 2^k stays normal), inputs above ~88.4 give
 // inf, NaN stays NaN. The clamps work on the bit patterns with integer selects because
 // GCC does not if-convert float compares (they may trap) and then leaves the loop scalar.
 inline float exp_float(float x) {
@@ -141,7 +141,10 @@ inline float exp_float(float x) {
   const uint32_t scale = static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23;
   const uint32_t result = __builtin_bit_cast(uint32_t, p * __builtin_bit_cast(float, scale));
   const uint32_t nan_mask = 0u - static_cast<uint32_t>((in_bits & 0x7FFFFFFFu) > 0x7F800000u);
-  return __builtin_bit_cast(float, (in_bits & nan_mask) | (result & ~nan_mask));
+  // Below -87 (down to -inf, NaN aside) the result flushes to 0, where expf gives 0 or a
+  // denormal below 1.6e-38: z = mu + std * eps then equals stock's.
+  const uint32_t under_mask = 0u - static_cast<uint32_t>(in_bits > 0xC2AE0000u && in_bits <= 0xFF800000u);
+  return __builtin_bit_cast(float, (in_bits & nan_mask) | (result & ~nan_mask & ~under_mask));
 }
 
 #if defined(__SSE2__)
@@ -165,7 +168,8 @@ inline __m128 exp_float4(__m128 x) {
   const __m128 scale = _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(k_int, _mm_set1_epi32(127)), 23));
   const __m128 result = _mm_mul_ps(p, scale);
   const __m128 nan = _mm_cmpunord_ps(x, x);
-  return _mm_or_ps(_mm_and_ps(nan, x), _mm_andnot_ps(nan, result));
+  const __m128 under = _mm_cmplt_ps(x, _mm_set1_ps(-87.0f));  // flushed to 0, as exp_float
+  return _mm_or_ps(_mm_and_ps(nan, x), _mm_andnot_ps(_mm_or_ps(nan, under), result));
 }
 #endif
 
@@ -298,13 +302,16 @@ struct RowBackward {
   scalar_t* grad_mu;
   scalar_t* grad_logvar;
   NoiseKey key;
+  // Without a KL term its gradient is absent, not zero: 0 * inf would make NaN where stock
+  // autograd, which has no such term, gives a finite or infinite gradient.
+  bool has_kl;
 
   template <typename noise_t>
   void chunk(int64_t first, int64_t last, const noise_t* noise, acc grad_kl) const {
     const int64_t n = last - first;
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<noise_t, float>) {
       if (n == kBlockElements) {
-        return full_chunk(grad_z + first, mu + first, logvar + first, noise, grad_kl,
+        return full_chunk(grad_z + first, mu + first, logvar + first, noise, grad_kl, has_kl,
                           grad_mu + first, grad_logvar + first);
       }
     }
@@ -314,10 +321,17 @@ struct RowBackward {
     load_block(mu + first, n, m);
     load_block(logvar + first, n, lv);
     load_block(noise, n, e);
-    for (int j = 0; j < kBlockElements; ++j) {
-      const acc std = exp_acc(acc(0.5) * lv[j]);
-      d_mu[j] = g[j] + grad_kl * m[j];
-      d_logvar[j] = acc(0.5) * (g[j] * std * e[j] + grad_kl * (std * std - acc(1)));
+    if (has_kl) {
+      for (int j = 0; j < kBlockElements; ++j) {
+        const acc std = exp_acc(acc(0.5) * lv[j]);
+        d_mu[j] = g[j] + grad_kl * m[j];
+        d_logvar[j] = acc(0.5) * (g[j] * std * e[j] + grad_kl * (std * std - acc(1)));
+      }
+    } else {
+      for (int j = 0; j < kBlockElements; ++j) {
+        d_mu[j] = g[j];
+        d_logvar[j] = acc(0.5) * (g[j] * exp_acc(acc(0.5) * lv[j]) * e[j]);
+      }
     }
     for (int64_t j = 0; j < n; ++j) {
       grad_mu[first + j] = static_cast<scalar_t>(d_mu[j]);
@@ -327,7 +341,14 @@ struct RowBackward {
 
   static void full_chunk(const float* __restrict g, const float* __restrict m,
                          const float* __restrict lv, const float* __restrict e, float grad_kl,
-                         float* __restrict d_mu, float* __restrict d_logvar) {
+                         bool has_kl, float* __restrict d_mu, float* __restrict d_logvar) {
+    if (!has_kl) {
+      for (int j = 0; j < kBlockElements; ++j) {
+        d_mu[j] = g[j];
+        d_logvar[j] = 0.5f * (g[j] * exp_float(0.5f * lv[j]) * e[j]);
+      }
+      return;
+    }
 #if defined(__SSE2__) && !defined(FASTGEN_WIDE_AUTOVEC)
     const __m128 g_kl = _mm_set1_ps(grad_kl), half = _mm_set1_ps(0.5f);
     for (int j = 0; j < kBlockElements; j += 4) {
@@ -445,7 +466,8 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(
         grad_z_c.const_data_ptr<scalar_t>(), mu_c.const_data_ptr<scalar_t>(),
         logvar_c.const_data_ptr<scalar_t>(),
         eps_c.defined() ? eps_c.const_data_ptr<scalar_t>() : nullptr,
-        grad_mu.mutable_data_ptr<scalar_t>(), grad_logvar.mutable_data_ptr<scalar_t>(), key};
+        grad_mu.mutable_data_ptr<scalar_t>(), grad_logvar.mutable_data_ptr<scalar_t>(), key,
+        has_kl};
     const scalar_t* grad_kl_in = has_kl ? grad_kl_c.const_data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, shape.rows, grain_rows(shape), [&](int64_t first, int64_t last) {
       for (int64_t n = first; n < last; ++n) {

@@ -184,12 +184,17 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(BackwardArgs<scalar_
       const acc m = static_cast<acc>(args.mu[i]);
       const acc lv = static_cast<acc>(args.logvar[i]);
       const acc e = generated ? static_cast<acc>(noise[k]) : static_cast<acc>(args.eps[i]);
-      const acc g_kl = args.grad_kl != nullptr ? static_cast<acc>(args.grad_kl[i / args.columns])
-                                                : acc(0);
       const acc std = exp_acc(acc(0.5) * lv);
-      args.grad_mu[i] = static_cast<scalar_t>(g + g_kl * m);
-      args.grad_logvar[i] =
-          static_cast<scalar_t>(acc(0.5) * (g * std * e + g_kl * (std * std - acc(1))));
+      if (args.grad_kl != nullptr) {
+        const acc g_kl = static_cast<acc>(args.grad_kl[i / args.columns]);
+        args.grad_mu[i] = static_cast<scalar_t>(g + g_kl * m);
+        args.grad_logvar[i] =
+            static_cast<scalar_t>(acc(0.5) * (g * std * e + g_kl * (std * std - acc(1))));
+      } else {
+        // No KL term: its gradient is absent, not zero (0 * inf would make NaN).
+        args.grad_mu[i] = static_cast<scalar_t>(g);
+        args.grad_logvar[i] = static_cast<scalar_t>(acc(0.5) * (g * std * e));
+      }
     }
   }
 }

@@ -228,6 +228,11 @@ inline T __ldcs(const T* address) {
 }
 
 // --- math intrinsics: IEEE round-to-nearest, as on the device ---------------------------------
+// CUDA's math library puts isfinite & co. in the global namespace; so does the emulator.
+using std::isfinite;
+using std::isinf;
+using std::isnan;
+
 // The emulated build is compiled with -ffp-contract=off (no fused multiply-add) and the CUDA
 // build with --fmad=false, so a*b+c rounds twice on both sides.
 

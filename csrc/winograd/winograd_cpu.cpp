@@ -17,6 +17,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -531,6 +533,17 @@ bool eligible(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef
   const int64_t out_w = transposed ? input.size(3) : input.size(3) / 2;
   const int64_t tiles = input.size(0) * ((out_h + kTile - 1) / kTile) * ((out_w + kTile - 1) / kTile);
   return in_ch >= 32 && out_ch >= 32 && tiles >= 32;
+}
+
+bool values_in_range(const at::Tensor& a, const at::Tensor& b) {
+  const auto magnitude = [](const at::Tensor& t) {
+    const auto [low, high] = at::aminmax(t);
+    const double lo = low.item<double>(), hi = high.item<double>();
+    return (std::isfinite(lo) && std::isfinite(hi)) ? std::max(-lo, hi) : INFINITY;
+  };
+  const double ma = magnitude(a), mb = magnitude(b);
+  constexpr double kEach = 0x1p100, kProduct = 0x1p90;
+  return ma < kEach && mb < kEach && ma * mb < kProduct;
 }
 
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight) {

@@ -39,6 +39,13 @@ bool eligible(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef
               at::IntArrayRef padding, at::IntArrayRef output_padding,
               at::IntArrayRef dilation, int64_t groups, bool transposed);
 
+// Whether the values of the two operands of a Winograd product keep its transforms exact
+// enough and finite: every value finite and max|a| * max|b| < 2^90 (each < 2^100). The
+// transforms add and scale up to 25 values before the product, so inf and NaN would spread
+// to 4-8x as many outputs as a direct convolution's and values near 1e37 would overflow where
+// stock stays finite; such calls take aten's exact convolution instead (one min/max pass).
+bool values_in_range(const at::Tensor& a, const at::Tensor& b);
+
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight);
 at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight);
 at::Tensor conv2d_weight_grad(const at::Tensor& input, const at::Tensor& grad_out);
