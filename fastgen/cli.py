@@ -7,19 +7,26 @@
     fastgen bench train ...        (fastgen.bench)
     fastgen info
 
-Errors in arguments, data or checkpoints print one line on stderr and exit with status 2;
-FASTGEN_DEBUG=1 re-raises them with the traceback. The library modules are imported inside
-each handler, so `fastgen info` and `--help` stay fast and never depend on them.
+Errors in arguments, data, run folders or checkpoints print one line on stderr and exit with
+status 2; a run that stopped itself and a file that could not be written (full disk,
+read-only file system) print one line and exit with status 1; FASTGEN_DEBUG=1 re-raises them
+with the traceback. Notes about run files (fastgen's RunFileWarning) are one line each too.
+The library modules are imported inside each handler, so `fastgen info` and `--help` stay
+fast and never depend on them.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
+import warnings
 
 EXIT_USAGE = 2
+# OSErrors that are the machine's state, not a bug: one line and exit 1 wherever they happen
+DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
 
 # command-line option -> config field, for options whose names differ from the field
 RENAMED = {"out": "out_dir", "threads": "num_threads"}
@@ -315,9 +322,10 @@ def _expected_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[Base
     ]  # fmt: skip
     stopped: list[type[BaseException]] = []
     try:
-        from fastgen.train.checkpoint import CheckpointError
+        from fastgen.train.checkpoint import CheckpointError, WriteError
 
         usage.append(CheckpointError)
+        stopped.append(WriteError)  # its message names the file; nothing was half-written
     except ImportError:
         pass
     try:
@@ -341,17 +349,40 @@ def main(argv: list[str] | None = None) -> int:
     handler = HANDLERS.get(args.command, run_delegate)
     debug = os.environ.get("FASTGEN_DEBUG", "") not in ("", "0")
     try:
-        return handler(args)
+        with warnings.catch_warnings():
+            _notes_on_one_line(args.command)
+            return handler(args)
     except KeyboardInterrupt:
         print(f"fastgen {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
         usage, stopped = _expected_errors()
-        if debug or not isinstance(err, usage + stopped):
+        disk = isinstance(err, OSError) and err.errno in DISK_ERRNOS
+        if debug or not (isinstance(err, usage + stopped) or disk):
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if disk and not isinstance(err, stopped) and err.filename is not None:
+            message = f"cannot write {err.filename}: {err.strerror}"
         print(f"fastgen {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE if isinstance(err, usage) else 1
+
+
+def _notes_on_one_line(command: str) -> None:
+    """Prints fastgen's RunFileWarnings as `fastgen CMD: warning: ...` (not Python's two
+    lines with a source line); inside main's catch_warnings, so it is undone on return."""
+    try:
+        from fastgen.train.checkpoint import RunFileWarning
+    except ImportError:
+        return
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RunFileWarning):
+            print(f"fastgen {command}: warning: {message}", file=file or sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning
 
 
 if __name__ == "__main__":

@@ -24,14 +24,11 @@ Formats:
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
-
-from fastgen.utils.images import default_file_mode
 
 FORMATS = ("torchscript", "pt2", "state_dict")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -114,24 +111,6 @@ def inference_module(
     return InferenceGenerator(net, kind=kind, dtype=dtype)
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the temporary keeps the suffix: torch.export.save wants a name ending in .pt2
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent
-    )
-    os.close(fd)
-    try:
-        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_checkpoint(
     checkpoint: str | os.PathLike,
     out: str | os.PathLike,
@@ -140,9 +119,15 @@ def export_checkpoint(
     dtype: str = "float32",
 ) -> dict:
     """Exports a checkpoint's generator (see the module docstring); returns a summary dict
-    (path, format, kind, dtype, bytes, checkpoint hash). Raises ValueError for a bad argument
-    and fastgen.train.checkpoint.CheckpointError for an unreadable checkpoint."""
-    from fastgen.train.checkpoint import checkpoint_hash, load_checkpoint, load_models
+    (path, format, kind, dtype, bytes, checkpoint hash). Raises ValueError for a bad argument,
+    fastgen.train.checkpoint.CheckpointError for an unusable checkpoint and WriteError for an
+    `out` that cannot be written (it is then left as it was)."""
+    from fastgen.train.checkpoint import (
+        atomic_write,
+        checkpoint_hash,
+        load_checkpoint,
+        load_models,
+    )
 
     fn = "fastgen.export.export_checkpoint"
     if format not in FORMATS:
@@ -152,12 +137,13 @@ def export_checkpoint(
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"{fn}: out must be a file path, got the folder {out}")
-    config, models = load_models(checkpoint, device="cpu", fused=False)
+    state = load_checkpoint(checkpoint)
+    config, models = load_models(checkpoint, device="cpu", fused=False, state=state)
     kind = "vae" if "vae" in models else "dcgan"
     net = models["vae"] if kind == "vae" else models.get("ema", models.get("generator"))
     kwargs = _model_kwargs(kind, net)
     state_dict = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    step = int(load_checkpoint(checkpoint).get("step", 0))
+    step = state["step"]
     source_hash = checkpoint_hash(checkpoint)
 
     if format == "state_dict":
@@ -171,7 +157,7 @@ def export_checkpoint(
             "checkpoint": source_hash,
             "step": step,
         }
-        _atomic_write(out, lambda tmp: torch.save(payload, tmp))
+        atomic_write(out, lambda handle: torch.save(payload, handle), fn=fn)
     else:
         module = inference_module(kind, kwargs, state_dict, DTYPES[dtype])
         example = _example_inputs(module)
@@ -181,12 +167,12 @@ def export_checkpoint(
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 traced = torch.jit.trace(module, example, check_trace=False)
-            _atomic_write(out, lambda tmp: torch.jit.save(traced, tmp))
+            atomic_write(out, lambda handle: torch.jit.save(traced, handle), fn=fn)
         else:
             batch = torch.export.Dim("batch", min=1)
             shapes = tuple({0: batch} for _ in example)
             program = torch.export.export(module, example, dynamic_shapes=shapes)
-            _atomic_write(out, lambda tmp: torch.export.save(program, tmp))
+            atomic_write(out, lambda handle: torch.export.save(program, handle), fn=fn)
     return {
         "path": str(out),
         "format": format,

@@ -24,9 +24,9 @@ def load_sampler(checkpoint: str | os.PathLike, device: str = "cpu"):
     info = {"model": checkpoint hash, "step": str}."""
     from fastgen.train.checkpoint import checkpoint_hash, load_checkpoint, load_models
 
-    _, models = load_models(checkpoint, device=device)
-    step = load_checkpoint(checkpoint).get("step", 0)
-    info = {"model": checkpoint_hash(checkpoint), "step": str(int(step))}
+    state = load_checkpoint(checkpoint)
+    _, models = load_models(checkpoint, device=device, state=state)
+    info = {"model": checkpoint_hash(checkpoint), "step": str(state["step"])}
     if "vae" in models:
         return "vae", models["vae"], info
     return "dcgan", models.get("ema", models.get("generator")), info

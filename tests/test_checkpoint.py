@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import tempfile
 
 import pytest
 import torch
@@ -167,3 +169,125 @@ def test_checkpoint_with_code_is_refused(tmp_path):
     torch.save({"step": 1}, tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="not a fastgen checkpoint"):
         load_checkpoint(tmp_path / "plain.pt")
+
+
+# --- damage and malformed contents (issue 13, items 2, 4, 5, 7) ----------------------------
+
+
+def flip_tensor_bytes(path, count: int = 64) -> None:
+    """Inverts `count` bytes in the middle of the checkpoint's largest tensor record (torch
+    stores them uncompressed in the zip, so the file still loads)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = max(
+            (i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size
+        )
+    raw = bytearray(path.read_bytes())
+    name_len = int.from_bytes(raw[info.header_offset + 26 : info.header_offset + 28], "little")
+    extra_len = int.from_bytes(raw[info.header_offset + 28 : info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_len + extra_len + info.file_size // 2 - count // 2
+    raw[start : start + count] = bytes(b ^ 0xFF for b in raw[start : start + count])
+    path.write_bytes(bytes(raw))
+
+
+def test_flipped_tensor_bytes_are_detected(tmp_path):
+    data = TinyDataset()
+    result = train_gan(gan_config(tmp_path, steps=2), data, progress=False)
+    path = tmp_path / "gan" / "checkpoints" / "ckpt_000002.pt"
+    flip_tensor_bytes(path)
+    torch.load(path, weights_only=True)  # torch itself notices nothing
+    with pytest.raises(CheckpointError, match=r"ckpt_000002\.pt.*checksum"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=r"ckpt_000002\.pt.*checksum"):
+        train_gan(gan_config(tmp_path, steps=4), data, resume=result["checkpoint"], progress=False)
+
+
+def test_checkpoint_without_checksum_loads_with_a_note(tmp_path):
+    path = tmp_path / "ckpt_000001.pt"
+    save_checkpoint(path, {"step": 1, "config": {}, "models": {"x": {"w": torch.ones(2)}}})
+    state = torch.load(path, weights_only=True)
+    assert isinstance(state.pop("sha256"), str)
+    torch.save(state, path)  # as fastgen wrote checkpoints before the checksum
+    with pytest.warns(UserWarning, match=r"ckpt_000001\.pt.*no checksum"):
+        assert load_checkpoint(path)["step"] == 1
+
+
+def _malformed(state: dict, what: str) -> None:
+    if what == "no optimizers":
+        del state["optimizers"]
+    elif what == "generator not a dict":
+        state["models"]["generator"] = 3
+    elif what == "generator of another shape":
+        key = next(iter(state["models"]["generator"]))
+        state["models"]["generator"][key] = torch.zeros(1)
+    elif what == "bad rng state":
+        state["rng"]["torch"] = torch.zeros(3, dtype=torch.uint8)
+    elif what == "optimizer not a dict":
+        state["optimizers"]["discriminator"] = "adam"
+    elif what == "step not an int":
+        state["step"] = "abc"
+
+
+MALFORMED = {
+    "no optimizers": "optimizers",
+    "generator not a dict": "generator",
+    "generator of another shape": "generator",
+    "bad rng state": "rng",
+    "optimizer not a dict": "discriminator",
+    "step not an int": "step",
+}
+
+
+@pytest.fixture(scope="module")
+def gan_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("malformed")
+    return train_gan(gan_config(out, steps=2), TinyDataset(), progress=False)["checkpoint"]
+
+
+@pytest.mark.parametrize("what", sorted(MALFORMED))
+def test_malformed_checkpoints_name_the_file_and_the_problem(tmp_path, gan_checkpoint, what):
+    state = load_checkpoint(gan_checkpoint)
+    _malformed(state, what)
+    path = tmp_path / "bad" / "ckpt_000002.pt"
+    save_checkpoint(
+        path, {k: v for k, v in state.items() if k not in ("format", "version", "sha256")}
+    )
+    with pytest.raises(CheckpointError) as info:
+        train_gan(gan_config(tmp_path, steps=4), TinyDataset(), resume=str(path), progress=False)
+    message = str(info.value)
+    assert str(path) in message and MALFORMED[what] in message, message
+    assert len(message.splitlines()) == 1, message
+
+
+def test_unsafe_pickle_is_refused_without_torchs_advice(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "fastgen-checkpoint", "payload": Exploit()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "evil.pt" in message and "posix.system" in message, message
+    # before: "... Re-running `torch.load` with `weights_only` set to `False` will likely succeed"
+    assert "weights_only" not in message and "False" not in message, message
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_write_errors_name_the_file_and_leave_the_old_one(tmp_path, monkeypatch, code):
+    from fastgen.train.checkpoint import WriteError
+
+    path = tmp_path / "ckpt_000001.pt"
+    save_checkpoint(path, {"step": 1, "config": {}, "models": {"x": {"w": torch.ones(2)}}})
+    before = path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    # A full disk fails the write; a read-only file system fails creating the file.
+    monkeypatch.setattr(torch, "save", fail) if code == errno.ENOSPC else monkeypatch.setattr(
+        tempfile, "mkstemp", fail
+    )
+    with pytest.raises(WriteError) as info:
+        save_checkpoint(path, {"step": 2, "config": {}, "models": {"x": {"w": torch.zeros(2)}}})
+    assert info.value.errno == code
+    assert str(path) in str(info.value) and os.strerror(code) in str(info.value)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["ckpt_000001.pt"]

@@ -347,3 +347,102 @@ def test_vae_end_to_end(tmp_path):
     ckpt = latest_checkpoint(out)
     assert main(["sample", str(ckpt), "--n", "4", "--out", str(tmp_path / "v.png")]) == 0
     assert main(["export", str(ckpt), "--out", str(tmp_path / "v.pt")]) == 0
+
+
+# --- run folders, damaged and malformed checkpoints, full disks (issue 13) ------------------
+
+
+def assert_one_line(code, err, expected_code, *needles):
+    assert code == expected_code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@needs_train
+def test_fresh_run_into_a_used_folder_is_one_line_and_resume_latest_continues(tmp_path, capsys):
+    out = str(tmp_path / "D")
+    base = ["train", "dcgan", "--data", "digits", *TINY, "--out", out]
+    code, _, err = run_cli([*base, "--steps", "9", "--checkpoint-every", "3"], capsys)
+    assert code == 0, err
+    # Before: this run pruned its own ckpt_000002.pt and ended in a FileNotFoundError.
+    code, _, err = run_cli([*base, "--steps", "2", "--checkpoint-every", "1"], capsys)
+    assert_one_line(code, err, 2, out, "already holds a run", "--resume latest")
+    code, stdout, err = run_cli([*base, "--steps", "10", "--resume", "latest"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout.strip().splitlines()[-1])["steps_run"] == 1  # from ckpt_000009.pt
+
+
+@needs_train
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS"])
+def test_full_disk_or_read_only_while_checkpointing_is_one_line(
+    tmp_path, capsys, monkeypatch, code
+):
+    import errno
+    import tempfile
+
+    from fastgen.train.checkpoint import load_checkpoint
+
+    number = getattr(errno, code)
+    out = tmp_path / "run"
+    if code == "ENOSPC":  # the disk fills while the second checkpoint is written
+        real_save = torch.save
+
+        def save(obj, handle, *args, **kwargs):
+            if isinstance(obj, dict) and obj.get("step") == 4:
+                handle.write(b"partial")
+                raise OSError(number, os.strerror(number))
+            return real_save(obj, handle, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", save)
+    else:  # the file system turns read-only: the second checkpoint cannot even be created
+        real_mkstemp = tempfile.mkstemp
+
+        def mkstemp(*args, **kwargs):
+            if kwargs.get("prefix", "").startswith(".ckpt_000004"):
+                raise OSError(number, os.strerror(number), str(kwargs.get("dir")))
+            return real_mkstemp(*args, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    code_, _, err = run_cli(
+        ["train", "dcgan", "--data", "digits", *TINY, "--sample-every", "0", "--out", str(out)],
+        capsys,
+    )
+    assert_one_line(code_, err, 1, "ckpt_000004.pt", os.strerror(number), "ckpt_000002.pt")
+    checkpoints = out / "checkpoints"
+    assert sorted(os.listdir(checkpoints)) == ["ckpt_000002.pt"]  # no temporary file left
+    assert load_checkpoint(checkpoints / "ckpt_000002.pt")["step"] == 2  # nothing lost
+
+
+@needs_train
+def test_damaged_and_malformed_checkpoints_are_one_line(trained_dcgan, tmp_path, capsys):
+    from fastgen.train.checkpoint import load_checkpoint, save_checkpoint
+
+    _, ckpt = trained_dcgan
+    state = load_checkpoint(ckpt)
+    plain = {k: v for k, v in state.items() if k not in ("format", "version", "sha256")}
+    step_abc = tmp_path / "step_abc.pt"
+    save_checkpoint(step_abc, {**plain, "step": "abc"})
+    no_ema = tmp_path / "no_ema.pt"
+    save_checkpoint(no_ema, {**plain, "models": {**plain["models"], "ema": [1, 2]}})
+    resume = ["train", "dcgan", "--data", "digits", *TINY, "--out", str(tmp_path / "o")]
+    code, _, err = run_cli([*resume, "--resume", str(step_abc)], capsys)
+    assert_one_line_error(code, err, str(step_abc), "step")
+    code, _, err = run_cli(["sample", str(no_ema), "--out", str(tmp_path / "s.png")], capsys)
+    assert_one_line_error(code, err, str(no_ema), "ema")
+    code, _, err = run_cli(["export", str(no_ema), "--out", str(tmp_path / "g.pt")], capsys)
+    assert_one_line_error(code, err, str(no_ema), "ema")
+
+
+@needs_train
+def test_unsafe_pickle_is_one_line_without_torchs_advice(tmp_path, capsys):
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "fastgen-checkpoint", "payload": Exploit()}, evil)
+    code, _, err = run_cli(["sample", str(evil), "--out", str(tmp_path / "s.png")], capsys)
+    assert_one_line_error(code, err, str(evil))
+    assert "weights_only" not in err and "False" not in err, err

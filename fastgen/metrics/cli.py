@@ -17,8 +17,6 @@ import argparse
 import datetime
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -275,12 +273,10 @@ def format_table(results: dict) -> str:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    from fastgen.train.checkpoint import atomic_write
+
+    text = json.dumps(payload, indent=2) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode()), fn="fastgen eval")
 
 
 def run(args: argparse.Namespace) -> int:

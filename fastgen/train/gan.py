@@ -21,9 +21,8 @@ from fastgen.train.augment import augment
 from fastgen.train.checkpoint import (
     build_models,
     checkpoint_hash,
-    checkpoint_name,
     load_checkpoint,
-    save_checkpoint,
+    restore_training_state,
 )
 from fastgen.train.config import GANConfig
 from fastgen.train.runtime import (
@@ -33,12 +32,11 @@ from fastgen.train.runtime import (
     NonFiniteGuard,
     Precision,
     Progress,
-    RunFolder,
     all_finite,
     check_dataset,
     mix_seed,
+    open_run_folder,
     resolve_device,
-    restore_rng,
     rng_state,
     seed_step,
     setup_torch,
@@ -134,25 +132,19 @@ def _train(config, dataset, channels, num_classes, run, resume, evaluator, progr
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=betas)
     precision = Precision(config.amp, device, ["generator", "discriminator"])
 
-    start = 0
+    start, state = 0, None
     if resume is not None:
         state = load_checkpoint(resume, map_location=device)
-        for name in ("generator", "discriminator", "ema"):
-            try:
-                models[name].load_state_dict(state["models"][name])
-            except (KeyError, RuntimeError) as exc:
-                raise ValueError(
-                    f"fastgen.train.train_gan: {resume} does not fit this config's {name}: {exc}"
-                ) from exc
-        opt_g.load_state_dict(state["optimizers"]["generator"])
-        opt_d.load_state_dict(state["optimizers"]["discriminator"])
-        precision.load_state_dict(state.get("scalers", {}))
-        restore_rng(state.get("rng", {}))
-        start = int(state["step"])
+        start = restore_training_state(
+            resume,
+            state,
+            models=models,
+            optimizers={"generator": opt_g, "discriminator": opt_d},
+            scalers=precision,
+            fn="fastgen.train.train_gan",
+        )
 
-    folder = RunFolder(config.out_dir, config, active=run.is_main, resume=resume is not None)
-    if resume is not None:
-        folder.truncate_log(start)
+    folder = open_run_folder(config, run, resume, state)
     wrapped = prepare_models({"generator": generator, "discriminator": discriminator}, config, run)
     g_step, d_step = wrapped["generator"], wrapped["discriminator"]
     # Models as the checkpoint sees them (sync BN conversion may have replaced them).
@@ -214,9 +206,7 @@ def _train(config, dataset, channels, num_classes, run, resume, evaluator, progr
             "scalers": precision.state_dict(),
             "rng": rng_state(config.seed, step),
         }
-        return save_checkpoint(
-            folder.checkpoints / checkpoint_name(step), state, keep=config.keep_checkpoints
-        )
+        return folder.write_checkpoint(step, state, config.keep_checkpoints, last_checkpoint)
 
     step = start
     try:

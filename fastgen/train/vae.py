@@ -18,9 +18,8 @@ from torch import nn
 from fastgen.train.checkpoint import (
     build_models,
     checkpoint_hash,
-    checkpoint_name,
     load_checkpoint,
-    save_checkpoint,
+    restore_training_state,
 )
 from fastgen.train.config import VAEConfig
 from fastgen.train.gan import prepare_models
@@ -31,12 +30,11 @@ from fastgen.train.runtime import (
     NonFiniteGuard,
     Precision,
     Progress,
-    RunFolder,
     all_finite,
     check_dataset,
     mix_seed,
+    open_run_folder,
     resolve_device,
-    restore_rng,
     rng_state,
     seed_step,
     setup_torch,
@@ -75,23 +73,19 @@ def _train(config, dataset, channels, run, resume, evaluator, progress):
     vae = models["vae"].to(device)
     optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     precision = Precision(config.amp, device, ["vae"])
-    start = 0
+    start, state = 0, None
     if resume is not None:
         state = load_checkpoint(resume, map_location=device)
-        try:
-            vae.load_state_dict(state["models"]["vae"])
-        except (KeyError, RuntimeError) as exc:
-            raise ValueError(
-                f"fastgen.train.train_vae: {resume} does not fit this config's VAE: {exc}"
-            ) from exc
-        optimizer.load_state_dict(state["optimizers"]["vae"])
-        precision.load_state_dict(state.get("scalers", {}))
-        restore_rng(state.get("rng", {}))
-        start = int(state["step"])
+        start = restore_training_state(
+            resume,
+            state,
+            models={"vae": vae},
+            optimizers={"vae": optimizer},
+            scalers=precision,
+            fn="fastgen.train.train_vae",
+        )
 
-    folder = RunFolder(config.out_dir, config, active=run.is_main, resume=resume is not None)
-    if resume is not None:
-        folder.truncate_log(start)
+    folder = open_run_folder(config, run, resume, state)
     loss_module = prepare_models({"vae": VAELoss(vae)}, config, run)["vae"]
     vae = _plain_vae(loss_module, vae)
 
@@ -140,9 +134,7 @@ def _train(config, dataset, channels, run, resume, evaluator, progress):
             "scalers": precision.state_dict(),
             "rng": rng_state(config.seed, step),
         }
-        return save_checkpoint(
-            folder.checkpoints / checkpoint_name(step), state, keep=config.keep_checkpoints
-        )
+        return folder.write_checkpoint(step, state, config.keep_checkpoints, last_checkpoint)
 
     step = start
     vae.train()
