@@ -304,8 +304,7 @@ def test_bad_inputs():
             ValueError,
             "x must have more than 1 value per channel",
         ),
-        ((x, rm, rv, w, b, True, 0.1, 0.0), ValueError, "eps must be > 0"),
-        ((x, rm, rv, w, b, True, 0.1, -1.0), ValueError, "eps must be > 0"),
+        ((x, rm, rv, w, b, True, 0.1, "1e-5"), TypeError, "eps must be a float"),
         ((x, rm, rv, w, b, True, None), TypeError, "momentum must be a float"),
         ((x, rm, rv, "w", b, True), TypeError, "weight must be a Tensor"),
     ]

@@ -90,7 +90,7 @@ at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
   // No bias in the convolution: it is added in the epilogue together with the activation,
   // so the output is touched once after the GEMMs instead of twice.
   at::Tensor out = kernels.convolution(input, weight, params);
-  out = with_canonical_strides(out, conv_memory_format(input));
+  out = with_canonical_strides(out, conv_format(input, weight));
   const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias || params.activation != Activation::Identity) {
     kernels.epilogues.bias_activation(out, has_bias ? bias->contiguous() : at::Tensor(),
@@ -116,9 +116,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
       kernels.convolution_backward(grad_pre, input, weight, params, output_mask);
   const auto empty = [&] { return at::empty({0}, grad_out.options()); };
   grad_input =
-      output_mask[0] ? with_canonical_strides(grad_input, conv_memory_format(input)) : empty();
+      output_mask[0] ? with_canonical_strides(grad_input, conv_format(input, weight)) : empty();
   grad_weight =
-      output_mask[1] ? with_canonical_strides(grad_weight, conv_memory_format(weight)) : empty();
+      output_mask[1] ? with_canonical_strides(grad_weight, conv_format(input, weight)) : empty();
   grad_bias = output_mask[2] ? grad_bias.contiguous() : empty();
   return {grad_input, grad_weight, grad_bias};
 }

@@ -11,10 +11,9 @@
 // and conv2d_convolution_backward_cpu in conv2d_cpu.cpp, today plain aten calls.
 //
 // Layout rule (shared with the Python fake kernels, fastgen/ops/conv2d.py, and with
-// conv_transpose2d): the output and grad_input are channels_last when the input is
-// channels_last and not plainly contiguous, NCHW otherwise; grad_weight follows the same rule
-// applied to weight. The driver enforces it, so a backend's convolution may return any
-// dense layout.
+// conv_transpose2d, conv_format there): aten's, the output, grad_input and grad_weight are
+// channels_last when the input or the weight is channels_last and not plainly contiguous, NCHW
+// otherwise. The driver enforces it, so a backend's convolution may return any dense layout.
 
 #include <ATen/core/Tensor.h>
 

@@ -131,7 +131,7 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
     out = at::conv_transpose2d(input, weight, std::nullopt, params.stride, params.padding,
                                params.output_padding, params.groups, params.dilation);
   }
-  out = with_canonical_strides(out, conv_memory_format(input));
+  out = with_canonical_strides(out, conv_format(input, weight));
   const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias || params.activation != Activation::Identity) {
     epilogues.bias_activation(out, has_bias ? bias->contiguous() : at::Tensor(), params.activation,
@@ -179,9 +179,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
   }
   if (output_mask[2] && !grad_bias.defined()) grad_bias = grad_pre.sum({0, 2, 3});
   const auto empty = [&] { return at::empty({0}, grad_out.options()); };
-  grad_input = output_mask[0] ? with_canonical_strides(grad_input, conv_memory_format(input)) : empty();
+  grad_input = output_mask[0] ? with_canonical_strides(grad_input, conv_format(input, weight)) : empty();
   grad_weight =
-      output_mask[1] ? with_canonical_strides(grad_weight, conv_memory_format(weight)) : empty();
+      output_mask[1] ? with_canonical_strides(grad_weight, conv_format(input, weight)) : empty();
   grad_bias = output_mask[2] ? grad_bias.contiguous() : empty();
   return {grad_input, grad_weight, grad_bias};
 }

@@ -7,10 +7,11 @@
 // pre-activation gradient (one pass, the derivative taken from the saved output), then
 // calls at::convolution_backward.
 //
-// Layout rule shared with the Python fake kernels (fastgen/ops/conv_transpose2d.py): the
-// output and grad_input are channels_last when the input is channels_last and not plainly
-// contiguous (a tensor that is both, e.g. C == 1, counts as contiguous); otherwise NCHW.
-// grad_weight follows the same rule applied to weight.
+// Layout rule shared with the Python fake kernels (fastgen/ops/conv_transpose2d.py), aten's
+// own: the output, grad_input and grad_weight are channels_last when the input OR the weight
+// is channels_last and not plainly contiguous (a tensor that is both, e.g. C == 1, counts as
+// contiguous); otherwise NCHW. So `model.to(memory_format=torch.channels_last)` runs every
+// layer channels_last, even on a [N, C, 1, 1] latent, as with the stock layers.
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/MemoryFormat.h>
@@ -38,6 +39,12 @@ inline c10::MemoryFormat conv_memory_format(const at::Tensor& t) {
   return (t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(c10::MemoryFormat::ChannelsLast))
              ? c10::MemoryFormat::ChannelsLast
              : c10::MemoryFormat::Contiguous;
+}
+
+// The layout of a convolution's output and gradients (the rule above).
+inline c10::MemoryFormat conv_format(const at::Tensor& input, const at::Tensor& weight) {
+  return conv_memory_format(input) == c10::MemoryFormat::ChannelsLast ? c10::MemoryFormat::ChannelsLast
+                                                                       : conv_memory_format(weight);
 }
 
 // `t` dense in `format`, with exactly the strides at::empty(..., format) would give (strides

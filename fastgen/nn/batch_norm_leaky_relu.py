@@ -34,7 +34,7 @@ class BatchNormLeakyReLU2d(nn.Module):
     Weight-decay rules keyed on parameter names (``*.bias``, ``*norm*``) still see the same
     names as before conversion.
 
-    Args mirror nn.BatchNorm2d, plus ``negative_slope`` (of the LeakyReLU, default 0.01) and
+    Args mirror nn.BatchNorm2d (keyword-only ``bias=False`` too: a weight without a bias), plus ``negative_slope`` (of the LeakyReLU, default 0.01) and
     ``memory_saving`` (keyword, default False): In-Place-ABN-style backward that keeps only
     the output instead of the input. It needs ``negative_slope > 0`` and uses
     ``sign(weight) * max(|weight|, 1e-3)`` as the weight (a zero weight counts as positive;
@@ -56,6 +56,7 @@ class BatchNormLeakyReLU2d(nn.Module):
         device=None,
         dtype=None,
         *,
+        bias: bool = True,
         memory_saving: bool = False,
     ) -> None:
         super().__init__()
@@ -72,9 +73,13 @@ class BatchNormLeakyReLU2d(nn.Module):
         self.affine = affine
         self.track_running_stats = track_running_stats
         self.negative_slope = negative_slope
+        self.has_bias = affine and bias  # nn.BatchNorm2d's bias=False: a weight, no bias
         if affine:
             self.weight = nn.Parameter(torch.empty(num_features, **factory))
-            self.bias = nn.Parameter(torch.empty(num_features, **factory))
+            if bias:
+                self.bias = nn.Parameter(torch.empty(num_features, **factory))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -101,7 +106,8 @@ class BatchNormLeakyReLU2d(nn.Module):
         self.reset_running_stats()
         if self.affine:
             nn.init.ones_(self.weight)
-            nn.init.zeros_(self.bias)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if input.dim() != 4:
@@ -147,7 +153,9 @@ class BatchNormLeakyReLU2d(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats}, "
+            f"affine={self.affine}, "
+            + ("" if self.has_bias or not self.affine else "bias=False, ")
+            + f"track_running_stats={self.track_running_stats}, "
             f"negative_slope={self.negative_slope}"
             + (", memory_saving=True" if self.memory_saving else "")
         )

@@ -98,6 +98,17 @@ class ConvTransposeBNAct2d(nn.Module):
     def negative_slope(self) -> float:
         return self.bn.negative_slope
 
+    # The convolution's parameters under the stock layer's names, for code that walks modules
+    # by class name, as the PyTorch DCGAN tutorial's weights_init does ("Conv" in the name:
+    # init m.weight). They are views of conv's, not parameters of their own.
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.conv.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.conv.bias
+
     @classmethod
     def from_modules(
         cls, conv: nn.ConvTranspose2d, bn: nn.BatchNorm2d, negative_slope: float = 0.0

@@ -144,6 +144,7 @@ def fused_batch_norm(bn: nn.BatchNorm2d, negative_slope: float) -> BatchNormLeak
         track_running_stats=bn.track_running_stats,
         negative_slope=negative_slope,
         device="meta",
+        bias=bn.bias is not None,
     )
     for name in ("weight", "bias"):
         setattr(fused, name, getattr(bn, name))
@@ -251,11 +252,19 @@ class _StockKeys:
                     metadata[new] = metadata[old]
 
     def load(self, module, state_dict, prefix, *args) -> None:
+        self.load_prefix = prefix  # for report(), which load_state_dict calls afterwards
         renames = [(new, old) for old, new in self._renames(prefix)]
         for key in list(state_dict):
             renamed = self._rename(key, renames)
             if renamed != key:
                 state_dict[renamed] = state_dict.pop(key)
+
+    def report(self, module, incompatible_keys) -> None:
+        """Names missing and unexpected keys as the stock model has them (main.1.running_var,
+        not the block's main.0.bn.running_var)."""
+        renames = self._renames(getattr(self, "load_prefix", ""))
+        for keys in (incompatible_keys.missing_keys, incompatible_keys.unexpected_keys):
+            keys[:] = [self._rename(key, renames) for key in keys]
 
 
 class _SaveHook:
@@ -273,6 +282,7 @@ def _keep_stock_keys(parent: nn.Module, names: list[str], block: nn.Module) -> N
     keys = _StockKeys(names[0], {part: names[offset] for part, offset in parts.items()})
     parent.register_state_dict_post_hook(_SaveHook(keys))
     parent.register_load_state_dict_pre_hook(keys.load)
+    parent.register_load_state_dict_post_hook(keys.report)
 
 
 # ConvTranspose2d -> BatchNorm2d -> ReLU/LeakyReLU as one ConvTransposeBNAct2d, tried first.

@@ -4,6 +4,8 @@ and what came."""
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -41,20 +43,58 @@ def check_like(
         raise ValueError(f"{fn}: {name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
 
 
-def check_positive(fn: str, name: str, value: float) -> None:
-    if not (value > 0):
-        raise ValueError(f"{fn}: {name} must be > 0, got {value}")
+def check_number(fn: str, name: str, value) -> float:
+    """A real number (int, float, numpy scalar; bool too, as torch's Number arguments take
+    it), returned as a float; anything else (strings, None, tensors) is a TypeError."""
+    if isinstance(value, (str, bytes)) or value is None or isinstance(value, torch.Tensor):
+        raise TypeError(f"{fn}: {name} must be a float, got {type(value).__name__} {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: {name} must be a float, got {type(value).__name__}") from None
+
+
+def check_bool(fn: str, name: str, value) -> bool:
+    """A bool, as torch's bool arguments take it ('False' or None would be truthy/falsy)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{fn}: {name} must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _as_int(fn: str, name: str, value, whole) -> int:
+    # ints, numpy integers and 0-d integer tensors (what aten's int[] arguments take); not
+    # bools, floats or strings, which int() would quietly coerce.
+    if isinstance(value, torch.Tensor):
+        if (
+            value.dim() == 0
+            and not value.is_floating_point()
+            and not value.is_complex()
+            and value.dtype != torch.bool
+        ):
+            return int(value)
+    elif not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {whole!r}")
 
 
 def pair(fn: str, name: str, value, *, minimum: int) -> tuple[int, int]:
-    if isinstance(value, int):
-        value = (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2:
-        raise ValueError(f"{fn}: {name} must be an int or a pair of ints, got {value}")
-    if any(v < minimum for v in value):
-        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
-    return value
+    """An int, or a tuple/list of one or two ints (one is used for both sides)."""
+    if isinstance(value, (tuple, list)):
+        values = tuple(_as_int(fn, name, v, value) for v in value)
+        if len(values) == 1:
+            values = values * 2
+    elif isinstance(value, (str, bytes)):
+        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+    else:
+        values = (_as_int(fn, name, value, value),) * 2
+    if len(values) != 2:
+        raise ValueError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+    if any(v < minimum for v in values):
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {values}")
+    return values
 
 
 def check_conv_args(fn: str, x, weight, groups, weight_layout: str) -> None:
@@ -90,5 +130,4 @@ def check_activation(fn: str, activation, slope, allowed) -> None:
         raise ValueError(
             f"{fn}: activation must be one of {', '.join(allowed)}, got {activation!r}"
         )
-    if isinstance(slope, bool) or not isinstance(slope, (int, float)):
-        raise TypeError(f"{fn}: negative_slope must be a float, got {type(slope).__name__}")
+    check_number(fn, "negative_slope", slope)

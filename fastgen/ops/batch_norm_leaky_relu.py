@@ -12,7 +12,7 @@ import torch
 
 from fastgen import _extension
 from fastgen._backend import registry
-from fastgen.ops._checks import FLOAT_DTYPES, check_like, check_positive, check_tensor
+from fastgen.ops._checks import FLOAT_DTYPES, check_bool, check_like, check_number, check_tensor
 from fastgen.reference import batch_norm_leaky_relu as reference
 
 NAME = "batch_norm_leaky_relu"
@@ -73,8 +73,12 @@ def batch_norm_leaky_relu(
     through the clamp to ``weight``. Results equal the normal mode whenever every
     ``|weight| >= 1e-3``. Double backward is not supported in this mode (a clear error).
     """
-    training = bool(training)
-    _check_args(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    # Everything is validated before anything changes: a call that raises updates nothing.
+    training, momentum, eps, negative_slope = _check_args(
+        x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope
+    )
+    if training and x.numel() == 0:
+        return _empty_batch(x, weight, bias, negative_slope)
     if memory_saving:
         if not negative_slope > 0:
             raise ValueError(
@@ -129,7 +133,20 @@ def _update_running_stats(running_mean, running_var, mean, var, x, momentum) -> 
         running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
 
 
-def _check_args(x, running_mean, running_var, weight, bias, training, momentum, eps) -> None:
+def _empty_batch(x, weight, bias, negative_slope):
+    """An empty batch in training, as F.batch_norm: an empty output still connected to the
+    graph (x * weight[0] + bias[0]), running statistics untouched."""
+    out = x.clone()
+    if weight is not None and weight.numel():
+        out = out * weight[0]
+    if bias is not None and bias.numel():
+        out = out + bias[0]
+    return torch.nn.functional.leaky_relu(out, negative_slope)
+
+
+def _check_args(x, running_mean, running_var, weight, bias, training, momentum, eps, slope):
+    """Checks every argument as F.batch_norm + F.leaky_relu accept them; returns (training,
+    momentum, eps, negative_slope) as bool and floats."""
     check_tensor(FN, "x", x, dim=4)
     channels = x.shape[1]
     allowed = (x.dtype, torch.float32) if x.dtype in HALF_DTYPES else (x.dtype,)
@@ -147,17 +164,27 @@ def _check_args(x, running_mean, running_var, weight, bias, training, momentum, 
             raise TypeError(
                 f"{FN}: {name} has dtype {t.dtype}, expected {expected} for x of dtype {x.dtype}"
             )
+        if name.startswith("running") and t.requires_grad:
+            raise ValueError(f"{FN}: {name} must not require grad (it is a buffer, as in stock)")
+        if name.startswith("running") and t.numel() > 1 and t.stride(0) == 0:
+            raise ValueError(
+                f"{FN}: {name} has elements sharing memory (e.g. an expanded view, stride "
+                f"{t.stride()}); it is updated in place"
+            )
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{FN}: running_mean and running_var must both be given or both be None")
     if not training and running_mean is None:
         raise ValueError(f"{FN}: running_mean and running_var are required when training=False")
-    check_positive(FN, "eps", eps)
-    if not isinstance(momentum, (int, float)):
-        raise TypeError(f"{FN}: momentum must be a float, got {type(momentum).__name__}")
-    if training and x.numel() // max(channels, 1) <= 1:
+    training = check_bool(FN, "training", training)
+    eps = check_number(FN, "eps", eps)
+    momentum = check_number(FN, "momentum", momentum)
+    slope = check_number(FN, "negative_slope", slope)
+    # Exactly one value per channel is stock's one error; an empty batch is fine.
+    if training and x.numel() > 0 and x.numel() // max(channels, 1) == 1:
         raise ValueError(
             f"{FN}: x must have more than 1 value per channel when training, got shape {tuple(x.shape)}"
         )
+    return training, momentum, eps, slope
 
 
 # --- fake kernels and autograd of the native ops ---------------------------------------------

@@ -13,8 +13,9 @@ is ints or pairs of ints (zeros); the strings ``"same"``/``"valid"`` are not acc
 (``fastgen.nn.Conv2d`` takes them, padding the input itself).
 
 Dtypes: float32, float64, float16, bfloat16 (the epilogue computes half types in float32);
-``x``, ``weight`` and ``bias`` share dtype and device. Layout: any strides in; the output is
-channels_last when ``x`` is channels_last (and not also plainly contiguous), NCHW otherwise.
+``x``, ``weight`` and ``bias`` share dtype and device. Layout: any strides in; the output and
+the gradients are channels_last when ``x`` or ``weight`` is channels_last (and not also
+plainly contiguous), NCHW otherwise, as aten's convolution chooses.
 
 Native path (``torch.ops.fastgen.conv2d``): the convolution without bias (aten's today; the
 CPU backend's hook is csrc/conv2d/conv2d_cpu.cpp), then ONE in-place pass for bias +
@@ -39,7 +40,7 @@ from fastgen.ops._checks import (
     check_like,
     pair,
 )
-from fastgen.ops.conv_transpose2d import _activation_grad, _memory_format
+from fastgen.ops.conv_transpose2d import _activation_grad, _conv_format
 from fastgen.reference import conv2d as reference
 from fastgen.reference.conv2d import ACTIVATIONS
 
@@ -137,7 +138,7 @@ def _fake_forward(x, weight, bias, stride, padding, dilation, groups, activation
         for d in range(2)
     ]
     shape = (x.shape[0], weight.shape[0], *size)
-    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_conv_format(x, weight))
 
 
 def _fake_backward(grad_out, x, weight, output, stride, padding, dilation, groups, activation,
@@ -145,12 +146,9 @@ def _fake_backward(grad_out, x, weight, output, stride, padding, dilation, group
     def empty():
         return grad_out.new_empty((0,))
 
-    grad_input = torch.empty_like(x, memory_format=_memory_format(x)) if output_mask[0] else empty()
-    grad_weight = (
-        torch.empty_like(weight, memory_format=_memory_format(weight))
-        if output_mask[1]
-        else empty()
-    )
+    layout = _conv_format(x, weight)
+    grad_input = torch.empty_like(x, memory_format=layout) if output_mask[0] else empty()
+    grad_weight = torch.empty_like(weight, memory_format=layout) if output_mask[1] else empty()
     grad_bias = grad_out.new_empty((weight.shape[0],)) if output_mask[2] else empty()
     return grad_input, grad_weight, grad_bias
 

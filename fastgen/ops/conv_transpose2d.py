@@ -11,8 +11,9 @@ shape ``[C_in, C_out / groups, kH, kW]``, ``out`` is ``[N, C_out, H_out, W_out]`
 ``identity``, ``relu``, ``leaky_relu`` (``negative_slope``), ``tanh``, ``sigmoid``.
 
 Dtypes: float32, float64, float16, bfloat16 (the epilogue computes half types in float32);
-``x``, ``weight`` and ``bias`` share dtype and device. Layout: any strides in; the output is
-channels_last when ``x`` is channels_last (and not also plainly contiguous), NCHW otherwise.
+``x``, ``weight`` and ``bias`` share dtype and device. Layout: any strides in; the output and
+the gradients are channels_last when ``x`` or ``weight`` is channels_last (and not also
+plainly contiguous), NCHW otherwise, as aten's convolution chooses.
 
 Native path (``torch.ops.fastgen.conv_transpose2d``): the convolution without bias from
 public aten ops, then ONE in-place pass for bias + activation. Backward
@@ -129,8 +130,16 @@ def conv_transpose2d(
 # --- fake kernels and autograd ---------------------------------------------------------------
 
 
+def _conv_format(x: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
+    """The layout of a convolution's output and gradients, aten's rule (conv_format in
+    csrc/conv_transpose2d/conv_transpose2d.h): channels_last if the input or the weight is."""
+    if _memory_format(x) == torch.channels_last:
+        return torch.channels_last
+    return _memory_format(weight)
+
+
 def _memory_format(t: torch.Tensor) -> torch.memory_format:
-    """The layout rule the kernels follow (csrc/conv_transpose2d/conv_transpose2d.h)."""
+    """channels_last when `t` is channels_last and not plainly contiguous, else NCHW."""
     if (
         t.dim() == 4
         and not t.is_contiguous()
@@ -163,7 +172,7 @@ def _fake_forward(x, weight, bias, stride, padding, output_padding, groups, dila
         for d in range(2)
     ]  # fmt: skip
     shape = (x.shape[0], weight.shape[1] * groups, *size)
-    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_conv_format(x, weight))
 
 
 def _fake_backward(grad_out, x, weight, output, stride, padding, output_padding, groups, dilation,
@@ -171,12 +180,9 @@ def _fake_backward(grad_out, x, weight, output, stride, padding, output_padding,
     def empty():
         return grad_out.new_empty((0,))
 
-    grad_input = torch.empty_like(x, memory_format=_memory_format(x)) if output_mask[0] else empty()
-    grad_weight = (
-        torch.empty_like(weight, memory_format=_memory_format(weight))
-        if output_mask[1]
-        else empty()
-    )
+    layout = _conv_format(x, weight)
+    grad_input = torch.empty_like(x, memory_format=layout) if output_mask[0] else empty()
+    grad_weight = torch.empty_like(weight, memory_format=layout) if output_mask[1] else empty()
     grad_bias = grad_out.new_empty((weight.shape[1] * groups,)) if output_mask[2] else empty()
     return grad_input, grad_weight, grad_bias
 
