@@ -75,4 +75,21 @@ inline void pair(const char* op, const char* name, at::IntArrayRef values, int64
                     minimum, ", got ", values);
 }
 
+// What every convolution checks first: a 4-D float input with height and width >= 1, a 4-D
+// weight (laid out as `weight_layout`) of its dtype and device with no zero-size dim, and
+// groups >= 1.
+inline void conv_operands(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                          int64_t groups, const char* weight_layout) {
+  floating(op, "input", input);
+  dim(op, "input", input, 4, " [N, C_in, H, W]");
+  like(op, "weight", weight, "input", input);
+  dim(op, "weight", weight, 4, weight_layout);
+  TORCH_CHECK_VALUE(groups >= 1, op, ": groups must be >= 1, got ", groups);
+  for (int64_t size : weight.sizes()) {
+    TORCH_CHECK_VALUE(size >= 1, op, ": weight must have no zero-size dim, got shape ", weight.sizes());
+  }
+  TORCH_CHECK_VALUE(input.size(2) >= 1 && input.size(3) >= 1, op,
+                    ": input height and width must be >= 1, got shape ", input.sizes());
+}
+
 }  // namespace fastgen::checks

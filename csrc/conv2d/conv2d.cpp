@@ -50,21 +50,12 @@ namespace {
 // [N, C_out, H_out, W_out].
 std::array<int64_t, 4> check_conv2d(const char* op, const at::Tensor& input, const at::Tensor& weight,
                                     const Conv2dParams& params) {
-  checks::floating(op, "input", input);
-  checks::dim(op, "input", input, 4, " [N, C_in, H, W]");
-  checks::like(op, "weight", weight, "input", input);
-  checks::dim(op, "weight", weight, 4, " [C_out, C_in / groups, kH, kW]");
-  TORCH_CHECK_VALUE(params.groups >= 1, op, ": groups must be >= 1, got ", params.groups);
-  for (int64_t size : weight.sizes()) {
-    TORCH_CHECK_VALUE(size >= 1, op, ": weight must have no zero-size dim, got shape ", weight.sizes());
-  }
+  checks::conv_operands(op, input, weight, params.groups, " [C_out, C_in / groups, kH, kW]");
   TORCH_CHECK_VALUE(weight.size(1) * params.groups == input.size(1), op, ": weight has ", weight.size(1),
                     " input channels per group but input has ", input.size(1), " channels (groups=",
                     params.groups, ")");
   TORCH_CHECK_VALUE(weight.size(0) % params.groups == 0, op, ": weight's output channels (",
                     weight.size(0), ") must be divisible by groups (", params.groups, ")");
-  TORCH_CHECK_VALUE(input.size(2) >= 1 && input.size(3) >= 1, op,
-                    ": input height and width must be >= 1, got shape ", input.sizes());
   checks::pair(op, "stride", params.stride, 1);
   checks::pair(op, "padding", params.padding, 0);
   checks::pair(op, "dilation", params.dilation, 1);

@@ -336,6 +336,16 @@ def check_entries(path, state: dict[str, Any], fn: str) -> None:
         raise CheckpointError(f"{fn}: {path}: 'run_id' must be a str, got {state['run_id']!r}")
 
 
+def _load_weights(path, state: dict, name: str, model, fn: str, misfit: str) -> None:
+    """state["models"][name] into model, or a CheckpointError naming the file."""
+    if name not in state["models"]:
+        raise CheckpointError(f"{fn}: {path} has no {name!r} weights")
+    try:
+        model.load_state_dict(state["models"][name])
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{fn}: {path}: {misfit}: {_detail(exc)}") from exc
+
+
 def restore_training_state(
     path, state: dict[str, Any], *, models: dict, optimizers: dict, scalers, fn: str
 ) -> int:
@@ -345,14 +355,7 @@ def restore_training_state(
     from fastgen.train.runtime import restore_rng
 
     for name, model in models.items():
-        if name not in state["models"]:
-            raise CheckpointError(f"{fn}: {path} has no {name!r} weights")
-        try:
-            model.load_state_dict(state["models"][name])
-        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
-            raise CheckpointError(
-                f"{fn}: {path} does not fit this config's {name}: {_detail(exc)}"
-            ) from exc
+        _load_weights(path, state, name, model, fn, f"does not fit this config's {name}")
     saved = state.get("optimizers")
     if saved is None:
         raise CheckpointError(
@@ -449,13 +452,6 @@ def load_models(path, device="cpu", *, fused: bool | None = None, state=None):
             f"{fn}: {path}: its 'config' and 'meta' entries do not make models: {_detail(exc)}"
         ) from exc
     for name, model in models.items():
-        if name not in state["models"]:
-            raise CheckpointError(f"{fn}: {path} has no {name!r} weights")
-        try:
-            model.load_state_dict(state["models"][name])
-        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
-            raise CheckpointError(
-                f"{fn}: {path}: models[{name!r}] does not fit its config: {_detail(exc)}"
-            ) from exc
+        _load_weights(path, state, name, model, fn, f"models[{name!r}] does not fit its config")
         model.to(device).eval()
     return config, models
