@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +57,10 @@ def save_image_grid(
 ) -> Path:
     """Writes images [N, C, H, W] (C = 1 or 3, values in [-1, 1]) as one PNG grid.
 
-    The write is atomic: a temporary file in the same folder, fsync, then rename, so a reader
-    never sees half a PNG. Returns the path written. Raises ValueError for a bad argument.
+    The write is atomic (fastgen.train.checkpoint.atomic_write: a temporary file in the same
+    folder, fsync, then rename), so a reader never sees half a PNG; a failed write is a
+    WriteError naming the file. Returns the path written. Raises ValueError for a bad
+    argument.
     """
     from PIL import Image, PngImagePlugin
 
@@ -87,19 +88,13 @@ def save_image_grid(
             continue  # the provenance marks cannot be overridden
         info.add_text(str(key), str(value))
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, default_file_mode())  # mkstemp makes 0600; a PNG is for sharing
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", pnginfo=info)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from fastgen.train.checkpoint import atomic_write  # fastgen's one atomic file writer
+
+    return atomic_write(
+        path,
+        lambda handle: image.save(handle, format="PNG", pnginfo=info),
+        fn="fastgen.utils.images.save_image_grid",
+    )
 
 
 def default_file_mode() -> int:
