@@ -48,6 +48,12 @@ def test_eval_gan_checkpoint_writes_json_and_table(tmp_path, digits16, capsys):
     assert report["settings"]["real_images"] == len(digits16)
     assert len(report["checkpoint_hash"]) >= 8
     assert "fid" in printed and str(out) in printed
+    # The table and the JSON say what the numbers were measured with, and KID's scale.
+    assert "extractor" in printed and "digits (fastgen's digits classifier" in printed
+    assert metrics["extractor"].startswith("digits (") and "not comparable" in metrics["extractor"]
+    assert f"{metrics['kid'] * 1e3:.6g} x 10^-3" in printed
+    assert report["settings"]["quantize"] is True
+    assert report["settings"]["kid_subset_size"] == metrics["kid_subset_size"] == 100
 
 
 def test_eval_vae_checkpoint_reports_likelihood_bounds(tmp_path):
@@ -81,11 +87,58 @@ def test_eval_errors_are_one_line(tmp_path, digits16, capsys, monkeypatch):
     assert "--metrics expected names" in capsys.readouterr().err
     monkeypatch.delenv("FASTGEN_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.setattr("fastgen.metrics.inception.DEFAULT_PATH", tmp_path / "none.pth")
-    assert cli.main(["eval", str(ckpt), "--extractor", "inception", "--n", "10"]) == 2
+    assert cli.main(["eval", str(ckpt), "--extractor", "inception", "--n", "30"]) == 2
     err = capsys.readouterr().err
     assert "never downloads" in err and len(err.strip().splitlines()) == 1
     assert cli.main(["eval", str(ckpt), "--metrics", "nll"]) == 2
     assert "needs a VAE checkpoint" in capsys.readouterr().err
+
+
+def test_eval_records_the_kid_subset_size_it_used_and_a_too_small_n(tmp_path, digits16, capsys):
+    ckpt = _gan_checkpoint(tmp_path, digits16)
+    out = tmp_path / "eval.json"
+    argv = ["eval", str(ckpt), "--metrics", "kid", "--n", "50", "--kid-subsets", "3",
+            "--out", str(out)]  # fmt: skip
+    with pytest.warns(UserWarning, match="subsets of 50 rows, fewer than the requested"):
+        assert cli.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["metrics"]["kid_subset_size"] == 50
+    assert report["settings"]["kid_subset_size"] == 50
+    assert report["settings"]["kid_subset_size_requested"] == 1000
+    capsys.readouterr()
+    assert cli.main(["eval", str(ckpt), "--metrics", "fid,is", "--n", "15"]) == 2
+    err = capsys.readouterr().err
+    assert "--n=15 is too few for the Inception Score" in err and "drop 'is'" in err
+
+
+@pytest.fixture(scope="module")
+def photos16():
+    return data.load_dataset("photos", resolution=16, split="train")
+
+
+def test_digits_extractor_is_refused_on_rgb_photos(tmp_path, photos16, capsys):
+    ckpt = _gan_checkpoint(tmp_path, photos16, data="photos")
+    assert cli.main(["eval", str(ckpt), "--metrics", "fid", "--n", "30"]) == 2
+    err = capsys.readouterr().err
+    assert "the digits extractor is a classifier of single-channel handwritten digits" in err
+    assert "images of 'photos' have 3 channels" in err and "--extractor inception" in err
+    with pytest.raises(
+        ValueError, match="images of 'photos' have 3 channels.*--eval-extractor inception"
+    ):
+        make_evaluator(dataset=photos16, metrics="fid", n=30)
+    # fastgen train --eval-every refuses before it trains
+    out = tmp_path / "refused"
+    argv = ["train", "dcgan", "--data", "photos", "--resolution", "16", "--steps", "2",
+            "--eval-every", "1", "--out", str(out), "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "--eval-extractor inception" in capsys.readouterr().err
+    assert not (out / "checkpoints").exists()
+
+
+def test_digits_extractor_warns_on_other_single_channel_data(digits16):
+    other = data.ImageDataset(digits16.images, name="/data/faces")
+    with pytest.warns(UserWarning, match="trained on fastgen's 'digits' only; on '/data/faces'"):
+        make_evaluator(dataset=other, metrics="fid", n=30)
 
 
 def test_training_logs_the_evaluator(tmp_path, digits16):
@@ -96,6 +149,8 @@ def test_training_logs_the_evaluator(tmp_path, digits16):
     rows = [json.loads(line) for line in (tmp_path / "gan" / "log.jsonl").read_text().splitlines()]
     text = json.dumps(rows)
     assert "fid" in text and "modes_covered" in text
+    evaluated = [row for row in rows if "eval" in row]
+    assert evaluated and all(row["extractor"].startswith("digits (") for row in evaluated)
     with pytest.raises(ValueError, match="--metrics expected names"):
         make_evaluator(dataset=digits16, metrics="fid,nope", n=10)
 

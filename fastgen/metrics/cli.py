@@ -9,6 +9,15 @@ them and the real images through the feature extractor, prints a table and write
 the k-sample importance-weighted NLL bound and bits/dim on the held-out split.
 Reference ("real") images: the checkpoint's dataset (``--data`` overrides it), split
 ``--split`` (default "train", the set the generator was trained to match).
+
+The table and the JSON name the extractor: numbers from the digits classifier are not
+Inception numbers and are comparable only with other digits-classifier runs. The digits
+classifier is refused for data that is not single-channel (it would grade RGB photographs
+by how much they look like handwritten digits), and warned about on single-channel data
+other than fastgen's "digits". Images are quantised to 8-bit levels before extraction, as
+the reference implementations measure saved PNGs (``--no-quantize`` feeds the floats).
+KID is printed x 10^-3 (the JSON keeps the plain value); the JSON records the KID subset
+size actually used, which is smaller than ``--kid-subset-size`` when there are fewer rows.
 """
 
 from __future__ import annotations
@@ -17,14 +26,21 @@ import argparse
 import datetime
 import json
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from fastgen.metrics.evaluate import METRICS, check_metrics, compute_metrics
-from fastgen.metrics.features import FeatureAccumulator, FeatureExtractor, stream_features
+from fastgen.metrics.evaluate import IS_SPLITS, METRICS, check_metrics, compute_metrics
+from fastgen.metrics.features import (
+    FeatureAccumulator,
+    FeatureExtractor,
+    ImageSource,
+    stream_features,
+)
+from fastgen.metrics.inception_score import check_sample_count
 
 VAE_METRICS = ("nll",)
 EXTRACTORS = ("digits", "inception")
@@ -45,6 +61,41 @@ def make_extractor(
     raise ValueError(
         f"fastgen eval: --extractor expected one of {', '.join(EXTRACTORS)}, got {name!r}"
     )
+
+
+def describe_extractor(extractor: FeatureExtractor) -> str:
+    """What the numbers were measured with, for the table and the JSON."""
+    if extractor.name == "digits":
+        return "digits (fastgen's digits classifier; not comparable with Inception numbers)"
+    if extractor.name == "inception":
+        variant = getattr(getattr(extractor, "network", None), "variant", "")
+        if variant == "fid":
+            return "inception (pytorch-fid's Inception-v3 weights)"
+        return "inception (torchvision's ImageNet weights; not comparable with published FIDs)"
+    return extractor.name
+
+
+def check_extractor_fits(
+    extractor: FeatureExtractor, *, channels: int, data: str, fn: str, option: str
+) -> None:
+    """Refuses the digits classifier on data that is not single-channel, and warns when it
+    meets single-channel data other than fastgen's digits: its features mean something only
+    for handwritten digits."""
+    if extractor.name != "digits":
+        return
+    if channels != 1:
+        raise ValueError(
+            f"{fn}: the digits extractor is a classifier of single-channel handwritten digits, "
+            f"but the images of {data!r} have {channels} channels: its FID/KID/IS would not measure "
+            f"image quality; use {option} inception (local Inception-v3 weights)"
+        )
+    if data != "digits":
+        warnings.warn(
+            f"{fn}: the digits extractor was trained on fastgen's 'digits' only; on {data!r} its "
+            f"numbers compare runs on that data with each other, nothing more ({option} "
+            "inception for Inception features)",
+            stacklevel=2,
+        )
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -104,7 +155,7 @@ def _sampled_model(models: dict[str, nn.Module]) -> nn.Module:
     )
 
 
-def _load_real(data: str, resolution: int, channels: int | None, split: str):
+def _load_real(data: str, resolution: int, channels: int | None, split: str) -> ImageSource:
     from fastgen.data import load_dataset
 
     return load_dataset(data, resolution=resolution, channels=channels, split=split)
@@ -113,7 +164,7 @@ def _load_real(data: str, resolution: int, channels: int | None, split: str):
 def evaluate_models(
     models: dict[str, nn.Module],
     *,
-    real: torch.Tensor | FeatureAccumulator | None,
+    real: ImageSource | FeatureAccumulator | None,
     held_out: torch.Tensor | None = None,
     metrics="fid,kid,is,pr,coverage",
     extractor: FeatureExtractor,
@@ -123,21 +174,28 @@ def evaluate_models(
     seed: int = 0,
     sample_size: int = 10_000,
     iw_samples: int = 64,
+    quantize: bool = True,
     **metric_options,
 ) -> dict:
-    """The metrics of a model dict ({"ema", ...} or {"vae"}) against real images/features."""
+    """The metrics of a model dict ({"ema", ...} or {"vae"}) against real images (a tensor or
+    a dataset) or their streamed features."""
     device = torch.device(device)
     sample_metrics, vae_metrics_wanted = split_metrics(metrics)
     results: dict = {}
     if sample_metrics:
         check_metrics(sample_metrics, extractor, fn="evaluate_models")
+        if "is" in sample_metrics:
+            check_sample_count(n, IS_SPLITS, "fastgen.metrics.evaluate_models", "n")
         model = _sampled_model(models)
         was_training = model.training
         model.eval()
         try:
-            stream = dict(batch_size=batch_size, device=device, sample_size=sample_size, seed=seed)
-            if isinstance(real, torch.Tensor):
-                real = stream_features(extractor, real, n=real.shape[0], **stream)
+            stream = dict(
+                batch_size=batch_size, device=device, sample_size=sample_size, seed=seed,
+                num_splits=IS_SPLITS, quantize=quantize,
+            )  # fmt: skip
+            if real is not None and not isinstance(real, FeatureAccumulator):
+                real = stream_features(extractor, real, n=len(real), **stream)
             fake = stream_features(
                 extractor, generator_sampler(model, device=device, seed=seed), n=n, **stream
             )
@@ -181,9 +239,18 @@ def make_evaluator(
         raise ValueError(
             "fastgen.metrics.make_evaluator: dataset expected the training ImageDataset, got None"
         )
-    split_metrics(metrics)  # fail at start-up, not at the first evaluation
+    # Fail at start-up, not at the first evaluation (after training ran for a while).
+    sample_metrics, _ = split_metrics(metrics)
+    if "is" in sample_metrics:
+        check_sample_count(n, IS_SPLITS, "fastgen.metrics.make_evaluator", "n (--eval-n)")
     chosen = make_extractor(extractor) if isinstance(extractor, str) else extractor
+    if sample_metrics:
+        check_extractor_fits(
+            chosen, channels=dataset.channels, data=getattr(dataset, "name", "") or "the dataset",
+            fn="fastgen.metrics.make_evaluator", option="--eval-extractor",
+        )  # fmt: skip
     device = resolve_device(device or getattr(config, "device", None))
+    quantize = options.pop("quantize", True)
     cache: dict = {}
 
     def evaluator(step: int, models: dict[str, nn.Module]) -> dict[str, float]:
@@ -191,11 +258,13 @@ def make_evaluator(
         if sample_metrics and "real" not in cache:
             cache["real"] = stream_features(
                 chosen,
-                dataset.images,
-                n=len(dataset.images),
+                dataset,
+                n=len(dataset),
                 batch_size=batch_size,
                 device=device,
                 seed=seed,
+                num_splits=IS_SPLITS,
+                quantize=quantize,
             )
         if nll and "held_out" not in cache:
             cache["held_out"] = _held_out_images(dataset, config)
@@ -209,10 +278,12 @@ def make_evaluator(
             batch_size=batch_size,
             device=device,
             seed=seed,
+            quantize=quantize,
             **options,
         )
         return {k: float(v) for k, v in results.items() if isinstance(v, int | float)}
 
+    evaluator.extractor = describe_extractor(chosen)  # logged beside the numbers
     return evaluator
 
 
@@ -220,9 +291,7 @@ def _held_out_images(dataset, config) -> torch.Tensor:
     data = getattr(config, "data", None)
     if data:
         try:
-            return _load_real(
-                data, dataset.images.shape[-1], dataset.images.shape[1], "test"
-            ).images
+            return _load_real(data, dataset.resolution, dataset.channels, "test").images
         except (ValueError, OSError):
             pass
     return dataset.images
@@ -240,7 +309,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: fid,kid,is,pr,coverage; a VAE adds nll)",
     )
     parser.add_argument("--n", type=int, default=10_000, help="generated images (default 10000)")
-    parser.add_argument("--extractor", choices=EXTRACTORS, default="digits")
+    parser.add_argument(
+        "--extractor",
+        choices=EXTRACTORS,
+        default="digits",
+        help="digits (shipped; single-channel digit data only) or inception (local weights)",
+    )
     parser.add_argument(
         "--inception-weights",
         default=None,
@@ -257,14 +331,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kid-subset-size", type=int, default=1000)
     parser.add_argument("--pr-k", type=int, default=3, help="k of the k-NN manifolds")
     parser.add_argument("--iw-samples", type=int, default=64, help="k of the IWAE bound (nll)")
+    parser.add_argument(
+        "--no-quantize",
+        dest="quantize",
+        action="store_false",
+        help="feed generated images as floats (default: rounded to 8-bit levels, as PNGs)",
+    )
     parser.add_argument("--out", default=None, help="JSON to write (default: CKPT with .eval.json)")
+
+
+KID_KEYS = ("kid", "kid_std", "kid_std_error")
 
 
 def format_table(results: dict) -> str:
     width = max(len(k) for k in results)
     lines = []
     for key, value in results.items():
-        if isinstance(value, float):
+        if isinstance(value, float) and key in KID_KEYS and math.isfinite(value):
+            text = f"{value * 1e3:.6g} x 10^-3"  # the scale papers print KID at
+        elif isinstance(value, float):
             text = f"{value:.6g}" if math.isfinite(value) else str(value)
         else:
             text = json.dumps(value) if isinstance(value, list) else str(value)
@@ -289,6 +374,8 @@ def run(args: argparse.Namespace) -> int:
     is_vae = "vae" in models
     metrics = args.metrics or ("fid,kid,is,pr,coverage" + (",nll" if is_vae else ""))
     sample_metrics, nll = split_metrics(metrics)
+    if "is" in sample_metrics:
+        check_sample_count(args.n, IS_SPLITS, "fastgen eval", "--n")
     extractor = (
         make_extractor(args.extractor, inception_weights=args.inception_weights)
         if sample_metrics
@@ -297,7 +384,11 @@ def run(args: argparse.Namespace) -> int:
     data = args.data or config.data
     model = _sampled_model(models)
     resolution, channels = model.resolution, model.channels
-    real = _load_real(data, resolution, channels, args.split).images if sample_metrics else None
+    if extractor is not None:
+        check_extractor_fits(
+            extractor, channels=channels, data=data, fn="fastgen eval", option="--extractor"
+        )
+    real = _load_real(data, resolution, channels, args.split) if sample_metrics else None
     held_out = _load_real(data, resolution, channels, "test").images if nll else None
     results = evaluate_models(
         models,
@@ -314,7 +405,10 @@ def run(args: argparse.Namespace) -> int:
         kid_subsets=args.kid_subsets,
         kid_subset_size=args.kid_subset_size,
         pr_k=args.pr_k,
+        quantize=args.quantize,
     )
+    if extractor is not None:
+        results = {"extractor": describe_extractor(extractor), **results}
     payload = {
         "checkpoint": str(args.checkpoint),
         "checkpoint_hash": checkpoint_hash(args.checkpoint),
@@ -324,13 +418,16 @@ def run(args: argparse.Namespace) -> int:
             "metrics": metrics,
             "n": args.n,
             "extractor": args.extractor if extractor is not None else None,
+            "quantize": args.quantize if extractor is not None else None,
             "data": data,
             "split": args.split,
-            "real_images": None if real is None else int(real.shape[0]),
+            "real_images": None if real is None else len(real),
             "seed": args.seed,
             "device": str(device),
             "kid_subsets": args.kid_subsets,
-            "kid_subset_size": args.kid_subset_size,
+            # the size used (smaller than requested when there were fewer feature rows)
+            "kid_subset_size": results.get("kid_subset_size", args.kid_subset_size),
+            "kid_subset_size_requested": args.kid_subset_size,
             "pr_k": args.pr_k,
             "iw_samples": args.iw_samples if nll else None,
         },

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgen.metrics.features import FeatureExtractor, Features
+from fastgen.metrics.features import FeatureExtractor, Features, check_image_range
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "digits_classifier.pt"
 RESOLUTION = 32
@@ -66,6 +66,7 @@ def to_digits_input(images: torch.Tensor) -> torch.Tensor:
             "fastgen.metrics.DigitsExtractor: images expected [N, 1 or 3, H, W], got "
             f"{tuple(images.shape)}"
         )
+    check_image_range(images, "DigitsExtractor")
     if images.shape[1] == 3:
         weights = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device)
         images = (images * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)

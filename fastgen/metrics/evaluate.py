@@ -2,8 +2,10 @@
 
 Metric names (the ``--metrics`` of ``fastgen eval``):
     fid       Fréchet distance of the feature Gaussians (running float64 mean/covariance)
-    kid       unbiased polynomial-kernel MMD^2 over subsets of the feature samples (+ std error)
-    is        Inception Score of the generated set (needs an extractor with logits)
+    kid       unbiased polynomial-kernel MMD^2 over subsets of the feature samples (+ std error
+              and the subset size used), unscaled (papers often print it x 10^3)
+    is        Inception Score of the generated set (needs an extractor with logits), over
+              num_splits (10) equal splits, so it needs n >= 20
     pr        k-NN precision and recall of the feature samples
     coverage  classes covered by the generated set and how evenly (needs logits)
 """
@@ -17,11 +19,13 @@ from fastgen.metrics.features import (
     stream_features,
 )
 from fastgen.metrics.frechet import frechet_distance
+from fastgen.metrics.inception_score import check_sample_count
 from fastgen.metrics.kid import kernel_inception_distance
 from fastgen.metrics.precision_recall import precision_recall
 
 METRICS = ("fid", "kid", "is", "pr", "coverage")
 NEEDS_LOGITS = ("is", "coverage")
+IS_SPLITS = 10  # as the references (and stream_features' default)
 
 
 def check_metrics(
@@ -79,6 +83,8 @@ def compute_metrics(
     if "pr" in metrics:
         results.update(precision_recall(real.sample.features, fake.sample.features, k=pr_k))
     if "is" in metrics:
+        if fake.inception_score is None:  # too few images for the splits: say so
+            check_sample_count(fake.count, fake.num_splits, "fastgen.metrics.compute_metrics", "n")
         results.update(fake.inception_score.compute())
     if "coverage" in metrics:
         results.update(fake.coverage.compute())
@@ -97,13 +103,19 @@ def evaluate(
     device: str = "cpu",
     sample_size: int = 10_000,
     seed: int = 0,
+    quantize: bool = True,
     **metric_options,
 ) -> dict:
     """Streams ``fake`` (and ``real``, unless it is already an accumulator) through ``extractor``
     and returns ``compute_metrics``. Sources: image tensors [N, C, H, W] in [-1, 1], datasets,
-    or callables ``sample(batch_size) -> images``."""
+    or callables ``sample(batch_size) -> images``. ``quantize``: round images to 8-bit levels
+    first, as the reference implementations measure saved PNGs (see fastgen.metrics.features)."""
     metrics = check_metrics(metrics, extractor)
-    stream = dict(batch_size=batch_size, device=device, sample_size=sample_size, seed=seed)
+    if "is" in metrics:  # before any image is streamed
+        check_sample_count(n, IS_SPLITS, "fastgen.metrics.evaluate", "n")
+    stream = dict(
+        batch_size=batch_size, device=device, sample_size=sample_size, seed=seed, quantize=quantize
+    )
     if real is not None and not isinstance(real, FeatureAccumulator):
         real = stream_features(extractor, real, n=n_real or n, **stream)
     fake_features = stream_features(extractor, fake, n=n, **stream)

@@ -13,6 +13,16 @@ mode, no autograd) and updates a ``FeatureAccumulator``: running mean/covariance
 a bounded random sample of feature rows for KID and precision/recall, and the IS and
 mode-coverage counters. No step ever holds all N feature vectors unless N <= the sample
 capacity.
+
+Inputs are checked and, by default, quantised, so the numbers are those of the reference
+implementations (pytorch-fid, clean-fid, torch-fidelity), which measure image files:
+  - values must lie in [-1, 1] (``check_image_range``; every extractor checks too): [0, 1] or
+    [0, 255] images would give wrong features silently. A tensor or dataset whose every pixel
+    is in [0, 1] is refused as a [0, 1] set (a generator, a callable source, is not: its
+    output may be bright everywhere);
+  - each image is rounded to the 256 levels of an 8-bit PNG (``uint8_levels``), as if it had
+    been saved and read back, before the extractor sees it; ``quantize=False`` feeds the
+    floats as they are (numbers then differ from the references' by a small amount).
 """
 
 from __future__ import annotations
@@ -24,8 +34,33 @@ import torch
 from torch import nn
 
 from fastgen.metrics.coverage import ModeCoverage
-from fastgen.metrics.inception_score import InceptionScore
+from fastgen.metrics.inception_score import MIN_PER_SPLIT, InceptionScore
 from fastgen.metrics.statistics import FeatureReservoir, RunningStatistics
+
+# Values this far outside [-1, 1] are float rounding, not a wrong scale.
+RANGE_TOLERANCE = 1e-3
+RANGE_HINT = "convert [0, 255] images with x / 127.5 - 1 and [0, 1] images with x * 2 - 1"
+
+
+def check_image_range(images: torch.Tensor, fn: str) -> tuple[float, float]:
+    """Raises unless the images' values lie in [-1, 1]; returns (min, max). NaN passes (a
+    diverged generator's NaN shows in the metrics, it is not a scaling mistake)."""
+    if images.numel() == 0:
+        return 0.0, 0.0
+    low, high = (float(v) for v in torch.aminmax(images.detach()))
+    if low < -1 - RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        raise ValueError(
+            f"fastgen.metrics.{fn}: images expected values in [-1, 1], got values in "
+            f"[{low:.4g}, {high:.4g}]; {RANGE_HINT}"
+        )
+    return low, high
+
+
+def quantize_8_bit(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] rounded to the 256 levels of an 8-bit PNG, back in [-1, 1]."""
+    from fastgen.utils.images import uint8_levels
+
+    return uint8_levels(images).to(torch.float32) / 127.5 - 1.0
 
 
 class Features(NamedTuple):
@@ -58,6 +93,7 @@ class FlattenExtractor(FeatureExtractor):
         self.pool_to = pool_to
 
     def forward(self, images: torch.Tensor) -> Features:
+        check_image_range(images, "FlattenExtractor")
         if self.pool_to is not None:
             images = nn.functional.adaptive_avg_pool2d(images, self.pool_to)
         features = images.flatten(1)
@@ -74,7 +110,9 @@ class FeatureAccumulator:
 
     stats: RunningStatistics of the features (FID); sample: FeatureReservoir of at most
     ``sample_size`` rows (KID, precision/recall; None when sample_size=0); inception_score
-    and coverage: accumulators over the logits (None without a classifier head).
+    and coverage: accumulators over the logits (None without a classifier head; the
+    Inception Score also None unless ``total``, the number of images to come, fills
+    ``num_splits`` splits of at least 2).
     """
 
     def __init__(
@@ -84,11 +122,14 @@ class FeatureAccumulator:
         sample_size: int = 10_000,
         num_splits: int = 10,
         seed: int = 0,
+        total: int | None = None,
     ) -> None:
         self.stats = RunningStatistics()
         self.sample = FeatureReservoir(sample_size, seed=seed) if sample_size > 0 else None
-        self.inception_score = InceptionScore(num_splits) if num_classes else None
+        scored = num_classes and total is not None and total >= MIN_PER_SPLIT * num_splits
+        self.inception_score = InceptionScore(num_splits, seed, total=total) if scored else None
         self.coverage = ModeCoverage(num_classes) if num_classes >= 2 else None
+        self.num_splits = num_splits
         self.count = 0
 
     def update(self, out: Features) -> None:
@@ -131,7 +172,9 @@ def image_batches(source: ImageSource, n: int, batch_size: int) -> Iterator[torc
     elif callable(source):
         done = 0
         while done < n:
-            images = source(min(batch_size, n - done))
+            images = source(min(batch_size, n - done))[: n - done]
+            if images.shape[0] == 0:
+                return
             done += images.shape[0]
             yield images
     else:
@@ -139,6 +182,15 @@ def image_batches(source: ImageSource, n: int, batch_size: int) -> Iterator[torc
             "fastgen.metrics.image_batches: source expected an image tensor, a Dataset or a "
             f"callable sample(batch_size), got {type(source).__name__}"
         )
+
+
+def source_length(source: ImageSource, n: int) -> int:
+    """How many images ``image_batches(source, n, ...)`` yields (a callable: n)."""
+    if isinstance(source, torch.Tensor):
+        return min(n, source.shape[0])
+    if isinstance(source, torch.utils.data.Dataset):
+        return min(n, len(source))
+    return n
 
 
 @torch.no_grad()
@@ -152,14 +204,29 @@ def stream_features(
     sample_size: int = 10_000,
     num_splits: int = 10,
     seed: int = 0,
+    quantize: bool = True,
 ) -> FeatureAccumulator:
-    """Runs up to n images of ``source`` through ``extractor`` on ``device``; see the module doc."""
+    """Runs up to n images of ``source`` through ``extractor`` on ``device``, each checked to
+    lie in [-1, 1] and, with ``quantize`` (default), rounded to 8-bit levels first; see the
+    module doc."""
     extractor = extractor.to(device).eval()
     accumulator = FeatureAccumulator(
-        num_classes=extractor.num_classes, sample_size=sample_size, num_splits=num_splits, seed=seed
-    )
+        num_classes=extractor.num_classes, sample_size=sample_size, num_splits=num_splits,
+        seed=seed, total=source_length(source, n),
+    )  # fmt: skip
+    low = high = None
     for images in image_batches(source, n, batch_size):
-        accumulator.update(extractor(images.to(device, torch.float32)))
+        images = images.to(device, torch.float32)
+        batch_low, batch_high = check_image_range(images, "stream_features")
+        low = batch_low if low is None else min(low, batch_low)
+        high = batch_high if high is None else max(high, batch_high)
+        accumulator.update(extractor(quantize_8_bit(images) if quantize else images))
     if accumulator.count == 0:
         raise ValueError("fastgen.metrics.stream_features: the source gave no images")
+    if isinstance(source, torch.Tensor | torch.utils.data.Dataset) and low >= 0:
+        raise ValueError(
+            f"fastgen.metrics.stream_features: every pixel of the {accumulator.count} images "
+            f"is in [0, 1] (values in [{low:.4g}, {high:.4g}]), so they look like [0, 1] "
+            "images; expected [-1, 1] (convert [0, 1] images with x * 2 - 1)"
+        )
     return accumulator

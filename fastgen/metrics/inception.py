@@ -17,8 +17,11 @@ Files load with ``torch.load(weights_only=True)``: a weights file cannot run cod
 
 Network: the Inception-v3 of Szegedy et al. (2016) with torchvision's parameter names, so both
 files load as they are (the auxiliary classifier's weights, if present, are ignored). Input
-[N, 1|3, H, W] in [-1, 1] (grey is repeated to RGB) is resized bilinearly to 299x299, the range
-both weight sets expect. The "fid" variant differs from torchvision's in three places, as in
+[N, 1|3, H, W] in [-1, 1] (checked; grey is repeated to RGB) is resized bilinearly to 299x299,
+the range both weight sets expect. The logits are ``pool3 @ fc.weight.T`` WITHOUT ``fc.bias``:
+the original Inception Score code multiplies pool3 by the softmax weights only (as do
+torch-fidelity's and torchmetrics' ``logits_unbiased``), and published IS values are of
+those; with the bias the class probabilities, and the score, differ. The "fid" variant differs from torchvision's in three places, as in
 the TF graph: average pools in blocks 5b-5d, 6b-6e and 7b exclude the padding from the mean,
 and block 7c pools with a max instead of an average.
 """
@@ -33,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastgen.metrics.features import FeatureExtractor, Features
+from fastgen.metrics.features import FeatureExtractor, Features, check_image_range
 
 ENV_WEIGHTS = "FASTGEN_INCEPTION_WEIGHTS"
 ENV_SHA256 = "FASTGEN_INCEPTION_SHA256"
@@ -180,7 +183,8 @@ def block_e(c_in: int, pool: str) -> Mixed:
 
 
 class InceptionV3(nn.Module):
-    """images [N, 3, 299, 299] in [-1, 1] -> (pool3 features [N, 2048], logits [N, num_classes]).
+    """images [N, 3, 299, 299] in [-1, 1] -> (pool3 features [N, 2048], bias-free logits
+    pool3 @ fc.weight.T [N, num_classes]).
 
     variant "fid" (1008 classes, TF pooling) or "torchvision" (1000 classes); see the module doc.
     """
@@ -219,7 +223,7 @@ class InceptionV3(nn.Module):
         for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"):
             x = getattr(self, f"Mixed_{name}")(x)
         features = x.mean(dim=(2, 3))
-        return features, self.fc(features)
+        return features, features @ self.fc.weight.T  # no bias: see the module doc
 
 
 def sha256_of(path: Path) -> str:
@@ -294,7 +298,7 @@ def load_inception(weights: str | Path | None = None, sha256: str | None = None)
 
 
 class InceptionExtractor(FeatureExtractor):
-    """``FeatureExtractor``: pool3 features (2048) and class logits of Inception-v3."""
+    """``FeatureExtractor``: pool3 features (2048) and bias-free class logits of Inception-v3."""
 
     name = "inception"
     feature_dim = FEATURE_DIM
@@ -310,6 +314,7 @@ class InceptionExtractor(FeatureExtractor):
                 "fastgen.metrics.InceptionExtractor: images expected [N, 1 or 3, H, W], got "
                 f"{tuple(images.shape)}"
             )
+        check_image_range(images, "InceptionExtractor")
         x = images.float().expand(-1, 3, -1, -1)
         x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
         features, logits = self.network(x)

@@ -2,58 +2,94 @@
 
     IS = exp( E_x KL(p(y|x) || p(y)) ),   p(y) = E_x p(y|x)
 
-over ``num_splits`` disjoint splits of the samples, reported as the mean and standard deviation
-over splits. N is not known in advance, so each sample joins a split drawn at random (seeded):
-assigning by index (i mod num_splits) would put all of one class into one split whenever the
-samples come in a class order, e.g. from a conditional generator cycling its labels. Per split the expectation decomposes as
+over ``num_splits`` disjoint splits of the samples, reported as the mean and (population)
+standard deviation over splits. The splits are those of the reference code (the original TF
+code, torch-fidelity, torchmetrics): the N samples, shuffled by a seeded permutation, cut into
+contiguous parts [i N / S, (i + 1) N / S), so split sizes differ by at most one. The shuffle
+matters: without it, samples that come in class order (a conditional generator cycling its
+labels) would put whole classes into one split. Streaming needs N in advance (``total``), to
+know which split each arriving sample belongs to; per split the expectation decomposes as
 
     E_x KL = E_x[ sum_y p log p ] - sum_y p(y) log p(y),
 
 so only the running sum of sum_y p log p and of p(y|x) per split are kept, in float64.
 The score ranges from 1 (every sample the same class distribution) to the number of classes.
+
+The logits are the classifier's as given. For Inception-v3 they must be the bias-free
+``pool3 @ W`` of the TF code (fastgen.metrics.inception returns those).
 """
 
 from __future__ import annotations
 
 import torch
 
+MIN_PER_SPLIT = 2  # a split of one sample has KL 0 whatever the classifier says
+
+
+def check_sample_count(total: int, num_splits: int, fn: str, option: str = "total") -> None:
+    """Raises unless `total` samples fill `num_splits` splits of at least MIN_PER_SPLIT each;
+    fn names the caller ("fastgen eval"), option the argument that sets total ("--n")."""
+    needed = MIN_PER_SPLIT * num_splits
+    if total < needed:
+        raise ValueError(
+            f"{fn}: {option}={total} is too few for the Inception Score: it "
+            f"needs at least {needed} samples ({num_splits} splits of >= {MIN_PER_SPLIT}); "
+            f"raise {option} or drop 'is' from the metrics"
+        )
+
 
 class InceptionScore:
-    """Accumulates ``update(logits [N, K])``; ``compute()`` -> {"is": mean, "is_std": std}."""
+    """Accumulates ``update(logits [n, K])`` for ``total`` samples in all; ``compute()`` ->
+    {"is": mean, "is_std": std over the splits}."""
 
-    def __init__(self, num_splits: int = 10, seed: int = 0) -> None:
+    def __init__(self, num_splits: int = 10, seed: int = 0, *, total: int) -> None:
         if num_splits < 1:
             raise ValueError(
                 f"fastgen.metrics.InceptionScore: num_splits expected >= 1, got {num_splits}"
             )
-        self.num_splits = num_splits
+        check_sample_count(total, num_splits, "fastgen.metrics.InceptionScore")
+        self.num_splits, self.total = num_splits, total
         self.seen = 0
+        # Sample t of the stream sits at position[t] of the shuffled order, whose split is the
+        # part [i N / S, (i + 1) N / S) holding that position.
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+        position = torch.empty(total, dtype=torch.int64)
+        position[order] = torch.arange(total)
+        bounds = torch.tensor([(i * total) // num_splits for i in range(1, num_splits + 1)])
+        self._split_of = torch.bucketize(position, bounds, right=True)
         self._neg_entropy: torch.Tensor | None = None  # [splits]: sum over samples of sum p log p
         self._probability: torch.Tensor | None = None  # [splits, K]: sum over samples of p(y|x)
         self._count = torch.zeros(num_splits, dtype=torch.float64)
-        self._generator = torch.Generator().manual_seed(seed)
 
     def update(self, logits: torch.Tensor) -> None:
         if logits.dim() != 2 or logits.shape[1] < 2:
             raise ValueError(
                 f"fastgen.metrics.InceptionScore.update: logits expected [N, K] with K >= 2, got {tuple(logits.shape)}"
             )
+        if self.seen + logits.shape[0] > self.total:
+            raise ValueError(
+                f"fastgen.metrics.InceptionScore.update: expected {self.total} samples in all "
+                f"(total), got {self.seen + logits.shape[0]}"
+            )
         log_p = torch.log_softmax(logits.detach().to("cpu", torch.float64), dim=1)
         p = log_p.exp()
         if self._probability is None:
             self._probability = torch.zeros(self.num_splits, logits.shape[1], dtype=torch.float64)
             self._neg_entropy = torch.zeros(self.num_splits, dtype=torch.float64)
-        split = torch.randint(self.num_splits, (logits.shape[0],), generator=self._generator)
+        split = self._split_of[self.seen : self.seen + logits.shape[0]]
         self._probability.index_add_(0, split, p)
         self._neg_entropy.index_add_(0, split, (p * log_p).sum(dim=1))
         self._count.index_add_(0, split, torch.ones(logits.shape[0], dtype=torch.float64))
         self.seen += logits.shape[0]
 
+    def split_sizes(self) -> list[int]:
+        return [int(c) for c in self._count]
+
     def compute(self) -> dict[str, float]:
-        if (self._count < 2).any():
+        if self.seen != self.total:
             raise ValueError(
-                "fastgen.metrics.InceptionScore.compute: every split needs at least 2 samples; got "
-                f"{self.seen} samples for num_splits={self.num_splits}"
+                f"fastgen.metrics.InceptionScore.compute: expected {self.total} samples "
+                f"(total), got {self.seen}"
             )
         count = self._count[:, None]
         marginal = self._probability / count
@@ -65,6 +101,6 @@ class InceptionScore:
 
 def inception_score(logits: torch.Tensor, num_splits: int = 10, seed: int = 0) -> dict[str, float]:
     """IS of logits [N, K] held in memory (a convenience around ``InceptionScore``)."""
-    score = InceptionScore(num_splits, seed)
+    score = InceptionScore(num_splits, seed, total=logits.shape[0])
     score.update(logits)
     return score.compute()

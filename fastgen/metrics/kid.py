@@ -12,6 +12,7 @@ expectation is exactly 0 (single estimates can be negative). It is averaged over
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -44,11 +45,13 @@ def kernel_inception_distance(
 ) -> dict[str, float]:
     """KID between real [N_r, D] and fake [N_f, D] features.
 
-    Each of ``num_subsets`` rounds draws min(subset_size, N_r, N_f) rows of each set without
-    replacement and computes the unbiased MMD^2. Returns ``kid`` (the mean), ``kid_std`` (the
-    spread of single-subset estimates) and ``kid_std_error`` = kid_std / sqrt(num_subsets)
-    (the standard error of the mean if the subsets were independent; they share rows, so read it
-    as a lower bound on the uncertainty).
+    Each of ``num_subsets`` rounds draws m = min(subset_size, N_r, N_f) rows of each set
+    without replacement and computes the unbiased MMD^2; an m below ``subset_size`` is warned
+    about (the estimate is noisier than asked for). Returns ``kid`` (the mean), ``kid_std``
+    (the spread of single-subset estimates), ``kid_std_error`` = kid_std / sqrt(num_subsets)
+    (the standard error of the mean if the subsets were independent; they share rows, so read
+    it as a lower bound on the uncertainty) and ``kid_subset_size``, the m used.
+    KID values are small: papers usually print them x 10^3 (or x 100); these are unscaled.
     """
     if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(
@@ -65,6 +68,13 @@ def kernel_inception_distance(
             "fastgen.metrics.kernel_inception_distance: needs at least 2 feature vectors per "
             f"set, got {real.shape[0]} real and {fake.shape[0]} fake"
         )
+    if m < subset_size:
+        warnings.warn(
+            f"fastgen.metrics.kernel_inception_distance: subsets of {m} rows, fewer than the "
+            f"requested subset_size={subset_size} (there are {real.shape[0]} real and "
+            f"{fake.shape[0]} fake feature rows; generate more images or keep more rows)",
+            stacklevel=2,
+        )
     generator = torch.Generator().manual_seed(seed)
     estimates = []
     for _ in range(num_subsets):
@@ -77,4 +87,5 @@ def kernel_inception_distance(
         "kid": float(values.mean()),
         "kid_std": std,
         "kid_std_error": std / math.sqrt(num_subsets),
+        "kid_subset_size": m,
     }

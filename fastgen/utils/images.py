@@ -41,11 +41,16 @@ def make_grid(
     return grid
 
 
+def uint8_levels(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [-1, 1] -> the uint8 tensor (same shape and device) a PNG of them holds:
+    round((x + 1) * 127.5), clamped to [0, 255]; NaN -> 128 (grey), +-inf -> 255 / 0."""
+    x = torch.nan_to_num(images.detach().float(), nan=0.0, posinf=1.0, neginf=-1.0)
+    return ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[..., C, H, W] float in [-1, 1] -> uint8 numpy [..., H, W, C] (non-finite -> 0 = grey)."""
-    x = torch.nan_to_num(images.detach().to("cpu", torch.float32), nan=0.0, posinf=1.0, neginf=-1.0)
-    x = ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-    return x.movedim(-3, -1).numpy()
+    """[..., C, H, W] float in [-1, 1] -> uint8 numpy [..., H, W, C], as ``uint8_levels``."""
+    return uint8_levels(images.detach().to("cpu", torch.float32)).movedim(-3, -1).numpy()
 
 
 def save_image_grid(
@@ -62,6 +67,9 @@ def save_image_grid(
     WriteError naming the file. Returns the path written. Raises ValueError for a bad
     argument.
     """
+    from fastgen.utils.extras import require
+
+    require("PIL", fn="fastgen.utils.images.save_image_grid")
     from PIL import Image, PngImagePlugin
 
     import fastgen
@@ -106,6 +114,9 @@ def default_file_mode() -> int:
 
 def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The PNG text chunks of a file (e.g. to check an image's fastgen provenance)."""
+    from fastgen.utils.extras import require
+
+    require("PIL", fn="fastgen.utils.images.read_png_metadata")
     from PIL import Image
 
     with Image.open(path) as image:
