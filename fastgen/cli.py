@@ -110,6 +110,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--eval-metrics", default="fid,kid", help="metrics for --eval-every (default fid,kid)"
     )
     run.add_argument("--eval-n", type=int, default=1000, help="generated images per evaluation")
+    run.add_argument(
+        "--eval-extractor",
+        choices=["digits", "inception"],
+        default="digits",
+        help="features for --eval-every: digits (single-channel digit data only) or inception",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     model = p.add_argument_group("model")
     model.add_argument("--latent-dim", type=int, default=S)
@@ -136,7 +142,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     vae.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default=S)
 
 
-NOT_CONFIG = {"command", "model", "resume", "quiet", "eval_metrics", "eval_n"}
+NOT_CONFIG = {"command", "model", "resume", "quiet", "eval_metrics", "eval_n", "eval_extractor"}
 
 
 def build_config(args: argparse.Namespace):
@@ -164,6 +170,14 @@ def build_config(args: argparse.Namespace):
 
 def run_train(args: argparse.Namespace) -> int:
     config = build_config(args)
+    from fastgen.utils.extras import require
+
+    # Before the data is loaded and long before the loss plot is drawn at the end of training.
+    needed = ("tqdm",) if not args.quiet else ()
+    needed += ("matplotlib", "PIL")
+    if config.data in ("digits", "photos"):
+        needed += ("sklearn",)
+    require(*needed)
     from fastgen.data import load_dataset
     from fastgen.train import train_gan, train_vae
 
@@ -211,7 +225,13 @@ def make_evaluator(args, config, dataset):
         from fastgen.metrics.cli import make_evaluator as factory
     except ImportError as err:
         raise UsageError(f"--eval-every needs fastgen.metrics.cli.make_evaluator ({err})") from err
-    return factory(dataset=dataset, metrics=args.eval_metrics, n=args.eval_n, config=config)
+    return factory(
+        dataset=dataset,
+        metrics=args.eval_metrics,
+        n=args.eval_n,
+        config=config,
+        extractor=args.eval_extractor,
+    )
 
 
 # --- sample / export --------------------------------------------------------------------------
@@ -321,6 +341,12 @@ def _expected_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[Base
         ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError
     ]  # fmt: skip
     stopped: list[type[BaseException]] = []
+    try:
+        from fastgen.utils.extras import MissingExtraError  # says what to pip install
+
+        usage.append(MissingExtraError)
+    except ImportError:
+        pass
     try:
         from fastgen.train.checkpoint import CheckpointError, WriteError
 

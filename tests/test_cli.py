@@ -131,7 +131,7 @@ def test_bad_data_path(tmp_path, capsys):
     assert_one_line_error(code, err, "no such file or folder", str(missing), "expected 'digits'")
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli(["train", "dcgan", "--data", str(tmp_path / "empty")], capsys)
-    assert_one_line_error(code, err, "no PNG/JPEG images")
+    assert_one_line_error(code, err, "no images (PNG, JPEG, WebP, BMP")
 
 
 @needs_train
@@ -446,3 +446,38 @@ def test_unsafe_pickle_is_one_line_without_torchs_advice(tmp_path, capsys):
     code, _, err = run_cli(["sample", str(evil), "--out", str(tmp_path / "s.png")], capsys)
     assert_one_line_error(code, err, str(evil))
     assert "weights_only" not in err and "False" not in err, err
+
+
+# --- the [train] extra (issue 14, item 8) ---------------------------------------------------
+
+
+@needs_train
+def test_missing_train_extras_fail_at_start_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    out = tmp_path / "run"
+    argv = ["train", "dcgan", "--steps", "1", "--resolution", "16", "--out", str(out)]
+    code, _, err = run_cli(argv, capsys)
+    assert_one_line_error(code, err, "tqdm, matplotlib are not installed", 'pip install ".[train]"')
+    assert not out.exists()  # refused before anything ran
+    code, _, err = run_cli([*argv, "--quiet"], capsys)  # no progress bar: tqdm is not needed
+    assert_one_line_error(code, err, "matplotlib is not installed", "pip install matplotlib")
+
+
+@needs_train
+def test_missing_extras_are_named_where_they_are_needed(tmp_path, monkeypatch):
+    from fastgen.data import load_dataset
+    from fastgen.train import GANConfig, train_gan
+    from fastgen.utils.extras import MissingExtraError
+    from fastgen.utils.images import save_image_grid
+
+    digits = load_dataset("digits", resolution=16)
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    with pytest.raises(MissingExtraError, match=r"save_image_grid: pillow is not installed"):
+        save_image_grid(torch.zeros(1, 1, 4, 4), tmp_path / "g.png")
+    with pytest.raises(MissingExtraError, match=r"load_dataset: pillow is not installed"):
+        load_dataset(str(tmp_path))
+    config = GANConfig(steps=1, resolution=16, out_dir=str(tmp_path / "run"), device="cpu")
+    with pytest.raises(MissingExtraError, match=r"train_gan: pillow is not installed"):
+        train_gan(config, digits, progress=False)
+    assert not (tmp_path / "run").exists()

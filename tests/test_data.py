@@ -134,6 +134,63 @@ def test_folder_with_only_corrupt_images_is_an_error(tmp_path):
         load_dataset(str(tmp_path), split="all")
 
 
+# --- folders: every Pillow format, counts, labels, memory (issue 14, item 10) ---------------
+
+
+def test_every_format_pillow_reads_is_loaded_and_counted(tmp_path, capsys):
+    write_image(tmp_path / "a.png", (8, 8), (255, 0, 0))
+    write_image(tmp_path / "b.webp", (8, 8), (0, 255, 0))
+    write_image(tmp_path / "c.bmp", (8, 8), (0, 0, 255))
+    write_image(tmp_path / "d.tiff", (8, 8), (255, 255, 0))
+    write_image(tmp_path / "e.gif", (8, 8), 50, mode="L")
+    (tmp_path / "f.png").write_bytes(b"not an image at all")
+    with pytest.warns(UserWarning, match="skipping unreadable image .*f.png"):
+        data = load_dataset(str(tmp_path), resolution=4, split="all")
+    assert len(data) == 5
+    err = capsys.readouterr().err
+    assert f"{tmp_path}: loaded 5 images (1 skipped)" in err
+
+
+def test_a_stray_image_next_to_class_folders_warns_that_labels_are_dropped(tmp_path, capsys):
+    for name in ("cats", "dogs"):
+        for i in range(3):
+            write_image(tmp_path / name / f"{i}.png", (6, 6), (40 * i, 0, 0))
+    write_image(tmp_path / "stray.png", (6, 6), (0, 0, 0))
+    with pytest.warns(UserWarning, match=r"no labels: 1 image .*stray.png.* not in a class folder"):
+        data = load_dataset(str(tmp_path), resolution=4, split="all")
+    assert data.labels is None and len(data) == 7
+    assert "stray.png" in data.unlabelled_reason
+    # the split follows the folder, not the split: no labels in either part
+    with pytest.warns(UserWarning, match="no labels"):
+        assert load_dataset(str(tmp_path), resolution=4, split="test").labels is None
+    (tmp_path / "stray.png").unlink()
+    assert (
+        load_dataset(str(tmp_path), resolution=4, split="all").labels.tolist() == [0] * 3 + [1] * 3
+    )
+
+
+def test_folder_images_are_held_as_uint8(tmp_path):
+    for i in range(6):
+        write_image(tmp_path / f"{i}.png", (16, 16), (40 * i, 255 - 40 * i, 7))
+    data = load_dataset(str(tmp_path), resolution=8, split="all")
+    assert data.pixels is not None and data.pixels.dtype == torch.uint8  # a quarter of float32
+    assert data.pixels.shape == (6, 3, 8, 8)
+    expected = data.pixels.float() * (2 / 255) - 1
+    torch.testing.assert_close(data.images, expected, rtol=0, atol=1e-6)
+    image, label = data[2]
+    torch.testing.assert_close(image, expected[2], rtol=0, atol=1e-6)
+    assert label == -1 and image.dtype == torch.float32
+
+
+def test_large_folders_show_progress(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("fastgen.data.folder.PROGRESS_MIN_IMAGES", 3)
+    for i in range(4):
+        write_image(tmp_path / f"{i}.png", (8, 8), (i, i, i))
+    load_dataset(str(tmp_path), resolution=4, split="all")
+    err = capsys.readouterr().err
+    assert "decoding" in err and "4/4" in err
+
+
 # --- IDX ----------------------------------------------------------------------------------
 
 
@@ -211,7 +268,7 @@ def test_bad_arguments(kwargs, match):
 
 
 def test_empty_folder_and_single_image_are_errors(tmp_path):
-    with pytest.raises(DataError, match="no PNG/JPEG images"):
+    with pytest.raises(DataError, match="no images .*found under"):
         load_dataset(str(tmp_path))
     write_image(tmp_path / "one.png", (4, 4), (1, 2, 3))
     with pytest.raises(DataError, match="single image"):

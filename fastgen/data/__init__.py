@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from fastgen.data.dataset import SPLITS, DataError, ImageDataset, match_channels, resize_square
 
 __all__ = ["DataError", "ImageDataset", "load_dataset", "SOURCES"]
@@ -28,8 +30,10 @@ def load_dataset(
                 resolution, 1 channel, labels 0-9;
       "photos"  456 overlapping 64x64 RGB patches of scikit-learn's two sample photographs,
                 resized to the resolution, unlabelled;
-      a folder  of PNG/JPEG images (recursive; resized and center-cropped; labels from
-                first-level subfolders when every image is in one), or of MNIST IDX files;
+      a folder  of images in any format Pillow reads (PNG, JPEG, WebP, BMP, ...; recursive;
+                resized and center-cropped; held as uint8; labels from first-level
+                subfolders when every image is in one; prints how many were loaded and
+                skipped, warns when stray images drop the labels), or of MNIST IDX files;
       a file    an MNIST-format IDX images file (gzip or plain; labels read from the
                 matching *-labels-idx1-* file beside it when present).
     resolution: output height and width in pixels.
@@ -57,7 +61,7 @@ def load_dataset(
             f"fastgen.data.load_dataset: split must be one of {', '.join(SPLITS)}, got {split!r}"
         )
     source = str(source)
-    labels, class_names = None, None
+    labels, class_names, unlabelled_reason = None, None, None
     num_classes = None
     if source == "digits":
         from fastgen.data.builtin import load_digits
@@ -69,26 +73,29 @@ def load_dataset(
         from fastgen.data.builtin import load_photo_patches
 
         images = load_photo_patches(split)
+        unlabelled_reason = "'photos' has no labels (patches of two photographs)"
     else:
-        images, labels, class_names = _load_path(
+        images, labels, class_names, unlabelled_reason = _load_path(
             Path(source).expanduser(), resolution, channels, split
         )
     if images.shape[0] == 0:
         raise DataError(f"fastgen.data.load_dataset: split {split!r} of {source!r} is empty")
-    images = match_channels(resize_square(images, resolution), channels)
+    if images.dtype != torch.uint8:  # uint8 folder images come decoded at size and channels
+        images = match_channels(resize_square(images, resolution), channels)
     if class_names is not None:
         num_classes = len(class_names)
     name = source if source in SOURCES else str(Path(source).expanduser().resolve())
-    return ImageDataset(images, labels, name=name, num_classes=num_classes, class_names=class_names)
+    return ImageDataset(
+        images, labels, name=name, num_classes=num_classes, class_names=class_names,
+        unlabelled_reason=unlabelled_reason,
+    )  # fmt: skip
 
 
 def _load_path(path: Path, resolution: int, channels: int | None, split: str):
-    from fastgen.data.folder import IMAGE_SUFFIXES, load_folder
+    from fastgen.data.folder import image_suffixes, load_folder
     from fastgen.data.idx import is_idx_name, load_idx
 
-    expected = (
-        "expected 'digits', 'photos', a folder of PNG/JPEG images, or an MNIST IDX file/folder"
-    )
+    expected = "expected 'digits', 'photos', a folder of images, or an MNIST IDX file/folder"
     if not path.exists():
         raise DataError(f"fastgen.data.load_dataset: no such file or folder: {path} ({expected})")
     if path.is_dir():
@@ -98,12 +105,21 @@ def _load_path(path: Path, resolution: int, channels: int | None, split: str):
             raise DataError(f"fastgen.data.load_dataset: cannot list folder {path}: {err}") from err
         if has_idx:
             images, labels = load_idx(path, split)
-            return images, labels, None
+            return images, labels, None, None
         return load_folder(path, resolution, channels, split)
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    if _looks_like_image(path, image_suffixes):
         raise DataError(
             f"fastgen.data.load_dataset: {path} is a single image; {expected} (put images "
             f"in a folder)"
         )
     images, labels = load_idx(path, split)
-    return images, labels, None
+    return images, labels, None, None
+
+
+def _looks_like_image(path: Path, image_suffixes) -> bool:
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg"):  # known without Pillow
+        return True
+    try:
+        return path.suffix.lower() in image_suffixes()
+    except ImportError:
+        return False

@@ -13,20 +13,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastgen.data.dataset import DataError, split_indices, to_unit_range
+from fastgen.data.dataset import split_indices, to_unit_range
 
 PATCH = 64
 PATCH_STRIDE = 32
 
 
 def _sklearn_datasets():
-    try:
-        import sklearn.datasets
-    except ImportError as err:  # pragma: no cover - scikit-learn is a [train] dependency
-        raise DataError(
-            "fastgen.data.load_dataset: the 'digits' and 'photos' sources need scikit-learn "
-            "(pip install scikit-learn)"
-        ) from err
+    from fastgen.utils.extras import require
+
+    # the 'digits' and 'photos' sources are files inside scikit-learn's wheel
+    require("sklearn", fn="fastgen.data.load_dataset")
+    import sklearn.datasets
+
     return sklearn.datasets
 
 

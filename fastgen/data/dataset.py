@@ -21,10 +21,15 @@ class DataError(ValueError):
 class ImageDataset(torch.utils.data.Dataset):
     """Images held in memory, ready for a GAN or VAE.
 
-    images: float32 [N, C, H, W] with values in [-1, 1] (C is 1 or 3).
+    images: float32 [N, C, H, W] with values in [-1, 1] (C is 1 or 3), or uint8 [N, C, H, W]
+      pixels in [0, 255], kept as uint8 (a quarter of the memory; image folders load so) and
+      converted, ``x * 2 / 255 - 1``, when read: by item, by ``batch(index)``, or all at once
+      through ``images`` (which then makes a float32 copy on each access).
     labels: int64 [N] with values in [0, num_classes), or None for unlabelled data.
-    An item is (image [C, H, W], label), the label being -1 for unlabelled data, so the
-    default DataLoader collation works in both cases.
+    unlabelled_reason: why a source that could have had labels has none (e.g. images next to
+      the class folders), for the error of a conditional model.
+    An item is (image [C, H, W] float32, label), the label being -1 for unlabelled data, so
+    the default DataLoader collation works in both cases.
     """
 
     def __init__(
@@ -35,6 +40,7 @@ class ImageDataset(torch.utils.data.Dataset):
         name: str = "",
         num_classes: int | None = None,
         class_names: list[str] | None = None,
+        unlabelled_reason: str | None = None,
     ) -> None:
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -43,7 +49,7 @@ class ImageDataset(torch.utils.data.Dataset):
             raise DataError(
                 f"ImageDataset: images must have 1 or 3 channels, got {images.shape[1]}"
             )
-        self.images = images.to(torch.float32).contiguous()
+        self.images = images
         if labels is not None:
             labels = torch.as_tensor(labels, dtype=torch.int64)
             if labels.shape != (images.shape[0],):
@@ -57,24 +63,50 @@ class ImageDataset(torch.utils.data.Dataset):
         self.num_classes = 0 if labels is None else int(num_classes)
         self.class_names = class_names
         self.name = name
+        self.unlabelled_reason = None if labels is not None else unlabelled_reason
+
+    @property
+    def images(self) -> torch.Tensor:
+        """All images, float32 [N, C, H, W] in [-1, 1] (a converted copy for uint8 storage)."""
+        if self.pixels is not None:
+            return pixels_to_unit_range(self.pixels)
+        return self._images
+
+    @images.setter
+    def images(self, images: torch.Tensor) -> None:
+        if images.dtype == torch.uint8:
+            self.pixels, self._images = images.contiguous(), None
+        else:
+            self.pixels, self._images = None, images.to(torch.float32).contiguous()
+
+    def batch(self, index) -> torch.Tensor:
+        """Images ``index`` (an int, slice or index tensor) as float32 in [-1, 1]."""
+        if self.pixels is not None:
+            return pixels_to_unit_range(self.pixels[index])
+        return self._images[index]
 
     def __len__(self) -> int:
-        return self.images.shape[0]
+        return (self.pixels if self.pixels is not None else self._images).shape[0]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         label = -1 if self.labels is None else int(self.labels[index])
-        return self.images[index], label
+        return self.batch(index), label
+
+    @property
+    def shape(self) -> torch.Size:
+        """[N, C, H, W] of the images (without converting them)."""
+        return (self.pixels if self.pixels is not None else self._images).shape
 
     @property
     def channels(self) -> int:
-        return self.images.shape[1]
+        return self.shape[1]
 
     @property
     def resolution(self) -> int:
-        return self.images.shape[-1]
+        return self.shape[-1]
 
     def __repr__(self) -> str:
-        n, c, h, w = self.images.shape
+        n, c, h, w = self.shape
         return (
             f"ImageDataset(name={self.name!r}, n={n}, channels={c}, size={h}x{w}, "
             f"num_classes={self.num_classes})"
@@ -95,6 +127,11 @@ def to_unit_range(pixels: np.ndarray, max_value: float) -> torch.Tensor:
     """[N, C, H, W] values in [0, max_value] -> float32 tensor in [-1, 1]."""
     x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
     return (x * (2.0 / max_value) - 1.0).clamp_(-1.0, 1.0)
+
+
+def pixels_to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (any shape, any device) -> float32 in [-1, 1], as ``to_unit_range(., 255)``."""
+    return (pixels.to(torch.float32) * (2.0 / 255.0) - 1.0).clamp_(-1.0, 1.0)
 
 
 def resize_square(images: torch.Tensor, resolution: int) -> torch.Tensor:

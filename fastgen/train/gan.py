@@ -34,8 +34,10 @@ from fastgen.train.runtime import (
     Progress,
     all_finite,
     check_dataset,
+    eval_log_row,
     mix_seed,
     open_run_folder,
+    require_train_extras,
     resolve_device,
     rng_state,
     seed_step,
@@ -106,10 +108,15 @@ def train_gan(
     checkpoints/ckpt_XXXXXX.pt and losses.png under config.out_dir (main process only).
     """
     config.validate()
+    require_train_extras(progress, "fastgen.train.train_gan")
     channels = check_dataset(config, dataset)
     num_classes = int(getattr(dataset, "num_classes", 0) or 0)
     if config.conditional and num_classes < 1:
-        raise ValueError("fastgen.train.train_gan: conditional=True needs a labelled dataset")
+        why = getattr(dataset, "unlabelled_reason", None)  # e.g. stray images in a folder
+        raise ValueError(
+            "fastgen.train.train_gan: conditional=True needs a labelled dataset"
+            + (f"; {why}" if why else "")
+        )
     setup_torch(config)
     run = Distributed(resolve_device(config.device))
     try:
@@ -284,7 +291,7 @@ def _train(config, dataset, channels, num_classes, run, resume, evaluator, progr
                 and run.is_main
             ):
                 results = evaluator(step, {"generator": ema, "ema": ema, "discriminator": d_plain})
-                folder.log({"step": step, "eval": {k: float(v) for k, v in results.items()}})
+                folder.log(eval_log_row(step, evaluator, results))
             if config.sample_every and step % config.sample_every == 0 and run.is_main:
                 sample_and_log(step)
             if config.checkpoint_every and step % config.checkpoint_every == 0:

@@ -128,6 +128,15 @@ def setup_torch(config) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def require_train_extras(progress: bool, fn: str) -> None:
+    """Fails before training when a package of the [train] extra that the run will use is
+    missing: Pillow (sample grids), matplotlib (the loss plot, written at the end) and, with a
+    progress bar, tqdm."""
+    from fastgen.utils.extras import require
+
+    require(*(("tqdm",) if progress else ()), "matplotlib", "PIL", fn=fn)
+
+
 class BatchSampler:
     """The images of step s on rank r: a deterministic function of (seed, s, r).
 
@@ -136,7 +145,10 @@ class BatchSampler:
     """
 
     def __init__(self, dataset, batch_size: int, seed: int, device, rank: int = 0, world: int = 1):
-        images = getattr(dataset, "images", None)
+        # An ImageDataset held as uint8 (image folders) stays uint8 on the device, a quarter of
+        # float32, and each batch is converted as the dataset converts its items.
+        pixels = getattr(dataset, "pixels", None)
+        images = pixels if pixels is not None else getattr(dataset, "images", None)
         if images is None:  # any (image, label) Dataset: stacked once (the datasets are small)
             items = [dataset[i] for i in range(len(dataset))]
             images = torch.stack([torch.as_tensor(item[0]) for item in items])
@@ -145,9 +157,10 @@ class BatchSampler:
             labels = getattr(dataset, "labels", None)
         if len(images) == 0:
             raise ValueError("fastgen.train: the dataset is empty")
-        self.images = images.to(device=device, dtype=torch.float32)
+        dtype = torch.uint8 if pixels is not None else torch.float32
+        self.storage = images.to(device=device, dtype=dtype)
         self.labels = None if labels is None else torch.as_tensor(labels).to(device)
-        self.n, self.batch_size, self.seed = len(self.images), batch_size, seed
+        self.n, self.batch_size, self.seed = len(self.storage), batch_size, seed
         self.rank, self.world = rank, world
         self._perms: dict[int, torch.Tensor] = {}
 
@@ -168,16 +181,24 @@ class BatchSampler:
             [self._permutation(int(e))[int(o)] for e, o in zip(epochs.tolist(), offsets.tolist())]
         )
 
+    def images(self, index: torch.Tensor) -> torch.Tensor:
+        """Images ``index`` as float32 in [-1, 1] on the device."""
+        index = index.to(self.storage.device)
+        if self.storage.dtype == torch.uint8:
+            from fastgen.data.dataset import pixels_to_unit_range
+
+            return pixels_to_unit_range(self.storage[index])
+        return self.storage[index]
+
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        index = self.indices(step).to(self.images.device)
+        index = self.indices(step).to(self.storage.device)
         labels = None if self.labels is None else self.labels[index]
-        return self.images[index], labels
+        return self.images(index), labels
 
 
 def dataset_shape(dataset) -> tuple[int, int]:
     """(channels, resolution) of a dataset's images."""
-    images = getattr(dataset, "images", None)
-    first = images[0] if images is not None else torch.as_tensor(dataset[0][0])
+    first = torch.as_tensor(dataset[0][0])
     if first.dim() != 3 or first.shape[1] != first.shape[2]:
         raise ValueError(
             f"fastgen.train: dataset images must be [C, R, R], got {tuple(first.shape)}"
@@ -494,6 +515,17 @@ def open_run_folder(config, run: Distributed, resume=None, state=None) -> RunFol
             f"fastgen.train: rank 0 refused the out folder {config.out_dir} (see its error)"
         )
     return folder or RunFolder(config.out_dir, config, active=False)
+
+
+def eval_log_row(step: int, evaluator, results: dict) -> dict[str, Any]:
+    """The log.jsonl row of one evaluation. It names the feature extractor when the evaluator
+    says which (fastgen.metrics.make_evaluator does): a digits-classifier FID is not an
+    Inception FID, and the row must not pass for one."""
+    row: dict[str, Any] = {"step": step, "eval": {k: float(v) for k, v in results.items()}}
+    extractor = getattr(evaluator, "extractor", None)
+    if extractor:
+        row["extractor"] = str(extractor)
+    return row
 
 
 def read_log(path) -> list[dict[str, Any]]:

@@ -32,8 +32,10 @@ from fastgen.train.runtime import (
     Progress,
     all_finite,
     check_dataset,
+    eval_log_row,
     mix_seed,
     open_run_folder,
+    require_train_extras,
     resolve_device,
     rng_state,
     seed_step,
@@ -57,6 +59,7 @@ def train_vae(
 ) -> dict[str, Any]:
     """Trains a ConvVAE on `dataset` as `config` says; returns a summary dict (see train_gan)."""
     config.validate()
+    require_train_extras(progress, "fastgen.train.train_vae")
     channels = check_dataset(config, dataset)
     setup_torch(config)
     run = Distributed(resolve_device(config.device))
@@ -95,7 +98,7 @@ def _train(config, dataset, channels, run, resume, evaluator, progress):
     fixed = torch.Generator().manual_seed(mix_seed(config.seed, 0xF1ED))
     fixed_z = torch.randn(config.num_samples, config.latent_dim, generator=fixed).to(device)
     pick = torch.randperm(sampler.n, generator=fixed)[: max(1, config.num_samples // 2)]
-    fixed_inputs = sampler.images[pick.to(device)]
+    fixed_inputs = sampler.images(pick)
     guard = NonFiniteGuard(config.max_nonfinite)
     bar = Progress(
         start, config.steps, config.batch_size * run.world_size, progress and run.is_main, "vae"
@@ -173,7 +176,7 @@ def _train(config, dataset, channels, run, resume, evaluator, progress):
                 vae.eval()
                 results = evaluator(step, {"vae": vae})
                 vae.train()
-                folder.log({"step": step, "eval": {k: float(v) for k, v in results.items()}})
+                folder.log(eval_log_row(step, evaluator, results))
             if config.sample_every and step % config.sample_every == 0 and run.is_main:
                 sample_and_log(step)
             if config.checkpoint_every and step % config.checkpoint_every == 0:
