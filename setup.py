@@ -17,6 +17,7 @@ Two extension modules:
 
 import glob
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -83,18 +84,23 @@ def is_emulated_source(path: str) -> bool:
     return path.startswith(os.path.join("csrc", "simt") + os.sep) or path.endswith("_emulated.cpp")
 
 
+def is_kernel_source(path: str) -> bool:
+    return path.endswith("_kernels.cpp")
+
+
 def extension():
     with_cuda = want_cuda()
     cpp_sources = sorted(
-        p for p in glob.glob("csrc/**/*.cpp", recursive=True) if not is_emulated_source(p)
+        p
+        for p in glob.glob("csrc/**/*.cpp", recursive=True)
+        if not is_emulated_source(p) and not is_kernel_source(p)
     )
+    # The extension is compiled for the baseline of its architecture (x86-64: SSE2), so one
+    # build runs on any CPU of it; the hot CPU loops are the *_kernels.cpp files, compiled
+    # once per instruction set (CPU_CAPABILITIES) and chosen at run time from the CPU's
+    # features (csrc/common/cpu_capability.h). -ffp-contract=off keeps every float operation
+    # separately rounded.
     cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=off"]
-    # Built from source for the machine it runs on, so the CPU kernels use its vector units
-    # (AVX2/AVX-512 where present; baseline x86-64 is SSE2 only). -ffp-contract=off above keeps
-    # every float operation separately rounded, so results do not depend on this flag.
-    # FASTGEN_NATIVE_ARCH=0 builds portable code (e.g. a wheel for other machines).
-    if os.environ.get("FASTGEN_NATIVE_ARCH", "1") != "0":
-        cxx_flags.append("-march=native")
     include_dirs = [os.path.join(ROOT, "csrc")]
     archs = ""
     if with_cuda:
@@ -129,10 +135,67 @@ def extension():
     )
 
 
+# --- CPU kernels compiled once per instruction set -----------------------------------------
+# Each csrc/**/*_kernels.cpp holds plain loops and micro-kernels (no torch headers) in
+# namespace FASTGEN_CPU_NS; it is compiled once per capability with that capability's flags
+# and linked into fastgen._C, which picks one at run time (csrc/common/cpu_capability.cpp).
+
+if platform.machine().lower() in ("x86_64", "amd64"):
+    CPU_CAPABILITIES = {
+        "baseline": [],
+        "avx2": ["-mavx2", "-mfma", "-mf16c"],
+        "avx512": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma", "-mf16c"],
+    }
+else:  # aarch64 and others: the portable loops (NEON through the compiler's vectorizer)
+    CPU_CAPABILITIES = {"baseline": []}
+# The kernel TUs may use ATen (at::parallel_for, c10::Half): torch's include paths and ABI.
+# Inline library code they instantiate (std::, c10::) is emitted in every copy; the linker
+# keeps the first definition in link order, and fastgen._C's baseline objects come first,
+# so code shared with the rest of the extension is always the baseline's.
+KERNEL_FLAGS = [
+    "-O3", "-std=c++20", "-fPIC", "-ffp-contract=off", "-fopenmp", "-fvisibility=hidden",
+    f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+    *[f"-I{path}" for path in torch.utils.cpp_extension.include_paths()],
+]  # fmt: skip
+
+
+def kernel_sources() -> list[str]:
+    return sorted(glob.glob("csrc/**/*_kernels.cpp", recursive=True))
+
+
+def stale(obj: str, source: str) -> bool:
+    """True if obj is missing or older than its source or any header its depfile lists."""
+    if not os.path.exists(obj) or not os.path.exists(obj + ".d"):
+        return True
+    with open(obj + ".d") as f:
+        deps = f.read().replace("\\\n", " ").split(":", 1)[-1].split()
+    built = os.path.getmtime(obj)
+    return any(not os.path.exists(d) or os.path.getmtime(d) > built for d in [source, *deps])
+
+
+def compile_objects(jobs: list[tuple[str, str, list[str]]]) -> list[str]:
+    """Compiles (source, object, flags) jobs that are stale, MAX_JOBS at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cxx = shlex.split(os.environ.get("CXX", "c++"))
+
+    def run(job):
+        source, obj, flags = job
+        if stale(obj, source):
+            os.makedirs(os.path.dirname(obj), exist_ok=True)
+            command = [*cxx, *flags, "-MMD", "-MF", obj + ".d", "-c", source, "-o", obj]
+            print(" ".join(command), flush=True)
+            subprocess.check_call(command)
+        return obj
+
+    workers = max(1, int(os.environ.get("MAX_JOBS", os.cpu_count() or 1)))
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(run, jobs))
+
+
 # --- the emulated-cuda module ------------------------------------------------------------
 
 RUNTIME_SOURCE = os.path.join("csrc", "simt", "runtime.cpp")
-RUNTIME_HEADERS = [os.path.join("csrc", "simt", "runtime.h")]
 EMULATED_FLAGS = [
     "-O2",
     "-std=c++20",
@@ -163,34 +226,22 @@ class Build(BuildExtension.with_options(use_ninja=True)):
     """BuildExtension plus the emulator's runtime object (compiled without instrumentation)."""
 
     def build_extensions(self):
+        include = "-I" + os.path.join(ROOT, "csrc")
         for ext in self.extensions:
             if ext.name == "fastgen._emulated_cuda":
-                ext.extra_objects = [self.build_runtime_object()]
+                obj = os.path.join(self.build_temp, "simt", "runtime.o")
+                flags = ["-O2", "-std=c++20", "-fPIC", "-fvisibility=hidden", include]
+                ext.extra_objects = compile_objects([(os.path.join(ROOT, RUNTIME_SOURCE), obj, flags)])
+            elif ext.name == "fastgen._C":
+                jobs = []
+                for source in kernel_sources():
+                    stem = os.path.splitext(source)[0]
+                    for capability, flags in CPU_CAPABILITIES.items():
+                        obj = os.path.join(self.build_temp, "cpu", f"{stem}.{capability}.o")
+                        defines = [f"-DFASTGEN_CPU_NS={capability}", f"-DFASTGEN_CPU_{capability.upper()}=1"]
+                        jobs.append((os.path.join(ROOT, source), obj, [*KERNEL_FLAGS, *flags, *defines, include]))
+                ext.extra_objects = compile_objects(jobs)
         super().build_extensions()
-
-    def build_runtime_object(self) -> str:
-        out_dir = os.path.join(self.build_temp, "simt")
-        os.makedirs(out_dir, exist_ok=True)
-        obj = os.path.join(out_dir, "runtime.o")
-        inputs = [os.path.join(ROOT, p) for p in [RUNTIME_SOURCE, *RUNTIME_HEADERS]]
-        if os.path.exists(obj) and os.path.getmtime(obj) >= max(map(os.path.getmtime, inputs)):
-            return obj
-        cxx = os.environ.get("CXX", "c++")
-        command = [
-            *shlex.split(cxx),
-            "-O2",
-            "-std=c++20",
-            "-fPIC",
-            "-fvisibility=hidden",
-            "-I" + os.path.join(ROOT, "csrc"),
-            "-c",
-            os.path.join(ROOT, RUNTIME_SOURCE),
-            "-o",
-            obj,
-        ]
-        print(" ".join(command))
-        subprocess.check_call(command)
-        return obj
 
 
 # FASTGEN_EMULATED=0 leaves the emulated module out (a GPU-only build, e.g. the quick GPU check).

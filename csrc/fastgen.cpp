@@ -18,7 +18,9 @@
 #include <pybind11/stl.h>
 #include <torch/library.h>
 
+#include "common/cpu_capability.h"
 #include "common/emulated_cuda.h"
+#include "winograd/winograd_kernels.h"
 
 TORCH_LIBRARY(fastgen, m) {
   // BatchNorm2d followed by LeakyReLU(negative_slope), functional: returns
@@ -88,6 +90,9 @@ TORCH_LIBRARY(fastgen, m) {
   m.def("winograd_conv2d(Tensor input, Tensor weight) -> Tensor");
   m.def("winograd_conv_transpose2d(Tensor input, Tensor weight) -> Tensor");
   m.def("winograd_conv2d_weight_grad(Tensor input, Tensor grad_out) -> Tensor");
+  // The GEMM panels of those kernels (in panels of 32 columns of b, the copy of the active CPU
+  // capability), for tests and the GFLOP/s benchmark (benchmarks/bench_cpu_kernels.py).
+  m.def("winograd_gemm(Tensor a, Tensor b, bool a_transposed) -> Tensor");
 }
 
 // An importable Python module, so `import fastgen._C` loads the library and runs the
@@ -110,6 +115,17 @@ PYBIND11_MODULE(_C, module) {
       "Installs fastgen._emulated_cuda.kernels() (a capsule)");
   module.def("_set_emulated_cuda", &fastgen::emulation::set_enabled,
              "Routes the CPU kernels of ops with a CUDA kernel to the emulated CUDA kernel");
+  module.def(
+      "_cpu_capability",
+      [] {
+        return pybind11::make_tuple(fastgen::cpu::name(fastgen::cpu::active()),
+                                    fastgen::cpu::name(fastgen::cpu::supported()),
+                                    fastgen::cpu::features());
+      },
+      "(active, supported, CPU features) of the CPU kernels' run-time dispatch");
+  module.def(
+      "_cpu_fma_loop", [](int64_t iterations) { return fastgen::winograd::kernels().fma_loop(iterations); },
+      "Runs independent FMA chains at the active capability's vector width; returns the flops");
   module.def(
       "_emulated_cuda_ops",
       [] {

@@ -24,11 +24,27 @@ def info() -> dict:
         "built_with_cuda": cfg.get("with_cuda", False),
         "cuda_archs": cfg.get("cuda_archs", []),
         "built_against_torch": cfg.get("build_torch_version"),
+        # the copy of the CPU kernels this CPU runs (FASTGEN_CPU_CAPABILITY forces one)
+        **_cpu(),
         # the CUDA kernels compiled against the SIMT emulator (FASTGEN_BACKEND=emulated-cuda)
         "emulated_cuda_loaded": _extension.EMULATED_LOADED,
         "emulated_cuda_error": _extension.EMULATED_ERROR,
         "backend_mode": registry.mode,
         "ops": {op: registry.native_backends(op) for op in sorted(registry.kernels)},
+    }
+
+
+def _cpu() -> dict:
+    if not _extension.LOADED:
+        return {"cpu_capability": None, "cpu_capability_supported": None, "cpu_features": []}
+    try:
+        active, supported, features = _extension._C._cpu_capability()
+    except ValueError as exc:  # a bad FASTGEN_CPU_CAPABILITY: say so instead of failing
+        active, supported, features = f"error: {exc}", None, []
+    return {
+        "cpu_capability": active,
+        "cpu_capability_supported": supported,
+        "cpu_features": features,
     }
 
 

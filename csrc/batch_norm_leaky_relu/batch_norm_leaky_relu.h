@@ -86,23 +86,30 @@ inline void check_backward(const char* op, const at::Tensor& grad_out, const at:
 }
 
 // Schema entry points: (out, mean, var) and (grad_input, grad_weight, grad_bias); a gradient
-// not asked for by output_mask is returned as an empty tensor.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(
-    const at::Tensor& input, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
-    const std::optional<at::Tensor>& running_var, bool training, double eps,
-    double negative_slope);
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, const at::Tensor& mean, const at::Tensor& var,
-    bool training, double eps, double negative_slope, std::array<bool, 3> output_mask);
-
-// Memory-saving backward: from the output instead of the input (see fastgen.cpp).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_from_output_cpu(
-    const at::Tensor& grad_out, const at::Tensor& output, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, const at::Tensor& var, bool training, double eps,
-    double negative_slope, std::array<bool, 3> output_mask);
+// not asked for by output_mask is returned as an empty tensor. They check their arguments and
+// call the copy of the kernels for this CPU (batch_norm_leaky_relu_cpu_kernels.cpp, compiled
+// once per capability into namespaces baseline, avx2 and avx512 with these signatures).
+#define FASTGEN_BATCH_NORM_LEAKY_RELU_CPU(ns)                                                      \
+  namespace ns {                                                                                 \
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(                                    \
+      const at::Tensor& input, const std::optional<at::Tensor>& weight,                          \
+      const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,      \
+      const std::optional<at::Tensor>& running_var, bool training, double eps,                   \
+      double negative_slope);                                                                    \
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(                                   \
+      const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight, \
+      const std::optional<at::Tensor>& bias, const at::Tensor& mean, const at::Tensor& var,       \
+      bool training, double eps, double negative_slope, std::array<bool, 3> output_mask);         \
+  /* Memory-saving backward: from the output instead of the input (see fastgen.cpp). */          \
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_from_output_cpu(                       \
+      const at::Tensor& grad_out, const at::Tensor& output, const std::optional<at::Tensor>& weight, \
+      const std::optional<at::Tensor>& bias, const at::Tensor& var, bool training, double eps,    \
+      double negative_slope, std::array<bool, 3> output_mask);                                   \
+  }
+FASTGEN_BATCH_NORM_LEAKY_RELU_CPU(baseline)
+FASTGEN_BATCH_NORM_LEAKY_RELU_CPU(avx2)
+FASTGEN_BATCH_NORM_LEAKY_RELU_CPU(avx512)
+#undef FASTGEN_BATCH_NORM_LEAKY_RELU_CPU
 
 // The CUDA launchers (batch_norm_leaky_relu_cuda.cuh) as the emulated build compiles them
 // (FASTGEN_BACKEND=emulated-cuda); nvcc builds the same code as cuda::forward / backward.

@@ -88,6 +88,22 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(
     const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
     const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state);
 
+// Those two check their arguments and call the copy of the kernels for this CPU
+// (reparameterize_cpu_kernels.cpp, compiled once per capability with these signatures).
+#define FASTGEN_REPARAMETERIZE_CPU(ns)                                                           \
+  namespace ns {                                                                               \
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cpu(                           \
+      const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps,    \
+      const std::optional<at::Tensor>& rng_state, bool compute_kl);                            \
+  std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(                              \
+      const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,               \
+      const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state); \
+  }
+FASTGEN_REPARAMETERIZE_CPU(baseline)
+FASTGEN_REPARAMETERIZE_CPU(avx2)
+FASTGEN_REPARAMETERIZE_CPU(avx512)
+#undef FASTGEN_REPARAMETERIZE_CPU
+
 // The same, as the CUDA launchers (reparameterize_cuda.cuh) compiled for the emulated build
 // (FASTGEN_BACKEND=emulated-cuda); nvcc builds the same code as cuda::forward / backward. One
 // launch each way; the key comes from the device generator's Philox state when rng_state is

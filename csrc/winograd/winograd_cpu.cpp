@@ -12,7 +12,8 @@
 
 #include "winograd/winograd_cpu.h"
 
-#include "winograd/gemm_cpu.h"
+#include "common/cpu_capability.h"
+#include "winograd/winograd_kernels.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -27,85 +28,12 @@ namespace fastgen::winograd {
 
 namespace {
 
-constexpr int64_t kTile = 4;        // outputs per tile side
-constexpr int64_t kAlpha = 5;       // inputs per tile side (kTile + kernel - 1)
 constexpr int64_t kPositions = 25;  // kAlpha * kAlpha
 
-// G (5x2) with its rows scaled by the inverse of B^T's row scales (see input_rows).
+// G (5x2) with its rows scaled by the inverse of B^T's row scales (see input_rows in
+// winograd_kernels.cpp).
 constexpr double kG[kAlpha][2] = {
     {1.0 / 2, 0.0}, {1.0 / 2, 1.0 / 2}, {1.0 / 6, -1.0 / 6}, {1.0 / 6, 1.0 / 3}, {0.0, 1.0}};
-
-// y = B^T x for one column of a tile, over `count` channels. B^T for the points
-// {0, 1, -1, 2, inf} has rows (1, -1/2, -1, 1/2, 0), (0, 1, 1/2, -1/2, 0),
-// (0, -1/3, 1/2, -1/6, 0), (0, -1/6, 0, 1/6, 0), (0, 2, -1, -2, 1); scaled by 2, 2, 6, 6, 1
-// they become the small integers below (G's rows carry the inverse scales).
-inline void input_rows(const float* const x[kAlpha], float* const y[kAlpha], int64_t count) {
-  const float *__restrict__ x0 = x[0], *__restrict__ x1 = x[1], *__restrict__ x2 = x[2],
-                           *__restrict__ x3 = x[3], *__restrict__ x4 = x[4];
-  float *__restrict__ y0 = y[0], *__restrict__ y1 = y[1], *__restrict__ y2 = y[2],
-                     *__restrict__ y3 = y[3], *__restrict__ y4 = y[4];
-#pragma omp simd
-  for (int64_t c = 0; c < count; ++c) {
-    const float a0 = x0[c], a1 = x1[c], a2 = x2[c], a3 = x3[c], a4 = x4[c];
-    y0[c] = 2.0f * (a0 - a2) + (a3 - a1);
-    y1[c] = 2.0f * a1 + (a2 - a3);
-    y2[c] = 3.0f * a2 - (2.0f * a1 + a3);
-    y3[c] = a3 - a1;
-    y4[c] = 2.0f * (a1 - a3) + (a4 - a2);
-  }
-}
-
-// y = B x, the transpose of input_rows' (scaled) B^T: the output transform of the
-// transposed algorithm (a 4x4 input tile scattered into a 5x5 output window).
-inline void scatter_rows(const float* const x[kAlpha], float* const y[kAlpha], int64_t count) {
-  const float *__restrict__ x0 = x[0], *__restrict__ x1 = x[1], *__restrict__ x2 = x[2],
-                           *__restrict__ x3 = x[3], *__restrict__ x4 = x[4];
-  float *__restrict__ y0 = y[0], *__restrict__ y1 = y[1], *__restrict__ y2 = y[2],
-                     *__restrict__ y3 = y[3], *__restrict__ y4 = y[4];
-#pragma omp simd
-  for (int64_t c = 0; c < count; ++c) {
-    const float a0 = x0[c], a1 = x1[c], a2 = x2[c], a3 = x3[c], a4 = x4[c];
-    y0[c] = 2.0f * a0;
-    y1[c] = 2.0f * (a1 - a2 + a4) - (a0 + a3);
-    y2[c] = (a1 + 3.0f * a2) - (2.0f * a0 + a4);
-    y3[c] = (a0 + a3) - (a1 + a2) - 2.0f * a4;
-    y4[c] = a4;
-  }
-}
-
-// y = A^T m (4 outputs from 5), A^T rows (1,1,1,1,0), (0,1,-1,2,0), (0,1,1,4,0), (0,1,-1,8,1).
-inline void output_rows(const float* const m[kAlpha], float* const y[kTile], int64_t count) {
-  const float *__restrict__ m0 = m[0], *__restrict__ m1 = m[1], *__restrict__ m2 = m[2],
-                           *__restrict__ m3 = m[3], *__restrict__ m4 = m[4];
-  float *__restrict__ y0 = y[0], *__restrict__ y1 = y[1], *__restrict__ y2 = y[2],
-                     *__restrict__ y3 = y[3];
-#pragma omp simd
-  for (int64_t c = 0; c < count; ++c) {
-    const float a1 = m1[c], a2 = m2[c], a3 = m3[c];
-    const float sum = a1 + a2, diff = a1 - a2;
-    y0[c] = m0[c] + sum + a3;
-    y1[c] = diff + 2.0f * a3;
-    y2[c] = sum + 4.0f * a3;
-    y3[c] = diff + 8.0f * a3 + m4[c];
-  }
-}
-
-// g = A f (5 values from a 4-long gradient column): the weight gradient's transform.
-inline void grad_rows(const float* const f[kTile], float* const g[kAlpha], int64_t count) {
-  const float *__restrict__ f0 = f[0], *__restrict__ f1 = f[1], *__restrict__ f2 = f[2],
-                           *__restrict__ f3 = f[3];
-  float *__restrict__ g0 = g[0], *__restrict__ g1 = g[1], *__restrict__ g2 = g[2],
-                     *__restrict__ g3 = g[3], *__restrict__ g4 = g[4];
-#pragma omp simd
-  for (int64_t c = 0; c < count; ++c) {
-    const float a0 = f0[c], a1 = f1[c], a2 = f2[c], a3 = f3[c];
-    g0[c] = a0;
-    g1[c] = (a0 + a2) + (a1 + a3);
-    g2[c] = (a0 + a2) - (a1 + a3);
-    g3[c] = (a0 + 4.0f * a2) + 2.0f * (a1 + 4.0f * a3);
-    g4[c] = a3;
-  }
-}
 
 // A virtual [N, channels, *, *] map read from a float tensor of any strides: element
 // (n, c, i, j) is the pixel at row step * i + offset_h, column step * j + offset_w of `data`,
@@ -215,6 +143,7 @@ at::Tensor workspace(int slot, at::IntArrayRef sizes) {
 // in cache.
 void input_transform(const std::vector<Source>& sources, const Tiling& tiles, float* v,
                      int64_t pos_stride) {
+  const Kernels& loops = kernels();  // the copy for this CPU, chosen once per call
   int64_t channels = 0, widest = 0;
   for (const Source& source : sources) {
     channels += source.channels;
@@ -239,7 +168,7 @@ void input_transform(const std::vector<Source>& sources, const Tiling& tiles, fl
               column[k] = band.data() + (k * cols + tx * kTile + l) * width;
               out[k] = scratch.data() + (k * kAlpha + l) * width;
             }
-            input_rows(column, out, width);
+            loops.input_rows(column, out, width);
           }
           // ... then rows: V[k*5 + l'] = sum_l scratch[k][l] B[l][l'].
           for (int64_t k = 0; k < kAlpha; ++k) {
@@ -249,7 +178,7 @@ void input_transform(const std::vector<Source>& sources, const Tiling& tiles, fl
               row[l] = scratch.data() + (k * kAlpha + l) * width;
               out[l] = v + (k * kAlpha + l) * pos_stride + t * channels + offset;
             }
-            input_rows(row, out, width);
+            loops.input_rows(row, out, width);
           }
         }
         offset += width;
@@ -285,6 +214,7 @@ void scatter_band(const float* band, int64_t n, int64_t row0, int64_t rows, int6
 // The 4x4 output tiles from M[pos, t, :] into the target.
 void output_transform(const float* m, const Tiling& tiles, int64_t channels, int64_t pos_stride,
                       const Target& target) {
+  const Kernels& loops = kernels();  // the copy for this CPU, chosen once per call
   const int64_t cols = tiles.tiles_w * kTile;
   at::parallel_for(0, tiles.bands(), band_grain(tiles, channels), [&](int64_t begin, int64_t end) {
     std::vector<float> band(kTile * cols * channels), scratch(kTile * kAlpha * channels);
@@ -300,7 +230,7 @@ void output_transform(const float* m, const Tiling& tiles, int64_t channels, int
             column[k] = m + (k * kAlpha + l) * pos_stride + t * channels;
           }
           for (int64_t i = 0; i < kTile; ++i) out[i] = scratch.data() + (i * kAlpha + l) * channels;
-          output_rows(column, out, channels);
+          loops.output_rows(column, out, channels);
         }
         // ... then rows, into the band.
         for (int64_t i = 0; i < kTile; ++i) {
@@ -310,7 +240,7 @@ void output_transform(const float* m, const Tiling& tiles, int64_t channels, int
           for (int64_t j = 0; j < kTile; ++j) {
             out[j] = band.data() + (i * cols + tx * kTile + j) * channels;
           }
-          output_rows(row, out, channels);
+          loops.output_rows(row, out, channels);
         }
       }
       scatter_band(band.data(), n, i0, kTile, cols, channels, target);
@@ -320,6 +250,7 @@ void output_transform(const float* m, const Tiling& tiles, int64_t channels, int
 
 // Ghat[pos, t, :] = (A g A^T)[pos] for the 4x4 gradient tiles (zero outside the output).
 void grad_transform(const Source& grad, const Tiling& tiles, float* out, int64_t pos_stride) {
+  const Kernels& loops = kernels();  // the copy for this CPU, chosen once per call
   const int64_t channels = grad.channels, cols = tiles.tiles_w * kTile;
   at::parallel_for(0, tiles.bands(), band_grain(tiles, channels), [&](int64_t begin, int64_t end) {
     std::vector<float> band(kTile * cols * channels), scratch(kAlpha * kTile * channels);
@@ -335,7 +266,7 @@ void grad_transform(const Source& grad, const Tiling& tiles, float* out, int64_t
             column[k] = band.data() + (k * cols + tx * kTile + l) * channels;
           }
           for (int64_t k = 0; k < kAlpha; ++k) dst[k] = scratch.data() + (k * kTile + l) * channels;
-          grad_rows(column, dst, channels);
+          loops.grad_rows(column, dst, channels);
         }
         for (int64_t k = 0; k < kAlpha; ++k) {
           const float* row[kTile];
@@ -344,7 +275,7 @@ void grad_transform(const Source& grad, const Tiling& tiles, float* out, int64_t
           for (int64_t l = 0; l < kAlpha; ++l) {
             dst[l] = out + (k * kAlpha + l) * pos_stride + t * channels;
           }
-          grad_rows(row, dst, channels);
+          loops.grad_rows(row, dst, channels);
         }
       }
     }
@@ -388,6 +319,7 @@ inline float position_weight(int64_t position, int64_t tap) {
 // traffic.
 void gemm_with_weight_panels(const float* v_data, const at::Tensor& taps, float* m_data,
                              int64_t count) {
+  const Kernels& loops = kernels();  // the copy for this CPU, chosen once per call
   const int64_t in_ch = taps.size(1), out_ch = taps.size(2);
   const float* taps_data = taps.const_data_ptr<float>();
   const int64_t panels = (out_ch + kGemmPanel - 1) / kGemmPanel;
@@ -410,7 +342,7 @@ void gemm_with_weight_panels(const float* v_data, const at::Tensor& taps, float*
                      (weights[2] * t2[o] + weights[3] * t3[o]);
           }
         }
-        gemm_panel(v_data + pos * count * in_ch, in_ch, false, panel.data(), kGemmPanel,
+        gemm_panel(loops, v_data + pos * count * in_ch, in_ch, false, panel.data(), kGemmPanel,
                    m_data + pos * count * out_ch + column, out_ch, count, in_ch, width);
       }
     }
@@ -423,6 +355,7 @@ void gemm_with_weight_panels(const float* v_data, const at::Tensor& taps, float*
 // element) instead of keeping the 25 matrices of dU.
 at::Tensor run_weight_grad(const std::vector<Source>& sources, const Source& grad,
                            const Tiling& tiles) {
+  const Kernels& loops = kernels();  // the copy for this CPU, chosen once per call
   int64_t in_ch = 0;
   for (const Source& s : sources) in_ch += s.channels;
   const int64_t out_ch = grad.channels, count = tiles.count();
@@ -443,7 +376,7 @@ at::Tensor run_weight_grad(const std::vector<Source>& sources, const Source& gra
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t pos = 0; pos < kPositions; ++pos) {
         // block[o, :] = sum_t G[pos][t][o] * V[pos][t][column + :]
-        gemm_panel(g_data + pos * count * out_ch, out_ch, true, v_data + pos * count * in_ch + column,
+        gemm_panel(loops, g_data + pos * count * out_ch, out_ch, true, v_data + pos * count * in_ch + column,
                    in_ch, block.data(), kGemmPanel, out_ch, count, width);
         for (int64_t tap = 0; tap < 4; ++tap) {
           const float weight = position_weight(pos, tap);
@@ -503,6 +436,28 @@ std::vector<Source> phase_sources(const at::Tensor& input) {
 }
 
 }  // namespace
+
+void gemm_panel(const Kernels& loops, const float* a, int64_t lda, bool a_transposed, const float* b,
+                int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t k, int64_t width) {
+  if (loops.gemm_panel != nullptr) {
+    return loops.gemm_panel(a, lda, a_transposed, b, ldb, c, ldc, m, k, width);
+  }
+  const auto options = at::TensorOptions().dtype(at::kFloat);
+  const at::Tensor a_view =
+      a_transposed ? at::from_blob(const_cast<float*>(a), {m, k}, {1, lda}, options)
+                   : at::from_blob(const_cast<float*>(a), {m, k}, {lda, 1}, options);
+  const at::Tensor b_view = at::from_blob(const_cast<float*>(b), {k, width}, {ldb, 1}, options);
+  at::Tensor c_view = at::from_blob(c, {m, width}, {ldc, 1}, options);
+  at::mm_out(c_view, a_view, b_view);
+}
+
+const Kernels& kernels() {
+#if defined(__x86_64__)
+  return cpu::select(baseline::kKernels, &avx2::kKernels, &avx512::kKernels);
+#else
+  return cpu::select(baseline::kKernels, &baseline::kKernels, &baseline::kKernels);
+#endif
+}
 
 bool eligible(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
               at::IntArrayRef padding, at::IntArrayRef output_padding, at::IntArrayRef dilation,
@@ -571,6 +526,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight) {
 // splitting the output into phases first (four 2x2 convolutions) transformed the input
 // four times.
 at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
+  const Kernels& loops = kernels();  // the copy for this CPU, chosen once per call
   const int64_t batch = input.size(0), in_ch = input.size(1), out_ch = weight.size(1);
   const int64_t height = input.size(2), width = input.size(3);
   auto out = at::empty({batch, out_ch, 2 * height, 2 * width},
@@ -631,7 +587,7 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
           if (only_last_row) {
             std::copy_n(column[4], out_ch, dst[4]);
           } else {
-            scatter_rows(column, dst, out_ch);
+            loops.scatter_rows(column, dst, out_ch);
           }
         }
         for (int64_t i = only_last_row ? 4 : 0; i < kAlpha; ++i) {  // rows: result = scratch B^T
@@ -641,7 +597,7 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
             row[l] = scratch.data() + (i * kAlpha + l) * out_ch;
             dst[l] = result.data() + (i * kAlpha + l) * out_ch;
           }
-          scatter_rows(row, dst, out_ch);
+          loops.scatter_rows(row, dst, out_ch);
         }
       };
       const auto accumulate = [&](int64_t band_row, int64_t window_row, int64_t tx) {
@@ -766,7 +722,33 @@ at::Tensor conv2d_weight_grad_op(const at::Tensor& input, const at::Tensor& grad
 }  // namespace
 }  // namespace fastgen::winograd
 
+namespace fastgen::winograd {
+
+// a @ b (or a^T @ b) through the GEMM panels, 32 columns of b at a time.
+at::Tensor gemm_op(const at::Tensor& a, const at::Tensor& b, bool a_transposed) {
+  constexpr const char* op = "fastgen::winograd_gemm";
+  for (const auto& [name, t] : {std::pair{"a", &a}, std::pair{"b", &b}}) {
+    TORCH_CHECK_VALUE(t->dim() == 2 && t->device().is_cpu() && t->scalar_type() == at::kFloat, op, ": ",
+                      name, " must be a 2-D float32 CPU tensor, got ", t->sizes(), " ", t->scalar_type());
+  }
+  const at::Tensor a_c = a.contiguous(), b_c = b.contiguous();
+  const int64_t m = a_transposed ? a.size(1) : a.size(0), k = a_transposed ? a.size(0) : a.size(1);
+  TORCH_CHECK_VALUE(b.size(0) == k, op, ": b has ", b.size(0), " rows, expected ", k);
+  const int64_t n = b.size(1);
+  at::Tensor c = at::empty({m, n}, a.options());
+  const Kernels& loops = kernels();
+  for (int64_t column = 0; column < n; column += kGemmPanel) {
+    gemm_panel(loops, a_c.const_data_ptr<float>(), a_c.size(1), a_transposed,
+                     b_c.const_data_ptr<float>() + column, n, c.mutable_data_ptr<float>() + column, n, m, k,
+                     std::min(kGemmPanel, n - column));
+  }
+  return c;
+}
+
+}  // namespace fastgen::winograd
+
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
+  m.impl("winograd_gemm", &fastgen::winograd::gemm_op);
   m.impl("winograd_conv2d", &fastgen::winograd::conv2d_op);
   m.impl("winograd_conv_transpose2d", &fastgen::winograd::conv_transpose2d_op);
   m.impl("winograd_conv2d_weight_grad", &fastgen::winograd::conv2d_weight_grad_op);

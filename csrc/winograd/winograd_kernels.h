@@ -1,0 +1,56 @@
+#pragma once
+// The hot loops of the Winograd convolutions (winograd_cpu.cpp), compiled once per instruction
+// set (winograd_kernels.cpp; common/cpu_capability.h): the float32 GEMM panels and the tile
+// transforms. winograd_cpu.cpp calls them through kernels(), the copy for this CPU.
+//
+// Why our own GEMM panels and not at::bmm: the Winograd products are many small ones (25 or
+// 100 of, e.g., [256 x 128] @ [128 x 64]), where MKL's sgemm reached 60-80 GFLOP/s on the
+// 2-core CI CPU while oneDNN's direct convolution of the same layer ran at ~110; at that rate
+// Winograd's 2.56x fewer multiplications barely paid. Panels also let the callers build each
+// panel of b on the fly (the weight transform) and fold each panel of c away at once (the
+// weight gradient's inverse transform) instead of materialising 25 full matrices.
+
+#include <cstdint>
+
+namespace fastgen::winograd {
+
+constexpr int64_t kGemmPanel = 32;
+constexpr int64_t kTile = 4;   // outputs per tile side
+constexpr int64_t kAlpha = 5;  // inputs per tile side (kTile + kernel - 1)
+
+struct Kernels {
+  // c[m, width] = a[m, k] @ b[k, width] with width <= kGemmPanel. a is row-major with row
+  // stride lda, or (a_transposed) stored as [k, m] with row stride lda; b and c are
+  // row-major with row strides ldb and ldc. c is overwritten. Null in the baseline table:
+  // call gemm_panel() below, which then takes at::mm.
+  void (*gemm_panel)(const float* a, int64_t lda, bool a_transposed, const float* b, int64_t ldb,
+                     float* c, int64_t ldc, int64_t m, int64_t k, int64_t width);
+  // The tile transforms, each over `count` channels (see winograd_kernels.cpp).
+  void (*input_rows)(const float* const x[kAlpha], float* const y[kAlpha], int64_t count);
+  void (*scatter_rows)(const float* const x[kAlpha], float* const y[kAlpha], int64_t count);
+  void (*output_rows)(const float* const m[kAlpha], float* const y[kTile], int64_t count);
+  void (*grad_rows)(const float* const f[kTile], float* const g[kAlpha], int64_t count);
+  // `iterations` steps of independent FMA chains at this capability's vector width (the
+  // machine's FMA peak, measured); returns the flops run.
+  double (*fma_loop)(int64_t iterations);
+};
+
+// One table per compiled capability (x86-64 builds all three, others only the baseline).
+namespace baseline {
+extern const Kernels kKernels;
+}
+namespace avx2 {
+extern const Kernels kKernels;
+}
+namespace avx512 {
+extern const Kernels kKernels;
+}
+
+// The table for the CPU this runs on (FASTGEN_CPU_CAPABILITY forces one).
+const Kernels& kernels();
+
+// loops.gemm_panel(...), or at::mm where the table has no micro-kernel (winograd_cpu.cpp).
+void gemm_panel(const Kernels& loops, const float* a, int64_t lda, bool a_transposed, const float* b,
+                int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t k, int64_t width);
+
+}  // namespace fastgen::winograd
