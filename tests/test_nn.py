@@ -427,3 +427,44 @@ def _init_args(module: nn.Module) -> dict:
         bias=module.bias is not None,
         activation=module.activation,
     )
+
+
+# --- TorchScript is refused in one clear message (issue 14, item 1) ---------------------------
+
+
+def _fused_layers():
+    return {
+        "BatchNormLeakyReLU2d": (fnn.BatchNormLeakyReLU2d(4), (torch.randn(2, 4, 5, 5),)),
+        "SyncBatchNormLeakyReLU2d": (fnn.SyncBatchNormLeakyReLU2d(4), (torch.randn(2, 4, 5, 5),)),
+        "Conv2d": (fnn.Conv2d(4, 4, 3), (torch.randn(2, 4, 5, 5),)),
+        "ConvTranspose2d": (fnn.ConvTranspose2d(4, 4, 3), (torch.randn(2, 4, 5, 5),)),
+        "ConvTransposeBNAct2d": (fnn.ConvTransposeBNAct2d(4, 4, 3), (torch.randn(2, 4, 5, 5),)),
+        "Reparameterize": (fnn.Reparameterize(), (torch.randn(2, 4), torch.randn(2, 4))),
+    }
+
+
+TORCHSCRIPT = (
+    r"TorchScript \(torch\.jit\.script/trace\) is not supported.*torch\.export.*fastgen export"
+)
+
+
+@pytest.mark.parametrize("name", list(_fused_layers()))
+@pytest.mark.parametrize("how", ["script", "trace"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_torchscript_is_refused_with_one_clear_message(name, how, mode):
+    layer, args = _fused_layers()[name]
+    layer.train(mode == "train")
+    model = torch.nn.Sequential(layer) if len(args) == 1 else layer  # nested too
+    with pytest.raises(RuntimeError, match=f"fastgen.nn.{name}: {TORCHSCRIPT}"):
+        if how == "script":
+            torch.jit.script(model)
+        else:
+            torch.jit.trace(model, args)
+
+
+def test_torch_export_still_works_on_fused_layers():
+    model = torch.nn.Sequential(fnn.Conv2d(3, 4, 3, activation="relu"), fnn.BatchNormLeakyReLU2d(4))
+    model.eval()
+    x = torch.randn(2, 3, 8, 8)
+    program = torch.export.export(model, (x,))
+    torch.testing.assert_close(program.module()(x), model(x))

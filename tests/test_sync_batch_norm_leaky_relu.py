@@ -4,8 +4,10 @@ the concatenated batch: outputs, input gradients, summed weight/bias gradients, 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import socket
+import warnings
 
 import pytest
 import torch
@@ -143,3 +145,52 @@ def test_single_process_and_eval_fall_back_to_the_plain_layer():
     assert_close(sync(x), layer(x))
     with pytest.raises(ValueError, match="memory_saving"):
         fnn.convert_sync(fnn.BatchNormLeakyReLU2d(3, memory_saving=True))
+
+
+# --- torch's convert_sync_batchnorm does not see the fused layers (issue 14, item 2) ----------
+
+
+def stock_block() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(3, CHANNELS, 3), nn.BatchNorm2d(CHANNELS), nn.ReLU())
+
+
+def warning_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
+        timeout=datetime.timedelta(seconds=60),
+    )  # fmt: skip
+    try:
+        x = torch.randn(2, 3, 6, 6)
+        seen = {}
+        for name, convert in (
+            ("torch_convert_sync", lambda m: nn.SyncBatchNorm.convert_sync_batchnorm(m)),
+            ("fastgen_convert_sync", fnn.convert_sync),
+        ):
+            model = convert(fnn.convert(stock_block()))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model(x)
+                model(x)  # once per layer, not once per forward
+            seen[name] = [
+                str(w.message)
+                for w in caught
+                if issubclass(w.category, fnn.UnsyncedBatchNormWarning)
+            ]
+        with open(os.path.join(out_dir, f"warnings{rank}.json"), "w") as handle:
+            json.dump(seen, handle)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_unsynchronised_fused_batch_norm_under_ddp_warns_on_rank_zero(tmp_path):
+    mp.spawn(warning_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (json.loads((tmp_path / f"warnings{r}.json").read_text()) for r in range(2))
+    (message,) = rank0["torch_convert_sync"]
+    assert "fastgen.nn.BatchNormLeakyReLU2d" in message and "2 processes" in message
+    assert "nn.SyncBatchNorm.convert_sync_batchnorm does not convert" in message
+    assert "fastgen.nn.convert_sync(model)" in message and "--sync-bn" in message
+    assert rank0["fastgen_convert_sync"] == [] and rank1 == {
+        "torch_convert_sync": [], "fastgen_convert_sync": []
+    }  # fmt: skip

@@ -7,10 +7,15 @@ ConvTransposeBNAct2d  nn.ConvTranspose2d -> nn.BatchNorm2d -> ReLU/LeakyReLU, BN
 Reparameterize        (mu, logvar) -> (z, per-sample KL)
 convert(model)        rewrites a model's stock layers into the fused ones
 SyncBatchNormLeakyReLU2d, convert_sync(model, process_group=None)
-                      batch statistics shared across processes (torch.distributed)
+                      batch statistics shared across processes (torch.distributed);
+                      nn.SyncBatchNorm.convert_sync_batchnorm does not see the fused batch
+                      norms, which warn (UnsyncedBatchNormWarning) when they train
+                      unsynchronised in several processes
+
+TorchScript (torch.jit.script/trace) is refused with one message; use torch.export.
 """
 
-from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d
+from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d, UnsyncedBatchNormWarning
 from fastgen.nn.conv2d import Conv2d
 from fastgen.nn.conv_transpose2d import ConvTranspose2d
 from fastgen.nn.conv_transpose_bn_act import ConvTransposeBNAct2d
@@ -25,6 +30,7 @@ __all__ = [
     "ConvTransposeBNAct2d",
     "Reparameterize",
     "SyncBatchNormLeakyReLU2d",
+    "UnsyncedBatchNormWarning",
     "convert",
     "convert_sync",
 ]

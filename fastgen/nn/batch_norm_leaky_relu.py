@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from fastgen import ops
+from fastgen.nn._torchscript import NoTorchScript, refuse_tracing
 
 
-class BatchNormLeakyReLU2d(nn.Module):
+class UnsyncedBatchNormWarning(UserWarning):
+    """A fused batch norm trains with per-process statistics under torch.distributed."""
+
+
+def warn_unsynchronised(layer: nn.Module) -> None:
+    """Warns (rank 0, once per layer) that `layer` normalises with its own process's batch.
+
+    Why: ``nn.SyncBatchNorm.convert_sync_batchnorm`` converts only subclasses of _BatchNorm,
+    which the fused layers are not (see BatchNormLeakyReLU2d), so after
+    ``convert_sync_batchnorm(fnn.convert(model))`` the fused ones stay per-process without a
+    word. Per-process statistics are also what a plain nn.BatchNorm2d gives under DDP, so this
+    is a warning, not an error (silence it with warnings.filterwarnings("ignore",
+    category=fastgen.nn.UnsyncedBatchNormWarning)).
+    """
+    if getattr(layer, "_warned_unsynchronised", False) or torch.compiler.is_compiling():
+        return
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    layer._warned_unsynchronised = True
+    if dist.get_rank() != 0:
+        return
+    warnings.warn(
+        f"fastgen.nn.{type(layer).__name__}: training in {dist.get_world_size()} processes, each "
+        "normalising with its own batch statistics; nn.SyncBatchNorm.convert_sync_batchnorm "
+        "does not convert fastgen's fused batch norms: use fastgen.nn.convert_sync(model) "
+        "(fastgen train --sync-bn) to share them across processes",
+        UnsyncedBatchNormWarning,
+        stacklevel=3,
+    )
+
+
+class BatchNormLeakyReLU2d(NoTorchScript, nn.Module):
     r"""Batch normalisation over (N, H, W) per channel, then a leaky ReLU, in one fused op.
 
     For input ``x`` of shape ``[N, C, H, W]`` (any memory layout; float32, float64,
@@ -44,6 +79,7 @@ class BatchNormLeakyReLU2d(nn.Module):
     """
 
     _version = 2  # the nn.BatchNorm2d state-dict version that has num_batches_tracked
+    synchronised = False  # batch statistics over every process (SyncBatchNormLeakyReLU2d)
 
     def __init__(
         self,
@@ -110,6 +146,7 @@ class BatchNormLeakyReLU2d(nn.Module):
                 nn.init.zeros_(self.bias)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        refuse_tracing(self)
         if input.dim() != 4:
             raise ValueError(
                 f"fastgen.nn.BatchNormLeakyReLU2d: expected 4-D input [N, C, H, W], "
@@ -122,6 +159,8 @@ class BatchNormLeakyReLU2d(nn.Module):
             if self.momentum is None:
                 momentum = 1.0 / float(self.num_batches_tracked)
         use_batch_stats = self.training or self.running_mean is None
+        if self.training and not self.synchronised:
+            warn_unsynchronised(self)
         # Running stats are passed only when they are to be used or updated.
         track = not self.training or self.track_running_stats
         return ops.batch_norm_leaky_relu(

@@ -7,10 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastgen import ops
+from fastgen.nn._torchscript import NoTorchScript, refuse_tracing
 from fastgen.reference.conv2d import ACTIVATIONS
 
 
-class Conv2d(nn.Conv2d):
+class Conv2d(NoTorchScript, nn.Conv2d):
     r"""A drop-in nn.Conv2d whose output goes through ``activation`` in the same op.
 
     For input ``[N, C_in, H, W]`` and weight ``[C_out, C_in / groups, kH, kW]``::
@@ -86,6 +87,7 @@ class Conv2d(nn.Conv2d):
         return F.pad(input, self._reversed_padding_repeated_twice, mode=mode), (0, 0)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        refuse_tracing(self)
         input, padding = self._op_padding(input)
         weight, bias = self.weight, self.bias
         device_type = input.device.type

@@ -6,11 +6,12 @@ import torch
 from torch import nn
 
 from fastgen import ops
+from fastgen.nn._torchscript import NoTorchScript, refuse_tracing
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid")
 
 
-class ConvTranspose2d(nn.ConvTranspose2d):
+class ConvTranspose2d(NoTorchScript, nn.ConvTranspose2d):
     r"""A drop-in nn.ConvTranspose2d whose output goes through ``activation`` in the same op.
 
     For input ``[N, C_in, H, W]`` and weight ``[C_in, C_out / groups, kH, kW]``::
@@ -75,6 +76,7 @@ class ConvTranspose2d(nn.ConvTranspose2d):
         self.negative_slope = negative_slope
 
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        refuse_tracing(self)
         if self.padding_mode != "zeros":
             raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
         # The stock helper turns a requested output_size into the output_padding that gives it

@@ -6,11 +6,12 @@ import torch
 from torch import nn
 
 from fastgen import ops
+from fastgen.nn._torchscript import NoTorchScript, refuse_tracing
 from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d
 from fastgen.nn.conv_transpose2d import ConvTranspose2d
 
 
-class ConvTransposeBNAct2d(nn.Module):
+class ConvTransposeBNAct2d(NoTorchScript, nn.Module):
     r"""``nn.ConvTranspose2d`` then ``nn.BatchNorm2d`` then ``nn.ReLU``/``nn.LeakyReLU``, fused.
 
     For input ``x`` ``[N, C_in, H, W]`` (shapes, dtypes and layouts as
@@ -153,6 +154,7 @@ class ConvTransposeBNAct2d(nn.Module):
         return folded.view(weight.shape).to(weight.dtype), shift.to(weight.dtype)
 
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        refuse_tracing(self)
         conv, bn = self.conv, self.bn
         if self.training or bn.running_mean is None:
             return bn(conv(input, output_size))

@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from fastgen import ops
+from fastgen.nn._torchscript import NoTorchScript, refuse_tracing
 
 
-class Reparameterize(nn.Module):
+class Reparameterize(NoTorchScript, nn.Module):
     r"""Draws ``z ~ N(mu, exp(logvar))`` differentiably and returns the per-sample KL term.
 
     For ``mu`` and ``logvar`` of the same shape ``[N, ...]`` (float32, float64, float16,
@@ -26,4 +27,5 @@ class Reparameterize(nn.Module):
     def forward(
         self, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        refuse_tracing(self)
         return ops.reparameterize_kl(mu, logvar, eps=eps)

@@ -8,6 +8,7 @@ import torch.distributed as dist
 from torch import nn
 
 from fastgen import ops
+from fastgen.nn._torchscript import refuse_tracing
 from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d
 from fastgen.reference.batch_norm_leaky_relu import batch_statistics
 
@@ -118,6 +119,8 @@ class SyncBatchNormLeakyReLU2d(BatchNormLeakyReLU2d):
     memory_saving is not supported here.
     """
 
+    synchronised = True
+
     def __init__(self, *args, process_group=None, **kwargs) -> None:
         if kwargs.get("memory_saving"):
             raise ValueError(
@@ -132,6 +135,7 @@ class SyncBatchNormLeakyReLU2d(BatchNormLeakyReLU2d):
         return dist.get_world_size(self.process_group)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        refuse_tracing(self)
         world_size = self._world_size() if self.training else 1
         if world_size == 1:
             return super().forward(input)
