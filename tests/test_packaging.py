@@ -1,0 +1,36 @@
+"""Packaging metadata (issue 14, item 9): the licence file and its SPDX expression, the extras."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def project():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_license_is_an_spdx_string_with_the_file_beside_it(project):
+    meta = project["project"]
+    # PEP 639: a plain SPDX expression; the {text = ...} table form is deprecated.
+    assert meta["license"] == "Apache-2.0"
+    assert meta["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+    # setuptools reads the SPDX form (and license-files) from version 77 on
+    build = project["build-system"]["requires"]
+    assert "setuptools>=77" in build
+
+
+def test_extras_hold_what_the_tests_and_linters_import(project):
+    extras = project["project"]["optional-dependencies"]
+    assert "pillow" in extras["test"]  # tests/test_data.py decodes and writes images
+    assert any(name.startswith("ruff") for name in extras["dev"])
+    assert {"tqdm", "matplotlib", "pillow"} <= set(extras["train"])
