@@ -76,3 +76,24 @@ def test_ddp_trains_in_sync_and_resumes_in_one_process(tmp_path, monkeypatch):
 def test_ddp_sync_bn_stays_in_sync(tmp_path):
     (vae,) = run_two_ranks(tmp_path, [("vae", {"steps": 2, "sync_bn": True, "fused": True})])
     assert all(r["ranks_in_sync"] for r in vae)
+
+
+def test_sync_bn_converts_fused_and_stock_batch_norms():
+    # Before: fastgen.nn.convert_sync alone, so --sync-bn --no-fused left every (stock) batch
+    # norm unsynchronised without a word.
+    from torch import nn
+
+    from fastgen.train.gan import convert_sync_bn
+
+    def mixed():
+        return nn.Sequential(fastgen.nn.BatchNormLeakyReLU2d(4), nn.BatchNorm2d(4), nn.ReLU())
+
+    converted = convert_sync_bn(mixed(), torch.device("cuda"))  # conversion needs no GPU
+    assert isinstance(converted[0], fastgen.nn.SyncBatchNormLeakyReLU2d)
+    assert isinstance(converted[1], nn.SyncBatchNorm)
+    with pytest.raises(ValueError, match=r"stock batch norms \(fused=False\) needs CUDA"):
+        convert_sync_bn(mixed(), torch.device("cpu"))
+    fused_only = convert_sync_bn(
+        nn.Sequential(fastgen.nn.BatchNormLeakyReLU2d(4)), torch.device("cpu")
+    )
+    assert isinstance(fused_only[0], fastgen.nn.SyncBatchNormLeakyReLU2d)

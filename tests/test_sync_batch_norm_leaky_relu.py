@@ -194,3 +194,20 @@ def test_unsynchronised_fused_batch_norm_under_ddp_warns_on_rank_zero(tmp_path):
     assert rank0["fastgen_convert_sync"] == [] and rank1 == {
         "torch_convert_sync": [], "fastgen_convert_sync": []
     }  # fmt: skip
+
+
+def test_convert_sync_shares_parameters_so_an_existing_optimizer_keeps_working():
+    # As nn.SyncBatchNorm.convert_sync_batchnorm does: fastgen's trainer (and the DDP recipe)
+    # builds the optimizer before converting, so copies would never be updated.
+    model = nn.Sequential(make_layer())
+    plain = model[0]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    sync = fnn.convert_sync(model)[0]
+    assert isinstance(sync, fnn.SyncBatchNormLeakyReLU2d)
+    assert sync.weight is plain.weight and sync.bias is plain.bias
+    assert sync.running_mean is plain.running_mean and sync.running_var is plain.running_var
+    assert sync.num_batches_tracked is plain.num_batches_tracked
+    before = sync.weight.detach().clone()
+    sync(torch.randn(4, CHANNELS, 3, 3)).square().sum().backward()
+    optimizer.step()
+    assert not torch.equal(sync.weight.detach(), before)

@@ -171,8 +171,11 @@ class SyncBatchNormLeakyReLU2d(BatchNormLeakyReLU2d):
 
 def convert_sync(model: nn.Module, process_group=None) -> nn.Module:
     """Replaces every BatchNormLeakyReLU2d in `model` (nested too, the root included) with a
-    SyncBatchNormLeakyReLU2d over `process_group`, carrying parameters, buffers and the
-    training flag over. Returns the converted model (modules are changed in place)."""
+    SyncBatchNormLeakyReLU2d over `process_group`, as nn.SyncBatchNorm.convert_sync_batchnorm
+    does for stock batch norms (which it cannot see in fastgen's fused ones): the new layer
+    SHARES the old one's parameter and buffer tensors (an optimizer built before the call keeps
+    updating them) and its training flag. Call it before wrapping the model in
+    DistributedDataParallel. Returns the converted model (modules are changed in place)."""
     if isinstance(model, BatchNormLeakyReLU2d) and not isinstance(model, SyncBatchNormLeakyReLU2d):
         if getattr(model, "memory_saving", False):
             raise ValueError("fastgen.nn.convert_sync: memory_saving layers cannot be synchronised")
@@ -183,14 +186,13 @@ def convert_sync(model: nn.Module, process_group=None) -> nn.Module:
             affine=model.affine,
             track_running_stats=model.track_running_stats,
             negative_slope=model.negative_slope,
+            bias=model.bias is not None or not model.affine,
             process_group=process_group,
+            device="meta",  # every tensor is replaced by the old layer's just below
         )
-        reference_tensor = next(iter(model.state_dict().values()), None)
-        if reference_tensor is not None:
-            sync = sync.to(reference_tensor.device)
-            if model.weight is not None:
-                sync = sync.to(model.weight.dtype)
-        sync.load_state_dict(model.state_dict())
+        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            setattr(sync, name, getattr(model, name))
+        sync.has_bias = model.has_bias
         sync.train(model.training)
         return sync
     for name, child in model.named_children():

@@ -76,24 +76,24 @@ def prepare_models(models: dict[str, nn.Module], config, run: Distributed) -> di
 
 
 def convert_sync_bn(model: nn.Module, device: torch.device) -> nn.Module:
-    """Batch norms synced across ranks: fastgen's synced fused layer where it exists, else
-    torch's SyncBatchNorm (CUDA only, stock layers only)."""
+    """Batch norms synced across ranks: fastgen.nn.convert_sync for the fused ones (any
+    device), then torch's SyncBatchNorm for stock ones (fused=False; CUDA only). Both share the
+    layers' tensors, so optimizers built before keep working."""
     import fastgen.nn as fnn
 
-    convert_sync = getattr(fnn, "convert_sync", None)
-    if convert_sync is not None:
-        return convert_sync(model)
-    if device.type != "cuda":
+    model = fnn.convert_sync(model)
+    stock = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)
+    ]
+    if stock and device.type != "cuda":
         raise ValueError(
-            "fastgen.train: sync_bn on CPU needs fastgen.nn.convert_sync, which this build lacks "
-            "(torch's SyncBatchNorm runs on CUDA only)"
+            "fastgen.train: sync_bn with stock batch norms (fused=False) needs CUDA: torch's "
+            "SyncBatchNorm runs on GPUs only; on CPU keep the fused layers, whose "
+            "SyncBatchNormLeakyReLU2d works with gloo"
         )
-    if any(isinstance(m, fnn.BatchNormLeakyReLU2d) for m in model.modules()):
-        raise ValueError(
-            "fastgen.train: sync_bn with fused layers needs fastgen.nn.convert_sync "
-            "(not in this build); use fused=False for torch's SyncBatchNorm"
-        )
-    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model) if stock else model
 
 
 def train_gan(
