@@ -113,7 +113,8 @@ def folder_labels(
         )  # fmt: skip
         reason = (
             f"{folder} has no labels: {count} not in a class folder, next to the "
-            f"{len(class_names)} class folders; move them into one (or away) to label it"
+            f"{len(class_names)} class folders; move {'it' if len(stray) == 1 else 'them'} "
+            "into a class folder (or away) to label the folder"
         )
         warnings.warn(f"{FN}: {reason}", stacklevel=3)
         return None, None, reason
