@@ -61,4 +61,30 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward(const at::Tensor& g
                                                              const at::Tensor& weight,
                                                              std::array<bool, 2> mask);
 
+// The implementations of the five above, compiled once per CPU capability
+// (winograd_cpu_kernels.cpp), plus its GEMM panel (loops.gemm_panel, or at::mm where the
+// table has none); the functions above pick the copy for this CPU.
+struct Kernels;
+#define FASTGEN_WINOGRAD_CPU(ns)                                                                 \
+  namespace ns {                                                                               \
+  at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight);                        \
+  at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight);              \
+  at::Tensor conv2d_weight_grad(const at::Tensor& input, const at::Tensor& grad_out);          \
+  std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& grad_out,               \
+                                                     const at::Tensor& input,                  \
+                                                     const at::Tensor& weight,                 \
+                                                     std::array<bool, 2> mask);                \
+  std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward(const at::Tensor& grad_out,     \
+                                                               const at::Tensor& input,        \
+                                                               const at::Tensor& weight,       \
+                                                               std::array<bool, 2> mask);      \
+  void gemm_panel(const Kernels& loops, const float* a, int64_t lda, bool a_transposed,        \
+                  const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t k,    \
+                  int64_t width);                                                              \
+  }
+FASTGEN_WINOGRAD_CPU(baseline)
+FASTGEN_WINOGRAD_CPU(avx2)
+FASTGEN_WINOGRAD_CPU(avx512)
+#undef FASTGEN_WINOGRAD_CPU
+
 }  // namespace fastgen::winograd

@@ -49,8 +49,5 @@ extern const Kernels kKernels;
 // The table for the CPU this runs on (FASTGEN_CPU_CAPABILITY forces one).
 const Kernels& kernels();
 
-// loops.gemm_panel(...), or at::mm where the table has no micro-kernel (winograd_cpu.cpp).
-void gemm_panel(const Kernels& loops, const float* a, int64_t lda, bool a_transposed, const float* b,
-                int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t k, int64_t width);
 
 }  // namespace fastgen::winograd
