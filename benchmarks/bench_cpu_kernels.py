@@ -35,6 +35,7 @@ SHAPES = [
     ("G 128->64 (8x8)", 64 * 4, 128, 4 * 64),
 ]
 ORDER = ["baseline", "avx2", "avx512"]
+FMA_ITERATIONS = 2_000_000
 
 
 def best_seconds(fn, reps: int) -> float:
@@ -71,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
     for capability in capabilities:
         os.environ["FASTGEN_CPU_CAPABILITY"] = capability
-        iterations = 2_000_000
-        seconds = best_seconds(lambda: C._cpu_fma_loop(iterations), 5)
-        peak = C._cpu_fma_loop(iterations) / seconds / 1e9
+        seconds = best_seconds(lambda: C._cpu_fma_loop(FMA_ITERATIONS), 5)
+        peak = C._cpu_fma_loop(FMA_ITERATIONS) / seconds / 1e9
         rows.append({"capability": capability, "kernel": "fma_peak", "shape": "", "gflops": round(peak, 1),
                      "fraction_of_peak": 1.0, **common})  # fmt: skip
         print(f"{capability:9s} FMA peak {peak:7.1f} GFLOP/s")
@@ -82,10 +82,12 @@ def main(argv: list[str] | None = None) -> int:
             flops = 2.0 * m * k * n
             ours = (
                 flops
-                / best_seconds(lambda: torch.ops.fastgen.winograd_gemm(a, b, False), args.reps)
+                / best_seconds(
+                    lambda a=a, b=b: torch.ops.fastgen.winograd_gemm(a, b, False), args.reps
+                )
                 / 1e9
             )
-            blas = flops / best_seconds(lambda: torch.mm(a, b), args.reps) / 1e9
+            blas = flops / best_seconds(lambda a=a, b=b: torch.mm(a, b), args.reps) / 1e9
             # The baseline copy has no micro-kernel: its panels are at::mm calls.
             label = "winograd_gemm (at::mm panels)" if capability == "baseline" else "winograd_gemm"
             for kernel, rate in ((label, ours), ("at::mm", blas)):
