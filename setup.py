@@ -29,7 +29,18 @@ from setuptools import setup
 if "CUDA_HOME" not in os.environ and os.path.exists("/usr/local/cuda/bin/nvcc"):
     os.environ["CUDA_HOME"] = "/usr/local/cuda"
 
-import torch  # noqa: E402
+NO_TORCH = """fastgen's extension compiles against the torch you run, so torch must be installed first and
+the build must see it (pip's default build isolation hides it). The two commands that work:
+
+    pip install torch ninja setuptools wheel
+    pip install --no-build-isolation -e ".[train,test]"
+
+(or `make test` / `make run`, which do both in a .venv)."""
+
+try:
+    import torch  # noqa: E402
+except ImportError:
+    sys.exit(f"fastgen setup: No module named 'torch'.\n{NO_TORCH}")
 from torch.utils.cpp_extension import (  # noqa: E402
     CUDA_HOME,
     BuildExtension,
@@ -38,7 +49,8 @@ from torch.utils.cpp_extension import (  # noqa: E402
 )
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_ARCHS = "8.0;9.0"
+# +PTX on the highest: GPUs newer than sm_90 JIT-compile the PTX instead of finding no kernel.
+DEFAULT_ARCHS = "8.0;9.0+PTX"
 
 
 def want_cuda() -> bool:
@@ -63,11 +75,58 @@ def cuda_arch_list() -> str:
     return archs
 
 
+def nvcc_version() -> str | None:
+    if CUDA_HOME is None:
+        return None
+    try:
+        out = subprocess.run(
+            [os.path.join(CUDA_HOME, "bin", "nvcc"), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    release = [line for line in out.splitlines() if "release" in line]
+    return release[0].split("release")[-1].strip() if release else "unknown"
+
+
+def build_plan(with_cuda: bool, archs: str) -> str:
+    """What this build will make, printed before it starts; loud when a CUDA torch gets a
+    CPU-only build because nvcc was not found (every op on a GPU would fall back)."""
+    lines = [f"fastgen build plan: torch {torch.__version__}, CPU kernels for "
+             f"{', '.join(CPU_CAPABILITIES)} (picked at run time)"]  # fmt: skip
+    if with_cuda:
+        lines.append(f"  CUDA kernels: nvcc {nvcc_version()} at {CUDA_HOME}, architectures {archs}")
+    elif os.environ.get("FASTGEN_CUDA") == "0":
+        lines.append("  CUDA kernels: not built (FASTGEN_CUDA=0)")
+    elif torch.version.cuda is not None:
+        lines.append(
+            "  WARNING: torch was built with CUDA " + str(torch.version.cuda) + " but nvcc was not "
+            "found, so this is a CPU-only build and every op on a GPU will run its PyTorch "
+            "reference. Set CUDA_HOME to the CUDA toolkit (e.g. /usr/local/cuda) and rebuild, or "
+            "set FASTGEN_CUDA=0 to silence this."
+        )
+    else:
+        lines.append("  CUDA kernels: not built (this torch has no CUDA)")
+    lines.append(
+        "  emulated CUDA kernels: "
+        + (
+            "built"
+            if os.environ.get("FASTGEN_EMULATED", "1") != "0"
+            else "not built (FASTGEN_EMULATED=0)"
+        )
+    )
+    return "\n".join(lines)
+
+
 def nvidia_include_dirs() -> list[str]:
     # pip's CUDA builds of torch ship the CUDA headers (cuda_runtime_api.h, ...) in
     # site-packages/nvidia/*/include; add them so the build does not depend on CPATH.
     site = os.path.dirname(os.path.dirname(torch.__file__))
-    return sorted(d for d in glob.glob(os.path.join(site, "nvidia", "*", "include")) if os.path.isdir(d))
+    return sorted(
+        d for d in glob.glob(os.path.join(site, "nvidia", "*", "include")) if os.path.isdir(d)
+    )
 
 
 def write_build_config(with_cuda: bool, archs: str) -> None:
@@ -102,9 +161,9 @@ def extension():
     # separately rounded.
     cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=off"]
     include_dirs = [os.path.join(ROOT, "csrc")]
-    archs = ""
+    archs = cuda_arch_list() if with_cuda else ""
+    print(build_plan(with_cuda, archs), file=sys.stderr, flush=True)
     if with_cuda:
-        archs = cuda_arch_list()
         cu_sources = sorted(glob.glob("csrc/**/*.cu", recursive=True))
         nvcc_flags = [
             "-O3",
@@ -144,7 +203,15 @@ if platform.machine().lower() in ("x86_64", "amd64"):
     CPU_CAPABILITIES = {
         "baseline": [],
         "avx2": ["-mavx2", "-mfma", "-mf16c"],
-        "avx512": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma", "-mf16c"],
+        "avx512": [
+            "-mavx512f",
+            "-mavx512bw",
+            "-mavx512dq",
+            "-mavx512vl",
+            "-mavx2",
+            "-mfma",
+            "-mf16c",
+        ],
     }
 else:  # aarch64 and others: the portable loops (NEON through the compiler's vectorizer)
     CPU_CAPABILITIES = {"baseline": []}
@@ -231,25 +298,36 @@ class Build(BuildExtension.with_options(use_ninja=True)):
             if ext.name == "fastgen._emulated_cuda":
                 obj = os.path.join(self.build_temp, "simt", "runtime.o")
                 flags = ["-O2", "-std=c++20", "-fPIC", "-fvisibility=hidden", include]
-                ext.extra_objects = compile_objects([(os.path.join(ROOT, RUNTIME_SOURCE), obj, flags)])
+                ext.extra_objects = compile_objects(
+                    [(os.path.join(ROOT, RUNTIME_SOURCE), obj, flags)]
+                )
             elif ext.name == "fastgen._C":
                 jobs = []
                 for source in kernel_sources():
                     stem = os.path.splitext(source)[0]
                     for capability, flags in CPU_CAPABILITIES.items():
                         obj = os.path.join(self.build_temp, "cpu", f"{stem}.{capability}.o")
-                        defines = [f"-DFASTGEN_CPU_NS={capability}", f"-DFASTGEN_CPU_{capability.upper()}=1"]
-                        jobs.append((os.path.join(ROOT, source), obj, [*KERNEL_FLAGS, *flags, *defines, include]))
+                        defines = [
+                            f"-DFASTGEN_CPU_NS={capability}",
+                            f"-DFASTGEN_CPU_{capability.upper()}=1",
+                        ]
+                        jobs.append(
+                            (
+                                os.path.join(ROOT, source),
+                                obj,
+                                [*KERNEL_FLAGS, *flags, *defines, include],
+                            )
+                        )
                 ext.extra_objects = compile_objects(jobs)
         super().build_extensions()
 
 
 # FASTGEN_EMULATED=0 leaves the emulated module out (a GPU-only build, e.g. the quick GPU check).
-EXTENSIONS = [extension()]
-if os.environ.get("FASTGEN_EMULATED", "1") != "0":
-    EXTENSIONS.append(emulated_extension())
-
-setup(
-    ext_modules=EXTENSIONS,
-    cmdclass={"build_ext": Build},
-)
+if __name__ == "__main__":  # pip and `python setup.py` run it so; tests import the helpers
+    EXTENSIONS = [extension()]
+    if os.environ.get("FASTGEN_EMULATED", "1") != "0":
+        EXTENSIONS.append(emulated_extension())
+    setup(
+        ext_modules=EXTENSIONS,
+        cmdclass={"build_ext": Build},
+    )

@@ -84,12 +84,18 @@ class BackendRegistry:
             raise RuntimeError(
                 f"fastgen.ops.{op_name}: no native kernel: {reason} (FASTGEN_STRICT/FASTGEN_BACKEND=native)"
             )
-        key = (op_name, tensor.device.type, tensor.dtype, self.mode)
+        # One warning for an extension that is missing or unusable, not one per op.
+        broken = not _extension.LOADED
+        key = ("extension",) if broken else (op_name, tensor.device.type, tensor.dtype, self.mode)
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(
-                f"fastgen.ops.{op_name}: using the PyTorch reference because {reason}", stacklevel=3
-            )
+            if broken and _extension.BUILD_PROBLEM is not None:
+                return False  # already said at import, with the rebuild command
+            message = f"fastgen.ops.{op_name}: using the PyTorch reference because {reason}"
+            if broken:
+                message = (f"fastgen: every op runs its PyTorch reference because {reason}; build "
+                           f"the extension: {_extension.REBUILD}")  # fmt: skip
+            warnings.warn(message, stacklevel=3)
         return False
 
     def set_backend(self, mode: str) -> None:

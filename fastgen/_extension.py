@@ -4,8 +4,13 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 
-import torch  # noqa: F401  (loads libc10/libtorch before the extension)
+import torch  # loads libc10/libtorch before the extension
+
+REBUILD = (
+    "pip install --no-build-isolation --no-deps -e .  (in the fastgen source tree; or `make build`)"
+)
 
 LOADED = False
 LOAD_ERROR: str | None = None
@@ -49,3 +54,52 @@ def build_config() -> dict:
         "build_torch_version": cfg.BUILD_TORCH_VERSION,
         "build_cuda_version": cfg.BUILD_CUDA_VERSION,
     }
+
+
+def _warn(message: str) -> None:
+    # stacklevel past the import machinery: the warning points at the user's `import fastgen`
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def check_build() -> str | None:
+    """One sentence on what is wrong with the build for this process (another torch, no
+    kernel image for this GPU), or None; warned once at import."""
+    built = build_config().get("build_torch_version")
+    if not LOADED:
+        if built and built != torch.__version__:
+            return (f"fastgen: the extension was built against torch {built} but torch "
+                    f"{torch.__version__} is running, so every op runs its PyTorch reference; "
+                    f"rebuild it: {REBUILD}")  # fmt: skip
+        return None  # not built: the per-op fallback says so once
+    if built and built != torch.__version__:
+        return (f"fastgen: the extension was built against torch {built} but torch {torch.__version__} "
+                f"is running; rebuild it: {REBUILD}")  # fmt: skip
+    cfg = build_config()
+    if cfg.get("with_cuda") and torch.cuda.is_available():
+        capability = torch.cuda.get_device_capability()
+        if not has_kernel_image(capability, cfg.get("cuda_archs", [])):
+            name = torch.cuda.get_device_name()
+            return (f"fastgen: the CUDA kernels were built for {';'.join(cfg['cuda_archs'])} but this GPU "
+                    f"({name}) is sm_{capability[0]}{capability[1]}: there is no kernel image for it. "
+                    f"Rebuild with TORCH_CUDA_ARCH_LIST={capability[0]}.{capability[1]} {REBUILD}")  # fmt: skip
+    return None
+
+
+def has_kernel_image(capability: tuple[int, int], archs: list[str]) -> bool:
+    """Whether a build for `archs` (TORCH_CUDA_ARCH_LIST entries such as "8.0", "9.0+PTX")
+    runs on a GPU of compute capability `capability`: a cubin runs on its major version at the
+    same or a higher minor; PTX is compiled for any GPU at least as new."""
+    major, minor = capability
+    for arch in archs:
+        ptx = arch.endswith("+PTX")
+        a_major, a_minor = (int(v) for v in arch.removesuffix("+PTX").split(".")[:2])
+        if a_major == major and a_minor <= minor:
+            return True
+        if ptx and (a_major, a_minor) <= (major, minor):
+            return True
+    return False
+
+
+BUILD_PROBLEM = check_build()
+if BUILD_PROBLEM is not None:
+    _warn(BUILD_PROBLEM)

@@ -312,13 +312,29 @@ def run_delegate(args: argparse.Namespace) -> int:
 # --- main ----------------------------------------------------------------------------------
 
 
+def _version() -> str:
+    """fastgen's version without importing torch (so --version is instant)."""
+    try:
+        from importlib.metadata import version
+
+        return version("fastgen")
+    except Exception:  # not installed: read it from the package source
+        import re
+
+        init = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__init__.py")
+        found = re.search(r'__version__ = "([^"]+)"', open(init).read())
+        return found.group(1) if found else "unknown"
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = Parser(prog="fastgen", description="fused kernels, GANs and VAEs for PyTorch")
+    parser.add_argument("--version", action="version", version=f"fastgen {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train_arguments(sub.add_parser("train", help="train a DCGAN or a VAE"))
     add_sample_arguments(sub.add_parser("sample", help="sample a grid PNG from a checkpoint"))
     add_export_arguments(sub.add_parser("export", help="export an inference-only generator"))
-    sub.add_parser("info", help="versions, build and native backends")
+    info = sub.add_parser("info", help="versions, build, CPU features and native backends")
+    info.add_argument("--json", action="store_true", help="print it as JSON")
     # eval and bench import their modules only when named, so other commands never pay for them
     eval_parser = sub.add_parser("eval", help="FID/KID/IS/precision-recall of a checkpoint")
     bench = sub.add_parser("bench", help="end-to-end benchmarks")
@@ -368,9 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command == "info":
-        from fastgen._info import format_info
-
-        print(format_info())
+        try:
+            from fastgen._info import format_info, info
+        except ValueError as err:  # e.g. a bad FASTGEN_BACKEND, refused at import
+            print(f"fastgen info: error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        print(json.dumps(info(), indent=2) if args.json else format_info())
         return 0
     handler = HANDLERS.get(args.command, run_delegate)
     debug = os.environ.get("FASTGEN_DEBUG", "") not in ("", "0")
