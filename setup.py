@@ -91,11 +91,23 @@ def nvcc_version() -> str | None:
     return release[0].split("release")[-1].strip() if release else "unknown"
 
 
+def compiler_version() -> str:
+    """The first line of the C++ compiler's --version (distutils uses $CXX, else c++)."""
+    cxx = shlex.split(os.environ.get("CXX", "c++"))
+    try:
+        out = subprocess.run([*cxx, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    lines = out.stdout.strip().splitlines()
+    return f"{' '.join(cxx)}: {lines[0]}" if lines else "unknown"
+
+
 def build_plan(with_cuda: bool, archs: str) -> str:
     """What this build will make, printed before it starts; loud when a CUDA torch gets a
     CPU-only build because nvcc was not found (every op on a GPU would fall back)."""
-    lines = [f"fastgen build plan: torch {torch.__version__}, CPU kernels for "
-             f"{', '.join(CPU_CAPABILITIES)} (picked at run time)"]  # fmt: skip
+    lines = [f"fastgen build plan: torch {torch.__version__}, {compiler_version()}",
+             f"  CPU kernels: {', '.join(CPU_CAPABILITIES)}, each in its own objects and picked "
+             f"at run time (no -march: the build runs on any {platform.machine()} CPU)"]  # fmt: skip
     if with_cuda:
         lines.append(f"  CUDA kernels: nvcc {nvcc_version()} at {CUDA_HOME}, architectures {archs}")
     elif os.environ.get("FASTGEN_CUDA") == "0":
@@ -137,6 +149,9 @@ def write_build_config(with_cuda: bool, archs: str) -> None:
         f.write(f"CUDA_ARCHS = {archs.split(';') if with_cuda else []!r}\n")
         f.write(f"BUILD_TORCH_VERSION = {torch.__version__!r}\n")
         f.write(f"BUILD_CUDA_VERSION = {torch.version.cuda if with_cuda else None!r}\n")
+        f.write(f"COMPILER = {compiler_version()!r}\n")
+        f.write(f"NVCC_VERSION = {nvcc_version() if with_cuda else None!r}\n")
+        f.write(f"CPU_CAPABILITIES = {list(CPU_CAPABILITIES)!r}\n")
 
 
 def is_emulated_source(path: str) -> bool:

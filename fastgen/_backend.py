@@ -69,6 +69,10 @@ class BackendRegistry:
                 return f"fastgen::{op_name} has no CUDA kernel to emulate"
         elif not self.kernels.get(op_name, {}).get(device, False):
             return f"the extension has no {device} kernel for fastgen::{op_name}"
+        elif device == "cuda":
+            problem = _extension.kernel_image_problem(tensor.device.index or 0)
+            if problem is not None:
+                return problem
         if tensor.dtype not in self.dtypes[op_name]:
             return f"fastgen::{op_name} has no kernel for {tensor.dtype}"
         return None
@@ -84,9 +88,16 @@ class BackendRegistry:
             raise RuntimeError(
                 f"fastgen.ops.{op_name}: no native kernel: {reason} (FASTGEN_STRICT/FASTGEN_BACKEND=native)"
             )
-        # One warning for an extension that is missing or unusable, not one per op.
+        # One warning for an extension that is missing or unusable, or a GPU it has no kernel
+        # image for, not one per op.
         broken = not _extension.LOADED
-        key = ("extension",) if broken else (op_name, tensor.device.type, tensor.dtype, self.mode)
+        no_image = tensor.is_cuda and reason.startswith("the CUDA kernels were built")
+        if broken:
+            key = ("extension",)
+        elif no_image:
+            key = ("kernel image", tensor.device.index)
+        else:
+            key = (op_name, tensor.device.type, tensor.dtype, self.mode)
         if key not in self._warned:
             self._warned.add(key)
             if broken and _extension.BUILD_PROBLEM is not None:
@@ -95,6 +106,10 @@ class BackendRegistry:
             if broken:
                 message = (f"fastgen: every op runs its PyTorch reference because {reason}; build "
                            f"the extension: {_extension.REBUILD}")  # fmt: skip
+            elif no_image:
+                message = (
+                    f"fastgen: every op on {tensor.device} runs its PyTorch reference: {reason}"
+                )
             warnings.warn(message, stacklevel=3)
         return False
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import warnings
 
@@ -53,6 +54,10 @@ def build_config() -> dict:
         "cuda_archs": list(cfg.CUDA_ARCHS),
         "build_torch_version": cfg.BUILD_TORCH_VERSION,
         "build_cuda_version": cfg.BUILD_CUDA_VERSION,
+        # recorded since the build plan; an older _build_config.py lacks them
+        "compiler": getattr(cfg, "COMPILER", None),
+        "nvcc_version": getattr(cfg, "NVCC_VERSION", None),
+        "cpu_capabilities_built": list(getattr(cfg, "CPU_CAPABILITIES", [])),
     }
 
 
@@ -62,8 +67,9 @@ def _warn(message: str) -> None:
 
 
 def check_build() -> str | None:
-    """One sentence on what is wrong with the build for this process (another torch, no
-    kernel image for this GPU), or None; warned once at import."""
+    """One sentence on what is wrong with the build for this process (built against another
+    torch), or None; warned once at import. A GPU without a kernel image is found on the first
+    op on it (kernel_image_problem), so importing fastgen never initialises CUDA."""
     built = build_config().get("build_torch_version")
     if not LOADED:
         if built and built != torch.__version__:
@@ -74,15 +80,21 @@ def check_build() -> str | None:
     if built and built != torch.__version__:
         return (f"fastgen: the extension was built against torch {built} but torch {torch.__version__} "
                 f"is running; rebuild it: {REBUILD}")  # fmt: skip
-    cfg = build_config()
-    if cfg.get("with_cuda") and torch.cuda.is_available():
-        capability = torch.cuda.get_device_capability()
-        if not has_kernel_image(capability, cfg.get("cuda_archs", [])):
-            name = torch.cuda.get_device_name()
-            return (f"fastgen: the CUDA kernels were built for {';'.join(cfg['cuda_archs'])} but this GPU "
-                    f"({name}) is sm_{capability[0]}{capability[1]}: there is no kernel image for it. "
-                    f"Rebuild with TORCH_CUDA_ARCH_LIST={capability[0]}.{capability[1]} {REBUILD}")  # fmt: skip
     return None
+
+
+@functools.cache
+def kernel_image_problem(device_index: int) -> str | None:
+    """Why the CUDA kernels cannot run on GPU `device_index` (built for other architectures),
+    or None; the ops then run their reference with this as the one warning."""
+    cfg = build_config()
+    capability = torch.cuda.get_device_capability(device_index)
+    if not cfg.get("with_cuda") or has_kernel_image(capability, cfg.get("cuda_archs", [])):
+        return None
+    name = torch.cuda.get_device_name(device_index)
+    return (f"the CUDA kernels were built for {';'.join(cfg['cuda_archs'])} but this GPU ({name}) "
+            f"is sm_{capability[0]}{capability[1]}: there is no kernel image for it; rebuild with "
+            f"TORCH_CUDA_ARCH_LIST={capability[0]}.{capability[1]} {REBUILD}")  # fmt: skip
 
 
 def has_kernel_image(capability: tuple[int, int], archs: list[str]) -> bool:

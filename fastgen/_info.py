@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import platform
+
 import torch
 
 from fastgen import _extension
@@ -15,6 +18,7 @@ def info() -> dict:
     cfg = _extension.build_config()
     return {
         "fastgen": fastgen.__version__,
+        "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
@@ -23,20 +27,43 @@ def info() -> dict:
         "extension_error": _extension.LOAD_ERROR,
         "built_with_cuda": cfg.get("with_cuda", False),
         "cuda_archs": cfg.get("cuda_archs", []),
+        **_gpu(cfg),
         "built_against_torch": cfg.get("build_torch_version"),
+        "compiler": cfg.get("compiler"),
+        "nvcc": cfg.get("nvcc_version"),
+        "cpu_capabilities_built": cfg.get("cpu_capabilities_built", []),
         # the copy of the CPU kernels this CPU runs (FASTGEN_CPU_CAPABILITY forces one)
         **_cpu(),
         # the CUDA kernels compiled against the SIMT emulator (FASTGEN_BACKEND=emulated-cuda)
         "emulated_cuda_loaded": _extension.EMULATED_LOADED,
         "emulated_cuda_error": _extension.EMULATED_ERROR,
         "backend_mode": registry.mode,
+        # the stride-2 4x4 (transposed) convolutions' Winograd path; FASTGEN_WINOGRAD=0 is off
+        "winograd": os.environ.get("FASTGEN_WINOGRAD", "1").strip() != "0",
+        "threads": torch.get_num_threads(),
         "ops": {op: registry.native_backends(op) for op in sorted(registry.kernels)},
     }
 
 
+def _gpu(cfg: dict) -> dict:
+    """The GPU's compute capability and whether the built architectures include it."""
+    if not torch.cuda.is_available():
+        return {"gpu_capability": None, "gpu_has_kernel_image": None}
+    major, minor = torch.cuda.get_device_capability(0)
+    has_image = None
+    if cfg.get("with_cuda"):
+        has_image = _extension.has_kernel_image((major, minor), cfg.get("cuda_archs", []))
+    return {"gpu_capability": f"sm_{major}{minor}", "gpu_has_kernel_image": has_image}
+
+
 def _cpu() -> dict:
     if not _extension.LOADED:
-        return {"cpu_capability": None, "cpu_capability_supported": None, "cpu_features": []}
+        return {
+            "cpu_capability": None,
+            "cpu_capability_supported": None,
+            "cpu_features": [],
+            "avx512_gemm": None,
+        }
     try:
         active, supported, features = _extension._C._cpu_capability()
     except ValueError as exc:  # a bad FASTGEN_CPU_CAPABILITY: say so instead of failing
@@ -45,6 +72,8 @@ def _cpu() -> dict:
         "cpu_capability": active,
         "cpu_capability_supported": supported,
         "cpu_features": features,
+        # the convolution GEMM panels: 16-wide AVX-512 ones only on the avx512 copy
+        "avx512_gemm": active == "avx512",
     }
 
 

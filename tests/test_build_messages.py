@@ -105,3 +105,63 @@ def test_cli_version_info_json_and_a_bad_backend_in_one_line():
     assert done.stderr.strip().splitlines() == [
         "fastgen: error: FASTGEN_BACKEND must be one of auto, reference, native, emulated-cuda, got 'turbo'"
     ]
+
+
+class FakeCudaTensor:
+    """What the registry reads of a tensor, for a GPU this machine does not have."""
+
+    device = type("Device", (), {"type": "cuda", "index": 0, "__str__": lambda self: "cuda:0"})()
+    is_cuda = True
+    dtype = None
+
+
+def test_a_gpu_without_a_kernel_image_runs_the_reference_with_one_warning(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(
+        _extension, "build_config", lambda: {"with_cuda": True, "cuda_archs": ["8.0", "9.0"]}
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Tesla T4")
+    _extension.kernel_image_problem.cache_clear()
+    try:
+        message = _extension.kernel_image_problem(0)
+        assert "built for 8.0;9.0" in message and "sm_75" in message and "Tesla T4" in message
+        assert "TORCH_CUDA_ARCH_LIST=7.5" in message
+        monkeypatch.setattr(_extension, "LOADED", True)
+        registry = BackendRegistry()
+        registry.kernels = {op: {"cuda": True} for op in ("conv2d", "reparameterize")}
+        registry.dtypes = {op: frozenset([None]) for op in registry.kernels}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for op in ("conv2d", "reparameterize", "conv2d"):
+                assert registry.use_native(op, FakeCudaTensor()) is False
+        assert len(caught) == 1
+        assert str(caught[0].message).startswith("fastgen: every op on cuda:0 runs its PyTorch")
+        registry.strict = True
+        with pytest.raises(RuntimeError, match="no kernel image"):
+            registry.use_native("conv2d", FakeCudaTensor())
+        # a build that has the image: no problem
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (9, 0))
+        _extension.kernel_image_problem.cache_clear()
+        assert _extension.kernel_image_problem(0) is None
+    finally:
+        _extension.kernel_image_problem.cache_clear()
+
+
+def test_info_names_python_compiler_threads_winograd_and_the_gemm(monkeypatch):
+    import platform
+
+    import torch
+
+    import fastgen
+
+    monkeypatch.setenv("FASTGEN_WINOGRAD", "0")
+    data = fastgen.info()
+    assert data["python"] == platform.python_version()
+    assert data["threads"] == torch.get_num_threads()
+    assert data["winograd"] is False
+    assert "gpu_capability" in data and "gpu_has_kernel_image" in data
+    if data["extension_loaded"]:
+        assert data["compiler"] and data["cpu_capabilities_built"][0] == "baseline"
+        assert data["avx512_gemm"] == (data["cpu_capability"] == "avx512")
