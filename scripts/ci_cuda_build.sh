@@ -9,7 +9,7 @@
 #                    reused if present: point it at an existing one to skip the install)
 #   CUDA_TORCH       torch version to install into a new venv (default 2.14.1, CUDA 13.0)
 #   CUDA_HOME        CUDA toolkit (default /usr/local/cuda)
-#   TORCH_CUDA_ARCH_LIST (default "8.0;9.0"), MAX_JOBS (default 2)
+#   TORCH_CUDA_ARCH_LIST (default "8.0;9.0+PTX", setup.py's default), MAX_JOBS (default 2)
 #   CUDA_BUILD_DIR   where the build happens (default build/cuda-ci)
 #
 # Why a copy: an in-place build writes fastgen/_C*.so and fastgen/_build_config.py, which
@@ -24,7 +24,7 @@ CUDA_VENV="${CUDA_VENV:-$ROOT/.venv-cuda}"
 CUDA_TORCH="${CUDA_TORCH:-2.14.1}"
 BUILD_DIR="${CUDA_BUILD_DIR:-$ROOT/build/cuda-ci}"
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
-export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0}"
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0+PTX}"
 export MAX_JOBS="${MAX_JOBS:-2}"
 export FASTGEN_CUDA=1
 
