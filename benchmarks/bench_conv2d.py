@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.harness import Case
+from benchmarks.harness import Case, engine_providers
 from fastgen.ops import conv2d
 from fastgen.reference import conv2d as reference
 
@@ -58,7 +58,9 @@ def layer_case(batch, name, c_in, c_out, size, stride, padding, bias, activation
         op="conv2d",
         case=f"N={batch} {name} k4s{stride}p{padding} {activation} fp32 {fmt}",
         make_inputs=make_inputs,
-        providers={"fastgen": provider(conv2d), "eager": provider(reference.conv2d)},
+        providers=engine_providers(
+            device, "FASTGEN_CONV2D", fastgen=provider(conv2d), eager=provider(reference.conv2d)
+        ),
         modes=("forward", "full"),
         flops={"forward": flops, "full": 3 * flops},
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.harness import Case
+from benchmarks.harness import Case, engine_providers
 from fastgen.ops import conv_transpose2d
 from fastgen.reference import conv_transpose2d as reference
 
@@ -48,10 +48,12 @@ def layer_case(batch, name, c_in, c_out, size, stride, padding, activation, fmt,
         op="conv_transpose2d",
         case=f"N={batch} {name} k4s{stride}p{padding} {activation} fp32 {fmt}",
         make_inputs=make_inputs,
-        providers={
-            "fastgen": provider(conv_transpose2d),
-            "eager": provider(reference.conv_transpose2d),
-        },
+        providers=engine_providers(
+            device,
+            "FASTGEN_CONV_TRANSPOSE",
+            fastgen=provider(conv_transpose2d),
+            eager=provider(reference.conv_transpose2d),
+        ),
         modes=("forward", "full"),
         flops={"forward": flops, "full": 3 * flops},
     )

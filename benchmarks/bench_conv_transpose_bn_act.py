@@ -18,7 +18,7 @@ from torch.func import functional_call
 
 import fastgen.nn as fnn
 from benchmarks.bench_conv_transpose2d import dcgan_generator_layers
-from benchmarks.harness import Case
+from benchmarks.harness import Case, engine_providers
 
 
 def block_case(batch, name, c_in, c_out, size, stride, padding, fmt, train, device) -> Case:
@@ -50,7 +50,12 @@ def block_case(batch, name, c_in, c_out, size, stride, padding, fmt, train, devi
         op="conv_transpose_bn_act",
         case=f"N={batch} {name} k4s{stride}p{padding} relu {mode} fp32 {fmt}",
         make_inputs=make_inputs,
-        providers={"fastgen": provider(fused, fused_names), "eager": provider(stock, stock_names)},
+        providers=engine_providers(
+            device,
+            "FASTGEN_CONV_TRANSPOSE",
+            fastgen=provider(fused, fused_names),
+            eager=provider(stock, stock_names),
+        ),
         modes=("forward", "full") if train else ("forward",),
     )
 

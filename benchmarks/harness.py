@@ -3,7 +3,10 @@
 A benchmark module (benchmarks/bench_<op>.py) defines ``cases(device) -> list[Case]``. Each
 case gives its inputs and two providers, "fastgen" (the fused op) and "eager" (the stock
 PyTorch code it replaces, imported from fastgen.reference so tests and benchmarks share it);
-the harness adds "compile" = torch.compile(eager provider) unless disabled.
+the harness adds "compile" = torch.compile(eager provider) unless disabled. The convolution
+cases add "fastgen-engine" on CUDA: the fused op with fastgen's implicit-GEMM engine forced
+(FASTGEN_CONV_TRANSPOSE / FASTGEN_CONV2D=fastgen, see with_env), the measurement that decides
+whether `auto` may ever choose it.
 
 Modes:
   forward   provider(*inputs) under torch.no_grad()
@@ -27,6 +30,7 @@ counter, and process RSS is too coarse and too polluted by caching to mean anyth
 from __future__ import annotations
 
 import datetime
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +40,36 @@ import torch
 from fastgen.utils.run_info import device_name, git_commit, percentile
 
 MODES = ("forward", "backward", "full")
+
+
+def with_env(fn: Callable, **variables: str) -> Callable:
+    """fn with the environment variables set during each call (and restored after), e.g. a
+    per-call route switch read by the C++ ops."""
+
+    def call(*args):
+        saved = {name: os.environ.get(name) for name in variables}
+        os.environ.update(variables)
+        try:
+            return fn(*args)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    return call
+
+
+def engine_providers(device: str, variable: str, fastgen: Callable, eager: Callable) -> dict:
+    """A convolution case's providers: fastgen (the default route, cuDNN on CUDA) and eager;
+    on CUDA also fastgen-engine, the same op with `variable`=fastgen."""
+    providers = {"fastgen": fastgen, "eager": eager}
+    if device == "cuda":
+        providers["fastgen-engine"] = with_env(fastgen, **{variable: "fastgen"})
+    return providers
+
+
 CSV_FIELDS = (
     "op",
     "case",
@@ -246,7 +280,7 @@ def run_case(
                     name,
                     times[name],
                     peak,
-                    native if name == "fastgen" else "",
+                    native if name.startswith("fastgen") else "",
                     min_bytes=case.min_bytes.get(mode),
                     flops=case.flops.get(mode),
                 )

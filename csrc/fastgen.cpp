@@ -20,6 +20,7 @@
 
 #include "common/cpu_capability.h"
 #include "common/emulated_cuda.h"
+#include "conv/conv_engine.h"
 #include "winograd/winograd_kernels.h"
 
 TORCH_LIBRARY(fastgen, m) {
@@ -58,6 +59,14 @@ TORCH_LIBRARY(fastgen, m) {
       "conv_transpose2d_backward(Tensor grad_out, Tensor input, Tensor weight, "
       "Tensor output, int[2] stride, int[2] padding, int[2] output_padding, int groups, "
       "int[2] dilation, str activation, float negative_slope, bool[3] output_mask) "
+      "-> (Tensor, Tensor, Tensor)");
+
+  // conv_transpose2d(input, weight, bias) and the per-channel batch mean and biased variance
+  // of its output (accumulation dtype), for a training batch norm after it: with fastgen's
+  // implicit-GEMM engine on CUDA the statistics come from the convolution's epilogue.
+  m.def(
+      "conv_transpose2d_with_stats(Tensor input, Tensor weight, Tensor? bias, int[2] stride, "
+      "int[2] padding, int[2] output_padding, int groups, int[2] dilation) "
       "-> (Tensor, Tensor, Tensor)");
 
   // act(conv2d(input, weight, bias)) with act one of identity, relu, leaky_relu, tanh,
@@ -115,6 +124,15 @@ PYBIND11_MODULE(_C, module) {
       "Installs fastgen._emulated_cuda.kernels() (a capsule)");
   module.def("_set_emulated_cuda", &fastgen::emulation::set_enabled,
              "Routes the CPU kernels of ops with a CUDA kernel to the emulated CUDA kernel");
+  module.def(
+      "_conv_route",
+      [](bool transposed, std::array<int64_t, 2> stride, std::array<int64_t, 2> dilation,
+         int64_t groups) {
+        const fastgen::conv::Geometry geometry{transposed, stride, {0, 0}, {0, 0}, dilation, groups};
+        return fastgen::conv::route(geometry) == fastgen::conv::Route::ImplicitGemm ? "fastgen"
+                                                                                   : "cudnn";
+      },
+      "The convolution a CUDA (or emulated) call of these arguments takes (conv/conv_engine.h)");
   module.def(
       "_cpu_capability",
       [] {

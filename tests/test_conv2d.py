@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import conv_helpers
 import pytest
 import torch
-from conftest import CUDA_DEVICES, DTYPES, assert_close, examples, on_device, reference_dtype
+from conftest import CUDA_DEVICES, DTYPES, assert_close, examples, on_device
+from conv_helpers import layout
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,55 +18,8 @@ from fastgen.reference.conv2d import ACTIVATIONS
 native = pytest.mark.skipif(not _extension.LOADED, reason="the fastgen extension is not built")
 
 
-def layout(t: torch.Tensor, kind: str) -> torch.Tensor:
-    """The same values as `t` in NCHW, channels_last or a non-contiguous (strided) view."""
-    if kind == "channels_last":
-        return t.contiguous(memory_format=torch.channels_last)
-    if kind == "strided":
-        wide = torch.zeros(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype, device=t.device)
-        wide[..., ::2] = t
-        return wide[..., ::2]
-    return t.contiguous()
-
-
-def run_both(
-    config: dict, dtype: torch.dtype, device: str, kind: str = "contiguous", seed: int = 0
-):
-    """Output and gradients of the op (at `dtype`) and of the reference (at the oracle dtype,
-    from the same upcast inputs)."""
-    generator = torch.Generator().manual_seed(seed)
-    n, c_in, h, w = config["input"]
-    c_out, kh, kw = config["weight"]
-    groups = config.get("groups", 1)
-    shapes = {"x": (n, c_in, h, w), "weight": (c_out, c_in // groups, kh, kw)}
-    if config.get("bias", True):
-        shapes["bias"] = (c_out,)
-    base = {k: (torch.randn(s, generator=generator) * 0.5).to(dtype) for k, s in shapes.items()}
-    kwargs = {k: config[k] for k in ("stride", "padding", "dilation") if k in config}
-    kwargs.update(groups=groups, activation=config.get("activation", "identity"))
-    kwargs["negative_slope"] = config.get("negative_slope", 0.2)
-
-    def call(fn, tensors):
-        out = fn(tensors["x"], tensors["weight"], tensors.get("bias"), **kwargs)
-        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1))
-        grads = torch.autograd.grad(out, list(tensors.values()), grad.to(out))
-        return out, dict(zip(tensors, grads))
-
-    ours = {k: v.to(device) for k, v in base.items()}
-    ours["x"] = layout(ours["x"], kind)
-    ours = {k: v.requires_grad_() for k, v in ours.items()}
-    oracle = {k: v.to(device, reference_dtype(dtype)).requires_grad_() for k, v in base.items()}
-    return call(conv2d, ours), call(reference.conv2d, oracle)
-
-
 def check(config, dtype, device, kind="contiguous", seed=0):
-    (out, grads), (expected, expected_grads) = run_both(config, dtype, device, kind, seed)
-    assert out.dtype == dtype and out.shape == expected.shape
-    # Sums over C_in * kH * kW products: allow the table's tolerance times a few.
-    assert_close(out, expected, dtype, scale=4, msg=f"output {config} {kind}")
-    for name, grad in grads.items():
-        assert_close(grad, expected_grads[name], dtype, scale=8, msg=f"grad {name} {config} {kind}")
-    return out
+    return conv_helpers.check("conv2d", config, dtype, device, kind, seed)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -7,10 +7,12 @@ import pickle
 
 import pytest
 import torch
-from conftest import assert_close
+from conftest import CUDA_DEVICES, assert_close
+from conv_helpers import engine_forced
 from torch import nn
 
 import fastgen.nn as fnn
+import fastgen.ops
 from fastgen.nn.convert import BLOCK_RULES, LAYER_RULES, RULES
 
 
@@ -218,3 +220,45 @@ def test_layer_rules_keep_one_fused_layer_per_stock_layer():
     assert type(converted[0]) is fnn.ConvTranspose2d
     assert type(converted[1]) is fnn.BatchNormLeakyReLU2d
     assert BLOCK_RULES is RULES and RULES[1:] == LAYER_RULES
+
+
+@pytest.mark.parametrize("name", CUDA_DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_training_takes_the_statistics_from_the_convolution(name, dtype, channels_last):
+    """With the CUDA convolution engine the training block is the convolution writing its
+    output and batch statistics, then one normalise + activate pass; output, gradients and
+    running statistics stay the stock block's, over two steps and a gradient penalty."""
+    config = dict(CONFIGS["dcgan"], bias=True, momentum=None)
+    stock = stock_block(config, 0.2).to(dtype)
+    randomise(stock)
+    fused = fnn.ConvTransposeBNAct2d.from_modules(
+        copy.deepcopy(stock[0]), copy.deepcopy(stock[1]), 0.2
+    )
+    calls = []
+    real = fastgen.ops.conv_transpose2d_with_stats
+    with engine_forced(name) as device, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            fastgen.ops, "conv_transpose2d_with_stats", lambda *a: calls.append(1) or real(*a)
+        )
+        stock, fused = stock.to(device), fused.to(device)
+        x = torch.randn(3, 8, 5, 4, dtype=dtype, device=device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for _ in range(2):
+            compare(stock, fused, x, scale=4)
+        assert len(calls) == 2
+        for key, value in stock.state_dict().items():
+            actual = to_stock_names(fused.state_dict())[key]
+            if value.is_floating_point():
+                assert_close(actual, value, msg=key)
+            else:
+                assert torch.equal(actual, value), key
+
+        def penalty(model):
+            inputs = x.clone().requires_grad_()
+            (grad,) = torch.autograd.grad(model(inputs).square().sum(), inputs, create_graph=True)
+            return torch.autograd.grad(grad.square().sum(), list(model.parameters()))
+
+        for actual, expected in zip(penalty(fused), penalty(stock)):
+            assert_close(actual, expected, scale=8)

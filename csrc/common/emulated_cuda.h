@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/activation.h"
+#include "conv/conv_engine.h"
 
 namespace fastgen::emulation {
 
@@ -26,7 +27,7 @@ using OptionalTensor = std::optional<at::Tensor>;
 
 // Each entry has the signature of the CUDA function it stands for.
 struct Kernels {
-  static constexpr int kVersion = 1;
+  static constexpr int kVersion = 2;
   int version = kVersion;
   // batch_norm_leaky_relu (and its memory-saving forward) / batch_norm_leaky_relu_backward
   Tensor3 (*batch_norm_leaky_relu)(const at::Tensor&, const OptionalTensor&, const OptionalTensor&,
@@ -42,10 +43,12 @@ struct Kernels {
   std::tuple<at::Tensor, at::Tensor> (*reparameterize_backward)(
       const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
       const OptionalTensor&, const at::Tensor&) = nullptr;
-  // the epilogues of conv2d and conv_transpose2d (their convolution is aten's, as on CUDA)
+  // the epilogues of conv2d and conv_transpose2d around aten's convolution (cuDNN's on CUDA)
   void (*bias_activation)(at::Tensor&, const at::Tensor&, Activation, double) = nullptr;
   at::Tensor (*activation_backward)(const at::Tensor&, const at::Tensor&, Activation,
                                     double) = nullptr;
+  // the implicit-GEMM convolution engine both conv ops take where conv::route() says so
+  conv::Engine conv_engine{nullptr, nullptr};
 };
 
 // In fastgen._C: the installed table while the backend is on, else null.

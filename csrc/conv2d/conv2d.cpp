@@ -69,20 +69,30 @@ std::array<int64_t, 4> check_conv2d(const char* op, const at::Tensor& input, con
   return out;
 }
 
+conv::Geometry geometry_of(const Conv2dParams& params) {
+  return {false, params.stride, params.padding, {0, 0}, params.dilation, params.groups};
+}
+
 }  // namespace
 
 at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
                           const std::optional<at::Tensor>& bias, const Conv2dParams& params,
                           const Conv2dKernels& kernels) {
-  check_conv2d("fastgen::conv2d", input, weight, params);
+  const auto shape = check_conv2d("fastgen::conv2d", input, weight, params);
   if (bias.has_value() && bias->defined()) {
     checks::like("fastgen::conv2d", "bias", *bias, "input", input, at::IntArrayRef{weight.size(0)});
+  }
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (const conv::Geometry geometry = geometry_of(params);
+      kernels.epilogues.engine != nullptr && conv::route(geometry) == conv::Route::ImplicitGemm) {
+    return kernels.epilogues.engine->forward(
+        input, weight, has_bias ? bias->contiguous() : at::Tensor(), geometry, {shape[2], shape[3]},
+        params.activation, params.negative_slope, conv_format(input, weight), nullptr, nullptr);
   }
   // No bias in the convolution: it is added in the epilogue together with the activation,
   // so the output is touched once after the GEMMs instead of twice.
   at::Tensor out = kernels.convolution(input, weight, params);
   out = with_canonical_strides(out, conv_format(input, weight));
-  const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias || params.activation != Activation::Identity) {
     kernels.epilogues.bias_activation(out, has_bias ? bias->contiguous() : at::Tensor(),
                                       params.activation, params.negative_slope);
@@ -99,13 +109,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   checks::like(op, "grad_out", grad_out, "input", input, at::IntArrayRef(out));
   // The saved output is read only to differentiate the activation (identity saves none).
   if (params.activation != Activation::Identity) checks::like(op, "output", output, "input", input, at::IntArrayRef(out));
+  const auto empty = [&] { return at::empty({0}, grad_out.options()); };
+  if (const conv::Geometry geometry = geometry_of(params);
+      kernels.epilogues.engine != nullptr && conv::route(geometry) == conv::Route::ImplicitGemm) {
+    auto [gi, gw, gb] = kernels.epilogues.engine->backward(
+        grad_out, input, weight, output, geometry, params.activation, params.negative_slope,
+        output_mask, conv_format(input, weight));
+    return {output_mask[0] ? gi : empty(), output_mask[1] ? gw : empty(),
+            output_mask[2] ? gb : empty()};
+  }
   at::Tensor grad_pre = params.activation == Activation::Identity
                             ? grad_out
                             : kernels.epilogues.activation_backward(
                                   grad_out, output, params.activation, params.negative_slope);
   auto [grad_input, grad_weight, grad_bias] =
       kernels.convolution_backward(grad_pre, input, weight, params, output_mask);
-  const auto empty = [&] { return at::empty({0}, grad_out.options()); };
   grad_input =
       output_mask[0] ? with_canonical_strides(grad_input, conv_format(input, weight)) : empty();
   grad_weight =

@@ -77,7 +77,8 @@ Conv2dKernels cpu_kernels() {
   if (const emulation::Kernels* kernels = emulation::active()) {
     return {conv2d_convolution_aten,
             conv2d_convolution_backward_aten,
-            {kernels->bias_activation, kernels->activation_backward}};
+            {kernels->bias_activation, kernels->activation_backward, /*cpu_convolutions=*/false,
+             &kernels->conv_engine}};
   }
   return {conv2d_convolution_cpu,
           conv2d_convolution_backward_cpu,

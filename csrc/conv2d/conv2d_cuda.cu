@@ -1,9 +1,9 @@
 // fastgen::conv2d on CUDA: the registration only.
 //
-// The convolution is cuDNN's, through the public aten op (conv2d_convolution_aten in
-// conv2d.cpp); the bias + activation epilogue and the activation backward are
-// conv_transpose2d's CUDA kernels (conv_transpose2d_cuda.cuh), which handle any NCHW or
-// channels_last output. No kernel of its own yet, so this file only wires them together.
+// Per call (conv::route): fastgen's implicit-GEMM engine (conv/implicit_gemm_cuda.cuh, shared
+// with conv_transpose2d), or cuDNN's convolution through the public aten op
+// (conv2d_convolution_aten in conv2d.cpp) with conv_transpose2d's bias + activation epilogue
+// and activation backward kernels (conv_transpose2d_cuda.cuh).
 
 #include <torch/library.h>
 
@@ -14,10 +14,12 @@ namespace fastgen {
 
 namespace {
 
+constexpr conv::Engine kEngine{cuda::implicit_gemm::forward, cuda::implicit_gemm::backward};
+
 Conv2dKernels cuda_kernels() {
   return {conv2d_convolution_aten,
           conv2d_convolution_backward_aten,
-          {cuda::bias_activation, cuda::activation_backward}};
+          {cuda::bias_activation, cuda::activation_backward, /*cpu_convolutions=*/false, &kEngine}};
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include "conv_transpose2d/conv_transpose2d.h"
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 
 #include "common/checks.h"
 
@@ -85,6 +86,10 @@ std::array<int64_t, 4> check_conv_transpose2d(const char* op, const at::Tensor& 
   return out;
 }
 
+conv::Geometry geometry_of(const ConvTranspose2dParams& params) {
+  return {true, params.stride, params.padding, params.output_padding, params.dilation, params.groups};
+}
+
 }  // namespace
 
 at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& weight,
@@ -94,6 +99,14 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
   const auto shape = check_conv_transpose2d("fastgen::conv_transpose2d", input, weight, params);
   if (bias.has_value() && bias->defined()) {
     checks::like("fastgen::conv_transpose2d", "bias", *bias, "input", input, at::IntArrayRef{shape[1]});
+  }
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (const conv::Geometry geometry = geometry_of(params);
+      epilogues.engine != nullptr && conv::route(geometry) == conv::Route::ImplicitGemm) {
+    return epilogues.engine->forward(input, weight, has_bias ? bias->contiguous() : at::Tensor(),
+                                     geometry, {shape[2], shape[3]}, params.activation,
+                                     params.negative_slope, conv_format(input, weight), nullptr,
+                                     nullptr);
   }
   // No bias in the convolution: it is added in the epilogue together with the activation,
   // so the output is touched once after the GEMMs instead of twice.
@@ -123,7 +136,6 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
                                params.output_padding, params.groups, params.dilation);
   }
   out = with_canonical_strides(out, conv_format(input, weight));
-  const bool has_bias = bias.has_value() && bias->defined();
   if (has_bias || params.activation != Activation::Identity) {
     epilogues.bias_activation(out, has_bias ? bias->contiguous() : at::Tensor(), params.activation,
                               params.negative_slope);
@@ -140,6 +152,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
   checks::like(op, "grad_out", grad_out, "input", input, at::IntArrayRef(shape));
   // The saved output is read only to differentiate the activation (identity saves none).
   if (params.activation != Activation::Identity) checks::like(op, "output", output, "input", input, at::IntArrayRef(shape));
+  const auto empty = [&] { return at::empty({0}, grad_out.options()); };
+  if (const conv::Geometry geometry = geometry_of(params);
+      epilogues.engine != nullptr && conv::route(geometry) == conv::Route::ImplicitGemm) {
+    auto [gi, gw, gb] = epilogues.engine->backward(grad_out, input, weight, output, geometry,
+                                                   params.activation, params.negative_slope,
+                                                   output_mask, conv_format(input, weight));
+    return {output_mask[0] ? gi : empty(), output_mask[1] ? gw : empty(),
+            output_mask[2] ? gb : empty()};
+  }
   at::Tensor grad_pre = params.activation == Activation::Identity
                             ? grad_out
                             : epilogues.activation_backward(grad_out, output, params.activation,
@@ -169,12 +190,37 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
         params.dilation, /*transposed=*/true, params.output_padding, params.groups, output_mask);
   }
   if (output_mask[2] && !grad_bias.defined()) grad_bias = grad_pre.sum({0, 2, 3});
-  const auto empty = [&] { return at::empty({0}, grad_out.options()); };
   grad_input = output_mask[0] ? with_canonical_strides(grad_input, conv_format(input, weight)) : empty();
   grad_weight =
       output_mask[1] ? with_canonical_strides(grad_weight, conv_format(input, weight)) : empty();
   grad_bias = output_mask[2] ? grad_bias.contiguous() : empty();
   return {grad_input, grad_weight, grad_bias};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_with_stats(
+    const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    const ConvTranspose2dParams& params, const ConvTranspose2dEpilogues& epilogues) {
+  constexpr const char* op = "fastgen::conv_transpose2d_with_stats";
+  const auto shape = check_conv_transpose2d(op, input, weight, params);
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias) checks::like(op, "bias", *bias, "input", input, at::IntArrayRef{shape[1]});
+  TORCH_CHECK_VALUE(shape[0] * shape[2] * shape[3] > 0, op,
+                    ": batch statistics need at least one value per channel, got output of size ",
+                    at::IntArrayRef(shape));
+  if (const conv::Geometry geometry = geometry_of(params);
+      epilogues.engine != nullptr && conv::route(geometry) == conv::Route::ImplicitGemm) {
+    at::Tensor mean, var;
+    at::Tensor out = epilogues.engine->forward(input, weight, has_bias ? bias->contiguous() : at::Tensor(),
+                                               geometry, {shape[2], shape[3]}, Activation::Identity,
+                                               0.0, conv_format(input, weight), &mean, &var);
+    return {out, mean, var};
+  }
+  ConvTranspose2dParams plain = params;
+  plain.activation = Activation::Identity;
+  at::Tensor out = conv_transpose2d_forward(input, weight, bias, plain, epilogues);
+  auto [var, mean] = at::var_mean(out.to(at::toOpMathType(out.scalar_type())), {0, 2, 3},
+                                  /*correction=*/0, /*keepdim=*/false);
+  return {out, mean, var};
 }
 
 }  // namespace fastgen

@@ -22,6 +22,7 @@
 #include <string_view>
 
 #include "common/activation.h"
+#include "conv/conv_engine.h"
 
 namespace fastgen {
 
@@ -79,6 +80,9 @@ struct ConvTranspose2dEpilogues {
   // The CPU backend's own convolutions (Winograd, GEMMs) for the shapes they take; false:
   // always the aten convolution (CUDA's cuDNN, and its emulation on CPU tensors).
   bool cpu_convolutions = false;
+  // CUDA (and its emulation): fastgen's implicit-GEMM engine, taken where conv::route()
+  // says so (conv/conv_engine.h); null on the CPU backend.
+  const conv::Engine* engine = nullptr;
 };
 
 ConvTranspose2dParams make_conv_transpose2d_params(at::IntArrayRef stride, at::IntArrayRef padding,
@@ -96,6 +100,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
     const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor& output, const ConvTranspose2dParams& params, std::array<bool, 3> output_mask,
     const ConvTranspose2dEpilogues& epilogues);
+
+// conv_transpose2d(input, weight) + bias (no activation) and the per-channel batch mean and
+// biased variance of that output, in the accumulation dtype (float32 for half types): what a
+// training batch norm after it needs. The engine computes the statistics in the
+// convolution's epilogue; every other path reads the output once more (at::var_mean).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_with_stats(
+    const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    const ConvTranspose2dParams& params, const ConvTranspose2dEpilogues& epilogues);
 
 // The schema-shaped kernels each backend registers (TORCH_LIBRARY_IMPL): the driver above
 // with the epilogues epilogues() returns for the call, e.g.
@@ -121,6 +133,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_op(
                                                    activation, negative_slope);
   return conv_transpose2d_backward(grad_out, input, weight, output, params, output_mask,
                                    epilogues());
+}
+
+template <ConvTranspose2dEpilogues (*epilogues)()>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_with_stats_op(
+    const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+    at::IntArrayRef dilation) {
+  const auto params = make_conv_transpose2d_params(stride, padding, output_padding, groups, dilation,
+                                                   "identity", 0.0);
+  return conv_transpose2d_with_stats(input, weight, bias, params, epilogues());
 }
 
 // The CUDA epilogues (conv_transpose2d_cuda.cuh), which conv2d shares: nvcc builds them as

@@ -137,7 +137,8 @@ at::Tensor activation_backward_cpu(const at::Tensor& grad_out, const at::Tensor&
 // by the emulator around the aten convolution (what the CUDA build does with cuDNN).
 ConvTranspose2dEpilogues cpu_epilogues() {
   if (const emulation::Kernels* kernels = emulation::active()) {
-    return {kernels->bias_activation, kernels->activation_backward, /*cpu_convolutions=*/false};
+    return {kernels->bias_activation, kernels->activation_backward, /*cpu_convolutions=*/false,
+            &kernels->conv_engine};
   }
   return {bias_activation_cpu, activation_backward_cpu, /*cpu_convolutions=*/true};
 }
@@ -145,8 +146,10 @@ ConvTranspose2dEpilogues cpu_epilogues() {
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
   m.impl("conv_transpose2d", &conv_transpose2d_op<cpu_epilogues>);
   m.impl("conv_transpose2d_backward", &conv_transpose2d_backward_op<cpu_epilogues>);
+  m.impl("conv_transpose2d_with_stats", &conv_transpose2d_with_stats_op<cpu_epilogues>);
   emulation::note_routed("conv_transpose2d");
   emulation::note_routed("conv_transpose2d_backward");
+  emulation::note_routed("conv_transpose2d_with_stats");
 }
 
 }  // namespace fastgen

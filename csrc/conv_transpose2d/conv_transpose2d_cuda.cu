@@ -1,5 +1,6 @@
-// fastgen::conv_transpose2d on CUDA: cuDNN's convolution through the driver
-// (conv_transpose2d.cpp) and the epilogue kernels of conv_transpose2d_cuda.cuh.
+// fastgen::conv_transpose2d on CUDA: the driver (conv_transpose2d.cpp) with, per call
+// (conv::route), fastgen's implicit-GEMM engine (conv/implicit_gemm_cuda.cuh) or cuDNN's
+// convolution and the epilogue kernels of conv_transpose2d_cuda.cuh.
 
 #include <torch/library.h>
 
@@ -9,8 +10,10 @@
 namespace fastgen {
 namespace {
 
+constexpr conv::Engine kEngine{cuda::implicit_gemm::forward, cuda::implicit_gemm::backward};
+
 ConvTranspose2dEpilogues cuda_epilogues() {
-  return {cuda::bias_activation, cuda::activation_backward};
+  return {cuda::bias_activation, cuda::activation_backward, /*cpu_convolutions=*/false, &kEngine};
 }
 
 }  // namespace
@@ -18,6 +21,7 @@ ConvTranspose2dEpilogues cuda_epilogues() {
 TORCH_LIBRARY_IMPL(fastgen, CUDA, m) {
   m.impl("conv_transpose2d", &conv_transpose2d_op<cuda_epilogues>);
   m.impl("conv_transpose2d_backward", &conv_transpose2d_backward_op<cuda_epilogues>);
+  m.impl("conv_transpose2d_with_stats", &conv_transpose2d_with_stats_op<cuda_epilogues>);
 }
 
 }  // namespace fastgen

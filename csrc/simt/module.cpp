@@ -119,6 +119,8 @@ const emulation::Kernels& kernels() {
     k.reparameterize_backward = &scoped<&reparameterize::emulated_cuda::backward>::call;
     k.bias_activation = &scoped<&emulated_cuda::bias_activation>::call;
     k.activation_backward = &scoped<&emulated_cuda::activation_backward>::call;
+    k.conv_engine = {&scoped<&emulated_cuda::implicit_gemm::forward>::call,
+                     &scoped<&emulated_cuda::implicit_gemm::backward>::call};
     return k;
   }();
   return table;

@@ -44,6 +44,8 @@ inline float __float_to_tf32(float value) {
 
 namespace nvcuda::wmma {
 
+using ::__float_to_tf32;  // CUDA declares it in nvcuda::wmma
+
 struct matrix_a {};
 struct matrix_b {};
 struct accumulator {};

@@ -146,6 +146,11 @@ class BatchNormLeakyReLU2d(NoTorchScript, nn.Module):
                 nn.init.zeros_(self.bias)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self.normalise(input)
+
+    def normalise(self, input: torch.Tensor, batch_stats=None) -> torch.Tensor:
+        """forward(input); batch_stats as fastgen.ops.batch_norm_leaky_relu takes them (the
+        batch mean and variance of `input`, already computed) when they are used."""
         refuse_tracing(self)
         if input.dim() != 4:
             raise ValueError(
@@ -174,6 +179,7 @@ class BatchNormLeakyReLU2d(NoTorchScript, nn.Module):
             self.eps,
             self.negative_slope,
             memory_saving=self.memory_saving,
+            batch_stats=batch_stats if use_batch_stats else None,
         )
 
     def _load_from_state_dict(

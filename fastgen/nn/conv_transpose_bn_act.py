@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastgen import ops
+from fastgen import _extension, ops
+from fastgen._backend import EMULATED, registry
 from fastgen.nn._torchscript import NoTorchScript, refuse_tracing
 from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d
 from fastgen.nn.conv_transpose2d import ConvTranspose2d
+from fastgen.ops.conv_transpose2d import WITH_STATS
 
 
 class ConvTransposeBNAct2d(NoTorchScript, nn.Module):
@@ -26,7 +28,9 @@ class ConvTransposeBNAct2d(NoTorchScript, nn.Module):
     Training (or ``track_running_stats=False``): ``mean``/``var`` are the batch statistics of
     ``y`` and the running statistics are updated exactly as nn.BatchNorm2d does (momentum,
     ``momentum=None`` cumulative average, unbiased running_var, num_batches_tracked): the
-    convolution (bias fused) and then ONE fused batch-norm + activation op.
+    convolution (bias fused) and then ONE fused batch-norm + activation op. With fastgen's
+    CUDA convolution engine (FASTGEN_CONV_TRANSPOSE=fastgen) the batch statistics come from
+    the convolution's epilogue and the batch norm only normalises: two kernels forward.
 
     Eval with running statistics: the batch norm is folded into the convolution,
     ``scale = bn.weight / sqrt(running_var + eps)``, ``weight' = conv.weight * scale`` (per
@@ -153,10 +157,40 @@ class ConvTransposeBNAct2d(NoTorchScript, nn.Module):
         folded = grouped * scale.view(groups, 1, c_out_per_group, 1, 1)
         return folded.view(weight.shape).to(weight.dtype), shift.to(weight.dtype)
 
+    def _statistics_from_epilogue(self, input: torch.Tensor) -> bool:
+        """Whether the training forward takes the two-kernel path: fastgen's CUDA convolution
+        engine (chosen for this layer by FASTGEN_CONV_TRANSPOSE, csrc/conv/conv_engine.h)
+        writing the output and its batch statistics, then one normalise + activate pass.
+        Elsewhere (cuDNN's convolution, CPU, torch.compile, autocast, memory_saving) the
+        convolution and the batch norm run as two ops, the batch norm computing the
+        statistics itself."""
+        conv = self.conv
+        emulated = input.device.type == "cpu" and registry.mode == EMULATED
+        if not (input.is_cuda or emulated) or not _extension.LOADED:
+            return False
+        if input.dim() != 4 or input.shape[0] == 0 or conv.padding_mode != "zeros":
+            return False
+        if self.bn.memory_saving or torch.compiler.is_compiling():
+            return False
+        if torch.is_autocast_enabled(input.device.type):
+            return False
+        route = _extension._C._conv_route(True, list(conv.stride), list(conv.dilation), conv.groups)
+        return route == "fastgen" and registry.use_native(WITH_STATS, input)
+
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         refuse_tracing(self)
         conv, bn = self.conv, self.bn
         if self.training or bn.running_mean is None:
+            if self._statistics_from_epilogue(input):
+                output_padding = conv._output_padding(
+                    input, output_size, conv.stride, conv.padding, conv.kernel_size, 2,
+                    conv.dilation,
+                )  # fmt: skip
+                y, mean, var = ops.conv_transpose2d_with_stats(
+                    input, conv.weight, conv.bias, conv.stride, conv.padding, output_padding,
+                    conv.groups, conv.dilation,
+                )  # fmt: skip
+                return bn.normalise(y, batch_stats=(mean, var))
             return bn(conv(input, output_size))
         if conv.padding_mode != "zeros":
             raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")

@@ -41,6 +41,7 @@ def batch_norm_leaky_relu(
     negative_slope: float = 0.01,
     *,
     memory_saving: bool = False,
+    batch_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     r"""``F.leaky_relu(F.batch_norm(x, running_mean, running_var, weight, bias, training,
     momentum, eps), negative_slope)`` in one fused op.
@@ -72,11 +73,26 @@ def batch_norm_leaky_relu(
     weight counts as positive), forward and backward alike, and passes the gradient straight
     through the clamp to ``weight``. Results equal the normal mode whenever every
     ``|weight| >= 1e-3``. Double backward is not supported in this mode (a clear error).
+
+    batch_stats=(mean, var) (training only): the batch mean and biased variance of ``x``,
+    already computed, e.g. in the epilogue of the convolution that produced ``x``
+    (fastgen.ops.conv_transpose2d_with_stats). The native op then only normalises (one pass
+    over ``x`` instead of two) and the backward is the training one, with the gradient
+    through the statistics. They must be ``x``'s own statistics (nothing recomputes them to
+    check); the running statistics are updated from them. Under torch.compile and on the
+    reference path they are recomputed from ``x`` instead.
     """
     # Everything is validated before anything changes: a call that raises updates nothing.
     training, momentum, eps, negative_slope = _check_args(
         x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope
     )
+    if batch_stats is not None:
+        mean, var = _check_batch_stats(x, batch_stats, training, memory_saving)
+        if registry.use_native(NAME, x) and not torch.compiler.is_compiling():
+            out = _EagerWithBatchStats.apply(x, weight, bias, mean, var, eps, negative_slope)
+            if running_mean is not None:
+                _update_running_stats(running_mean, running_var, mean, var, x, momentum)
+            return out
     if training and x.numel() == 0:
         return _empty_batch(x, weight, bias, negative_slope)
     if memory_saving:
@@ -123,6 +139,25 @@ def nonzero_weight(weight: torch.Tensor) -> torch.Tensor:
     magnitude = weight.detach().abs().clamp_min(MIN_ABS_WEIGHT)
     clamped = torch.where(weight.detach() < 0, -magnitude, magnitude)
     return weight + (clamped - weight.detach())
+
+
+def _check_batch_stats(x, batch_stats, training, memory_saving):
+    if not training:
+        raise ValueError(f"{FN}: batch_stats are for training=True only")
+    if memory_saving:
+        raise ValueError(f"{FN}: batch_stats cannot be combined with memory_saving=True")
+    if not isinstance(batch_stats, (tuple, list)) or len(batch_stats) != 2:
+        raise TypeError(f"{FN}: batch_stats must be a (mean, var) pair of tensors")
+    if x.numel() == 0:
+        raise ValueError(f"{FN}: batch_stats need a non-empty x, got shape {tuple(x.shape)}")
+    acc = _acc_dtype(x.dtype)
+    for name, t in zip(("batch_stats mean", "batch_stats var"), batch_stats):
+        check_like(FN, name, t, x, "x", shape=(x.shape[1],), dtype=False)
+        if t.dtype != acc:
+            raise TypeError(
+                f"{FN}: {name} has dtype {t.dtype}, expected {acc} for x of dtype {x.dtype}"
+            )
+    return batch_stats
 
 
 def _update_running_stats(running_mean, running_var, mean, var, x, momentum) -> None:
@@ -349,6 +384,28 @@ def _eager_autograd(op_name: str, setup_context, backward) -> type[torch.autogra
 
 
 _Eager = _eager_autograd(NAME, _setup_context, _backward)
+
+
+class _EagerWithBatchStats(torch.autograd.Function):
+    """Training batch norm + activation of x whose batch statistics are given: the op's
+    normalising (training=False) forward with them, and the training backward, which
+    differentiates through the statistics (so mean and var take no gradient here)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, mean, var, eps, negative_slope):
+        out, _, _ = torch.ops.fastgen.batch_norm_leaky_relu.default(
+            x, weight, bias, mean, var, False, eps, negative_slope
+        )
+        ctx.save_for_backward(x, weight, bias, mean, var)
+        ctx.training, ctx.eps, ctx.negative_slope = True, eps, negative_slope
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_input, grad_weight, grad_bias = _backward(ctx, grad_out, None, None)[:3]
+        return grad_input, grad_weight, grad_bias, None, None, None, None
+
+
 _EagerMemorySaving = _eager_autograd(
     MEMORY_SAVING, _setup_context_memory_saving, _backward_memory_saving
 )

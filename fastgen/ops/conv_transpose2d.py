@@ -43,33 +43,36 @@ from fastgen.reference.conv_transpose2d import ACTIVATIONS
 
 FN = "fastgen.ops.conv_transpose2d"
 OP = "conv_transpose2d"
+WITH_STATS = "conv_transpose2d_with_stats"
 
 registry.register(OP, FLOAT_DTYPES)
+registry.register(WITH_STATS, FLOAT_DTYPES)
 
 
 def output_size(in_size, kernel, stride, padding, output_padding, dilation):
     return (in_size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
 
 
-def _check(x, weight, bias, stride, padding, output_padding, groups, dilation, activation, slope):
+def _check(x, weight, bias, stride, padding, output_padding, groups, dilation, activation, slope,
+           fn=FN):  # fmt: skip
     """Validates everything once; returns the normalised (stride, padding, output_padding,
     dilation) pairs."""
-    check_conv_args(FN, x, weight, groups, "[C_in, C_out / groups, kH, kW]")
+    check_conv_args(fn, x, weight, groups, "[C_in, C_out / groups, kH, kW]")
     if weight.shape[0] != x.shape[1]:
         raise ValueError(
-            f"{FN}: weight has {weight.shape[0]} input channels but input has {x.shape[1]}"
+            f"{fn}: weight has {weight.shape[0]} input channels but input has {x.shape[1]}"
         )
     out_channels = weight.shape[1] * groups
     if bias is not None:
-        check_like(FN, "bias", bias, x, "input", shape=(out_channels,))
-    stride = pair(FN, "stride", stride, minimum=1)
-    padding = pair(FN, "padding", padding, minimum=0)
-    output_padding = pair(FN, "output_padding", output_padding, minimum=0)
-    dilation = pair(FN, "dilation", dilation, minimum=1)
+        check_like(fn, "bias", bias, x, "input", shape=(out_channels,))
+    stride = pair(fn, "stride", stride, minimum=1)
+    padding = pair(fn, "padding", padding, minimum=0)
+    output_padding = pair(fn, "output_padding", output_padding, minimum=0)
+    dilation = pair(fn, "dilation", dilation, minimum=1)
     for dim in range(2):
         if output_padding[dim] >= max(stride[dim], dilation[dim]):
             raise ValueError(
-                f"{FN}: output_padding must be smaller than stride or dilation, got "
+                f"{fn}: output_padding must be smaller than stride or dilation, got "
                 f"output_padding={output_padding}, stride={stride}, dilation={dilation}"
             )
     size = [
@@ -79,11 +82,56 @@ def _check(x, weight, bias, stride, padding, output_padding, groups, dilation, a
     ]  # fmt: skip
     if min(size) < 1:
         raise ValueError(
-            f"{FN}: output size {tuple(size)} is below 1 for input {tuple(x.shape)}, weight "
+            f"{fn}: output size {tuple(size)} is below 1 for input {tuple(x.shape)}, weight "
             f"{tuple(weight.shape)}, stride={stride}, padding={padding}, dilation={dilation}"
         )
-    check_activation(FN, activation, slope, ACTIVATIONS)
+    check_activation(fn, activation, slope, ACTIVATIONS)
     return stride, padding, output_padding, dilation
+
+
+STATS_FN = "fastgen.ops.conv_transpose2d_with_stats"
+
+
+def conv_transpose2d_with_stats(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(y, mean, var)``: ``y = F.conv_transpose2d(x, weight, bias, ...)`` and the
+    per-channel batch mean and biased variance of ``y`` over (N, H, W), in float32 for half
+    inputs (the input's dtype otherwise): what a training batch norm after the convolution
+    needs. ``x`` must be 4-D with at least one output value per channel.
+
+    On CUDA with fastgen's implicit-GEMM engine (FASTGEN_CONV_TRANSPOSE=fastgen) the
+    statistics come from the convolution's epilogue (per-tile two-pass partials merged in a
+    fixed order); every other path computes them from ``y`` with torch.var_mean. Gradients
+    flow into x, weight and bias through all three outputs."""
+    stride, padding, output_padding, dilation = _check(
+        x, weight, bias, stride, padding, output_padding, groups, dilation, "identity", 0.0,
+        fn=STATS_FN,
+    )  # fmt: skip
+    if x.shape[0] == 0:
+        raise ValueError(
+            f"{STATS_FN}: batch statistics need at least one value per channel, got input of "
+            f"shape {tuple(x.shape)}"
+        )
+    args = (x, weight, bias, list(stride), list(padding), list(output_padding), groups,
+            list(dilation))  # fmt: skip
+    if registry.use_native(WITH_STATS, x):
+        return torch.ops.fastgen.conv_transpose2d_with_stats(*args)
+    out = reference.conv_transpose2d(x, *args[1:])
+    return (out, *_batch_statistics(out))
+
+
+def _batch_statistics(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    acc = torch.promote_types(out.dtype, torch.float32)
+    var, mean = torch.var_mean(out.to(acc), dim=(0, 2, 3), correction=0)
+    return mean, var
 
 
 def conv_transpose2d(
@@ -240,7 +288,62 @@ class _EagerAutograd(torch.autograd.Function):
         return _backward(ctx, grad)
 
 
+def _fake_with_stats(x, weight, bias, stride, padding, output_padding, groups, dilation):
+    out = _fake_forward(x, weight, bias, stride, padding, output_padding, groups, dilation,
+                        "identity", 0.0)  # fmt: skip
+    acc = torch.promote_types(x.dtype, torch.float32)
+    channels = out.shape[1]
+    return out, x.new_empty((channels,), dtype=acc), x.new_empty((channels,), dtype=acc)
+
+
+def _setup_with_stats(ctx, inputs, output):
+    x, weight, bias, stride, padding, output_padding, groups, dilation = inputs
+    out, mean, _ = output
+    ctx.args = (stride, padding, output_padding, groups, dilation)
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(x, weight, out, mean)
+
+
+def _backward_with_stats(ctx, grad_out, grad_mean, grad_var):
+    """mean = sum(y) / M and var = sum((y - mean)^2) / M over (N, H, W), so their gradients
+    reach y as grad_mean / M + grad_var * 2 (y - mean) / M; then the convolution's backward."""
+    x, weight, out, mean = ctx.saved_tensors
+    stride, padding, output_padding, groups, dilation = ctx.args
+    count = out.numel() // out.shape[1]
+    grad = grad_out if grad_out is not None else torch.zeros_like(out)
+    if grad_mean is not None or grad_var is not None:
+        extra = torch.zeros_like(mean).view(1, -1, 1, 1)
+        if grad_mean is not None:
+            extra = extra + (grad_mean / count).view(1, -1, 1, 1)
+        total = grad.to(mean.dtype) + extra
+        if grad_var is not None:
+            centred = out.to(mean.dtype) - mean.view(1, -1, 1, 1)
+            total = total + centred * (2 * grad_var / count).view(1, -1, 1, 1)
+        grad = total.to(out.dtype)
+    mask = [
+        ctx.needs_input_grad[0],
+        ctx.needs_input_grad[1],
+        ctx.has_bias and ctx.needs_input_grad[2],
+    ]
+    if torch.is_grad_enabled():
+        grads = torch.ops.aten.convolution_backward(
+            grad, x, weight, [weight.shape[1] * groups], stride, padding, dilation, True,
+            output_padding, groups, mask,
+        )  # fmt: skip
+    else:
+        grads = torch.ops.fastgen.conv_transpose2d_backward(
+            grad, x, weight, out, stride, padding, output_padding, groups, dilation, "identity",
+            0.0, mask,
+        )  # fmt: skip
+    grad_input, grad_weight, grad_bias = (g if m else None for g, m in zip(grads, mask))
+    return grad_input, grad_weight, grad_bias, None, None, None, None, None
+
+
 if _extension.LOADED:
+    torch.library.register_fake(f"fastgen::{WITH_STATS}")(_fake_with_stats)
+    torch.library.register_autograd(
+        f"fastgen::{WITH_STATS}", _backward_with_stats, setup_context=_setup_with_stats
+    )
     torch.library.register_fake(f"fastgen::{OP}")(_fake_forward)
     torch.library.register_fake(f"fastgen::{OP}_backward")(_fake_backward)
     torch.library.register_autograd(f"fastgen::{OP}", _backward, setup_context=_setup_context)

@@ -1,0 +1,246 @@
+"""fastgen's implicit-GEMM convolution engine (csrc/conv/implicit_gemm_cuda.cuh), forced with
+FASTGEN_CONV_TRANSPOSE=fastgen / FASTGEN_CONV2D=fastgen: under the SIMT emulator here, and on
+a GPU when there is one. Shapes stay small: every thread of every block is emulated."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import CUDA_DEVICES, DTYPES, assert_close, examples, on_device
+from conv_helpers import LAYOUTS, ROUTE_ENV, check, engine_forced, layout
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastgen import _extension
+from fastgen.ops import conv2d, conv_transpose2d, conv_transpose2d_with_stats
+from fastgen.reference.conv_transpose2d import ACTIVATIONS
+
+pytestmark = pytest.mark.skipif(
+    not _extension.EMULATED_LOADED and not torch.cuda.is_available(),
+    reason="needs the emulated CUDA kernels or a GPU",
+)
+
+ENV = ROUTE_ENV
+
+
+@pytest.fixture(params=CUDA_DEVICES)
+def engine(request):
+    with engine_forced(request.param) as device:
+        yield device
+
+
+def launches() -> int:
+    """Kernel launches the emulator has run so far (0 on a GPU-only build)."""
+    if not _extension.EMULATED_LOADED:
+        return 0
+    return _extension._emulated_cuda.launch_count()
+
+
+# Channel counts around the 64-wide tile (and the 32-deep k-step) and tiny ones.
+CHANNELS = st.sampled_from([1, 2, 3, 5, 16, 31, 33, 64, 65, 70])
+
+
+@st.composite
+def transposed_configs(draw):
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    kernel = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    output_padding = tuple(draw(st.integers(0, s - 1)) for s in stride)
+    size = (draw(st.integers(1, 9)), draw(st.integers(1, 9)))
+    padding = []
+    for d in range(2):
+        full = (size[d] - 1) * stride[d] + kernel[d] + output_padding[d]
+        padding.append(draw(st.integers(0, min(2, (full - 1) // 2))))
+    return dict(
+        input=(draw(st.integers(1, 3)), draw(CHANNELS), *size),
+        weight=(draw(CHANNELS), *kernel),
+        stride=stride,
+        padding=tuple(padding),
+        output_padding=output_padding,
+        bias=draw(st.booleans()),
+        activation=draw(st.sampled_from(ACTIVATIONS)),
+    )
+
+
+@st.composite
+def conv_configs(draw):
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    kernel = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    size = tuple(max(1, kernel[d] - 2 * padding[d]) + draw(st.integers(0, 6)) for d in range(2))
+    return dict(
+        input=(draw(st.integers(1, 3)), draw(CHANNELS), *size),
+        weight=(draw(CHANNELS), *kernel),
+        stride=stride,
+        padding=padding,
+        bias=draw(st.booleans()),
+        activation=draw(st.sampled_from(ACTIVATIONS)),
+    )
+
+
+@pytest.mark.parametrize("name", CUDA_DEVICES)
+@settings(max_examples=examples(60), deadline=None, derandomize=True)
+@given(config=transposed_configs(), dtype=st.sampled_from(DTYPES), kind=st.sampled_from(LAYOUTS))
+def test_conv_transpose2d_matches_reference(name, config, dtype, kind):
+    with engine_forced(name) as device:
+        check("conv_transpose2d", config, dtype, device, kind)
+
+
+@pytest.mark.parametrize("name", CUDA_DEVICES)
+@settings(max_examples=examples(40), deadline=None, derandomize=True)
+@given(config=conv_configs(), dtype=st.sampled_from(DTYPES), kind=st.sampled_from(LAYOUTS))
+def test_conv2d_matches_reference(name, config, dtype, kind):
+    with engine_forced(name) as device:
+        check("conv2d", config, dtype, device, kind)
+
+
+DCGAN_UP = dict(input=(3, 16, 4, 4), weight=(8, 4, 4), stride=2, padding=1)
+DCGAN_DOWN = dict(input=(3, 8, 8, 8), weight=(16, 4, 4), stride=2, padding=1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_dcgan_layers_every_dtype_and_activation(engine, dtype, activation, kind):
+    expected = torch.channels_last if kind == "channels_last" else torch.contiguous_format
+    for op, config in (("conv_transpose2d", DCGAN_UP), ("conv2d", DCGAN_DOWN)):
+        out = check(op, dict(config, activation=activation), dtype, engine, kind)
+        assert out.is_contiguous(memory_format=expected), op
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(input=(1, 1, 1, 1), weight=(1, 1, 1)),
+        dict(input=(2, 7, 1, 1), weight=(65, 4, 4)),  # the generator's first layer
+        dict(input=(2, 3, 3, 2), weight=(2, 1, 1), stride=3, output_padding=2),  # taps-less phases
+        dict(input=(1, 4, 2, 3), weight=(3, 5, 2), stride=(4, 1), padding=(2, 0),
+             output_padding=(3, 0)),  # the widest stride the engine takes
+        dict(input=(2, 70, 3, 3), weight=(70, 3, 3), padding=1, activation="sigmoid"),
+    ],
+    ids=["ones", "first-layer", "tapless-phases", "stride-4", "wide"],
+)  # fmt: skip
+def test_conv_transpose2d_edge_shapes(engine, config):
+    for dtype in (torch.float32, torch.float64):
+        check("conv_transpose2d", config, dtype, engine)
+
+
+def test_empty_batch_and_zero_slope(engine):
+    weight, bias = torch.randn(3, 2, 4, 4), torch.randn(2)
+    empty = conv_transpose2d(torch.randn(0, 3, 5, 5), weight, bias, 2, 1, activation="relu")
+    assert empty.shape == (0, 2, 10, 10)
+    config = dict(DCGAN_UP, activation="leaky_relu", negative_slope=0.0)
+    check("conv_transpose2d", config, torch.float64, engine)
+
+
+def test_tf32_follows_torch(engine, monkeypatch):
+    """float32 takes TF32 tensor cores only when torch.backends.cudnn.allow_tf32 allows them:
+    off (the tests' setting) it is exact float32, on it is TF32-accurate and not exact."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 40, 5, 5, generator=generator)
+    weight = torch.randn(40, 24, 4, 4, generator=generator)
+    expected = conv_transpose2d(x.double(), weight.double(), None, 2, 1)
+    exact = conv_transpose2d(x.to(engine), weight.to(engine), None, 2, 1)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    tf32 = conv_transpose2d(x.to(engine), weight.to(engine), None, 2, 1)
+    assert_close(exact, expected, torch.float32, scale=4)
+    scale = expected.abs().max()
+    assert (tf32.double() - expected).abs().max() < 5e-3 * scale
+    assert (tf32.double() - expected).abs().max() > (exact.double() - expected).abs().max()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+def test_batch_statistics_from_the_epilogue(engine, dtype, kind):
+    """conv_transpose2d_with_stats: the output as conv_transpose2d's, and the per-channel
+    mean and biased variance of that output (as stored) as torch.var_mean computes them."""
+    generator = torch.Generator().manual_seed(1)
+    x = layout(torch.randn(3, 20, 5, 4, generator=generator).to(dtype), kind).to(engine)
+    weight = torch.randn(20, 70, 3, 4, generator=generator).to(dtype).to(engine)
+    bias = torch.randn(70, generator=generator).to(dtype).to(engine)
+    out, mean, var = conv_transpose2d_with_stats(x, weight, bias, stride=2, padding=1)
+    plain = conv_transpose2d(x, weight, bias, stride=2, padding=1)
+    acc = torch.promote_types(dtype, torch.float32)
+    assert out.dtype == dtype and mean.dtype == acc and var.dtype == acc
+    assert_close(out, plain, dtype)
+    expected_var, expected_mean = torch.var_mean(out.double(), dim=(0, 2, 3), correction=0)
+    tol = {torch.float64: 1e-12}.get(dtype, 1e-5)
+    torch.testing.assert_close(mean.double(), expected_mean, atol=tol, rtol=tol)
+    torch.testing.assert_close(var.double(), expected_var, atol=tol, rtol=tol)
+
+
+def test_batch_statistics_of_a_large_mean(engine):
+    """A channel with mean 1000 and std 0.01 keeps its variance in float32 (per-tile two-pass
+    sums merged with Chan's update, as the batch-norm kernel does)."""
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 8, 6, 6, generator=generator).to(engine)
+    weight = (torch.randn(8, 5, 3, 3, generator=generator) * 2e-3).to(engine)
+    bias = torch.full((5,), 1000.0, device=engine)
+    out, mean, var = conv_transpose2d_with_stats(x, weight, bias, stride=1, padding=0)
+    expected_var, expected_mean = torch.var_mean(out.double(), dim=(0, 2, 3), correction=0)
+    torch.testing.assert_close(mean.double(), expected_mean, atol=0, rtol=1e-6)
+    torch.testing.assert_close(var.double(), expected_var, atol=0, rtol=1e-3)
+
+
+def test_statistics_are_deterministic(engine):
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 16, 9, 9, generator=generator).to(engine)
+    weight = torch.randn(16, 33, 4, 4, generator=generator).to(engine)
+    first = conv_transpose2d_with_stats(x, weight, None, stride=2, padding=1)
+    second = conv_transpose2d_with_stats(x, weight, None, stride=2, padding=1)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+def test_route_per_environment_value(op, monkeypatch):
+    """auto and cudnn take the library convolution (with no bias and no activation: no fastgen
+    kernel at all), fastgen the engine (one launch), and a bad value is a ValueError."""
+    x, weight = torch.randn(1, 4, 5, 5), torch.randn(4, 4, 3, 3)
+    fn = conv2d if op == "conv2d" else conv_transpose2d
+    with on_device("emulated-cuda") as device:
+        counts = {}
+        for value in ("auto", "cudnn", "fastgen", ""):
+            monkeypatch.setenv(ENV[op], value)
+            before = launches()
+            fn(x.to(device), weight.to(device))
+            counts[value] = launches() - before
+        assert counts == {"auto": 0, "cudnn": 0, "fastgen": 1, "": 0}
+        monkeypatch.setenv(ENV[op], "fastgen")
+        before = launches()  # grouped or dilated: the engine does not apply, the library runs
+        fn(x.to(device), weight[:, :2].contiguous() if op == "conv2d" else weight[:, :2], groups=2)
+        fn(x.to(device), weight, dilation=2, padding=2)
+        assert launches() == before
+        monkeypatch.setenv(ENV[op], "tensor-cores")
+        with pytest.raises(ValueError, match=f"{ENV[op]} must be auto, fastgen or cudnn"):
+            fn(x.to(device), weight)
+
+
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+def test_opcheck_and_compile(engine, op):
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 6, 5, device=engine).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(4, 3, 3, 3, device=engine)
+    bias = torch.randn(3, device=engine)
+    if op == "conv2d":
+        args = (x, weight.transpose(0, 1).contiguous(), bias, [2, 1], [1, 0], [1, 1], 1,
+                "leaky_relu", 0.1)  # fmt: skip
+        fn = conv2d
+    else:
+        args = (x, weight, bias, [2, 1], [1, 0], [1, 0], 1, [1, 1], "leaky_relu", 0.1)
+        fn = conv_transpose2d
+    torch.library.opcheck(getattr(torch.ops.fastgen, op), args)
+    if op == "conv_transpose2d":
+        torch.library.opcheck(torch.ops.fastgen.conv_transpose2d_with_stats, args[:8])
+
+    def block(x, weight, bias):
+        return fn(x, weight, bias, stride=2, padding=1, activation="tanh") * 2
+
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    results = []
+    for f in (block, compiled):
+        inputs = [t.clone().requires_grad_() for t in args[:3]]
+        out = f(*inputs)
+        out.square().sum().backward()
+        results.append((out, *(t.grad for t in inputs)))
+    for actual, expected in zip(results[1], results[0]):
+        assert_close(actual, expected)
