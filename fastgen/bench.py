@@ -1,7 +1,7 @@
 """`fastgen bench train`: end-to-end training speed, fused layers vs stock, eager vs compiled.
 
     fastgen bench train [--models dcgan,vae] [--device cpu] [--resolution 32] [--batch-size 64]
-                        [--steps 20] [--no-compile] [--out-dir benchmarks/results]
+                        [--steps 20] [--no-compile] [--out benchmarks/results]
 
 For each model (DCGAN: one full step = a discriminator update on a real and a generated batch,
 then a generator update, BCE losses and Adam as fastgen.train uses; VAE: one ELBO step with
@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from fastgen.utils.devices import resolve_device
 from fastgen.utils.run_info import device_name, git_commit, percentile
 
 MODELS = ("dcgan", "vae")
@@ -228,7 +229,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="eager variants only (torch.compile takes minutes on a small CPU)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: default)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", default="benchmarks/results")
+    parser.add_argument(
+        "--out", "--out-dir", dest="out_dir", default="benchmarks/results",
+        help="folder for the CSV (--out-dir: the old name)",
+    )  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="also write a profiler summary")
 
 
@@ -240,17 +244,6 @@ def _choices(fn: str, text: str, allowed: tuple[str, ...]) -> list[str]:
             f"fastgen bench train: {fn} expected a subset of {','.join(allowed)}, got {text!r}"
         )
     return values
-
-
-def resolve_device(name: str) -> torch.device:
-    if name in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"fastgen bench train: --device {name} requested but CUDA is not available"
-        )
-    return device
 
 
 def format_table(
@@ -284,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"fastgen bench train: --steps expected >= 1 and --warmup >= 0, got {args.steps}, {args.warmup}"
         )
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "fastgen bench train")
     if args.threads:
         torch.set_num_threads(args.threads)
     gpu = device.type == "cuda"

@@ -168,8 +168,72 @@ def build_config(args: argparse.Namespace):
     return config
 
 
+# What a resumed run may change: how long it runs and what it writes, never what it trains.
+RESUME_MAY_CHANGE = {
+    "steps", "sample_every", "checkpoint_every", "keep_checkpoints", "log_every", "eval_every",
+    "out_dir", "device", "num_threads", "compile", "num_samples", "max_nonfinite",
+}  # fmt: skip
+
+
+def resume_path(resume: str | None, out_dir: str) -> str | None:
+    """The checkpoint --resume names: a file, or 'latest' in the run folder."""
+    if resume == "latest":
+        from fastgen.train.checkpoint import latest_checkpoint
+
+        found = latest_checkpoint(out_dir)
+        if found is None:
+            raise FileNotFoundError(f"--resume latest: no checkpoint in {out_dir}/checkpoints")
+        return str(found)
+    if resume is not None and not os.path.isfile(resume):
+        raise FileNotFoundError(f"--resume: no checkpoint file at {resume}")
+    return resume
+
+
+def resumed_config(args: argparse.Namespace, resume: str):
+    """The checkpoint's own config, with only the options in RESUME_MAY_CHANGE taken from
+    the command line; any other option given with a different value is refused, so a resumed
+    run never trains on with settings its checkpoint, optimiser and config.json do not have."""
+    from fastgen.train.checkpoint import load_checkpoint
+    from fastgen.train.config import config_from_dict
+
+    state = load_checkpoint(resume)
+    try:
+        config = config_from_dict(state["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise UsageError(f"--resume: {resume} has no usable config ({err})") from err
+    if config.kind != args.model:
+        raise UsageError(f"--resume: {resume} is a {config.kind} checkpoint, not {args.model}")
+    option = {field: name for name, field in RENAMED.items()}
+    differ = []
+    for name, value in vars(args).items():
+        if name in NOT_CONFIG:
+            continue
+        field = RENAMED.get(name, name)
+        value = "" if field == "amp" and value == "none" else value
+        if field in RESUME_MAY_CHANGE:
+            setattr(config, field, value)
+        elif getattr(config, field) != value:
+            flag = "--" + option.get(field, field).replace("_", "-")
+            differ.append(f"{flag} {value!r} (the checkpoint's: {getattr(config, field)!r})")
+    if differ:
+        raise UsageError(
+            f"--resume: {resume} was trained with other settings: {'; '.join(differ)}; only "
+            "steps, cadences, output, device and threads may change on resume"
+        )
+    config.validate()
+    if state["step"] >= config.steps:
+        raise UsageError(
+            f"--resume: {resume} is at step {state['step']}, already --steps {config.steps}; "
+            "give a larger --steps to train on"
+        )
+    return config
+
+
 def run_train(args: argparse.Namespace) -> int:
     config = build_config(args)
+    resume = resume_path(args.resume, config.out_dir)
+    if resume is not None:
+        config = resumed_config(args, resume)
     from fastgen.utils.extras import require
 
     # Before the data is loaded and long before the loss plot is drawn at the end of training.
@@ -186,18 +250,6 @@ def run_train(args: argparse.Namespace) -> int:
     )
     if getattr(config, "conditional", False) and dataset.num_classes == 0:
         raise UsageError(f"--conditional needs a labelled dataset; {config.data!r} has no labels")
-    resume = args.resume
-    if resume == "latest":
-        from fastgen.train.checkpoint import latest_checkpoint
-
-        found = latest_checkpoint(config.out_dir)
-        if found is None:
-            raise FileNotFoundError(
-                f"--resume latest: no checkpoint in {config.out_dir}/checkpoints"
-            )
-        resume = str(found)
-    elif resume is not None and not os.path.isfile(resume):
-        raise FileNotFoundError(f"--resume: no checkpoint file at {resume}")
     evaluator = None
     if config.eval_every:
         evaluator = make_evaluator(args, config, dataset)
@@ -238,7 +290,7 @@ def make_evaluator(args, config, dataset):
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
     p.add_argument("--n", type=int, default=64, help="images (or rows with --interpolate)")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--seed", type=int, default=0)
@@ -253,26 +305,30 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
         help="latent interpolation: N rows of STEPS images",
     )
     p.add_argument("--nrow", type=int, default=None, help="images per row of the grid")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda[:N]")
 
 
 def run_sample(args: argparse.Namespace) -> int:
     from fastgen.sample import sample_to_png
+    from fastgen.train.checkpoint import checkpoint_file
+    from fastgen.utils.devices import resolve_device
 
     if args.n < 1:
         raise UsageError(f"--n must be >= 1, got {args.n}")
     if args.interpolate == 1 or args.interpolate < 0:
         raise UsageError(f"--interpolate needs at least 2 steps, got {args.interpolate}")
+    device = str(resolve_device(args.device, "fastgen sample"))
     path = sample_to_png(
-        args.checkpoint, args.out, n=args.n, seed=args.seed, class_label=args.class_label,
-        interpolation_steps=args.interpolate, device=args.device, nrow=args.nrow,
+        checkpoint_file(args.checkpoint), args.out, n=args.n, seed=args.seed,
+        class_label=args.class_label, interpolation_steps=args.interpolate, device=device,
+        nrow=args.nrow,
     )  # fmt: skip
     print(f"wrote {path}")
     return 0
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
     p.add_argument("--out", required=True, help="file to write")
     p.add_argument("--format", choices=["torchscript", "pt2", "state_dict"], default="torchscript")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
@@ -280,8 +336,11 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from fastgen.export import export_checkpoint
+    from fastgen.train.checkpoint import checkpoint_file
 
-    summary = export_checkpoint(args.checkpoint, args.out, format=args.format, dtype=args.dtype)
+    summary = export_checkpoint(
+        checkpoint_file(args.checkpoint), args.out, format=args.format, dtype=args.dtype
+    )
     print(f"wrote {summary['path']} ({summary['format']}, {summary['kind']}, {summary['dtype']}, "
           f"{summary['bytes'] / 1e6:.2f} MB)")  # fmt: skip
     return 0
@@ -408,7 +467,11 @@ def main(argv: list[str] | None = None) -> int:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if disk and not isinstance(err, stopped) and err.filename is not None:
             message = f"cannot write {err.filename}: {err.strerror}"
-        print(f"fastgen {args.command}: error: {message}", file=sys.stderr)
+        prefix = f"fastgen {args.command}"
+        if args.command == "bench":
+            prefix += f" {args.bench_command}"
+        message = message.removeprefix(f"{prefix}: ")
+        print(f"{prefix}: error: {message}", file=sys.stderr)
         return EXIT_USAGE if isinstance(err, usage) else 1
 
 

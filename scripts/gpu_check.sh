@@ -125,7 +125,7 @@ fi
 if want train; then
   echo "== fastgen bench train --device cuda (DCGAN 64x64 and the VAE, fused vs stock) -> bench.log"
   # shellcheck disable=SC2086
-  run timeout "$STAGE_TIMEOUT" "$PY" -m fastgen bench train --device cuda --out-dir "$OUT" ${TRAIN_ARGS} \
+  run timeout "$STAGE_TIMEOUT" "$PY" -m fastgen bench train --device cuda --out "$OUT" ${TRAIN_ARGS} \
     >> "$OUT/bench.log" 2>&1
   record train $?
 fi

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+import torch
 
 pytest.importorskip("fastgen.models")
 pytest.importorskip("fastgen.train")
@@ -16,7 +17,7 @@ from fastgen import bench  # noqa: E402
 def test_bench_train_writes_csv(tmp_path, capsys):
     argv = ["bench", "train", "--models", "dcgan,vae", "--device", "cpu", "--resolution", "16",
             "--batch-size", "8", "--width", "8", "--latent-dim", "8", "--steps", "3",
-            "--warmup", "1", "--no-compile", "--out-dir", str(tmp_path)]  # fmt: skip
+            "--warmup", "1", "--no-compile", "--out", str(tmp_path)]  # fmt: skip
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     (path,) = tmp_path.glob("bench_train_cpu_*.csv")
@@ -50,6 +51,6 @@ def test_interleaving_visits_every_variant_each_round():
     variants = [bench.Variant("m", layers, "eager", (lambda n=layers: calls.append(n)), 1)
                 for layers in ("fused", "stock")]  # fmt: skip
     broken = bench.Variant("m", "x", "eager", None, 1, error="skipped")
-    bench.time_interleaved([*variants, broken], 3, bench.resolve_device("cpu"))
+    bench.time_interleaved([*variants, broken], 3, torch.device("cpu"))
     assert calls == ["fused", "stock"] * 3
     assert all(len(v.times_ms) == 3 for v in variants) and broken.times_ms == []

@@ -101,7 +101,7 @@ def test_bench_train_is_delegated(capsys):
     code, out, _ = run_cli(["bench", "train", "--help"], capsys)
     assert code == 0 and "--models" in out
     code, _, err = run_cli(["bench", "train", "--models", "gpt"], capsys)
-    assert_one_line_error(code, err, "fastgen bench: error:", "gpt")
+    assert_one_line_error(code, err, "fastgen bench train: error:", "gpt")
     code, _, err = run_cli(["bench"], capsys)
     assert_one_line_error(code, err, "WHAT")
 
@@ -481,3 +481,55 @@ def test_missing_extras_are_named_where_they_are_needed(tmp_path, monkeypatch):
     with pytest.raises(MissingExtraError, match=r"train_gan: pillow is not installed"):
         train_gan(config, digits, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@needs_train
+def test_resume_takes_the_checkpoints_config_and_refuses_other_training_settings(tmp_path, capsys):
+    """Before: `--resume latest` without the original flags continued a hinge/lr 1e-3 run as
+    BCE with the CLI defaults while the optimiser kept 1e-3."""
+    out = tmp_path / "R"
+    base = ["train", "dcgan", "--out", str(out), "--device", "cpu", "--quiet"]
+    first = [*base, "--data", "digits", *TINY, "--loss", "hinge", "--lr-g", "0.001"]
+    code, _, err = run_cli(first, capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*base, "--resume", "latest", "--loss", "bce", "--steps", "6"], capsys)
+    assert_one_line(code, err, 2, "--loss 'bce'", "the checkpoint's: 'hinge'")
+    code, _, err = run_cli([*base, "--resume", "latest"], capsys)
+    assert_one_line(code, err, 2, "at step 4, already --steps 4", "larger --steps")
+    code, stdout, err = run_cli([*base, "--resume", "latest", "--steps", "6"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout.strip().splitlines()[-1])["steps_run"] == 2
+    config = json.loads((out / "config.json").read_text())
+    assert (config["loss"], config["lr_g"], config["steps"], config["width"]) == (
+        "hinge", 0.001, 6, 4,
+    )  # fmt: skip
+
+
+@needs_train
+def test_sample_export_and_eval_take_a_run_folder_and_bad_devices_are_one_line(tmp_path, capsys):
+    out = tmp_path / "F"
+    code, _, err = run_cli(["train", "dcgan", "--data", "digits", *TINY, "--out", str(out)], capsys)
+    assert code == 0, err
+    code, stdout, err = run_cli(
+        ["sample", str(out), "--n", "4", "--out", str(tmp_path / "s.png")], capsys
+    )
+    assert code == 0 and (tmp_path / "s.png").is_file(), err
+    code, _, err = run_cli(["sample", str(tmp_path), "--out", str(tmp_path / "t.png")], capsys)
+    assert_one_line(code, err, 2, "is a folder with no checkpoint")
+    if not torch.cuda.is_available():
+        code, _, err = run_cli(
+            ["sample", str(out), "--device", "cuda", "--out", str(tmp_path / "u.png")], capsys
+        )
+        assert_one_line(code, err, 2, "fastgen sample: error: device 'cuda' requested but")
+    code, _, err = run_cli(["sample", str(out), "--device", "gpu0", "--out", "x.png"], capsys)
+    assert_one_line(code, err, 2, "device must be auto, cpu or cuda[:N], got 'gpu0'")
+
+
+def test_an_error_naming_its_command_is_not_prefixed_twice(tmp_path, capsys):
+    if importlib.util.find_spec("fastgen.metrics.cli") is None:
+        pytest.skip("fastgen.metrics.cli not landed")
+    missing = tmp_path / "none.pt"
+    missing.write_bytes(b"")
+    code, _, err = run_cli(["eval", str(missing), "--n", "1"], capsys)
+    assert_one_line(code, err, 2, "fastgen eval: error: --n expected >= 2")
+    assert err.count("fastgen eval") == 1

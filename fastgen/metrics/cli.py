@@ -41,6 +41,7 @@ from fastgen.metrics.features import (
     stream_features,
 )
 from fastgen.metrics.inception_score import check_sample_count
+from fastgen.utils.devices import resolve_device
 
 VAE_METRICS = ("nll",)
 EXTRACTORS = ("digits", "inception")
@@ -96,15 +97,6 @@ def check_extractor_fits(
             "inception for Inception features)",
             stacklevel=2,
         )
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"fastgen eval: --device {name} requested but CUDA is not available")
-    return device
 
 
 def split_metrics(metrics) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -249,7 +241,7 @@ def make_evaluator(
             chosen, channels=dataset.channels, data=getattr(dataset, "name", "") or "the dataset",
             fn="fastgen.metrics.make_evaluator", option="--eval-extractor",
         )  # fmt: skip
-    device = resolve_device(device or getattr(config, "device", None))
+    device = resolve_device(device or getattr(config, "device", None), "fastgen eval")
     quantize = options.pop("quantize", True)
     cache: dict = {}
 
@@ -365,11 +357,12 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fastgen.train.checkpoint import checkpoint_hash, load_models
+    from fastgen.train.checkpoint import checkpoint_file, checkpoint_hash, load_models
 
+    args.checkpoint = checkpoint_file(args.checkpoint)
     if args.n < 2:
         raise ValueError(f"fastgen eval: --n expected >= 2, got {args.n}")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "fastgen eval")
     config, models = load_models(args.checkpoint, device=device)
     is_vae = "vae" in models
     metrics = args.metrics or ("fid,kid,is,pr,coverage" + (",nll" if is_vae else ""))

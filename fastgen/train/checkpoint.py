@@ -233,6 +233,19 @@ def latest_checkpoint(out_dir) -> Path | None:
     return None
 
 
+def checkpoint_file(path) -> str:
+    """`path` itself when it is a file, else the newest checkpoint of the run folder it
+    names (what `fastgen sample|export|eval RUN_FOLDER` read)."""
+    if Path(path).is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(
+                f"{path} is a folder with no checkpoint (nor a checkpoints/ one)"
+            )
+        return str(found)
+    return str(path)
+
+
 def _unsafe_pickle_reason(exc: BaseException) -> str | None:
     """What torch's weights_only unpickler refused, without its advice on how to load the file
     anyway (that advice is to run the file's code)."""

@@ -38,11 +38,11 @@ from fastgen.train.runtime import (
     mix_seed,
     open_run_folder,
     require_train_extras,
-    resolve_device,
     rng_state,
     seed_step,
     setup_torch,
 )
+from fastgen.utils.devices import resolve_device
 
 
 @torch.no_grad()
@@ -118,7 +118,7 @@ def train_gan(
             + (f"; {why}" if why else "")
         )
     setup_torch(config)
-    run = Distributed(resolve_device(config.device))
+    run = Distributed(resolve_device(config.device, "fastgen.train"))
     try:
         return _train(config, dataset, channels, num_classes, run, resume, evaluator, progress)
     finally:

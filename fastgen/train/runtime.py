@@ -45,20 +45,6 @@ def mix_seed(*parts: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def resolve_device(name: str) -> torch.device:
-    if name in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(
-            f"fastgen.train: device must be auto, cpu or cuda[:N], got {name!r}"
-        ) from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"fastgen.train: device {name!r} requested but CUDA is not available")
-    return device
-
-
 class Distributed:
     """The process group when launched by torchrun (WORLD_SIZE > 1), else a single process."""
 

@@ -36,11 +36,11 @@ from fastgen.train.runtime import (
     mix_seed,
     open_run_folder,
     require_train_extras,
-    resolve_device,
     rng_state,
     seed_step,
     setup_torch,
 )
+from fastgen.utils.devices import resolve_device
 
 
 class VAELoss(nn.Module):
@@ -62,7 +62,7 @@ def train_vae(
     require_train_extras(progress, "fastgen.train.train_vae")
     channels = check_dataset(config, dataset)
     setup_torch(config)
-    run = Distributed(resolve_device(config.device))
+    run = Distributed(resolve_device(config.device, "fastgen.train"))
     try:
         return _train(config, dataset, channels, run, resume, evaluator, progress)
     finally:
