@@ -2,15 +2,18 @@
 
 The five layers of the 64x64 DCGAN generator (100 -> 8w, 1 -> 4, k4 s1 p0; then k4 s2 p1
 doubling the resolution; tanh on the image layer, ReLU elsewhere), with bias, in float32
-NCHW and channels_last. CUDA: batch 128, width 64 as in issue 5; CPU: a batch and width that
-time in seconds on two cores. "eager" is fastgen.reference (the stock code the op replaces).
+NCHW and channels_last. CUDA: batch 128, width 64, float32 and bfloat16, forward, backward
+and full; CPU: float32, a batch and width that time in seconds on two cores. "eager" is
+fastgen.reference (the stock code the op replaces); on CUDA "fastgen" is fastgen's own
+implicit-GEMM kernel and "fastgen-cudnn" the cuDNN route (benchmarks/harness.py).
 """
 
 from __future__ import annotations
 
 import torch
 
-from benchmarks.harness import Case, engine_providers
+from benchmarks.conv_cases import conv_layer_case, device_variants
+from benchmarks.harness import Case
 from fastgen.ops import conv_transpose2d
 from fastgen.reference import conv_transpose2d as reference
 
@@ -29,41 +32,27 @@ def dcgan_generator_layers(width: int, latent: int = 100, image_channels: int = 
     return layers
 
 
-def layer_case(batch, name, c_in, c_out, size, stride, padding, activation, fmt, device) -> Case:
-    memory_format = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
-
-    def make_inputs():
-        x = torch.randn(batch, c_in, size, size, device=device).contiguous(
-            memory_format=memory_format
-        )
-        weight = torch.randn(c_in, c_out, 4, 4, device=device) * 0.05
-        bias = torch.randn(c_out, device=device)
-        return tuple(t.requires_grad_() for t in (x, weight, bias))
-
-    def provider(fn):
-        return lambda x, w, b: fn(x, w, b, stride, padding, activation=activation)
-
-    flops = 2 * batch * size * size * c_in * c_out * 16  # useful FLOPs, no inserted zeros
-    return Case(
-        op="conv_transpose2d",
-        case=f"N={batch} {name} k4s{stride}p{padding} {activation} fp32 {fmt}",
-        make_inputs=make_inputs,
-        providers=engine_providers(
-            device,
-            "FASTGEN_CONV_TRANSPOSE",
-            fastgen=provider(conv_transpose2d),
-            eager=provider(reference.conv_transpose2d),
-        ),
-        modes=("forward", "full"),
-        flops={"forward": flops, "full": 3 * flops},
-    )
+def layer_case(
+    batch, name, c_in, c_out, size, stride, padding, activation, fmt, device,
+    dtype="fp32", modes=("forward", "full"),
+) -> Case:  # fmt: skip
+    return conv_layer_case(
+        "conv_transpose2d", conv_transpose2d, reference.conv_transpose2d,
+        label=f"{name} k4s{stride}p{padding} {activation}",
+        x_shape=(batch, c_in, size, size), weight_shape=(c_in, c_out, 4, 4), bias=True,
+        kwargs=dict(stride=stride, padding=padding, activation=activation),
+        flops=2 * batch * size * size * c_in * c_out * 16,  # useful FLOPs, no inserted zeros
+        fmt=fmt, device=device, dtype=dtype, modes=modes,
+    )  # fmt: skip
 
 
 def cases(device: str) -> list[Case]:
     torch.manual_seed(0)
     batch, width = (128, 64) if device == "cuda" else (16, 16)
+    dtypes, modes = device_variants(device)
     return [
-        layer_case(batch, *layer, fmt, device)
+        layer_case(batch, *layer, fmt, device, dtype, modes)
+        for dtype in dtypes
         for layer in dcgan_generator_layers(width)
         for fmt in ("nchw", "channels_last")
     ]

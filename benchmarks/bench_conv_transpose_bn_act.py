@@ -5,7 +5,9 @@ the tutorial), in training mode (batch statistics, running-stat updates: what a 
 runs) and, forward only, in eval mode (the batch norm folded into the convolution). Both
 providers are called through torch.func.functional_call with the same parameter tensors,
 which the harness passes as inputs, so "full" times the weight gradients too. "eager" is
-the stock nn modules themselves.
+the stock nn modules themselves. On CUDA: float32 and bfloat16, forward, backward and full
+in training; "fastgen" with fastgen's own convolution kernel (the statistics from its
+epilogue), "fastgen-cudnn" on cuDNN.
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ from torch.func import functional_call
 
 import fastgen.nn as fnn
 from benchmarks.bench_conv_transpose2d import dcgan_generator_layers
+from benchmarks.conv_cases import DTYPES, device_variants
 from benchmarks.harness import Case, engine_providers
 
 
-def block_case(batch, name, c_in, c_out, size, stride, padding, fmt, train, device) -> Case:
+def block_case(
+    batch, name, c_in, c_out, size, stride, padding, fmt, train, device,
+    dtype="fp32", modes=("forward", "full"),
+) -> Case:  # fmt: skip
     stock = nn.Sequential(
         nn.ConvTranspose2d(c_in, c_out, 4, stride, padding, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
-    ).to(device)
+    ).to(device, DTYPES[dtype])
     fused = fnn.ConvTransposeBNAct2d.from_modules(*copy.deepcopy(stock)[:2])
     stock.train(train), fused.train(train)
     memory_format = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
@@ -36,9 +42,8 @@ def block_case(batch, name, c_in, c_out, size, stride, padding, fmt, train, devi
     )
 
     def make_inputs():
-        x = torch.randn(batch, c_in, size, size, device=device).contiguous(
-            memory_format=memory_format
-        )
+        x = torch.randn(batch, c_in, size, size, device=device, dtype=DTYPES[dtype])
+        x = x.contiguous(memory_format=memory_format)
         params = [p.detach().clone().requires_grad_() for p in stock.parameters()]
         return (x.requires_grad_(), *params)
 
@@ -48,7 +53,7 @@ def block_case(batch, name, c_in, c_out, size, stride, padding, fmt, train, devi
     mode = "train" if train else "eval"
     return Case(
         op="conv_transpose_bn_act",
-        case=f"N={batch} {name} k4s{stride}p{padding} relu {mode} fp32 {fmt}",
+        case=f"N={batch} {name} k4s{stride}p{padding} relu {mode} {dtype} {fmt}",
         make_inputs=make_inputs,
         providers=engine_providers(
             device,
@@ -56,7 +61,8 @@ def block_case(batch, name, c_in, c_out, size, stride, padding, fmt, train, devi
             fastgen=provider(fused, fused_names),
             eager=provider(stock, stock_names),
         ),
-        modes=("forward", "full") if train else ("forward",),
+        modes=modes if train else ("forward",),
+        dtype=dtype,
     )
 
 
@@ -64,11 +70,13 @@ def cases(device: str) -> list[Case]:
     torch.manual_seed(0)
     batch, width = (128, 64) if device == "cuda" else (16, 16)
     layers = [layer[:-1] for layer in dcgan_generator_layers(width) if layer[-1] == "relu"]
+    dtypes, modes = device_variants(device)
     result = []
-    for fmt in ("nchw", "channels_last"):
-        for layer in layers:
-            result.append(block_case(batch, *layer, fmt, True, device))
-        result.append(block_case(batch, *layers[-1], fmt, False, device))
+    for dtype in dtypes:
+        for fmt in ("nchw", "channels_last"):
+            for layer in layers:
+                result.append(block_case(batch, *layer, fmt, True, device, dtype, modes))
+            result.append(block_case(batch, *layers[-1], fmt, False, device, dtype))
     if device == "cpu":
         # Full size on CPU too: the batch-normed layers of the generator `fastgen bench
         # train` times there (32x32 images, width 64, batch 64; the first three layers of the

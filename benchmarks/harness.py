@@ -3,10 +3,13 @@
 A benchmark module (benchmarks/bench_<op>.py) defines ``cases(device) -> list[Case]``. Each
 case gives its inputs and two providers, "fastgen" (the fused op) and "eager" (the stock
 PyTorch code it replaces, imported from fastgen.reference so tests and benchmarks share it);
-the harness adds "compile" = torch.compile(eager provider) unless disabled. The convolution
-cases add "fastgen-engine" on CUDA: the fused op with fastgen's implicit-GEMM engine forced
-(FASTGEN_CONV_TRANSPOSE / FASTGEN_CONV2D=fastgen, see with_env), the measurement that decides
-whether `auto` may ever choose it.
+the harness adds "compile" = torch.compile(eager provider) unless disabled. On CUDA the
+convolution cases split "fastgen" in two (engine_providers): "fastgen" is the op on fastgen's
+own implicit-GEMM kernel (FASTGEN_CONV_TRANSPOSE / FASTGEN_CONV2D=fastgen) and
+"fastgen-cudnn" the op on cuDNN with fastgen's epilogues (=cudnn, what `auto` runs today):
+the measurement that decides whether `auto` may ever choose the kernel. Rows with FLOPs also
+get the fraction of the dense-matmul rate of their dtype measured in the same run
+(bench_matmul.py; CUDA only).
 
 Modes:
   forward   provider(*inputs) under torch.no_grad()
@@ -62,12 +65,15 @@ def with_env(fn: Callable, **variables: str) -> Callable:
 
 
 def engine_providers(device: str, variable: str, fastgen: Callable, eager: Callable) -> dict:
-    """A convolution case's providers: fastgen (the default route, cuDNN on CUDA) and eager;
-    on CUDA also fastgen-engine, the same op with `variable`=fastgen."""
-    providers = {"fastgen": fastgen, "eager": eager}
-    if device == "cuda":
-        providers["fastgen-engine"] = with_env(fastgen, **{variable: "fastgen"})
-    return providers
+    """A convolution case's providers: fastgen and eager; on CUDA "fastgen" forces fastgen's
+    own kernel (`variable`=fastgen) and "fastgen-cudnn" the cuDNN route (`variable`=cudnn)."""
+    if device != "cuda":
+        return {"fastgen": fastgen, "eager": eager}
+    return {
+        "fastgen": with_env(fastgen, **{variable: "fastgen"}),
+        "fastgen-cudnn": with_env(fastgen, **{variable: "cudnn"}),
+        "eager": eager,
+    }
 
 
 CSV_FIELDS = (
@@ -82,6 +88,7 @@ CSV_FIELDS = (
     "peak_mem_mb",
     "achieved_gbps",
     "achieved_tflops",
+    "fraction_of_matmul",
     "native",
     "reps",
     "threads",
@@ -111,6 +118,7 @@ class Case:
     modes: tuple[str, ...] = ("forward", "full")
     min_bytes: dict[str, int] = field(default_factory=dict)
     flops: dict[str, int] = field(default_factory=dict)
+    dtype: str = ""  # "fp32", "bf16", ...: whose matmul rate the TFLOP/s are compared with
 
 
 @dataclass
@@ -125,6 +133,8 @@ class Result:
     speedup_vs_eager: float | None = None
     min_bytes: int | None = None
     flops: int | None = None
+    dtype: str = ""
+    fraction_of_matmul: float | None = None
 
     @property
     def median_ms(self) -> float:
@@ -283,6 +293,7 @@ def run_case(
                     native if name.startswith("fastgen") else "",
                     min_bytes=case.min_bytes.get(mode),
                     flops=case.flops.get(mode),
+                    dtype=case.dtype,
                 )
             )
         eager = next((r for r in results[-len(calls) :] if r.provider == "eager"), None)
@@ -290,6 +301,22 @@ def run_case(
             if eager is not None:
                 result.speedup_vs_eager = eager.median_ms / result.median_ms
     return results
+
+
+MATMUL_OP = "matmul"  # bench_matmul.py's cases: the dense-matmul rate per dtype
+
+
+def add_matmul_fractions(results: list[Result]) -> None:
+    """Sets fraction_of_matmul = achieved TFLOP/s / the matmul rate of the same dtype measured
+    in the same run, on every result with FLOPs (nothing when no matmul case ran)."""
+    rates = {
+        r.dtype: r.flops / r.median_ms / 1e9
+        for r in results
+        if r.op == MATMUL_OP and r.flops and r.dtype
+    }
+    for r in results:
+        if r.flops and r.dtype in rates and r.op != MATMUL_OP:
+            r.fraction_of_matmul = r.flops / r.median_ms / 1e9 / rates[r.dtype]
 
 
 def csv_rows(results: list[Result], device: str, reps: int) -> list[dict]:
@@ -319,6 +346,9 @@ def csv_rows(results: list[Result], device: str, reps: int) -> list[dict]:
                 if r.min_bytes is None
                 else f"{r.min_bytes / r.median_ms / 1e6:.4g}",
                 "achieved_tflops": "" if r.flops is None else f"{r.flops / r.median_ms / 1e9:.4g}",
+                "fraction_of_matmul": ""
+                if r.fraction_of_matmul is None
+                else f"{r.fraction_of_matmul:.3f}",
                 "native": r.native,
                 "reps": reps,
                 **env,

@@ -29,8 +29,15 @@ def discover() -> dict[str, object]:
     modules = {}
     for info in sorted(pkgutil.iter_modules([BENCH_DIR]), key=lambda m: m.name):
         if info.name.startswith("bench_"):
-            modules[info.name[len("bench_") :]] = importlib.import_module(f"benchmarks.{info.name}")
+            module = importlib.import_module(f"benchmarks.{info.name}")
+            if hasattr(module, "cases"):  # e.g. bench_cpu_kernels is a script of its own
+                modules[info.name[len("bench_") :]] = module
     return modules
+
+
+def _header(path: str) -> list[str]:
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
 
 
 def parse_args(argv):
@@ -85,10 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             case, args.device, reps=reps, warmup=args.warmup, compile=not args.no_compile
         )
 
+    harness.add_matmul_fractions(results)
     rows = harness.csv_rows(results, args.device, reps)
     os.makedirs(args.out, exist_ok=True)
     day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
     path = os.path.join(args.out, f"{args.device}-{day}.csv")
+    if os.path.exists(path) and _header(path) != list(harness.CSV_FIELDS):
+        path = os.path.join(args.out, f"{args.device}-{day}-v2.csv")  # columns changed today
     new_file = not os.path.exists(path)
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=harness.CSV_FIELDS)

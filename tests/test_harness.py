@@ -54,3 +54,30 @@ def test_failing_provider_is_skipped_not_fatal():
     results = harness.run_case(case, "cpu", reps=2, warmup=1, compile=False, log=messages.append)
     assert [r.provider for r in results] == ["eager"]
     assert "no kernel" in messages[0]
+
+
+def test_matmul_fractions_and_engine_providers(monkeypatch):
+    """Rows with FLOPs get their fraction of the same run's matmul rate of their dtype; on CUDA
+    the conv providers force each route for the call only."""
+    rows = [
+        harness.Result("matmul", "mm", "forward", "torch.mm", [2.0], flops=2_000_000, dtype="bf16"),
+        harness.Result("conv", "c", "full", "fastgen", [4.0], flops=1_000_000, dtype="bf16"),
+        harness.Result("conv", "c", "full", "eager", [4.0], flops=1_000_000, dtype="fp32"),
+    ]
+    harness.add_matmul_fractions(rows)
+    assert rows[0].fraction_of_matmul is None and rows[2].fraction_of_matmul is None
+    assert abs(rows[1].fraction_of_matmul - 0.25) < 1e-12
+    assert harness.csv_rows(rows, "cpu", 1)[1]["fraction_of_matmul"] == "0.250"
+
+    import os
+
+    monkeypatch.delenv("FASTGEN_CONV2D", raising=False)
+    seen = []
+    providers = harness.engine_providers(
+        "cuda", "FASTGEN_CONV2D", fastgen=lambda: seen.append(os.environ["FASTGEN_CONV2D"]),
+        eager=lambda: None,
+    )  # fmt: skip
+    assert set(providers) == {"fastgen", "fastgen-cudnn", "eager"}
+    providers["fastgen"](), providers["fastgen-cudnn"]()
+    assert seen == ["fastgen", "cudnn"] and "FASTGEN_CONV2D" not in os.environ
+    assert set(harness.engine_providers("cpu", "X", fastgen=len, eager=len)) == {"fastgen", "eager"}

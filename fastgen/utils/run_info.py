@@ -27,10 +27,15 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def device_name(device: str | torch.device) -> str:
-    """The GPU's name, or the CPU's model name and core count."""
+    """The GPU's name, or the CPU's model name and core count with the instruction set
+    fastgen's CPU kernels run (e.g. "AMD EPYC x2 [avx512]"), so a CPU figure always says it."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    return f"{_cpu_model()} [{cpu_capability()}]"
+
+
+def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -39,6 +44,16 @@ def device_name(device: str | torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_capability() -> str:
+    """The capability (baseline, avx2, avx512) fastgen's CPU kernels run at, as chosen at run
+    time (FASTGEN_CPU_CAPABILITY may force it); "no extension" when it is not loaded."""
+    from fastgen import _extension
+
+    if not _extension.LOADED:
+        return "no extension"
+    return _extension._C._cpu_capability()[0]
 
 
 def git_commit() -> str:
