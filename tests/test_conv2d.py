@@ -5,14 +5,12 @@ from __future__ import annotations
 import conv_helpers
 import pytest
 import torch
-from conftest import CUDA_DEVICES, DTYPES, assert_close, examples, on_device
-from conv_helpers import layout
+from conftest import CUDA_DEVICES, DTYPES, examples, on_device
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastgen import _backend, _extension
+from fastgen import _extension
 from fastgen.ops import conv2d
-from fastgen.reference import conv2d as reference
 from fastgen.reference.conv2d import ACTIVATIONS
 
 native = pytest.mark.skipif(not _extension.LOADED, reason="the fastgen extension is not built")
@@ -68,19 +66,6 @@ def test_matches_reference(config, dtype, kind):
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
-# A DCGAN discriminator layer: 4x4, stride 2, padding 1 (the shape the CPU hook targets).
-DCGAN = dict(input=(4, 8, 8, 8), weight=(16, 4, 4), stride=2, padding=1)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
-def test_dcgan_layer_every_dtype(dtype, activation, kind):
-    out = check(dict(DCGAN, activation=activation), dtype, "cpu", kind)
-    expected_format = torch.channels_last if kind == "channels_last" else torch.contiguous_format
-    assert out.is_contiguous(memory_format=expected_format)
-
-
 @pytest.mark.parametrize(
     "config",
     [
@@ -102,104 +87,6 @@ def test_dcgan_layer_every_dtype(dtype, activation, kind):
 def test_odd_shapes(config):
     for dtype in (torch.float32, torch.float64):
         check(config, dtype, "cpu")
-
-
-def test_unbatched_and_empty_batch():
-    weight, bias = torch.randn(2, 3, 4, 4), torch.randn(2)
-    x = torch.randn(3, 6, 6)
-    out = conv2d(x, weight, bias, 2, 1, activation="tanh")
-    assert out.shape == (2, 3, 3)
-    assert_close(out, reference.conv2d(x, weight, bias, 2, 1, activation="tanh"))
-    empty = conv2d(torch.randn(0, 3, 6, 6), weight, bias, 2, 1, activation="relu")
-    assert empty.shape == (0, 2, 3, 3)
-
-
-GRAD_CONFIGS = [
-    dict(stride=2, padding=1),
-    dict(stride=(1, 2), padding=(0, 1), dilation=(2, 1), groups=2),
-]
-
-
-@native
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("kwargs", GRAD_CONFIGS, ids=["s2", "groups-dilation"])
-def test_gradcheck_and_gradgradcheck(activation, kwargs):
-    torch.manual_seed(0)
-    # Small on purpose: gradgradcheck differentiates every output numerically.
-    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(2, 2 // kwargs.get("groups", 1), 3, 2, dtype=torch.float64,
-                         requires_grad=True)  # fmt: skip
-    bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
-
-    def fn(x, weight, bias):
-        return conv2d(x, weight, bias, activation=activation, negative_slope=0.3, **kwargs)
-
-    assert torch.autograd.gradcheck(fn, (x, weight, bias))
-    assert torch.autograd.gradgradcheck(fn, (x, weight, bias), fast_mode=True)
-
-
-@native
-def test_gradient_penalty_through_op():
-    """R1-style penalty (a discriminator's): d/dw of |d out / d x|^2 matches the reference's."""
-    torch.manual_seed(0)
-    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(4, 3, 4, 4, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
-
-    def penalty(fn):
-        out = fn(x, weight, bias, 2, 1, activation="leaky_relu", negative_slope=0.2)
-        (grad_x,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-        return torch.autograd.grad(grad_x.square().sum(), weight)[0]
-
-    assert_close(penalty(conv2d), penalty(reference.conv2d))
-
-
-@native
-@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("with_bias", [True, False])
-def test_opcheck(kind, with_bias):
-    torch.manual_seed(0)
-    x = layout(torch.randn(2, 4, 7, 6), kind).requires_grad_()
-    weight = torch.randn(6, 2, 3, 3, requires_grad=True)
-    bias = torch.randn(6, requires_grad=True) if with_bias else None
-    args = (x, weight, bias, [2, 1], [1, 0], [1, 2], 2, "leaky_relu", 0.1)
-    torch.library.opcheck(torch.ops.fastgen.conv2d, args)
-    output = torch.ops.fastgen.conv2d(*args).detach()
-    grad = torch.randn(output.shape)
-    backward_args = (grad, x.detach(), weight.detach(), output, [2, 1], [1, 0], [1, 2], 2,
-                     "leaky_relu", 0.1, [True, True, with_bias])  # fmt: skip
-    torch.library.opcheck(torch.ops.fastgen.conv2d_backward, backward_args)
-
-
-@native
-def test_torch_compile_fullgraph():
-    torch.manual_seed(0)
-    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
-    weight, bias = torch.randn(8, 4, 4, 4), torch.randn(8)
-
-    def block(x, weight, bias):
-        return conv2d(x, weight, bias, stride=2, padding=1, activation="leaky_relu") * 2
-
-    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
-    results = []
-    for fn in (block, compiled):
-        inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
-        out = fn(*inputs)
-        out.square().sum().backward()
-        results.append((out, *(t.grad for t in inputs)))
-    for actual, expected in zip(results[1], results[0]):
-        assert_close(actual, expected)
-
-
-def test_reference_backend_gives_same_numbers():
-    x, weight, bias = torch.randn(2, 3, 6, 6), torch.randn(2, 3, 3, 3), torch.randn(2)
-    fused = conv2d(x, weight, bias, 2, activation="relu")
-    mode = _backend.registry.mode
-    try:
-        _backend.set_backend("reference")
-        assert_close(conv2d(x, weight, bias, 2, activation="relu"), fused)
-    finally:
-        _backend.set_backend(mode)
 
 
 # --- bad input -----------------------------------------------------------------------------
@@ -246,17 +133,7 @@ def test_bad_input(bad, error, match):
 
 
 # --- CUDA kernels: under the SIMT emulator here, and on a GPU when there is one ----------------
-# cuda_device is "cpu" with the emulated-cuda backend on (aten's CPU convolution around the
-# emulated CUDA epilogues, what cuDNN is around them on a GPU), or "cuda".
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("kind", ["contiguous", "channels_last", "strided"])
-def test_cuda_matches_reference(cuda_device, dtype, activation, kind):
-    check(dict(DCGAN, activation=activation), dtype, cuda_device, kind)
-    check(dict(input=(2, 6, 7, 5), weight=(3, 2, 2), groups=3, stride=(3, 2), padding=(1, 0),
-               dilation=(1, 2), activation=activation), dtype, cuda_device, kind)  # fmt: skip
+# (the shared CUDA tests are in test_conv_family.py)
 
 
 @pytest.mark.parametrize("name", CUDA_DEVICES)
@@ -265,16 +142,3 @@ def test_cuda_matches_reference(cuda_device, dtype, activation, kind):
 def test_cuda_hypothesis(name, config, dtype):
     with on_device(name) as device:
         check(config, dtype, device, "channels_last")
-
-
-def test_cuda_gradgradcheck_and_opcheck(cuda_device):
-    x = torch.randn(2, 4, 6, 5, dtype=torch.float64, device=cuda_device, requires_grad=True)
-    weight = torch.randn(3, 4, 3, 2, dtype=torch.float64, device=cuda_device, requires_grad=True)
-    bias = torch.randn(3, dtype=torch.float64, device=cuda_device, requires_grad=True)
-
-    def fn(x, weight, bias):
-        return conv2d(x, weight, bias, 2, 1, activation="tanh")
-
-    assert torch.autograd.gradgradcheck(fn, (x, weight, bias))
-    args = (x.float(), weight.float(), bias.float(), [2, 2], [1, 1], [1, 1], 1, "relu", 0.0)
-    torch.library.opcheck(torch.ops.fastgen.conv2d, args)

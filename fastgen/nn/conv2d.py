@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastgen import ops
+from fastgen.nn._fused_activation import FusedActivation
 from fastgen.nn._torchscript import NoTorchScript, refuse_tracing
-from fastgen.reference.conv2d import ACTIVATIONS
 
 
-class Conv2d(NoTorchScript, nn.Conv2d):
+class Conv2d(NoTorchScript, FusedActivation, nn.Conv2d):
     r"""A drop-in nn.Conv2d whose output goes through ``activation`` in the same op.
 
     For input ``[N, C_in, H, W]`` and weight ``[C_out, C_in / groups, kH, kW]``::
@@ -55,11 +55,6 @@ class Conv2d(NoTorchScript, nn.Conv2d):
         activation: str = "identity",
         negative_slope: float = 0.01,
     ) -> None:
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"fastgen.nn.Conv2d: activation must be one of {', '.join(ACTIVATIONS)}, "
-                f"got {activation!r}"
-            )
         super().__init__(
             in_channels,
             out_channels,
@@ -73,8 +68,7 @@ class Conv2d(NoTorchScript, nn.Conv2d):
             device=device,
             dtype=dtype,
         )
-        self.activation = activation
-        self.negative_slope = negative_slope
+        self._set_activation(activation, negative_slope)
 
     def _op_padding(self, input: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """(input, padding for the op): symmetric zero padding goes to the op; anything else
@@ -89,14 +83,7 @@ class Conv2d(NoTorchScript, nn.Conv2d):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         refuse_tracing(self)
         input, padding = self._op_padding(input)
-        weight, bias = self.weight, self.bias
-        device_type = input.device.type
-        if torch.is_autocast_enabled(device_type):
-            # Under autocast the stock layer runs in the autocast dtype (input, weight and
-            # bias cast to it); do the same so AMP training behaves and saves memory alike.
-            dtype = torch.get_autocast_dtype(device_type)
-            input, weight = input.to(dtype), weight.to(dtype)
-            bias = None if bias is None else bias.to(dtype)
+        input, weight, bias = self._autocast(input)
         return ops.conv2d(
             input,
             weight,
@@ -108,11 +95,3 @@ class Conv2d(NoTorchScript, nn.Conv2d):
             activation=self.activation,
             negative_slope=self.negative_slope,
         )
-
-    def extra_repr(self) -> str:
-        text = super().extra_repr()
-        if self.activation != "identity":
-            text += f", activation={self.activation!r}"
-            if self.activation == "leaky_relu":
-                text += f", negative_slope={self.negative_slope}"
-        return text

@@ -6,12 +6,11 @@ import torch
 from torch import nn
 
 from fastgen import ops
+from fastgen.nn._fused_activation import FusedActivation
 from fastgen.nn._torchscript import NoTorchScript, refuse_tracing
 
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "tanh", "sigmoid")
 
-
-class ConvTranspose2d(NoTorchScript, nn.ConvTranspose2d):
+class ConvTranspose2d(NoTorchScript, FusedActivation, nn.ConvTranspose2d):
     r"""A drop-in nn.ConvTranspose2d whose output goes through ``activation`` in the same op.
 
     For input ``[N, C_in, H, W]`` and weight ``[C_in, C_out / groups, kH, kW]``::
@@ -53,11 +52,6 @@ class ConvTranspose2d(NoTorchScript, nn.ConvTranspose2d):
         activation: str = "identity",
         negative_slope: float = 0.01,
     ) -> None:
-        if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"fastgen.nn.ConvTranspose2d: activation must be one of {', '.join(ACTIVATIONS)}, "
-                f"got {activation!r}"
-            )
         super().__init__(
             in_channels,
             out_channels,
@@ -72,8 +66,7 @@ class ConvTranspose2d(NoTorchScript, nn.ConvTranspose2d):
             device=device,
             dtype=dtype,
         )
-        self.activation = activation
-        self.negative_slope = negative_slope
+        self._set_activation(activation, negative_slope)
 
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         refuse_tracing(self)
@@ -84,14 +77,7 @@ class ConvTranspose2d(NoTorchScript, nn.ConvTranspose2d):
         output_padding = self._output_padding(
             input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
         )
-        weight, bias = self.weight, self.bias
-        device_type = input.device.type
-        if torch.is_autocast_enabled(device_type):
-            # Under autocast the stock layer runs in the autocast dtype (input, weight and
-            # bias cast to it); do the same so AMP training behaves and saves memory alike.
-            dtype = torch.get_autocast_dtype(device_type)
-            input, weight = input.to(dtype), weight.to(dtype)
-            bias = None if bias is None else bias.to(dtype)
+        input, weight, bias = self._autocast(input)
         return ops.conv_transpose2d(
             input,
             weight,
@@ -104,11 +90,3 @@ class ConvTranspose2d(NoTorchScript, nn.ConvTranspose2d):
             activation=self.activation,
             negative_slope=self.negative_slope,
         )
-
-    def extra_repr(self) -> str:
-        text = super().extra_repr()
-        if self.activation != "identity":
-            text += f", activation={self.activation!r}"
-            if self.activation == "leaky_relu":
-                text += f", negative_slope={self.negative_slope}"
-        return text

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import torch
 
-from fastgen import _extension
 from fastgen._backend import registry
 from fastgen.ops._checks import (
     FLOAT_DTYPES,
@@ -40,7 +39,7 @@ from fastgen.ops._checks import (
     check_like,
     pair,
 )
-from fastgen.ops.conv_transpose2d import _activation_grad, _conv_format
+from fastgen.ops._conv import CONV2D, native_call
 from fastgen.reference import conv2d as reference
 from fastgen.reference.conv2d import ACTIVATIONS
 
@@ -111,101 +110,11 @@ def conv2d(
         x, weight, bias, stride, padding, dilation, groups, activation, negative_slope
     )
     negative_slope = float(negative_slope)
-    monotone = activation != "leaky_relu" or negative_slope >= 0
-    if monotone and registry.use_native(OP, x):
-        args = (x, weight, bias, list(stride), list(padding), list(dilation), groups, activation,
-                negative_slope)  # fmt: skip
-        needs_grad = (
-            x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-        )
-        if needs_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            out = _EagerAutograd.apply(*args)
-        else:
-            out = torch.ops.fastgen.conv2d.default(*args)
-    else:
+    args = (x, weight, bias, list(stride), list(padding), list(dilation), groups, activation,
+            negative_slope)  # fmt: skip
+    out = native_call(CONV2D, args)
+    if out is None:
         out = reference.conv2d(
             x, weight, bias, stride, padding, dilation, groups, activation, negative_slope
         )
     return out.squeeze(0) if unbatched else out
-
-
-# --- fake kernels and autograd ---------------------------------------------------------------
-
-
-def _fake_forward(x, weight, bias, stride, padding, dilation, groups, activation, negative_slope):
-    size = [
-        output_size(x.shape[2 + d], weight.shape[2 + d], stride[d], padding[d], dilation[d])
-        for d in range(2)
-    ]
-    shape = (x.shape[0], weight.shape[0], *size)
-    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_conv_format(x, weight))
-
-
-def _fake_backward(grad_out, x, weight, output, stride, padding, dilation, groups, activation,
-                   negative_slope, output_mask):  # fmt: skip
-    def empty():
-        return grad_out.new_empty((0,))
-
-    layout = _conv_format(x, weight)
-    grad_input = torch.empty_like(x, memory_format=layout) if output_mask[0] else empty()
-    grad_weight = torch.empty_like(weight, memory_format=layout) if output_mask[1] else empty()
-    grad_bias = grad_out.new_empty((weight.shape[0],)) if output_mask[2] else empty()
-    return grad_input, grad_weight, grad_bias
-
-
-def _setup_context(ctx, inputs, output):
-    x, weight, bias, stride, padding, dilation, groups, activation, slope = inputs
-    ctx.args = (stride, padding, dilation, groups, activation, slope)
-    ctx.has_bias = bias is not None
-    # identity needs no output in backward; an empty stand-in keeps it from being held alive.
-    saved_output = output if activation != "identity" else output.new_empty((0,))
-    ctx.save_for_backward(x, weight, saved_output)
-
-
-def _backward(ctx, grad):
-    x, weight, output = ctx.saved_tensors
-    stride, padding, dilation, groups, activation, slope = ctx.args
-    mask = [
-        ctx.needs_input_grad[0],
-        ctx.needs_input_grad[1],
-        ctx.has_bias and ctx.needs_input_grad[2],
-    ]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (grad, x, weight, output)):
-        # create_graph=True (R1, WGAN-GP): the same math through differentiable public ops,
-        # so the second derivative is exact, including the path through the saved output.
-        derivative = _activation_grad(output, activation, slope)
-        grad_pre = grad if derivative is None else grad * derivative
-        grads = torch.ops.aten.convolution_backward(
-            grad_pre, x, weight, [weight.shape[0]], stride, padding, dilation, False, [0, 0],
-            groups, mask,
-        )  # fmt: skip
-    else:
-        grads = torch.ops.fastgen.conv2d_backward(
-            grad, x, weight, output, stride, padding, dilation, groups, activation, slope, mask
-        )
-    grad_input, grad_weight, grad_bias = (g if m else None for g, m in zip(grads, mask))
-    return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
-
-
-class _EagerAutograd(torch.autograd.Function):
-    """The registered autograd below as a plain autograd.Function, for eager calls.
-
-    Same setup_context and backward; it skips torch.library's generic Python wrapper (a
-    pytree walk over the arguments per call), as fastgen.ops.conv_transpose2d does.
-    torch.compile traces the registered op instead."""
-
-    @staticmethod
-    def forward(ctx, *inputs):
-        output = torch.ops.fastgen.conv2d.default(*inputs)
-        _setup_context(ctx, inputs, output)
-        return output
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _backward(ctx, grad)
-
-
-if _extension.LOADED:
-    torch.library.register_fake(f"fastgen::{OP}")(_fake_forward)
-    torch.library.register_fake(f"fastgen::{OP}_backward")(_fake_backward)
-    torch.library.register_autograd(f"fastgen::{OP}", _backward, setup_context=_setup_context)

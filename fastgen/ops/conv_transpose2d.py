@@ -38,6 +38,7 @@ from fastgen.ops._checks import (
     check_like,
     pair,
 )
+from fastgen.ops._conv import CONV_TRANSPOSE2D, conv_backward, conv_format, native_call
 from fastgen.reference import conv_transpose2d as reference
 from fastgen.reference.conv_transpose2d import ACTIVATIONS
 
@@ -156,18 +157,10 @@ def conv_transpose2d(
         negative_slope,
     )  # fmt: skip
     negative_slope = float(negative_slope)
-    monotone = activation != "leaky_relu" or negative_slope >= 0
-    if monotone and registry.use_native(OP, x):
-        args = (x, weight, bias, list(stride), list(padding), list(output_padding), groups,
-                list(dilation), activation, negative_slope)  # fmt: skip
-        needs_grad = (
-            x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-        )
-        if needs_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            out = _EagerAutograd.apply(*args)
-        else:
-            out = torch.ops.fastgen.conv_transpose2d.default(*args)
-    else:
+    args = (x, weight, bias, list(stride), list(padding), list(output_padding), groups,
+            list(dilation), activation, negative_slope)  # fmt: skip
+    out = native_call(CONV_TRANSPOSE2D, args)
+    if out is None:
         out = reference.conv_transpose2d(
             x, weight, bias, stride, padding, output_padding, groups, dilation, activation,
             negative_slope,
@@ -175,122 +168,13 @@ def conv_transpose2d(
     return out.squeeze(0) if unbatched else out
 
 
-# --- fake kernels and autograd ---------------------------------------------------------------
-
-
-def _conv_format(x: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
-    """The layout of a convolution's output and gradients, aten's rule (conv_format in
-    csrc/conv_transpose2d/conv_transpose2d.h): channels_last if the input or the weight is."""
-    if _memory_format(x) == torch.channels_last:
-        return torch.channels_last
-    return _memory_format(weight)
-
-
-def _memory_format(t: torch.Tensor) -> torch.memory_format:
-    """channels_last when `t` is channels_last and not plainly contiguous, else NCHW."""
-    if (
-        t.dim() == 4
-        and not t.is_contiguous()
-        and t.is_contiguous(memory_format=torch.channels_last)
-    ):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def _activation_grad(output: torch.Tensor, activation: str, slope: float) -> torch.Tensor | None:
-    """act'(pre-activation) from y = act(pre), with differentiable public ops."""
-    if activation == "relu":
-        return (output > 0).to(output.dtype)
-    if activation == "leaky_relu":
-        # Tensors of output's dtype, not Python scalars: where() of two scalars is float32,
-        # which rounded the slope (0.2 -> 0.2000000030) in float64 double backward.
-        return torch.where(output > 0, torch.ones_like(output), torch.full_like(output, slope))
-    if activation == "tanh":
-        return 1 - output * output
-    if activation == "sigmoid":
-        return output * (1 - output)
-    return None
-
-
-def _fake_forward(x, weight, bias, stride, padding, output_padding, groups, dilation, activation,
-                  negative_slope):  # fmt: skip
-    size = [
-        output_size(x.shape[2 + d], weight.shape[2 + d], stride[d], padding[d],
-                    output_padding[d], dilation[d])
-        for d in range(2)
-    ]  # fmt: skip
-    shape = (x.shape[0], weight.shape[1] * groups, *size)
-    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_conv_format(x, weight))
-
-
-def _fake_backward(grad_out, x, weight, output, stride, padding, output_padding, groups, dilation,
-                   activation, negative_slope, output_mask):  # fmt: skip
-    def empty():
-        return grad_out.new_empty((0,))
-
-    layout = _conv_format(x, weight)
-    grad_input = torch.empty_like(x, memory_format=layout) if output_mask[0] else empty()
-    grad_weight = torch.empty_like(weight, memory_format=layout) if output_mask[1] else empty()
-    grad_bias = grad_out.new_empty((weight.shape[1] * groups,)) if output_mask[2] else empty()
-    return grad_input, grad_weight, grad_bias
-
-
-def _setup_context(ctx, inputs, output):
-    x, weight, bias, stride, padding, output_padding, groups, dilation, activation, slope = inputs
-    ctx.args = (stride, padding, output_padding, groups, dilation, activation, slope)
-    ctx.has_bias = bias is not None
-    # identity needs no output in backward; an empty stand-in keeps it from being held alive.
-    saved_output = output if activation != "identity" else output.new_empty((0,))
-    ctx.save_for_backward(x, weight, saved_output)
-
-
-def _backward(ctx, grad):
-    x, weight, output = ctx.saved_tensors
-    stride, padding, output_padding, groups, dilation, activation, slope = ctx.args
-    mask = [
-        ctx.needs_input_grad[0],
-        ctx.needs_input_grad[1],
-        ctx.has_bias and ctx.needs_input_grad[2],
-    ]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (grad, x, weight, output)):
-        # create_graph=True (R1, WGAN-GP): the same math through differentiable public ops,
-        # so the second derivative is exact, including the path through the saved output.
-        derivative = _activation_grad(output, activation, slope)
-        grad_pre = grad if derivative is None else grad * derivative
-        grads = torch.ops.aten.convolution_backward(
-            grad_pre, x, weight, [weight.shape[1] * groups], stride, padding, dilation, True,
-            output_padding, groups, mask,
-        )  # fmt: skip
-    else:
-        grads = torch.ops.fastgen.conv_transpose2d_backward(
-            grad, x, weight, output, stride, padding, output_padding, groups, dilation,
-            activation, slope, mask,
-        )  # fmt: skip
-    grad_input, grad_weight, grad_bias = (g if m else None for g, m in zip(grads, mask))
-    return grad_input, grad_weight, grad_bias, None, None, None, None, None, None, None
-
-
-class _EagerAutograd(torch.autograd.Function):
-    """The registered autograd below as a plain autograd.Function, for eager calls.
-
-    Same setup_context and backward; it skips torch.library's generic Python wrapper (a
-    pytree walk over the arguments per call), which on CPU-sized layers costs about as much
-    as the fused epilogue saves. torch.compile traces the registered op instead."""
-
-    @staticmethod
-    def forward(ctx, *inputs):
-        output = torch.ops.fastgen.conv_transpose2d.default(*inputs)
-        _setup_context(ctx, inputs, output)
-        return output
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _backward(ctx, grad)
+# --- conv_transpose2d_with_stats: fake kernel and autograd ------------------------------
 
 
 def _fake_with_stats(x, weight, bias, stride, padding, output_padding, groups, dilation):
-    out = _fake_forward(x, weight, bias, stride, padding, output_padding, groups, dilation,
-                        "identity", 0.0)  # fmt: skip
+    g = CONV_TRANSPOSE2D.geometry((stride, padding, output_padding, groups, dilation))
+    shape = CONV_TRANSPOSE2D.output_shape(x, weight, g)
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=conv_format(x, weight))
     acc = torch.promote_types(x.dtype, torch.float32)
     channels = out.shape[1]
     return out, x.new_empty((channels,), dtype=acc), x.new_empty((channels,), dtype=acc)
@@ -326,10 +210,8 @@ def _backward_with_stats(ctx, grad_out, grad_mean, grad_var):
         ctx.has_bias and ctx.needs_input_grad[2],
     ]
     if torch.is_grad_enabled():
-        grads = torch.ops.aten.convolution_backward(
-            grad, x, weight, [weight.shape[1] * groups], stride, padding, dilation, True,
-            output_padding, groups, mask,
-        )  # fmt: skip
+        g = CONV_TRANSPOSE2D.geometry((stride, padding, output_padding, groups, dilation))
+        grads = conv_backward(CONV_TRANSPOSE2D, grad, x, weight, g, mask)
     else:
         grads = torch.ops.fastgen.conv_transpose2d_backward(
             grad, x, weight, out, stride, padding, output_padding, groups, dilation, "identity",
@@ -344,6 +226,3 @@ if _extension.LOADED:
     torch.library.register_autograd(
         f"fastgen::{WITH_STATS}", _backward_with_stats, setup_context=_setup_with_stats
     )
-    torch.library.register_fake(f"fastgen::{OP}")(_fake_forward)
-    torch.library.register_fake(f"fastgen::{OP}_backward")(_fake_backward)
-    torch.library.register_autograd(f"fastgen::{OP}", _backward, setup_context=_setup_context)

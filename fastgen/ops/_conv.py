@@ -1,0 +1,224 @@
+"""What fastgen.ops.conv2d and fastgen.ops.conv_transpose2d share, written once: the layout
+rule, act' from the output, the native call with its eager autograd, the fake kernels and
+the registered autograd. Each op keeps only its own checks, output size and docstring.
+
+The two schemas (csrc/fastgen.cpp) order their geometry as aten's ops do:
+    conv2d:            (x, weight, bias, stride, padding, dilation, groups, activation, slope)
+    conv_transpose2d:  (x, weight, bias, stride, padding, output_padding, groups, dilation,
+                        activation, slope)
+and Family.geometry names them, so nothing below depends on the order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from fastgen import _extension
+from fastgen._backend import registry
+
+
+class Geometry(NamedTuple):
+    stride: list
+    padding: list
+    output_padding: list
+    dilation: list
+    groups: int
+
+
+@dataclass(frozen=True)
+class Family:
+    op: str  # the schema name, "conv2d" or "conv_transpose2d"
+    transposed: bool
+
+    @property
+    def geometry_args(self) -> int:
+        """How many schema arguments sit between bias and activation."""
+        return 5 if self.transposed else 4
+
+    def geometry(self, args: tuple) -> Geometry:
+        if self.transposed:
+            stride, padding, output_padding, groups, dilation = args
+            return Geometry(stride, padding, output_padding, dilation, groups)
+        stride, padding, dilation, groups = args
+        return Geometry(stride, padding, [0, 0], dilation, groups)
+
+    def out_channels(self, weight: torch.Tensor, groups: int) -> int:
+        return weight.shape[1] * groups if self.transposed else weight.shape[0]
+
+    def output_shape(self, x: torch.Tensor, weight: torch.Tensor, g: Geometry) -> tuple:
+        size = []
+        for d in range(2):
+            kernel = g.dilation[d] * (weight.shape[2 + d] - 1)
+            if self.transposed:
+                size.append(
+                    (x.shape[2 + d] - 1) * g.stride[d] - 2 * g.padding[d] + kernel
+                    + g.output_padding[d] + 1
+                )  # fmt: skip
+            else:
+                size.append((x.shape[2 + d] + 2 * g.padding[d] - kernel - 1) // g.stride[d] + 1)
+        return (x.shape[0], self.out_channels(weight, g.groups), *size)
+
+
+CONV2D = Family("conv2d", transposed=False)
+CONV_TRANSPOSE2D = Family("conv_transpose2d", transposed=True)
+
+
+def conv_format(x: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
+    """The layout of a convolution's output and gradients, aten's rule (conv_format in
+    csrc/conv_transpose2d/conv_transpose2d.h): channels_last if the input or the weight is."""
+    if memory_format(x) == torch.channels_last:
+        return torch.channels_last
+    return memory_format(weight)
+
+
+def memory_format(t: torch.Tensor) -> torch.memory_format:
+    """channels_last when `t` is channels_last and not plainly contiguous, else NCHW."""
+    if (
+        t.dim() == 4
+        and not t.is_contiguous()
+        and t.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def activation_grad(output: torch.Tensor, activation: str, slope: float) -> torch.Tensor | None:
+    """act'(pre-activation) from y = act(pre), with differentiable public ops."""
+    if activation == "relu":
+        return (output > 0).to(output.dtype)
+    if activation == "leaky_relu":
+        # Tensors of output's dtype, not Python scalars: where() of two scalars is float32,
+        # which rounded the slope (0.2 -> 0.2000000030) in float64 double backward.
+        return torch.where(output > 0, torch.ones_like(output), torch.full_like(output, slope))
+    if activation == "tanh":
+        return 1 - output * output
+    if activation == "sigmoid":
+        return output * (1 - output)
+    return None
+
+
+def native_call(family: Family, args: tuple) -> torch.Tensor | None:
+    """torch.ops.fastgen.<op>(*args) when the native kernel serves the call (an eager call
+    that needs gradients through the plain autograd.Function), else None: the caller runs
+    the reference. args: the schema's arguments, already checked."""
+    x, weight, bias = args[:3]
+    activation, slope = args[-2:]
+    monotone = activation != "leaky_relu" or slope >= 0
+    if not (monotone and registry.use_native(family.op, x)):
+        return None
+    needs_grad = (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    if needs_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        return _EAGER[family.op].apply(*args)
+    return getattr(torch.ops.fastgen, family.op).default(*args)
+
+
+def conv_backward(family, grad, x, weight, g: Geometry, mask) -> tuple:
+    """aten's convolution backward (differentiable) for grad of the pre-activation output."""
+    return torch.ops.aten.convolution_backward(
+        grad, x, weight, [family.out_channels(weight, g.groups)], g.stride, g.padding,
+        g.dilation, family.transposed, g.output_padding, g.groups, mask,
+    )  # fmt: skip
+
+
+# --- fake kernels and autograd ---------------------------------------------------------------
+
+
+def _fake_forward(family: Family):
+    def fake(x, weight, bias, *rest):
+        g = family.geometry(rest[: family.geometry_args])
+        shape = family.output_shape(x, weight, g)
+        layout = conv_format(x, weight)
+        return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout)
+
+    return fake
+
+
+def _fake_backward(family: Family):
+    def fake(grad_out, x, weight, output, *rest):
+        g = family.geometry(rest[: family.geometry_args])
+        output_mask = rest[-1]
+        layout = conv_format(x, weight)
+
+        def empty():
+            return grad_out.new_empty((0,))
+
+        grad_input = torch.empty_like(x, memory_format=layout) if output_mask[0] else empty()
+        grad_weight = torch.empty_like(weight, memory_format=layout) if output_mask[1] else empty()
+        channels = family.out_channels(weight, g.groups)
+        grad_bias = grad_out.new_empty((channels,)) if output_mask[2] else empty()
+        return grad_input, grad_weight, grad_bias
+
+    return fake
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias = inputs[:3]
+    ctx.rest = inputs[3:]
+    ctx.has_bias = bias is not None
+    # identity needs no output in backward; an empty stand-in keeps it from being held alive.
+    activation = inputs[-2]
+    saved_output = output if activation != "identity" else output.new_empty((0,))
+    ctx.save_for_backward(x, weight, saved_output)
+
+
+def _backward(family: Family):
+    def backward(ctx, grad):
+        x, weight, output = ctx.saved_tensors
+        g = family.geometry(ctx.rest[: family.geometry_args])
+        activation, slope = ctx.rest[-2:]
+        mask = [
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+            ctx.has_bias and ctx.needs_input_grad[2],
+        ]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (grad, x, weight, output)):
+            # create_graph=True (R1, WGAN-GP): the same math through differentiable public
+            # ops, so the second derivative is exact, including through the saved output.
+            derivative = activation_grad(output, activation, slope)
+            grad_pre = grad if derivative is None else grad * derivative
+            grads = conv_backward(family, grad_pre, x, weight, g, mask)
+        else:
+            grads = getattr(torch.ops.fastgen, f"{family.op}_backward")(
+                grad, x, weight, output, *ctx.rest, mask
+            )
+        grad_input, grad_weight, grad_bias = (t if m else None for t, m in zip(grads, mask))
+        return (grad_input, grad_weight, grad_bias, *([None] * len(ctx.rest)))
+
+    return backward
+
+
+def _eager_autograd(family: Family) -> type[torch.autograd.Function]:
+    """The registered autograd as a plain autograd.Function, for eager calls: the same
+    setup_context and backward, without torch.library's generic Python wrapper (a pytree
+    walk over the arguments per call), which on CPU-sized layers costs about as much as the
+    fused epilogue saves. torch.compile traces the registered op instead."""
+    backward = _backward(family)
+
+    class EagerAutograd(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *inputs):
+            output = getattr(torch.ops.fastgen, family.op).default(*inputs)
+            _setup_context(ctx, inputs, output)
+            return output
+
+        @staticmethod
+        def backward(ctx, grad):
+            return backward(ctx, grad)
+
+    return EagerAutograd
+
+
+_EAGER = {family.op: _eager_autograd(family) for family in (CONV2D, CONV_TRANSPOSE2D)}
+
+if _extension.LOADED:
+    for _family in (CONV2D, CONV_TRANSPOSE2D):
+        torch.library.register_fake(f"fastgen::{_family.op}")(_fake_forward(_family))
+        torch.library.register_fake(f"fastgen::{_family.op}_backward")(_fake_backward(_family))
+        torch.library.register_autograd(
+            f"fastgen::{_family.op}", _backward(_family), setup_context=_setup_context
+        )
