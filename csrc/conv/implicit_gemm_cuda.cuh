@@ -71,7 +71,7 @@
 #include "common/activation.h"
 #include "common/dispatch.h"
 #include "conv/conv_engine.h"
-#include "conv_transpose2d/conv_transpose2d.h"  // dispatch_activation
+#include "conv/conv_common.h"  // dispatch_activation
 #include "simt/simt.h"
 #include "simt/wmma.h"
 

@@ -10,19 +10,12 @@
 
 namespace fastgen {
 
-namespace {
-std::array<int64_t, 2> as_pair(at::IntArrayRef values, const char* name) {
-  TORCH_CHECK(values.size() == 2, "fastgen::conv2d: ", name, " must have 2 values");
-  return {values[0], values[1]};
-}
-}  // namespace
-
 Conv2dParams make_conv2d_params(at::IntArrayRef stride, at::IntArrayRef padding,
                                 at::IntArrayRef dilation, int64_t groups,
                                 std::string_view activation, double negative_slope) {
-  return Conv2dParams{as_pair(stride, "stride"),
-                      as_pair(padding, "padding"),
-                      as_pair(dilation, "dilation"),
+  return Conv2dParams{as_pair(stride, "fastgen::conv2d", "stride"),
+                      as_pair(padding, "fastgen::conv2d", "padding"),
+                      as_pair(dilation, "fastgen::conv2d", "dilation"),
                       groups,
                       parse_activation(activation),
                       negative_slope};
@@ -82,13 +75,12 @@ at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
   if (bias.has_value() && bias->defined()) {
     checks::like("fastgen::conv2d", "bias", *bias, "input", input, at::IntArrayRef{weight.size(0)});
   }
-  const bool has_bias = bias.has_value() && bias->defined();
-  if (const conv::Geometry geometry = geometry_of(params);
-      kernels.epilogues.engine != nullptr && conv::route(geometry) == conv::Route::ImplicitGemm) {
-    return kernels.epilogues.engine->forward(
-        input, weight, has_bias ? bias->contiguous() : at::Tensor(), geometry, {shape[2], shape[3]},
-        params.activation, params.negative_slope, conv_format(input, weight), nullptr, nullptr);
+  if (auto out = conv::engine_forward(kernels.epilogues, geometry_of(params), input, weight, bias,
+                                      {shape[2], shape[3]}, params.activation,
+                                      params.negative_slope)) {
+    return *out;
   }
+  const bool has_bias = bias.has_value() && bias->defined();
   // No bias in the convolution: it is added in the epilogue together with the activation,
   // so the output is touched once after the GEMMs instead of twice.
   at::Tensor out = kernels.convolution(input, weight, params);
@@ -109,15 +101,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   checks::like(op, "grad_out", grad_out, "input", input, at::IntArrayRef(out));
   // The saved output is read only to differentiate the activation (identity saves none).
   if (params.activation != Activation::Identity) checks::like(op, "output", output, "input", input, at::IntArrayRef(out));
-  const auto empty = [&] { return at::empty({0}, grad_out.options()); };
-  if (const conv::Geometry geometry = geometry_of(params);
-      kernels.epilogues.engine != nullptr && conv::route(geometry) == conv::Route::ImplicitGemm) {
-    auto [gi, gw, gb] = kernels.epilogues.engine->backward(
-        grad_out, input, weight, output, geometry, params.activation, params.negative_slope,
-        output_mask, conv_format(input, weight));
-    return {output_mask[0] ? gi : empty(), output_mask[1] ? gw : empty(),
-            output_mask[2] ? gb : empty()};
+  if (auto grads = conv::engine_backward(kernels.epilogues, geometry_of(params), grad_out, input,
+                                         weight, output, params.activation, params.negative_slope,
+                                         output_mask)) {
+    return *grads;
   }
+  const auto empty = [&] { return at::empty({0}, grad_out.options()); };
   at::Tensor grad_pre = params.activation == Activation::Identity
                             ? grad_out
                             : kernels.epilogues.activation_backward(

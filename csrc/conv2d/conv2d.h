@@ -1,19 +1,15 @@
 #pragma once
-// fastgen::conv2d: act(conv2d(input, weight) + bias).
+// fastgen::conv2d: act(conv2d(input, weight) + bias), the driver every backend shares.
 //
-// The same scheme as fastgen::conv_transpose2d (whose epilogues it reuses): the convolution
-// WITHOUT bias, then one in-place epilogue pass adding the bias and applying the activation.
-// Backward first turns grad_out into the pre-activation gradient (one pass, the derivative
-// taken from the saved output), then runs the convolution's backward.
+// Per call, the backend's convolution WITHOUT bias and then one in-place epilogue pass adding
+// the bias and applying the activation; or, on CUDA where conv::route() says so, fastgen's
+// implicit-GEMM engine with the epilogue fused (conv/conv_engine.h). Backward turns grad_out
+// into the pre-activation gradient (one pass, the derivative taken from the saved output),
+// then runs the convolution's backward; the engine fuses that pass into its operand loads.
 //
-// Each backend supplies its convolution (forward and backward) next to its epilogues, so a
-// backend can route some shapes to its own kernels: the CPU ones are conv2d_convolution_cpu
-// and conv2d_convolution_backward_cpu in conv2d_cpu.cpp, today plain aten calls.
-//
-// Layout rule (shared with the Python fake kernels, fastgen/ops/conv2d.py, and with
-// conv_transpose2d, conv_format there): aten's, the output, grad_input and grad_weight are
-// channels_last when the input or the weight is channels_last and not plainly contiguous, NCHW
-// otherwise. The driver enforces it, so a backend's convolution may return any dense layout.
+// Each backend supplies its convolution (forward and backward) next to its epilogues: the CPU
+// ones (conv2d_cpu.cpp) take the GEMM shapes of common/gemm_conv_cpu.h and leave the rest to
+// aten; CUDA's are cuDNN's through aten. The layout rule is conv/conv_common.h's.
 
 #include <ATen/core/Tensor.h>
 
@@ -23,7 +19,7 @@
 #include <tuple>
 
 #include "common/activation.h"
-#include "conv_transpose2d/conv_transpose2d.h"
+#include "conv/conv_common.h"
 
 namespace fastgen {
 
@@ -47,7 +43,7 @@ struct Conv2dKernels {
   std::tuple<at::Tensor, at::Tensor, at::Tensor> (*convolution_backward)(
       const at::Tensor&, const at::Tensor&, const at::Tensor&, const Conv2dParams&,
       std::array<bool, 3>);
-  ConvTranspose2dEpilogues epilogues;
+  conv::Epilogues epilogues;
 };
 
 // The public aten convolution (oneDNN / native CPU kernels, cuDNN on CUDA): what every

@@ -10,7 +10,7 @@
 
 #include "common/emulated_cuda.h"
 #include "conv2d/conv2d.h"
-#include "conv_transpose2d/conv_transpose2d.h"
+#include "conv/conv_common.h"
 #include "common/gemm_conv_cpu.h"
 #include "winograd/winograd_cpu.h"
 

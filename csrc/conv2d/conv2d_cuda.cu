@@ -8,7 +8,7 @@
 #include <torch/library.h>
 
 #include "conv2d/conv2d.h"
-#include "conv_transpose2d/conv_transpose2d.h"
+#include "conv/conv_common.h"
 
 namespace fastgen {
 

@@ -17,43 +17,20 @@
 
 namespace fastgen {
 
-namespace {
-std::array<int64_t, 2> as_pair(at::IntArrayRef values, const char* name) {
-  TORCH_CHECK(values.size() == 2, "fastgen::conv_transpose2d: ", name, " must have 2 values");
-  return {values[0], values[1]};
-}
-}  // namespace
+constexpr const char* kOp = "fastgen::conv_transpose2d";
 
 ConvTranspose2dParams make_conv_transpose2d_params(at::IntArrayRef stride, at::IntArrayRef padding,
                                                    at::IntArrayRef output_padding, int64_t groups,
                                                    at::IntArrayRef dilation,
                                                    std::string_view activation,
                                                    double negative_slope) {
-  return ConvTranspose2dParams{as_pair(stride, "stride"),
-                               as_pair(padding, "padding"),
-                               as_pair(output_padding, "output_padding"),
-                               as_pair(dilation, "dilation"),
+  return ConvTranspose2dParams{as_pair(stride, kOp, "stride"),
+                               as_pair(padding, kOp, "padding"),
+                               as_pair(output_padding, kOp, "output_padding"),
+                               as_pair(dilation, kOp, "dilation"),
                                groups,
                                parse_activation(activation),
                                negative_slope};
-}
-
-at::Tensor with_canonical_strides(const at::Tensor& t, c10::MemoryFormat format) {
-  at::Tensor dense = t.contiguous(format);
-  const auto sizes = dense.sizes();
-  std::vector<int64_t> strides(sizes.size());
-  if (format == c10::MemoryFormat::ChannelsLast) {
-    strides = c10::get_channels_last_strides_2d(sizes);
-  } else {
-    int64_t stride = 1;
-    for (int64_t d = static_cast<int64_t>(sizes.size()) - 1; d >= 0; --d) {
-      strides[d] = stride;
-      stride *= std::max<int64_t>(sizes[d], 1);
-    }
-  }
-  if (dense.strides() == at::IntArrayRef(strides)) return dense;
-  // Only strides of size-1 dims differ: same memory, so restriding is free and exact.
-  return dense.as_strided(sizes, strides, dense.storage_offset());
 }
 
 namespace {
@@ -100,14 +77,12 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
   if (bias.has_value() && bias->defined()) {
     checks::like("fastgen::conv_transpose2d", "bias", *bias, "input", input, at::IntArrayRef{shape[1]});
   }
-  const bool has_bias = bias.has_value() && bias->defined();
-  if (const conv::Geometry geometry = geometry_of(params);
-      epilogues.engine != nullptr && conv::route(geometry) == conv::Route::ImplicitGemm) {
-    return epilogues.engine->forward(input, weight, has_bias ? bias->contiguous() : at::Tensor(),
-                                     geometry, {shape[2], shape[3]}, params.activation,
-                                     params.negative_slope, conv_format(input, weight), nullptr,
-                                     nullptr);
+  if (auto out = conv::engine_forward(epilogues, geometry_of(params), input, weight, bias,
+                                      {shape[2], shape[3]}, params.activation,
+                                      params.negative_slope)) {
+    return *out;
   }
+  const bool has_bias = bias.has_value() && bias->defined();
   // No bias in the convolution: it is added in the epilogue together with the activation,
   // so the output is touched once after the GEMMs instead of twice.
   // On CPU, 4x4 stride-2 layers (the DCGAN generator's) take the Winograd kernels, and a
@@ -152,15 +127,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
   checks::like(op, "grad_out", grad_out, "input", input, at::IntArrayRef(shape));
   // The saved output is read only to differentiate the activation (identity saves none).
   if (params.activation != Activation::Identity) checks::like(op, "output", output, "input", input, at::IntArrayRef(shape));
-  const auto empty = [&] { return at::empty({0}, grad_out.options()); };
-  if (const conv::Geometry geometry = geometry_of(params);
-      epilogues.engine != nullptr && conv::route(geometry) == conv::Route::ImplicitGemm) {
-    auto [gi, gw, gb] = epilogues.engine->backward(grad_out, input, weight, output, geometry,
-                                                   params.activation, params.negative_slope,
-                                                   output_mask, conv_format(input, weight));
-    return {output_mask[0] ? gi : empty(), output_mask[1] ? gw : empty(),
-            output_mask[2] ? gb : empty()};
+  if (auto grads = conv::engine_backward(epilogues, geometry_of(params), grad_out, input, weight,
+                                         output, params.activation, params.negative_slope,
+                                         output_mask)) {
+    return *grads;
   }
+  const auto empty = [&] { return at::empty({0}, grad_out.options()); };
   at::Tensor grad_pre = params.activation == Activation::Identity
                             ? grad_out
                             : epilogues.activation_backward(grad_out, output, params.activation,

@@ -1,17 +1,14 @@
 #pragma once
-// fastgen::conv_transpose2d: act(conv_transpose2d(input, weight) + bias).
+// fastgen::conv_transpose2d: act(conv_transpose2d(input, weight) + bias), the driver every
+// backend shares.
 //
-// Both backends run the transposed convolution itself through public aten ops (oneDNN /
-// the native CPU kernels on CPU, cuDNN on CUDA) WITHOUT bias, then one in-place epilogue
-// pass adds the bias and applies the activation. Backward first turns grad_out into the
-// pre-activation gradient (one pass, the derivative taken from the saved output), then
-// calls at::convolution_backward.
-//
-// Layout rule shared with the Python fake kernels (fastgen/ops/conv_transpose2d.py), aten's
-// own: the output, grad_input and grad_weight are channels_last when the input OR the weight
-// is channels_last and not plainly contiguous (a tensor that is both, e.g. C == 1, counts as
-// contiguous); otherwise NCHW. So `model.to(memory_format=torch.channels_last)` runs every
-// layer channels_last, even on a [N, C, 1, 1] latent, as with the stock layers.
+// Per call: on CPU, fastgen's Winograd and GEMM kernels for the shapes they take
+// (winograd/, common/gemm_conv_cpu.h) and aten's convolution for the rest; on CUDA, cuDNN
+// through aten or, where conv::route() says so, fastgen's implicit-GEMM engine
+// (conv/conv_engine.h). Library convolutions run WITHOUT bias, then one in-place epilogue
+// pass adds the bias and applies the activation (the engine fuses it). Backward turns
+// grad_out into the pre-activation gradient (one pass, the derivative taken from the saved
+// output), then runs the convolution's backward. The layout rule is conv/conv_common.h's.
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/MemoryFormat.h>
@@ -22,7 +19,7 @@
 #include <string_view>
 
 #include "common/activation.h"
-#include "conv/conv_engine.h"
+#include "conv/conv_common.h"
 
 namespace fastgen {
 
@@ -36,54 +33,10 @@ struct ConvTranspose2dParams {
   double negative_slope;
 };
 
-inline c10::MemoryFormat conv_memory_format(const at::Tensor& t) {
-  return (t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(c10::MemoryFormat::ChannelsLast))
-             ? c10::MemoryFormat::ChannelsLast
-             : c10::MemoryFormat::Contiguous;
-}
-
-// The layout of a convolution's output and gradients (the rule above).
-inline c10::MemoryFormat conv_format(const at::Tensor& input, const at::Tensor& weight) {
-  return conv_memory_format(input) == c10::MemoryFormat::ChannelsLast ? c10::MemoryFormat::ChannelsLast
-                                                                       : conv_memory_format(weight);
-}
-
-// `t` dense in `format`, with exactly the strides at::empty(..., format) would give (strides
-// of size-1 dims are free to differ otherwise, and fake kernels must predict them).
-at::Tensor with_canonical_strides(const at::Tensor& t, c10::MemoryFormat format);
-
-// In place on `out` (dense, NCHW or channels_last): out = act(out + bias).
-void bias_activation_cpu(at::Tensor& out, const at::Tensor& bias, Activation activation,
-                         double negative_slope);
-// grad_out * act'(output), written into a new tensor laid out like `output`.
-at::Tensor activation_backward_cpu(const at::Tensor& grad_out, const at::Tensor& output,
-                                   Activation activation, double negative_slope);
-
-// Calls body.template operator()<act>() for the runtime activation, so kernels are
-// instantiated once per activation and the per-element code has no switch.
-template <typename Body>
-void dispatch_activation(Activation activation, Body&& body) {
-  switch (activation) {
-    case Activation::Identity: return body.template operator()<Activation::Identity>();
-    case Activation::ReLU: return body.template operator()<Activation::ReLU>();
-    case Activation::LeakyReLU: return body.template operator()<Activation::LeakyReLU>();
-    case Activation::Tanh: return body.template operator()<Activation::Tanh>();
-    case Activation::Sigmoid: return body.template operator()<Activation::Sigmoid>();
-  }
-}
-
 // The device-independent driver (conv_transpose2d.cpp): the convolution plus the given
-// backend's epilogues. Masked-out backward results are empty tensors.
-struct ConvTranspose2dEpilogues {
-  void (*bias_activation)(at::Tensor&, const at::Tensor&, Activation, double);
-  at::Tensor (*activation_backward)(const at::Tensor&, const at::Tensor&, Activation, double);
-  // The CPU backend's own convolutions (Winograd, GEMMs) for the shapes they take; false:
-  // always the aten convolution (CUDA's cuDNN, and its emulation on CPU tensors).
-  bool cpu_convolutions = false;
-  // CUDA (and its emulation): fastgen's implicit-GEMM engine, taken where conv::route()
-  // says so (conv/conv_engine.h); null on the CPU backend.
-  const conv::Engine* engine = nullptr;
-};
+// backend's epilogues (conv::Epilogues, conv/conv_common.h). Masked-out backward results are
+// empty tensors.
+using ConvTranspose2dEpilogues = conv::Epilogues;
 
 ConvTranspose2dParams make_conv_transpose2d_params(at::IntArrayRef stride, at::IntArrayRef padding,
                                                    at::IntArrayRef output_padding, int64_t groups,
@@ -145,17 +98,5 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_with_stats_op(
   return conv_transpose2d_with_stats(input, weight, bias, params, epilogues());
 }
 
-// The CUDA epilogues (conv_transpose2d_cuda.cuh), which conv2d shares: nvcc builds them as
-// cuda::, the emulated build as emulated_cuda:: (FASTGEN_BACKEND=emulated-cuda).
-#define FASTGEN_CONV_EPILOGUES_CUDA(ns)                                                     \
-  namespace ns {                                                                          \
-  void bias_activation(at::Tensor& out, const at::Tensor& bias, Activation activation,    \
-                       double negative_slope);                                            \
-  at::Tensor activation_backward(const at::Tensor& grad_out, const at::Tensor& output,    \
-                                 Activation activation, double negative_slope);           \
-  }
-FASTGEN_CONV_EPILOGUES_CUDA(cuda)
-FASTGEN_CONV_EPILOGUES_CUDA(emulated_cuda)
-#undef FASTGEN_CONV_EPILOGUES_CUDA
 
 }  // namespace fastgen

@@ -1,0 +1,109 @@
+#pragma once
+// What conv2d and conv_transpose2d share in C++ (their Python side shares fastgen/ops/_conv.py):
+// the layout rule, the activation dispatch, the table of a backend's epilogues (bias +
+// activation forward, act' backward, and the implicit-GEMM engine where the backend has it),
+// the CUDA epilogue kernels' declarations and the argument parsing of the registered ops.
+//
+// Layout rule (shared with the Python fake kernels, fastgen/ops/_conv.py, and aten's own):
+// the output, grad_input and grad_weight are channels_last when the input OR the weight is
+// channels_last and not plainly contiguous (a tensor that is both, e.g. C == 1, counts as
+// contiguous); otherwise NCHW. So `model.to(memory_format=torch.channels_last)` runs every
+// layer channels_last, even on a [N, C, 1, 1] latent, as with the stock layers. The drivers
+// enforce it, so a backend's convolution may return any dense layout.
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/MemoryFormat.h>
+
+#include <array>
+#include <optional>
+#include <string_view>
+#include <tuple>
+
+#include "common/activation.h"
+#include "conv/conv_engine.h"
+
+namespace fastgen {
+
+inline c10::MemoryFormat conv_memory_format(const at::Tensor& t) {
+  return (t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(c10::MemoryFormat::ChannelsLast))
+             ? c10::MemoryFormat::ChannelsLast
+             : c10::MemoryFormat::Contiguous;
+}
+
+// The layout of a convolution's output and gradients (the rule above).
+inline c10::MemoryFormat conv_format(const at::Tensor& input, const at::Tensor& weight) {
+  return conv_memory_format(input) == c10::MemoryFormat::ChannelsLast ? c10::MemoryFormat::ChannelsLast
+                                                                       : conv_memory_format(weight);
+}
+
+// `t` dense in `format`, with exactly the strides at::empty(..., format) would give (strides
+// of size-1 dims are free to differ otherwise, and fake kernels must predict them).
+at::Tensor with_canonical_strides(const at::Tensor& t, c10::MemoryFormat format);
+
+// In place on `out` (dense, NCHW or channels_last): out = act(out + bias).
+void bias_activation_cpu(at::Tensor& out, const at::Tensor& bias, Activation activation,
+                         double negative_slope);
+// grad_out * act'(output), written into a new tensor laid out like `output`.
+at::Tensor activation_backward_cpu(const at::Tensor& grad_out, const at::Tensor& output,
+                                   Activation activation, double negative_slope);
+
+// Calls body.template operator()<act>() for the runtime activation, so kernels are
+// instantiated once per activation and the per-element code has no switch.
+template <typename Body>
+void dispatch_activation(Activation activation, Body&& body) {
+  switch (activation) {
+    case Activation::Identity: return body.template operator()<Activation::Identity>();
+    case Activation::ReLU: return body.template operator()<Activation::ReLU>();
+    case Activation::LeakyReLU: return body.template operator()<Activation::LeakyReLU>();
+    case Activation::Tanh: return body.template operator()<Activation::Tanh>();
+    case Activation::Sigmoid: return body.template operator()<Activation::Sigmoid>();
+  }
+}
+
+// A registered op's int[2] argument as a pair (the schema guarantees two values; direct
+// calls through the C++ API are checked here).
+std::array<int64_t, 2> as_pair(at::IntArrayRef values, const char* op, const char* name);
+
+namespace conv {
+
+// A backend's epilogues, which both conv drivers take.
+struct Epilogues {
+  void (*bias_activation)(at::Tensor&, const at::Tensor&, Activation, double);
+  at::Tensor (*activation_backward)(const at::Tensor&, const at::Tensor&, Activation, double);
+  // The CPU backend's own convolutions (Winograd, GEMMs) for the shapes they take; false:
+  // always the aten convolution (CUDA's cuDNN, and its emulation on CPU tensors).
+  bool cpu_convolutions = false;
+  // CUDA (and its emulation): fastgen's implicit-GEMM engine, taken where conv::route()
+  // says so (conv/conv_engine.h); null on the CPU backend.
+  const conv::Engine* engine = nullptr;
+};
+
+// The engine's result when `epilogues` has the engine and conv::route() takes it for this
+// call, else nullopt (the driver then runs the library convolution).
+std::optional<at::Tensor> engine_forward(const Epilogues& epilogues, const Geometry& geometry,
+                                         const at::Tensor& input, const at::Tensor& weight,
+                                         const std::optional<at::Tensor>& bias,
+                                         std::array<int64_t, 2> out_size, Activation activation,
+                                         double negative_slope);
+// Likewise for the backward, masked-out results as empty tensors (what the drivers return).
+std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> engine_backward(
+    const Epilogues& epilogues, const Geometry& geometry, const at::Tensor& grad_out,
+    const at::Tensor& input, const at::Tensor& weight, const at::Tensor& output,
+    Activation activation, double negative_slope, std::array<bool, 3> output_mask);
+
+}  // namespace conv
+
+// The CUDA epilogues (conv_transpose2d/conv_transpose2d_cuda.cuh), which both ops use: nvcc
+// builds them as cuda::, the emulated build as emulated_cuda:: (FASTGEN_BACKEND=emulated-cuda).
+#define FASTGEN_CONV_EPILOGUES_CUDA(ns)                                                     \
+  namespace ns {                                                                          \
+  void bias_activation(at::Tensor& out, const at::Tensor& bias, Activation activation,    \
+                       double negative_slope);                                            \
+  at::Tensor activation_backward(const at::Tensor& grad_out, const at::Tensor& output,    \
+                                 Activation activation, double negative_slope);           \
+  }
+FASTGEN_CONV_EPILOGUES_CUDA(cuda)
+FASTGEN_CONV_EPILOGUES_CUDA(emulated_cuda)
+#undef FASTGEN_CONV_EPILOGUES_CUDA
+
+}  // namespace fastgen
