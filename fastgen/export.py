@@ -47,16 +47,15 @@ class InferenceGenerator(nn.Module):
         self.num_classes = getattr(net, "num_classes", 0) if kind == "dcgan" else 0
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        z = z.to(self.dtype)
-        if self.kind == "vae":
-            return self.net.to_image(self.net.decode(z)).float()
-        return self.net(z, labels).float()
+        return self.net.generate(z.to(self.dtype), labels).float()
 
 
 def fold_batch_norm(module: nn.Module) -> nn.Module:
     """Folds each eval-mode BatchNorm2d that directly follows a ConvTranspose2d (inside an
-    nn.Sequential) into the convolution, replacing the BatchNorm2d by nn.Identity. In place;
-    returns the module."""
+    nn.Sequential) into the convolution (fastgen.utils.folding), replacing the BatchNorm2d by
+    nn.Identity. In place; returns the module."""
+    from fastgen.utils.folding import fold_batch_norm_into_conv_transpose
+
     for seq in module.modules():
         if not isinstance(seq, nn.Sequential):
             continue
@@ -65,20 +64,16 @@ def fold_batch_norm(module: nn.Module) -> nn.Module:
             conv, bn = seq._modules[first], seq._modules[second]
             if not (isinstance(conv, nn.ConvTranspose2d) and isinstance(bn, nn.BatchNorm2d)):
                 continue
-            if conv.groups != 1 or bn.running_mean is None:
+            if bn.running_mean is None:
                 continue
             with torch.no_grad():
-                scale = bn.running_var.add(bn.eps).rsqrt()
-                if bn.weight is not None:
-                    scale = scale * bn.weight
-                shift = -bn.running_mean * scale
-                if bn.bias is not None:
-                    shift = shift + bn.bias
-                if conv.bias is not None:
-                    shift = shift + conv.bias * scale
-                # ConvTranspose2d weights are [in, out, kh, kw]: scale along the output dim.
-                conv.weight.mul_(scale.view(1, -1, 1, 1))
-                conv.bias = nn.Parameter(shift.to(conv.weight.dtype))
+                weight, bias = fold_batch_norm_into_conv_transpose(
+                    conv.weight, conv.bias, running_mean=bn.running_mean,
+                    running_var=bn.running_var, eps=bn.eps, bn_weight=bn.weight,
+                    bn_bias=bn.bias, groups=conv.groups,
+                )  # fmt: skip
+                conv.weight.copy_(weight)
+                conv.bias = nn.Parameter(bias)
             seq._modules[second] = nn.Identity()
     return module
 
@@ -120,14 +115,10 @@ def export_checkpoint(
 ) -> dict:
     """Exports a checkpoint's generator (see the module docstring); returns a summary dict
     (path, format, kind, dtype, bytes, checkpoint hash). Raises ValueError for a bad argument,
-    fastgen.train.checkpoint.CheckpointError for an unusable checkpoint and WriteError for an
+    fastgen.checkpoint_io.CheckpointError for an unusable checkpoint and WriteError for an
     `out` that cannot be written (it is then left as it was)."""
-    from fastgen.train.checkpoint import (
-        atomic_write,
-        checkpoint_hash,
-        load_checkpoint,
-        load_models,
-    )
+    from fastgen.models.loading import load_model
+    from fastgen.utils.atomic import atomic_write
 
     fn = "fastgen.export.export_checkpoint"
     if format not in FORMATS:
@@ -137,14 +128,10 @@ def export_checkpoint(
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"{fn}: out must be a file path, got the folder {out}")
-    state = load_checkpoint(checkpoint)
-    config, models = load_models(checkpoint, device="cpu", fused=False, state=state)
-    kind = "vae" if "vae" in models else "dcgan"
-    net = models["vae"] if kind == "vae" else models.get("ema", models.get("generator"))
+    loaded = load_model(checkpoint, device="cpu", fused=False)
+    kind, net, step, source_hash = loaded.kind, loaded.model, loaded.step, loaded.hash
     kwargs = _model_kwargs(kind, net)
     state_dict = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    step = state["step"]
-    source_hash = checkpoint_hash(checkpoint)
 
     if format == "state_dict":
         payload = {

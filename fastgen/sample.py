@@ -20,16 +20,12 @@ BATCH = 256  # latents decoded per forward pass (bounds memory for large --n)
 
 
 def load_sampler(checkpoint: str | os.PathLike, device: str = "cpu"):
-    """(kind, model, info) for a checkpoint: kind "dcgan" or "vae", the model in eval mode,
-    info = {"model": checkpoint hash, "step": str}."""
-    from fastgen.train.checkpoint import checkpoint_hash, load_checkpoint, load_models
+    """(kind, model, info) for a checkpoint: kind "dcgan" or "vae", the model to sample in eval
+    mode (fastgen.models.loading.load_model), info = {"model": checkpoint hash, "step": str}."""
+    from fastgen.models.loading import load_model
 
-    state = load_checkpoint(checkpoint)
-    _, models = load_models(checkpoint, device=device, state=state)
-    info = {"model": checkpoint_hash(checkpoint), "step": str(state["step"])}
-    if "vae" in models:
-        return "vae", models["vae"], info
-    return "dcgan", models.get("ema", models.get("generator")), info
+    loaded = load_model(checkpoint, device=device)
+    return loaded.kind, loaded.model, {"model": loaded.hash, "step": str(loaded.step)}
 
 
 def _labels(model: nn.Module, n: int, class_label: int | None) -> torch.Tensor | None:
@@ -49,17 +45,14 @@ def _labels(model: nn.Module, n: int, class_label: int | None) -> torch.Tensor |
 
 @torch.no_grad()
 def decode(kind: str, model: nn.Module, z: torch.Tensor, labels=None) -> torch.Tensor:
-    """Latents [N, latent_dim] (CPU) -> images [N, C, R, R] in [-1, 1] (CPU float32)."""
+    """Latents [N, latent_dim] (CPU) -> images [N, C, R, R] in [-1, 1] (CPU float32), by the
+    model's ``generate`` (`kind` is kept for callers; labels: a conditional DCGAN's)."""
     device = next(model.parameters()).device
     out = []
     for start in range(0, z.shape[0], BATCH):
         zb = z[start : start + BATCH].to(device)
-        if kind == "vae":
-            images = model.to_image(model.decode(zb))
-        else:
-            lb = None if labels is None else labels[start : start + BATCH].to(device)
-            images = model(zb, lb)
-        out.append(images.float().cpu())
+        lb = None if labels is None else labels[start : start + BATCH].to(device)
+        out.append(model.generate(zb, lb).float().cpu())
     return torch.cat(out)
 
 

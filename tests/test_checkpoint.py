@@ -111,6 +111,38 @@ def test_load_models_vae(tmp_path):
     assert config.likelihood == "gaussian" and set(models) == {"vae"}
 
 
+def test_load_model_reads_the_file_once_and_picks_the_model_to_sample(tmp_path, monkeypatch):
+    import builtins
+    from pathlib import Path
+
+    from fastgen.models.loading import load_model
+
+    gan = train_gan(gan_config(tmp_path, steps=2, conditional=True), TinyDataset(), progress=False)
+    path = Path(gan["checkpoint"])
+    reads = []
+    real_open, real_read_bytes = builtins.open, Path.read_bytes
+    monkeypatch.setattr(
+        builtins, "open", lambda f, *a, **k: reads.append(f) or real_open(f, *a, **k)
+    )
+    monkeypatch.setattr(
+        Path, "read_bytes", lambda self: reads.append(self) or real_read_bytes(self)
+    )
+    loaded = load_model(path.parent.parent)  # a run folder: its newest checkpoint
+    assert [Path(f) for f in reads if Path(f).name == path.name] == [path]
+    monkeypatch.undo()
+    assert loaded.path == path and loaded.kind == "dcgan" and loaded.name == "ema"
+    assert loaded.model is loaded.models["ema"] and not loaded.model.training
+    assert loaded.step == 2 and loaded.hash == checkpoint_hash(path)
+    assert loaded.num_classes == 3 and loaded.config.conditional and loaded.meta["num_classes"] == 3
+    assert loaded.model.generate(torch.randn(2, 8), torch.tensor([0, 2])).shape == (2, 1, 16, 16)
+    vae = train_vae(vae_config(tmp_path, steps=1), TinyDataset(), progress=False)
+    loaded = load_model(vae["checkpoint"], fused=False)
+    assert (loaded.kind, loaded.name, loaded.num_classes) == ("vae", "vae", 0)
+    assert loaded.model is loaded.models["vae"] and not loaded.model.fused
+    with pytest.raises(CheckpointError, match="no checkpoint file"):
+        load_model(tmp_path / "nowhere.pt")
+
+
 def test_keep_last_k_and_atomic_write(tmp_path):
     data = TinyDataset()
     train_gan(

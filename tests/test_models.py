@@ -122,6 +122,35 @@ def test_conditional_models():
         DCGANGenerator(16, 1, latent_dim=8, width=4, fused=False)(z, labels)
 
 
+def test_generate_is_the_shared_image_interface():
+    # DCGAN: generate(z, labels) is the forward pass, images in [-1, 1].
+    g = DCGANGenerator(16, 3, latent_dim=8, width=4, num_classes=10, fused=False).eval()
+    z, labels = randn(4, 8), torch.tensor([0, 1, 2, 9])
+    with torch.no_grad():
+        images = g.generate(z, labels)
+        torch.testing.assert_close(images, g(z, labels), rtol=0, atol=0)
+    assert images.shape == (4, 3, 16, 16) and images.abs().max() <= 1
+    with pytest.raises(ValueError, match="labels .* required"):
+        g.generate(z)
+    unconditional = DCGANGenerator(16, 1, latent_dim=8, width=4, fused=False)
+    assert unconditional.generate(z).shape == (4, 1, 16, 16)
+    # VAE: generate(z) decodes and maps the decoder output to [-1, 1] (sigmoid for logits).
+    for likelihood in ("bernoulli", "gaussian"):
+        torch.manual_seed(0)
+        vae = ConvVAE(16, 1, latent_dim=8, width=4, likelihood=likelihood, fused=False).eval()
+        with torch.no_grad():
+            images = vae.generate(z)
+            torch.testing.assert_close(images, vae.to_image(vae.decode(z)), rtol=0, atol=0)
+        assert images.shape == (4, 1, 16, 16) and images.abs().max() <= 1
+        if likelihood == "bernoulli":
+            with torch.no_grad():
+                expected = torch.sigmoid(vae.decode(z)) * 2 - 1
+            torch.testing.assert_close(images, expected, rtol=0, atol=0)
+        with pytest.raises(ValueError, match="unconditional"):
+            vae.generate(z, labels)
+    assert vae.generate(z).requires_grad  # callers that only sample use torch.no_grad()
+
+
 def test_spectral_norm_discriminator():
     d = DCGANDiscriminator(16, 1, width=4, spectral_norm=True, fused=False)
     assert any("parametrizations.weight.original" in k for k in d.state_dict())

@@ -91,6 +91,13 @@ class DCGANGenerator(nn.Module):
             z = torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
         return self.blocks(z[:, :, None, None])
 
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images [N, channels, resolution, resolution] in [-1, 1] from z [N, latent_dim]
+        (+ labels [N] when conditional): the forward pass, under the name every fastgen model
+        that makes images shares (ConvVAE.generate decodes). Gradients flow as in forward;
+        callers that only sample wrap it in torch.no_grad()."""
+        return self(z, labels)
+
 
 class DCGANDiscriminator(nn.Module):
     r"""images [N, channels, resolution, resolution] (+ labels [N]) -> logits [N].

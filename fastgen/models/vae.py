@@ -114,6 +114,16 @@ class ConvVAE(nn.Module):
         """The decoder output as an image in [-1, 1] (the mean of p(x|z))."""
         return torch.sigmoid(decoded) * 2 - 1 if self.likelihood == "bernoulli" else decoded
 
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images [N, C, R, R] in [-1, 1] from latents z [N, latent_dim]: ``to_image(decode(z))``,
+        the mean of p(x|z) (DCGANGenerator.generate's interface; the VAE is unconditional, so
+        `labels` must be None). Gradients flow; callers that only sample use torch.no_grad()."""
+        if labels is not None:
+            raise ValueError(
+                "fastgen.models.ConvVAE.generate: labels given, but the VAE is unconditional"
+            )
+        return self.to_image(self.decode(z))
+
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """dict(recon [N,C,R,R] image in [-1,1], decoded (raw decoder output), mu, logvar, z, kl [N]).
 
@@ -175,4 +185,4 @@ class ConvVAE(nn.Module):
         """`num` images in [-1, 1] decoded from z ~ N(0, I)."""
         device = next(self.parameters()).device
         z = torch.randn(num, self.latent_dim, generator=generator, device=device)
-        return self.to_image(self.decode(z))
+        return self.generate(z)

@@ -135,27 +135,13 @@ class ConvTransposeBNAct2d(NoTorchScript, nn.Module):
 
     def folded_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The eval-mode convolution weight and bias with the batch norm folded in."""
+        from fastgen.utils.folding import fold_batch_norm_into_conv_transpose
+
         conv, bn = self.conv, self.bn
-        weight = conv.weight
-        # Fold in float32 at least, so half-precision layers lose nothing extra.
-        compute = torch.promote_types(weight.dtype, torch.float32)
-        scale = torch.rsqrt(bn.running_var.to(compute) + bn.eps)
-        if bn.weight is not None:
-            scale = scale * bn.weight.to(compute)
-        shift = -bn.running_mean.to(compute) * scale
-        if conv.bias is not None:
-            shift = shift + conv.bias.to(compute) * scale
-        if bn.bias is not None:
-            shift = shift + bn.bias.to(compute)
-        c_in, c_out_per_group = weight.shape[:2]
-        groups = conv.groups
-        # weight [C_in, C_out/groups, kH, kW]: output channel g * C_out/groups + j lives at
-        # rows g * C_in/groups .. and column j.
-        grouped = weight.to(compute).view(
-            groups, c_in // groups, c_out_per_group, *weight.shape[2:]
-        )
-        folded = grouped * scale.view(groups, 1, c_out_per_group, 1, 1)
-        return folded.view(weight.shape).to(weight.dtype), shift.to(weight.dtype)
+        return fold_batch_norm_into_conv_transpose(
+            conv.weight, conv.bias, running_mean=bn.running_mean, running_var=bn.running_var,
+            eps=bn.eps, bn_weight=bn.weight, bn_bias=bn.bias, groups=conv.groups,
+        )  # fmt: skip
 
     def _statistics_from_epilogue(self, input: torch.Tensor) -> bool:
         """Whether the training forward takes the two-kernel path: fastgen's CUDA convolution

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastgen.utils.atomic import atomic_write
+
 GENERATED_KEY = "fastgen:generated"
 GENERATED_VALUE = "true (machine-generated image)"
 
@@ -62,7 +64,7 @@ def save_image_grid(
 ) -> Path:
     """Writes images [N, C, H, W] (C = 1 or 3, values in [-1, 1]) as one PNG grid.
 
-    The write is atomic (fastgen.train.checkpoint.atomic_write: a temporary file in the same
+    The write is atomic (fastgen.utils.atomic.atomic_write: a temporary file in the same
     folder, fsync, then rename), so a reader never sees half a PNG; a failed write is a
     WriteError naming the file. Returns the path written. Raises ValueError for a bad
     argument.
@@ -96,20 +98,11 @@ def save_image_grid(
             continue  # the provenance marks cannot be overridden
         info.add_text(str(key), str(value))
 
-    from fastgen.train.checkpoint import atomic_write  # fastgen's one atomic file writer
-
     return atomic_write(
         path,
         lambda handle: image.save(handle, format="PNG", pnginfo=info),
         fn="fastgen.utils.images.save_image_grid",
     )
-
-
-def default_file_mode() -> int:
-    """The mode open() would give a new file (0666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def read_png_metadata(path: str | os.PathLike) -> dict[str, str]:
