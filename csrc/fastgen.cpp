@@ -21,6 +21,7 @@
 #include "common/cpu_capability.h"
 #include "common/emulated_cuda.h"
 #include "conv/conv_engine.h"
+#include "winograd/winograd_cpu.h"
 #include "winograd/winograd_kernels.h"
 
 TORCH_LIBRARY(fastgen, m) {
@@ -141,6 +142,8 @@ PYBIND11_MODULE(_C, module) {
                                     fastgen::cpu::features());
       },
       "(active, supported, CPU features) of the CPU kernels' run-time dispatch");
+  module.def("_set_winograd", &fastgen::winograd::set_enabled,
+             "Turns the CPU Winograd path on or off (fastgen/_backend.py mirrors FASTGEN_WINOGRAD)");
   module.def(
       "_cpu_fma_loop", [](int64_t iterations) { return fastgen::winograd::kernels().fma_loop(iterations); },
       "Runs independent FMA chains at the active capability's vector width; returns the flops");

@@ -11,6 +11,8 @@ Modes (environment, read once at import; `set_backend` changes it at run time):
                                  as they do on CUDA where they have none (CUDA tensors run
                                  their CUDA kernels as in auto);
   FASTGEN_STRICT=1               in auto and emulated-cuda mode, a missing kernel is an error.
+  FASTGEN_WINOGRAD=0             the CPU convolutions never take fastgen's Winograd kernels
+                                 (`set_winograd` changes it at run time).
 
 The mode is mirrored into fastgen._C (it routes the CPU kernels of ops with a CUDA kernel to
 the emulated one), so this registry stays the one place that decides.
@@ -37,6 +39,7 @@ class BackendRegistry:
             raise ValueError(f"FASTGEN_BACKEND must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
         self.strict = os.environ.get("FASTGEN_STRICT", "0") not in ("", "0", "false", "False")
+        self.winograd = os.environ.get("FASTGEN_WINOGRAD", "1").strip() != "0"
         # op name -> supported dtypes; op name -> {device type: has kernel}
         self.dtypes: dict[str, frozenset] = {}
         self.kernels: dict[str, dict[str, bool]] = {}
@@ -121,10 +124,17 @@ class BackendRegistry:
         self.mode = mode
         self._mirror_mode()
 
+    def set_winograd(self, enabled: bool) -> None:
+        """Whether CPU convolutions may take fastgen's Winograd kernels (FASTGEN_WINOGRAD)."""
+        self.winograd = bool(enabled)
+        self._mirror_mode()
+
     def _mirror_mode(self) -> None:
-        """Tells fastgen._C whether CPU calls of ops with a CUDA kernel run it emulated."""
+        """Tells fastgen._C whether CPU calls of ops with a CUDA kernel run it emulated, and
+        whether the Winograd path is on."""
         if _extension.LOADED:
             _extension._C._set_emulated_cuda(self.mode == EMULATED)
+            _extension._C._set_winograd(self.winograd)
 
 
 registry = BackendRegistry()

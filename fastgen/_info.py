@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 
 import torch
@@ -38,8 +37,8 @@ def info() -> dict:
         "emulated_cuda_loaded": _extension.EMULATED_LOADED,
         "emulated_cuda_error": _extension.EMULATED_ERROR,
         "backend_mode": registry.mode,
-        # the stride-2 4x4 (transposed) convolutions' Winograd path; FASTGEN_WINOGRAD=0 is off
-        "winograd": os.environ.get("FASTGEN_WINOGRAD", "1").strip() != "0",
+        # the stride-2 4x4 (transposed) convolutions' Winograd path (FASTGEN_WINOGRAD=0: off)
+        "winograd": registry.winograd,
         "threads": torch.get_num_threads(),
         "ops": {op: registry.native_backends(op) for op in sorted(registry.kernels)},
     }

@@ -1,16 +1,19 @@
 """`fastgen bench train`: end-to-end training speed, fused layers vs stock, eager vs compiled.
 
     fastgen bench train [--models dcgan,vae] [--device cpu] [--resolution 32] [--batch-size 64]
-                        [--steps 20] [--no-compile] [--out benchmarks/results]
+                        [--steps 20] [--no-compile] [--quick] [--out benchmarks/results]
 
-For each model (DCGAN: one full step = a discriminator update on a real and a generated batch,
-then a generator update, BCE losses and Adam as fastgen.train uses; VAE: one ELBO step with
-Adam) four variants are built from the same seed, so they start from identical weights:
+What is timed is fastgen.train's own training step, GANTask.step and VAETask.step, built
+from a GANConfig / VAEConfig with the bench's resolution, batch, width, latent size and
+layers and training's default hyperparameters (DCGAN: a discriminator update on a real and a
+generated batch, a generator update, BCE losses, Adam, the EMA update; VAE: one ELBO step with
+Adam). For each model four variants are built from the same seed, so they start from
+identical weights:
 
     fused/eager    fastgen.nn layers (fused=True), eager
     stock/eager    the same network from stock torch.nn layers (fused=False), eager
-    fused/compile  fused, every module under torch.compile
-    stock/compile  stock, every module under torch.compile
+    fused/compile  fused, the models under torch.compile (config.compile, as training does)
+    stock/compile  stock, the models under torch.compile
 
 Timing: each variant first runs ``--warmup`` steps (torch.compile compiles here, so compilation
 is never timed); then each of ``--steps`` rounds runs ONE step of every variant in turn
@@ -20,7 +23,10 @@ percentiles, images/s = batch / median, and the speed-up over stock/eager of the
 On a shared CPU the wall time also counts the time other processes held the cores, so the
 process CPU time of each step (time.process_time, all threads) is recorded too, with its own
 speed-up column: run with ``--threads 1`` on a busy machine, where CPU time then equals the
-time the step computed (with more threads, idle-spinning OpenMP workers add to it).
+time the step computed (with more threads, idle-spinning OpenMP workers add to it). A run of
+fewer than MIN_STEPS timed steps, or on a machine whose load average exceeded the threads
+used, ends with a one-line warning that its figures are rough. ``--quick``: 5 steps after 1
+warm-up, eager only: a check that the bench runs, not a measurement.
 Peak memory (CUDA only; CPU has no allocator peak counter): max_memory_allocated during one
 extra step minus what was allocated before it. Inputs are a fixed random batch in [-1, 1] and
 fresh noise per step, so data loading is not part of the time.
@@ -35,17 +41,27 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import time
+import itertools
+import os
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from fastgen.utils.devices import resolve_device
 from fastgen.utils.run_info import device_name, git_commit, percentile
+from fastgen.utils.step_timing import (
+    Variant,
+    measure_peak_memory,
+    profile_summary,
+    short_error,
+    time_interleaved,
+    warm_up,
+)
 
 MODELS = ("dcgan", "vae")
+MIN_STEPS = 10  # fewer timed steps than this: the medians are rough
 CSV_FIELDS = (
     "model",
     "layers",
@@ -71,141 +87,35 @@ CSV_FIELDS = (
 )
 
 
-@dataclass
-class Variant:
-    model: str
-    layers: str  # "fused" | "stock"
-    mode: str  # "eager" | "compile"
-    step: Callable[[], None] | None
-    batch: int
-    times_ms: list[float] = field(default_factory=list)
-    cpu_ms: list[float] = field(default_factory=list)  # process CPU time per step
-    peak_mem_mb: float | None = None
-    error: str = ""
-
-    @property
-    def name(self) -> str:
-        return f"{self.model} {self.layers}/{self.mode}"
-
-
 # --- one training step per model --------------------------------------------------------------
 
 
-def dcgan_step(*, fused, compiled, resolution, channels, batch, width, latent_dim, device, seed):
-    """A closure running one full DCGAN step (D update, then G update)."""
-    from fastgen.models import DCGANDiscriminator, DCGANGenerator
-    from fastgen.train.losses import discriminator_loss, generator_loss
+def training_step(
+    model: str, *, fused, compiled, resolution, channels, batch, width, latent_dim, device, seed
+) -> Callable[[], None]:
+    """A closure running one training step of `model` ("dcgan" or "vae") as fastgen.train
+    runs it: the task's step, its config's default hyperparameters, on one fixed batch."""
+    from fastgen.train import GANConfig, VAEConfig
+    from fastgen.train.distributed import Distributed
+    from fastgen.train.gan import GANTask
+    from fastgen.train.vae import VAETask
 
+    settings = dict(
+        resolution=resolution, channels=channels, batch_size=batch, width=width,
+        latent_dim=latent_dim, fused=fused, compile=compiled, seed=seed, device=str(device),
+    )  # fmt: skip
+    config = GANConfig(**settings) if model == "dcgan" else VAEConfig(**settings)
+    config.validate()
     torch.manual_seed(seed)  # identical initial weights in every variant
-    kwargs = dict(resolution=resolution, channels=channels, width=width, fused=fused)
-    generator = DCGANGenerator(latent_dim=latent_dim, **kwargs).to(device)
-    discriminator = DCGANDiscriminator(**kwargs).to(device)
-    if compiled:
-        generator.compile()
-        discriminator.compile()
-    opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    task = (GANTask if model == "dcgan" else VAETask)(config, device, channels=channels)
+    task.prepare(Distributed.single(device))  # torch.compile as configured
     real = torch.rand(batch, channels, resolution, resolution, device=device) * 2 - 1
+    steps = itertools.count(1)
 
     def step() -> None:
-        z = torch.randn(batch, latent_dim, device=device)
-        fake = generator(z)
-        loss_d = discriminator_loss("bce", discriminator(real), discriminator(fake.detach()))
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        loss_g = generator_loss("bce", discriminator(fake))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        task.step((real, None), next(steps))
 
     return step
-
-
-def vae_step(*, fused, compiled, resolution, channels, batch, width, latent_dim, device, seed):
-    """A closure running one VAE step (negative ELBO, Adam)."""
-    from fastgen.models import ConvVAE
-
-    torch.manual_seed(seed)
-    vae = ConvVAE(resolution, channels, latent_dim=latent_dim, width=width, fused=fused).to(device)
-    if compiled:
-        vae.compile()  # in place: vae.loss() calls the compiled forward
-    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
-    real = torch.rand(batch, channels, resolution, resolution, device=device) * 2 - 1
-
-    def step() -> None:
-        loss = vae.loss(real)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
-STEP_BUILDERS = {"dcgan": dcgan_step, "vae": vae_step}
-
-
-# --- timing --------------------------------------------------------------------------------------
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
-
-
-def warm_up(variant: Variant, steps: int, device: torch.device, log) -> None:
-    start = time.perf_counter()
-    try:
-        for _ in range(steps):
-            variant.step()
-        _sync(device)
-    except Exception as exc:  # a variant that cannot run here is reported, not fatal
-        variant.error, variant.step = _short(exc), None
-        log(f"  {variant.name}: skipped ({variant.error})")
-        return
-    log(f"  {variant.name}: warm-up {time.perf_counter() - start:.1f} s")
-
-
-def time_interleaved(variants: list[Variant], rounds: int, device: torch.device) -> None:
-    """Each round runs one step of every runnable variant, in turn."""
-    runnable = [v for v in variants if v.step is not None]
-    for _ in range(rounds):
-        for variant in runnable:
-            _sync(device)
-            start, cpu_start = time.perf_counter(), time.process_time()
-            variant.step()
-            _sync(device)
-            variant.times_ms.append((time.perf_counter() - start) * 1e3)
-            variant.cpu_ms.append((time.process_time() - cpu_start) * 1e3)
-
-
-def measure_peak_memory(variant: Variant, device: torch.device) -> None:
-    if device.type != "cuda" or variant.step is None:
-        return
-    torch.cuda.synchronize(device)
-    before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    variant.step()
-    torch.cuda.synchronize(device)
-    variant.peak_mem_mb = (torch.cuda.max_memory_allocated(device) - before) / 2**20
-
-
-def profile_summary(variant: Variant, device: torch.device, steps: int = 3, rows: int = 25) -> str:
-    """torch.profiler table (top ops by self time) over a few steps of one variant."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for _ in range(steps):
-            variant.step()
-        _sync(device)
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
 # --- the command ---------------------------------------------------------------------------------
@@ -222,8 +132,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=None,
                         help="model width (default: DCGAN 64, VAE 32, the models' defaults)")  # fmt: skip
     parser.add_argument("--latent-dim", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=20, help="timed rounds (one step per variant)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed rounds, one step per variant (default 20; --quick: 5)")  # fmt: skip
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed steps per variant (default 3; --quick: 1)")  # fmt: skip
     parser.add_argument("--layers", default="fused,stock", help="comma-separated: fused, stock")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="eager variants only (torch.compile takes minutes on a small CPU)")  # fmt: skip
@@ -234,6 +146,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder for the CSV (--out-dir: the old name)",
     )  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="also write a profiler summary")
+    parser.add_argument("--quick", action="store_true",
+                        help="5 steps after 1 warm-up, eager only: checks it runs, measures little")  # fmt: skip
 
 
 def _choices(fn: str, text: str, allowed: tuple[str, ...]) -> list[str]:
@@ -270,12 +184,37 @@ def format_table(
     return "\n".join(lines)
 
 
+def caveat(steps: int, threads: int, load: float | None) -> str | None:
+    """The one-line warning of a run whose figures mean little, or None: fewer than MIN_STEPS
+    timed steps, or a 1-minute load average above the threads the bench used (other
+    processes held the cores; the bench itself accounts for at most `threads` of it)."""
+    reasons = []
+    if steps < MIN_STEPS:
+        reasons.append(f"only {steps} timed steps (fewer than {MIN_STEPS})")
+    if load is not None and load > threads:
+        reasons.append(
+            f"the machine was busy (load average {load:.1f} above the {threads} threads used)"
+        )
+    if not reasons:
+        return None
+    return f"fastgen bench train: warning: {' and '.join(reasons)}; these figures are rough"
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     models = _choices("--models", args.models, MODELS)
     layer_kinds = _choices("--layers", args.layers, ("fused", "stock"))
-    if args.steps < 1 or args.warmup < 0:
+    steps = args.steps if args.steps is not None else (5 if args.quick else 20)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    if steps < 1 or warmup < 0:
         raise ValueError(
-            f"fastgen bench train: --steps expected >= 1 and --warmup >= 0, got {args.steps}, {args.warmup}"
+            f"fastgen bench train: --steps expected >= 1 and --warmup >= 0, got {steps}, {warmup}"
         )
     device = resolve_device(args.device, "fastgen bench train")
     if args.threads:
@@ -283,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     gpu = device.type == "cuda"
     resolution = args.resolution or (64 if gpu else 32)
     batch = args.batch_size or (128 if gpu else 64)
-    modes = ["eager"] + (["compile"] if args.compile else [])
+    modes = ["eager"] + (["compile"] if args.compile and not args.quick else [])
     log = print
     variants: list[Variant] = []
     widths = {}
@@ -295,22 +234,23 @@ def run(args: argparse.Namespace) -> int:
             for layers in layer_kinds:
                 variant = Variant(model, layers, mode, None, batch)
                 try:
-                    variant.step = STEP_BUILDERS[model](
-                        fused=layers == "fused", compiled=mode == "compile", resolution=resolution,
-                        channels=args.channels, batch=batch, width=width, latent_dim=latent_dim,
-                        device=device, seed=args.seed,
+                    variant.step = training_step(
+                        model, fused=layers == "fused", compiled=mode == "compile",
+                        resolution=resolution, channels=args.channels, batch=batch, width=width,
+                        latent_dim=latent_dim, device=device, seed=args.seed,
                     )  # fmt: skip
                 except Exception as exc:
-                    variant.error = _short(exc)
+                    variant.error = short_error(exc)
                 variants.append(variant)
     log(f"fastgen bench train: {device_name(device)}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {resolution}x{resolution}, batch {batch}")  # fmt: skip
     for variant in variants:
         if variant.step is not None:
-            warm_up(variant, args.warmup, device, log)
+            warm_up(variant, warmup, device, log)
         else:
             log(f"  {variant.name}: skipped ({variant.error})")
-    time_interleaved(variants, args.steps, device)
+    time_interleaved(variants, steps, device)
+    load = load_average()
     for variant in variants:
         measure_peak_memory(variant, device)
     speedups: dict[str, float | None] = {}
@@ -326,6 +266,9 @@ def run(args: argparse.Namespace) -> int:
             percentile(base.cpu_ms, 50) / percentile(v.cpu_ms, 50) if ok else None
         )
     print(format_table(variants, speedups, cpu_speedups))
+    warning = caveat(steps, torch.get_num_threads(), load)
+    if warning:
+        print(warning, file=sys.stderr)
 
     now = datetime.datetime.now(datetime.timezone.utc)
     env = {
@@ -334,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
         "commit": git_commit(),
         "date": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "threads": torch.get_num_threads(),
-        "steps": args.steps,
+        "steps": steps,
     }
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

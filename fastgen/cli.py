@@ -11,8 +11,8 @@ Errors in arguments, data, run folders or checkpoints print one line on stderr a
 status 2; a run that stopped itself and a file that could not be written (full disk,
 read-only file system) print one line and exit with status 1; FASTGEN_DEBUG=1 re-raises them
 with the traceback. Notes about run files (fastgen's RunFileWarning) are one line each too.
-The library modules are imported inside each handler, so `fastgen info` and `--help` stay
-fast and never depend on them.
+The library is imported inside each handler (fastgen/__init__.py defers it for the
+command), so `fastgen --help`, `fastgen train --help` and `--version` never import torch.
 """
 
 from __future__ import annotations
@@ -27,15 +27,6 @@ import warnings
 EXIT_USAGE = 2
 # OSErrors that are the machine's state, not a bug: one line and exit 1 wherever they happen
 DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
-
-# command-line option -> config field, for options whose names differ from the field
-RENAMED = {"out": "out_dir", "threads": "num_threads"}
-# config fields that only one trainer has (a clear error instead of a TypeError)
-GAN_ONLY = {
-    "lr_g", "lr_d", "loss", "label_smoothing", "r1_gamma", "gp_weight", "spectral_norm",
-    "ema_decay", "diffaugment", "conditional",
-}  # fmt: skip
-VAE_ONLY = {"lr", "beta", "kl_warmup", "likelihood"}
 
 
 class UsageError(ValueError):
@@ -52,119 +43,115 @@ class Parser(argparse.ArgumentParser):
 # --- train ----------------------------------------------------------------------------------
 
 
+GROUPS = ("data", "run", "optimiser", "model", "dcgan", "vae")
+
+
+def config_options():
+    """(field, flag, trainers, metadata, defaults by trainer) for every config field, from
+    fastgen.config's dataclasses: the one source of the train options."""
+    import dataclasses
+
+    from fastgen.config import GANConfig, VAEConfig
+
+    classes = {"dcgan": GANConfig, "vae": VAEConfig}
+    fields = {}
+    for kind, cls in classes.items():
+        for f in dataclasses.fields(cls):
+            entry = fields.setdefault(f.name, {"field": f, "kinds": [], "defaults": {}})
+            entry["kinds"].append(kind)
+            entry["defaults"][kind] = f.default
+    for name, entry in fields.items():
+        meta = entry["field"].metadata
+        yield (
+            name,
+            meta.get("flag", name.replace("_", "-")),
+            entry["kinds"],
+            meta,
+            entry["defaults"],
+        )
+
+
+def _default_text(defaults: dict, kinds: list[str]) -> str:
+    shown = {kind: ("none" if value in ("", None) else value) for kind, value in defaults.items()}
+    values = set(map(str, shown.values()))
+    if len(values) == 1:
+        return f"default: {next(iter(values))}"
+    return "defaults: " + ", ".join(f"{kind} {value}" for kind, value in shown.items())
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    S = argparse.SUPPRESS  # unset options keep the config's defaults
+    suppress = argparse.SUPPRESS  # unset options keep the config's (or the checkpoint's) values
     p.add_argument("model", choices=["dcgan", "vae"], help="what to train")
-    data = p.add_argument_group("data")
-    data.add_argument(
-        "--data",
-        default=S,
-        help="digits (default), photos, an image folder or MNIST IDX file/folder",
-    )
-    data.add_argument(
-        "--resolution", type=int, default=S, help="image size (power of two, 16..256; default 32)"
-    )
-    data.add_argument(
-        "--channels",
-        type=int,
-        choices=[1, 3],
-        default=S,
-        help="convert the data to 1 or 3 channels",
-    )
-    run = p.add_argument_group("run")
-    run.add_argument("--steps", type=int, default=S, help="training steps")
-    run.add_argument("--batch-size", type=int, default=S)
-    run.add_argument("--out", default=S, help="output folder (config, log, samples, checkpoints)")
+    groups = {name: p.add_argument_group(name) for name in GROUPS}
+    for name, flag, kinds, meta, defaults in config_options():
+        group = groups[meta.get("group", "run")]
+        only = "" if len(kinds) == 2 or meta.get("group") in kinds else f" ({kinds[0]} only)"
+        text = f"{meta.get('help', '')}{only}; {_default_text(defaults, kinds)}"
+        kwargs = dict(dest=name, default=suppress, help=text.replace("%", "%%"))
+        field_type = type(next(iter(defaults.values())))
+        if field_type is bool:  # a switch, off unless given
+            store = "store_false" if flag.startswith("no-") else "store_true"
+            kwargs["help"] = f"{meta.get('help', '')}{only}"
+            group.add_argument(f"--{flag}", action=store, **kwargs)
+            continue
+        kwargs["metavar"] = flag.upper().replace("-", "_")
+        choices = meta.get("choices")
+        if name == "amp":
+            kwargs.update(choices=["none" if c == "" else c for c in choices], metavar=None)
+        elif choices is not None:
+            kwargs.update(choices=list(choices), type=type(choices[0]), metavar=None)
+        elif field_type in (int, float):
+            kwargs.update(type=field_type)
+        group.add_argument(f"--{flag}", **kwargs)
+    run = groups["run"]
     run.add_argument(
-        "--resume",
-        default=None,
-        metavar="CKPT",
-        help="checkpoint to resume from, or 'latest' in --out",
-    )
-    run.add_argument("--seed", type=int, default=S)
-    run.add_argument("--device", default=S, help="auto (default), cpu, cuda, cuda:1, ...")
+        "--resume", default=None, metavar="CKPT",
+        help="checkpoint to resume from, or 'latest' in --out (its config is kept)",
+    )  # fmt: skip
     run.add_argument(
-        "--threads", type=int, default=S, help="torch CPU threads (0: torch's default)"
-    )
+        "--overwrite", action="store_true",
+        help="train into --out even if it holds another run (its run files are removed)",
+    )  # fmt: skip
     run.add_argument(
-        "--deterministic", action="store_true", default=S, help="deterministic algorithms (GPU)"
-    )
-    run.add_argument("--amp", choices=["bf16", "fp16", "none"], default=S, help="mixed precision")
-    run.add_argument("--compile", action="store_true", default=S, help="torch.compile the models")
-    run.add_argument(
-        "--no-fused", dest="fused", action="store_false", default=S, help="stock torch.nn layers"
+        "--eval-metrics", default="fid,kid", help="metrics for --eval-every; default: fid,kid"
     )
     run.add_argument(
-        "--sync-bn", action="store_true", default=S, help="DDP: sync batch-norm statistics"
+        "--eval-n", type=int, default=1000, help="generated images per evaluation; default: 1000"
     )
     run.add_argument(
-        "--sample-every", type=int, default=S, help="sample grid every K steps (0: at the end)"
-    )
-    run.add_argument(
-        "--checkpoint-every", type=int, default=S, help="checkpoint every K steps (0: at the end)"
-    )
-    run.add_argument("--keep-checkpoints", type=int, default=S)
-    run.add_argument("--log-every", type=int, default=S)
-    run.add_argument("--eval-every", type=int, default=S, help="evaluate every K steps (0: never)")
-    run.add_argument(
-        "--eval-metrics", default="fid,kid", help="metrics for --eval-every (default fid,kid)"
-    )
-    run.add_argument("--eval-n", type=int, default=1000, help="generated images per evaluation")
-    run.add_argument(
-        "--eval-extractor",
-        choices=["digits", "inception"],
-        default="digits",
-        help="features for --eval-every: digits (single-channel digit data only) or inception",
-    )
+        "--eval-extractor", choices=["digits", "inception"], default="digits",
+        help="features for --eval-every: digits (single-channel digit data only) or inception; "
+        "default: digits",
+    )  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    model = p.add_argument_group("model")
-    model.add_argument("--latent-dim", type=int, default=S)
-    model.add_argument("--width", type=int, default=S, help="channels of the finest layer")
-    gan = p.add_argument_group("dcgan")
-    gan.add_argument("--loss", choices=["bce", "hinge", "wgan-gp"], default=S)
-    gan.add_argument("--lr-g", type=float, default=S)
-    gan.add_argument("--lr-d", type=float, default=S)
-    gan.add_argument("--beta1", type=float, default=S)
-    gan.add_argument("--beta2", type=float, default=S)
-    gan.add_argument("--label-smoothing", type=float, default=S)
-    gan.add_argument("--r1-gamma", type=float, default=S)
-    gan.add_argument("--gp-weight", type=float, default=S)
-    gan.add_argument("--spectral-norm", action="store_true", default=S)
-    gan.add_argument("--ema-decay", type=float, default=S)
-    gan.add_argument("--diffaugment", default=S, help="e.g. color,translation,cutout")
-    gan.add_argument(
-        "--conditional", action="store_true", default=S, help="class-conditional G and D"
-    )
-    vae = p.add_argument_group("vae")
-    vae.add_argument("--lr", type=float, default=S)
-    vae.add_argument("--beta", type=float, default=S, help="KL weight")
-    vae.add_argument("--kl-warmup", type=int, default=S)
-    vae.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default=S)
 
 
-NOT_CONFIG = {"command", "model", "resume", "quiet", "eval_metrics", "eval_n", "eval_extractor"}
+NOT_CONFIG = {
+    "command", "model", "resume", "overwrite", "quiet", "eval_metrics", "eval_n",
+    "eval_extractor",
+}  # fmt: skip
+
+
+def _flag(field: str) -> str:
+    return next(flag for name, flag, *_ in config_options() if name == field)
 
 
 def build_config(args: argparse.Namespace):
-    """The GANConfig / VAEConfig for parsed `train` arguments (only given options override)."""
-    wrong = GAN_ONLY if args.model == "vae" else VAE_ONLY
-    for name in vars(args):
-        if name in wrong:
-            option = "--" + name.replace("_", "-")
-            raise UsageError(f"{option} does not apply to `fastgen train {args.model}`")
-    from fastgen.train import GANConfig, VAEConfig
+    """The GANConfig / VAEConfig for parsed `train` arguments (only given options override);
+    the dataclass's validate() is the one check."""
+    from fastgen.config import GANConfig, VAEConfig
 
     cls = GANConfig if args.model == "dcgan" else VAEConfig
+    kinds = {name: kinds for name, _, kinds, *_ in config_options()}
     values = {}
     for name, value in vars(args).items():
         if name in NOT_CONFIG:
             continue
-        if name == "amp" and value == "none":
-            value = ""
-        values[RENAMED.get(name, name)] = value
+        if args.model not in kinds[name]:
+            raise UsageError(f"--{_flag(name)} does not apply to `fastgen train {args.model}`")
+        values[name] = "" if name == "amp" and value == "none" else value
     config = cls(**values)
-    if hasattr(config, "validate"):
-        config.validate()
+    config.validate()
     return config
 
 
@@ -193,8 +180,8 @@ def resumed_config(args: argparse.Namespace, resume: str):
     """The checkpoint's own config, with only the options in RESUME_MAY_CHANGE taken from
     the command line; any other option given with a different value is refused, so a resumed
     run never trains on with settings its checkpoint, optimiser and config.json do not have."""
-    from fastgen.train.checkpoint import load_checkpoint
-    from fastgen.train.config import config_from_dict
+    from fastgen.checkpoint_io import load_checkpoint
+    from fastgen.config import config_from_dict
 
     state = load_checkpoint(resume)
     try:
@@ -203,18 +190,17 @@ def resumed_config(args: argparse.Namespace, resume: str):
         raise UsageError(f"--resume: {resume} has no usable config ({err})") from err
     if config.kind != args.model:
         raise UsageError(f"--resume: {resume} is a {config.kind} checkpoint, not {args.model}")
-    option = {field: name for name, field in RENAMED.items()}
     differ = []
-    for name, value in vars(args).items():
-        if name in NOT_CONFIG:
+    for field, value in vars(args).items():
+        if field in NOT_CONFIG:
             continue
-        field = RENAMED.get(name, name)
         value = "" if field == "amp" and value == "none" else value
         if field in RESUME_MAY_CHANGE:
             setattr(config, field, value)
         elif getattr(config, field) != value:
-            flag = "--" + option.get(field, field).replace("_", "-")
-            differ.append(f"{flag} {value!r} (the checkpoint's: {getattr(config, field)!r})")
+            differ.append(
+                f"--{_flag(field)} {value!r} (the checkpoint's: {getattr(config, field)!r})"
+            )
     if differ:
         raise UsageError(
             f"--resume: {resume} was trained with other settings: {'; '.join(differ)}; only "
@@ -229,8 +215,28 @@ def resumed_config(args: argparse.Namespace, resume: str):
     return config
 
 
+def clear_run(out_dir: str) -> list[str]:
+    """--overwrite: removes the files a run writes into out_dir (run.json, config.json,
+    log.jsonl, losses.png, samples/step_*.png, checkpoints/ckpt_*.pt) and nothing else; returns
+    what it removed."""
+    from pathlib import Path
+
+    root = Path(out_dir)
+    found = [root / name for name in ("run.json", "config.json", "log.jsonl", "losses.png")]
+    found += sorted((root / "samples").glob("step_*.png"))
+    found += sorted((root / "checkpoints").glob("ckpt_*.pt")) + sorted(root.glob("ckpt_*.pt"))
+    removed = []
+    for path in found:
+        if path.is_file():
+            path.unlink()
+            removed.append(str(path))
+    return removed
+
+
 def run_train(args: argparse.Namespace) -> int:
     config = build_config(args)
+    if args.overwrite and args.resume is not None:
+        raise UsageError("--overwrite and --resume contradict each other: give one")
     resume = resume_path(args.resume, config.out_dir)
     if resume is not None:
         config = resumed_config(args, resume)
@@ -254,6 +260,8 @@ def run_train(args: argparse.Namespace) -> int:
     if config.eval_every:
         evaluator = make_evaluator(args, config, dataset)
     train = train_gan if args.model == "dcgan" else train_vae
+    if args.overwrite and os.environ.get("RANK", "0") == "0":
+        clear_run(config.out_dir)  # last, once everything the run needs has loaded
     result = train(config, dataset, resume=resume, evaluator=evaluator, progress=not args.quiet)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 reports (as only it logs and checkpoints)
@@ -272,11 +280,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def make_evaluator(args, config, dataset):
-    """The training-time evaluator from fastgen.metrics.cli (owned by the metrics code)."""
-    try:
-        from fastgen.metrics.cli import make_evaluator as factory
-    except ImportError as err:
-        raise UsageError(f"--eval-every needs fastgen.metrics.cli.make_evaluator ({err})") from err
+    """The training-time evaluator from fastgen.metrics (owned by the metrics code)."""
+    from fastgen.metrics.cli import make_evaluator as factory
+
     return factory(
         dataset=dataset,
         metrics=args.eval_metrics,
@@ -350,19 +356,12 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _delegate(p: argparse.ArgumentParser, module: str) -> None:
-    """Lets `module` add its own arguments; if it is not importable, the subcommand says so."""
-    try:
-        mod = __import__(module, fromlist=["add_arguments"])
-        mod.add_arguments(p)
-        p.set_defaults(delegate=module)
-    except ImportError as err:
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        p.set_defaults(delegate=None, delegate_error=f"{module} is not available ({err})")
+    """Lets `module` add its own arguments (it owns them and its handler, `run`)."""
+    __import__(module, fromlist=["add_arguments"]).add_arguments(p)
+    p.set_defaults(delegate=module)
 
 
 def run_delegate(args: argparse.Namespace) -> int:
-    if args.delegate is None:
-        raise UsageError(args.delegate_error)
     mod = __import__(args.delegate, fromlist=["run"])
     code = mod.run(args)
     return 0 if code is None else int(code)
@@ -415,26 +414,18 @@ def _expected_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[Base
     usage: list[type[BaseException]] = [
         ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError
     ]  # fmt: skip
-    stopped: list[type[BaseException]] = []
-    try:
-        from fastgen.utils.extras import MissingExtraError  # says what to pip install
+    from fastgen.utils.atomic import WriteError  # its message names the file; nothing half-written
+    from fastgen.utils.extras import MissingExtraError  # says what to pip install
 
-        usage.append(MissingExtraError)
-    except ImportError:
-        pass
-    try:
-        from fastgen.train.checkpoint import CheckpointError, WriteError
-
-        usage.append(CheckpointError)
-        stopped.append(WriteError)  # its message names the file; nothing was half-written
-    except ImportError:
-        pass
-    try:
-        from fastgen.train.runtime import TrainingError  # e.g. too many non-finite losses
-
-        stopped.append(TrainingError)
-    except ImportError:
-        pass
+    usage.append(MissingExtraError)
+    stopped: list[type[BaseException]] = [WriteError]
+    # Raised only by modules that are loaded by then (both import torch): looked up, not imported.
+    for module, name, kind in (
+        ("fastgen.checkpoint_io", "CheckpointError", usage),
+        ("fastgen.train.precision", "TrainingError", stopped),  # e.g. too many non-finite losses
+    ):
+        if module in sys.modules:
+            kind.append(getattr(sys.modules[module], name))
     return tuple(usage), tuple(stopped)
 
 
@@ -478,10 +469,8 @@ def main(argv: list[str] | None = None) -> int:
 def _notes_on_one_line(command: str) -> None:
     """Prints fastgen's RunFileWarnings as `fastgen CMD: warning: ...` (not Python's two
     lines with a source line); inside main's catch_warnings, so it is undone on return."""
-    try:
-        from fastgen.train.checkpoint import RunFileWarning
-    except ImportError:
-        return
+    from fastgen.checkpoint_io import RunFileWarning
+
     show = warnings.showwarning
 
     def showwarning(message, category, filename, lineno, file=None, line=None):

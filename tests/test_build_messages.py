@@ -103,7 +103,7 @@ def test_cli_version_info_json_and_a_bad_backend_in_one_line():
                           env={**os.environ, "FASTGEN_BACKEND": "turbo"})  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "fastgen: error: FASTGEN_BACKEND must be one of auto, reference, native, emulated-cuda, got 'turbo'"
+        "fastgen info: error: FASTGEN_BACKEND must be one of auto, reference, native, emulated-cuda, got 'turbo'"
     ]
 
 
@@ -156,7 +156,7 @@ def test_info_names_python_compiler_threads_winograd_and_the_gemm(monkeypatch):
 
     import fastgen
 
-    monkeypatch.setenv("FASTGEN_WINOGRAD", "0")
+    monkeypatch.setattr(fastgen.registry, "winograd", False)
     data = fastgen.info()
     assert data["python"] == platform.python_version()
     assert data["threads"] == torch.get_num_threads()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,9 +16,6 @@ from fastgen._info import format_info, info
 from fastgen.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HAVE_TRAIN = importlib.util.find_spec("fastgen.train") is not None
-HAVE_METRICS_CLI = importlib.util.find_spec("fastgen.metrics.cli") is not None
-needs_train = pytest.mark.skipif(not HAVE_TRAIN, reason="fastgen.train (helper lib) not landed yet")
 
 
 def run_cli(argv, capsys):
@@ -84,20 +80,7 @@ def test_argument_errors_are_one_line(argv, needles, capsys):
     assert_one_line_error(code, err, *needles)
 
 
-def test_missing_delegates_say_so(capsys):
-    for argv, module in (
-        (["eval", "x.pt"], "fastgen.metrics.cli"),
-        (["bench", "train"], "fastgen.bench"),
-    ):
-        if importlib.util.find_spec(module) is not None:
-            continue  # landed: its own tests cover it
-        code, _, err = run_cli(argv, capsys)
-        assert_one_line_error(code, err, f"{module} is not available")
-
-
 def test_bench_train_is_delegated(capsys):
-    if importlib.util.find_spec("fastgen.bench") is None:
-        pytest.skip("fastgen.bench (helper eval) not landed yet")
     code, out, _ = run_cli(["bench", "train", "--help"], capsys)
     assert code == 0 and "--models" in out
     code, _, err = run_cli(["bench", "train", "--models", "gpt"], capsys)
@@ -122,7 +105,6 @@ def test_python_dash_m_error_has_no_traceback():
 # --- data and checkpoint errors (need fastgen.train for the config) ---------------------------
 
 
-@needs_train
 def test_bad_data_path(tmp_path, capsys):
     missing = tmp_path / "nowhere"
     code, _, err = run_cli(
@@ -134,7 +116,6 @@ def test_bad_data_path(tmp_path, capsys):
     assert_one_line_error(code, err, "no images (PNG, JPEG, WebP, BMP")
 
 
-@needs_train
 def test_corrupt_and_missing_checkpoints(tmp_path, capsys):
     bad = tmp_path / "ckpt_000010.pt"
     bad.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
@@ -151,7 +132,6 @@ def test_corrupt_and_missing_checkpoints(tmp_path, capsys):
     assert_one_line_error(code, err, "--resume", "missing.pt")
 
 
-@needs_train
 def test_fastgen_debug_reraises(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTGEN_DEBUG", "1")
     with pytest.raises(ValueError, match="no such file or folder"):
@@ -162,7 +142,6 @@ def test_fastgen_debug_reraises(tmp_path, monkeypatch):
 
 
 def test_fold_batch_norm_matches_eval_mode():
-    pytest.importorskip("fastgen.models")
     from fastgen.export import fold_batch_norm
     from fastgen.models import DCGANGenerator
 
@@ -178,6 +157,29 @@ def test_fold_batch_norm_matches_eval_mode():
     z = torch.randn(5, 8)
     with torch.no_grad():
         torch.testing.assert_close(folded(z), net(z), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_the_one_batch_norm_fold_matches_conv_then_batch_norm(groups):
+    from fastgen.utils.folding import fold_batch_norm_into_conv_transpose
+
+    torch.manual_seed(0)
+    conv = torch.nn.ConvTranspose2d(4, 6, 4, 2, 1, groups=groups).double()
+    bn = torch.nn.BatchNorm2d(6).double().eval()
+    with torch.no_grad():
+        for tensor in (bn.running_mean, bn.weight, bn.bias):
+            tensor.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2.0)
+    weight, bias = fold_batch_norm_into_conv_transpose(
+        conv.weight, conv.bias, running_mean=bn.running_mean, running_var=bn.running_var,
+        eps=bn.eps, bn_weight=bn.weight, bn_bias=bn.bias, groups=groups,
+    )  # fmt: skip
+    assert weight.dtype == bias.dtype == torch.float64
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    folded = torch.nn.functional.conv_transpose2d(x, weight, bias, 2, 1, groups=groups)
+    torch.testing.assert_close(folded, bn(conv(x)))
+    weight.sum().backward()  # differentiable: ConvTransposeBNAct2d's eval gradients need it
+    assert conv.weight.grad is not None and bn.weight.grad is not None
 
 
 def test_slerp_endpoints_and_norms():
@@ -214,8 +216,6 @@ TINY = ["--resolution", "16", "--width", "4", "--latent-dim", "8", "--batch-size
 
 @pytest.fixture(scope="module")
 def trained_dcgan(tmp_path_factory):
-    if not HAVE_TRAIN:
-        pytest.skip("fastgen.train (helper lib) not landed yet")
     out = tmp_path_factory.mktemp("dcgan")
     assert main(["train", "dcgan", "--data", "digits", "--out", str(out), *TINY]) == 0
     from fastgen.train.checkpoint import latest_checkpoint
@@ -247,8 +247,6 @@ def test_truncated_checkpoint_is_one_line(trained_dcgan, tmp_path, capsys):
 
 
 def test_eval_every_builds_the_metrics_evaluator_and_logs_it(tmp_path, monkeypatch):
-    if not (HAVE_TRAIN and HAVE_METRICS_CLI):
-        pytest.skip("fastgen.train and fastgen.metrics.cli not both landed yet")
     import fastgen.cli
     import fastgen.metrics.cli
 
@@ -273,8 +271,6 @@ def test_eval_every_builds_the_metrics_evaluator_and_logs_it(tmp_path, monkeypat
 
 
 def test_eval_command(trained_dcgan, tmp_path, capsys):
-    if not HAVE_METRICS_CLI:
-        pytest.skip("fastgen.metrics.cli (helper eval) not landed yet")
     _, ckpt = trained_dcgan
     report = tmp_path / "eval.json"
     argv = [
@@ -338,8 +334,6 @@ def test_export_matches_the_ema_generator(trained_dcgan, tmp_path, fmt, dtype):
 
 
 def test_vae_end_to_end(tmp_path):
-    if not HAVE_TRAIN:
-        pytest.skip("fastgen.train (helper lib) not landed yet")
     out = tmp_path / "vae"
     assert main(["train", "vae", "--data", "digits", "--out", str(out), *TINY]) == 0
     from fastgen.train.checkpoint import latest_checkpoint
@@ -360,7 +354,6 @@ def assert_one_line(code, err, expected_code, *needles):
         assert needle in lines[0], lines[0]
 
 
-@needs_train
 def test_fresh_run_into_a_used_folder_is_one_line_and_resume_latest_continues(tmp_path, capsys):
     out = str(tmp_path / "D")
     base = ["train", "dcgan", "--data", "digits", *TINY, "--out", out]
@@ -374,7 +367,6 @@ def test_fresh_run_into_a_used_folder_is_one_line_and_resume_latest_continues(tm
     assert json.loads(stdout.strip().splitlines()[-1])["steps_run"] == 1  # from ckpt_000009.pt
 
 
-@needs_train
 @pytest.mark.parametrize("code", ["ENOSPC", "EROFS"])
 def test_full_disk_or_read_only_while_checkpointing_is_one_line(
     tmp_path, capsys, monkeypatch, code
@@ -415,7 +407,6 @@ def test_full_disk_or_read_only_while_checkpointing_is_one_line(
     assert load_checkpoint(checkpoints / "ckpt_000002.pt")["step"] == 2  # nothing lost
 
 
-@needs_train
 def test_damaged_and_malformed_checkpoints_are_one_line(trained_dcgan, tmp_path, capsys):
     from fastgen.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -435,7 +426,6 @@ def test_damaged_and_malformed_checkpoints_are_one_line(trained_dcgan, tmp_path,
     assert_one_line_error(code, err, str(no_ema), "ema")
 
 
-@needs_train
 def test_unsafe_pickle_is_one_line_without_torchs_advice(tmp_path, capsys):
     class Exploit:
         def __reduce__(self):
@@ -451,7 +441,6 @@ def test_unsafe_pickle_is_one_line_without_torchs_advice(tmp_path, capsys):
 # --- the [train] extra (issue 14, item 8) ---------------------------------------------------
 
 
-@needs_train
 def test_missing_train_extras_fail_at_start_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     monkeypatch.setitem(sys.modules, "tqdm", None)
@@ -464,7 +453,6 @@ def test_missing_train_extras_fail_at_start_in_one_line(tmp_path, capsys, monkey
     assert_one_line_error(code, err, "matplotlib is not installed", "pip install matplotlib")
 
 
-@needs_train
 def test_missing_extras_are_named_where_they_are_needed(tmp_path, monkeypatch):
     from fastgen.data import load_dataset
     from fastgen.train import GANConfig, train_gan
@@ -483,7 +471,6 @@ def test_missing_extras_are_named_where_they_are_needed(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
-@needs_train
 def test_resume_takes_the_checkpoints_config_and_refuses_other_training_settings(tmp_path, capsys):
     """Before: `--resume latest` without the original flags continued a hinge/lr 1e-3 run as
     BCE with the CLI defaults while the optimiser kept 1e-3."""
@@ -505,7 +492,6 @@ def test_resume_takes_the_checkpoints_config_and_refuses_other_training_settings
     )  # fmt: skip
 
 
-@needs_train
 def test_sample_export_and_eval_take_a_run_folder_and_bad_devices_are_one_line(tmp_path, capsys):
     out = tmp_path / "F"
     code, _, err = run_cli(["train", "dcgan", "--data", "digits", *TINY, "--out", str(out)], capsys)
@@ -526,10 +512,50 @@ def test_sample_export_and_eval_take_a_run_folder_and_bad_devices_are_one_line(t
 
 
 def test_an_error_naming_its_command_is_not_prefixed_twice(tmp_path, capsys):
-    if importlib.util.find_spec("fastgen.metrics.cli") is None:
-        pytest.skip("fastgen.metrics.cli not landed")
     missing = tmp_path / "none.pt"
     missing.write_bytes(b"")
     code, _, err = run_cli(["eval", str(missing), "--n", "1"], capsys)
     assert_one_line(code, err, 2, "fastgen eval: error: --n expected >= 2")
     assert err.count("fastgen eval") == 1
+
+
+def test_help_does_not_import_torch_and_shows_every_default():
+    """The train options come from fastgen.config's dataclasses (help, choices, defaults)."""
+    import dataclasses
+    import subprocess
+    import sys
+
+    from fastgen.config import GANConfig, VAEConfig
+
+    for argv in (["--help"], ["train", "--help"], ["--version"]):
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "fastgen", *argv],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()]
+        assert "torch" not in imported, argv
+    text = subprocess.run(
+        [sys.executable, "-m", "fastgen", "train", "--help"], capture_output=True, text=True
+    ).stdout
+    for cls in (GANConfig, VAEConfig):
+        for field in dataclasses.fields(cls):
+            flag = field.metadata.get("flag", field.name.replace("_", "-"))
+            assert f"--{flag}" in text, flag
+    assert "defaults: dcgan runs/dcgan, vae runs/vae" in " ".join(text.split())
+    assert "{bce,hinge,wgan-gp}" in text
+
+
+def test_overwrite_replaces_only_the_run_files(tmp_path, capsys):
+    out = tmp_path / "O"
+    base = ["train", "dcgan", "--data", "digits", *TINY, "--out", str(out)]
+    code, _, err = run_cli(base, capsys)
+    assert code == 0, err
+    (out / "notes.txt").write_text("mine")
+    code, _, err = run_cli([*base, "--overwrite", "--resume", "latest"], capsys)
+    assert_one_line(code, err, 2, "--overwrite and --resume")
+    code, stdout, err = run_cli([*base, "--overwrite", "--steps", "2"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout.strip().splitlines()[-1])["steps_run"] == 2
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ckpt_000002.pt"]

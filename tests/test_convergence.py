@@ -15,7 +15,7 @@ from train_helpers import TinyDataset, gan_config, ops_ready, vae_config
 
 import fastgen
 from fastgen.train import train_gan, train_vae
-from fastgen.train.runtime import read_log
+from fastgen.train.run_log import read_log
 
 STEPS = 30
 ATOL, RTOL = 1e-3, 1e-3

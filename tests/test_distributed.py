@@ -83,7 +83,7 @@ def test_sync_bn_converts_fused_and_stock_batch_norms():
     # norm unsynchronised without a word.
     from torch import nn
 
-    from fastgen.train.gan import convert_sync_bn
+    from fastgen.train.distributed import convert_sync_bn
 
     def mixed():
         return nn.Sequential(fastgen.nn.BatchNormLeakyReLU2d(4), nn.BatchNorm2d(4), nn.ReLU())

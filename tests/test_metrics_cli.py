@@ -7,12 +7,9 @@ import json
 import pytest
 import torch
 
-train = pytest.importorskip("fastgen.train")
-data = pytest.importorskip("fastgen.data")
-cli = pytest.importorskip("fastgen.cli")
-
-from fastgen.metrics.cli import make_evaluator  # noqa: E402
-from fastgen.train.checkpoint import latest_checkpoint  # noqa: E402
+from fastgen import cli, data, train
+from fastgen.metrics.cli import make_evaluator
+from fastgen.train.checkpoint import latest_checkpoint
 
 # Stock layers (fused=False) keep these tests independent of which native ops have landed;
 # the metrics code does not care which layers the generator is built from.

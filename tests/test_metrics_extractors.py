@@ -31,7 +31,8 @@ def test_shipped_digits_weights_are_small_and_safe_to_load():
 
 
 def test_digits_classifier_held_out_accuracy():
-    data = pytest.importorskip("fastgen.data")
+    from fastgen import data
+
     test = data.load_dataset("digits", split="test")
     extractor = DigitsExtractor().eval()
     with torch.no_grad():
@@ -50,7 +51,8 @@ def test_digits_classifier_held_out_accuracy():
 
 
 def test_digits_metrics_separate_real_from_broken():
-    data = pytest.importorskip("fastgen.data")
+    from fastgen import data
+
     train = data.load_dataset("digits", split="train").images
     test = data.load_dataset("digits", split="test").images
     options = dict(n=2000, kid_subsets=10, kid_subset_size=100)

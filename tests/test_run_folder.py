@@ -12,7 +12,7 @@ from train_helpers import TinyDataset, gan_config, vae_config
 
 from fastgen.train import load_checkpoint, train_gan, train_vae
 from fastgen.train.checkpoint import list_checkpoints
-from fastgen.train.runtime import read_log
+from fastgen.train.run_log import read_log
 
 
 def folder_bytes(root) -> dict[str, bytes]:

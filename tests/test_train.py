@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -20,7 +21,10 @@ from fastgen.train import (
     train_vae,
 )
 from fastgen.train.augment import AUGMENTATIONS, augment
-from fastgen.train.runtime import BatchSampler, read_log
+from fastgen.train.data_order import BatchSampler
+from fastgen.train.gan import GANTask
+from fastgen.train.run_log import read_log
+from fastgen.train.vae import VAETask
 
 
 def png_text(path) -> dict:
@@ -142,6 +146,107 @@ def test_batch_sampler_shards_and_epochs():
     seen = torch.cat([ranks[r].indices(s) for s in (1, 2, 3) for r in (0, 1)])
     assert sorted(seen[:10].tolist()) == list(range(10))  # the first epoch covers every image once
     assert torch.equal(ranks[0].indices(2), BatchSampler(data, 3, 5, "cpu", 0, 2).indices(2))
+
+
+# --- one training step ----------------------------------------------------------------------
+
+
+def parameters(model) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def floating_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+
+def changed(before: list[torch.Tensor], model) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_gan_task_step_trains_the_generator_and_discriminator(tmp_path):
+    # resolution 16, width 4, latent 8, batch 8, CPU: GANTask.step is the GAN training step.
+    config = gan_config(tmp_path)
+    torch.manual_seed(0)
+    task = GANTask(config, "cpu", channels=1)
+    batch = BatchSampler(TinyDataset(), config.batch_size, seed=0, device="cpu").batch(1)
+    generator, discriminator, ema = (parameters(m) for m in task.models.values())
+    losses = task.step(batch, 1)
+    assert set(losses) == {"loss_d", "loss_g", "d_real", "d_fake"}
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    assert changed(generator, task.generator) and changed(discriminator, task.discriminator)
+    assert changed(ema, task.ema)
+    # A step whose losses are refused (the run loop's non-finite guard) leaves the weights
+    # and the batch-norm statistics as they were (BufferSnapshot: floating buffers only).
+    states = [floating_state(m) for m in task.models.values()]
+    task.step(batch, 2, accept=lambda losses: False)
+    for before, (name, model) in zip(states, task.models.items()):
+        after = floating_state(model)
+        assert all(torch.equal(before[k], after[k]) for k in before), name
+
+
+def test_vae_task_step_trains_the_vae(tmp_path):
+    config = vae_config(tmp_path, latent_dim=8)
+    torch.manual_seed(0)
+    task = VAETask(config, "cpu", channels=1)
+    batch = BatchSampler(TinyDataset(), config.batch_size, seed=0, device="cpu").batch(1)
+    before = parameters(task.vae)
+    losses = task.step(batch, 1)
+    assert set(losses) == {"loss", "recon", "kl", "elbo", "bits_per_dim"}
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    assert changed(before, task.vae)
+
+
+def test_progress_bar_without_a_terminal_writes_rarely(capsys, monkeypatch):
+    import sys
+
+    import tqdm.std
+
+    from fastgen.train.progress import LOG_REFRESH_S, Progress
+
+    clock = [0.0]
+    monkeypatch.setattr(tqdm.std, "time", lambda: clock[0])
+
+    def refreshes(stream) -> int:
+        monkeypatch.setattr(sys, "stderr", stream)
+        bar = Progress(0, 500, 8, enabled=True, desc="dcgan")
+        for step in range(1, 501):
+            clock[0] += 0.2  # 100 s in all
+            bar.update(step, {"loss": 1.0})
+        bar.close()
+        return stream.getvalue().count("\r")
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    # Before: a redirected run's log got a bar line every 0.1 s, as on a terminal.
+    assert LOG_REFRESH_S >= 30
+    assert refreshes(io.StringIO()) <= 1 + 100 / LOG_REFRESH_S + 1  # first, every 30 s, last
+    assert refreshes(Terminal()) > 100
+
+
+def test_resume_does_not_need_the_rng_state(tmp_path):
+    # Every step re-seeds from (seed, step, rank), so the RNG state a checkpoint records
+    # (restore_rng puts it back on resume) does not change what the resumed run draws.
+    from fastgen.train import load_checkpoint, save_checkpoint
+
+    data = TinyDataset()
+    extra = {"diffaugment": "color,translation,cutout"}
+    full = train_gan(gan_config(tmp_path / "full", steps=4, **extra), data, progress=False)
+    part = train_gan(gan_config(tmp_path / "part", steps=2, **extra), data, progress=False)
+    state = load_checkpoint(part["checkpoint"])
+    state["rng"]["torch"] = torch.Generator().manual_seed(12345).get_state()  # another state
+    path = tmp_path / "other_rng" / "ckpt_000002.pt"
+    save_checkpoint(
+        path, {k: v for k, v in state.items() if k not in ("format", "version", "sha256")}
+    )
+    resumed = train_gan(
+        gan_config(tmp_path / "other_rng", steps=4, **extra), data, resume=str(path), progress=False
+    )
+    a, b = load_checkpoint(full["checkpoint"]), load_checkpoint(resumed["checkpoint"])
+    for name in ("generator", "discriminator", "ema"):
+        for key, value in a["models"][name].items():
+            assert torch.equal(value, b["models"][name][key]), f"{name}.{key}"
 
 
 # --- whole runs ----------------------------------------------------------------------------

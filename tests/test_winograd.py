@@ -186,3 +186,25 @@ def test_ineligible_layers_keep_the_aten_path():
 def test_bad_input(call, message):
     with pytest.raises(RuntimeError, match=message):
         call()
+
+
+def test_the_switch_goes_through_the_backend_registry():
+    """registry.set_winograd(False) (FASTGEN_WINOGRAD=0 at import) sends an eligible layer to
+    aten's convolution, bit for bit; on again, the Winograd kernels take it back."""
+    import torch.nn.functional as F
+
+    from fastgen import ops, registry
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 32, 8, 8, generator=generator)  # eligible: >= 32 channels and tiles
+    weight = torch.randn(32, 32, 4, 4, generator=generator)
+    stock = F.conv_transpose2d(x, weight, None, 2, 1)
+    assert registry.winograd
+    try:
+        registry.set_winograd(False)
+        assert torch.equal(ops.conv_transpose2d(x, weight, None, 2, 1), stock)
+    finally:
+        registry.set_winograd(True)
+    fused = ops.conv_transpose2d(x, weight, None, 2, 1)
+    assert not torch.equal(fused, stock)
+    torch.testing.assert_close(fused, stock, atol=1e-4, rtol=1e-4)

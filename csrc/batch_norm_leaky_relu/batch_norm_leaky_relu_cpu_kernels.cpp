@@ -13,6 +13,7 @@
 // in NHWC); each block writes its partial statistics to its own slot and the slots are
 // merged in block order, so results are identical for any number of threads.
 
+#include "common/parallel.h"
 #include "batch_norm_leaky_relu/batch_norm_leaky_relu.h"
 
 #include <ATen/Parallel.h>
@@ -294,8 +295,8 @@ void row_grad_input(const scalar_t* __restrict dy, const scalar_t* __restrict in
 // --- passes -------------------------------------------------------------------------------
 
 // Grain sizes: about 32K values per task, so that thread start-up is amortised.
-inline int64_t plane_grain(Shape s) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(s.spatial, 1)); }
-inline int64_t row_grain(Shape s) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(s.channels, 1)); }
+inline int64_t plane_grain(Shape s) { return parallel::grain(s.spatial); }
+inline int64_t row_grain(Shape s) { return parallel::grain(s.channels); }
 
 // NHWC blocks: groups of rows of about kBlockValues values.
 struct RowBlocks {

@@ -68,6 +68,7 @@
 #include <ATen/Context.h>
 #include <ATen/OpMathType.h>
 
+#include "common/parallel.h"
 #include "common/activation.h"
 #include "common/dispatch.h"
 #include "conv/conv_engine.h"
@@ -885,7 +886,7 @@ inline void run_weight_grad(const at::Tensor& p_t, const at::Tensor& q_t, bool p
   int64_t splits = std::max<int64_t>(1, target / std::max<int64_t>(1, m_blocks * n_blocks));
   splits = std::min(splits, std::max<int64_t>(1, k_count / (8 * kBlockK)));
   splits = std::min(splits, std::max<int64_t>(1, (int64_t(1) << 26) / std::max<int64_t>(1, per_split_values)));
-  splits = std::min<int64_t>(splits, 65535);
+  splits = std::min<int64_t>(splits, parallel::kMaxGridYZ);
   int64_t k_per_split = (k_count + splits - 1) / splits;
   k_per_split = (k_per_split + kBlockK - 1) / kBlockK * kBlockK;
   splits = std::max<int64_t>(1, (k_count + k_per_split - 1) / std::max<int64_t>(1, k_per_split));

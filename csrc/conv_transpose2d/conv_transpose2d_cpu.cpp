@@ -9,6 +9,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/parallel.h"
 #include "common/activation.h"
 #include "common/dispatch.h"
 #include "common/emulated_cuda.h"
@@ -18,15 +19,11 @@ namespace fastgen {
 
 namespace {
 
-// Small enough that a plane/row chunk stays in L1/L2 while big enough to amortise the
-// parallel_for scheduling; counted in elements.
-constexpr int64_t kGrainElements = 32768;
-
 template <Activation act, typename scalar_t>
 void bias_activation_nchw(scalar_t* data, const scalar_t* bias, int64_t planes, int64_t channels,
                           int64_t plane_size, acc_t<scalar_t> slope) {
   using acc = acc_t<scalar_t>;
-  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(plane_size, 1));
+  const int64_t grain = parallel::grain(plane_size);
   at::parallel_for(0, planes, grain, [&](int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
       const acc b = bias ? static_cast<acc>(bias[plane % channels]) : acc(0);
@@ -48,7 +45,7 @@ void bias_activation_channels_last(scalar_t* data, const scalar_t* bias, int64_t
     for (int64_t c = 0; c < channels; ++c) bias_acc[c] = static_cast<acc>(bias[c]);
   }
   const acc* b = bias_acc.data();
-  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(channels, 1));
+  const int64_t grain = parallel::grain(channels);
   at::parallel_for(0, pixels, grain, [&](int64_t begin, int64_t end) {
     for (int64_t pixel = begin; pixel < end; ++pixel) {
       scalar_t* row = data + pixel * channels;
@@ -81,7 +78,7 @@ void activation_backward_typed(const scalar_t* grad_out, const scalar_t* output,
                                int64_t numel, double negative_slope) {
   using acc = acc_t<scalar_t>;
   const auto slope = static_cast<acc>(negative_slope);
-  at::parallel_for(0, numel, kGrainElements, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, numel, parallel::kGrainElements, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       grad_pre[i] = static_cast<scalar_t>(
           static_cast<acc>(grad_out[i]) *

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 
+#include "common/parallel.h"
 #include "common/activation.h"
 #include "common/dispatch.h"
 #include "conv_transpose2d/conv_transpose2d.h"
@@ -27,7 +28,6 @@ namespace fastgen::FASTGEN_DEVICE_NS {
 namespace conv_epilogue {
 
 constexpr int kThreads = 256;
-constexpr int64_t kMaxGridY = 65535;
 
 inline int64_t blocks_for(int64_t work) {
   // Enough blocks to fill the GPU a few times over; the kernels grid-stride beyond that.
@@ -102,7 +102,7 @@ void bias_activation(at::Tensor& out, const at::Tensor& bias, Activation activat
         const int64_t planes = out.size(0) * channels;
         const dim3 grid(static_cast<unsigned>(std::min<int64_t>(
                             (plane_size + kThreads - 1) / kThreads, 1024)),
-                        static_cast<unsigned>(std::min(planes, kMaxGridY)));
+                        static_cast<unsigned>(std::min(planes, parallel::kMaxGridYZ)));
         simt::launch<bias_activation_nchw_kernel<act, scalar_t>>({grid, kThreads, 0, stream}, data,
                                                                  bias_ptr, planes, channels,
                                                                  plane_size, slope);

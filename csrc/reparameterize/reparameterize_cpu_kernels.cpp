@@ -9,6 +9,7 @@
 // made a block of 16 Philox groups (64 elements) at a time, in structure-of-arrays form so
 // that the compiler vectorizes the 32-bit multiplies and the Box-Muller arithmetic.
 
+#include "common/parallel.h"
 #include "reparameterize/reparameterize.h"
 
 #include <ATen/Parallel.h>
@@ -40,10 +41,8 @@ namespace {
 
 constexpr int kGroupsPerBlock = 16;
 constexpr int kBlockElements = 4 * kGroupsPerBlock;
-// Elements per thread task. The noise makes an element cost several times a plain
-// elementwise op, so a grain a quarter of ATen's 32768 already pays for the hand-off: a
-// [256, 128] latent batch uses two threads.
-constexpr int64_t kGrainElements = 8192;
+// Elements per thread task: parallel::kNoiseGrainElements (a [256, 128] latent batch uses two
+// threads).
 
 // In-place IEEE sqrt of n (a multiple of 4) floats: SSE's sqrtps where there is one, since
 // GCC will not vectorize sqrtf itself (it may set errno); the results are the same.
@@ -415,7 +414,7 @@ at::Tensor key_tensor(NoiseKey key) {
 }
 
 int64_t grain_rows(RowShape shape) {
-  return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, shape.columns));
+  return parallel::grain(shape.columns, parallel::kNoiseGrainElements);
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -63,14 +64,17 @@ const CpuKernels& cpu_kernels() {
 
 const Kernels& kernels() { return *cpu_kernels().loops; }
 
+namespace {
+std::atomic<bool> g_enabled{true};
+}  // namespace
+
+void set_enabled(bool enabled) { g_enabled.store(enabled, std::memory_order_relaxed); }
+bool enabled() { return g_enabled.load(std::memory_order_relaxed); }
+
 bool eligible(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
               at::IntArrayRef padding, at::IntArrayRef output_padding, at::IntArrayRef dilation,
               int64_t groups, bool transposed) {
-  static const bool enabled = [] {
-    const char* flag = std::getenv("FASTGEN_WINOGRAD");
-    return !(flag && std::strcmp(flag, "0") == 0);
-  }();
-  if (!enabled || !input.device().is_cpu() || input.scalar_type() != at::kFloat ||
+  if (!enabled() || !input.device().is_cpu() || input.scalar_type() != at::kFloat ||
       weight.scalar_type() != at::kFloat || input.dim() != 4 || weight.dim() != 4 || groups != 1)
     return false;
   const auto all = [](at::IntArrayRef values, int64_t want) {

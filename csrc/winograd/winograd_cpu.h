@@ -34,10 +34,15 @@ namespace fastgen::winograd {
 // Whether the Winograd path handles the convolution: CPU float32, weight 4x4, stride 2,
 // padding 1, dilation 1, groups 1, output_padding 0, even input sizes for conv2d, and
 // channel counts large enough that the GEMMs dominate the transforms (below that oneDNN
-// wins). FASTGEN_WINOGRAD=0 in the environment turns the path off.
+// wins), and the path switched on (set_enabled; fastgen/_backend.py mirrors FASTGEN_WINOGRAD
+// and fastgen.registry.set_winograd into it).
 bool eligible(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
               at::IntArrayRef padding, at::IntArrayRef output_padding,
               at::IntArrayRef dilation, int64_t groups, bool transposed);
+
+// Turns the Winograd path on or off for every later call (on until told otherwise).
+void set_enabled(bool enabled);
+bool enabled();
 
 // Whether the values of the two operands of a Winograd product keep its transforms exact
 // enough and finite: every value finite and max|a| * max|b| < 2^90 (each < 2^100). The

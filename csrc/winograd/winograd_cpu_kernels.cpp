@@ -13,6 +13,7 @@
 // in the innermost loop (contiguous in V, M and the gathered bands), so they vectorise;
 // tile rows are split across threads.
 
+#include "common/parallel.h"
 #include "winograd/winograd_cpu.h"
 
 #include "winograd/winograd_kernels.h"
@@ -77,7 +78,7 @@ Tiling tiling(int64_t batch, int64_t out_h, int64_t out_w) {
 
 // Bands per parallel chunk: enough work per chunk to amortise scheduling.
 int64_t band_grain(const Tiling& tiles, int64_t channels) {
-  return std::max<int64_t>(1, 32768 / std::max<int64_t>(tiles.tiles_w * channels * kPositions, 1));
+  return parallel::grain(tiles.tiles_w * channels * kPositions);
 }
 
 // rows x cols pixels of `source` starting at virtual (row0, 0), channels innermost:
@@ -295,7 +296,7 @@ at::Tensor gather_phase_taps(const at::Tensor& weight) {
                 s3 = weight.stride(3);
   // Small work: a chunk of >= 64K elements, so small layers run on the calling thread alone
   // instead of waking (and waiting for) the others.
-  at::parallel_for(0, channels, std::max<int64_t>(1, 16384 / out_ch), [&](int64_t begin,
+  at::parallel_for(0, channels, parallel::grain(out_ch, parallel::kTransformGrainElements), [&](int64_t begin,
                                                                           int64_t end) {
     for (int64_t cc = begin; cc < end; ++cc) {
       const int64_t phase = cc / in_ch, c = cc % in_ch, p = phase / 2, q = phase % 2;
@@ -406,7 +407,7 @@ at::Tensor scatter_phase_weight_grad(const at::Tensor& dk, const at::TensorOptio
   auto out = at::empty({out_ch, in_ch, 4, 4}, options);
   const float* src = dk.const_data_ptr<float>();
   float* data = out.mutable_data_ptr<float>();
-  at::parallel_for(0, out_ch, std::max<int64_t>(1, 16384 / channels), [&](int64_t begin,
+  at::parallel_for(0, out_ch, parallel::grain(channels, parallel::kTransformGrainElements), [&](int64_t begin,
                                                                           int64_t end) {
     for (int64_t o = begin; o < end; ++o)
       for (int64_t cc = 0; cc < channels; ++cc) {
@@ -496,7 +497,7 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
     const float* w = weight.const_data_ptr<float>();
     const int64_t s0 = weight.stride(0), s1 = weight.stride(1), s2 = weight.stride(2),
                   s3 = weight.stride(3);
-    at::parallel_for(0, in_ch, std::max<int64_t>(1, 16384 / (4 * columns)), [&](int64_t begin,
+    at::parallel_for(0, in_ch, parallel::grain(4 * columns, parallel::kTransformGrainElements), [&](int64_t begin,
                                                                                int64_t end) {
       for (int64_t c = begin; c < end; ++c)
         for (int64_t tap = 0; tap < 4; ++tap)

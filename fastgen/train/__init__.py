@@ -4,6 +4,12 @@ GANConfig, VAEConfig      dataclasses (to_dict / from_dict), the CLI's flags by 
 train_gan, train_vae      (config, dataset, *, resume=None, evaluator=None, progress=True) -> dict
 checkpoint                save/load (atomic, weights_only), latest_checkpoint, load_models
 
+One training step is a task's ``step`` (gan.GANTask, vae.VAETask: the models, optimizers,
+loss scaling, sample grids); loop.run_training is the run around it for every model (resume,
+run folder, schedule, non-finite guard, progress, final checkpoint and summary), helped by
+distributed (processes, DDP), data_order (BatchSampler), precision (AMP, skipped steps), rng
+(seeds), run_folder, run_log (log.jsonl, losses.png) and progress.
+
 A run writes into config.out_dir: config.json, log.jsonl, samples/step_XXXXXX.png,
 checkpoints/ckpt_XXXXXX.pt and losses.png. Under torchrun (WORLD_SIZE > 1) it trains with
 DistributedDataParallel and only rank 0 writes.
@@ -20,7 +26,7 @@ from fastgen.train.checkpoint import (
 )
 from fastgen.train.config import GANConfig, VAEConfig, config_from_dict
 from fastgen.train.gan import train_gan
-from fastgen.train.runtime import TrainingError
+from fastgen.train.precision import TrainingError
 from fastgen.train.vae import train_vae
 
 __all__ = [

@@ -1,6 +1,6 @@
 """train_vae: ConvVAE training on the negative ELBO with beta and a KL warm-up.
 
-Step ``s`` (from 1; randomness seeded from (seed, s, rank)) minimises
+Step ``s`` (VAETask.step; from 1; randomness seeded from (seed, s, rank)) minimises
 ``recon + w_s * kl`` with ``w_s = beta * min(1, s / kl_warmup)`` and logs reconstruction,
 KL, the ELBO (with the full KL, whatever w_s is) and bits per dimension.
 Samples: samples/step_XXXXXX.png (decoded z ~ N(0, I), fixed) and
@@ -9,38 +9,19 @@ samples/recon_XXXXXX.png (rows of fixed inputs, each followed by its reconstruct
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 from torch import nn
+from torch.optim import Adam
 
-from fastgen.train.checkpoint import (
-    build_models,
-    checkpoint_hash,
-    load_checkpoint,
-    restore_training_state,
-)
+from fastgen.train.checkpoint import build_models
 from fastgen.train.config import VAEConfig
-from fastgen.train.gan import prepare_models
-from fastgen.train.runtime import (
-    BatchSampler,
-    BufferSnapshot,
-    Distributed,
-    NonFiniteGuard,
-    Precision,
-    Progress,
-    all_finite,
-    check_dataset,
-    eval_log_row,
-    mix_seed,
-    open_run_folder,
-    require_train_extras,
-    rng_state,
-    seed_step,
-    setup_torch,
-)
-from fastgen.utils.devices import resolve_device
+from fastgen.train.data_order import check_dataset
+from fastgen.train.distributed import wrap_for_training
+from fastgen.train.loop import require_train_extras, run_training
+from fastgen.train.precision import BufferSnapshot, Precision, losses_finite
+from fastgen.train.task import Accept, Batch, Grid, TrainingTask, fixed_noise
 
 
 class VAELoss(nn.Module):
@@ -54,168 +35,99 @@ class VAELoss(nn.Module):
         return self.vae.loss(x, beta=beta)
 
 
+class VAETask(TrainingTask):
+    """A ConvVAE, its Adam optimizer, and the training step of the module docstring (`step`)."""
+
+    kind = "vae"
+    plot_keys = ("loss", "recon", "kl", "bits_per_dim")
+    progress_keys = ("loss", "kl")
+    sample_label = "vae"
+
+    def __init__(self, config: VAEConfig, device, *, channels: int = 1) -> None:
+        self.config, self.device = config, torch.device(device)
+        self.vae = build_models(config, 0, channels)["vae"].to(self.device)
+        betas = (config.beta1, config.beta2)
+        self.optimizers = {"vae": Adam(self.vae.parameters(), lr=config.lr, betas=betas)}
+        self.precision = Precision(config.amp, self.device, ["vae"])
+        self.meta = {"num_classes": 0, "channels": channels, "kind": self.kind}
+        self.wrapped_loss: nn.Module = VAELoss(self.vae)  # prepare() wraps it
+        self.snapshot = BufferSnapshot([self.vae])
+        self.vae.train()
+
+    @property
+    def models(self) -> dict[str, nn.Module]:
+        return {"vae": self.vae}
+
+    def prepare(self, processes) -> None:
+        loss, self.wrapped_loss = wrap_for_training(VAELoss(self.vae), self.config, processes)
+        self.vae = loss.vae  # after sync-BN conversion
+        self.snapshot = BufferSnapshot([self.vae])
+
+    def step(self, batch: Batch, step: int, accept: Accept = losses_finite) -> dict:
+        """One ELBO step on `batch` (images, labels unused) with the KL weight of `step`.
+
+        `accept(losses)` says whether the update may apply (see GANTask.step); a skipped
+        step leaves the batch-norm statistics as they were. Returns the detached
+        loss, recon, kl, elbo and bits_per_dim."""
+        images, _ = batch
+        self.snapshot.take()
+        with self.precision.autocast():
+            parts = self.wrapped_loss(images, self.config.kl_weight(step))
+        if accept({"loss": parts["loss"]}):
+            self.precision.step("vae", parts["loss"], self.optimizers["vae"])
+        else:
+            self.optimizers["vae"].zero_grad(set_to_none=True)
+            self.snapshot.restore()
+        return {key: value.detach() for key, value in parts.items()}
+
+    def row_extras(self, step: int) -> dict[str, float]:
+        return {"kl_weight": self.config.kl_weight(step)}
+
+    def fix_samples(self, sampler) -> None:
+        generator, self.fixed_z = fixed_noise(self.config, self.device)
+        pick = torch.randperm(sampler.n, generator=generator)[
+            : max(1, self.config.num_samples // 2)
+        ]
+        self.fixed_inputs = sampler.images(pick)
+
+    @torch.no_grad()
+    def sample_grids(self, step: int) -> list[Grid]:
+        vae, was_training = self.vae, self.vae.training
+        vae.eval()
+        try:
+            samples = vae.to_image(vae.decode(self.fixed_z)).float()
+            mu, _ = vae.encode(self.fixed_inputs)
+            recon = vae.to_image(vae.decode(mu)).float()
+        finally:
+            vae.train(was_training)
+        # Each input followed by its reconstruction: pairs side by side in rows of 8 pairs.
+        pairs = torch.stack([self.fixed_inputs.float(), recon], dim=1).flatten(0, 1)
+        return [
+            Grid(f"step_{step:06d}.png", samples),
+            Grid(f"recon_{step:06d}.png", pairs, nrow=16),
+        ]
+
+    def evaluate(self, evaluator, step: int) -> dict[str, float]:
+        """evaluator(step, {"vae": vae}), with the VAE in eval mode for the call."""
+        self.vae.eval()
+        try:
+            return evaluator(step, {"vae": self.vae})
+        finally:
+            self.vae.train()
+
+
 def train_vae(
     config: VAEConfig, dataset, *, resume: str | None = None, evaluator=None, progress: bool = True
 ) -> dict[str, Any]:
     """Trains a ConvVAE on `dataset` as `config` says; returns a summary dict (see train_gan)."""
     config.validate()
-    require_train_extras(progress, "fastgen.train.train_vae")
+    fn = "fastgen.train.train_vae"
+    require_train_extras(progress, fn)
     channels = check_dataset(config, dataset)
-    setup_torch(config)
-    run = Distributed(resolve_device(config.device, "fastgen.train"))
-    try:
-        return _train(config, dataset, channels, run, resume, evaluator, progress)
-    finally:
-        run.close()
 
+    def make_task(device) -> VAETask:
+        return VAETask(config, device, channels=channels)
 
-def _train(config, dataset, channels, run, resume, evaluator, progress):
-    device = run.device
-    torch.manual_seed(config.seed)
-    models = build_models(config, 0, channels)
-    vae = models["vae"].to(device)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
-    precision = Precision(config.amp, device, ["vae"])
-    start, state = 0, None
-    if resume is not None:
-        state = load_checkpoint(resume, map_location=device)
-        start = restore_training_state(
-            resume,
-            state,
-            models={"vae": vae},
-            optimizers={"vae": optimizer},
-            scalers=precision,
-            fn="fastgen.train.train_vae",
-        )
-
-    folder = open_run_folder(config, run, resume, state)
-    loss_module = prepare_models({"vae": VAELoss(vae)}, config, run)["vae"]
-    vae = _plain_vae(loss_module, vae)
-
-    sampler = BatchSampler(
-        dataset, config.batch_size, config.seed, device, run.rank, run.world_size
+    return run_training(
+        config, dataset, make_task, resume=resume, evaluator=evaluator, progress=progress, fn=fn
     )
-    fixed = torch.Generator().manual_seed(mix_seed(config.seed, 0xF1ED))
-    fixed_z = torch.randn(config.num_samples, config.latent_dim, generator=fixed).to(device)
-    pick = torch.randperm(sampler.n, generator=fixed)[: max(1, config.num_samples // 2)]
-    fixed_inputs = sampler.images(pick)
-    guard = NonFiniteGuard(config.max_nonfinite)
-    bar = Progress(
-        start, config.steps, config.batch_size * run.world_size, progress and run.is_main, "vae"
-    )
-    began = time.perf_counter()
-    last: dict[str, float] = {}
-    last_checkpoint = None
-    snapshot = BufferSnapshot([vae])
-
-    def sample_and_log(step: int) -> None:
-        meta = {"model": "vae", "step": step, "seed": config.seed, "run": config.out_dir}
-        with torch.no_grad():
-            was_training = vae.training
-            vae.eval()
-            samples = vae.to_image(vae.decode(fixed_z)).float()
-            mu, _ = vae.encode(fixed_inputs)
-            recon = vae.to_image(vae.decode(mu)).float()
-            vae.train(was_training)
-        folder.save_grid(samples, f"step_{step:06d}.png", metadata=meta)
-        # Each input followed by its reconstruction: pairs side by side in rows of 8 pairs.
-        pairs = torch.stack([fixed_inputs.float(), recon], dim=1).flatten(0, 1)
-        folder.save_grid(pairs, f"recon_{step:06d}.png", nrow=16, metadata=meta)
-
-    def checkpoint(step: int):
-        if not run.is_main:
-            return None
-        if not all_finite([vae]):
-            print(f"fastgen.train: step {step}: non-finite weights, checkpoint not written")
-            return None
-        state = {
-            "step": step,
-            "config": config.to_dict(),
-            "meta": {"num_classes": 0, "channels": channels, "kind": "vae"},
-            "models": {"vae": vae.state_dict()},
-            "optimizers": {"vae": optimizer.state_dict()},
-            "scalers": precision.state_dict(),
-            "rng": rng_state(config.seed, step),
-        }
-        return folder.write_checkpoint(step, state, config.keep_checkpoints, last_checkpoint)
-
-    step = start
-    vae.train()
-    try:
-        for step in range(start + 1, config.steps + 1):
-            seed_step(config.seed, step, run.rank)
-            snapshot.take()
-            images, _ = sampler.batch(step)
-            weight = config.kl_weight(step)
-            with precision.autocast():
-                parts = loss_module(images, weight)
-            if guard.ok(step, {"loss": parts["loss"]}, run):
-                precision.step("vae", parts["loss"], optimizer)
-            else:
-                optimizer.zero_grad(set_to_none=True)
-                snapshot.restore()
-            log_now = step % max(config.log_every, 1) == 0 or step == config.steps
-            if log_now:
-                last = {k: float(v.detach()) for k, v in parts.items()}
-                folder.log(
-                    {
-                        "step": step,
-                        **last,
-                        "kl_weight": weight,
-                        "images_per_s": round(bar.images_per_second(step), 2),
-                        "time_s": round(time.perf_counter() - began, 3),
-                    }
-                )
-            bar.update(step, {k: last[k] for k in ("loss", "kl")} if log_now else None)
-            if (
-                config.eval_every
-                and step % config.eval_every == 0
-                and evaluator is not None
-                and run.is_main
-            ):
-                vae.eval()
-                results = evaluator(step, {"vae": vae})
-                vae.train()
-                folder.log(eval_log_row(step, evaluator, results))
-            if config.sample_every and step % config.sample_every == 0 and run.is_main:
-                sample_and_log(step)
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
-                last_checkpoint = checkpoint(step) or last_checkpoint
-                run.barrier()
-    finally:
-        bar.close()
-
-    wall = time.perf_counter() - began
-    final_sample = None
-    if run.is_main:
-        if not (config.checkpoint_every and step % config.checkpoint_every == 0) and step > start:
-            last_checkpoint = checkpoint(step) or last_checkpoint
-        if not (config.sample_every and step % config.sample_every == 0):
-            sample_and_log(step)
-        final_sample = folder.samples / f"step_{step:06d}.png"
-        folder.plot_losses(["loss", "recon", "kl", "bits_per_dim"])
-    in_sync = run.in_sync([vae]) if run.enabled else True
-    run.barrier()
-    return {
-        "kind": "vae",
-        "out_dir": str(folder.root),
-        "step": step,
-        "steps_run": step - start,
-        "wall_time_s": wall,
-        "images_per_s": (step - start) * config.batch_size * run.world_size / wall
-        if wall > 0
-        else 0.0,
-        "checkpoint": str(last_checkpoint) if last_checkpoint else None,
-        "checkpoint_hash": checkpoint_hash(last_checkpoint) if last_checkpoint else None,
-        "samples": str(final_sample) if final_sample else None,
-        "losses": last,
-        "nonfinite_steps": guard.total,
-        "world_size": run.world_size,
-        "ranks_in_sync": in_sync,
-    }
-
-
-def _plain_vae(loss_module: nn.Module, vae: nn.Module) -> nn.Module:
-    inner = getattr(loss_module, "_orig_mod", loss_module)
-    inner = getattr(inner, "module", inner)
-    return getattr(inner, "vae", vae)

@@ -1,0 +1,215 @@
+"""Training configurations: plain dataclasses that round-trip through JSON (config.json and
+checkpoints hold ``to_dict()``; ``from_dict`` rebuilds and checks it), and the one source of
+the ``fastgen train`` options: each field's metadata gives its help text, choices and
+option group (fastgen.cli derives the parser from it). No torch here, so ``fastgen --help``
+stays fast. (``fastgen.train.config`` re-exports everything.)"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+GAN_LOSSES = ("bce", "hinge", "wgan-gp")
+AMP_MODES = ("", "bf16", "fp16")
+AUGMENTATIONS = ("color", "translation", "cutout")
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def option(default, help: str, group: str = "run", **cli):
+    """A config field with its command-line description: `help`, the option `group` (data,
+    run, model, dcgan, vae) and optional `choices`, `flag` (the option's name when it is not
+    the field's) or `hidden` (not an option)."""
+    return dataclasses.field(default=default, metadata={"help": help, "group": group, **cli})
+
+
+@dataclass
+class _TrainConfig:
+    """Fields shared by every trainer."""
+
+    data: str = option(
+        "digits", "digits, photos, an image folder or an MNIST IDX file/folder", "data"
+    )
+    resolution: int = option(32, "image size (power of two, 16..256)", "data")
+    channels: int | None = option(
+        None, "convert the data to 1 or 3 channels (none: keep the dataset's)", "data",
+        choices=(1, 3),
+    )  # fmt: skip
+    steps: int = option(2000, "training steps")
+    # per process (DDP: each rank draws its own batch of this size)
+    batch_size: int = option(64, "images per step and process")
+    beta1: float = option(0.5, "Adam beta1", "optimiser")
+    beta2: float = option(0.999, "Adam beta2", "optimiser")
+    amp: str = option(
+        "", "mixed precision: bf16 (autocast), fp16 (autocast + GradScaler) or none", "run",
+        choices=AMP_MODES,
+    )  # fmt: skip
+    compile: bool = option(False, "torch.compile the models' forward passes")
+    fused: bool = option(True, "use stock torch.nn layers instead of fastgen's", flag="no-fused")
+    device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:1, ...")
+    seed: int = option(0, "seed of every random draw (data order, init, noise)")
+    deterministic: bool = option(False, "torch.use_deterministic_algorithms (GPU)")
+    sample_every: int = option(500, "sample grid every K steps (0: only at the end)")
+    checkpoint_every: int = option(1000, "checkpoint every K steps (0: only at the end)")
+    keep_checkpoints: int = option(3, "checkpoints kept (the newest)")
+    eval_every: int = option(0, "evaluate every K steps (0: never)")
+    log_every: int = option(10, "a log.jsonl row every K steps")
+    out_dir: str = option("runs/train", "output folder (config, log, samples, checkpoints)",
+                          flag="out")  # fmt: skip
+    latent_dim: int = option(100, "latent size", "model")
+    width: int = option(32, "channels of the finest layer", "model")
+    num_threads: int = option(0, "torch CPU threads (0: torch's default)", flag="threads")
+    sync_bn: bool = option(False, "DDP: synchronise batch-norm statistics across ranks")
+    max_nonfinite: int = option(5, "stop after this many non-finite losses in a row")
+    num_samples: int = option(64, "images in each sample grid")
+
+    kind = "base"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        values = dict(values)
+        kind = values.pop("kind", cls.kind)
+        if kind != cls.kind:
+            raise ValueError(f"{cls.__name__}.from_dict: config is for {kind!r}, not {cls.kind!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__}.from_dict: unknown fields {', '.join(unknown)}")
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        name = type(self).__name__
+        for field in (
+            "steps",
+            "batch_size",
+            "latent_dim",
+            "width",
+            "keep_checkpoints",
+            "num_samples",
+        ):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: {field} must be an int >= 1, got {value!r}")
+        for field in (
+            "sample_every",
+            "checkpoint_every",
+            "eval_every",
+            "log_every",
+            "num_threads",
+            "max_nonfinite",
+        ):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: {field} must be an int >= 0, got {value!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"{name}: amp must be '', 'bf16' or 'fp16', got {self.amp!r}")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"{name}: channels must be None, 1 or 3, got {self.channels!r}")
+        for field in ("beta1", "beta2"):
+            value = getattr(self, field)
+            if not 0 <= value < 1:
+                raise ValueError(f"{name}: {field} must be in [0, 1), got {value!r}")
+
+
+@dataclass
+class GANConfig(_TrainConfig):
+    """DCGAN training. Defaults: the main job (32x32 digits in a few CPU minutes)."""
+
+    out_dir: str = option("runs/dcgan", "output folder (config, log, samples, checkpoints)",
+                          flag="out")  # fmt: skip
+    lr_g: float = option(2e-4, "generator learning rate", "dcgan")
+    lr_d: float = option(2e-4, "discriminator learning rate", "dcgan")
+    loss: str = option(
+        "bce", "bce (non-saturating, from logits), hinge or wgan-gp", "dcgan", choices=GAN_LOSSES
+    )
+    label_smoothing: float = option(0.0, "one-sided: real targets are 1 - label_smoothing", "dcgan")
+    r1_gamma: float = option(0.0, "R1 penalty gamma / 2 * E||grad D(real)||^2 (0: off)", "dcgan")
+    gp_weight: float = option(10.0, "WGAN-GP gradient-penalty weight (wgan-gp only)", "dcgan")
+    spectral_norm: bool = option(False, "spectral norm on D's convolutions", "dcgan")
+    # EMA of G's weights for samples and evaluation (0: a plain copy of G), with the warm-up
+    # decay_t = min(ema_decay, (1 + t) / (10 + t)).
+    ema_decay: float = option(0.999, "EMA decay of G's weights for samples (0: a copy)", "dcgan")
+    diffaugment: str = option("", "DiffAugment: a comma list of color, translation, cutout",
+                              "dcgan")  # fmt: skip
+    conditional: bool = option(False, "class-conditional G and D (a labelled dataset)", "dcgan")
+
+    kind = "dcgan"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.loss not in GAN_LOSSES:
+            raise ValueError(
+                f"GANConfig: loss must be one of {', '.join(GAN_LOSSES)}, got {self.loss!r}"
+            )
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(
+                f"GANConfig: label_smoothing must be in [0, 1), got {self.label_smoothing!r}"
+            )
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"GANConfig: ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        for field in ("lr_g", "lr_d"):
+            if not getattr(self, field) > 0:
+                raise ValueError(f"GANConfig: {field} must be > 0, got {getattr(self, field)!r}")
+        for field in ("r1_gamma", "gp_weight"):
+            if not getattr(self, field) >= 0:
+                raise ValueError(f"GANConfig: {field} must be >= 0, got {getattr(self, field)!r}")
+        self.augmentations()
+
+    def augmentations(self) -> list[str]:
+        names = [a.strip() for a in self.diffaugment.split(",") if a.strip()]
+        bad = [a for a in names if a not in AUGMENTATIONS]
+        if bad:
+            raise ValueError(
+                f"GANConfig: diffaugment must be a comma list of {', '.join(AUGMENTATIONS)}, "
+                f"got {self.diffaugment!r}"
+            )
+        return names
+
+
+@dataclass
+class VAEConfig(_TrainConfig):
+    """Convolutional VAE training."""
+
+    out_dir: str = option("runs/vae", "output folder (config, log, samples, checkpoints)",
+                          flag="out")  # fmt: skip
+    beta1: float = option(0.9, "Adam beta1", "optimiser")
+    latent_dim: int = option(32, "latent size", "model")
+    lr: float = option(1e-3, "learning rate", "vae")
+    beta: float = option(1.0, "weight of the KL term", "vae")
+    kl_warmup: int = option(0, "steps over which the KL weight ramps from 0 to beta", "vae")
+    likelihood: str = option("bernoulli", "decoder likelihood", "vae", choices=LIKELIHOODS)
+
+    kind = "vae"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(
+                f"VAEConfig: likelihood must be 'bernoulli' or 'gaussian', got {self.likelihood!r}"
+            )
+        if not self.lr > 0:
+            raise ValueError(f"VAEConfig: lr must be > 0, got {self.lr!r}")
+        if not self.beta >= 0:
+            raise ValueError(f"VAEConfig: beta must be >= 0, got {self.beta!r}")
+        if not isinstance(self.kl_warmup, int) or self.kl_warmup < 0:
+            raise ValueError(f"VAEConfig: kl_warmup must be an int >= 0, got {self.kl_warmup!r}")
+
+    def kl_weight(self, step: int) -> float:
+        """beta, ramped linearly over the first kl_warmup steps (step counts from 1)."""
+        if self.kl_warmup <= 0:
+            return self.beta
+        return self.beta * min(1.0, step / self.kl_warmup)
+
+
+def config_from_dict(values: dict[str, Any]):
+    """A GANConfig or VAEConfig from ``to_dict()`` output, by its "kind"."""
+    kind = values.get("kind")
+    for cls in (GANConfig, VAEConfig):
+        if kind == cls.kind:
+            return cls.from_dict(values)
+    raise ValueError(f"fastgen.train: config kind must be 'dcgan' or 'vae', got {kind!r}")

@@ -1,0 +1,110 @@
+"""Numerics of a training step: autocast and loss scaling (config.amp), and what a step does
+when a loss is not finite (it is skipped, leaving no trace; too many in a row stop the run)."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. the loss kept being non-finite)."""
+
+
+class Precision:
+    """Autocast context and GradScalers for config.amp ("", "bf16", "fp16")."""
+
+    def __init__(self, amp: str, device: torch.device, names: list[str]) -> None:
+        self.amp, self.device = amp, device
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        # fp16 needs loss scaling; one scaler per optimizer, since their overflows differ.
+        enabled = amp == "fp16"
+        self.scalers = {name: torch.amp.GradScaler(device.type, enabled=enabled) for name in names}
+
+    def autocast(self):
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def step(self, name: str, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Backward of `loss` (scaled under fp16) and one step of `optimizer`."""
+        scaler = self.scalers[name]
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: scaler.state_dict() for name, scaler in self.scalers.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, scaler in self.scalers.items():
+            if state.get(name):
+                scaler.load_state_dict(state[name])
+
+
+def losses_finite(losses: dict[str, torch.Tensor]) -> bool:
+    """True when every loss is finite: whether a training step may apply its update."""
+    return all(bool(torch.isfinite(v).all()) for v in losses.values())
+
+
+class NonFiniteGuard:
+    """Counts non-finite losses in a row; the step is skipped, after `limit` training stops.
+    Every rank takes the same decision (a step is skipped on all when one rank's loss is
+    not finite), so the ranks' weights stay equal."""
+
+    def __init__(self, limit: int, processes) -> None:
+        self.limit, self.in_a_row, self.total = limit, 0, 0
+        self.processes = processes
+
+    def ok(self, step: int, losses: dict[str, torch.Tensor]) -> bool:
+        """True when the losses of `step` are finite on every rank; else notes the skip and
+        raises TrainingError when it is the `limit`-th in a row."""
+        if self.processes.all_true(losses_finite(losses)):
+            self.in_a_row = 0
+            return True
+        self.in_a_row += 1
+        self.total += 1
+        if self.processes.is_main:
+            values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+            print(
+                f"fastgen.train: step {step}: non-finite loss ({values}); step skipped",
+                file=sys.stderr,
+            )
+        if self.limit and self.in_a_row >= self.limit:
+            raise TrainingError(
+                f"fastgen.train: stopped at step {step} after {self.in_a_row} non-finite losses in a "
+                f"row (lower the learning rate, check the data, or try --amp bf16 instead of fp16); "
+                f"the last checkpoint holds the last good weights"
+            )
+        return False
+
+
+class BufferSnapshot:
+    """Copies of the modules' floating buffers (batch-norm statistics), taken before a step so
+    a skipped (non-finite) step can undo the running-statistics update of its forward pass."""
+
+    def __init__(self, modules) -> None:
+        self.buffers = [b for m in modules for b in m.buffers() if b.is_floating_point()]
+        self.saved: list[torch.Tensor] = []
+
+    def take(self) -> None:
+        self.saved = [b.detach().clone() for b in self.buffers]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for buffer, saved in zip(self.buffers, self.saved):
+            buffer.copy_(saved)
+
+
+def all_finite(modules) -> bool:
+    """True when every floating tensor of the modules' state dicts is finite."""
+    return all(
+        bool(torch.isfinite(t).all())
+        for m in modules
+        for t in m.state_dict().values()
+        if t.is_floating_point()
+    )
