@@ -43,66 +43,11 @@ class Parser(argparse.ArgumentParser):
 # --- train ----------------------------------------------------------------------------------
 
 
-GROUPS = ("data", "run", "optimiser", "model", "dcgan", "vae")
-
-
-def config_options():
-    """(field, flag, trainers, metadata, defaults by trainer) for every config field, from
-    fastgen.config's dataclasses: the one source of the train options."""
-    import dataclasses
-
-    from fastgen.config import GANConfig, VAEConfig
-
-    classes = {"dcgan": GANConfig, "vae": VAEConfig}
-    fields = {}
-    for kind, cls in classes.items():
-        for f in dataclasses.fields(cls):
-            entry = fields.setdefault(f.name, {"field": f, "kinds": [], "defaults": {}})
-            entry["kinds"].append(kind)
-            entry["defaults"][kind] = f.default
-    for name, entry in fields.items():
-        meta = entry["field"].metadata
-        yield (
-            name,
-            meta.get("flag", name.replace("_", "-")),
-            entry["kinds"],
-            meta,
-            entry["defaults"],
-        )
-
-
-def _default_text(defaults: dict, kinds: list[str]) -> str:
-    shown = {kind: ("none" if value in ("", None) else value) for kind, value in defaults.items()}
-    values = set(map(str, shown.values()))
-    if len(values) == 1:
-        return f"default: {next(iter(values))}"
-    return "defaults: " + ", ".join(f"{kind} {value}" for kind, value in shown.items())
-
-
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    suppress = argparse.SUPPRESS  # unset options keep the config's (or the checkpoint's) values
+    from fastgen.options import add_options
+
     p.add_argument("model", choices=["dcgan", "vae"], help="what to train")
-    groups = {name: p.add_argument_group(name) for name in GROUPS}
-    for name, flag, kinds, meta, defaults in config_options():
-        group = groups[meta.get("group", "run")]
-        only = "" if len(kinds) == 2 or meta.get("group") in kinds else f" ({kinds[0]} only)"
-        text = f"{meta.get('help', '')}{only}; {_default_text(defaults, kinds)}"
-        kwargs = dict(dest=name, default=suppress, help=text.replace("%", "%%"))
-        field_type = type(next(iter(defaults.values())))
-        if field_type is bool:  # a switch, off unless given
-            store = "store_false" if flag.startswith("no-") else "store_true"
-            kwargs["help"] = f"{meta.get('help', '')}{only}"
-            group.add_argument(f"--{flag}", action=store, **kwargs)
-            continue
-        kwargs["metavar"] = flag.upper().replace("-", "_")
-        choices = meta.get("choices")
-        if name == "amp":
-            kwargs.update(choices=["none" if c == "" else c for c in choices], metavar=None)
-        elif choices is not None:
-            kwargs.update(choices=list(choices), type=type(choices[0]), metavar=None)
-        elif field_type in (int, float):
-            kwargs.update(type=field_type)
-        group.add_argument(f"--{flag}", **kwargs)
+    groups = add_options(p)
     run = groups["run"]
     run.add_argument(
         "--resume", default=None, metavar="CKPT",
@@ -132,114 +77,25 @@ NOT_CONFIG = {
 }  # fmt: skip
 
 
-def _flag(field: str) -> str:
-    return next(flag for name, flag, *_ in config_options() if name == field)
-
-
-def build_config(args: argparse.Namespace):
-    """The GANConfig / VAEConfig for parsed `train` arguments (only given options override);
-    the dataclass's validate() is the one check."""
-    from fastgen.config import GANConfig, VAEConfig
-
-    cls = GANConfig if args.model == "dcgan" else VAEConfig
-    kinds = {name: kinds for name, _, kinds, *_ in config_options()}
-    values = {}
-    for name, value in vars(args).items():
-        if name in NOT_CONFIG:
-            continue
-        if args.model not in kinds[name]:
-            raise UsageError(f"--{_flag(name)} does not apply to `fastgen train {args.model}`")
-        values[name] = "" if name == "amp" and value == "none" else value
-    config = cls(**values)
-    config.validate()
-    return config
-
-
-# What a resumed run may change: how long it runs and what it writes, never what it trains.
-RESUME_MAY_CHANGE = {
-    "steps", "sample_every", "checkpoint_every", "keep_checkpoints", "log_every", "eval_every",
-    "out_dir", "device", "num_threads", "compile", "num_samples", "max_nonfinite",
-}  # fmt: skip
-
-
-def resume_path(resume: str | None, out_dir: str) -> str | None:
-    """The checkpoint --resume names: a file, or 'latest' in the run folder."""
-    if resume == "latest":
-        from fastgen.train.checkpoint import latest_checkpoint
-
-        found = latest_checkpoint(out_dir)
-        if found is None:
-            raise FileNotFoundError(f"--resume latest: no checkpoint in {out_dir}/checkpoints")
-        return str(found)
-    if resume is not None and not os.path.isfile(resume):
-        raise FileNotFoundError(f"--resume: no checkpoint file at {resume}")
-    return resume
-
-
-def resumed_config(args: argparse.Namespace, resume: str):
-    """The checkpoint's own config, with only the options in RESUME_MAY_CHANGE taken from
-    the command line; any other option given with a different value is refused, so a resumed
-    run never trains on with settings its checkpoint, optimiser and config.json do not have."""
-    from fastgen.checkpoint_io import load_checkpoint
-    from fastgen.config import config_from_dict
-
-    state = load_checkpoint(resume)
-    try:
-        config = config_from_dict(state["config"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise UsageError(f"--resume: {resume} has no usable config ({err})") from err
-    if config.kind != args.model:
-        raise UsageError(f"--resume: {resume} is a {config.kind} checkpoint, not {args.model}")
-    differ = []
-    for field, value in vars(args).items():
-        if field in NOT_CONFIG:
-            continue
-        value = "" if field == "amp" and value == "none" else value
-        if field in RESUME_MAY_CHANGE:
-            setattr(config, field, value)
-        elif getattr(config, field) != value:
-            differ.append(
-                f"--{_flag(field)} {value!r} (the checkpoint's: {getattr(config, field)!r})"
-            )
-    if differ:
-        raise UsageError(
-            f"--resume: {resume} was trained with other settings: {'; '.join(differ)}; only "
-            "steps, cadences, output, device and threads may change on resume"
-        )
-    config.validate()
-    if state["step"] >= config.steps:
-        raise UsageError(
-            f"--resume: {resume} is at step {state['step']}, already --steps {config.steps}; "
-            "give a larger --steps to train on"
-        )
-    return config
-
-
-def clear_run(out_dir: str) -> list[str]:
-    """--overwrite: removes the files a run writes into out_dir (run.json, config.json,
-    log.jsonl, losses.png, samples/step_*.png, checkpoints/ckpt_*.pt) and nothing else; returns
-    what it removed."""
-    from pathlib import Path
-
-    root = Path(out_dir)
-    found = [root / name for name in ("run.json", "config.json", "log.jsonl", "losses.png")]
-    found += sorted((root / "samples").glob("step_*.png"))
-    found += sorted((root / "checkpoints").glob("ckpt_*.pt")) + sorted(root.glob("ckpt_*.pt"))
-    removed = []
-    for path in found:
-        if path.is_file():
-            path.unlink()
-            removed.append(str(path))
-    return removed
+def given_options(args: argparse.Namespace) -> dict:
+    """The config fields the command line gave (field -> value; amp "none" is "")."""
+    return {
+        name: "" if name == "amp" and value == "none" else value
+        for name, value in vars(args).items()
+        if name not in NOT_CONFIG
+    }
 
 
 def run_train(args: argparse.Namespace) -> int:
-    config = build_config(args)
+    from fastgen.options import config_from_options
+    from fastgen.train.resume import clear_run, resume_path, resumed_config
+
+    config = config_from_options(args.model, given_options(args))
     if args.overwrite and args.resume is not None:
         raise UsageError("--overwrite and --resume contradict each other: give one")
     resume = resume_path(args.resume, config.out_dir)
     if resume is not None:
-        config = resumed_config(args, resume)
+        config = resumed_config(args.model, given_options(args), resume)
     from fastgen.utils.extras import require
 
     # Before the data is loaded and long before the loss plot is drawn at the end of training.

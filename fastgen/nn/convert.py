@@ -83,30 +83,26 @@ def _identity_like(module: nn.Module) -> nn.Identity:
     return nn.Identity().train(module.training)
 
 
+def _fused_conv(cls, conv, activation: str, negative_slope: float, **extra):
+    """A fastgen `cls` sharing `conv`'s weight and bias tensors (built on the meta device so
+    nothing is allocated; the real tensors are put in)."""
+    fused = cls(
+        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+        padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+        bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta",
+        dtype=conv.weight.dtype, activation=activation, negative_slope=negative_slope, **extra,
+    )  # fmt: skip
+    fused.weight, fused.bias = conv.weight, conv.bias
+    return fused.train(conv.training)
+
+
 def fused_conv_transpose2d(
     conv: nn.ConvTranspose2d, activation: str = "identity", negative_slope: float = 0.01
 ) -> ConvTranspose2d:
     """A fastgen ConvTranspose2d sharing `conv`'s weight and bias tensors."""
-    # Built on the meta device so nothing is allocated; the real tensors are put in below.
-    fused = ConvTranspose2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        output_padding=conv.output_padding,
-        groups=conv.groups,
-        bias=conv.bias is not None,
-        dilation=conv.dilation,
-        padding_mode=conv.padding_mode,
-        device="meta",
-        dtype=conv.weight.dtype,
-        activation=activation,
-        negative_slope=negative_slope,
+    return _fused_conv(
+        ConvTranspose2d, conv, activation, negative_slope, output_padding=conv.output_padding
     )
-    fused.weight = conv.weight
-    fused.bias = conv.bias
-    return fused.train(conv.training)
 
 
 def fused_conv2d(
@@ -114,24 +110,7 @@ def fused_conv2d(
 ) -> Conv2d:
     """A fastgen Conv2d sharing `conv`'s weight and bias tensors (any padding and
     padding_mode: the fused layer handles them all)."""
-    fused = Conv2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
-        groups=conv.groups,
-        bias=conv.bias is not None,
-        padding_mode=conv.padding_mode,
-        device="meta",
-        dtype=conv.weight.dtype,
-        activation=activation,
-        negative_slope=negative_slope,
-    )
-    fused.weight = conv.weight
-    fused.bias = conv.bias
-    return fused.train(conv.training)
+    return _fused_conv(Conv2d, conv, activation, negative_slope)
 
 
 def fused_batch_norm(bn: nn.BatchNorm2d, negative_slope: float) -> BatchNormLeakyReLU2d:

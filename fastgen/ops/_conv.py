@@ -18,6 +18,7 @@ import torch
 
 from fastgen import _extension
 from fastgen._backend import registry
+from fastgen.ops._autograd import eager_autograd
 
 
 class Geometry(NamedTuple):
@@ -192,28 +193,10 @@ def _backward(family: Family):
     return backward
 
 
-def _eager_autograd(family: Family) -> type[torch.autograd.Function]:
-    """The registered autograd as a plain autograd.Function, for eager calls: the same
-    setup_context and backward, without torch.library's generic Python wrapper (a pytree
-    walk over the arguments per call), which on CPU-sized layers costs about as much as the
-    fused epilogue saves. torch.compile traces the registered op instead."""
-    backward = _backward(family)
-
-    class EagerAutograd(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, *inputs):
-            output = getattr(torch.ops.fastgen, family.op).default(*inputs)
-            _setup_context(ctx, inputs, output)
-            return output
-
-        @staticmethod
-        def backward(ctx, grad):
-            return backward(ctx, grad)
-
-    return EagerAutograd
-
-
-_EAGER = {family.op: _eager_autograd(family) for family in (CONV2D, CONV_TRANSPOSE2D)}
+_EAGER = {
+    family.op: eager_autograd(family.op, _setup_context, _backward(family))
+    for family in (CONV2D, CONV_TRANSPOSE2D)
+}
 
 if _extension.LOADED:
     for _family in (CONV2D, CONV_TRANSPOSE2D):
