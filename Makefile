@@ -14,7 +14,7 @@ $(BIN)/python:
 $(VENV)/.deps: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q "torch==$(TORCH_VERSION)"
-	$(BIN)/pip install -q ninja numpy pytest hypothesis scipy expecttest scikit-learn pillow matplotlib tqdm ruff
+	$(BIN)/pip install -q ninja numpy pytest hypothesis scipy expecttest scikit-learn pillow matplotlib tqdm ruff clang-format==14.0.6
 	touch $@
 
 setup: $(VENV)/.deps build
@@ -34,13 +34,18 @@ bench: setup
 run: setup
 	$(BIN)/python -m fastgen train dcgan --data digits --out runs/dcgan-digits $(RUN_ARGS)
 
-lint:
+CSRC := $(shell find csrc -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh')
+
+lint: $(VENV)/.deps
 	$(BIN)/ruff check fastgen tests benchmarks scripts
 	$(BIN)/ruff format --check fastgen tests benchmarks scripts
+	@echo "clang-format --dry-run --Werror (csrc/, .clang-format)"
+	@$(BIN)/clang-format --dry-run --Werror $(CSRC)
 
-format:
+format: $(VENV)/.deps
 	$(BIN)/ruff format fastgen tests benchmarks scripts
 	$(BIN)/ruff check --fix fastgen tests benchmarks scripts
+	$(BIN)/clang-format -i $(CSRC)
 
 # Builds the CUDA variant against pip's CUDA torch (no GPU needed) and checks that every
 # CUDA kernel in csrc/ is registered under the CUDA dispatch key.

@@ -119,8 +119,7 @@ PYBIND11_MODULE(_C, module) {
   module.def(
       "_install_emulated_cuda",
       [](pybind11::capsule capsule) {
-        fastgen::emulation::install(
-            capsule.get_pointer<const fastgen::emulation::Kernels>());
+        fastgen::emulation::install(capsule.get_pointer<const fastgen::emulation::Kernels>());
       },
       "Installs fastgen._emulated_cuda.kernels() (a capsule)");
   module.def("_set_emulated_cuda", &fastgen::emulation::set_enabled,
@@ -129,9 +128,10 @@ PYBIND11_MODULE(_C, module) {
       "_conv_route",
       [](bool transposed, std::array<int64_t, 2> stride, std::array<int64_t, 2> dilation,
          int64_t groups) {
-        const fastgen::conv::Geometry geometry{transposed, stride, {0, 0}, {0, 0}, dilation, groups};
+        const fastgen::conv::Geometry geometry{transposed, stride,   {0, 0},
+                                               {0, 0},     dilation, groups};
         return fastgen::conv::route(geometry) == fastgen::conv::Route::ImplicitGemm ? "fastgen"
-                                                                                   : "cudnn";
+                                                                                    : "cudnn";
       },
       "The convolution a CUDA (or emulated) call of these arguments takes (conv/conv_engine.h)");
   module.def(
@@ -142,16 +142,18 @@ PYBIND11_MODULE(_C, module) {
                                     fastgen::cpu::features());
       },
       "(active, supported, CPU features) of the CPU kernels' run-time dispatch");
-  module.def("_set_winograd", &fastgen::winograd::set_enabled,
-             "Turns the CPU Winograd path on or off (fastgen/_backend.py mirrors FASTGEN_WINOGRAD)");
   module.def(
-      "_cpu_fma_loop", [](int64_t iterations) { return fastgen::winograd::kernels().fma_loop(iterations); },
+      "_set_winograd", &fastgen::winograd::set_enabled,
+      "Turns the CPU Winograd path on or off (fastgen/_backend.py mirrors FASTGEN_WINOGRAD)");
+  module.def(
+      "_cpu_fma_loop",
+      [](int64_t iterations) { return fastgen::winograd::kernels().fma_loop(iterations); },
       "Runs independent FMA chains at the active capability's vector width; returns the flops");
   module.def(
       "_emulated_cuda_ops",
       [] {
         return fastgen::emulation::installed() ? fastgen::emulation::routed_ops()
-                                                   : std::vector<std::string>{};
+                                               : std::vector<std::string>{};
       },
       "The ops that run their CUDA kernel under the emulated-cuda backend");
 }

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DTYPES, assert_close
-from conv_helpers import OPS, check, layout
+from conftest import CUDA_DEVICES, DTYPES, assert_close, examples, on_device
+from conv_helpers import LAYOUTS, OPS, check, layout
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastgen import _backend, _extension
 from fastgen.reference.conv2d import ACTIVATIONS
@@ -175,6 +177,152 @@ def test_reference_backend_gives_same_numbers(op):
         _backend.set_backend(mode)
 
 
+# --- every valid input: hypothesis over each op's own argument space -----------------------
+
+
+@st.composite
+def conv2d_configs(draw):
+    groups = draw(st.integers(1, 3))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    padding = tuple(draw(st.integers(0, 2)) for _ in range(2))
+    # At least the dilated kernel, so every draw is a valid convolution even without padding.
+    size = tuple(dilation[d] * (kernel[d] - 1) + 1 + draw(st.integers(0, 6)) for d in range(2))
+    return dict(
+        input=(draw(st.integers(1, 3)), groups * draw(st.integers(1, 3)), *size),
+        weight=(groups * draw(st.integers(1, 3)), *kernel),
+        groups=groups,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        bias=draw(st.booleans()),
+        activation=draw(st.sampled_from(ACTIVATIONS)),
+    )
+
+
+@st.composite
+def conv_transpose2d_configs(draw):
+    groups = draw(st.integers(1, 3))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    output_padding = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
+    padding = tuple(draw(st.integers(0, 2)) for _ in range(2))
+    size = (draw(st.integers(1, 7)), draw(st.integers(1, 7)))
+    out = [
+        (size[d] - 1) * stride[d] - 2 * padding[d] + dilation[d] * (kernel[d] - 1)
+        + output_padding[d] + 1
+        for d in range(2)
+    ]  # fmt: skip
+    if min(out) < 1:  # an invalid combination: shrink padding instead of rejecting the draw
+        padding = (0, 0)
+    return dict(
+        input=(draw(st.integers(1, 3)), groups * draw(st.integers(1, 3)), *size),
+        weight=(draw(st.integers(1, 3)), *kernel),
+        groups=groups,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        bias=draw(st.booleans()),
+        activation=draw(st.sampled_from(ACTIVATIONS)),
+    )
+
+
+STRATEGIES = {"conv2d": conv2d_configs, "conv_transpose2d": conv_transpose2d_configs}
+
+
+@pytest.mark.parametrize("op", FAMILY)
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), kind=st.sampled_from(LAYOUTS))
+def test_matches_reference(op, data, dtype, kind):
+    config = data.draw(STRATEGIES[op]())
+    out = check(op, config, dtype, "cpu", kind)
+    if kind == "channels_last" and not out.is_contiguous():
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+# --- bad input: what stock rejects, rejected naming the function and the argument ----------
+
+CONV2D_XWB = torch.randn(2, 4, 5, 5), torch.randn(3, 4, 3, 3), torch.randn(3)
+CONV2D_BAD = [
+    (dict(x=torch.randn(4, 5)), ValueError, "input must be 4-D"),
+    (dict(x=torch.randn(2, 4, 5, 5, 1)), ValueError, "input must be 4-D"),
+    (dict(weight=torch.randn(3, 4, 3)), ValueError, "weight must be 4-D"),
+    (dict(weight=torch.randn(3, 5, 3, 3)), ValueError,
+     r"weight has 5 input channels per group but input has 4 channels \(groups=1\)"),
+    (dict(groups=3), ValueError, "divisible by groups"),
+    (dict(groups=2, weight=torch.randn(3, 2, 3, 3)), ValueError,
+     r"output channels \(3\) must be divisible by groups"),
+    (dict(groups=0), ValueError, "groups must be an int >= 1"),
+    (dict(weight=torch.randn(3, 4, 0, 3)), ValueError, "weight must have no zero-size dim"),
+    (dict(bias=torch.randn(4)), ValueError, r"bias must have shape \(3,\)"),
+    (dict(weight=CONV2D_XWB[1].double()), TypeError, "weight has dtype torch.float64 but input"),
+    (dict(bias=CONV2D_XWB[2].half()), TypeError, "bias has dtype torch.float16"),
+    (dict(x=CONV2D_XWB[0].long()), TypeError, "input must be float32"),
+    (dict(weight=CONV2D_XWB[1].int()), TypeError, "weight must be float32"),
+    (dict(x="nope"), TypeError, "input must be a Tensor"),
+    (dict(weight=torch.randn(3, 4, 3, 3, device="meta")), ValueError, "weight is on meta"),
+    (dict(activation="gelu"), ValueError, "activation must be one of"),
+    (dict(stride=0), ValueError, "stride must be >= 1"),
+    (dict(padding=-1), ValueError, "padding must be >= 0"),
+    (dict(padding="same"), ValueError, "padding must be an int or a pair of ints, got 'same'"),
+    (dict(dilation=(1, 0)), ValueError, "dilation must be >= 1"),
+    (dict(stride=(1, 2, 3)), ValueError, "stride must be an int or a pair"),
+    (dict(weight=torch.randn(3, 4, 7, 7)), ValueError, "output size .* is below 1"),
+    (dict(x=torch.randn(2, 4, 0, 5)), ValueError, "height and width must be >= 1"),
+    (dict(negative_slope="0.1"), TypeError, "negative_slope must be a float"),
+]  # fmt: skip
+
+
+CONV_TRANSPOSE2D_XWB = torch.randn(2, 4, 5, 5), torch.randn(4, 3, 3, 3), torch.randn(3)
+CONV_TRANSPOSE2D_BAD = [
+    (dict(x=torch.randn(4, 5)), ValueError, "input must be 4-D"),
+    (dict(x=torch.randn(2, 4, 5, 5, 1)), ValueError, "input must be 4-D"),
+    (dict(weight=torch.randn(4, 3, 3)), ValueError, "weight must be 4-D"),
+    (dict(weight=torch.randn(5, 3, 3, 3)), ValueError, "weight has 5 input channels but input has 4"),
+    (dict(groups=3), ValueError, "divisible by groups"),
+    (dict(groups=0), ValueError, "groups must be an int >= 1"),
+    (dict(bias=torch.randn(4)), ValueError, r"bias must have shape \(3,\)"),
+    (dict(weight=CONV_TRANSPOSE2D_XWB[1].double()), TypeError, "weight has dtype torch.float64 but input"),
+    (dict(bias=CONV_TRANSPOSE2D_XWB[2].half()), TypeError, "bias has dtype torch.float16"),
+    (dict(x=CONV_TRANSPOSE2D_XWB[0].long()), TypeError, "input must be float32"),
+    (dict(weight=CONV_TRANSPOSE2D_XWB[1].int()), TypeError, "weight must be float32"),
+    (dict(x="nope"), TypeError, "input must be a Tensor"),
+    (dict(weight=torch.randn(4, 3, 3, 3, device="meta")), ValueError, "weight is on meta"),
+    (dict(activation="gelu"), ValueError, "activation must be one of"),
+    (dict(stride=0), ValueError, "stride must be >= 1"),
+    (dict(padding=-1), ValueError, "padding must be >= 0"),
+    (dict(dilation=(1, 0)), ValueError, "dilation must be >= 1"),
+    (dict(stride=(1, 2, 3)), ValueError, "stride must be an int or a pair"),
+    (dict(output_padding=2, stride=2), ValueError, "output_padding must be smaller than stride"),
+    (dict(padding=4), ValueError, "output size .* is below 1"),
+    (dict(x=torch.randn(2, 4, 0, 5)), ValueError, "height and width must be >= 1"),
+    (dict(negative_slope="0.1"), TypeError, "negative_slope must be a float"),
+]  # fmt: skip
+
+
+BAD = [("conv2d", *case) for case in CONV2D_BAD] + [
+    ("conv_transpose2d", *case) for case in CONV_TRANSPOSE2D_BAD
+]
+GOOD = {
+    "conv2d": dict(x=CONV2D_XWB[0], weight=CONV2D_XWB[1], bias=CONV2D_XWB[2], stride=1,
+                   padding=0, dilation=1, groups=1, activation="relu", negative_slope=0.01),
+    "conv_transpose2d": dict(x=CONV_TRANSPOSE2D_XWB[0], weight=CONV_TRANSPOSE2D_XWB[1],
+                             bias=CONV_TRANSPOSE2D_XWB[2], stride=1, padding=0,
+                             output_padding=0, groups=1, dilation=1, activation="relu",
+                             negative_slope=0.01),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("op,bad,error,match", BAD, ids=[f"{o}-{m}" for o, _, _, m in BAD])
+def test_bad_input(op, bad, error, match):
+    with pytest.raises(error, match=match) as info:
+        fn(op)(**{**GOOD[op], **bad})
+    assert f"fastgen.ops.{op}" in str(info.value)
+
+
 # --- CUDA kernels: under the SIMT emulator here, and on a GPU when there is one ----------------
 # cuda_device is "cpu" with the emulated-cuda backend on (aten's CPU convolution around the
 # emulated CUDA epilogues, what cuDNN is around them on a GPU), or "cuda".
@@ -204,3 +352,13 @@ def test_cuda_gradgradcheck_and_opcheck(cuda_device, op):
     args = schema_args(op, x.float(), weight.float(), bias.float(), (2, 2), (1, 1), (1, 1), 1,
                        "relu", 0.0, output_padding=(1, 1))  # fmt: skip
     torch.library.opcheck(getattr(torch.ops.fastgen, op), args)
+
+
+@pytest.mark.parametrize("name", CUDA_DEVICES)
+@pytest.mark.parametrize("op", FAMILY)
+@settings(max_examples=examples(40), deadline=None, derandomize=True)
+@given(data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_cuda_hypothesis(name, op, data, dtype):
+    config = data.draw(STRATEGIES[op]())
+    with on_device(name) as device:
+        check(op, config, dtype, device, "channels_last")

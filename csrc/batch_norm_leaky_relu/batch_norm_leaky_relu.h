@@ -45,9 +45,9 @@ inline at::MemoryFormat memory_format(Layout layout) {
 
 // Sizes of one call, shared by every kernel.
 struct Shape {
-  int64_t batch = 0;     // N
-  int64_t channels = 0;  // C
-  int64_t spatial = 0;   // H * W
+  int64_t batch = 0;                                 // N
+  int64_t channels = 0;                              // C
+  int64_t spatial = 0;                               // H * W
   int64_t count() const { return batch * spatial; }  // values per channel (M)
 };
 
@@ -56,8 +56,10 @@ inline Shape shape_of(const at::Tensor& input) {
 }
 
 // The checks every entry point runs first (common/checks.h): `op` names the schema.
-inline void check_forward(const char* op, const at::Tensor& input, const std::optional<at::Tensor>& weight,
-                          const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
+inline void check_forward(const char* op, const at::Tensor& input,
+                          const std::optional<at::Tensor>& weight,
+                          const std::optional<at::Tensor>& bias,
+                          const std::optional<at::Tensor>& running_mean,
                           const std::optional<at::Tensor>& running_var, bool training) {
   checks::floating(op, "input", input);
   checks::dim(op, "input", input, 4, " [N, C, H, W]");
@@ -89,22 +91,24 @@ inline void check_backward(const char* op, const at::Tensor& grad_out, const at:
 // not asked for by output_mask is returned as an empty tensor. They check their arguments and
 // call the copy of the kernels for this CPU (batch_norm_leaky_relu_cpu_kernels.cpp, compiled
 // once per capability into namespaces baseline, avx2 and avx512 with these signatures).
-#define FASTGEN_BATCH_NORM_LEAKY_RELU_CPU(ns)                                                      \
-  namespace ns {                                                                                 \
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(                                    \
-      const at::Tensor& input, const std::optional<at::Tensor>& weight,                          \
-      const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,      \
-      const std::optional<at::Tensor>& running_var, bool training, double eps,                   \
-      double negative_slope);                                                                    \
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(                                   \
-      const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight, \
-      const std::optional<at::Tensor>& bias, const at::Tensor& mean, const at::Tensor& var,       \
-      bool training, double eps, double negative_slope, std::array<bool, 3> output_mask);         \
-  /* Memory-saving backward: from the output instead of the input (see fastgen.cpp). */          \
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_from_output_cpu(                       \
-      const at::Tensor& grad_out, const at::Tensor& output, const std::optional<at::Tensor>& weight, \
-      const std::optional<at::Tensor>& bias, const at::Tensor& var, bool training, double eps,    \
-      double negative_slope, std::array<bool, 3> output_mask);                                   \
+#define FASTGEN_BATCH_NORM_LEAKY_RELU_CPU(ns)                                               \
+  namespace ns {                                                                            \
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(                               \
+      const at::Tensor& input, const std::optional<at::Tensor>& weight,                     \
+      const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean, \
+      const std::optional<at::Tensor>& running_var, bool training, double eps,              \
+      double negative_slope);                                                               \
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(                              \
+      const at::Tensor& grad_out, const at::Tensor& input,                                  \
+      const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,       \
+      const at::Tensor& mean, const at::Tensor& var, bool training, double eps,             \
+      double negative_slope, std::array<bool, 3> output_mask);                              \
+  /* Memory-saving backward: from the output instead of the input (see fastgen.cpp). */     \
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_from_output_cpu(                  \
+      const at::Tensor& grad_out, const at::Tensor& output,                                 \
+      const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,       \
+      const at::Tensor& var, bool training, double eps, double negative_slope,              \
+      std::array<bool, 3> output_mask);                                                     \
   }
 FASTGEN_BATCH_NORM_LEAKY_RELU_CPU(baseline)
 FASTGEN_BATCH_NORM_LEAKY_RELU_CPU(avx2)
@@ -117,8 +121,7 @@ namespace emulated_cuda {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
     const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
-    const std::optional<at::Tensor>& running_var, bool training, double eps,
-    double negative_slope);
+    const std::optional<at::Tensor>& running_var, bool training, double eps, double negative_slope);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const at::Tensor& mean, const at::Tensor& var,

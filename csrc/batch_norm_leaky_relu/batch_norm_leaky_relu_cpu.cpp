@@ -21,7 +21,8 @@ const CpuKernels& kernels() {
   static const CpuKernels kBaseline{baseline::forward_cpu, baseline::backward_cpu,
                                     baseline::backward_from_output_cpu};
 #if defined(__x86_64__)
-  static const CpuKernels kAvx2{avx2::forward_cpu, avx2::backward_cpu, avx2::backward_from_output_cpu};
+  static const CpuKernels kAvx2{avx2::forward_cpu, avx2::backward_cpu,
+                                avx2::backward_from_output_cpu};
   static const CpuKernels kAvx512{avx512::forward_cpu, avx512::backward_cpu,
                                   avx512::backward_from_output_cpu};
   return cpu::select(kBaseline, &kAvx2, &kAvx512);
@@ -47,8 +48,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     bool training, double eps, double negative_slope, std::array<bool, 3> output_mask) {
   check_backward("fastgen::batch_norm_leaky_relu_backward", grad_out, input, "input", weight, bias,
                  mean, var);
-  return kernels().backward(grad_out, input, weight, bias, mean, var, training, eps,
-                            negative_slope, output_mask);
+  return kernels().backward(grad_out, input, weight, bias, mean, var, training, eps, negative_slope,
+                            output_mask);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_from_output_cpu(

@@ -236,7 +236,8 @@ void span_grad_sums(const scalar_t* __restrict dy, const scalar_t* __restrict in
   for (; i + kLanes <= n; i += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
       acc g, h;
-      backward_terms<from_output>(acc(dy[i + l]), acc(in[i + l]), p0, p1, p2, slope, inv_slope, g, h);
+      backward_terms<from_output>(acc(dy[i + l]), acc(in[i + l]), p0, p1, p2, slope, inv_slope, g,
+                                  h);
       lanes_g[l] += g;
       lanes_gh[l] += g * h;
     }
@@ -258,7 +259,8 @@ void row_grad_sums(const scalar_t* __restrict dy, const scalar_t* __restrict in,
                    acc slope, acc inv_slope, acc* __restrict sum_g, acc* __restrict sum_gh) {
   for (int64_t c = 0; c < C; ++c) {
     acc g, h;
-    backward_terms<from_output>(acc(dy[c]), acc(in[c]), p0[c], p1[c], p2[c], slope, inv_slope, g, h);
+    backward_terms<from_output>(acc(dy[c]), acc(in[c]), p0[c], p1[c], p2[c], slope, inv_slope, g,
+                                h);
     sum_g[c] += g;
     sum_gh[c] += g * h;
   }
@@ -266,8 +268,8 @@ void row_grad_sums(const scalar_t* __restrict dy, const scalar_t* __restrict in,
 
 template <bool from_output, typename scalar_t, typename acc>
 void span_grad_input(const scalar_t* __restrict dy, const scalar_t* __restrict in,
-                     scalar_t* __restrict dx, int64_t n, acc p0, acc p1, acc p2, acc a, acc k, acc d,
-                     acc slope, acc inv_slope) {
+                     scalar_t* __restrict dx, int64_t n, acc p0, acc p1, acc p2, acc a, acc k,
+                     acc d, acc slope, acc inv_slope) {
   for (int64_t i = 0; i < n; ++i) {
     acc g, h;
     backward_terms<from_output>(acc(dy[i]), acc(in[i]), p0, p1, p2, slope, inv_slope, g, h);
@@ -287,7 +289,8 @@ void row_grad_input(const scalar_t* __restrict dy, const scalar_t* __restrict in
   const acc* __restrict d = coef.d.data();
   for (int64_t c = 0; c < C; ++c) {
     acc g, h;
-    backward_terms<from_output>(acc(dy[c]), acc(in[c]), p0[c], p1[c], p2[c], slope, inv_slope, g, h);
+    backward_terms<from_output>(acc(dy[c]), acc(in[c]), p0[c], p1[c], p2[c], slope, inv_slope, g,
+                                h);
     dx[c] = scalar_t(a[c] * g + k[c] * h + d[c]);
   }
 }
@@ -295,8 +298,12 @@ void row_grad_input(const scalar_t* __restrict dy, const scalar_t* __restrict in
 // --- passes -------------------------------------------------------------------------------
 
 // Grain sizes: about 32K values per task, so that thread start-up is amortised.
-inline int64_t plane_grain(Shape s) { return parallel::grain(s.spatial); }
-inline int64_t row_grain(Shape s) { return parallel::grain(s.channels); }
+inline int64_t plane_grain(Shape s) {
+  return parallel::grain(s.spatial);
+}
+inline int64_t row_grain(Shape s) {
+  return parallel::grain(s.channels);
+}
 
 // NHWC blocks: groups of rows of about kBlockValues values.
 struct RowBlocks {
@@ -373,7 +380,8 @@ void batch_stats(const scalar_t* x, Layout layout, Shape s, at::Tensor& mean, at
   // parallel region costs a thread hand-off that can dwarf them.
   for (int64_t c = 0; c < C; ++c) {
     Moments m;
-    for (int64_t b = 0; b < blocks; ++b) m.merge(double(block_count[b]), block_mean[b * C + c], block_m2[b * C + c]);
+    for (int64_t b = 0; b < blocks; ++b)
+      m.merge(double(block_count[b]), block_mean[b * C + c], block_m2[b * C + c]);
     out_mean[c] = acc(m.mean);
     out_var[c] = acc(m.m2 / m.count);
     // An inf in the channel makes the shifted sums NaN; stock's plain mean is then +-inf
@@ -425,8 +433,9 @@ void grad_sums(const scalar_t* dy, const scalar_t* in, Layout layout, Shape s,
     at::parallel_for(0, s.batch * C, plane_grain(s), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
         const int64_t c = p % C;
-        span_grad_sums<from_output, scalar_t, acc>(dy + p * hw, in + p * hw, hw, coef.p0[c], coef.p1[c],
-                                                   coef.p2[c], slope, inv_slope, plane_g[p], plane_gh[p]);
+        span_grad_sums<from_output, scalar_t, acc>(dy + p * hw, in + p * hw, hw, coef.p0[c],
+                                                   coef.p1[c], coef.p2[c], slope, inv_slope,
+                                                   plane_g[p], plane_gh[p]);
       }
     });
     for (int64_t p = 0; p < s.batch * C; ++p) {
@@ -440,9 +449,9 @@ void grad_sums(const scalar_t* dy, const scalar_t* in, Layout layout, Shape s,
   at::parallel_for(0, rb.count, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       for (int64_t r = rb.begin(b); r < rb.begin(b) + rb.size(b); ++r) {
-        row_grad_sums<from_output, scalar_t, acc>(dy + r * C, in + r * C, C, coef.p0.data(), coef.p1.data(),
-                                                  coef.p2.data(), slope, inv_slope, block_g.data() + b * C,
-                                                  block_gh.data() + b * C);
+        row_grad_sums<from_output, scalar_t, acc>(dy + r * C, in + r * C, C, coef.p0.data(),
+                                                  coef.p1.data(), coef.p2.data(), slope, inv_slope,
+                                                  block_g.data() + b * C, block_gh.data() + b * C);
       }
     }
   });
@@ -466,16 +475,17 @@ void grad_input_pass(const scalar_t* dy, const scalar_t* in, scalar_t* dx, Layou
     at::parallel_for(0, s.batch * C, plane_grain(s), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
         const int64_t c = p % C;
-        span_grad_input<from_output, scalar_t, acc>(dy + p * hw, in + p * hw, dx + p * hw, hw, coef.p0[c],
-                                                    coef.p1[c], coef.p2[c], coef.a[c], coef.k[c], coef.d[c],
-                                                    slope, inv_slope);
+        span_grad_input<from_output, scalar_t, acc>(dy + p * hw, in + p * hw, dx + p * hw, hw,
+                                                    coef.p0[c], coef.p1[c], coef.p2[c], coef.a[c],
+                                                    coef.k[c], coef.d[c], slope, inv_slope);
       }
     });
     return;
   }
   at::parallel_for(0, s.count(), row_grain(s), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      row_grad_input<from_output, scalar_t, acc>(dy + r * C, in + r * C, dx + r * C, C, coef, slope, inv_slope);
+      row_grad_input<from_output, scalar_t, acc>(dy + r * C, in + r * C, dx + r * C, C, coef, slope,
+                                                 inv_slope);
     }
   });
 }
@@ -497,15 +507,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(
   const bool want_input = output_mask[0];
   const bool want_weight = output_mask[1] && w.defined();
   const bool want_bias = output_mask[2] && b.defined();
-  at::Tensor grad_input = want_input ? at::empty_like(in, in.options(), format) : at::empty({0}, in.options());
-  at::Tensor grad_weight = want_weight ? at::empty({s.channels}, weight->options()) : at::empty({0}, in.options());
-  at::Tensor grad_bias = want_bias ? at::empty({s.channels}, bias->options()) : at::empty({0}, in.options());
+  at::Tensor grad_input =
+      want_input ? at::empty_like(in, in.options(), format) : at::empty({0}, in.options());
+  at::Tensor grad_weight =
+      want_weight ? at::empty({s.channels}, weight->options()) : at::empty({0}, in.options());
+  at::Tensor grad_bias =
+      want_bias ? at::empty({s.channels}, bias->options()) : at::empty({0}, in.options());
   const bool need_sums = want_weight || want_bias || (want_input && training);
 
   FASTGEN_DISPATCH_FLOATING_TYPES(in.scalar_type(), "batch_norm_leaky_relu_backward_cpu", [&] {
     using acc_scalar = acc_t<scalar_t>;
     const acc_scalar* mu = mean_acc.const_data_ptr<acc_scalar>();
-    const Affine<acc_scalar> affine(mu, var_acc.const_data_ptr<acc_scalar>(), w, b, s.channels, eps);
+    const Affine<acc_scalar> affine(mu, var_acc.const_data_ptr<acc_scalar>(), w, b, s.channels,
+                                    eps);
     const acc_scalar* w_p = w.defined() ? w.const_data_ptr<acc_scalar>() : nullptr;
     const acc_scalar* b_p = b.defined() ? b.const_data_ptr<acc_scalar>() : nullptr;
     BackwardCoefficients<acc_scalar> coef(s.channels);
@@ -521,8 +535,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(
     }
     std::vector<double> sum_g(s.channels, 0.0), sum_gh(s.channels, 0.0);
     if (need_sums && s.count() > 0) {
-      grad_sums<from_output, scalar_t>(dy.const_data_ptr<scalar_t>(), in.const_data_ptr<scalar_t>(), layout, s,
-                                       coef, negative_slope, sum_g, sum_gh);
+      grad_sums<from_output, scalar_t>(dy.const_data_ptr<scalar_t>(), in.const_data_ptr<scalar_t>(),
+                                       layout, s, coef, negative_slope, sum_g, sum_gh);
     }
     // h is x - mean (from the input) or xhat (from the output): sum(g * xhat) is
     // invstd * sum(g * (x - mean)).
@@ -544,11 +558,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(
       for (int64_t c = 0; c < s.channels; ++c) {
         const double a = double(affine.scale[c]), to_xhat = h_to_xhat(c);
         coef.a[c] = acc_scalar(a);
-        coef.k[c] = training ? acc_scalar(-a * to_xhat * to_xhat * sum_gh[c] * inv_count) : acc_scalar(0);
+        coef.k[c] =
+            training ? acc_scalar(-a * to_xhat * to_xhat * sum_gh[c] * inv_count) : acc_scalar(0);
         coef.d[c] = training ? acc_scalar(-a * sum_g[c] * inv_count) : acc_scalar(0);
       }
-      grad_input_pass<from_output, scalar_t>(dy.const_data_ptr<scalar_t>(), in.const_data_ptr<scalar_t>(),
-                                             grad_input.data_ptr<scalar_t>(), layout, s, coef, negative_slope);
+      grad_input_pass<from_output, scalar_t>(
+          dy.const_data_ptr<scalar_t>(), in.const_data_ptr<scalar_t>(),
+          grad_input.data_ptr<scalar_t>(), layout, s, coef, negative_slope);
     }
   });
   return {grad_input, grad_weight, grad_bias};
@@ -583,8 +599,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(
   FASTGEN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_leaky_relu_cpu", [&] {
     using acc_scalar = acc_t<scalar_t>;
     if (training) batch_stats<scalar_t>(x.const_data_ptr<scalar_t>(), layout, s, mean, var);
-    const Affine<acc_scalar> affine(mean.const_data_ptr<acc_scalar>(), var.const_data_ptr<acc_scalar>(),
-                                    w, b, s.channels, eps);
+    const Affine<acc_scalar> affine(mean.const_data_ptr<acc_scalar>(),
+                                    var.const_data_ptr<acc_scalar>(), w, b, s.channels, eps);
     normalize<scalar_t>(x.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), layout, s, affine,
                         negative_slope);
   });
@@ -595,8 +611,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const at::Tensor& mean, const at::Tensor& var,
     bool training, double eps, double negative_slope, std::array<bool, 3> output_mask) {
-  return backward_impl<false>(grad_out, input, weight, bias, mean, var, training, eps, negative_slope,
-                              output_mask);
+  return backward_impl<false>(grad_out, input, weight, bias, mean, var, training, eps,
+                              negative_slope, output_mask);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_from_output_cpu(
@@ -604,8 +620,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_from_output_cpu(
     const std::optional<at::Tensor>& bias, const at::Tensor& var, bool training, double eps,
     double negative_slope, std::array<bool, 3> output_mask) {
   // mean only enters through shift, which the output-based terms do not use.
-  return backward_impl<true>(grad_out, output, weight, bias, at::zeros_like(var), var, training, eps,
-                             negative_slope, output_mask);
+  return backward_impl<true>(grad_out, output, weight, bias, at::zeros_like(var), var, training,
+                             eps, negative_slope, output_mask);
 }
 
 }  // namespace fastgen::batch_norm_leaky_relu::FASTGEN_CPU_NS

@@ -43,10 +43,10 @@
 namespace fastgen::batch_norm_leaky_relu::FASTGEN_DEVICE_NS {
 namespace {
 
-constexpr int kThreads = 256;       // 1-D kernels
-constexpr int kChannelTile = 32;    // NHWC: channels per block (one warp's worth, coalesced)
-constexpr int kRowLanes = 8;        // NHWC: rows walked in parallel per block
-constexpr int kMaxSlices = 128;     // partial slots per channel (bounds the final merge)
+constexpr int kThreads = 256;     // 1-D kernels
+constexpr int kChannelTile = 32;  // NHWC: channels per block (one warp's worth, coalesced)
+constexpr int kRowLanes = 8;      // NHWC: rows walked in parallel per block
+constexpr int kMaxSlices = 128;   // partial slots per channel (bounds the final merge)
 constexpr int kValuesPerBlock = 4096;
 
 // Welford state of values shifted by the channel's pivot; count is kept in acc (exact up to
@@ -82,8 +82,9 @@ __device__ __forceinline__ Moments<acc> merge(Moments<acc> a, Moments<acc> b) {
 
 template <typename acc>
 __device__ __forceinline__ Moments<acc> shuffle_down(Moments<acc> m, int offset) {
-  return {__shfl_down_sync(0xffffffffu, m.count, offset), __shfl_down_sync(0xffffffffu, m.mean, offset),
-          __shfl_down_sync(0xffffffffu, m.m2, offset), __shfl_down_sync(0xffffffffu, m.sum, offset)};
+  return {
+      __shfl_down_sync(0xffffffffu, m.count, offset), __shfl_down_sync(0xffffffffu, m.mean, offset),
+      __shfl_down_sync(0xffffffffu, m.m2, offset), __shfl_down_sync(0xffffffffu, m.sum, offset)};
 }
 
 // Fixed-tree merge over a 1-D block; the result is valid in thread 0.
@@ -236,7 +237,8 @@ __global__ void reduce_stats(Params<scalar_t, acc> p) {
     if (!is_last) return;
     __threadfence();
     Moments<acc> total{0, 0, 0, 0};
-    for (int slot = threadIdx.x; slot < p.slices; slot += blockDim.x) total = merge(total, p.partial_moments[c * p.slices + slot]);
+    for (int slot = threadIdx.x; slot < p.slices; slot += blockDim.x)
+      total = merge(total, p.partial_moments[c * p.slices + slot]);
     total = block_merge(total);
     if (threadIdx.x == 0) {
       finish_stats(p, c, pivot, total);
@@ -249,7 +251,8 @@ __global__ void reduce_stats(Params<scalar_t, acc> p) {
     acc pivot = 0;
     if (c < p.channels) {
       pivot = acc(p.x[offset_of<true>(p, c, 0)]);
-      for (int64_t j = begin + threadIdx.y; j < end; j += kRowLanes) add_value(m, acc(p.x[offset_of<true>(p, c, j)]), pivot);
+      for (int64_t j = begin + threadIdx.y; j < end; j += kRowLanes)
+        add_value(m, acc(p.x[offset_of<true>(p, c, j)]), pivot);
     }
     lanes[threadIdx.y][threadIdx.x] = m;
     __syncthreads();
@@ -267,7 +270,8 @@ __global__ void reduce_stats(Params<scalar_t, acc> p) {
     __threadfence();
     Moments<acc> total{0, 0, 0, 0};
     if (c < p.channels) {
-      for (int slot = threadIdx.y; slot < p.slices; slot += kRowLanes) total = merge(total, p.partial_moments[int64_t(slot) * p.channels + c]);
+      for (int slot = threadIdx.y; slot < p.slices; slot += kRowLanes)
+        total = merge(total, p.partial_moments[int64_t(slot) * p.channels + c]);
     }
     lanes[threadIdx.y][threadIdx.x] = total;
     __syncthreads();
@@ -316,7 +320,8 @@ __global__ void normalize(Params<scalar_t, acc> p) {
 // --- backward -----------------------------------------------------------------------------
 
 template <typename P, typename acc>
-__device__ __forceinline__ void finish_grads(const P& p, int64_t c, acc scale, acc shift, Sums<acc> total) {
+__device__ __forceinline__ void finish_grads(const P& p, int64_t c, acc scale, acc shift,
+                                             Sums<acc> total) {
   const acc invstd = acc(1) / sqrt(p.var[c] + p.eps);
   if (p.grad_weight) p.grad_weight[c] = total.gx * invstd;
   if (p.grad_bias) p.grad_bias[c] = total.g;
@@ -324,7 +329,8 @@ __device__ __forceinline__ void finish_grads(const P& p, int64_t c, acc scale, a
   p.coef[c] = scale;
   p.coef[p.channels + c] = shift;
   p.coef[2 * p.channels + c] = scale;
-  p.coef[3 * p.channels + c] = p.training ? -scale * invstd * invstd * total.gx * inv_count : acc(0);
+  p.coef[3 * p.channels + c] =
+      p.training ? -scale * invstd * invstd * total.gx * inv_count : acc(0);
   p.coef[4 * p.channels + c] = p.training ? -scale * total.g * inv_count : acc(0);
 }
 
@@ -428,18 +434,21 @@ template <bool nhwc, typename scalar_t, typename acc>
 __global__ void grad_input(Params<scalar_t, acc> p) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t C = p.channels;
-  for (int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; index < p.numel; index += stride) {
+  for (int64_t index = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; index < p.numel;
+       index += stride) {
     const int64_t c = channel_of<nhwc>(p, index);
     const acc x = acc(p.x[index]);
     const acc g = acc(p.grad_out[index]) * leaky_grad(x * p.coef[c] + p.coef[C + c], p.slope);
-    p.out[index] = scalar_t(p.coef[2 * C + c] * g + p.coef[3 * C + c] * (x - p.mean[c]) + p.coef[4 * C + c]);
+    p.out[index] =
+        scalar_t(p.coef[2 * C + c] * g + p.coef[3 * C + c] * (x - p.mean[c]) + p.coef[4 * C + c]);
   }
 }
 
 // --- launchers ----------------------------------------------------------------------------
 
 int slice_count(int64_t values_per_channel) {
-  return int(std::clamp<int64_t>((values_per_channel + kValuesPerBlock - 1) / kValuesPerBlock, 1, kMaxSlices));
+  return int(std::clamp<int64_t>((values_per_channel + kValuesPerBlock - 1) / kValuesPerBlock, 1,
+                                 kMaxSlices));
 }
 
 int elementwise_blocks(int64_t work) {
@@ -463,8 +472,9 @@ ReductionGrid reduction_grid(const Shape& s, Layout layout, int slices) {
 
 template <typename scalar_t>
 void launch_forward(const at::Tensor& x, at::Tensor& out, at::Tensor& mean, at::Tensor& var,
-                    const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& running_mean,
-                    const at::Tensor& running_var, bool training, double eps, double slope, Layout layout) {
+                    const at::Tensor& weight, const at::Tensor& bias,
+                    const at::Tensor& running_mean, const at::Tensor& running_var, bool training,
+                    double eps, double slope, Layout layout) {
   using acc = acc_t<scalar_t>;
   Params<scalar_t, acc> p;
   const Shape s = shape_of(x);
@@ -516,14 +526,16 @@ void launch_forward(const at::Tensor& x, at::Tensor& out, at::Tensor& mean, at::
 template <typename scalar_t>
 void launch_backward(const at::Tensor& dy, const at::Tensor& x, at::Tensor& grad_input_t,
                      at::Tensor& grad_weight, at::Tensor& grad_bias, const at::Tensor& weight,
-                     const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& var, bool training,
-                     double eps, double slope, Layout layout) {
+                     const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& var,
+                     bool training, double eps, double slope, Layout layout) {
   using acc = acc_t<scalar_t>;
   Params<scalar_t, acc> p;
   const Shape s = shape_of(x);
   p.x = x.const_data_ptr<scalar_t>();
   p.grad_out = dy.const_data_ptr<scalar_t>();
-  p.out = grad_input_t.defined() && grad_input_t.numel() == x.numel() ? grad_input_t.data_ptr<scalar_t>() : nullptr;
+  p.out = grad_input_t.defined() && grad_input_t.numel() == x.numel()
+              ? grad_input_t.data_ptr<scalar_t>()
+              : nullptr;
   p.weight = weight.defined() ? weight.const_data_ptr<acc>() : nullptr;
   p.bias = bias.defined() ? bias.const_data_ptr<acc>() : nullptr;
   p.mean = const_cast<acc*>(mean.const_data_ptr<acc>());
@@ -584,7 +596,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
   const Layout layout = choose_layout(input);
   const at::Tensor x = input.contiguous(memory_format(layout));
   const Shape s = shape_of(x);
-  TORCH_CHECK(!training || s.count() > 0, "fastgen::batch_norm_leaky_relu: empty input in training");
+  TORCH_CHECK(!training || s.count() > 0,
+              "fastgen::batch_norm_leaky_relu: empty input in training");
   const at::ScalarType acc = acc_dtype(x.scalar_type());
   at::Tensor out = at::empty_like(x, x.options(), memory_format(layout));
   at::Tensor mean = at::empty({s.channels}, x.options().dtype(acc));
@@ -594,7 +607,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
   const at::Tensor rm = training ? at::Tensor() : as_acc(running_mean, acc);
   const at::Tensor rv = training ? at::Tensor() : as_acc(running_var, acc);
   FASTGEN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_leaky_relu_cuda", [&] {
-    launch_forward<scalar_t>(x, out, mean, var, w, b, rm, rv, training, eps, negative_slope, layout);
+    launch_forward<scalar_t>(x, out, mean, var, w, b, rm, rv, training, eps, negative_slope,
+                             layout);
   });
   return {out, mean, var};
 }
@@ -616,7 +630,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   const int64_t C = x.size(1);
   const bool want_weight = output_mask[1] && weight.has_value() && weight->defined();
   const bool want_bias = output_mask[2] && bias.has_value() && bias->defined();
-  at::Tensor grad_input_t = output_mask[0] ? at::empty_like(x, x.options(), format) : at::empty({0}, x.options());
+  at::Tensor grad_input_t =
+      output_mask[0] ? at::empty_like(x, x.options(), format) : at::empty({0}, x.options());
   // The parameter gradients are reduced in acc and handed back in each parameter's dtype.
   at::Tensor grad_weight_acc = want_weight ? at::empty({C}, x.options().dtype(acc)) : at::Tensor();
   at::Tensor grad_bias_acc = want_bias ? at::empty({C}, x.options().dtype(acc)) : at::Tensor();
@@ -626,8 +641,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
                                 var_acc, training, eps, negative_slope, layout);
     });
   }
-  at::Tensor grad_weight = want_weight ? grad_weight_acc.to(weight->scalar_type()) : at::empty({0}, x.options());
-  at::Tensor grad_bias = want_bias ? grad_bias_acc.to(bias->scalar_type()) : at::empty({0}, x.options());
+  at::Tensor grad_weight =
+      want_weight ? grad_weight_acc.to(weight->scalar_type()) : at::empty({0}, x.options());
+  at::Tensor grad_bias =
+      want_bias ? grad_bias_acc.to(bias->scalar_type()) : at::empty({0}, x.options());
   return {grad_input_t, grad_weight, grad_bias};
 }
 

@@ -23,8 +23,9 @@ inline Activation parse_activation(std::string_view name) {
   if (name == "leaky_relu") return Activation::LeakyReLU;
   if (name == "tanh") return Activation::Tanh;
   if (name == "sigmoid") return Activation::Sigmoid;
-  TORCH_CHECK_VALUE(false, "fastgen: activation must be one of identity, relu, leaky_relu, tanh, sigmoid, got '",
-                    std::string(name), "'");
+  TORCH_CHECK_VALUE(
+      false, "fastgen: activation must be one of identity, relu, leaky_relu, tanh, sigmoid, got '",
+      std::string(name), "'");
 }
 
 template <Activation act, typename T>

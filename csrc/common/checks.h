@@ -71,8 +71,8 @@ inline void finite(const char* op, const char* name, double value) {
 // An int[2] argument with every value >= minimum.
 inline void pair(const char* op, const char* name, at::IntArrayRef values, int64_t minimum) {
   TORCH_CHECK_VALUE(values.size() == 2, op, ": ", name, " must have 2 values, got ", values);
-  TORCH_CHECK_VALUE(values[0] >= minimum && values[1] >= minimum, op, ": ", name, " must be >= ",
-                    minimum, ", got ", values);
+  TORCH_CHECK_VALUE(values[0] >= minimum && values[1] >= minimum, op, ": ", name,
+                    " must be >= ", minimum, ", got ", values);
 }
 
 // What every convolution checks first: a 4-D float input with height and width >= 1, a 4-D
@@ -86,7 +86,8 @@ inline void conv_operands(const char* op, const at::Tensor& input, const at::Ten
   dim(op, "weight", weight, 4, weight_layout);
   TORCH_CHECK_VALUE(groups >= 1, op, ": groups must be >= 1, got ", groups);
   for (int64_t size : weight.sizes()) {
-    TORCH_CHECK_VALUE(size >= 1, op, ": weight must have no zero-size dim, got shape ", weight.sizes());
+    TORCH_CHECK_VALUE(size >= 1, op, ": weight must have no zero-size dim, got shape ",
+                      weight.sizes());
   }
   TORCH_CHECK_VALUE(input.size(2) >= 1 && input.size(3) >= 1, op,
                     ": input height and width must be >= 1, got shape ", input.sizes());

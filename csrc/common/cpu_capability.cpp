@@ -11,9 +11,12 @@ namespace fastgen::cpu {
 
 const char* name(Capability capability) {
   switch (capability) {
-    case Capability::AVX512: return "avx512";
-    case Capability::AVX2: return "avx2";
-    case Capability::Baseline: break;
+    case Capability::AVX512:
+      return "avx512";
+    case Capability::AVX2:
+      return "avx2";
+    case Capability::Baseline:
+      break;
   }
   return "baseline";
 }
@@ -47,7 +50,8 @@ Capability active() {
   } else if (std::strcmp(forced, "avx512") == 0) {
     wanted = Capability::AVX512;
   } else {
-    TORCH_CHECK_VALUE(false, "FASTGEN_CPU_CAPABILITY must be baseline, avx2 or avx512, got '", forced, "'");
+    TORCH_CHECK_VALUE(false, "FASTGEN_CPU_CAPABILITY must be baseline, avx2 or avx512, got '",
+                      forced, "'");
   }
   TORCH_CHECK_VALUE(static_cast<int>(wanted) <= static_cast<int>(supported()),
                     "FASTGEN_CPU_CAPABILITY=", forced, ", but this CPU (or build) runs at most '",

@@ -31,9 +31,12 @@ std::vector<std::string> features();
 template <typename Table>
 const Table& select(const Table& baseline, const Table* avx2, const Table* avx512) {
   switch (active()) {
-    case Capability::AVX512: return *avx512;
-    case Capability::AVX2: return *avx2;
-    case Capability::Baseline: break;
+    case Capability::AVX512:
+      return *avx512;
+    case Capability::AVX2:
+      return *avx2;
+    case Capability::Baseline:
+      break;
   }
   return baseline;
 }

@@ -6,8 +6,9 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
-#define FASTGEN_DISPATCH_FLOATING_TYPES(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, TYPE, NAME, __VA_ARGS__)
+#define FASTGEN_DISPATCH_FLOATING_TYPES(TYPE, NAME, ...)                                      \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, TYPE, NAME, \
+                                  __VA_ARGS__)
 
 namespace fastgen {
 template <typename scalar_t>

@@ -30,12 +30,20 @@ void install(const Kernels* kernels) {
   g_kernels.store(kernels, std::memory_order_release);
 }
 
-void set_enabled(bool enabled) { g_enabled.store(enabled, std::memory_order_relaxed); }
+void set_enabled(bool enabled) {
+  g_enabled.store(enabled, std::memory_order_relaxed);
+}
 
-bool installed() { return g_kernels.load() != nullptr; }
+bool installed() {
+  return g_kernels.load() != nullptr;
+}
 
-const std::vector<std::string>& routed_ops() { return routed(); }
+const std::vector<std::string>& routed_ops() {
+  return routed();
+}
 
-void note_routed(const char* op) { routed().emplace_back(op); }
+void note_routed(const char* op) {
+  routed().emplace_back(op);
+}
 
 }  // namespace fastgen::emulation

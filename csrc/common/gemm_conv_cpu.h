@@ -24,14 +24,15 @@ bool is_single_pixel_output(const at::Tensor& input, const at::Tensor& weight,
                             std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation,
                             int64_t groups);
 bool is_transposed_to_one_channel(const at::Tensor& input, const at::Tensor& weight,
-                                   int64_t groups);
+                                  int64_t groups);
 
 // input [N, C_in, 1, 1], weight [C_in, C_out, kH, kW] -> [N, C_out, kH, kW].
 at::Tensor transposed_single_pixel(const at::Tensor& input, const at::Tensor& weight);
 // (grad_input, grad_weight); undefined where the mask is false.
-std::tuple<at::Tensor, at::Tensor> transposed_single_pixel_backward(
-    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
-    std::array<bool, 2> mask);
+std::tuple<at::Tensor, at::Tensor> transposed_single_pixel_backward(const at::Tensor& grad_out,
+                                                                    const at::Tensor& input,
+                                                                    const at::Tensor& weight,
+                                                                    std::array<bool, 2> mask);
 
 // input [N, C_in, kH, kW], weight [C_out, C_in, kH, kW] -> [N, C_out, 1, 1].
 at::Tensor single_pixel_output(const at::Tensor& input, const at::Tensor& weight);
@@ -43,16 +44,15 @@ std::tuple<at::Tensor, at::Tensor> single_pixel_output_backward(const at::Tensor
 // The transposed convolution (groups 1, no bias) as cols = weight^T @ input per sample, then
 // col2im onto an output of `output_size`. Returns NCHW.
 at::Tensor transposed_by_col2im(const at::Tensor& input, const at::Tensor& weight,
-                                std::array<int64_t, 2> output_size,
-                                std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
-                                std::array<int64_t, 2> dilation);
+                                std::array<int64_t, 2> output_size, std::array<int64_t, 2> stride,
+                                std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation);
 
 // Its backward: cols = im2col(grad_out) [N, C_out * kH * kW, H * W] once, then
 // grad_input[n] = weight [C_in, C_out * kH * kW] @ cols[n] and
 // grad_weight = sum over n of input[n] [C_in, H * W] @ cols[n]^T.
 std::tuple<at::Tensor, at::Tensor> transposed_by_col2im_backward(
     const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
-    std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
-    std::array<int64_t, 2> dilation, std::array<bool, 2> mask);
+    std::array<int64_t, 2> stride, std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation,
+    std::array<bool, 2> mask);
 
 }  // namespace fastgen

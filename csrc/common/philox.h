@@ -236,8 +236,8 @@ FASTGEN_HD SinCos sincos_turn(uint32_t x) {
 // instructions (a scalar sqrtf keeps GCC from vectorizing: it may set errno).
 // radius_squared = -2 log(u) of the radius word; the normals are sqrt(that) * (cos, sin).
 FASTGEN_HD float radius_squared(uint32_t radius_bits) {
-  const float u = fadd(fmul(small_uint_to_float(radius_bits >> 8), coef::kTwoPowMinus24),
-                       coef::kTwoPowMinus25);
+  const float u =
+      fadd(fmul(small_uint_to_float(radius_bits >> 8), coef::kTwoPowMinus24), coef::kTwoPowMinus25);
   return fmul(-2.0f, log_unit(u));
 }
 

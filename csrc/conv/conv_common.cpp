@@ -61,5 +61,35 @@ std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> engine_backward(
                          result(output_mask[2], grad_bias));
 }
 
+at::Tensor finish_forward(const Epilogues& epilogues, at::Tensor out,
+                          const std::optional<at::Tensor>& bias, c10::MemoryFormat format,
+                          Activation activation, double negative_slope) {
+  out = with_canonical_strides(out, format);
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias || activation != Activation::Identity) {
+    epilogues.bias_activation(out, has_bias ? bias->contiguous() : at::Tensor(), activation,
+                              negative_slope);
+  }
+  return out;
+}
+
+at::Tensor pre_activation_grad(const Epilogues& epilogues, const at::Tensor& grad_out,
+                               const at::Tensor& output, Activation activation,
+                               double negative_slope) {
+  if (activation == Activation::Identity) return grad_out;
+  return epilogues.activation_backward(grad_out, output, activation, negative_slope);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_backward(
+    std::tuple<at::Tensor, at::Tensor, at::Tensor> grads, const at::Tensor& grad_pre,
+    std::array<bool, 3> output_mask, c10::MemoryFormat format) {
+  auto& [grad_input, grad_weight, grad_bias] = grads;
+  const auto empty = [&] { return at::empty({0}, grad_pre.options()); };
+  if (output_mask[2] && !grad_bias.defined()) grad_bias = grad_pre.sum({0, 2, 3});
+  return {output_mask[0] ? with_canonical_strides(grad_input, format) : empty(),
+          output_mask[1] ? with_canonical_strides(grad_weight, format) : empty(),
+          output_mask[2] ? grad_bias.contiguous() : empty()};
+}
+
 }  // namespace conv
 }  // namespace fastgen

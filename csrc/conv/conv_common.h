@@ -32,8 +32,9 @@ inline c10::MemoryFormat conv_memory_format(const at::Tensor& t) {
 
 // The layout of a convolution's output and gradients (the rule above).
 inline c10::MemoryFormat conv_format(const at::Tensor& input, const at::Tensor& weight) {
-  return conv_memory_format(input) == c10::MemoryFormat::ChannelsLast ? c10::MemoryFormat::ChannelsLast
-                                                                       : conv_memory_format(weight);
+  return conv_memory_format(input) == c10::MemoryFormat::ChannelsLast
+             ? c10::MemoryFormat::ChannelsLast
+             : conv_memory_format(weight);
 }
 
 // `t` dense in `format`, with exactly the strides at::empty(..., format) would give (strides
@@ -52,11 +53,16 @@ at::Tensor activation_backward_cpu(const at::Tensor& grad_out, const at::Tensor&
 template <typename Body>
 void dispatch_activation(Activation activation, Body&& body) {
   switch (activation) {
-    case Activation::Identity: return body.template operator()<Activation::Identity>();
-    case Activation::ReLU: return body.template operator()<Activation::ReLU>();
-    case Activation::LeakyReLU: return body.template operator()<Activation::LeakyReLU>();
-    case Activation::Tanh: return body.template operator()<Activation::Tanh>();
-    case Activation::Sigmoid: return body.template operator()<Activation::Sigmoid>();
+    case Activation::Identity:
+      return body.template operator()<Activation::Identity>();
+    case Activation::ReLU:
+      return body.template operator()<Activation::ReLU>();
+    case Activation::LeakyReLU:
+      return body.template operator()<Activation::LeakyReLU>();
+    case Activation::Tanh:
+      return body.template operator()<Activation::Tanh>();
+    case Activation::Sigmoid:
+      return body.template operator()<Activation::Sigmoid>();
   }
 }
 
@@ -91,16 +97,31 @@ std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> engine_backward(
     const at::Tensor& input, const at::Tensor& weight, const at::Tensor& output,
     Activation activation, double negative_slope, std::array<bool, 3> output_mask);
 
+// The steps both drivers take around a library convolution:
+//   finish_forward: `out` in the layout rule's strides, then bias + activation in place;
+//   pre_activation_grad: grad_out * act'(output) (grad_out itself for identity);
+//   finish_backward: the gradients in the layout rule's strides, grad_bias from grad_pre
+//     when the convolution gave none, masked-out entries as empty tensors.
+at::Tensor finish_forward(const Epilogues& epilogues, at::Tensor out,
+                          const std::optional<at::Tensor>& bias, c10::MemoryFormat format,
+                          Activation activation, double negative_slope);
+at::Tensor pre_activation_grad(const Epilogues& epilogues, const at::Tensor& grad_out,
+                               const at::Tensor& output, Activation activation,
+                               double negative_slope);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_backward(
+    std::tuple<at::Tensor, at::Tensor, at::Tensor> grads, const at::Tensor& grad_pre,
+    std::array<bool, 3> output_mask, c10::MemoryFormat format);
+
 }  // namespace conv
 
 // The CUDA epilogues (conv_transpose2d/conv_transpose2d_cuda.cuh), which both ops use: nvcc
 // builds them as cuda::, the emulated build as emulated_cuda:: (FASTGEN_BACKEND=emulated-cuda).
-#define FASTGEN_CONV_EPILOGUES_CUDA(ns)                                                     \
-  namespace ns {                                                                          \
-  void bias_activation(at::Tensor& out, const at::Tensor& bias, Activation activation,    \
-                       double negative_slope);                                            \
-  at::Tensor activation_backward(const at::Tensor& grad_out, const at::Tensor& output,    \
-                                 Activation activation, double negative_slope);           \
+#define FASTGEN_CONV_EPILOGUES_CUDA(ns)                                                \
+  namespace ns {                                                                       \
+  void bias_activation(at::Tensor& out, const at::Tensor& bias, Activation activation, \
+                       double negative_slope);                                         \
+  at::Tensor activation_backward(const at::Tensor& grad_out, const at::Tensor& output, \
+                                 Activation activation, double negative_slope);        \
   }
 FASTGEN_CONV_EPILOGUES_CUDA(cuda)
 FASTGEN_CONV_EPILOGUES_CUDA(emulated_cuda)

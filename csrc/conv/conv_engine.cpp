@@ -25,8 +25,9 @@ Route route(const Geometry& geometry) {
   if (std::strcmp(value, "fastgen") == 0) {
     return engine_applies(geometry) ? Route::ImplicitGemm : Route::Library;
   }
-  TORCH_CHECK_VALUE(false, geometry.transposed ? "fastgen::conv_transpose2d: " : "fastgen::conv2d: ",
-                    name, " must be auto, fastgen or cudnn, got '", value, "'");
+  TORCH_CHECK_VALUE(false,
+                    geometry.transposed ? "fastgen::conv_transpose2d: " : "fastgen::conv2d: ", name,
+                    " must be auto, fastgen or cudnn, got '", value, "'");
 }
 
 }  // namespace fastgen::conv

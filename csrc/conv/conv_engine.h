@@ -58,16 +58,16 @@ struct Engine {
       double negative_slope, std::array<bool, 3> output_mask, c10::MemoryFormat format);
 };
 
-#define FASTGEN_CONV_ENGINE(ns)                                                                  \
-  namespace ns::implicit_gemm {                                                                \
+#define FASTGEN_CONV_ENGINE(ns)                                                                 \
+  namespace ns::implicit_gemm {                                                                 \
   at::Tensor forward(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, \
                      const conv::Geometry& geometry, std::array<int64_t, 2> out_size,           \
                      Activation activation, double negative_slope, c10::MemoryFormat format,    \
                      at::Tensor* mean, at::Tensor* var);                                        \
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(                                     \
-      const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,           \
-      const at::Tensor& output, const conv::Geometry& geometry, Activation activation,         \
-      double negative_slope, std::array<bool, 3> output_mask, c10::MemoryFormat format);       \
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(                                      \
+      const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,            \
+      const at::Tensor& output, const conv::Geometry& geometry, Activation activation,          \
+      double negative_slope, std::array<bool, 3> output_mask, c10::MemoryFormat format);        \
   }
 
 }  // namespace fastgen::conv

@@ -104,23 +104,23 @@ struct Phase {
 struct Problem {
   int32_t batch, channels, height, width;  // X
   int32_t out_channels, phases, total_m_blocks, unused;
-  int64_t x_n, x_c, x_h, x_w;  // X's element strides (also those of the saved output y)
+  int64_t x_n, x_c, x_h, x_w;     // X's element strides (also those of the saved output y)
   int64_t w_c, w_co, w_ky, w_kx;  // the weight's, per (reduction channel, output channel, tap)
-  int64_t d_n, d_c, d_h, d_w;  // D's
+  int64_t d_n, d_c, d_h, d_w;     // D's
   Phase phase[kMaxPhases];
 };
 
 // Per row of a CTA's tile and per k of a k-tile: precomputed parts of the gather addresses,
 // so the inner loops do no division. All fields are written (no padding bytes).
 struct Row {
-  int64_t x_off;  // n * x_n
-  int64_t d_off;  // D's offset of the pixel
+  int64_t x_off;   // n * x_n
+  int64_t d_off;   // D's offset of the pixel
   int32_t iy, ix;  // input coordinate of tap 0
   int32_t valid, unused;
 };
 struct Col {
-  int64_t x_off;  // c * x_c
-  int64_t w_off;  // the weight's offset of (c, tap)
+  int64_t x_off;   // c * x_c
+  int64_t w_off;   // the weight's offset of (c, tap)
   int32_t dy, dx;  // input coordinate step of the tap
   int32_t valid, unused;
 };
@@ -230,8 +230,8 @@ struct Accumulators<FmaMath, scalar_t> {
 template <typename Math, typename scalar_t>
 struct TensorCoreAccumulators {
   using element = typename wmma_type<scalar_t>::type;
-  using input = std::conditional_t<std::is_same_v<Math, Tf32Math>, nvcuda::wmma::precision::tf32,
-                                   element>;
+  using input =
+      std::conditional_t<std::is_same_v<Math, Tf32Math>, nvcuda::wmma::precision::tf32, element>;
   static constexpr int K = Math::k_step;
   nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, K, float> v[2][2];
   __device__ __forceinline__ void zero() {
@@ -517,9 +517,9 @@ struct ReductionStep {  // one k = (n, u, v) of the reduction
   int32_t valid, unused;
 };
 struct WeightColumn {  // one column = (tap, b), channel fastest
-  int64_t q_off;  // b * q_c
-  int64_t out;    // the column's index into the [a, b * taps] workspace row
-  int32_t dy, dx;  // d ky, d kx
+  int64_t q_off;       // b * q_c
+  int64_t out;         // the column's index into the [a, b * taps] workspace row
+  int32_t dy, dx;      // d ky, d kx
   int32_t valid, unused;
 };
 
@@ -682,7 +682,8 @@ __global__ void sum_splits_kernel(const acc_t<scalar_t>* __restrict__ work, int6
     acc sum = acc(0);
     for (int64_t split = 0; split < splits; ++split) sum += work[split * per_split + i];
     const int64_t kx = i % kernel_w, ky = (i / kernel_w) % kernel_h;
-    const int64_t b = (i / (kernel_w * kernel_h)) % b_channels, a = i / (kernel_w * kernel_h * b_channels);
+    const int64_t b = (i / (kernel_w * kernel_h)) % b_channels,
+                  a = i / (kernel_w * kernel_h * b_channels);
     grad_weight[a * g_a + b * g_b + ky * g_ky + kx * g_kx] = static_cast<scalar_t>(sum);
   }
 }
@@ -718,7 +719,9 @@ __global__ void __launch_bounds__(kBiasThreads)
 
 namespace host {
 
-inline bool tf32_allowed() { return at::globalContext().allowTF32CuDNN(); }
+inline bool tf32_allowed() {
+  return at::globalContext().allowTF32CuDNN();
+}
 
 // Calls body.template operator()<scalar_t, Math>() for the dtype and torch's TF32 setting.
 template <typename Body>
@@ -741,8 +744,16 @@ void dispatch_math(at::ScalarType dtype, Body&& body) {
 // One output axis of a convolution (stride, padding, dilation): a single phase.
 inline Axis conv_axis(int64_t out_size, int64_t kernel, int64_t stride, int64_t padding,
                       int64_t dilation) {
-  return Axis{0, 1, int32_t(out_size), 0, 1, int32_t(kernel), int32_t(stride), int32_t(-padding),
-              int32_t(dilation), 0};
+  return Axis{0,
+              1,
+              int32_t(out_size),
+              0,
+              1,
+              int32_t(kernel),
+              int32_t(stride),
+              int32_t(-padding),
+              int32_t(dilation),
+              0};
 }
 
 // Phase r (output coordinates r, r + s, ...) of a transposed convolution's axis.
@@ -752,8 +763,16 @@ inline Axis transposed_axis(int64_t out_size, int64_t kernel, int64_t stride, in
   const int64_t tap0 = (r + padding) % stride;
   const int64_t taps = tap0 < kernel ? (kernel - tap0 + stride - 1) / stride : 0;
   const int64_t q = (r + padding - tap0) / stride;
-  return Axis{int32_t(r), int32_t(stride), int32_t(count), int32_t(tap0), int32_t(stride),
-              int32_t(taps), 1, int32_t(q), -1, 0};
+  return Axis{int32_t(r),
+              int32_t(stride),
+              int32_t(count),
+              int32_t(tap0),
+              int32_t(stride),
+              int32_t(taps),
+              1,
+              int32_t(q),
+              -1,
+              0};
 }
 
 // The phases of D = X (*) W: conv2d-shaped (one) or transposed (one per output residue, those
@@ -830,8 +849,8 @@ inline void run_conv(const at::Tensor& x, const at::Tensor& x_output, Activation
     const auto slope = static_cast<acc>(negative_slope);
     const scalar_t* bias_ptr = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     acc* stats = partials.defined() ? partials.mutable_data_ptr<acc>() : nullptr;
-    const scalar_t* y = grad_activation != Activation::Identity ? x_output.const_data_ptr<scalar_t>()
-                                                                : nullptr;
+    const scalar_t* y =
+        grad_activation != Activation::Identity ? x_output.const_data_ptr<scalar_t>() : nullptr;
     const auto go = [&]<Activation act, Activation grad_act>() {
       simt::launch<conv_kernel<scalar_t, Math, act, grad_act>>(
           {grid, dim3(kThreads), 0, stream}, x.const_data_ptr<scalar_t>(), y,
@@ -885,7 +904,8 @@ inline void run_weight_grad(const at::Tensor& p_t, const at::Tensor& q_t, bool p
   const int64_t per_split_values = int64_t(p.a_channels) * columns;
   int64_t splits = std::max<int64_t>(1, target / std::max<int64_t>(1, m_blocks * n_blocks));
   splits = std::min(splits, std::max<int64_t>(1, k_count / (8 * kBlockK)));
-  splits = std::min(splits, std::max<int64_t>(1, (int64_t(1) << 26) / std::max<int64_t>(1, per_split_values)));
+  splits = std::min(
+      splits, std::max<int64_t>(1, (int64_t(1) << 26) / std::max<int64_t>(1, per_split_values)));
   splits = std::min<int64_t>(splits, parallel::kMaxGridYZ);
   int64_t k_per_split = (k_count + splits - 1) / splits;
   k_per_split = (k_per_split + kBlockK - 1) / kBlockK * kBlockK;
@@ -899,33 +919,34 @@ inline void run_weight_grad(const at::Tensor& p_t, const at::Tensor& q_t, bool p
   dispatch_math(grad_weight.scalar_type(), [&]<typename scalar_t, typename Math>() {
     using acc = acc_t<scalar_t>;
     const auto slope = static_cast<acc>(negative_slope);
-    const scalar_t* y = grad_activation != Activation::Identity
-                            ? grad_output.const_data_ptr<scalar_t>()
-                            : nullptr;
+    const scalar_t* y =
+        grad_activation != Activation::Identity ? grad_output.const_data_ptr<scalar_t>() : nullptr;
     if (k_count == 0) {
       work.zero_();
     } else {
       const simt::LaunchConfig config{
-          dim3(unsigned(m_blocks), unsigned(n_blocks), unsigned(splits)), dim3(kThreads), 0, stream};
+          dim3(unsigned(m_blocks), unsigned(n_blocks), unsigned(splits)), dim3(kThreads), 0,
+          stream};
       dispatch_activation(grad_activation, [&]<Activation grad_act>() {
         if (p_is_grad) {
           simt::launch<weight_grad_kernel<scalar_t, Math, grad_act, true>>(
-              config, p_t.const_data_ptr<scalar_t>(),
-              q_t.const_data_ptr<scalar_t>(), y, work.mutable_data_ptr<acc>(), p, slope);
+              config, p_t.const_data_ptr<scalar_t>(), q_t.const_data_ptr<scalar_t>(), y,
+              work.mutable_data_ptr<acc>(), p, slope);
         } else {
           simt::launch<weight_grad_kernel<scalar_t, Math, grad_act, false>>(
-              config, p_t.const_data_ptr<scalar_t>(),
-              q_t.const_data_ptr<scalar_t>(), y, work.mutable_data_ptr<acc>(), p, slope);
+              config, p_t.const_data_ptr<scalar_t>(), q_t.const_data_ptr<scalar_t>(), y,
+              work.mutable_data_ptr<acc>(), p, slope);
         }
       });
     }
     const int64_t threads = 256;
-    const int64_t reduce_blocks = std::max<int64_t>(
-        1, std::min<int64_t>((per_split_values + threads - 1) / threads, 32 * simt::multiprocessor_count()));
+    const int64_t reduce_blocks =
+        std::max<int64_t>(1, std::min<int64_t>((per_split_values + threads - 1) / threads,
+                                               32 * simt::multiprocessor_count()));
     simt::launch<sum_splits_kernel<scalar_t>>(
         {dim3(unsigned(reduce_blocks)), dim3(unsigned(threads)), 0, stream},
-        work.const_data_ptr<acc>(), splits, int64_t(p.a_channels), int64_t(p.b_channels),
-        kernel[0], kernel[1], g_strides[0], g_strides[1], g_strides[2], g_strides[3],
+        work.const_data_ptr<acc>(), splits, int64_t(p.a_channels), int64_t(p.b_channels), kernel[0],
+        kernel[1], g_strides[0], g_strides[1], g_strides[2], g_strides[3],
         grad_weight.mutable_data_ptr<scalar_t>());
   });
 }
@@ -938,8 +959,8 @@ inline at::Tensor run_bias_grad(const at::Tensor& grad, const at::Tensor& output
   const simt::Stream stream = simt::current_stream();
   FASTGEN_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "fastgen::implicit_gemm_bias_grad", [&] {
     using acc = acc_t<scalar_t>;
-    const scalar_t* y = grad_activation != Activation::Identity ? output.const_data_ptr<scalar_t>()
-                                                                : nullptr;
+    const scalar_t* y =
+        grad_activation != Activation::Identity ? output.const_data_ptr<scalar_t>() : nullptr;
     dispatch_activation(grad_activation, [&]<Activation grad_act>() {
       simt::launch<bias_grad_kernel<scalar_t, grad_act>>(
           {dim3(unsigned(grad.size(1))), dim3(kBiasThreads), 0, stream},
@@ -966,12 +987,14 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& weight, const at::
   // The weight element (reduction channel, output channel, ky, kx): [C_in, C_out, kH, kW] for
   // a transposed convolution, [C_out, C_in, kH, kW] for conv2d.
   const std::array<int64_t, 4> w = g.transposed
-      ? std::array<int64_t, 4>{weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3)}
-      : std::array<int64_t, 4>{weight.stride(1), weight.stride(0), weight.stride(2), weight.stride(3)};
+                                       ? std::array<int64_t, 4>{weight.stride(0), weight.stride(1),
+                                                                weight.stride(2), weight.stride(3)}
+                                       : std::array<int64_t, 4>{weight.stride(1), weight.stride(0),
+                                                                weight.stride(2), weight.stride(3)};
   const auto phases = host::phases_of(g.transposed, out_size, {weight.size(2), weight.size(3)},
                                       g.stride, g.padding, g.dilation);
-  host::run_conv(input, at::Tensor(), Activation::Identity, weight, w, bias, out, phases, activation,
-                 negative_slope, mean, var);
+  host::run_conv(input, at::Tensor(), Activation::Identity, weight, w, bias, out, phases,
+                 activation, negative_slope, mean, var);
   return out;
 }
 
@@ -982,21 +1005,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   const simt::DeviceGuard guard(input.device());
   // grad_out and the saved output in one layout, so act'(y) pairs with grad_out element by
   // element (y is read only for a non-identity activation).
-  const auto grad_format = grad_out.is_contiguous(c10::MemoryFormat::ChannelsLast) &&
-                                   !grad_out.is_contiguous()
-                               ? c10::MemoryFormat::ChannelsLast
-                               : c10::MemoryFormat::Contiguous;
+  const auto grad_format =
+      grad_out.is_contiguous(c10::MemoryFormat::ChannelsLast) && !grad_out.is_contiguous()
+          ? c10::MemoryFormat::ChannelsLast
+          : c10::MemoryFormat::Contiguous;
   const at::Tensor grad = grad_out.contiguous(grad_format);
-  const at::Tensor y = activation != Activation::Identity ? output.contiguous(grad_format) : at::Tensor();
+  const at::Tensor y =
+      activation != Activation::Identity ? output.contiguous(grad_format) : at::Tensor();
   const std::array<int64_t, 2> kernel{weight.size(2), weight.size(3)};
   at::Tensor grad_input, grad_weight, grad_bias;
   if (output_mask[0]) {
     grad_input = at::empty(input.sizes(), input.options().memory_format(format));
     // conv_transpose2d's data gradient is conv2d of grad with the weight, and conv2d's is the
     // transposed convolution of grad: the weight's channel roles swap.
-    const std::array<int64_t, 4> w = g.transposed
-        ? std::array<int64_t, 4>{weight.stride(1), weight.stride(0), weight.stride(2), weight.stride(3)}
-        : std::array<int64_t, 4>{weight.stride(0), weight.stride(1), weight.stride(2), weight.stride(3)};
+    const std::array<int64_t, 4> w =
+        g.transposed ? std::array<int64_t, 4>{weight.stride(1), weight.stride(0), weight.stride(2),
+                                              weight.stride(3)}
+                     : std::array<int64_t, 4>{weight.stride(0), weight.stride(1), weight.stride(2),
+                                              weight.stride(3)};
     const auto phases = host::phases_of(!g.transposed, {input.size(2), input.size(3)}, kernel,
                                         g.stride, g.padding, g.dilation);
     host::run_conv(grad, y, activation, weight, w, at::Tensor(), grad_input, phases,

@@ -41,12 +41,12 @@ namespace {
 
 // What every call checks before touching memory (common/checks.h); returns the output's
 // [N, C_out, H_out, W_out].
-std::array<int64_t, 4> check_conv2d(const char* op, const at::Tensor& input, const at::Tensor& weight,
-                                    const Conv2dParams& params) {
+std::array<int64_t, 4> check_conv2d(const char* op, const at::Tensor& input,
+                                    const at::Tensor& weight, const Conv2dParams& params) {
   checks::conv_operands(op, input, weight, params.groups, " [C_out, C_in / groups, kH, kW]");
-  TORCH_CHECK_VALUE(weight.size(1) * params.groups == input.size(1), op, ": weight has ", weight.size(1),
-                    " input channels per group but input has ", input.size(1), " channels (groups=",
-                    params.groups, ")");
+  TORCH_CHECK_VALUE(weight.size(1) * params.groups == input.size(1), op, ": weight has ",
+                    weight.size(1), " input channels per group but input has ", input.size(1),
+                    " channels (groups=", params.groups, ")");
   TORCH_CHECK_VALUE(weight.size(0) % params.groups == 0, op, ": weight's output channels (",
                     weight.size(0), ") must be divisible by groups (", params.groups, ")");
   checks::pair(op, "stride", params.stride, 1);
@@ -54,8 +54,10 @@ std::array<int64_t, 4> check_conv2d(const char* op, const at::Tensor& input, con
   checks::pair(op, "dilation", params.dilation, 1);
   std::array<int64_t, 4> out{input.size(0), weight.size(0), 0, 0};
   for (int d = 0; d < 2; ++d) {
-    out[2 + d] = (input.size(2 + d) + 2 * params.padding[d] - params.dilation[d] * (weight.size(2 + d) - 1) - 1) /
-                     params.stride[d] + 1;
+    out[2 + d] = (input.size(2 + d) + 2 * params.padding[d] -
+                  params.dilation[d] * (weight.size(2 + d) - 1) - 1) /
+                     params.stride[d] +
+                 1;
   }
   TORCH_CHECK_VALUE(out[2] >= 1 && out[3] >= 1, op, ": output size (", out[2], ", ", out[3],
                     ") is below 1 for input ", input.sizes(), " and weight ", weight.sizes());
@@ -75,21 +77,15 @@ at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
   if (bias.has_value() && bias->defined()) {
     checks::like("fastgen::conv2d", "bias", *bias, "input", input, at::IntArrayRef{weight.size(0)});
   }
-  if (auto out = conv::engine_forward(kernels.epilogues, geometry_of(params), input, weight, bias,
-                                      {shape[2], shape[3]}, params.activation,
-                                      params.negative_slope)) {
+  if (auto out =
+          conv::engine_forward(kernels.epilogues, geometry_of(params), input, weight, bias,
+                               {shape[2], shape[3]}, params.activation, params.negative_slope)) {
     return *out;
   }
-  const bool has_bias = bias.has_value() && bias->defined();
   // No bias in the convolution: it is added in the epilogue together with the activation,
   // so the output is touched once after the GEMMs instead of twice.
-  at::Tensor out = kernels.convolution(input, weight, params);
-  out = with_canonical_strides(out, conv_format(input, weight));
-  if (has_bias || params.activation != Activation::Identity) {
-    kernels.epilogues.bias_activation(out, has_bias ? bias->contiguous() : at::Tensor(),
-                                      params.activation, params.negative_slope);
-  }
-  return out;
+  return conv::finish_forward(kernels.epilogues, kernels.convolution(input, weight, params), bias,
+                              conv_format(input, weight), params.activation, params.negative_slope);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
@@ -100,25 +96,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   const auto out = check_conv2d(op, input, weight, params);
   checks::like(op, "grad_out", grad_out, "input", input, at::IntArrayRef(out));
   // The saved output is read only to differentiate the activation (identity saves none).
-  if (params.activation != Activation::Identity) checks::like(op, "output", output, "input", input, at::IntArrayRef(out));
-  if (auto grads = conv::engine_backward(kernels.epilogues, geometry_of(params), grad_out, input,
-                                         weight, output, params.activation, params.negative_slope,
-                                         output_mask)) {
+  if (params.activation != Activation::Identity)
+    checks::like(op, "output", output, "input", input, at::IntArrayRef(out));
+  if (auto grads =
+          conv::engine_backward(kernels.epilogues, geometry_of(params), grad_out, input, weight,
+                                output, params.activation, params.negative_slope, output_mask)) {
     return *grads;
   }
-  const auto empty = [&] { return at::empty({0}, grad_out.options()); };
-  at::Tensor grad_pre = params.activation == Activation::Identity
-                            ? grad_out
-                            : kernels.epilogues.activation_backward(
-                                  grad_out, output, params.activation, params.negative_slope);
-  auto [grad_input, grad_weight, grad_bias] =
-      kernels.convolution_backward(grad_pre, input, weight, params, output_mask);
-  grad_input =
-      output_mask[0] ? with_canonical_strides(grad_input, conv_format(input, weight)) : empty();
-  grad_weight =
-      output_mask[1] ? with_canonical_strides(grad_weight, conv_format(input, weight)) : empty();
-  grad_bias = output_mask[2] ? grad_bias.contiguous() : empty();
-  return {grad_input, grad_weight, grad_bias};
+  const at::Tensor grad_pre = conv::pre_activation_grad(kernels.epilogues, grad_out, output,
+                                                        params.activation, params.negative_slope);
+  return conv::finish_backward(
+      kernels.convolution_backward(grad_pre, input, weight, params, output_mask), grad_pre,
+      output_mask, conv_format(input, weight));
 }
 
 }  // namespace fastgen

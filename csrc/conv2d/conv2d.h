@@ -40,9 +40,11 @@ struct Conv2dParams {
 //     entries whose mask is false may be undefined.
 struct Conv2dKernels {
   at::Tensor (*convolution)(const at::Tensor&, const at::Tensor&, const Conv2dParams&);
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> (*convolution_backward)(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const Conv2dParams&,
-      std::array<bool, 3>);
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> (*convolution_backward)(const at::Tensor&,
+                                                                         const at::Tensor&,
+                                                                         const at::Tensor&,
+                                                                         const Conv2dParams&,
+                                                                         std::array<bool, 3>);
   conv::Epilogues epilogues;
 };
 

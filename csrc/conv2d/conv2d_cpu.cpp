@@ -22,8 +22,8 @@ namespace {
 // take the Winograd kernels (csrc/winograd), a few shapes are plain GEMMs
 // (common/gemm_conv_cpu.h), everything else takes the aten convolution.
 bool use_winograd(const at::Tensor& input, const at::Tensor& weight, const Conv2dParams& params) {
-  return winograd::eligible(input, weight, params.stride, params.padding, {0, 0},
-                            params.dilation, params.groups, /*transposed=*/false);
+  return winograd::eligible(input, weight, params.stride, params.padding, {0, 0}, params.dilation,
+                            params.groups, /*transposed=*/false);
 }
 
 }  // namespace
@@ -49,21 +49,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_cpu(
       winograd::values_in_range(grad_pre, weight) && winograd::values_in_range(input, grad_pre)) {
     auto [grad_input, grad_weight] =
         winograd::conv2d_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
-    return {grad_input, grad_weight,
-            output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor()};
+    return {grad_input, grad_weight, output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor()};
   }
   if (is_single_pixel_output(input, weight, params.padding, params.dilation, params.groups)) {
     auto [grad_input, grad_weight] =
         single_pixel_output_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
-    return {grad_input, grad_weight,
-            output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor()};
+    return {grad_input, grad_weight, output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor()};
   }
   if (output_mask[0] && is_transposed_to_one_channel(grad_pre, weight, params.groups)) {
     // A convolution from one channel (a grayscale first layer): its data gradient is a
     // transposed convolution to one channel, GEMM + col2im; the rest from aten.
-    at::Tensor grad_input = transposed_by_col2im(
-        grad_pre, weight, {input.size(2), input.size(3)}, params.stride, params.padding,
-        params.dilation);
+    at::Tensor grad_input = transposed_by_col2im(grad_pre, weight, {input.size(2), input.size(3)},
+                                                 params.stride, params.padding, params.dilation);
     auto [unused, grad_weight, grad_bias] = conv2d_convolution_backward_aten(
         grad_pre, input, weight, params, {false, output_mask[1], output_mask[2]});
     return {grad_input, grad_weight, grad_bias};

@@ -51,10 +51,11 @@ std::array<int64_t, 4> check_conv_transpose2d(const char* op, const at::Tensor& 
   checks::pair(op, "dilation", params.dilation, 1);
   std::array<int64_t, 4> out{input.size(0), weight.size(1) * params.groups, 0, 0};
   for (int d = 0; d < 2; ++d) {
-    TORCH_CHECK_VALUE(params.output_padding[d] < std::max(params.stride[d], params.dilation[d]), op,
-                      ": output_padding must be smaller than stride or dilation, got output_padding=",
-                      at::IntArrayRef(params.output_padding), ", stride=", at::IntArrayRef(params.stride),
-                      ", dilation=", at::IntArrayRef(params.dilation));
+    TORCH_CHECK_VALUE(
+        params.output_padding[d] < std::max(params.stride[d], params.dilation[d]), op,
+        ": output_padding must be smaller than stride or dilation, got output_padding=",
+        at::IntArrayRef(params.output_padding), ", stride=", at::IntArrayRef(params.stride),
+        ", dilation=", at::IntArrayRef(params.dilation));
     out[2 + d] = (input.size(2 + d) - 1) * params.stride[d] - 2 * params.padding[d] +
                  params.dilation[d] * (weight.size(2 + d) - 1) + params.output_padding[d] + 1;
   }
@@ -64,7 +65,8 @@ std::array<int64_t, 4> check_conv_transpose2d(const char* op, const at::Tensor& 
 }
 
 conv::Geometry geometry_of(const ConvTranspose2dParams& params) {
-  return {true, params.stride, params.padding, params.output_padding, params.dilation, params.groups};
+  return {true,         params.stride, params.padding, params.output_padding, params.dilation,
+          params.groups};
 }
 
 }  // namespace
@@ -75,14 +77,14 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
                                     const ConvTranspose2dEpilogues& epilogues) {
   const auto shape = check_conv_transpose2d("fastgen::conv_transpose2d", input, weight, params);
   if (bias.has_value() && bias->defined()) {
-    checks::like("fastgen::conv_transpose2d", "bias", *bias, "input", input, at::IntArrayRef{shape[1]});
+    checks::like("fastgen::conv_transpose2d", "bias", *bias, "input", input,
+                 at::IntArrayRef{shape[1]});
   }
-  if (auto out = conv::engine_forward(epilogues, geometry_of(params), input, weight, bias,
-                                      {shape[2], shape[3]}, params.activation,
-                                      params.negative_slope)) {
+  if (auto out =
+          conv::engine_forward(epilogues, geometry_of(params), input, weight, bias,
+                               {shape[2], shape[3]}, params.activation, params.negative_slope)) {
     return *out;
   }
-  const bool has_bias = bias.has_value() && bias->defined();
   // No bias in the convolution: it is added in the epilogue together with the activation,
   // so the output is touched once after the GEMMs instead of twice.
   // On CPU, 4x4 stride-2 layers (the DCGAN generator's) take the Winograd kernels, and a
@@ -90,12 +92,13 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
   // call (and its emulation), the aten convolution.
   at::Tensor out;
   const bool cpu = epilogues.cpu_convolutions;
-  if (cpu && winograd::eligible(input, weight, params.stride, params.padding, params.output_padding,
+  if (cpu &&
+      winograd::eligible(input, weight, params.stride, params.padding, params.output_padding,
                          params.dilation, params.groups, /*transposed=*/true) &&
       winograd::values_in_range(input, weight)) {
     out = winograd::conv_transpose2d(input, weight);
   } else if (cpu && is_transposed_single_pixel(input, weight, params.padding, params.output_padding,
-                                        params.dilation, params.groups)) {
+                                               params.dilation, params.groups)) {
     out = transposed_single_pixel(input, weight);
   } else if (cpu && is_transposed_to_one_channel(input, weight, params.groups) &&
              params.output_padding == std::array<int64_t, 2>{0, 0}) {
@@ -104,18 +107,13 @@ at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& w
       size[d] = (input.size(2 + d) - 1) * params.stride[d] - 2 * params.padding[d] +
                 params.dilation[d] * (weight.size(2 + d) - 1) + params.output_padding[d] + 1;
     }
-    out = transposed_by_col2im(input, weight, size, params.stride, params.padding,
-                               params.dilation);
+    out = transposed_by_col2im(input, weight, size, params.stride, params.padding, params.dilation);
   } else {
     out = at::conv_transpose2d(input, weight, std::nullopt, params.stride, params.padding,
                                params.output_padding, params.groups, params.dilation);
   }
-  out = with_canonical_strides(out, conv_format(input, weight));
-  if (has_bias || params.activation != Activation::Identity) {
-    epilogues.bias_activation(out, has_bias ? bias->contiguous() : at::Tensor(), params.activation,
+  return conv::finish_forward(epilogues, out, bias, conv_format(input, weight), params.activation,
                               params.negative_slope);
-  }
-  return out;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
@@ -126,29 +124,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
   const auto shape = check_conv_transpose2d(op, input, weight, params);
   checks::like(op, "grad_out", grad_out, "input", input, at::IntArrayRef(shape));
   // The saved output is read only to differentiate the activation (identity saves none).
-  if (params.activation != Activation::Identity) checks::like(op, "output", output, "input", input, at::IntArrayRef(shape));
-  if (auto grads = conv::engine_backward(epilogues, geometry_of(params), grad_out, input, weight,
-                                         output, params.activation, params.negative_slope,
-                                         output_mask)) {
+  if (params.activation != Activation::Identity)
+    checks::like(op, "output", output, "input", input, at::IntArrayRef(shape));
+  if (auto grads =
+          conv::engine_backward(epilogues, geometry_of(params), grad_out, input, weight, output,
+                                params.activation, params.negative_slope, output_mask)) {
     return *grads;
   }
-  const auto empty = [&] { return at::empty({0}, grad_out.options()); };
-  at::Tensor grad_pre = params.activation == Activation::Identity
-                            ? grad_out
-                            : epilogues.activation_backward(grad_out, output, params.activation,
-                                                            params.negative_slope);
+  const at::Tensor grad_pre = conv::pre_activation_grad(epilogues, grad_out, output,
+                                                        params.activation, params.negative_slope);
   // The same CPU choices as the forward, then one layout fix for every path.
   at::Tensor grad_input, grad_weight, grad_bias;
   const std::array<bool, 2> data_mask{output_mask[0], output_mask[1]};
   const bool cpu = epilogues.cpu_convolutions;
-  if (cpu && winograd::eligible(input, weight, params.stride, params.padding, params.output_padding,
+  if (cpu &&
+      winograd::eligible(input, weight, params.stride, params.padding, params.output_padding,
                          params.dilation, params.groups, /*transposed=*/true) &&
       grad_pre.scalar_type() == at::kFloat && winograd::values_in_range(grad_pre, weight) &&
       winograd::values_in_range(input, grad_pre)) {
     std::tie(grad_input, grad_weight) =
         winograd::conv_transpose2d_backward(grad_pre, input, weight, data_mask);
   } else if (cpu && is_transposed_single_pixel(input, weight, params.padding, params.output_padding,
-                                        params.dilation, params.groups)) {
+                                               params.dilation, params.groups)) {
     std::tie(grad_input, grad_weight) =
         transposed_single_pixel_backward(grad_pre, input, weight, data_mask);
   } else if (cpu && is_transposed_to_one_channel(input, weight, params.groups) &&
@@ -161,12 +158,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
         grad_pre, input, weight, at::IntArrayRef{out_channels}, params.stride, params.padding,
         params.dilation, /*transposed=*/true, params.output_padding, params.groups, output_mask);
   }
-  if (output_mask[2] && !grad_bias.defined()) grad_bias = grad_pre.sum({0, 2, 3});
-  grad_input = output_mask[0] ? with_canonical_strides(grad_input, conv_format(input, weight)) : empty();
-  grad_weight =
-      output_mask[1] ? with_canonical_strides(grad_weight, conv_format(input, weight)) : empty();
-  grad_bias = output_mask[2] ? grad_bias.contiguous() : empty();
-  return {grad_input, grad_weight, grad_bias};
+  return conv::finish_backward({grad_input, grad_weight, grad_bias}, grad_pre, output_mask,
+                               conv_format(input, weight));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_with_stats(
@@ -182,9 +175,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_with_stats(
   if (const conv::Geometry geometry = geometry_of(params);
       epilogues.engine != nullptr && conv::route(geometry) == conv::Route::ImplicitGemm) {
     at::Tensor mean, var;
-    at::Tensor out = epilogues.engine->forward(input, weight, has_bias ? bias->contiguous() : at::Tensor(),
-                                               geometry, {shape[2], shape[3]}, Activation::Identity,
-                                               0.0, conv_format(input, weight), &mean, &var);
+    at::Tensor out = epilogues.engine->forward(
+        input, weight, has_bias ? bias->contiguous() : at::Tensor(), geometry, {shape[2], shape[3]},
+        Activation::Identity, 0.0, conv_format(input, weight), &mean, &var);
     return {out, mean, var};
   }
   ConvTranspose2dParams plain = params;

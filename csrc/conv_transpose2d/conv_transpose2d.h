@@ -71,8 +71,8 @@ at::Tensor conv_transpose2d_op(const at::Tensor& input, const at::Tensor& weight
                                at::IntArrayRef padding, at::IntArrayRef output_padding,
                                int64_t groups, at::IntArrayRef dilation,
                                c10::string_view activation, double negative_slope) {
-  const auto params = make_conv_transpose2d_params(stride, padding, output_padding, groups, dilation,
-                                                   activation, negative_slope);
+  const auto params = make_conv_transpose2d_params(stride, padding, output_padding, groups,
+                                                   dilation, activation, negative_slope);
   return conv_transpose2d_forward(input, weight, bias, params, epilogues());
 }
 
@@ -82,8 +82,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_op(
     const at::Tensor& output, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
     c10::string_view activation, double negative_slope, std::array<bool, 3> output_mask) {
-  const auto params = make_conv_transpose2d_params(stride, padding, output_padding, groups, dilation,
-                                                   activation, negative_slope);
+  const auto params = make_conv_transpose2d_params(stride, padding, output_padding, groups,
+                                                   dilation, activation, negative_slope);
   return conv_transpose2d_backward(grad_out, input, weight, output, params, output_mask,
                                    epilogues());
 }
@@ -93,10 +93,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_with_stats_op(
     const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
     at::IntArrayRef dilation) {
-  const auto params = make_conv_transpose2d_params(stride, padding, output_padding, groups, dilation,
-                                                   "identity", 0.0);
+  const auto params = make_conv_transpose2d_params(stride, padding, output_padding, groups,
+                                                   dilation, "identity", 0.0);
   return conv_transpose2d_with_stats(input, weight, bias, params, epilogues());
 }
-
 
 }  // namespace fastgen

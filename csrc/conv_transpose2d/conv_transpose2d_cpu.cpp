@@ -50,7 +50,8 @@ void bias_activation_channels_last(scalar_t* data, const scalar_t* bias, int64_t
     for (int64_t pixel = begin; pixel < end; ++pixel) {
       scalar_t* row = data + pixel * channels;
       for (int64_t c = 0; c < channels; ++c) {
-        row[c] = static_cast<scalar_t>(apply_activation<act>(static_cast<acc>(row[c]) + b[c], slope));
+        row[c] =
+            static_cast<scalar_t>(apply_activation<act>(static_cast<acc>(row[c]) + b[c], slope));
       }
     }
   });
@@ -121,10 +122,9 @@ at::Tensor activation_backward_cpu(const at::Tensor& grad_out, const at::Tensor&
   at::Tensor grad_pre = at::empty_like(out, out.options().memory_format(format));
   FASTGEN_DISPATCH_FLOATING_TYPES(out.scalar_type(), "fastgen::conv_transpose2d_backward", [&] {
     dispatch_activation(activation, [&]<Activation act>() {
-      activation_backward_typed<act, scalar_t>(grad.const_data_ptr<scalar_t>(),
-                                               out.const_data_ptr<scalar_t>(),
-                                               grad_pre.mutable_data_ptr<scalar_t>(), out.numel(),
-                                               negative_slope);
+      activation_backward_typed<act, scalar_t>(
+          grad.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(),
+          grad_pre.mutable_data_ptr<scalar_t>(), out.numel(), negative_slope);
     });
   });
   return grad_pre;

@@ -72,9 +72,9 @@ __global__ void activation_backward_kernel(const scalar_t* __restrict__ grad_out
   using acc = acc_t<scalar_t>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < numel;
        i += int64_t(gridDim.x) * blockDim.x) {
-    grad_pre[i] = static_cast<scalar_t>(
-        static_cast<acc>(grad_out[i]) *
-        activation_grad_from_output<act>(static_cast<acc>(output[i]), slope));
+    grad_pre[i] =
+        static_cast<scalar_t>(static_cast<acc>(grad_out[i]) *
+                              activation_grad_from_output<act>(static_cast<acc>(output[i]), slope));
   }
 }
 
@@ -100,12 +100,11 @@ void bias_activation(at::Tensor& out, const at::Tensor& bias, Activation activat
     dispatch_activation(activation, [&]<Activation act>() {
       if (nchw) {
         const int64_t planes = out.size(0) * channels;
-        const dim3 grid(static_cast<unsigned>(std::min<int64_t>(
-                            (plane_size + kThreads - 1) / kThreads, 1024)),
-                        static_cast<unsigned>(std::min(planes, parallel::kMaxGridYZ)));
-        simt::launch<bias_activation_nchw_kernel<act, scalar_t>>({grid, kThreads, 0, stream}, data,
-                                                                 bias_ptr, planes, channels,
-                                                                 plane_size, slope);
+        const dim3 grid(
+            static_cast<unsigned>(std::min<int64_t>((plane_size + kThreads - 1) / kThreads, 1024)),
+            static_cast<unsigned>(std::min(planes, parallel::kMaxGridYZ)));
+        simt::launch<bias_activation_nchw_kernel<act, scalar_t>>(
+            {grid, kThreads, 0, stream}, data, bias_ptr, planes, channels, plane_size, slope);
       } else {
         simt::launch<bias_activation_channels_last_kernel<act, scalar_t>>(
             {dim3(blocks_for(out.numel())), kThreads, 0, stream}, data, bias_ptr, out.numel(),

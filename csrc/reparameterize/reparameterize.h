@@ -44,8 +44,8 @@ inline void check_key(const char* op, const at::Tensor& rng_state) {
   TORCH_CHECK_VALUE(rng_state.defined(), op, ": rng_state is an undefined tensor");
   TORCH_CHECK_TYPE(rng_state.scalar_type() == at::kLong, op,
                    ": rng_state must be int64 (seed, offset), got ", rng_state.scalar_type());
-  TORCH_CHECK_VALUE(rng_state.numel() == 2, op, ": rng_state must hold 2 values (seed, offset), got shape ",
-                    rng_state.sizes());
+  TORCH_CHECK_VALUE(rng_state.numel() == 2, op,
+                    ": rng_state must hold 2 values (seed, offset), got shape ", rng_state.sizes());
 }
 
 inline void check_forward(const at::Tensor& mu, const at::Tensor& logvar,
@@ -59,9 +59,9 @@ inline void check_forward(const at::Tensor& mu, const at::Tensor& logvar,
   if (rng_state.has_value()) check_key(op, *rng_state);
 }
 
-inline void check_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
-                           const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
-                           const at::Tensor& rng_state) {
+inline void check_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl,
+                           const at::Tensor& mu, const at::Tensor& logvar,
+                           const std::optional<at::Tensor>& eps, const at::Tensor& rng_state) {
   constexpr const char* op = "fastgen::reparameterize_backward";
   checks::floating(op, "mu", mu);
   TORCH_CHECK_VALUE(mu.dim() >= 1, op, ": mu must have at least 1 dim, got a 0-d tensor");
@@ -69,7 +69,8 @@ inline void check_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl, 
   checks::like(op, "grad_z", grad_z, "mu", mu, mu.sizes());
   checks::like(op, "grad_kl", grad_kl, "mu", mu);
   TORCH_CHECK_VALUE(grad_kl.numel() == 0 || grad_kl.sizes() == at::IntArrayRef{mu.size(0)}, op,
-                    ": grad_kl must be empty or of shape [", mu.size(0), "], got ", grad_kl.sizes());
+                    ": grad_kl must be empty or of shape [", mu.size(0), "], got ",
+                    grad_kl.sizes());
   if (eps.has_value()) {
     checks::like(op, "eps", *eps, "mu", mu, mu.sizes());
   } else {
@@ -90,14 +91,15 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(
 
 // Those two check their arguments and call the copy of the kernels for this CPU
 // (reparameterize_cpu_kernels.cpp, compiled once per capability with these signatures).
-#define FASTGEN_REPARAMETERIZE_CPU(ns)                                                           \
-  namespace ns {                                                                               \
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cpu(                           \
-      const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps,    \
-      const std::optional<at::Tensor>& rng_state, bool compute_kl);                            \
-  std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(                              \
-      const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,               \
-      const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state); \
+#define FASTGEN_REPARAMETERIZE_CPU(ns)                                                      \
+  namespace ns {                                                                            \
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cpu(                        \
+      const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps, \
+      const std::optional<at::Tensor>& rng_state, bool compute_kl);                         \
+  std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(                           \
+      const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,            \
+      const at::Tensor& logvar, const std::optional<at::Tensor>& eps,                       \
+      const at::Tensor& rng_state);                                                         \
   }
 FASTGEN_REPARAMETERIZE_CPU(baseline)
 FASTGEN_REPARAMETERIZE_CPU(avx2)
@@ -109,12 +111,15 @@ FASTGEN_REPARAMETERIZE_CPU(avx512)
 // launch each way; the key comes from the device generator's Philox state when rng_state is
 // absent (simt/philox_state.h).
 namespace emulated_cuda {
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
-    const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
-    const std::optional<at::Tensor>& rng_state, bool compute_kl);
-std::tuple<at::Tensor, at::Tensor> backward(
-    const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
-    const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& mu,
+                                                       const at::Tensor& logvar,
+                                                       const std::optional<at::Tensor>& eps,
+                                                       const std::optional<at::Tensor>& rng_state,
+                                                       bool compute_kl);
+std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_z, const at::Tensor& grad_kl,
+                                            const at::Tensor& mu, const at::Tensor& logvar,
+                                            const std::optional<at::Tensor>& eps,
+                                            const at::Tensor& rng_state);
 }  // namespace emulated_cuda
 
 }  // namespace fastgen::reparameterize

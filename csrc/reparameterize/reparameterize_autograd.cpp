@@ -35,19 +35,19 @@ std::tuple<at::Tensor, at::Tensor> call_backward(const at::Tensor& grad_z,
                                                  const at::Tensor& logvar,
                                                  const std::optional<at::Tensor>& eps,
                                                  const at::Tensor& rng_state) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastgen::reparameterize_backward", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(
-                           const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                           const at::Tensor&, const std::optional<at::Tensor>&,
-                           const at::Tensor&)>();
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fastgen::reparameterize_backward", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              const std::optional<at::Tensor>&, const at::Tensor&)>();
   return op.call(grad_z, grad_kl, mu, logvar, eps, rng_state);
 }
 
 class ReparameterizeFunction : public torch::autograd::Function<ReparameterizeFunction> {
  public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& mu,
-                               const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& mu, const at::Tensor& logvar,
+                               const std::optional<at::Tensor>& eps,
                                const std::optional<at::Tensor>& rng_state, bool compute_kl) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [z, kl, key] = call_forward(mu, logvar, eps, rng_state, compute_kl);

@@ -17,7 +17,8 @@ struct CpuKernels {
 };
 
 const CpuKernels& kernels() {
-  static const CpuKernels kBaseline{baseline::reparameterize_cpu, baseline::reparameterize_backward_cpu};
+  static const CpuKernels kBaseline{baseline::reparameterize_cpu,
+                                    baseline::reparameterize_backward_cpu};
 #if defined(__x86_64__)
   static const CpuKernels kAvx2{avx2::reparameterize_cpu, avx2::reparameterize_backward_cpu};
   static const CpuKernels kAvx512{avx512::reparameterize_cpu, avx512::reparameterize_backward_cpu};

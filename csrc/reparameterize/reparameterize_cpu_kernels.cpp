@@ -1,8 +1,9 @@
 // CPU kernels of fastgen::reparameterize / reparameterize_backward (math in
 // reparameterize.h), compiled once per CPU capability (FASTGEN_CPU_NS: baseline, avx2,
 // avx512; common/cpu_capability.h) so the loops vectorize at the CPU's width;
-// reparameterize_cpu.cpp checks the arguments and picks the copy. One pass over memory each way: forward reads mu and logvar and writes
-// z and the per-sample KL; backward regenerates the noise instead of reading a saved copy.
+// reparameterize_cpu.cpp checks the arguments and picks the copy. One pass over memory each way:
+// forward reads mu and logvar and writes z and the per-sample KL; backward regenerates the noise
+// instead of reading a saved copy.
 //
 // Work is split by rows (samples) across threads, so each KL sum is made by one thread in
 // a fixed order: the result does not depend on the thread count. Inside a row the noise is
@@ -147,7 +148,8 @@ inline float exp_float(float x) {
   const uint32_t nan_mask = 0u - static_cast<uint32_t>((in_bits & 0x7FFFFFFFu) > 0x7F800000u);
   // Below -87 (down to -inf, NaN aside) the result flushes to 0, where expf gives 0 or a
   // denormal below 1.6e-38: z = mu + std * eps then equals stock's.
-  const uint32_t under_mask = 0u - static_cast<uint32_t>(in_bits > 0xC2AE0000u && in_bits <= 0xFF800000u);
+  const uint32_t under_mask =
+      0u - static_cast<uint32_t>(in_bits > 0xC2AE0000u && in_bits <= 0xFF800000u);
   return __builtin_bit_cast(float, (in_bits & nan_mask) | (result & ~nan_mask & ~under_mask));
 }
 
@@ -169,7 +171,8 @@ inline __m128 exp_float4(__m128 x) {
   p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(0.5f));
   p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(1.0f));
   p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(1.0f));
-  const __m128 scale = _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(k_int, _mm_set1_epi32(127)), 23));
+  const __m128 scale =
+      _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(k_int, _mm_set1_epi32(127)), 23));
   const __m128 result = _mm_mul_ps(p, scale);
   const __m128 nan = _mm_cmpunord_ps(x, x);
   const __m128 under = _mm_cmplt_ps(x, _mm_set1_ps(-87.0f));  // flushed to 0, as exp_float
@@ -177,8 +180,12 @@ inline __m128 exp_float4(__m128 x) {
 }
 #endif
 
-inline float exp_acc(float x) { return exp_float(x); }
-inline double exp_acc(double x) { return std::exp(x); }
+inline float exp_acc(float x) {
+  return exp_float(x);
+}
+inline double exp_acc(double x) {
+  return std::exp(x);
+}
 
 // Streams the noise of elements [begin, end) (global indices) a block at a time: calls
 // body(first, last, noise) with noise[i - first] the normal of element i in [first, last).
@@ -266,9 +273,8 @@ struct RowForward {
       const __m128 m4 = _mm_loadu_ps(m + j), lv4 = _mm_loadu_ps(lv + j);
       const __m128 std = exp_float4(_mm_mul_ps(_mm_set1_ps(0.5f), lv4));
       _mm_storeu_ps(out + j, _mm_add_ps(m4, _mm_mul_ps(std, _mm_loadu_ps(e + j))));
-      const __m128 term = _mm_sub_ps(_mm_sub_ps(_mm_add_ps(_mm_set1_ps(1.0f), lv4),
-                                                _mm_mul_ps(m4, m4)),
-                                     _mm_mul_ps(std, std));
+      const __m128 term = _mm_sub_ps(
+          _mm_sub_ps(_mm_add_ps(_mm_set1_ps(1.0f), lv4), _mm_mul_ps(m4, m4)), _mm_mul_ps(std, std));
       _mm_storeu_ps(terms + j, term);
     }
 #else
@@ -433,10 +439,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cpu(
   at::Tensor kl = at::empty({compute_kl ? shape.rows : 0}, mu.options());
   FASTGEN_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_cpu", [&] {
     using acc = acc_t<scalar_t>;
-    const RowForward<scalar_t> forward{
-        mu_c.const_data_ptr<scalar_t>(), logvar_c.const_data_ptr<scalar_t>(),
-        eps_c.defined() ? eps_c.const_data_ptr<scalar_t>() : nullptr,
-        z.mutable_data_ptr<scalar_t>(), key};
+    const RowForward<scalar_t> forward{mu_c.const_data_ptr<scalar_t>(),
+                                       logvar_c.const_data_ptr<scalar_t>(),
+                                       eps_c.defined() ? eps_c.const_data_ptr<scalar_t>() : nullptr,
+                                       z.mutable_data_ptr<scalar_t>(), key};
     scalar_t* kl_out = compute_kl ? kl.mutable_data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, shape.rows, grain_rows(shape), [&](int64_t first, int64_t last) {
       for (int64_t n = first; n < last; ++n) {
@@ -465,10 +471,13 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(
   FASTGEN_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_backward_cpu", [&] {
     using acc = acc_t<scalar_t>;
     const RowBackward<scalar_t> backward{
-        grad_z_c.const_data_ptr<scalar_t>(), mu_c.const_data_ptr<scalar_t>(),
+        grad_z_c.const_data_ptr<scalar_t>(),
+        mu_c.const_data_ptr<scalar_t>(),
         logvar_c.const_data_ptr<scalar_t>(),
         eps_c.defined() ? eps_c.const_data_ptr<scalar_t>() : nullptr,
-        grad_mu.mutable_data_ptr<scalar_t>(), grad_logvar.mutable_data_ptr<scalar_t>(), key,
+        grad_mu.mutable_data_ptr<scalar_t>(),
+        grad_logvar.mutable_data_ptr<scalar_t>(),
+        key,
         has_kl};
     const scalar_t* grad_kl_in = has_kl ? grad_kl_c.const_data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, shape.rows, grain_rows(shape), [&](int64_t first, int64_t last) {

@@ -1,10 +1,10 @@
 #pragma once
 // CUDA kernels of fastgen::reparameterize / reparameterize_backward (math in
 // reparameterize.h), with their launchers: compiled by nvcc (reparameterize_cuda.cu) and
-// against the SIMT emulator (reparameterize_emulated.cpp) from this one source. Forward is one launch: Philox noise in registers, z, and the
-// per-sample KL reduced in the same launch in a fixed order (shuffle tree, then shared
-// memory in warp order; no atomics), so kl is bit-reproducible. Backward is one launch that
-// regenerates the noise from rng_state; no noise tensor is ever stored.
+// against the SIMT emulator (reparameterize_emulated.cpp) from this one source. Forward is one
+// launch: Philox noise in registers, z, and the per-sample KL reduced in the same launch in a fixed
+// order (shuffle tree, then shared memory in warp order; no atomics), so kl is bit-reproducible.
+// Backward is one launch that regenerates the noise from rng_state; no noise tensor is ever stored.
 //
 // Noise keys: with neither eps nor rng_state, (seed, offset) come from the CUDA generator
 // as at::PhiloxCudaState (advanced by 4 per call) and are unpacked in the kernel, the way
@@ -38,8 +38,12 @@ constexpr int kWarp = 32;
 // whole block, so a row's reduction never crosses blocks.
 constexpr int64_t kWarpRowLimit = 4 * kWarp * 8;
 
-__device__ __forceinline__ float exp_acc(float x) { return expf(x); }
-__device__ __forceinline__ double exp_acc(double x) { return exp(x); }
+__device__ __forceinline__ float exp_acc(float x) {
+  return expf(x);
+}
+__device__ __forceinline__ double exp_acc(double x) {
+  return exp(x);
+}
 
 template <typename acc>
 __device__ __forceinline__ acc warp_sum(acc value) {
@@ -205,9 +209,11 @@ int max_blocks() {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
-    const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
-    const std::optional<at::Tensor>& rng_state, bool compute_kl) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& mu,
+                                                       const at::Tensor& logvar,
+                                                       const std::optional<at::Tensor>& eps,
+                                                       const std::optional<at::Tensor>& rng_state,
+                                                       bool compute_kl) {
   check_forward(mu, logvar, eps, rng_state);
   const simt::DeviceGuard guard(mu.device());
   const RowShape shape = row_shape(mu);
@@ -251,21 +257,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(
                                key};
     if (shape.columns <= kWarpRowLimit) {
       constexpr int rows_per_block = kThreads / kWarp;
-      const int64_t blocks = std::min<int64_t>((shape.rows + rows_per_block - 1) / rows_per_block,
-                                               max_blocks());
-      simt::launch<forward_kernel<scalar_t, kWarp>>({dim3(blocks), dim3(kThreads), 0, stream}, args);
+      const int64_t blocks =
+          std::min<int64_t>((shape.rows + rows_per_block - 1) / rows_per_block, max_blocks());
+      simt::launch<forward_kernel<scalar_t, kWarp>>({dim3(blocks), dim3(kThreads), 0, stream},
+                                                    args);
     } else {
       const int64_t blocks = std::min<int64_t>(shape.rows, max_blocks());
       simt::launch<forward_kernel<scalar_t, kThreads>>({dim3(blocks), dim3(kThreads), 0, stream},
-                                                      args);
+                                                       args);
     }
   });
   return {z, kl, used};
 }
 
-std::tuple<at::Tensor, at::Tensor> backward(
-    const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
-    const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state) {
+std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_z, const at::Tensor& grad_kl,
+                                            const at::Tensor& mu, const at::Tensor& logvar,
+                                            const std::optional<at::Tensor>& eps,
+                                            const at::Tensor& rng_state) {
   check_backward(grad_z, grad_kl, mu, logvar, eps, rng_state);
   const simt::DeviceGuard guard(mu.device());
   const RowShape shape = row_shape(mu);
@@ -281,17 +289,17 @@ std::tuple<at::Tensor, at::Tensor> backward(
 
   const simt::Stream stream = simt::current_stream();
   FASTGEN_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "reparameterize_backward_cuda", [&] {
-    BackwardArgs<scalar_t> args{grad_z_c.const_data_ptr<scalar_t>(),
-                                grad_kl.numel() > 0 ? grad_kl_c.const_data_ptr<scalar_t>()
-                                                    : nullptr,
-                                mu_c.const_data_ptr<scalar_t>(),
-                                logvar_c.const_data_ptr<scalar_t>(),
-                                eps_c.defined() ? eps_c.const_data_ptr<scalar_t>() : nullptr,
-                                grad_mu.mutable_data_ptr<scalar_t>(),
-                                grad_logvar.mutable_data_ptr<scalar_t>(),
-                                mu.numel(),
-                                shape.columns,
-                                state.const_data_ptr<int64_t>()};
+    BackwardArgs<scalar_t> args{
+        grad_z_c.const_data_ptr<scalar_t>(),
+        grad_kl.numel() > 0 ? grad_kl_c.const_data_ptr<scalar_t>() : nullptr,
+        mu_c.const_data_ptr<scalar_t>(),
+        logvar_c.const_data_ptr<scalar_t>(),
+        eps_c.defined() ? eps_c.const_data_ptr<scalar_t>() : nullptr,
+        grad_mu.mutable_data_ptr<scalar_t>(),
+        grad_logvar.mutable_data_ptr<scalar_t>(),
+        mu.numel(),
+        shape.columns,
+        state.const_data_ptr<int64_t>()};
     const int64_t groups = (mu.numel() + 3) / 4;
     const int64_t blocks = std::min<int64_t>((groups + kThreads - 1) / kThreads, max_blocks());
     simt::launch<backward_kernel<scalar_t>>({dim3(blocks), dim3(kThreads), 0, stream}, args);

@@ -58,8 +58,12 @@ struct dim3 {
 #define warpSize 32
 
 namespace fastgen::simt::detail {
-inline uint3 as_uint3(Dim d) { return {d.x, d.y, d.z}; }
-inline dim3 as_dim3(Dim d) { return dim3(d.x, d.y, d.z); }
+inline uint3 as_uint3(Dim d) {
+  return {d.x, d.y, d.z};
+}
+inline dim3 as_dim3(Dim d) {
+  return dim3(d.x, d.y, d.z);
+}
 }  // namespace fastgen::simt::detail
 
 #define threadIdx (::fastgen::simt::detail::as_uint3(::fastgen::simt::detail::thread_index()))
@@ -71,13 +75,12 @@ inline dim3 as_dim3(Dim d) { return dim3(d.x, d.y, d.z); }
 
 // Shared memory: a reference to this block's copy of the variable. `name` must be unique in
 // its function; the tag's address is unique per kernel instantiation.
-#define FASTGEN_SHARED(name, ...)                                                            \
-  static char fastgen_shared_tag_##name;                                                     \
-  ::std::type_identity_t<__VA_ARGS__>& name = *static_cast<::std::type_identity_t<__VA_ARGS__>*>( \
-      ::fastgen::simt::detail::shared_variable(&fastgen_shared_tag_##name,                   \
-                                               sizeof(::std::type_identity_t<__VA_ARGS__>),  \
-                                               alignof(::std::type_identity_t<__VA_ARGS__>), \
-                                               #name))
+#define FASTGEN_SHARED(name, ...)                                                                  \
+  static char fastgen_shared_tag_##name;                                                           \
+  ::std::type_identity_t<__VA_ARGS__>& name =                                                      \
+      *static_cast<::std::type_identity_t<__VA_ARGS__>*>(::fastgen::simt::detail::shared_variable( \
+          &fastgen_shared_tag_##name, sizeof(::std::type_identity_t<__VA_ARGS__>),                 \
+          alignof(::std::type_identity_t<__VA_ARGS__>), #name))
 #define FASTGEN_DYNAMIC_SHARED(name, ...) \
   auto* name = static_cast<__VA_ARGS__*>(::fastgen::simt::detail::dynamic_shared())
 
@@ -104,30 +107,35 @@ template <typename T>
 inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = 32,
                      const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   using fastgen::simt::detail::WarpOp;
-  return fastgen::simt::detail::warp_exchange(WarpOp::Shuffle, mask, var, src_lane, width, file, line);
+  return fastgen::simt::detail::warp_exchange(WarpOp::Shuffle, mask, var, src_lane, width, file,
+                                              line);
 }
 template <typename T>
 inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32,
                         const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   using fastgen::simt::detail::WarpOp;
-  return fastgen::simt::detail::warp_exchange(WarpOp::ShuffleUp, mask, var, int(delta), width, file, line);
+  return fastgen::simt::detail::warp_exchange(WarpOp::ShuffleUp, mask, var, int(delta), width, file,
+                                              line);
 }
 template <typename T>
 inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32,
                           const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   using fastgen::simt::detail::WarpOp;
-  return fastgen::simt::detail::warp_exchange(WarpOp::ShuffleDown, mask, var, int(delta), width, file, line);
+  return fastgen::simt::detail::warp_exchange(WarpOp::ShuffleDown, mask, var, int(delta), width,
+                                              file, line);
 }
 template <typename T>
 inline T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = 32,
                          const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
   using fastgen::simt::detail::WarpOp;
-  return fastgen::simt::detail::warp_exchange(WarpOp::ShuffleXor, mask, var, lane_mask, width, file, line);
+  return fastgen::simt::detail::warp_exchange(WarpOp::ShuffleXor, mask, var, lane_mask, width, file,
+                                              line);
 }
 inline unsigned __ballot_sync(unsigned mask, int predicate, const char* file = __builtin_FILE(),
                               int line = __builtin_LINE()) {
   using fastgen::simt::detail::WarpOp;
-  return unsigned(fastgen::simt::detail::warp_op(WarpOp::Ballot, mask, predicate != 0, 0, 32, file, line));
+  return unsigned(
+      fastgen::simt::detail::warp_op(WarpOp::Ballot, mask, predicate != 0, 0, 32, file, line));
 }
 inline int __any_sync(unsigned mask, int predicate, const char* file = __builtin_FILE(),
                       int line = __builtin_LINE()) {
@@ -139,7 +147,9 @@ inline int __all_sync(unsigned mask, int predicate, const char* file = __builtin
   using fastgen::simt::detail::WarpOp;
   return int(fastgen::simt::detail::warp_op(WarpOp::All, mask, predicate != 0, 0, 32, file, line));
 }
-inline unsigned __activemask() { return fastgen::simt::detail::active_mask(); }
+inline unsigned __activemask() {
+  return fastgen::simt::detail::active_mask();
+}
 
 // --- atomics (global or shared memory) and fences ----------------------------------------------
 
@@ -210,8 +220,12 @@ inline T atomicMin(T* address, T value, FASTGEN_SIMT_ATOMIC_SITE) {
 }
 #undef FASTGEN_SIMT_ATOMIC_SITE
 
-inline void __threadfence() { fastgen::simt::detail::thread_fence(); }
-inline void __threadfence_block() { fastgen::simt::detail::thread_fence(); }
+inline void __threadfence() {
+  fastgen::simt::detail::thread_fence();
+}
+inline void __threadfence_block() {
+  fastgen::simt::detail::thread_fence();
+}
 
 // Cache-hinted loads: plain (checked) loads here.
 template <typename T>
@@ -236,39 +250,87 @@ using std::isnan;
 // The emulated build is compiled with -ffp-contract=off (no fused multiply-add) and the CUDA
 // build with --fmad=false, so a*b+c rounds twice on both sides.
 
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
-inline float __fdiv_rn(float a, float b) { return a / b; }
-inline float __frcp_rn(float a) { return 1.0f / a; }
-inline float __fsqrt_rn(float a) { return __builtin_sqrtf(a); }
-inline float __fmaf_rn(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
-inline double __dadd_rn(double a, double b) { return a + b; }
-inline double __dsub_rn(double a, double b) { return a - b; }
-inline double __dmul_rn(double a, double b) { return a * b; }
-inline double __ddiv_rn(double a, double b) { return a / b; }
-inline double __dsqrt_rn(double a) { return __builtin_sqrt(a); }
-inline double __fma_rn(double a, double b, double c) { return __builtin_fma(a, b, c); }
-inline unsigned int __float_as_uint(float a) { return __builtin_bit_cast(unsigned int, a); }
-inline float __uint_as_float(unsigned int a) { return __builtin_bit_cast(float, a); }
-inline int __float_as_int(float a) { return __builtin_bit_cast(int, a); }
-inline float __int_as_float(int a) { return __builtin_bit_cast(float, a); }
-inline long long __double_as_longlong(double a) { return __builtin_bit_cast(long long, a); }
-inline double __longlong_as_double(long long a) { return __builtin_bit_cast(double, a); }
-inline float __uint2float_rn(unsigned int a) { return static_cast<float>(a); }
-inline float __int2float_rn(int a) { return static_cast<float>(a); }
+inline float __fadd_rn(float a, float b) {
+  return a + b;
+}
+inline float __fsub_rn(float a, float b) {
+  return a - b;
+}
+inline float __fmul_rn(float a, float b) {
+  return a * b;
+}
+inline float __fdiv_rn(float a, float b) {
+  return a / b;
+}
+inline float __frcp_rn(float a) {
+  return 1.0f / a;
+}
+inline float __fsqrt_rn(float a) {
+  return __builtin_sqrtf(a);
+}
+inline float __fmaf_rn(float a, float b, float c) {
+  return __builtin_fmaf(a, b, c);
+}
+inline double __dadd_rn(double a, double b) {
+  return a + b;
+}
+inline double __dsub_rn(double a, double b) {
+  return a - b;
+}
+inline double __dmul_rn(double a, double b) {
+  return a * b;
+}
+inline double __ddiv_rn(double a, double b) {
+  return a / b;
+}
+inline double __dsqrt_rn(double a) {
+  return __builtin_sqrt(a);
+}
+inline double __fma_rn(double a, double b, double c) {
+  return __builtin_fma(a, b, c);
+}
+inline unsigned int __float_as_uint(float a) {
+  return __builtin_bit_cast(unsigned int, a);
+}
+inline float __uint_as_float(unsigned int a) {
+  return __builtin_bit_cast(float, a);
+}
+inline int __float_as_int(float a) {
+  return __builtin_bit_cast(int, a);
+}
+inline float __int_as_float(int a) {
+  return __builtin_bit_cast(float, a);
+}
+inline long long __double_as_longlong(double a) {
+  return __builtin_bit_cast(long long, a);
+}
+inline double __longlong_as_double(long long a) {
+  return __builtin_bit_cast(double, a);
+}
+inline float __uint2float_rn(unsigned int a) {
+  return static_cast<float>(a);
+}
+inline float __int2float_rn(int a) {
+  return static_cast<float>(a);
+}
 inline unsigned int __umulhi(unsigned int a, unsigned int b) {
   return static_cast<unsigned int>((static_cast<unsigned long long>(a) * b) >> 32);
 }
-inline int __mulhi(int a, int b) { return static_cast<int>((static_cast<long long>(a) * b) >> 32); }
-inline float __saturatef(float a) { return a < 0.0f ? 0.0f : (a > 1.0f ? 1.0f : (a == a ? a : 0.0f)); }
+inline int __mulhi(int a, int b) {
+  return static_cast<int>((static_cast<long long>(a) * b) >> 32);
+}
+inline float __saturatef(float a) {
+  return a < 0.0f ? 0.0f : (a > 1.0f ? 1.0f : (a == a ? a : 0.0f));
+}
 
 // --- the launcher's side ----------------------------------------------------------------------
 
 namespace fastgen::simt {
 
 struct Stream {};
-inline Stream current_stream() { return {}; }
+inline Stream current_stream() {
+  return {};
+}
 
 // CPU tensors: nothing to guard.
 struct DeviceGuard {
@@ -276,7 +338,9 @@ struct DeviceGuard {
 };
 
 // The SM count launchers size their grids by: an H100 SXM / H200's 132.
-inline int multiprocessor_count() { return 132; }
+inline int multiprocessor_count() {
+  return 132;
+}
 
 inline void memset_async(void* data, int value, size_t bytes, Stream) {
   std::memset(data, value, bytes);

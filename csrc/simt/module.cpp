@@ -114,7 +114,8 @@ const emulation::Kernels& kernels() {
   static const emulation::Kernels table = [] {
     emulation::Kernels k;
     k.batch_norm_leaky_relu = &scoped<&batch_norm_leaky_relu::emulated_cuda::forward>::call;
-    k.batch_norm_leaky_relu_backward = &scoped<&batch_norm_leaky_relu::emulated_cuda::backward>::call;
+    k.batch_norm_leaky_relu_backward =
+        &scoped<&batch_norm_leaky_relu::emulated_cuda::backward>::call;
     k.reparameterize = &scoped<&reparameterize::emulated_cuda::forward>::call;
     k.reparameterize_backward = &scoped<&reparameterize::emulated_cuda::backward>::call;
     k.bias_activation = &scoped<&emulated_cuda::bias_activation>::call;

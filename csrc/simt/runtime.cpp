@@ -94,7 +94,6 @@ std::atomic<uint64_t> g_launches{0}, g_blocks{0};
 
 // --- fibers -------------------------------------------------------------------------------
 
-
 struct Thread;
 void fiber_main(Thread* thread);
 
@@ -330,7 +329,9 @@ void switch_to_scheduler(Engine& e, Thread& t) {
 
 // --- the run queue ------------------------------------------------------------------------
 
-void enqueue(Engine& e, uint32_t index) { e.queue.push_back(index); }
+void enqueue(Engine& e, uint32_t index) {
+  e.queue.push_back(index);
+}
 
 // Appends `indices` in a random order drawn from the block's schedule stream.
 void enqueue_permuted(Engine& e, std::vector<uint32_t>& indices) {
@@ -356,19 +357,24 @@ void release_barrier(Engine& e) {
   enqueue_permuted(e, all);
 }
 
-void block_here(Engine& e, Thread& t) { switch_to_scheduler(e, t); }
+void block_here(Engine& e, Thread& t) {
+  switch_to_scheduler(e, t);
+}
 
 // --- fibers: start and exit ---------------------------------------------------------------
 
 #if !defined(__x86_64__)
-void fiber_entry_ucontext() { fiber_main(t_thread); }
+void fiber_entry_ucontext() {
+  fiber_main(t_thread);
+}
 #endif
 
 void prepare_fiber(Thread& t) {
 #if defined(__x86_64__)
   // Stacks are kStackBytes apart, so their tops would all fall into the same cache sets;
   // a per-thread offset (a multiple of 16) spreads them.
-  uintptr_t top = (reinterpret_cast<uintptr_t>(t.stack_hi) - (t.linear % 127) * 272) & ~uintptr_t(15);
+  uintptr_t top =
+      (reinterpret_cast<uintptr_t>(t.stack_hi) - (t.linear % 127) * 272) & ~uintptr_t(15);
   // Popped by the first switch: r15, r14, r13 = fiber_main, r12 = &t, rbx, rbp, then the
   // "return address" fastgen_simt_trampoline, which then finds rsp = frame + 56 = top - 16:
   // 16-byte aligned at its call, as the ABI wants.
@@ -404,13 +410,20 @@ std::string waiters_text(Engine& e) {
 
 const char* op_name(WarpOp op) {
   switch (op) {
-    case WarpOp::Shuffle: return "__shfl_sync";
-    case WarpOp::ShuffleUp: return "__shfl_up_sync";
-    case WarpOp::ShuffleDown: return "__shfl_down_sync";
-    case WarpOp::ShuffleXor: return "__shfl_xor_sync";
-    case WarpOp::Ballot: return "__ballot_sync";
-    case WarpOp::Any: return "__any_sync";
-    case WarpOp::All: return "__all_sync";
+    case WarpOp::Shuffle:
+      return "__shfl_sync";
+    case WarpOp::ShuffleUp:
+      return "__shfl_up_sync";
+    case WarpOp::ShuffleDown:
+      return "__shfl_down_sync";
+    case WarpOp::ShuffleXor:
+      return "__shfl_xor_sync";
+    case WarpOp::Ballot:
+      return "__ballot_sync";
+    case WarpOp::Any:
+      return "__any_sync";
+    case WarpOp::All:
+      return "__all_sync";
   }
   return "warp op";
 }
@@ -503,7 +516,8 @@ void snapshot_ranges(Engine& e) {
   e.ranges.clear();
   {
     std::lock_guard<std::mutex> lock(g_ranges_mutex);
-    for (const auto& [begin, entry] : ranges_registry()) e.ranges.push_back({begin, entry.end, entry.kind});
+    for (const auto& [begin, entry] : ranges_registry())
+      e.ranges.push_back({begin, entry.end, entry.kind});
   }
   e.ranges.insert(e.ranges.end(), segments.begin(), segments.end());
   const auto args = reinterpret_cast<uintptr_t>(e.launch->args);
@@ -554,21 +568,26 @@ inline void shadow_bytes(Engine& e, Cell& cell, unsigned slot, unsigned count, u
     switch (access) {
       case Access::Read:
         if (writer != 0 && writer != me) {
-          report_race(e, me, access, atomic_write ? "updated (atomically)" : "wrote", writer, describe, at, pc);
+          report_race(e, me, access, atomic_write ? "updated (atomically)" : "wrote", writer,
+                      describe, at, pc);
         }
         cell.reader[i] = (reader == 0 || reader == me) ? me : kMany;
         break;
       case Access::Write:
         if (writer != 0 && writer != me) {
-          report_race(e, me, access, atomic_write ? "updated (atomically)" : "wrote", writer, describe, at, pc);
+          report_race(e, me, access, atomic_write ? "updated (atomically)" : "wrote", writer,
+                      describe, at, pc);
         }
-        if (reader != 0 && reader != me) report_race(e, me, access, "read", reader, describe, at, pc);
+        if (reader != 0 && reader != me)
+          report_race(e, me, access, "read", reader, describe, at, pc);
         cell.writer[i] = me;
         cell.atomic &= uint8_t(~(1u << i));
         break;
       case Access::Atomic:
-        if (writer != 0 && writer != me && !atomic_write) report_race(e, me, access, "wrote", writer, describe, at, pc);
-        if (reader != 0 && reader != me) report_race(e, me, access, "read", reader, describe, at, pc);
+        if (writer != 0 && writer != me && !atomic_write)
+          report_race(e, me, access, "wrote", writer, describe, at, pc);
+        if (reader != 0 && reader != me)
+          report_race(e, me, access, "read", reader, describe, at, pc);
         cell.writer[i] = me;
         cell.atomic |= uint8_t(1u << i);
         break;
@@ -698,12 +717,14 @@ void check_global(Engine& e, Thread& t, uintptr_t address, size_t bytes, Access 
     }
   }
   if (range == nullptr) {
-    std::string where = "an address outside every tensor of this op, shared variable and the thread's stack";
+    std::string where =
+        "an address outside every tensor of this op, shared variable and the thread's stack";
     for (const Range& r : e.ranges) {
       if (r.kind != RangeKind::Tensor) continue;
       if (address >= r.begin && address < r.end) {
-        where = "bytes " + std::to_string(address - r.begin) + ".." + std::to_string(end - r.begin - 1) +
-                " of a " + std::to_string(r.end - r.begin) + "-byte tensor (running past its end)";
+        where = "bytes " + std::to_string(address - r.begin) + ".." +
+                std::to_string(end - r.begin - 1) + " of a " + std::to_string(r.end - r.begin) +
+                "-byte tensor (running past its end)";
         break;
       }
       if (address >= r.end && address < r.end + 4096) {
@@ -718,16 +739,19 @@ void check_global(Engine& e, Thread& t, uintptr_t address, size_t bytes, Access 
       }
     }
     for (const Thread& other : e.threads) {
-      if (&other != &t && address >= uintptr_t(other.stack_lo) && address < uintptr_t(other.stack_hi)) {
+      if (&other != &t && address >= uintptr_t(other.stack_lo) &&
+          address < uintptr_t(other.stack_hi)) {
         where = "the stack (local memory) of another thread";
       }
     }
     fail("out-of-bounds " + std::string(access_name(access)) + " of " + std::to_string(bytes) +
-         " bytes at " + hex(address) + " by " + thread_text(e, t) + ": " + where + code_location(pc));
+         " bytes at " + hex(address) + " by " + thread_text(e, t) + ": " + where +
+         code_location(pc));
   }
   if (range->kind == RangeKind::ReadOnly && access != Access::Read) {
-    fail(std::string(access_name(access)) + " to read-only memory (kernel arguments or constants) by " +
-         thread_text(e, t) + code_location(pc));
+    fail(std::string(access_name(access)) +
+         " to read-only memory (kernel arguments or constants) by " + thread_text(e, t) +
+         code_location(pc));
   }
   if (range->kind != RangeKind::Tensor || !e.racecheck) return;
   const uint16_t me = uint16_t(t.linear + 1);
@@ -772,17 +796,21 @@ bool racecheck_enabled() {
 void validate(const LaunchDesc& l) {
   const std::string name = std::string("fastgen.simt: launch of kernel ") + l.kernel_name + ": ";
   if (l.grid.x == 0 || l.grid.y == 0 || l.grid.z == 0) {
-    throw Error(name + "gridDim " + dim_text(l.grid) + " has a zero dimension (cudaErrorInvalidConfiguration)");
+    throw Error(name + "gridDim " + dim_text(l.grid) +
+                " has a zero dimension (cudaErrorInvalidConfiguration)");
   }
   if (l.grid.x > kMaxGridX || l.grid.y > kMaxGridYZ || l.grid.z > kMaxGridYZ) {
-    throw Error(name + "gridDim " + dim_text(l.grid) +
-                " exceeds sm_90's limits (x <= 2^31-1, y and z <= 65535; cudaErrorInvalidConfiguration)");
+    throw Error(
+        name + "gridDim " + dim_text(l.grid) +
+        " exceeds sm_90's limits (x <= 2^31-1, y and z <= 65535; cudaErrorInvalidConfiguration)");
   }
   if (l.block.x == 0 || l.block.y == 0 || l.block.z == 0) {
-    throw Error(name + "blockDim " + dim_text(l.block) + " has a zero dimension (cudaErrorInvalidConfiguration)");
+    throw Error(name + "blockDim " + dim_text(l.block) +
+                " has a zero dimension (cudaErrorInvalidConfiguration)");
   }
   const uint64_t threads = uint64_t(l.block.x) * l.block.y * l.block.z;
-  if (l.block.x > kMaxBlockXY || l.block.y > kMaxBlockXY || l.block.z > kMaxBlockZ || threads > kMaxThreads) {
+  if (l.block.x > kMaxBlockXY || l.block.y > kMaxBlockXY || l.block.z > kMaxBlockZ ||
+      threads > kMaxThreads) {
     throw Error(name + "blockDim " + dim_text(l.block) + " (" + std::to_string(threads) +
                 " threads) exceeds sm_90's limits (x, y <= 1024, z <= 64, at most 1024 threads; "
                 "cudaErrorInvalidConfiguration)");
@@ -794,11 +822,12 @@ void validate(const LaunchDesc& l) {
     if (it != dynamic_shared_limits().end()) limit = it->second;
   }
   if (l.dynamic_shared_bytes > limit) {
-    throw Error(name + std::to_string(l.dynamic_shared_bytes) + " bytes of dynamic shared memory exceed " +
-                std::to_string(limit) + (limit == kMaxDynamicSharedDefault
-                                             ? " (48 KiB without the cudaFuncAttributeMaxDynamicSharedMemorySize "
-                                               "opt-in, simt::set_max_dynamic_shared)"
-                                             : " (the kernel's opt-in)"));
+    throw Error(name + std::to_string(l.dynamic_shared_bytes) +
+                " bytes of dynamic shared memory exceed " + std::to_string(limit) +
+                (limit == kMaxDynamicSharedDefault
+                     ? " (48 KiB without the cudaFuncAttributeMaxDynamicSharedMemorySize "
+                       "opt-in, simt::set_max_dynamic_shared)"
+                     : " (the kernel's opt-in)"));
   }
 }
 
@@ -872,7 +901,8 @@ void run_block(Engine& e, Dim index) {
     for (uint32_t i = 0; i < e.thread_count && detail.size() < 400; ++i) {
       const Thread& t = e.threads[i];
       if (t.status == Status::Barrier) {
-        detail += " " + dim_text(t.index) + " at __syncthreads " + site(e.barrier_file, e.barrier_line) + ";";
+        detail += " " + dim_text(t.index) + " at __syncthreads " +
+                  site(e.barrier_file, e.barrier_line) + ";";
       } else if (t.status == Status::Warp) {
         detail += " " + dim_text(t.index) + " at " + wait_text(t.wait) + ";";
       }
@@ -933,10 +963,18 @@ void run(const LaunchDesc& launch) {
   }
 }
 
-Dim thread_index() { return t_thread ? t_thread->index : Dim{0, 0, 0}; }
-Dim block_index() { return engine().block_index; }
-Dim block_dim() { return engine().launch ? engine().launch->block : Dim{1, 1, 1}; }
-Dim grid_dim() { return engine().launch ? engine().launch->grid : Dim{1, 1, 1}; }
+Dim thread_index() {
+  return t_thread ? t_thread->index : Dim{0, 0, 0};
+}
+Dim block_index() {
+  return engine().block_index;
+}
+Dim block_dim() {
+  return engine().launch ? engine().launch->block : Dim{1, 1, 1};
+}
+Dim grid_dim() {
+  return engine().launch ? engine().launch->grid : Dim{1, 1, 1};
+}
 
 void syncthreads(const char* file, int line) {
   const RuntimeSection section(t_thread);
@@ -975,41 +1013,49 @@ bool arrive(Engine& e, Thread& t, const WarpWait& wait) {
   WarpState& w = e.warps[t.warp];
   const unsigned bit = 1u << t.lane, mask = wait.mask;
   auto what = [&] { return wait_text(wait); };
-  auto caller = [&] { return thread_text(e, t) + " (lane " + std::to_string(t.lane) + ") calls " + what(); };
+  auto caller = [&] {
+    return thread_text(e, t) + " (lane " + std::to_string(t.lane) + ") calls " + what();
+  };
   auto lowest = [](unsigned bits) { return std::to_string(__builtin_ctz(bits)); };
   if (!(mask & bit)) fail(caller() + " whose mask leaves out the calling lane");
   if (wait.width < 1 || wait.width > int(kWarp) || (wait.width & (wait.width - 1)) != 0) {
-    fail(caller() + " with width " + std::to_string(wait.width) + " (must be a power of 2 up to 32)");
+    fail(caller() + " with width " + std::to_string(wait.width) +
+         " (must be a power of 2 up to 32)");
   }
   if (mask & ~w.existing) {
     fail(caller() + ", which names lane " + lowest(mask & ~w.existing) +
-         ": that lane does not exist (the block has " + std::to_string(e.thread_count) + " threads)");
+         ": that lane does not exist (the block has " + std::to_string(e.thread_count) +
+         " threads)");
   }
-  if (mask & w.exited) fail(caller() + ", which names lane " + lowest(mask & w.exited) + ": that lane has exited");
+  if (mask & w.exited)
+    fail(caller() + ", which names lane " + lowest(mask & w.exited) + ": that lane has exited");
   if (mask & w.barrier) {
-    fail(caller() + ", which names lane " + lowest(mask & w.barrier) + ": that lane waits at __syncthreads at " +
-         site(e.barrier_file, e.barrier_line));
+    fail(caller() + ", which names lane " + lowest(mask & w.barrier) +
+         ": that lane waits at __syncthreads at " + site(e.barrier_file, e.barrier_line));
   }
   if (const WarpGroup* g = w.expecting(bit, mask)) {
     const Thread& other = e.threads[t.warp * kWarp + unsigned(__builtin_ctz(g->arrived))];
-    fail(caller() + " while lane " + std::to_string(other.lane) + " waits for it at " + wait_text(other.wait));
+    fail(caller() + " while lane " + std::to_string(other.lane) + " waits for it at " +
+         wait_text(other.wait));
   }
   WarpGroup* group = nullptr;
   for (int g = 0; g < w.group_count; ++g) {
     if (w.groups[g].mask == mask) group = &w.groups[g];
   }
   if (group != nullptr) {
-    const WarpWait& first = e.threads[t.warp * kWarp + unsigned(__builtin_ctz(group->arrived))].wait;
+    const WarpWait& first =
+        e.threads[t.warp * kWarp + unsigned(__builtin_ctz(group->arrived))].wait;
     if (first.op != wait.op || first.width != wait.width || first.collective != wait.collective) {
-      fail(caller() + " while lane " + lowest(group->arrived) + " of its mask waits at " + wait_text(first) +
-           "; all lanes of a mask must call the same operation");
+      fail(caller() + " while lane " + lowest(group->arrived) + " of its mask waits at " +
+           wait_text(first) + "; all lanes of a mask must call the same operation");
     }
     group->arrived |= bit;
   } else {
     if (mask & w.waiting) {
       const Thread& other = e.threads[t.warp * kWarp + unsigned(__builtin_ctz(mask & w.waiting))];
       fail(caller() + " while lane " + std::to_string(other.lane) + " of its mask waits at " +
-           wait_text(other.wait) + "; all lanes of a mask must call the same operation with the same mask");
+           wait_text(other.wait) +
+           "; all lanes of a mask must call the same operation with the same mask");
     }
     group = &w.groups[w.group_count++];
     *group = {mask, bit};
@@ -1046,7 +1092,9 @@ uint64_t finish_warp_op(Engine& e, Thread& t) {
     const unsigned width = unsigned(w.width), segment = lane & ~(width - 1);
     int source = -1;
     switch (w.op) {
-      case WarpOp::Shuffle: source = int(segment + (unsigned(u.wait.param) & (width - 1))); break;
+      case WarpOp::Shuffle:
+        source = int(segment + (unsigned(u.wait.param) & (width - 1)));
+        break;
       case WarpOp::ShuffleUp: {
         const int s = int(lane) - u.wait.param;
         source = s < int(segment) ? int(lane) : s;
@@ -1062,9 +1110,17 @@ uint64_t finish_warp_op(Engine& e, Thread& t) {
         source = (s < segment || s >= segment + width) ? int(lane) : int(s);
         break;
       }
-      case WarpOp::Ballot: u.wait.result = ballot; continue;
-      case WarpOp::Any: u.wait.result = ballot != 0; continue;
-      case WarpOp::All: u.wait.result = ballot == (w.mask & ((lanes_in_warp(e, t.warp) == kWarp) ? ~0u : ((1u << lanes_in_warp(e, t.warp)) - 1))); continue;
+      case WarpOp::Ballot:
+        u.wait.result = ballot;
+        continue;
+      case WarpOp::Any:
+        u.wait.result = ballot != 0;
+        continue;
+      case WarpOp::All:
+        u.wait.result = ballot == (w.mask & ((lanes_in_warp(e, t.warp) == kWarp)
+                                                 ? ~0u
+                                                 : ((1u << lanes_in_warp(e, t.warp)) - 1)));
+        continue;
     }
     if (!(w.mask >> source & 1u)) {
       fail("lane " + std::to_string(lane) + " of " + thread_text(e, u) + "'s warp reads lane " +
@@ -1108,7 +1164,8 @@ void warp_collective(CollectiveFn op, void* data, const char* what, const char* 
   if (arrive(e, t, t.wait)) {
     void* lane_data[kWarp];
     const unsigned base = t.warp * kWarp;
-    for (unsigned lane = 0; lane < kWarp; ++lane) lane_data[lane] = e.threads[base + lane].wait.data;
+    for (unsigned lane = 0; lane < kWarp; ++lane)
+      lane_data[lane] = e.threads[base + lane].wait.data;
     t.status = Status::Warp;
     op(lane_data);
     wake_lanes(e, base, ~0u);
@@ -1155,7 +1212,8 @@ void* shared_variable(const void* tag, size_t bytes, size_t alignment, const cha
          "') exceeds sm_90's 48 KiB per block (use dynamic shared memory with the opt-in)");
   }
   if (e.static_bytes + e.dynamic_bytes > kMaxSharedOptIn) {
-    fail(std::to_string(e.static_bytes) + " bytes of static and " + std::to_string(e.dynamic_bytes) +
+    fail(std::to_string(e.static_bytes) + " bytes of static and " +
+         std::to_string(e.dynamic_bytes) +
          " of dynamic shared memory exceed sm_90's 227 KiB per block");
   }
   const size_t align = std::max<size_t>(alignment, 16);
@@ -1237,8 +1295,12 @@ uint64_t new_scope_id() {
   return next.fetch_add(1);
 }
 
-uint64_t launch_count() { return g_launches.load(); }
-uint64_t block_count() { return g_blocks.load(); }
+uint64_t launch_count() {
+  return g_launches.load();
+}
+uint64_t block_count() {
+  return g_blocks.load();
+}
 
 std::string parse_kernel_name(const char* pretty_function) {
   std::string text(pretty_function);
@@ -1277,11 +1339,19 @@ FASTGEN_HOOK void __tsan_func_exit() {}
 FASTGEN_HOOK void __tsan_vptr_update(void**, void*) {}
 FASTGEN_HOOK void __tsan_vptr_read(void**) {}
 
-#define FASTGEN_ACCESS_HOOKS(n)                                                                   \
-  FASTGEN_HOOK void __tsan_read##n(void* a) { hook(a, n, Access::Read, __builtin_return_address(0)); }  \
-  FASTGEN_HOOK void __tsan_write##n(void* a) { hook(a, n, Access::Write, __builtin_return_address(0)); } \
-  FASTGEN_HOOK void __tsan_volatile_read##n(void* a) { hook(a, n, Access::Read, __builtin_return_address(0)); } \
-  FASTGEN_HOOK void __tsan_volatile_write##n(void* a) { hook(a, n, Access::Write, __builtin_return_address(0)); }
+#define FASTGEN_ACCESS_HOOKS(n)                             \
+  FASTGEN_HOOK void __tsan_read##n(void* a) {               \
+    hook(a, n, Access::Read, __builtin_return_address(0));  \
+  }                                                         \
+  FASTGEN_HOOK void __tsan_write##n(void* a) {              \
+    hook(a, n, Access::Write, __builtin_return_address(0)); \
+  }                                                         \
+  FASTGEN_HOOK void __tsan_volatile_read##n(void* a) {      \
+    hook(a, n, Access::Read, __builtin_return_address(0));  \
+  }                                                         \
+  FASTGEN_HOOK void __tsan_volatile_write##n(void* a) {     \
+    hook(a, n, Access::Write, __builtin_return_address(0)); \
+  }
 FASTGEN_ACCESS_HOOKS(1)
 FASTGEN_ACCESS_HOOKS(2)
 FASTGEN_ACCESS_HOOKS(4)
@@ -1289,17 +1359,25 @@ FASTGEN_ACCESS_HOOKS(8)
 FASTGEN_ACCESS_HOOKS(16)
 #undef FASTGEN_ACCESS_HOOKS
 
-#define FASTGEN_UNALIGNED_HOOKS(n)                                                                \
-  FASTGEN_HOOK void __tsan_unaligned_read##n(void* a) { hook(a, n, Access::Read, __builtin_return_address(0)); } \
-  FASTGEN_HOOK void __tsan_unaligned_write##n(void* a) { hook(a, n, Access::Write, __builtin_return_address(0)); }
+#define FASTGEN_UNALIGNED_HOOKS(n)                          \
+  FASTGEN_HOOK void __tsan_unaligned_read##n(void* a) {     \
+    hook(a, n, Access::Read, __builtin_return_address(0));  \
+  }                                                         \
+  FASTGEN_HOOK void __tsan_unaligned_write##n(void* a) {    \
+    hook(a, n, Access::Write, __builtin_return_address(0)); \
+  }
 FASTGEN_UNALIGNED_HOOKS(2)
 FASTGEN_UNALIGNED_HOOKS(4)
 FASTGEN_UNALIGNED_HOOKS(8)
 FASTGEN_UNALIGNED_HOOKS(16)
 #undef FASTGEN_UNALIGNED_HOOKS
 
-FASTGEN_HOOK void __tsan_read_range(void* a, unsigned long n) { hook(a, n, Access::Read, __builtin_return_address(0)); }
-FASTGEN_HOOK void __tsan_write_range(void* a, unsigned long n) { hook(a, n, Access::Write, __builtin_return_address(0)); }
+FASTGEN_HOOK void __tsan_read_range(void* a, unsigned long n) {
+  hook(a, n, Access::Read, __builtin_return_address(0));
+}
+FASTGEN_HOOK void __tsan_write_range(void* a, unsigned long n) {
+  hook(a, n, Access::Write, __builtin_return_address(0));
+}
 
 FASTGEN_HOOK void* __tsan_memcpy(void* d, const void* s, unsigned long n) {
   hook(s, n, Access::Read, __builtin_return_address(0));
@@ -1318,25 +1396,45 @@ FASTGEN_HOOK void* __tsan_memset(void* d, int c, unsigned long n) {
 
 // Atomic hooks: the memory-order argument is ignored (every operation is sequentially
 // consistent, which is never weaker than asked).
-#define FASTGEN_ATOMIC_HOOKS(bits, T)                                                             \
-  FASTGEN_HOOK T __tsan_atomic##bits##_load(const volatile T* a, int) { return __atomic_load_n(a, __ATOMIC_SEQ_CST); } \
-  FASTGEN_HOOK void __tsan_atomic##bits##_store(volatile T* a, T v, int) { __atomic_store_n(a, v, __ATOMIC_SEQ_CST); } \
-  FASTGEN_HOOK T __tsan_atomic##bits##_exchange(volatile T* a, T v, int) { return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST); } \
-  FASTGEN_HOOK T __tsan_atomic##bits##_fetch_add(volatile T* a, T v, int) { return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST); } \
-  FASTGEN_HOOK T __tsan_atomic##bits##_fetch_sub(volatile T* a, T v, int) { return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST); } \
-  FASTGEN_HOOK T __tsan_atomic##bits##_fetch_and(volatile T* a, T v, int) { return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST); } \
-  FASTGEN_HOOK T __tsan_atomic##bits##_fetch_or(volatile T* a, T v, int) { return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST); } \
-  FASTGEN_HOOK T __tsan_atomic##bits##_fetch_xor(volatile T* a, T v, int) { return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST); } \
-  FASTGEN_HOOK T __tsan_atomic##bits##_fetch_nand(volatile T* a, T v, int) { return __atomic_fetch_nand(a, v, __ATOMIC_SEQ_CST); } \
-  FASTGEN_HOOK int __tsan_atomic##bits##_compare_exchange_strong(volatile T* a, T* c, T v, int, int) { \
-    return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);     \
-  }                                                                                               \
-  FASTGEN_HOOK int __tsan_atomic##bits##_compare_exchange_weak(volatile T* a, T* c, T v, int, int) { \
-    return __atomic_compare_exchange_n(a, c, v, true, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);      \
-  }                                                                                               \
+#define FASTGEN_ATOMIC_HOOKS(bits, T)                                                            \
+  FASTGEN_HOOK T __tsan_atomic##bits##_load(const volatile T* a, int) {                          \
+    return __atomic_load_n(a, __ATOMIC_SEQ_CST);                                                 \
+  }                                                                                              \
+  FASTGEN_HOOK void __tsan_atomic##bits##_store(volatile T* a, T v, int) {                       \
+    __atomic_store_n(a, v, __ATOMIC_SEQ_CST);                                                    \
+  }                                                                                              \
+  FASTGEN_HOOK T __tsan_atomic##bits##_exchange(volatile T* a, T v, int) {                       \
+    return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST);                                          \
+  }                                                                                              \
+  FASTGEN_HOOK T __tsan_atomic##bits##_fetch_add(volatile T* a, T v, int) {                      \
+    return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST);                                           \
+  }                                                                                              \
+  FASTGEN_HOOK T __tsan_atomic##bits##_fetch_sub(volatile T* a, T v, int) {                      \
+    return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST);                                           \
+  }                                                                                              \
+  FASTGEN_HOOK T __tsan_atomic##bits##_fetch_and(volatile T* a, T v, int) {                      \
+    return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST);                                           \
+  }                                                                                              \
+  FASTGEN_HOOK T __tsan_atomic##bits##_fetch_or(volatile T* a, T v, int) {                       \
+    return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST);                                            \
+  }                                                                                              \
+  FASTGEN_HOOK T __tsan_atomic##bits##_fetch_xor(volatile T* a, T v, int) {                      \
+    return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST);                                           \
+  }                                                                                              \
+  FASTGEN_HOOK T __tsan_atomic##bits##_fetch_nand(volatile T* a, T v, int) {                     \
+    return __atomic_fetch_nand(a, v, __ATOMIC_SEQ_CST);                                          \
+  }                                                                                              \
+  FASTGEN_HOOK int __tsan_atomic##bits##_compare_exchange_strong(volatile T* a, T* c, T v, int,  \
+                                                                 int) {                          \
+    return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);      \
+  }                                                                                              \
+  FASTGEN_HOOK int __tsan_atomic##bits##_compare_exchange_weak(volatile T* a, T* c, T v, int,    \
+                                                               int) {                            \
+    return __atomic_compare_exchange_n(a, c, v, true, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);       \
+  }                                                                                              \
   FASTGEN_HOOK T __tsan_atomic##bits##_compare_exchange_val(volatile T* a, T c, T v, int, int) { \
-    __atomic_compare_exchange_n(a, &c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);           \
-    return c;                                                                                     \
+    __atomic_compare_exchange_n(a, &c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);            \
+    return c;                                                                                    \
   }
 FASTGEN_ATOMIC_HOOKS(8, uint8_t)
 FASTGEN_ATOMIC_HOOKS(16, uint16_t)
@@ -1344,5 +1442,9 @@ FASTGEN_ATOMIC_HOOKS(32, uint32_t)
 FASTGEN_ATOMIC_HOOKS(64, uint64_t)
 #undef FASTGEN_ATOMIC_HOOKS
 
-FASTGEN_HOOK void __tsan_atomic_thread_fence(int) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-FASTGEN_HOOK void __tsan_atomic_signal_fence(int) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+FASTGEN_HOOK void __tsan_atomic_thread_fence(int) {
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+FASTGEN_HOOK void __tsan_atomic_signal_fence(int) {
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}

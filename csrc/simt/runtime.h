@@ -45,8 +45,8 @@ Dim grid_dim();
 void syncthreads(const char* file, int line);
 
 enum class WarpOp : int { Shuffle, ShuffleUp, ShuffleDown, ShuffleXor, Ballot, Any, All };
-uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int param, int width,
-                 const char* file, int line);
+uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int param, int width, const char* file,
+                 int line);
 unsigned active_mask();
 
 // A warp-wide operation over all 32 lanes' data (the WMMA calls): every lane of the warp

@@ -140,7 +140,9 @@ __global__ void wmma_gemm(const T* a, const T* b, float* c, int depth) {
   }
 }
 
-at::Tensor zeros(int64_t n) { return at::zeros({n}, at::TensorOptions().dtype(at::kFloat)); }
+at::Tensor zeros(int64_t n) {
+  return at::zeros({n}, at::TensorOptions().dtype(at::kFloat));
+}
 
 std::vector<float> values(const at::Tensor& t) {
   const at::Tensor f = t.to(at::kFloat).contiguous();
@@ -150,7 +152,9 @@ std::vector<float> values(const at::Tensor& t) {
 
 // The self-test's matrices: small multiples of powers of two, exact in every input type
 // (tests/test_simt.py builds the same).
-double matrix_value(int64_t index, int salt) { return double((index * (7 + 2 * salt) + salt) % 11 - 5) / 4.0; }
+double matrix_value(int64_t index, int salt) {
+  return double((index * (7 + 2 * salt) + salt) % 11 - 5) / 4.0;
+}
 
 template <typename T, int M, int N, int K, bool divergent = false>
 std::vector<float> run_wmma(int depth) {
@@ -163,10 +167,10 @@ std::vector<float> run_wmma(int depth) {
   b = b.to(scalar);
   at::Tensor c = zeros(M * N);
   launch<wmma_gemm<T, M, N, K, divergent>>({dim3(1), dim3(32)}, a.const_data_ptr<T>(),
-                                           b.const_data_ptr<T>(), c.mutable_data_ptr<float>(), depth);
+                                           b.const_data_ptr<T>(), c.mutable_data_ptr<float>(),
+                                           depth);
   return values(c);
 }
-
 
 struct Case {
   std::string description;
@@ -176,124 +180,150 @@ struct Case {
 const std::map<std::string, Case>& cases() {
   static const std::map<std::string, Case> table = {
       {"neighbour_exchange",
-       {"shared memory written, __syncthreads, then read by another thread", [] {
+       {"shared memory written, __syncthreads, then read by another thread",
+        [] {
           at::Tensor out = zeros(kThreads);
-          launch<neighbour_exchange<true>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
+          launch<neighbour_exchange<true>>({dim3(1), dim3(kThreads)},
+                                           out.mutable_data_ptr<float>());
           return values(out);
         }}},
       {"bug_read_shared_without_syncthreads",
-       {"a read of shared memory another thread writes, with no __syncthreads before it", [] {
+       {"a read of shared memory another thread writes, with no __syncthreads before it",
+        [] {
           at::Tensor out = zeros(kThreads);
-          launch<neighbour_exchange<false>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
+          launch<neighbour_exchange<false>>({dim3(1), dim3(kThreads)},
+                                            out.mutable_data_ptr<float>());
           return values(out);
         }}},
       {"atomic_counter",
-       {"a shared counter every thread increments with atomicAdd", [] {
+       {"a shared counter every thread increments with atomicAdd",
+        [] {
           at::Tensor out = zeros(1);
           launch<count_threads<true>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
           return values(out);
         }}},
       {"bug_racy_counter",
-       {"a shared counter every thread increments without an atomic", [] {
+       {"a shared counter every thread increments without an atomic",
+        [] {
           at::Tensor out = zeros(1);
           launch<count_threads<false>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
           return values(out);
         }}},
       {"atomic_counter_global",
-       {"a global counter every thread increments with atomicAdd", [] {
+       {"a global counter every thread increments with atomicAdd",
+        [] {
           at::Tensor counter = at::zeros({1}, at::TensorOptions().dtype(at::kInt));
-          launch<count_threads_global<true>>({dim3(2), dim3(kThreads)}, counter.mutable_data_ptr<int>());
+          launch<count_threads_global<true>>({dim3(2), dim3(kThreads)},
+                                             counter.mutable_data_ptr<int>());
           return values(counter);
         }}},
       {"bug_racy_counter_global",
-       {"a global counter every thread increments without an atomic", [] {
+       {"a global counter every thread increments without an atomic",
+        [] {
           at::Tensor counter = at::zeros({1}, at::TensorOptions().dtype(at::kInt));
-          launch<count_threads_global<false>>({dim3(2), dim3(kThreads)}, counter.mutable_data_ptr<int>());
+          launch<count_threads_global<false>>({dim3(2), dim3(kThreads)},
+                                              counter.mutable_data_ptr<int>());
           return values(counter);
         }}},
       {"uniform_barrier",
-       {"a __syncthreads every thread reaches", [] {
+       {"a __syncthreads every thread reaches",
+        [] {
           at::Tensor out = zeros(kThreads);
           launch<barrier<false>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
           return values(out);
         }}},
       {"bug_divergent_barrier",
-       {"a __syncthreads inside a branch only half the threads take", [] {
+       {"a __syncthreads inside a branch only half the threads take",
+        [] {
           at::Tensor out = zeros(kThreads);
           launch<barrier<true>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
           return values(out);
         }}},
       {"guarded_write",
-       {"a grid larger than the data, with the bounds check", [] {
+       {"a grid larger than the data, with the bounds check",
+        [] {
           at::Tensor out = zeros(100);
           launch<write_index>({dim3(2), dim3(kThreads)}, out.mutable_data_ptr<float>(), 100);
           return values(out);
         }}},
       {"bug_out_of_bounds_write",
-       {"the same grid without the bounds check: writes past the tensor's end", [] {
+       {"the same grid without the bounds check: writes past the tensor's end",
+        [] {
           at::Tensor out = zeros(100);
-          launch<write_index_unguarded>({dim3(2), dim3(kThreads)}, out.mutable_data_ptr<float>(), 100);
+          launch<write_index_unguarded>({dim3(2), dim3(kThreads)}, out.mutable_data_ptr<float>(),
+                                        100);
           return values(out);
         }}},
       {"grid_y_65535",
-       {"gridDim.y = 65535, sm_90's largest", [] {
+       {"gridDim.y = 65535, sm_90's largest",
+        [] {
           at::Tensor out = zeros(65535);
           launch<block_row>({dim3(1, 65535), dim3(1)}, out.mutable_data_ptr<float>());
           return std::vector<float>{values(out).back()};
         }}},
       {"bug_grid_y_70000",
-       {"gridDim.y = 70000, over sm_90's 65535", [] {
+       {"gridDim.y = 70000, over sm_90's 65535",
+        [] {
           at::Tensor out = zeros(70000);
           launch<block_row>({dim3(1, 70000), dim3(1)}, out.mutable_data_ptr<float>());
           return values(out);
         }}},
       {"bug_block_of_1025_threads",
-       {"1025 threads per block, over the 1024 limit", [] {
+       {"1025 threads per block, over the 1024 limit",
+        [] {
           at::Tensor out = zeros(1);
           launch<empty_kernel>({dim3(1), dim3(1025)}, out.mutable_data_ptr<float>());
           return values(out);
         }}},
       {"bug_zero_grid",
-       {"a grid with a zero dimension (an empty tensor's launch)", [] {
+       {"a grid with a zero dimension (an empty tensor's launch)",
+        [] {
           at::Tensor out = zeros(1);
           launch<empty_kernel>({dim3(0), dim3(32)}, out.mutable_data_ptr<float>());
           return values(out);
         }}},
       {"warp_shuffle",
-       {"a warp reduction by __shfl_down_sync with every lane present", [] {
+       {"a warp reduction by __shfl_down_sync with every lane present",
+        [] {
           at::Tensor out = zeros(1);
           launch<warp_sum<false>>({dim3(1), dim3(32)}, out.mutable_data_ptr<float>());
           return values(out);
         }}},
       {"bug_shuffle_with_exited_lanes",
-       {"__shfl_down_sync with a full mask after half the warp returned", [] {
+       {"__shfl_down_sync with a full mask after half the warp returned",
+        [] {
           at::Tensor out = zeros(1);
           launch<warp_sum<true>>({dim3(1), dim3(32)}, out.mutable_data_ptr<float>());
           return values(out);
         }}},
       {"bug_shuffle_in_partial_warp",
-       {"__shfl_down_sync with a full mask in a block of 20 threads (lanes 20..31 do not exist)", [] {
+       {"__shfl_down_sync with a full mask in a block of 20 threads (lanes 20..31 do not exist)",
+        [] {
           at::Tensor out = zeros(1);
           launch<warp_sum<false>>({dim3(1), dim3(20)}, out.mutable_data_ptr<float>());
           return values(out);
         }}},
       {"bug_uninitialised_shared_read",
-       {"a read of shared memory no thread wrote", [] {
+       {"a read of shared memory no thread wrote",
+        [] {
           at::Tensor out = zeros(kThreads);
           launch<uninitialised_shared>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
           return values(out);
         }}},
       {"bug_static_shared_over_48k",
-       {"48 KiB + 4 bytes of static shared memory", [] {
+       {"48 KiB + 4 bytes of static shared memory",
+        [] {
           at::Tensor out = zeros(kThreads);
           launch<big_static_shared>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
           return values(out);
         }}},
       {"dynamic_shared_with_opt_in",
-       {"64 KiB of dynamic shared memory after the opt-in", [] {
+       {"64 KiB of dynamic shared memory after the opt-in",
+        [] {
           at::Tensor out = zeros(kThreads);
           set_max_dynamic_shared<dynamic_shared_copy>(64 * 1024);
-          launch<dynamic_shared_copy>({dim3(1), dim3(kThreads), 64 * 1024}, out.mutable_data_ptr<float>());
+          launch<dynamic_shared_copy>({dim3(1), dim3(kThreads), 64 * 1024},
+                                      out.mutable_data_ptr<float>());
           return values(out);
         }}},
       {"wmma_half",
@@ -302,14 +332,17 @@ const std::map<std::string, Case>& cases() {
       {"wmma_bfloat16",
        {"the same with bfloat16 inputs", [] { return run_wmma<c10::BFloat16, 16, 16, 16>(32); }}},
       {"wmma_tf32",
-       {"a 16x24 by 24x16 product in tf32 (m16n16k8)", [] { return run_wmma<float, 16, 16, 8>(24); }}},
+       {"a 16x24 by 24x16 product in tf32 (m16n16k8)",
+        [] { return run_wmma<float, 16, 16, 8>(24); }}},
       {"wmma_double",
-       {"an 8x12 by 12x8 product of doubles (m8n8k4)", [] { return run_wmma<double, 8, 8, 4>(12); }}},
+       {"an 8x12 by 12x8 product of doubles (m8n8k4)",
+        [] { return run_wmma<double, 8, 8, 4>(12); }}},
       {"bug_wmma_in_half_a_warp",
        {"wmma::load_matrix_sync called by 16 of the warp's 32 lanes",
         [] { return run_wmma<c10::Half, 16, 16, 16, true>(16); }}},
       {"bug_dynamic_shared_without_opt_in",
-       {"64 KiB of dynamic shared memory without the opt-in", [] {
+       {"64 KiB of dynamic shared memory without the opt-in",
+        [] {
           at::Tensor out = zeros(kThreads);
           launch<empty_kernel>({dim3(1), dim3(kThreads), 64 * 1024}, out.mutable_data_ptr<float>());
           return values(out);
@@ -328,7 +361,8 @@ std::vector<std::pair<std::string, std::string>> selftest_cases() {
 
 std::vector<float> run_selftest(const std::string& name) {
   auto it = cases().find(name);
-  TORCH_CHECK_VALUE(it != cases().end(), "fastgen._emulated_cuda.run_selftest: no case '", name, "'");
+  TORCH_CHECK_VALUE(it != cases().end(), "fastgen._emulated_cuda.run_selftest: no case '", name,
+                    "'");
   return it->second.run();
 }
 

@@ -47,7 +47,9 @@ namespace fastgen::simt {
 using Stream = cudaStream_t;
 using DeviceGuard = c10::cuda::CUDAGuard;
 
-inline Stream current_stream() { return at::cuda::getCurrentCUDAStream(); }
+inline Stream current_stream() {
+  return at::cuda::getCurrentCUDAStream();
+}
 
 inline int multiprocessor_count() {
   return at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
@@ -75,8 +77,7 @@ void launch(const LaunchConfig& config, Args&&... args) {
 // The opt-in a kernel needs for more than 48 KiB of dynamic shared memory.
 template <auto kernel>
 void set_max_dynamic_shared(int bytes) {
-  C10_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
 }
 
 }  // namespace fastgen::simt

@@ -139,12 +139,13 @@ void check_uniform(Transfer<Fragment, Memory>* const* lanes) {
     fail(first->what, "the pointer must be 32-byte (256-bit) aligned");
   }
   if ((first->ldm * sizeof(Memory)) % 16 != 0) {
-    fail(first->what, "ldm = " + std::to_string(first->ldm) + " elements is not a multiple of 16 bytes");
+    fail(first->what,
+         "ldm = " + std::to_string(first->ldm) + " elements is not a multiple of 16 bytes");
   }
   const int minimum = first->row_major ? Fragment::cols : Fragment::rows;
   if (int(first->ldm) < minimum) {
-    fail(first->what, "ldm = " + std::to_string(first->ldm) + " is below the tile's " +
-                          std::to_string(minimum));
+    fail(first->what,
+         "ldm = " + std::to_string(first->ldm) + " is below the tile's " + std::to_string(minimum));
   }
 }
 
@@ -181,8 +182,8 @@ void store_all(void* const* data) {
 }
 
 template <typename Fragment, typename Memory>
-void collective(void (*op)(void* const*), Fragment* f, Memory* pointer, unsigned ldm, bool row_major,
-                const char* what, const char* file, int line) {
+void collective(void (*op)(void* const*), Fragment* f, Memory* pointer, unsigned ldm,
+                bool row_major, const char* what, const char* file, int line) {
   Transfer<Fragment, Memory> transfer{f, pointer, ldm, row_major, what};
   fastgen::simt::detail::warp_collective(op, &transfer, what, file, line);
 }
@@ -190,8 +191,9 @@ void collective(void (*op)(void* const*), Fragment* f, Memory* pointer, unsigned
 }  // namespace detail
 
 template <typename Use, int M, int N, int K, typename T, typename Layout, typename Memory>
-inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const Memory* pointer, unsigned ldm,
-                             const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const Memory* pointer,
+                             unsigned ldm, const char* file = __builtin_FILE(),
+                             int line = __builtin_LINE()) {
   static_assert(!std::is_same_v<Use, accumulator>, "an accumulator load needs the memory layout");
   using Fragment = fragment<Use, M, N, K, T, Layout>;
   detail::collective(&detail::load_all<Fragment, const Memory>, &f, pointer, ldm,
@@ -199,8 +201,8 @@ inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const Memory*
 }
 
 template <int M, int N, int K, typename T, typename Memory>
-inline void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const Memory* pointer, unsigned ldm,
-                             layout_t layout, const char* file = __builtin_FILE(),
+inline void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const Memory* pointer,
+                             unsigned ldm, layout_t layout, const char* file = __builtin_FILE(),
                              int line = __builtin_LINE()) {
   using Fragment = fragment<accumulator, M, N, K, T>;
   detail::collective(&detail::load_all<Fragment, const Memory>, &f, pointer, ldm,
@@ -208,8 +210,8 @@ inline void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const Memory*
 }
 
 template <int M, int N, int K, typename T, typename Memory>
-inline void store_matrix_sync(Memory* pointer, const fragment<accumulator, M, N, K, T>& f, unsigned ldm,
-                              layout_t layout, const char* file = __builtin_FILE(),
+inline void store_matrix_sync(Memory* pointer, const fragment<accumulator, M, N, K, T>& f,
+                              unsigned ldm, layout_t layout, const char* file = __builtin_FILE(),
                               int line = __builtin_LINE()) {
   using Fragment = fragment<accumulator, M, N, K, T>;
   detail::collective(&detail::store_all<Fragment, Memory>, const_cast<Fragment*>(&f), pointer, ldm,
@@ -230,7 +232,9 @@ template <typename T>
 double input_value(T value) {
   return double(float(value));
 }
-inline double input_value(double value) { return value; }
+inline double input_value(double value) {
+  return value;
+}
 
 template <typename InputType, typename D, typename A, typename B, typename C>
 void mma_all(void* const* data) {

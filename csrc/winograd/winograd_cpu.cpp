@@ -42,10 +42,10 @@ struct CpuKernels {
   const Kernels* loops;
 };
 
-#define FASTGEN_WINOGRAD_TABLE(ns)                                                              \
-  CpuKernels {                                                                                \
-    ns::conv2d, ns::conv_transpose2d, ns::conv2d_weight_grad, ns::conv2d_backward,            \
-        ns::conv_transpose2d_backward, ns::gemm_panel, &ns::kKernels                          \
+#define FASTGEN_WINOGRAD_TABLE(ns)                                                 \
+  CpuKernels {                                                                     \
+    ns::conv2d, ns::conv_transpose2d, ns::conv2d_weight_grad, ns::conv2d_backward, \
+        ns::conv_transpose2d_backward, ns::gemm_panel, &ns::kKernels               \
   }
 
 const CpuKernels& cpu_kernels() {
@@ -62,14 +62,20 @@ const CpuKernels& cpu_kernels() {
 
 }  // namespace
 
-const Kernels& kernels() { return *cpu_kernels().loops; }
+const Kernels& kernels() {
+  return *cpu_kernels().loops;
+}
 
 namespace {
 std::atomic<bool> g_enabled{true};
 }  // namespace
 
-void set_enabled(bool enabled) { g_enabled.store(enabled, std::memory_order_relaxed); }
-bool enabled() { return g_enabled.load(std::memory_order_relaxed); }
+void set_enabled(bool enabled) {
+  g_enabled.store(enabled, std::memory_order_relaxed);
+}
+bool enabled() {
+  return g_enabled.load(std::memory_order_relaxed);
+}
 
 bool eligible(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
               at::IntArrayRef padding, at::IntArrayRef output_padding, at::IntArrayRef dilation,
@@ -94,7 +100,8 @@ bool eligible(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef
   // on the DCGAN layers: see notes/winograd.md).
   const int64_t out_h = transposed ? input.size(2) : input.size(2) / 2;
   const int64_t out_w = transposed ? input.size(3) : input.size(3) / 2;
-  const int64_t tiles = input.size(0) * ((out_h + kTile - 1) / kTile) * ((out_w + kTile - 1) / kTile);
+  const int64_t tiles =
+      input.size(0) * ((out_h + kTile - 1) / kTile) * ((out_w + kTile - 1) / kTile);
   return in_ch >= 32 && out_ch >= 32 && tiles >= 32;
 }
 
@@ -121,8 +128,10 @@ at::Tensor conv2d_weight_grad(const at::Tensor& input, const at::Tensor& grad_ou
   return cpu_kernels().conv2d_weight_grad(input, grad_out);
 }
 
-std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& grad_out, const at::Tensor& input,
-                                                   const at::Tensor& weight, std::array<bool, 2> mask) {
+std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& grad_out,
+                                                   const at::Tensor& input,
+                                                   const at::Tensor& weight,
+                                                   std::array<bool, 2> mask) {
   return cpu_kernels().conv2d_backward(grad_out, input, weight, mask);
 }
 
@@ -143,9 +152,9 @@ namespace {
 // The exposed ops check their arguments here (the library's own calls come through
 // eligible() and are valid by construction).
 void check_float_4d(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 4, op, ": ",
-              name, " must be a 4-D float32 CPU tensor, got ", t.dim(), "-D ", t.scalar_type(),
-              " on ", t.device());
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 4, op, ": ", name,
+              " must be a 4-D float32 CPU tensor, got ", t.dim(), "-D ", t.scalar_type(), " on ",
+              t.device());
   TORCH_CHECK(t.numel() > 0, op, ": ", name, " must not be empty, got shape ", t.sizes());
 }
 
@@ -173,12 +182,11 @@ at::Tensor conv2d_weight_grad_op(const at::Tensor& input, const at::Tensor& grad
   constexpr const char* op = "fastgen::winograd_conv2d_weight_grad";
   check_float_4d(op, "input", input);
   check_float_4d(op, "grad_out", grad_out);
-  TORCH_CHECK(input.size(2) % 2 == 0 && input.size(3) % 2 == 0 &&
-                  grad_out.size(0) == input.size(0) && grad_out.size(2) * 2 == input.size(2) &&
-                  grad_out.size(3) * 2 == input.size(3),
-              op, ": grad_out must be [", input.size(0), ", C_out, ", input.size(2) / 2, ", ",
-              input.size(3) / 2, "] for an input of even size ", input.sizes(), ", got ",
-              grad_out.sizes());
+  TORCH_CHECK(
+      input.size(2) % 2 == 0 && input.size(3) % 2 == 0 && grad_out.size(0) == input.size(0) &&
+          grad_out.size(2) * 2 == input.size(2) && grad_out.size(3) * 2 == input.size(3),
+      op, ": grad_out must be [", input.size(0), ", C_out, ", input.size(2) / 2, ", ",
+      input.size(3) / 2, "] for an input of even size ", input.sizes(), ", got ", grad_out.sizes());
   return conv2d_weight_grad(input, grad_out);
 }
 
@@ -191,8 +199,9 @@ namespace fastgen::winograd {
 at::Tensor gemm_op(const at::Tensor& a, const at::Tensor& b, bool a_transposed) {
   constexpr const char* op = "fastgen::winograd_gemm";
   for (const auto& [name, t] : {std::pair{"a", &a}, std::pair{"b", &b}}) {
-    TORCH_CHECK_VALUE(t->dim() == 2 && t->device().is_cpu() && t->scalar_type() == at::kFloat, op, ": ",
-                      name, " must be a 2-D float32 CPU tensor, got ", t->sizes(), " ", t->scalar_type());
+    TORCH_CHECK_VALUE(t->dim() == 2 && t->device().is_cpu() && t->scalar_type() == at::kFloat, op,
+                      ": ", name, " must be a 2-D float32 CPU tensor, got ", t->sizes(), " ",
+                      t->scalar_type());
   }
   const at::Tensor a_c = a.contiguous(), b_c = b.contiguous();
   const int64_t m = a_transposed ? a.size(1) : a.size(0), k = a_transposed ? a.size(0) : a.size(1);
@@ -202,8 +211,8 @@ at::Tensor gemm_op(const at::Tensor& a, const at::Tensor& b, bool a_transposed) 
   const CpuKernels& copy = cpu_kernels();
   for (int64_t column = 0; column < n; column += kGemmPanel) {
     copy.gemm_panel(*copy.loops, a_c.const_data_ptr<float>(), a_c.size(1), a_transposed,
-                     b_c.const_data_ptr<float>() + column, n, c.mutable_data_ptr<float>() + column, n, m, k,
-                     std::min(kGemmPanel, n - column));
+                    b_c.const_data_ptr<float>() + column, n, c.mutable_data_ptr<float>() + column,
+                    n, m, k, std::min(kGemmPanel, n - column));
   }
   return c;
 }

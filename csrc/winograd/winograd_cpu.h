@@ -37,8 +37,8 @@ namespace fastgen::winograd {
 // wins), and the path switched on (set_enabled; fastgen/_backend.py mirrors FASTGEN_WINOGRAD
 // and fastgen.registry.set_winograd into it).
 bool eligible(const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
-              at::IntArrayRef padding, at::IntArrayRef output_padding,
-              at::IntArrayRef dilation, int64_t groups, bool transposed);
+              at::IntArrayRef padding, at::IntArrayRef output_padding, at::IntArrayRef dilation,
+              int64_t groups, bool transposed);
 
 // Turns the Winograd path on or off for every later call (on until told otherwise).
 void set_enabled(bool enabled);
@@ -70,22 +70,22 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward(const at::Tensor& g
 // (winograd_cpu_kernels.cpp), plus its GEMM panel (loops.gemm_panel, or at::mm where the
 // table has none); the functions above pick the copy for this CPU.
 struct Kernels;
-#define FASTGEN_WINOGRAD_CPU(ns)                                                                 \
-  namespace ns {                                                                               \
-  at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight);                        \
-  at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight);              \
-  at::Tensor conv2d_weight_grad(const at::Tensor& input, const at::Tensor& grad_out);          \
-  std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& grad_out,               \
-                                                     const at::Tensor& input,                  \
-                                                     const at::Tensor& weight,                 \
-                                                     std::array<bool, 2> mask);                \
-  std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward(const at::Tensor& grad_out,     \
-                                                               const at::Tensor& input,        \
-                                                               const at::Tensor& weight,       \
-                                                               std::array<bool, 2> mask);      \
-  void gemm_panel(const Kernels& loops, const float* a, int64_t lda, bool a_transposed,        \
-                  const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t k,    \
-                  int64_t width);                                                              \
+#define FASTGEN_WINOGRAD_CPU(ns)                                                            \
+  namespace ns {                                                                            \
+  at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight);                     \
+  at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight);           \
+  at::Tensor conv2d_weight_grad(const at::Tensor& input, const at::Tensor& grad_out);       \
+  std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& grad_out,            \
+                                                     const at::Tensor& input,               \
+                                                     const at::Tensor& weight,              \
+                                                     std::array<bool, 2> mask);             \
+  std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward(const at::Tensor& grad_out,  \
+                                                               const at::Tensor& input,     \
+                                                               const at::Tensor& weight,    \
+                                                               std::array<bool, 2> mask);   \
+  void gemm_panel(const Kernels& loops, const float* a, int64_t lda, bool a_transposed,     \
+                  const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t k, \
+                  int64_t width);                                                           \
   }
 FASTGEN_WINOGRAD_CPU(baseline)
 FASTGEN_WINOGRAD_CPU(avx2)

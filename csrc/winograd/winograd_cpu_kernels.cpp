@@ -50,8 +50,17 @@ struct Source {
 };
 
 Source make_source(const at::Tensor& t, int64_t step, int64_t offset_h, int64_t offset_w) {
-  return Source{t.const_data_ptr<float>(), t.stride(0), t.stride(1), t.stride(2), t.stride(3),
-                t.size(2), t.size(3), step, offset_h, offset_w, t.size(1)};
+  return Source{t.const_data_ptr<float>(),
+                t.stride(0),
+                t.stride(1),
+                t.stride(2),
+                t.stride(3),
+                t.size(2),
+                t.size(3),
+                step,
+                offset_h,
+                offset_w,
+                t.size(1)};
 }
 
 // An output tensor of any strides: element (n, c, i, j) with i < height, j < width.
@@ -62,8 +71,13 @@ struct Target {
 };
 
 Target make_target(at::Tensor& t) {
-  return Target{t.mutable_data_ptr<float>(), t.stride(0), t.stride(1), t.stride(2), t.stride(3),
-                t.size(2), t.size(3)};
+  return Target{t.mutable_data_ptr<float>(),
+                t.stride(0),
+                t.stride(1),
+                t.stride(2),
+                t.stride(3),
+                t.size(2),
+                t.size(3)};
 }
 
 struct Tiling {
@@ -239,7 +253,8 @@ void output_transform(const float* m, const Tiling& tiles, int64_t channels, int
         for (int64_t i = 0; i < kTile; ++i) {
           const float* row[kAlpha];
           float* out[kTile];
-          for (int64_t l = 0; l < kAlpha; ++l) row[l] = scratch.data() + (i * kAlpha + l) * channels;
+          for (int64_t l = 0; l < kAlpha; ++l)
+            row[l] = scratch.data() + (i * kAlpha + l) * channels;
           for (int64_t j = 0; j < kTile; ++j) {
             out[j] = band.data() + (i * cols + tx * kTile + j) * channels;
           }
@@ -296,17 +311,18 @@ at::Tensor gather_phase_taps(const at::Tensor& weight) {
                 s3 = weight.stride(3);
   // Small work: a chunk of >= 64K elements, so small layers run on the calling thread alone
   // instead of waking (and waiting for) the others.
-  at::parallel_for(0, channels, parallel::grain(out_ch, parallel::kTransformGrainElements), [&](int64_t begin,
-                                                                          int64_t end) {
-    for (int64_t cc = begin; cc < end; ++cc) {
-      const int64_t phase = cc / in_ch, c = cc % in_ch, p = phase / 2, q = phase % 2;
-      for (int64_t tap = 0; tap < 4; ++tap) {
-        const float* src = w + c * s1 + (2 * (tap / 2) + p) * s2 + (2 * (tap % 2) + q) * s3;
-        float* dst = data + (tap * channels + cc) * out_ch;
-        for (int64_t o = 0; o < out_ch; ++o) dst[o] = src[o * s0];
-      }
-    }
-  });
+  at::parallel_for(
+      0, channels, parallel::grain(out_ch, parallel::kTransformGrainElements),
+      [&](int64_t begin, int64_t end) {
+        for (int64_t cc = begin; cc < end; ++cc) {
+          const int64_t phase = cc / in_ch, c = cc % in_ch, p = phase / 2, q = phase % 2;
+          for (int64_t tap = 0; tap < 4; ++tap) {
+            const float* src = w + c * s1 + (2 * (tap / 2) + p) * s2 + (2 * (tap % 2) + q) * s3;
+            float* dst = data + (tap * channels + cc) * out_ch;
+            for (int64_t o = 0; o < out_ch; ++o) dst[o] = src[o * s0];
+          }
+        }
+      });
   return out;
 }
 
@@ -379,8 +395,9 @@ at::Tensor run_weight_grad(const std::vector<Source>& sources, const Source& gra
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t pos = 0; pos < kPositions; ++pos) {
         // block[o, :] = sum_t G[pos][t][o] * V[pos][t][column + :]
-        gemm_panel(loops, g_data + pos * count * out_ch, out_ch, true, v_data + pos * count * in_ch + column,
-                   in_ch, block.data(), kGemmPanel, out_ch, count, width);
+        gemm_panel(loops, g_data + pos * count * out_ch, out_ch, true,
+                   v_data + pos * count * in_ch + column, in_ch, block.data(), kGemmPanel, out_ch,
+                   count, width);
         for (int64_t tap = 0; tap < 4; ++tap) {
           const float weight = position_weight(pos, tap);
           if (weight == 0.0f) continue;
@@ -407,18 +424,18 @@ at::Tensor scatter_phase_weight_grad(const at::Tensor& dk, const at::TensorOptio
   auto out = at::empty({out_ch, in_ch, 4, 4}, options);
   const float* src = dk.const_data_ptr<float>();
   float* data = out.mutable_data_ptr<float>();
-  at::parallel_for(0, out_ch, parallel::grain(channels, parallel::kTransformGrainElements), [&](int64_t begin,
-                                                                          int64_t end) {
-    for (int64_t o = begin; o < end; ++o)
-      for (int64_t cc = 0; cc < channels; ++cc) {
-        const int64_t phase = cc / in_ch, p = phase / 2, q = phase % 2;
-        float* base = data + (o * in_ch + cc % in_ch) * 16;
-        for (int64_t tap = 0; tap < 4; ++tap) {
-          base[(2 * (tap / 2) + p) * 4 + 2 * (tap % 2) + q] =
-              src[(tap * out_ch + o) * channels + cc];
-        }
-      }
-  });
+  at::parallel_for(0, out_ch, parallel::grain(channels, parallel::kTransformGrainElements),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t o = begin; o < end; ++o)
+                       for (int64_t cc = 0; cc < channels; ++cc) {
+                         const int64_t phase = cc / in_ch, p = phase / 2, q = phase % 2;
+                         float* base = data + (o * in_ch + cc % in_ch) * 16;
+                         for (int64_t tap = 0; tap < 4; ++tap) {
+                           base[(2 * (tap / 2) + p) * 4 + 2 * (tap % 2) + q] =
+                               src[(tap * out_ch + o) * channels + cc];
+                         }
+                       }
+                   });
   return out;
 }
 
@@ -442,15 +459,16 @@ std::vector<Source> phase_sources(const at::Tensor& input) {
 
 // loops.gemm_panel, or at::mm where the table has none (the baseline: its BLAS picks its own
 // kernels for the CPU at run time).
-void gemm_panel(const Kernels& loops, const float* a, int64_t lda, bool a_transposed, const float* b,
-                int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t k, int64_t width) {
+void gemm_panel(const Kernels& loops, const float* a, int64_t lda, bool a_transposed,
+                const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m, int64_t k,
+                int64_t width) {
   if (loops.gemm_panel != nullptr) {
     return loops.gemm_panel(a, lda, a_transposed, b, ldb, c, ldc, m, k, width);
   }
   const auto options = at::TensorOptions().dtype(at::kFloat);
-  const at::Tensor a_view =
-      a_transposed ? at::from_blob(const_cast<float*>(a), {m, k}, {1, lda}, options)
-                   : at::from_blob(const_cast<float*>(a), {m, k}, {lda, 1}, options);
+  const at::Tensor a_view = a_transposed
+                                ? at::from_blob(const_cast<float*>(a), {m, k}, {1, lda}, options)
+                                : at::from_blob(const_cast<float*>(a), {m, k}, {lda, 1}, options);
   const at::Tensor b_view = at::from_blob(const_cast<float*>(b), {k, width}, {ldb, 1}, options);
   at::Tensor c_view = at::from_blob(c, {m, width}, {ldc, 1}, options);
   at::mm_out(c_view, a_view, b_view);
@@ -459,8 +477,8 @@ void gemm_panel(const Kernels& loops, const float* a, int64_t lda, bool a_transp
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight) {
   const int64_t batch = input.size(0), in_ch = input.size(1), out_ch = weight.size(0);
   const int64_t out_h = input.size(2) / 2, out_w = input.size(3) / 2;
-  auto out = at::empty({batch, out_ch, out_h, out_w},
-                       input.options().memory_format(output_format(input)));
+  auto out =
+      at::empty({batch, out_ch, out_h, out_w}, input.options().memory_format(output_format(input)));
   const Tiling tiles = tiling(batch, out_h, out_w);
   const int64_t count = tiles.count();
   auto v = workspace(0, {kPositions, count, 4 * in_ch});
@@ -474,7 +492,8 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight) {
 
 // The transposed convolution by the transposed algorithm: each 4x4 INPUT tile x is scattered
 // into a 5x5 window of every output phase (r, s),
-//   window = B [ (G g_rs G^T) ⊙ (A x A^T) ] B^T,   g_rs[a][b] = weight[:, :, 2a + 1 - r, 2b + 1 - s],
+//   window = B [ (G g_rs G^T) ⊙ (A x A^T) ] B^T,   g_rs[a][b] = weight[:, :, 2a + 1 - r, 2b + 1 -
+//   s],
 // at phase rows 4 * tile_row - r + (0..4) (columns likewise), neighbouring windows
 // overlapping by one row/column (overlap-add). A x A^T does not depend on the phase, so the
 // input is transformed once and one GEMM with 4 * Cout columns serves all four phases;
@@ -497,17 +516,18 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
     const float* w = weight.const_data_ptr<float>();
     const int64_t s0 = weight.stride(0), s1 = weight.stride(1), s2 = weight.stride(2),
                   s3 = weight.stride(3);
-    at::parallel_for(0, in_ch, parallel::grain(4 * columns, parallel::kTransformGrainElements), [&](int64_t begin,
-                                                                               int64_t end) {
-      for (int64_t c = begin; c < end; ++c)
-        for (int64_t tap = 0; tap < 4; ++tap)
-          for (int64_t phase = 0; phase < 4; ++phase) {
-            const int64_t y = 2 * (tap / 2) + 1 - phase / 2, x = 2 * (tap % 2) + 1 - phase % 2;
-            float* dst = data + (tap * in_ch + c) * columns + phase * out_ch;
-            const float* src = w + c * s0 + y * s2 + x * s3;
-            for (int64_t o = 0; o < out_ch; ++o) dst[o] = src[o * s1];
-          }
-    });
+    at::parallel_for(0, in_ch, parallel::grain(4 * columns, parallel::kTransformGrainElements),
+                     [&](int64_t begin, int64_t end) {
+                       for (int64_t c = begin; c < end; ++c)
+                         for (int64_t tap = 0; tap < 4; ++tap)
+                           for (int64_t phase = 0; phase < 4; ++phase) {
+                             const int64_t y = 2 * (tap / 2) + 1 - phase / 2,
+                                           x = 2 * (tap % 2) + 1 - phase % 2;
+                             float* dst = data + (tap * in_ch + c) * columns + phase * out_ch;
+                             const float* src = w + c * s0 + y * s2 + x * s3;
+                             for (int64_t o = 0; o < out_ch; ++o) dst[o] = src[o * s1];
+                           }
+                     });
   }
   auto m = workspace(1, {kPositions, count, columns});
   gemm_with_weight_panels(v.const_data_ptr<float>(), taps, m.mutable_data_ptr<float>(), count);
@@ -517,80 +537,83 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
   const float* m_data = m.const_data_ptr<float>();
   const int64_t pos_stride = count * columns;
   const int64_t band_cols = tiles.tiles_w * kTile + 1;  // phase columns -s .. 4*tiles_w - s
-  at::parallel_for(0, 4 * tiles.bands(), std::max<int64_t>(1, band_grain(tiles, out_ch) / 4),
-                   [&](int64_t begin, int64_t end) {
-    std::vector<float> band(kAlpha * band_cols * out_ch), scratch(kPositions * out_ch),
-        result(kPositions * out_ch);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t phase = task / tiles.bands(), b = task % tiles.bands();
-      const int64_t r = phase / 2, s = phase % 2;
-      const int64_t n = b / tiles.tiles_h, ty = b % tiles.tiles_h;
-      const bool last = ty == tiles.tiles_h - 1;
-      std::fill(band.begin(), band.end(), 0.0f);
-      // The 5x5 window of tile (row_b, tx) for this phase, into result[i][j][o]; with
-      // only_last_row just its row 4 (B's last row is e4, so (B M)[4] = M[4]).
-      const auto window = [&](int64_t row_b, int64_t tx, bool only_last_row) {
-        const int64_t t = row_b * tiles.tiles_w + tx;
-        const float* base = m_data + t * columns + phase * out_ch;
-        for (int64_t l = 0; l < kAlpha; ++l) {  // columns: scratch[i][l] = (B M)[i][l]
-          const float* column[kAlpha];
-          float* dst[kAlpha];
-          for (int64_t k = 0; k < kAlpha; ++k) {
-            column[k] = base + (k * kAlpha + l) * pos_stride;
-            dst[k] = scratch.data() + (k * kAlpha + l) * out_ch;
-          }
-          if (only_last_row) {
-            std::copy_n(column[4], out_ch, dst[4]);
-          } else {
-            loops.scatter_rows(column, dst, out_ch);
-          }
-        }
-        for (int64_t i = only_last_row ? 4 : 0; i < kAlpha; ++i) {  // rows: result = scratch B^T
-          const float* row[kAlpha];
-          float* dst[kAlpha];
-          for (int64_t l = 0; l < kAlpha; ++l) {
-            row[l] = scratch.data() + (i * kAlpha + l) * out_ch;
-            dst[l] = result.data() + (i * kAlpha + l) * out_ch;
-          }
-          loops.scatter_rows(row, dst, out_ch);
-        }
-      };
-      const auto accumulate = [&](int64_t band_row, int64_t window_row, int64_t tx) {
-        float* __restrict__ dst = band.data() + (band_row * band_cols + tx * kTile) * out_ch;
-        const float* __restrict__ src = result.data() + window_row * kAlpha * out_ch;
+  at::parallel_for(
+      0, 4 * tiles.bands(), std::max<int64_t>(1, band_grain(tiles, out_ch) / 4),
+      [&](int64_t begin, int64_t end) {
+        std::vector<float> band(kAlpha * band_cols * out_ch), scratch(kPositions * out_ch),
+            result(kPositions * out_ch);
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t phase = task / tiles.bands(), b = task % tiles.bands();
+          const int64_t r = phase / 2, s = phase % 2;
+          const int64_t n = b / tiles.tiles_h, ty = b % tiles.tiles_h;
+          const bool last = ty == tiles.tiles_h - 1;
+          std::fill(band.begin(), band.end(), 0.0f);
+          // The 5x5 window of tile (row_b, tx) for this phase, into result[i][j][o]; with
+          // only_last_row just its row 4 (B's last row is e4, so (B M)[4] = M[4]).
+          const auto window = [&](int64_t row_b, int64_t tx, bool only_last_row) {
+            const int64_t t = row_b * tiles.tiles_w + tx;
+            const float* base = m_data + t * columns + phase * out_ch;
+            for (int64_t l = 0; l < kAlpha; ++l) {  // columns: scratch[i][l] = (B M)[i][l]
+              const float* column[kAlpha];
+              float* dst[kAlpha];
+              for (int64_t k = 0; k < kAlpha; ++k) {
+                column[k] = base + (k * kAlpha + l) * pos_stride;
+                dst[k] = scratch.data() + (k * kAlpha + l) * out_ch;
+              }
+              if (only_last_row) {
+                std::copy_n(column[4], out_ch, dst[4]);
+              } else {
+                loops.scatter_rows(column, dst, out_ch);
+              }
+            }
+            for (int64_t i = only_last_row ? 4 : 0; i < kAlpha;
+                 ++i) {  // rows: result = scratch B^T
+              const float* row[kAlpha];
+              float* dst[kAlpha];
+              for (int64_t l = 0; l < kAlpha; ++l) {
+                row[l] = scratch.data() + (i * kAlpha + l) * out_ch;
+                dst[l] = result.data() + (i * kAlpha + l) * out_ch;
+              }
+              loops.scatter_rows(row, dst, out_ch);
+            }
+          };
+          const auto accumulate = [&](int64_t band_row, int64_t window_row, int64_t tx) {
+            float* __restrict__ dst = band.data() + (band_row * band_cols + tx * kTile) * out_ch;
+            const float* __restrict__ src = result.data() + window_row * kAlpha * out_ch;
 #pragma omp simd
-        for (int64_t i = 0; i < kAlpha * out_ch; ++i) dst[i] += src[i];
-      };
-      for (int64_t tx = 0; tx < tiles.tiles_w; ++tx) {
-        window(b, tx, false);
-        for (int64_t i = 0; i < (last ? kAlpha : kTile); ++i) accumulate(i, i, tx);
-        if (ty > 0) {
-          window(b - 1, tx, true);
-          accumulate(0, 4, tx);
-        }
-      }
-      // band row i, column j -> phase row 4*ty - r + i, phase column j - s.
-      const int64_t rows = last ? kAlpha : kTile;
-      for (int64_t i = 0; i < rows; ++i) {
-        const int64_t prow = 4 * ty - r + i;
-        if (prow < 0 || prow >= height) continue;
-        float* dst_row = out.mutable_data_ptr<float>() + n * out.stride(0) +
-                         (2 * prow + r) * out.stride(2) + s * out.stride(3);
-        const float* src_row = band.data() + (i * band_cols + s) * out_ch;  // phase column 0
-        const int64_t stride_c = out.stride(1), stride_col = 2 * out.stride(3);
-        if (stride_c == 1) {  // channels_last: whole pixels
-          for (int64_t col = 0; col < width; ++col) {
-            std::copy_n(src_row + col * out_ch, out_ch, dst_row + col * stride_col);
+            for (int64_t i = 0; i < kAlpha * out_ch; ++i) dst[i] += src[i];
+          };
+          for (int64_t tx = 0; tx < tiles.tiles_w; ++tx) {
+            window(b, tx, false);
+            for (int64_t i = 0; i < (last ? kAlpha : kTile); ++i) accumulate(i, i, tx);
+            if (ty > 0) {
+              window(b - 1, tx, true);
+              accumulate(0, 4, tx);
+            }
           }
-        } else {  // NCHW: along each channel's row
-          for (int64_t o = 0; o < out_ch; ++o) {
-            float* dst = dst_row + o * stride_c;
-            for (int64_t col = 0; col < width; ++col) dst[col * stride_col] = src_row[col * out_ch + o];
+          // band row i, column j -> phase row 4*ty - r + i, phase column j - s.
+          const int64_t rows = last ? kAlpha : kTile;
+          for (int64_t i = 0; i < rows; ++i) {
+            const int64_t prow = 4 * ty - r + i;
+            if (prow < 0 || prow >= height) continue;
+            float* dst_row = out.mutable_data_ptr<float>() + n * out.stride(0) +
+                             (2 * prow + r) * out.stride(2) + s * out.stride(3);
+            const float* src_row = band.data() + (i * band_cols + s) * out_ch;  // phase column 0
+            const int64_t stride_c = out.stride(1), stride_col = 2 * out.stride(3);
+            if (stride_c == 1) {  // channels_last: whole pixels
+              for (int64_t col = 0; col < width; ++col) {
+                std::copy_n(src_row + col * out_ch, out_ch, dst_row + col * stride_col);
+              }
+            } else {  // NCHW: along each channel's row
+              for (int64_t o = 0; o < out_ch; ++o) {
+                float* dst = dst_row + o * stride_c;
+                for (int64_t col = 0; col < width; ++col)
+                  dst[col * stride_col] = src_row[col * out_ch + o];
+              }
+            }
           }
         }
-      }
-    }
-  });
+      });
   return out;
 }
 

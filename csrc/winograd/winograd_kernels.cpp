@@ -22,10 +22,8 @@ namespace {
 // (0, -1/3, 1/2, -1/6, 0), (0, -1/6, 0, 1/6, 0), (0, 2, -1, -2, 1); scaled by 2, 2, 6, 6, 1
 // they become the small integers below (G's rows carry the inverse scales).
 void input_rows(const float* const x[kAlpha], float* const y[kAlpha], int64_t count) {
-  const float *__restrict__ x0 = x[0], *__restrict__ x1 = x[1], *__restrict__ x2 = x[2],
-                           *__restrict__ x3 = x[3], *__restrict__ x4 = x[4];
-  float *__restrict__ y0 = y[0], *__restrict__ y1 = y[1], *__restrict__ y2 = y[2],
-                     *__restrict__ y3 = y[3], *__restrict__ y4 = y[4];
+  const float* __restrict__ x0 = x[0], * __restrict__ x1 = x[1], * __restrict__ x2 = x[2], * __restrict__ x3 = x[3], * __restrict__ x4 = x[4];
+  float* __restrict__ y0 = y[0], * __restrict__ y1 = y[1], * __restrict__ y2 = y[2], * __restrict__ y3 = y[3], * __restrict__ y4 = y[4];
 #pragma omp simd
   for (int64_t c = 0; c < count; ++c) {
     const float a0 = x0[c], a1 = x1[c], a2 = x2[c], a3 = x3[c], a4 = x4[c];
@@ -40,10 +38,8 @@ void input_rows(const float* const x[kAlpha], float* const y[kAlpha], int64_t co
 // y = B x, the transpose of input_rows' (scaled) B^T: the output transform of the
 // transposed algorithm (a 4x4 input tile scattered into a 5x5 output window).
 void scatter_rows(const float* const x[kAlpha], float* const y[kAlpha], int64_t count) {
-  const float *__restrict__ x0 = x[0], *__restrict__ x1 = x[1], *__restrict__ x2 = x[2],
-                           *__restrict__ x3 = x[3], *__restrict__ x4 = x[4];
-  float *__restrict__ y0 = y[0], *__restrict__ y1 = y[1], *__restrict__ y2 = y[2],
-                     *__restrict__ y3 = y[3], *__restrict__ y4 = y[4];
+  const float* __restrict__ x0 = x[0], * __restrict__ x1 = x[1], * __restrict__ x2 = x[2], * __restrict__ x3 = x[3], * __restrict__ x4 = x[4];
+  float* __restrict__ y0 = y[0], * __restrict__ y1 = y[1], * __restrict__ y2 = y[2], * __restrict__ y3 = y[3], * __restrict__ y4 = y[4];
 #pragma omp simd
   for (int64_t c = 0; c < count; ++c) {
     const float a0 = x0[c], a1 = x1[c], a2 = x2[c], a3 = x3[c], a4 = x4[c];
@@ -57,10 +53,8 @@ void scatter_rows(const float* const x[kAlpha], float* const y[kAlpha], int64_t 
 
 // y = A^T m (4 outputs from 5), A^T rows (1,1,1,1,0), (0,1,-1,2,0), (0,1,1,4,0), (0,1,-1,8,1).
 void output_rows(const float* const m[kAlpha], float* const y[kTile], int64_t count) {
-  const float *__restrict__ m0 = m[0], *__restrict__ m1 = m[1], *__restrict__ m2 = m[2],
-                           *__restrict__ m3 = m[3], *__restrict__ m4 = m[4];
-  float *__restrict__ y0 = y[0], *__restrict__ y1 = y[1], *__restrict__ y2 = y[2],
-                     *__restrict__ y3 = y[3];
+  const float* __restrict__ m0 = m[0], * __restrict__ m1 = m[1], * __restrict__ m2 = m[2], * __restrict__ m3 = m[3], * __restrict__ m4 = m[4];
+  float* __restrict__ y0 = y[0], * __restrict__ y1 = y[1], * __restrict__ y2 = y[2], * __restrict__ y3 = y[3];
 #pragma omp simd
   for (int64_t c = 0; c < count; ++c) {
     const float a1 = m1[c], a2 = m2[c], a3 = m3[c];
@@ -74,10 +68,8 @@ void output_rows(const float* const m[kAlpha], float* const y[kTile], int64_t co
 
 // g = A f (5 values from a 4-long gradient column): the weight gradient's transform.
 void grad_rows(const float* const f[kTile], float* const g[kAlpha], int64_t count) {
-  const float *__restrict__ f0 = f[0], *__restrict__ f1 = f[1], *__restrict__ f2 = f[2],
-                           *__restrict__ f3 = f[3];
-  float *__restrict__ g0 = g[0], *__restrict__ g1 = g[1], *__restrict__ g2 = g[2],
-                     *__restrict__ g3 = g[3], *__restrict__ g4 = g[4];
+  const float* __restrict__ f0 = f[0], * __restrict__ f1 = f[1], * __restrict__ f2 = f[2], * __restrict__ f3 = f[3];
+  float* __restrict__ g0 = g[0], * __restrict__ g1 = g[1], * __restrict__ g2 = g[2], * __restrict__ g3 = g[3], * __restrict__ g4 = g[4];
 #pragma omp simd
   for (int64_t c = 0; c < count; ++c) {
     const float a0 = f0[c], a1 = f1[c], a2 = f2[c], a3 = f3[c];

@@ -49,5 +49,4 @@ extern const Kernels kKernels;
 // The table for the CPU this runs on (FASTGEN_CPU_CAPABILITY forces one).
 const Kernels& kernels();
 
-
 }  // namespace fastgen::winograd
