@@ -77,20 +77,17 @@ def conv_configs(draw):
     )
 
 
-@pytest.mark.parametrize("name", CUDA_DEVICES)
-@settings(max_examples=examples(60), deadline=None, derandomize=True)
-@given(config=transposed_configs(), dtype=st.sampled_from(DTYPES), kind=st.sampled_from(LAYOUTS))
-def test_conv_transpose2d_matches_reference(name, config, dtype, kind):
-    with engine_forced(name) as device:
-        check("conv_transpose2d", config, dtype, device, kind)
+STRATEGIES = {"conv_transpose2d": transposed_configs, "conv2d": conv_configs}
 
 
 @pytest.mark.parametrize("name", CUDA_DEVICES)
-@settings(max_examples=examples(40), deadline=None, derandomize=True)
-@given(config=conv_configs(), dtype=st.sampled_from(DTYPES), kind=st.sampled_from(LAYOUTS))
-def test_conv2d_matches_reference(name, config, dtype, kind):
+@pytest.mark.parametrize("op", list(STRATEGIES))
+@settings(max_examples=examples(50), deadline=None, derandomize=True)
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), kind=st.sampled_from(LAYOUTS))
+def test_matches_reference(name, op, data, dtype, kind):
+    config = data.draw(STRATEGIES[op]())
     with engine_forced(name) as device:
-        check("conv2d", config, dtype, device, kind)
+        check(op, config, dtype, device, kind)
 
 
 DCGAN_UP = dict(input=(3, 16, 4, 4), weight=(8, 4, 4), stride=2, padding=1)

@@ -244,26 +244,6 @@ def test_conv_transpose2d_autocast(device):
     assert_close(actual.float(), expected.float(), dtype=dtype)
 
 
-def test_conv_transpose2d_state_dict_repr_and_errors():
-    stock = nn.ConvTranspose2d(2, 3, 4, stride=2, padding=1, bias=False)
-    fused = fnn.ConvTranspose2d(
-        2, 3, 4, stride=2, padding=1, bias=False, activation="leaky_relu", negative_slope=0.2
-    )
-    assert isinstance(fused, nn.ConvTranspose2d)
-    assert list(fused.state_dict()) == list(stock.state_dict()) == ["weight"]
-    stock.load_state_dict(fused.state_dict(), strict=True)
-    assert torch.equal(stock.weight, fused.weight)
-    assert repr(fused) == (
-        "ConvTranspose2d(2, 3, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1), bias=False, "
-        "activation='leaky_relu', negative_slope=0.2)"
-    )
-    assert repr(fnn.ConvTranspose2d(2, 3, 4)) == repr(nn.ConvTranspose2d(2, 3, 4))
-    with pytest.raises(ValueError, match="activation must be one of .* got 'gelu'"):
-        fnn.ConvTranspose2d(2, 3, 4, activation="gelu")
-    with pytest.raises(ValueError, match="padding mode"):
-        fnn.ConvTranspose2d(2, 3, 4, padding_mode="reflect")
-
-
 # --- Conv2d --------------------------------------------------------------------------------
 
 CONV2D_CONFIGS = {
@@ -333,24 +313,30 @@ def test_conv2d_spectral_norm(device):
     assert_close(grad_actual, grad_expected)
 
 
-def test_conv2d_state_dict_repr_and_errors():
-    stock = nn.Conv2d(2, 3, 4, stride=2, padding=1, bias=False)
-    fused = fnn.Conv2d(
+@pytest.mark.parametrize("name", ["Conv2d", "ConvTranspose2d"])
+def test_conv_layers_state_dict_repr_and_errors(name):
+    stock_cls, fused_cls = getattr(nn, name), getattr(fnn, name)
+    stock = stock_cls(2, 3, 4, stride=2, padding=1, bias=False)
+    fused = fused_cls(
         2, 3, 4, stride=2, padding=1, bias=False, activation="leaky_relu", negative_slope=0.2
     )
-    assert isinstance(fused, nn.Conv2d)
+    assert isinstance(fused, stock_cls)
     assert list(fused.state_dict()) == list(stock.state_dict()) == ["weight"]
     stock.load_state_dict(fused.state_dict(), strict=True)
     assert torch.equal(stock.weight, fused.weight)
     assert repr(fused) == (
-        "Conv2d(2, 3, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1), bias=False, "
+        f"{name}(2, 3, kernel_size=(4, 4), stride=(2, 2), padding=(1, 1), bias=False, "
         "activation='leaky_relu', negative_slope=0.2)"
     )
-    assert repr(fnn.Conv2d(2, 3, 4)) == repr(nn.Conv2d(2, 3, 4))
+    assert repr(fused_cls(2, 3, 4)) == repr(stock_cls(2, 3, 4))
     with pytest.raises(ValueError, match="activation must be one of .* got 'gelu'"):
-        fnn.Conv2d(2, 3, 4, activation="gelu")
-    with pytest.raises(ValueError, match="fastgen.ops.conv2d: weight has 2 input channels"):
-        fnn.Conv2d(2, 3, 4)(torch.randn(1, 5, 8, 8))
+        fused_cls(2, 3, 4, activation="gelu")
+    if name == "ConvTranspose2d":
+        with pytest.raises(ValueError, match="padding mode"):
+            fused_cls(2, 3, 4, padding_mode="reflect")
+    else:
+        with pytest.raises(ValueError, match="fastgen.ops.conv2d: weight has 2 input channels"):
+            fused_cls(2, 3, 4)(torch.randn(1, 5, 8, 8))
 
 
 # --- Reparameterize ------------------------------------------------------------------------

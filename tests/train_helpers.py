@@ -31,46 +31,19 @@ class TinyDataset(torch.utils.data.Dataset):
         return self.images[index], int(self.labels[index])
 
 
+# A tiny run of either trainer: 16x16, width 4, a few steps, stock layers on the CPU.
+TINY = dict(
+    resolution=16, steps=6, batch_size=8, width=4, fused=False, device="cpu", seed=3,
+    sample_every=0, checkpoint_every=0, log_every=1, num_samples=8, num_threads=1,
+)  # fmt: skip
+
+
 def gan_config(tmp_path, **overrides) -> GANConfig:
-    values = dict(
-        resolution=16,
-        steps=6,
-        batch_size=8,
-        latent_dim=8,
-        width=4,
-        fused=False,
-        device="cpu",
-        seed=3,
-        sample_every=0,
-        checkpoint_every=0,
-        log_every=1,
-        num_samples=8,
-        num_threads=1,
-        out_dir=str(tmp_path / "gan"),
-    )
-    values.update(overrides)
-    return GANConfig(**values)
+    return GANConfig(**{**TINY, "latent_dim": 8, "out_dir": str(tmp_path / "gan"), **overrides})
 
 
 def vae_config(tmp_path, **overrides) -> VAEConfig:
-    values = dict(
-        resolution=16,
-        steps=6,
-        batch_size=8,
-        latent_dim=4,
-        width=4,
-        fused=False,
-        device="cpu",
-        seed=3,
-        sample_every=0,
-        checkpoint_every=0,
-        log_every=1,
-        num_samples=8,
-        num_threads=1,
-        out_dir=str(tmp_path / "vae"),
-    )
-    values.update(overrides)
-    return VAEConfig(**values)
+    return VAEConfig(**{**TINY, "latent_dim": 4, "out_dir": str(tmp_path / "vae"), **overrides})
 
 
 def ops_ready() -> bool:
