@@ -14,8 +14,8 @@ A checkpoint is a dict of tensors and primitive containers only (the config as a
      "meta": dict, "run_id": str, "sha256": str}
 
 The data order and all noise of step ``s`` are functions of ``(seed, s)`` (see
-fastgen.train.runtime), so ``step`` and ``seed`` fully determine where a resumed run continues.
-``run_id`` names the run that wrote the file (see fastgen.train.runtime.RunFolder).
+fastgen.train.rng), so ``step`` and ``seed`` fully determine where a resumed run continues.
+``run_id`` names the run that wrote the file (see fastgen.train.run_folder.RunFolder).
 
 ``sha256`` is a digest of everything else in the file (``state_digest``: key names, values
 and every tensor's dtype, shape and bytes), checked on load: torch does not check the data it

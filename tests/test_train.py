@@ -227,7 +227,7 @@ def test_progress_bar_without_a_terminal_writes_rarely(capsys, monkeypatch):
 
 def test_resume_does_not_need_the_rng_state(tmp_path):
     # Every step re-seeds from (seed, step, rank), so the RNG state a checkpoint records
-    # (restore_rng puts it back on resume) does not change what the resumed run draws.
+    # (checked on resume, never restored) does not change what the resumed run draws.
     from fastgen.train import load_checkpoint, save_checkpoint
 
     data = TinyDataset()

@@ -50,10 +50,11 @@ _load_weights = load_weights  # the name it had here
 def restore_training_state(
     path, state: dict[str, Any], *, models: dict, optimizers: dict, scalers, fn: str
 ) -> int:
-    """Loads a checkpoint's models, optimizers, GradScalers (`scalers.load_state_dict`) and
-    torch RNG state into a trainer's objects; returns its step. A checkpoint that does not fit
-    (missing entries, other shapes, a bad RNG state) is a CheckpointError naming the file."""
-    from fastgen.train.runtime import restore_rng
+    """Loads a checkpoint's models, optimizers and GradScalers (`scalers.load_state_dict`)
+    into a trainer's objects and checks its RNG entry; returns its step. A checkpoint that does
+    not fit (missing entries, other shapes, a bad RNG entry) is a CheckpointError naming the
+    file."""
+    from fastgen.train.rng import check_rng_entry
 
     for name, model in models.items():
         load_weights(path, state, name, model, fn, f"does not fit this config's {name}")
@@ -78,7 +79,7 @@ def restore_training_state(
             ) from exc
     for key, load, value in (
         ("scalers", scalers.load_state_dict, state.get("scalers", {})),
-        ("rng", restore_rng, state.get("rng", {})),
+        ("rng", check_rng_entry, state.get("rng", {})),
     ):
         try:
             load(value)

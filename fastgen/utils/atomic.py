@@ -5,7 +5,7 @@ folder, fsyncs it, renames it over the final name and fsyncs the folder, so a cr
 the old file or the new one, never a torn one. A write that fails (full disk, read-only file
 system, no permission) raises WriteError naming the file and leaves no temporary behind; one
 killed mid-write leaves its temporary (``TEMPORARY`` matches its name), which the next start
-of a training run removes (fastgen.train.runtime.RunFolder).
+of a training run removes (fastgen.train.run_folder.RunFolder).
 
 Checkpoints, exported generators, image grids, loss plots, run markers, configs, logs and
 evaluation JSONs are all written through it.
