@@ -6,7 +6,7 @@ import platform
 
 import torch
 
-from fastgen import _extension
+from fastgen import _extension, ops  # noqa: F401 (importing the ops registers them)
 from fastgen._backend import registry
 
 

@@ -73,3 +73,7 @@ def test_cli_info_subprocess():
     )
     assert re.search(rf"^torch +{re.escape(torch.__version__)}$", done.stdout, re.M), done.stdout
     assert "native backends:" in done.stdout
+    # the command imports the library lazily: every op must still be listed
+    listed = done.stdout.split("native backends:", 1)[1]
+    for op in ("batch_norm_leaky_relu", "conv2d", "conv_transpose2d", "reparameterize"):
+        assert re.search(rf"^  {op} +cpu", listed, re.M), listed
