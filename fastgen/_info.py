@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import platform
 
 import torch
 
-from fastgen import _extension, ops  # noqa: F401 (importing the ops registers them)
+from fastgen import _extension
 from fastgen._backend import registry
+
+importlib.import_module("fastgen.ops")  # importing the ops registers them with the registry
 
 
 def info() -> dict:
