@@ -8,10 +8,12 @@ import contextlib
 import pytest
 import torch
 from conftest import assert_close, on_device, reference_dtype
+from hypothesis import strategies as st
 
 from fastgen.ops import conv2d, conv_transpose2d
 from fastgen.reference import conv2d as reference_conv2d
 from fastgen.reference import conv_transpose2d as reference_conv_transpose2d
+from fastgen.reference.conv2d import ACTIVATIONS
 
 LAYOUTS = ["contiguous", "channels_last", "strided"]
 # The route switch of each op (csrc/conv/conv_engine.h): auto | fastgen | cudnn.
@@ -104,3 +106,43 @@ def check(op: str, config, dtype, device, kind="contiguous", seed=0, scale: floa
             msg=f"{op} grad {name} {config} {kind}",
         )  # fmt: skip
     return out
+
+
+@st.composite
+def configs(draw, op: str, *, channels=None, groups=None, dilation=None, kernel=None, size=None):
+    """A random valid call of `op` as run_both takes it. The keyword arguments are
+    strategies for the ranges (defaults: 1-3 channels per group, 1-3 groups, dilation 1-2,
+    kernel 1-4, and `size` 0-6: the input's extent beyond the smallest valid one); every draw
+    is valid (no draw is rejected)."""
+    size = st.integers(0, 6) if size is None else size
+    channels = st.integers(1, 3) if channels is None else channels
+    kernel = st.integers(1, 4) if kernel is None else kernel
+    dilation = st.integers(1, 2) if dilation is None else dilation
+    group_count = draw(st.integers(1, 3) if groups is None else groups)
+    kernel_size = (draw(kernel), draw(kernel))
+    dil = (draw(dilation), draw(dilation))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    extent = [dil[d] * (kernel_size[d] - 1) + 1 for d in range(2)]  # the dilated kernel
+    geometry = dict(groups=group_count, stride=stride, dilation=dil)
+    if op == "conv2d":
+        # The padded input at least as large as the dilated kernel (padding may exceed it).
+        spatial = tuple(max(1, extent[d] - 2 * padding[d]) + draw(size) for d in range(2))
+        weight = (group_count * draw(channels), *kernel_size)
+    else:
+        output_padding = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dil))
+        spatial = (1 + draw(size), 1 + draw(size))
+        out = [(spatial[d] - 1) * stride[d] - 2 * padding[d] + extent[d] + output_padding[d]
+               for d in range(2)]  # fmt: skip
+        if min(out) < 1:  # an invalid combination: no padding instead of rejecting the draw
+            padding = (0, 0)
+        geometry["output_padding"] = output_padding
+        weight = (draw(channels), *kernel_size)
+    return dict(
+        input=(draw(st.integers(1, 3)), group_count * draw(channels), *spatial),
+        weight=weight,
+        padding=padding,
+        bias=draw(st.booleans()),
+        activation=draw(st.sampled_from(ACTIVATIONS)),
+        **geometry,
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import CUDA_DEVICES, DTYPES, assert_close, examples, on_device
-from conv_helpers import LAYOUTS, OPS, check, layout
+from conv_helpers import LAYOUTS, OPS, check, configs, layout
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -180,64 +180,11 @@ def test_reference_backend_gives_same_numbers(op):
 # --- every valid input: hypothesis over each op's own argument space -----------------------
 
 
-@st.composite
-def conv2d_configs(draw):
-    groups = draw(st.integers(1, 3))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    padding = tuple(draw(st.integers(0, 2)) for _ in range(2))
-    # At least the dilated kernel, so every draw is a valid convolution even without padding.
-    size = tuple(dilation[d] * (kernel[d] - 1) + 1 + draw(st.integers(0, 6)) for d in range(2))
-    return dict(
-        input=(draw(st.integers(1, 3)), groups * draw(st.integers(1, 3)), *size),
-        weight=(groups * draw(st.integers(1, 3)), *kernel),
-        groups=groups,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        bias=draw(st.booleans()),
-        activation=draw(st.sampled_from(ACTIVATIONS)),
-    )
-
-
-@st.composite
-def conv_transpose2d_configs(draw):
-    groups = draw(st.integers(1, 3))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    output_padding = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
-    padding = tuple(draw(st.integers(0, 2)) for _ in range(2))
-    size = (draw(st.integers(1, 7)), draw(st.integers(1, 7)))
-    out = [
-        (size[d] - 1) * stride[d] - 2 * padding[d] + dilation[d] * (kernel[d] - 1)
-        + output_padding[d] + 1
-        for d in range(2)
-    ]  # fmt: skip
-    if min(out) < 1:  # an invalid combination: shrink padding instead of rejecting the draw
-        padding = (0, 0)
-    return dict(
-        input=(draw(st.integers(1, 3)), groups * draw(st.integers(1, 3)), *size),
-        weight=(draw(st.integers(1, 3)), *kernel),
-        groups=groups,
-        stride=stride,
-        padding=padding,
-        output_padding=output_padding,
-        dilation=dilation,
-        bias=draw(st.booleans()),
-        activation=draw(st.sampled_from(ACTIVATIONS)),
-    )
-
-
-STRATEGIES = {"conv2d": conv2d_configs, "conv_transpose2d": conv_transpose2d_configs}
-
-
 @pytest.mark.parametrize("op", FAMILY)
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(data=st.data(), dtype=st.sampled_from(DTYPES), kind=st.sampled_from(LAYOUTS))
 def test_matches_reference(op, data, dtype, kind):
-    config = data.draw(STRATEGIES[op]())
+    config = data.draw(configs(op))
     out = check(op, config, dtype, "cpu", kind)
     if kind == "channels_last" and not out.is_contiguous():
         assert out.is_contiguous(memory_format=torch.channels_last)
@@ -359,6 +306,6 @@ def test_cuda_gradgradcheck_and_opcheck(cuda_device, op):
 @settings(max_examples=examples(40), deadline=None, derandomize=True)
 @given(data=st.data(), dtype=st.sampled_from(DTYPES))
 def test_cuda_hypothesis(name, op, data, dtype):
-    config = data.draw(STRATEGIES[op]())
+    config = data.draw(configs(op))
     with on_device(name) as device:
         check(op, config, dtype, device, "channels_last")
