@@ -179,6 +179,24 @@ STOCK_ACTIVATIONS = {
 }
 
 
+def compare_with_stock(stock, fused, x, activation):
+    """A fused conv layer (stock's state dict loaded) against stock + activation: output and
+    the input, weight and bias gradients."""
+    fused.load_state_dict(stock.state_dict(), strict=True)
+    x_stock, x_fused = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_stock = STOCK_ACTIVATIONS[activation](stock(x_stock))
+    out_fused = fused(x_fused)
+    assert out_fused.shape == out_stock.shape
+    assert_close(out_fused, out_stock)
+    grad = randn(*out_stock.shape, device=x.device, seed=3)
+    out_stock.backward(grad)
+    out_fused.backward(grad)
+    assert_close(x_fused.grad, x_stock.grad, msg="grad input")
+    assert_close(fused.weight.grad, stock.weight.grad, msg="grad weight")
+    if stock.bias is not None:
+        assert_close(fused.bias.grad, stock.bias.grad, msg="grad bias")
+
+
 @pytest.mark.parametrize("activation", list(STOCK_ACTIVATIONS))
 @pytest.mark.parametrize(
     "config",
@@ -202,19 +220,9 @@ def test_conv_transpose2d_matches_stock(device, activation, config):
     torch.manual_seed(0)
     stock = nn.ConvTranspose2d(**config).to(device)
     fused = fnn.ConvTranspose2d(**config, activation=activation, negative_slope=0.2).to(device)
-    fused.load_state_dict(stock.state_dict(), strict=True)
-    x = randn(2, config["in_channels"], 5, 7, device=device)
-    x_stock, x_fused = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_stock = STOCK_ACTIVATIONS[activation](stock(x_stock))
-    out_fused = fused(x_fused)
-    assert_close(out_fused, out_stock)
-    grad = randn(*out_stock.shape, device=device, seed=3)
-    out_stock.backward(grad)
-    out_fused.backward(grad)
-    assert_close(x_fused.grad, x_stock.grad, msg="grad input")
-    assert_close(fused.weight.grad, stock.weight.grad, msg="grad weight")
-    if stock.bias is not None:
-        assert_close(fused.bias.grad, stock.bias.grad, msg="grad bias")
+    compare_with_stock(
+        stock, fused, randn(2, config["in_channels"], 5, 7, device=device), activation
+    )
 
 
 def test_conv_transpose2d_output_size(device):
@@ -231,14 +239,19 @@ def test_conv_transpose2d_output_size(device):
         fused(x, output_size=[12, 12])
 
 
-def test_conv_transpose2d_autocast(device):
+@pytest.mark.parametrize("name,activation", [("ConvTranspose2d", "tanh"), ("Conv2d", "leaky_relu")])
+def test_conv_layers_follow_autocast(device, name, activation):
     dtype = torch.bfloat16
-    stock = nn.ConvTranspose2d(4, 3, 4, stride=2, padding=1).to(device)
-    fused = fnn.ConvTranspose2d(4, 3, 4, stride=2, padding=1, activation="tanh").to(device)
+    stock = getattr(nn, name)(4, 3, 4, stride=2, padding=1).to(device)
+    fused = getattr(fnn, name)(4, 3, 4, stride=2, padding=1, activation=activation)
+    fused = fused.to(device)
     fused.load_state_dict(stock.state_dict())
     x = randn(2, 4, 6, 6, device=device)
     with torch.autocast(device, dtype=dtype):
-        expected = torch.tanh(stock(x))
+        if activation == "leaky_relu":  # the layer's default slope
+            expected = nn.functional.leaky_relu(stock(x), fused.negative_slope)
+        else:
+            expected = STOCK_ACTIVATIONS[activation](stock(x))
         actual = fused(x)
     assert actual.dtype == expected.dtype == dtype
     assert_close(actual.float(), expected.float(), dtype=dtype)
@@ -265,33 +278,9 @@ def test_conv2d_matches_stock(device, activation, config):
     torch.manual_seed(0)
     stock = nn.Conv2d(**config).to(device)
     fused = fnn.Conv2d(**config, activation=activation, negative_slope=0.2).to(device)
-    fused.load_state_dict(stock.state_dict(), strict=True)
-    x = randn(2, config["in_channels"], 6, 7, device=device)
-    x_stock, x_fused = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_stock = STOCK_ACTIVATIONS[activation](stock(x_stock))
-    out_fused = fused(x_fused)
-    assert out_fused.shape == out_stock.shape
-    assert_close(out_fused, out_stock)
-    grad = randn(*out_stock.shape, device=device, seed=3)
-    out_stock.backward(grad)
-    out_fused.backward(grad)
-    assert_close(x_fused.grad, x_stock.grad, msg="grad input")
-    assert_close(fused.weight.grad, stock.weight.grad, msg="grad weight")
-    if stock.bias is not None:
-        assert_close(fused.bias.grad, stock.bias.grad, msg="grad bias")
-
-
-def test_conv2d_autocast(device):
-    dtype = torch.bfloat16
-    stock = nn.Conv2d(4, 3, 4, stride=2, padding=1).to(device)
-    fused = fnn.Conv2d(4, 3, 4, stride=2, padding=1, activation="leaky_relu").to(device)
-    fused.load_state_dict(stock.state_dict())
-    x = randn(2, 4, 6, 6, device=device)
-    with torch.autocast(device, dtype=dtype):
-        expected = nn.functional.leaky_relu(stock(x), 0.01)
-        actual = fused(x)
-    assert actual.dtype == expected.dtype == dtype
-    assert_close(actual.float(), expected.float(), dtype=dtype)
+    compare_with_stock(
+        stock, fused, randn(2, config["in_channels"], 6, 7, device=device), activation
+    )
 
 
 def test_conv2d_spectral_norm(device):
