@@ -44,9 +44,12 @@ if [ "$QUICK" = "1" ]; then
   export FASTGEN_EMULATED="${FASTGEN_EMULATED:-0}"   # the GPU runs the real thing
   export FASTGEN_MAX_EXAMPLES="${FASTGEN_MAX_EXAMPLES:-10}"
   TEST_SELECTION="${TEST_SELECTION:-cuda and not emulated}"
-  # One small test per kernel (batch norm, reparameterize, the conv epilogues).
-  SANITIZER_TESTS="${SANITIZER_TESTS:-(test_cuda_edge_shapes or (test_cuda_launch_modes_match_the_cpu_kernel and 37 and float32) or (test_cuda_matches_reference and conv_transpose2d and contiguous and -relu and float32)) and not emulated}"
-  BENCH_ARGS="${BENCH_ARGS:---reps 20 --warmup 2}"
+  # One small test per kernel (batch norm, reparameterize, the conv epilogues, the
+  # implicit-GEMM engine with its statistics and gradients).
+  SANITIZER_TESTS="${SANITIZER_TESTS:-(test_cuda_edge_shapes or (test_cuda_launch_modes_match_the_cpu_kernel and 37 and float32) or (test_cuda_matches_reference and conv_transpose2d and contiguous and -relu and float32) or test_statistics_are_deterministic) and not emulated}"
+  # The engine against cuDNN on the generator layers and block, and the matmul rate; no
+  # torch.compile provider (its compile time alone would not fit the quick budget).
+  BENCH_ARGS="${BENCH_ARGS:---reps 20 --warmup 2 --no-compile --ops conv_transpose2d,conv_transpose_bn_act,matmul}"
   TRAIN_ARGS="${TRAIN_ARGS:---steps 10 --warmup 3 --profile}"
 else
   STAGES="${STAGES:-build,info,test,sanitize,bench}"
