@@ -75,6 +75,15 @@ CASES = [
     ("conv_transpose2d_backward: grad_out shape",
      f"torch.ops.fastgen.conv_transpose2d_backward({R}(1, 2, 5, 5), {R}(1, 3, 4, 4), {R}(3, 2, 3, 3), {R}(1, 2, 6, 6), [1, 1], [0, 0], [0, 0], 1, [1, 1], 'relu', 0.0, [True, True, True])",
      "ValueError", r"grad_out must have shape \[1, 2, 6, 6\]"),
+    ("conv_transpose2d_with_stats: an empty batch",
+     f"torch.ops.fastgen.conv_transpose2d_with_stats({R}(0, 3, 4, 4), {R}(3, 2, 3, 3), None, [1, 1], [0, 0], [0, 0], 1, [1, 1])",
+     "ValueError", r"fastgen::conv_transpose2d_with_stats: batch statistics need at least one value"),
+    ("conv_transpose2d_with_stats: a bias of 5 for 2 channels",
+     f"torch.ops.fastgen.conv_transpose2d_with_stats({R}(1, 3, 4, 4), {R}(3, 2, 3, 3), {R}(5), [2, 2], [1, 1], [1, 1], 1, [1, 1])",
+     "ValueError", r"fastgen::conv_transpose2d_with_stats: bias must have shape \[2\], got \[5\]"),
+    ("conv2d: weight of another dtype",
+     f"torch.ops.fastgen.conv2d({R}(1, 3, 8, 8), {R}(2, 3, 3, 3).double(), None, [1, 1], [0, 0], [1, 1], 1, 'relu', 0.0)",
+     "TypeError", r"fastgen::conv2d: weight has dtype Double but input has dtype Float"),
     ("batch norm: weight of 5 for 3 channels",
      f"torch.ops.fastgen.batch_norm_leaky_relu({R}(2, 3, 4, 4), {R}(5), None, None, None, True, 1e-5, 0.1)",
      "ValueError", r"fastgen::batch_norm_leaky_relu: weight must have shape \[3\], got \[5\]"),
@@ -102,8 +111,10 @@ CASES = [
 ]  # fmt: skip
 
 CHILD = """
-import json, re, sys, torch, fastgen
-fastgen.set_backend(sys.argv[1])
+import json, os, re, sys, torch, fastgen
+if sys.argv[1] == "engine":  # the emulated CUDA kernels with fastgen's convolution engine
+    os.environ["FASTGEN_CONV_TRANSPOSE"] = os.environ["FASTGEN_CONV2D"] = "fastgen"
+fastgen.set_backend("emulated-cuda" if sys.argv[1] == "engine" else sys.argv[1])
 for name, call in json.loads(sys.argv[2]):
     try:
         eval(call)
@@ -113,9 +124,9 @@ for name, call in json.loads(sys.argv[2]):
 """
 
 
-@pytest.mark.parametrize("backend", ["auto", "emulated-cuda"])
+@pytest.mark.parametrize("backend", ["auto", "emulated-cuda", "engine"])
 def test_bad_direct_calls_raise_naming_the_op_and_argument(backend):
-    if backend == "emulated-cuda" and not HAS_EMULATED:
+    if backend != "auto" and not HAS_EMULATED:
         pytest.skip("the emulated CUDA kernels are not built")
     calls = json.dumps([[name, call] for name, call, _, _ in CASES])
     done = subprocess.run(
