@@ -234,8 +234,13 @@ else:  # aarch64 and others: the portable loops (NEON through the compiler's vec
 # Inline library code they instantiate (std::, c10::) is emitted in every copy; the linker
 # keeps the first definition in link order, and fastgen._C's baseline objects come first,
 # so code shared with the rest of the extension is always the baseline's.
+# -fno-trapping-math: without it GCC keeps a branch per element for a select whose compare
+# or one-sided multiply could raise an FP exception (leaky_relu's `x > 0 ? x : x * slope`,
+# act'(y)), and vectorizes such loops only with AVX-512's masked instructions; no value
+# changes (nothing is reassociated or contracted), and fastgen never reads the FP flags.
 KERNEL_FLAGS = [
-    "-O3", "-std=c++20", "-fPIC", "-ffp-contract=off", "-fopenmp", "-fvisibility=hidden",
+    "-O3", "-std=c++20", "-fPIC", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp",
+    "-fvisibility=hidden",
     f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
     *[f"-I{path}" for path in torch.utils.cpp_extension.include_paths()],
 ]  # fmt: skip
@@ -245,9 +250,16 @@ def kernel_sources() -> list[str]:
     return sorted(glob.glob("csrc/**/*_kernels.cpp", recursive=True))
 
 
-def stale(obj: str, source: str) -> bool:
-    """True if obj is missing or older than its source or any header its depfile lists."""
+def stale(obj: str, source: str, command: list[str]) -> bool:
+    """True if obj is missing, was compiled by another command (flags changed), or is older
+    than its source or any header its depfile lists."""
     if not os.path.exists(obj) or not os.path.exists(obj + ".d"):
+        return True
+    try:
+        with open(obj + ".cmd") as f:
+            if f.read() != " ".join(command):
+                return True
+    except FileNotFoundError:
         return True
     with open(obj + ".d") as f:
         deps = f.read().replace("\\\n", " ").split(":", 1)[-1].split()
@@ -263,11 +275,13 @@ def compile_objects(jobs: list[tuple[str, str, list[str]]]) -> list[str]:
 
     def run(job):
         source, obj, flags = job
-        if stale(obj, source):
+        command = [*cxx, *flags, "-MMD", "-MF", obj + ".d", "-c", source, "-o", obj]
+        if stale(obj, source, command):
             os.makedirs(os.path.dirname(obj), exist_ok=True)
-            command = [*cxx, *flags, "-MMD", "-MF", obj + ".d", "-c", source, "-o", obj]
             print(" ".join(command), flush=True)
             subprocess.check_call(command)
+            with open(obj + ".cmd", "w") as f:
+                f.write(" ".join(command))
         return obj
 
     workers = max(1, int(os.environ.get("MAX_JOBS", os.cpu_count() or 1)))

@@ -97,3 +97,34 @@ def test_info_names_the_capability_and_features():
     active, supported, features = _extension._C._cpu_capability()
     assert data["cpu_capability"] == active and data["cpu_capability_supported"] == supported
     assert data["cpu_features"] == features
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_conv_epilogues_are_the_same_on_every_capability(monkeypatch, dtype, layout):
+    # A 1x1 convolution from one channel with unit weights is exact (x * 1), so the output is
+    # the epilogue's: act(x + bias), NaN, +-Inf and -0 included; act'(y) likewise backward.
+    from fastgen.reference.conv2d import conv2d as stock_conv2d
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 1, 9, 7, generator=gen, dtype=torch.float64)
+    x.view(-1)[:4] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0])
+    x = x.to(dtype).to(memory_format=layout).requires_grad_()
+    weight = torch.ones(19, 1, 1, 1, dtype=dtype)
+    bias = torch.randn(19, generator=gen, dtype=torch.float64).to(dtype)
+    grad_out = torch.randn(3, 19, 9, 7, generator=gen, dtype=torch.float64).to(dtype)
+    for activation in ("identity", "relu", "leaky_relu"):
+        results = {}
+        for capability in runnable():
+            monkeypatch.setenv("FASTGEN_CPU_CAPABILITY", capability)
+            out = ops.conv2d(x, weight, bias, activation=activation, negative_slope=0.2)
+            (grad,) = torch.autograd.grad(out, x, grad_out)
+            results[capability] = (out.detach(), grad)
+        expected = stock_conv2d(x.detach(), weight, bias, activation=activation, negative_slope=0.2)
+        # bfloat16: stock rounds x + bias to bfloat16 before the activation, fastgen once after.
+        exact = {"rtol": 0, "atol": 0} if dtype != torch.bfloat16 else {}
+        for capability, (out, grad) in results.items():
+            where = f"{capability} {activation}"
+            torch.testing.assert_close(out, expected, **exact, equal_nan=True, msg=where)
+            for got, want in zip((out, grad), results["baseline"]):
+                torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True, msg=where)

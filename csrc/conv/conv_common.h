@@ -47,6 +47,19 @@ void bias_activation_cpu(at::Tensor& out, const at::Tensor& bias, Activation act
 // grad_out * act'(output), written into a new tensor laid out like `output`.
 at::Tensor activation_backward_cpu(const at::Tensor& grad_out, const at::Tensor& output,
                                    Activation activation, double negative_slope);
+// Those two pick the copy for this CPU of these loops (conv/conv_epilogue_cpu_kernels.cpp,
+// compiled once per capability; tanh and sigmoid go to ATen after the bias pass).
+#define FASTGEN_CONV_EPILOGUES_CPU(ns)                                                 \
+  namespace conv_epilogue::ns {                                                        \
+  void bias_activation(at::Tensor& out, const at::Tensor& bias, Activation activation, \
+                       double negative_slope);                                         \
+  at::Tensor activation_backward(const at::Tensor& grad_out, const at::Tensor& output, \
+                                 Activation activation, double negative_slope);        \
+  }
+FASTGEN_CONV_EPILOGUES_CPU(baseline)
+FASTGEN_CONV_EPILOGUES_CPU(avx2)
+FASTGEN_CONV_EPILOGUES_CPU(avx512)
+#undef FASTGEN_CONV_EPILOGUES_CPU
 
 // Calls body.template operator()<act>() for the runtime activation, so kernels are
 // instantiated once per activation and the per-element code has no switch.
