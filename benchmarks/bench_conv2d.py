@@ -12,9 +12,7 @@ csrc/conv2d/conv2d_cpu.cpp.
 
 from __future__ import annotations
 
-import torch
-
-from benchmarks.conv_cases import conv_layer_case, device_variants
+from benchmarks.conv_cases import conv_layer_case, layer_cases
 from benchmarks.harness import Case
 from fastgen.ops import conv2d
 from fastgen.reference import conv2d as reference
@@ -53,12 +51,4 @@ def layer_case(
 
 
 def cases(device: str) -> list[Case]:
-    torch.manual_seed(0)
-    batch, width = (128, 64) if device == "cuda" else (16, 16)
-    dtypes, modes = device_variants(device)
-    return [
-        layer_case(batch, *layer, fmt, device, dtype, modes)
-        for dtype in dtypes
-        for layer in dcgan_discriminator_layers(width)
-        for fmt in ("nchw", "channels_last")
-    ]
+    return layer_cases(device, dcgan_discriminator_layers, layer_case)

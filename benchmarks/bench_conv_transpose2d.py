@@ -10,9 +10,7 @@ implicit-GEMM kernel and "fastgen-cudnn" the cuDNN route (benchmarks/harness.py)
 
 from __future__ import annotations
 
-import torch
-
-from benchmarks.conv_cases import conv_layer_case, device_variants
+from benchmarks.conv_cases import conv_layer_case, layer_cases
 from benchmarks.harness import Case
 from fastgen.ops import conv_transpose2d
 from fastgen.reference import conv_transpose2d as reference
@@ -47,12 +45,4 @@ def layer_case(
 
 
 def cases(device: str) -> list[Case]:
-    torch.manual_seed(0)
-    batch, width = (128, 64) if device == "cuda" else (16, 16)
-    dtypes, modes = device_variants(device)
-    return [
-        layer_case(batch, *layer, fmt, device, dtype, modes)
-        for dtype in dtypes
-        for layer in dcgan_generator_layers(width)
-        for fmt in ("nchw", "channels_last")
-    ]
+    return layer_cases(device, dcgan_generator_layers, layer_case)

@@ -20,7 +20,7 @@ from torch.func import functional_call
 
 import fastgen.nn as fnn
 from benchmarks.bench_conv_transpose2d import dcgan_generator_layers
-from benchmarks.conv_cases import DTYPES, device_variants
+from benchmarks.conv_cases import DTYPES, dcgan_batch_and_width, device_variants
 from benchmarks.harness import Case, engine_providers
 
 
@@ -68,7 +68,7 @@ def block_case(
 
 def cases(device: str) -> list[Case]:
     torch.manual_seed(0)
-    batch, width = (128, 64) if device == "cuda" else (16, 16)
+    batch, width = dcgan_batch_and_width(device)
     layers = [layer[:-1] for layer in dcgan_generator_layers(width) if layer[-1] == "relu"]
     dtypes, modes = device_variants(device)
     result = []

@@ -1,6 +1,6 @@
-"""What the conv2d and conv_transpose2d benchmarks share: dtypes and modes per device, and one
-case builder for a convolution layer (inputs, providers through harness.engine_providers,
-FLOPs per mode)."""
+"""What the conv2d and conv_transpose2d benchmarks share: dtypes and modes per device, the
+DCGAN batch and width, one case builder for a convolution layer (inputs, providers through
+harness.engine_providers, FLOPs per mode) and the cases of a list of layers."""
 
 from __future__ import annotations
 
@@ -20,6 +20,26 @@ def device_variants(device: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if device == "cuda":
         return ("fp32", "bf16"), ("forward", "backward", "full")
     return ("fp32",), ("forward", "full")
+
+
+def dcgan_batch_and_width(device: str) -> tuple[int, int]:
+    """(batch, width) of the DCGAN layers timed: the tutorial's 128 and 64 on CUDA; on CPU
+    16 and 16, which time in seconds on two cores."""
+    return (128, 64) if device == "cuda" else (16, 16)
+
+
+def layer_cases(device: str, layers: Callable, layer_case: Callable) -> list[Case]:
+    """``layer_case(batch, *layer, fmt, device, dtype, modes)`` for every layer of
+    ``layers(width)``, in each dtype and layout (NCHW, channels_last) the device measures."""
+    torch.manual_seed(0)
+    batch, width = dcgan_batch_and_width(device)
+    dtypes, modes = device_variants(device)
+    return [
+        layer_case(batch, *layer, fmt, device, dtype, modes)
+        for dtype in dtypes
+        for layer in layers(width)
+        for fmt in ("nchw", "channels_last")
+    ]
 
 
 def conv_layer_case(

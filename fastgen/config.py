@@ -14,6 +14,17 @@ GAN_LOSSES = ("bce", "hinge", "wgan-gp")
 AMP_MODES = ("", "bf16", "fp16")
 AUGMENTATIONS = ("color", "translation", "cutout")
 LIKELIHOODS = ("bernoulli", "gaussian")
+# The int fields every config checks: sizes (>= 1), and intervals and limits (>= 0, where 0
+# means off or torch's default).
+POSITIVE_INTS = ("steps", "batch_size", "latent_dim", "width", "keep_checkpoints", "num_samples")
+NON_NEGATIVE_INTS = (
+    "sample_every",
+    "checkpoint_every",
+    "eval_every",
+    "log_every",
+    "num_threads",
+    "max_nonfinite",
+)
 
 
 def option(default, help: str, group: str = "run", **cli):
@@ -21,6 +32,16 @@ def option(default, help: str, group: str = "run", **cli):
     run, model, dcgan, vae) and optional `choices`, `flag` (the option's name when it is not
     the field's) or `hidden` (not an option)."""
     return dataclasses.field(default=default, metadata={"help": help, "group": group, **cli})
+
+
+def _check_int(owner: str, field: str, value, *, minimum: int) -> None:
+    if not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{owner}: {field} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_fraction(owner: str, field: str, value) -> None:
+    if not 0 <= value < 1:
+        raise ValueError(f"{owner}: {field} must be in [0, 1), got {value!r}")
 
 
 @dataclass
@@ -84,36 +105,16 @@ class _TrainConfig:
 
     def validate(self) -> None:
         name = type(self).__name__
-        for field in (
-            "steps",
-            "batch_size",
-            "latent_dim",
-            "width",
-            "keep_checkpoints",
-            "num_samples",
-        ):
-            value = getattr(self, field)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: {field} must be an int >= 1, got {value!r}")
-        for field in (
-            "sample_every",
-            "checkpoint_every",
-            "eval_every",
-            "log_every",
-            "num_threads",
-            "max_nonfinite",
-        ):
-            value = getattr(self, field)
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}: {field} must be an int >= 0, got {value!r}")
+        for field in POSITIVE_INTS:
+            _check_int(name, field, getattr(self, field), minimum=1)
+        for field in NON_NEGATIVE_INTS:
+            _check_int(name, field, getattr(self, field), minimum=0)
         if self.amp not in AMP_MODES:
             raise ValueError(f"{name}: amp must be '', 'bf16' or 'fp16', got {self.amp!r}")
         if self.channels not in (None, 1, 3):
             raise ValueError(f"{name}: channels must be None, 1 or 3, got {self.channels!r}")
         for field in ("beta1", "beta2"):
-            value = getattr(self, field)
-            if not 0 <= value < 1:
-                raise ValueError(f"{name}: {field} must be in [0, 1), got {value!r}")
+            _check_fraction(name, field, getattr(self, field))
 
 
 @dataclass
@@ -146,12 +147,8 @@ class GANConfig(_TrainConfig):
             raise ValueError(
                 f"GANConfig: loss must be one of {', '.join(GAN_LOSSES)}, got {self.loss!r}"
             )
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(
-                f"GANConfig: label_smoothing must be in [0, 1), got {self.label_smoothing!r}"
-            )
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"GANConfig: ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        for field in ("label_smoothing", "ema_decay"):
+            _check_fraction("GANConfig", field, getattr(self, field))
         for field in ("lr_g", "lr_d"):
             if not getattr(self, field) > 0:
                 raise ValueError(f"GANConfig: {field} must be > 0, got {getattr(self, field)!r}")
@@ -196,8 +193,7 @@ class VAEConfig(_TrainConfig):
             raise ValueError(f"VAEConfig: lr must be > 0, got {self.lr!r}")
         if not self.beta >= 0:
             raise ValueError(f"VAEConfig: beta must be >= 0, got {self.beta!r}")
-        if not isinstance(self.kl_warmup, int) or self.kl_warmup < 0:
-            raise ValueError(f"VAEConfig: kl_warmup must be an int >= 0, got {self.kl_warmup!r}")
+        _check_int("VAEConfig", "kl_warmup", self.kl_warmup, minimum=0)
 
     def kl_weight(self, step: int) -> float:
         """beta, ramped linearly over the first kl_warmup steps (step counts from 1)."""

@@ -11,17 +11,16 @@ import pytest
 import torch
 from train_helpers import TinyDataset, gan_config, vae_config
 
-from fastgen.train import (
+from fastgen.train import train_gan, train_vae
+from fastgen.train.checkpoint import (
     CheckpointError,
     checkpoint_hash,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     load_models,
     save_checkpoint,
-    train_gan,
-    train_vae,
 )
-from fastgen.train.checkpoint import list_checkpoints
 
 
 def assert_same_weights(state_a: dict, state_b: dict, what: str) -> None:

@@ -192,61 +192,58 @@ def test_matches_reference(op, data, dtype, kind):
 
 # --- bad input: what stock rejects, rejected naming the function and the argument ----------
 
+
+def common_bad_inputs(xwb) -> list:
+    """What both ops reject alike, for a good (input, weight, bias) `xwb` with 4 input and 3
+    output channels: (bad arguments, error, message)."""
+    x, weight, bias = xwb
+    return [
+        (dict(x=torch.randn(4, 5)), ValueError, "input must be 4-D"),
+        (dict(x=torch.randn(2, 4, 5, 5, 1)), ValueError, "input must be 4-D"),
+        (dict(weight=weight[..., 0]), ValueError, "weight must be 4-D"),
+        (dict(groups=3), ValueError, "divisible by groups"),
+        (dict(groups=0), ValueError, "groups must be an int >= 1"),
+        (dict(bias=torch.randn(4)), ValueError, r"bias must have shape \(3,\)"),
+        (dict(weight=weight.double()), TypeError, "weight has dtype torch.float64 but input"),
+        (dict(bias=bias.half()), TypeError, "bias has dtype torch.float16"),
+        (dict(x=x.long()), TypeError, "input must be float32"),
+        (dict(weight=weight.int()), TypeError, "weight must be float32"),
+        (dict(x="nope"), TypeError, "input must be a Tensor"),
+        (dict(weight=weight.to("meta")), ValueError, "weight is on meta"),
+        (dict(activation="gelu"), ValueError, "activation must be one of"),
+        (dict(stride=0), ValueError, "stride must be >= 1"),
+        (dict(padding=-1), ValueError, "padding must be >= 0"),
+        (dict(dilation=(1, 0)), ValueError, "dilation must be >= 1"),
+        (dict(stride=(1, 2, 3)), ValueError, "stride must be an int or a pair"),
+        (dict(x=torch.randn(2, 4, 0, 5)), ValueError, "height and width must be >= 1"),
+        (dict(negative_slope="0.1"), TypeError, "negative_slope must be a float"),
+    ]
+
+
+def good_arguments(xwb, **extra) -> dict:
+    """A valid call's keyword arguments around `xwb` (stride 1, no padding, relu)."""
+    x, weight, bias = xwb
+    geometry = dict(stride=1, padding=0, dilation=1, groups=1, **extra)
+    return dict(x=x, weight=weight, bias=bias, **geometry, activation="relu", negative_slope=0.01)
+
+
 CONV2D_XWB = torch.randn(2, 4, 5, 5), torch.randn(3, 4, 3, 3), torch.randn(3)
-CONV2D_BAD = [
-    (dict(x=torch.randn(4, 5)), ValueError, "input must be 4-D"),
-    (dict(x=torch.randn(2, 4, 5, 5, 1)), ValueError, "input must be 4-D"),
-    (dict(weight=torch.randn(3, 4, 3)), ValueError, "weight must be 4-D"),
+CONV2D_BAD = common_bad_inputs(CONV2D_XWB) + [
     (dict(weight=torch.randn(3, 5, 3, 3)), ValueError,
      r"weight has 5 input channels per group but input has 4 channels \(groups=1\)"),
-    (dict(groups=3), ValueError, "divisible by groups"),
     (dict(groups=2, weight=torch.randn(3, 2, 3, 3)), ValueError,
      r"output channels \(3\) must be divisible by groups"),
-    (dict(groups=0), ValueError, "groups must be an int >= 1"),
     (dict(weight=torch.randn(3, 4, 0, 3)), ValueError, "weight must have no zero-size dim"),
-    (dict(bias=torch.randn(4)), ValueError, r"bias must have shape \(3,\)"),
-    (dict(weight=CONV2D_XWB[1].double()), TypeError, "weight has dtype torch.float64 but input"),
-    (dict(bias=CONV2D_XWB[2].half()), TypeError, "bias has dtype torch.float16"),
-    (dict(x=CONV2D_XWB[0].long()), TypeError, "input must be float32"),
-    (dict(weight=CONV2D_XWB[1].int()), TypeError, "weight must be float32"),
-    (dict(x="nope"), TypeError, "input must be a Tensor"),
-    (dict(weight=torch.randn(3, 4, 3, 3, device="meta")), ValueError, "weight is on meta"),
-    (dict(activation="gelu"), ValueError, "activation must be one of"),
-    (dict(stride=0), ValueError, "stride must be >= 1"),
-    (dict(padding=-1), ValueError, "padding must be >= 0"),
     (dict(padding="same"), ValueError, "padding must be an int or a pair of ints, got 'same'"),
-    (dict(dilation=(1, 0)), ValueError, "dilation must be >= 1"),
-    (dict(stride=(1, 2, 3)), ValueError, "stride must be an int or a pair"),
     (dict(weight=torch.randn(3, 4, 7, 7)), ValueError, "output size .* is below 1"),
-    (dict(x=torch.randn(2, 4, 0, 5)), ValueError, "height and width must be >= 1"),
-    (dict(negative_slope="0.1"), TypeError, "negative_slope must be a float"),
 ]  # fmt: skip
 
 
 CONV_TRANSPOSE2D_XWB = torch.randn(2, 4, 5, 5), torch.randn(4, 3, 3, 3), torch.randn(3)
-CONV_TRANSPOSE2D_BAD = [
-    (dict(x=torch.randn(4, 5)), ValueError, "input must be 4-D"),
-    (dict(x=torch.randn(2, 4, 5, 5, 1)), ValueError, "input must be 4-D"),
-    (dict(weight=torch.randn(4, 3, 3)), ValueError, "weight must be 4-D"),
+CONV_TRANSPOSE2D_BAD = common_bad_inputs(CONV_TRANSPOSE2D_XWB) + [
     (dict(weight=torch.randn(5, 3, 3, 3)), ValueError, "weight has 5 input channels but input has 4"),
-    (dict(groups=3), ValueError, "divisible by groups"),
-    (dict(groups=0), ValueError, "groups must be an int >= 1"),
-    (dict(bias=torch.randn(4)), ValueError, r"bias must have shape \(3,\)"),
-    (dict(weight=CONV_TRANSPOSE2D_XWB[1].double()), TypeError, "weight has dtype torch.float64 but input"),
-    (dict(bias=CONV_TRANSPOSE2D_XWB[2].half()), TypeError, "bias has dtype torch.float16"),
-    (dict(x=CONV_TRANSPOSE2D_XWB[0].long()), TypeError, "input must be float32"),
-    (dict(weight=CONV_TRANSPOSE2D_XWB[1].int()), TypeError, "weight must be float32"),
-    (dict(x="nope"), TypeError, "input must be a Tensor"),
-    (dict(weight=torch.randn(4, 3, 3, 3, device="meta")), ValueError, "weight is on meta"),
-    (dict(activation="gelu"), ValueError, "activation must be one of"),
-    (dict(stride=0), ValueError, "stride must be >= 1"),
-    (dict(padding=-1), ValueError, "padding must be >= 0"),
-    (dict(dilation=(1, 0)), ValueError, "dilation must be >= 1"),
-    (dict(stride=(1, 2, 3)), ValueError, "stride must be an int or a pair"),
     (dict(output_padding=2, stride=2), ValueError, "output_padding must be smaller than stride"),
     (dict(padding=4), ValueError, "output size .* is below 1"),
-    (dict(x=torch.randn(2, 4, 0, 5)), ValueError, "height and width must be >= 1"),
-    (dict(negative_slope="0.1"), TypeError, "negative_slope must be a float"),
 ]  # fmt: skip
 
 
@@ -254,13 +251,9 @@ BAD = [("conv2d", *case) for case in CONV2D_BAD] + [
     ("conv_transpose2d", *case) for case in CONV_TRANSPOSE2D_BAD
 ]
 GOOD = {
-    "conv2d": dict(x=CONV2D_XWB[0], weight=CONV2D_XWB[1], bias=CONV2D_XWB[2], stride=1,
-                   padding=0, dilation=1, groups=1, activation="relu", negative_slope=0.01),
-    "conv_transpose2d": dict(x=CONV_TRANSPOSE2D_XWB[0], weight=CONV_TRANSPOSE2D_XWB[1],
-                             bias=CONV_TRANSPOSE2D_XWB[2], stride=1, padding=0,
-                             output_padding=0, groups=1, dilation=1, activation="relu",
-                             negative_slope=0.01),
-}  # fmt: skip
+    "conv2d": good_arguments(CONV2D_XWB),
+    "conv_transpose2d": good_arguments(CONV_TRANSPOSE2D_XWB, output_padding=0),
+}
 
 
 @pytest.mark.parametrize("op,bad,error,match", BAD, ids=[f"{o}-{m}" for o, _, _, m in BAD])

@@ -179,10 +179,15 @@ STOCK_ACTIVATIONS = {
 }
 
 
-def compare_with_stock(stock, fused, x, activation):
-    """A fused conv layer (stock's state dict loaded) against stock + activation: output and
-    the input, weight and bias gradients."""
+def compare_with_stock(name, config, activation, device, height):
+    """fastgen.nn.<name>(**config, activation) with the state dict of a stock nn.<name>
+    (**config) against that layer + the activation, on a [2, C_in, height, 7] input: output
+    and the input, weight and bias gradients."""
+    torch.manual_seed(0)
+    stock = getattr(nn, name)(**config).to(device)
+    fused = getattr(fnn, name)(**config, activation=activation, negative_slope=0.2).to(device)
     fused.load_state_dict(stock.state_dict(), strict=True)
+    x = randn(2, config["in_channels"], height, 7, device=device)
     x_stock, x_fused = x.clone().requires_grad_(), x.clone().requires_grad_()
     out_stock = STOCK_ACTIVATIONS[activation](stock(x_stock))
     out_fused = fused(x_fused)
@@ -217,12 +222,7 @@ def compare_with_stock(stock, fused, x, activation):
     ids=["dcgan", "odd"],
 )
 def test_conv_transpose2d_matches_stock(device, activation, config):
-    torch.manual_seed(0)
-    stock = nn.ConvTranspose2d(**config).to(device)
-    fused = fnn.ConvTranspose2d(**config, activation=activation, negative_slope=0.2).to(device)
-    compare_with_stock(
-        stock, fused, randn(2, config["in_channels"], 5, 7, device=device), activation
-    )
+    compare_with_stock("ConvTranspose2d", config, activation, device, height=5)
 
 
 def test_conv_transpose2d_output_size(device):
@@ -275,12 +275,7 @@ CONV2D_CONFIGS = {
 @pytest.mark.parametrize("activation", list(STOCK_ACTIVATIONS))
 @pytest.mark.parametrize("config", list(CONV2D_CONFIGS.values()), ids=list(CONV2D_CONFIGS))
 def test_conv2d_matches_stock(device, activation, config):
-    torch.manual_seed(0)
-    stock = nn.Conv2d(**config).to(device)
-    fused = fnn.Conv2d(**config, activation=activation, negative_slope=0.2).to(device)
-    compare_with_stock(
-        stock, fused, randn(2, config["in_channels"], 6, 7, device=device), activation
-    )
+    compare_with_stock("Conv2d", config, activation, device, height=6)
 
 
 def test_conv2d_spectral_norm(device):

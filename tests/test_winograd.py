@@ -107,6 +107,37 @@ def test_large_values_and_channels():
 ELIGIBLE = dict(input=(8, 32, 5, 6), c_out=40)
 
 
+# op name -> (the fastgen op, its stock reference, its Winograd kernel's name)
+WINOGRAD_OPS = {
+    "conv2d": (conv2d, reference_conv2d.conv2d, "winograd_conv2d"),
+    "conv_transpose2d": (conv_transpose2d, reference.conv_transpose2d, "winograd_conv_transpose2d"),
+}
+
+
+def check_op_on_winograd(name, tensors, generator, kind, **kwargs):
+    """fastgen.ops.<name> (stride 2, padding 1, `kwargs`) on an eligible layer's (x, weight,
+    bias): with no activation the Winograd kernel plus the bias bit for bit; output and
+    gradients match the reference in float64; channels_last in, channels_last out and grad."""
+    op, reference_op, winograd = WINOGRAD_OPS[name]
+    x, weight, bias = tensors
+    what = f"{kwargs['activation']} {kind}"
+    out = op(x, weight, bias, 2, 1, **kwargs)
+    if kwargs["activation"] == "identity":
+        plain = getattr(ops(), winograd)(x.detach(), weight.detach())
+        assert torch.equal(out.detach(), plain + bias.detach().view(1, -1, 1, 1))
+    grad = torch.randn(out.shape, generator=generator)
+    grads = torch.autograd.grad(out, tensors, grad)
+    leaves = [t.detach().double().requires_grad_() for t in tensors]
+    expected = reference_op(*leaves, 2, 1, **kwargs)
+    expected_grads = torch.autograd.grad(expected, leaves, grad.double())
+    assert_near(out.detach(), expected.detach(), f"output {what}")
+    for part, actual, want in zip(("input", "weight", "bias"), grads, expected_grads):
+        assert_near(actual, want, f"grad {part} {what}")
+    if kind == "channels_last":
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert grads[0].is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("activation", ["identity", "relu", "tanh"])
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
 def test_op_takes_the_winograd_path(activation, kind):
@@ -116,21 +147,7 @@ def test_op_takes_the_winograd_path(activation, kind):
     x = layout(torch.randn(*ELIGIBLE["input"], generator=g), kind).requires_grad_()
     weight = (torch.randn(32, ELIGIBLE["c_out"], 4, 4, generator=g) * 0.1).requires_grad_()
     bias = torch.randn(ELIGIBLE["c_out"], generator=g).requires_grad_()
-    out = conv_transpose2d(x, weight, bias, 2, 1, activation=activation)
-    if activation == "identity":
-        plain = ops().winograd_conv_transpose2d(x.detach(), weight.detach())
-        assert torch.equal(out.detach(), plain + bias.detach().view(1, -1, 1, 1))
-    grad = torch.randn(out.shape, generator=g)
-    grads = torch.autograd.grad(out, (x, weight, bias), grad)
-    leaves = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
-    expected = reference.conv_transpose2d(*leaves, 2, 1, activation=activation)
-    expected_grads = torch.autograd.grad(expected, leaves, grad.double())
-    assert_near(out.detach(), expected.detach(), f"output {activation} {kind}")
-    for name, actual, want in zip(("input", "weight", "bias"), grads, expected_grads):
-        assert_near(actual, want, f"grad {name} {activation} {kind}")
-    if kind == "channels_last":
-        assert out.is_contiguous(memory_format=torch.channels_last)
-        assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    check_op_on_winograd("conv_transpose2d", (x, weight, bias), g, kind, activation=activation)
 
 
 @pytest.mark.parametrize("activation", ["identity", "leaky_relu"])
@@ -140,21 +157,9 @@ def test_conv2d_op_takes_the_winograd_path(activation, kind):
     x = layout(torch.randn(16, 32, 10, 6, generator=g), kind).requires_grad_()
     weight = (torch.randn(40, 32, 4, 4, generator=g) * 0.1).requires_grad_()
     bias = torch.randn(40, generator=g).requires_grad_()
-    out = conv2d(x, weight, bias, 2, 1, activation=activation, negative_slope=0.2)
-    if activation == "identity":
-        plain = ops().winograd_conv2d(x.detach(), weight.detach())
-        assert torch.equal(out.detach(), plain + bias.detach().view(1, -1, 1, 1))
-    grad = torch.randn(out.shape, generator=g)
-    grads = torch.autograd.grad(out, (x, weight, bias), grad)
-    leaves = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
-    expected = reference_conv2d.conv2d(*leaves, 2, 1, activation=activation, negative_slope=0.2)
-    expected_grads = torch.autograd.grad(expected, leaves, grad.double())
-    assert_near(out.detach(), expected.detach(), f"output {activation} {kind}")
-    for name, actual, want in zip(("input", "weight", "bias"), grads, expected_grads):
-        assert_near(actual, want, f"grad {name} {activation} {kind}")
-    if kind == "channels_last":
-        assert out.is_contiguous(memory_format=torch.channels_last)
-        assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    check_op_on_winograd(
+        "conv2d", (x, weight, bias), g, kind, activation=activation, negative_slope=0.2
+    )
 
 
 def test_ineligible_layers_keep_the_aten_path():

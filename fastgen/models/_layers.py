@@ -39,6 +39,32 @@ def check_channels(fn: str, channels) -> None:
         raise ValueError(f"{fn}: channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
 
 
+def check_image_model(fn: str, resolution: int, channels: int, **sizes: int) -> int:
+    """Checks what every image model is built from: the resolution, the image channels and
+    `sizes` (name: value, each an int >= 1). Returns the number of 2x levels from 4x4 to
+    resolution / 2, ``log2(resolution) - 2``."""
+    levels = check_resolution(fn, resolution) - 2
+    check_channels(fn, channels)
+    for name, value in sizes.items():
+        check_positive_int(fn, name, value)
+    return levels
+
+
+def check_images(fn: str, x: torch.Tensor, channels: int, resolution: int) -> None:
+    """ValueError unless x is a batch of images [N, channels, resolution, resolution]."""
+    expected = (channels, resolution, resolution)
+    if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+        raise ValueError(
+            f"{fn}: x must have shape [N, {', '.join(map(str, expected))}], got {tuple(x.shape)}"
+        )
+
+
+def check_latents(fn: str, z: torch.Tensor, latent_dim: int) -> None:
+    """ValueError unless z is a batch of latent vectors [N, latent_dim]."""
+    if z.dim() != 2 or z.shape[1] != latent_dim:
+        raise ValueError(f"{fn}: z must have shape [N, {latent_dim}], got {tuple(z.shape)}")
+
+
 def widths(width: int, levels: int, cap: int = 8) -> list[int]:
     """Channel counts from the coarsest (4x4) level to the finest: width * 2^k, k capped."""
     return [width * min(2 ** (levels - 1 - level), cap) for level in range(levels)]

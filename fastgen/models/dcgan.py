@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from fastgen.models._layers import (
-    check_channels,
+    check_image_model,
+    check_images,
+    check_latents,
     check_positive_int,
-    check_resolution,
     dcgan_init,
     down_block,
     output_block,
@@ -19,6 +20,9 @@ from fastgen.models._layers import (
 
 # Size of the class embedding the conditional generator appends to its noise vector.
 CLASS_EMBEDDING_DIM = 32
+
+GENERATOR_FN = "fastgen.models.DCGANGenerator"
+DISCRIMINATOR_FN = "fastgen.models.DCGANDiscriminator"
 
 
 def _check_labels(fn: str, labels, batch: int, num_classes: int, device) -> torch.Tensor | None:
@@ -61,12 +65,11 @@ class DCGANGenerator(nn.Module):
         fused: bool = True,
     ) -> None:
         super().__init__()
-        fn = "fastgen.models.DCGANGenerator"
-        levels = check_resolution(fn, resolution) - 2  # 4x4, 8x8, ..., resolution / 2
-        check_channels(fn, channels)
-        check_positive_int(fn, "latent_dim", latent_dim)
-        check_positive_int(fn, "width", width)
-        check_positive_int(fn, "num_classes", num_classes, minimum=0)
+        # 4x4, 8x8, ..., resolution / 2
+        levels = check_image_model(
+            GENERATOR_FN, resolution, channels, latent_dim=latent_dim, width=width
+        )
+        check_positive_int(GENERATOR_FN, "num_classes", num_classes, minimum=0)
         self.resolution, self.channels = resolution, channels
         self.latent_dim, self.width = latent_dim, width
         self.num_classes, self.fused = num_classes, fused
@@ -81,12 +84,8 @@ class DCGANGenerator(nn.Module):
         dcgan_init(self)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        fn = "fastgen.models.DCGANGenerator"
-        if z.dim() != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(
-                f"{fn}: z must have shape [N, {self.latent_dim}], got {tuple(z.shape)}"
-            )
-        labels = _check_labels(fn, labels, z.shape[0], self.num_classes, z.device)
+        check_latents(GENERATOR_FN, z, self.latent_dim)
+        labels = _check_labels(GENERATOR_FN, labels, z.shape[0], self.num_classes, z.device)
         if labels is not None:
             z = torch.cat([z, self.embed(labels).to(z.dtype)], dim=1)
         return self.blocks(z[:, :, None, None])
@@ -123,11 +122,8 @@ class DCGANDiscriminator(nn.Module):
         spectral_norm: bool = False,
     ) -> None:
         super().__init__()
-        fn = "fastgen.models.DCGANDiscriminator"
-        levels = check_resolution(fn, resolution) - 2
-        check_channels(fn, channels)
-        check_positive_int(fn, "width", width)
-        check_positive_int(fn, "num_classes", num_classes, minimum=0)
+        levels = check_image_model(DISCRIMINATOR_FN, resolution, channels, width=width)
+        check_positive_int(DISCRIMINATOR_FN, "num_classes", num_classes, minimum=0)
         self.resolution, self.channels, self.width = resolution, channels, width
         self.num_classes, self.fused, self.spectral_norm = num_classes, fused, spectral_norm
         chans = widths(width, levels)[::-1]  # finest (resolution / 2) to coarsest (4x4)
@@ -150,13 +146,8 @@ class DCGANDiscriminator(nn.Module):
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        fn = "fastgen.models.DCGANDiscriminator"
-        expected = (self.channels, self.resolution, self.resolution)
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"{fn}: x must have shape [N, {', '.join(map(str, expected))}], got {tuple(x.shape)}"
-            )
-        labels = _check_labels(fn, labels, x.shape[0], self.num_classes, x.device)
+        check_images(DISCRIMINATOR_FN, x, self.channels, self.resolution)
+        labels = _check_labels(DISCRIMINATOR_FN, labels, x.shape[0], self.num_classes, x.device)
         features = self.blocks(x)
         logits = self.head(features).flatten()
         if labels is not None:

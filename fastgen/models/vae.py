@@ -12,9 +12,9 @@ from fastgen.models._layers import (
     SeededReparameterize,
     StockReparameterize,
     bn_act,
-    check_channels,
-    check_positive_int,
-    check_resolution,
+    check_image_model,
+    check_images,
+    check_latents,
     dcgan_init,
     down_block,
     output_block,
@@ -22,6 +22,7 @@ from fastgen.models._layers import (
     widths,
 )
 
+FN = "fastgen.models.ConvVAE"
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
@@ -59,17 +60,13 @@ class ConvVAE(nn.Module):
         fused: bool = True,
     ) -> None:
         super().__init__()
-        fn = "fastgen.models.ConvVAE"
-        levels = check_resolution(fn, resolution) - 2
-        check_channels(fn, channels)
-        check_positive_int(fn, "latent_dim", latent_dim)
-        check_positive_int(fn, "width", width)
+        levels = check_image_model(FN, resolution, channels, latent_dim=latent_dim, width=width)
         if likelihood not in LIKELIHOODS:
             raise ValueError(
-                f"{fn}: likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}"
+                f"{FN}: likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}"
             )
         if not (isinstance(beta, int | float) and beta >= 0):
-            raise ValueError(f"{fn}: beta must be a number >= 0, got {beta!r}")
+            raise ValueError(f"{FN}: beta must be a number >= 0, got {beta!r}")
         self.resolution, self.channels = resolution, channels
         self.latent_dim, self.width = latent_dim, width
         self.likelihood, self.beta, self.fused = likelihood, float(beta), fused
@@ -91,22 +88,14 @@ class ConvVAE(nn.Module):
         dcgan_init(self)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        expected = (self.channels, self.resolution, self.resolution)
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"fastgen.models.ConvVAE.encode: x must have shape [N, {', '.join(map(str, expected))}], "
-                f"got {tuple(x.shape)}"
-            )
+        check_images(f"{FN}.encode", x, self.channels, self.resolution)
         stats = self.to_stats(self.encoder(x).flatten(1))
         mu, logvar = stats.float().chunk(2, dim=1)  # the KL is summed: keep it in float32
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Logits (bernoulli) or the mean in [-1, 1] (gaussian), [N, C, R, R]."""
-        if z.dim() != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(
-                f"fastgen.models.ConvVAE.decode: z must have shape [N, {self.latent_dim}], got {tuple(z.shape)}"
-            )
+        check_latents(f"{FN}.decode", z, self.latent_dim)
         h = self.from_latent(z).view(z.shape[0], -1, 4, 4)
         return self.decoder(self.decoder_input(h))
 
@@ -119,9 +108,7 @@ class ConvVAE(nn.Module):
         the mean of p(x|z) (DCGANGenerator.generate's interface; the VAE is unconditional, so
         `labels` must be None). Gradients flow; callers that only sample use torch.no_grad()."""
         if labels is not None:
-            raise ValueError(
-                "fastgen.models.ConvVAE.generate: labels given, but the VAE is unconditional"
-            )
+            raise ValueError(f"{FN}.generate: labels given, but the VAE is unconditional")
         return self.to_image(self.decode(z))
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -1,11 +1,28 @@
 """What the fused convolution layers (Conv2d, ConvTranspose2d) share beside the stock layer
-they subclass: the fused activation's arguments and repr, and the autocast rule."""
+they subclass: the fused activation's arguments and repr, the autocast rule, and the call of
+their op."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 from fastgen.reference.conv2d import ACTIVATIONS
+
+
+def autocast_inputs(
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, ...]:
+    """(input, weight, bias) in the autocast dtype when autocast is on for input's device,
+    as they are otherwise: the stock layers run in it (input, weight and bias cast), so AMP
+    training behaves and saves memory alike."""
+    device_type = input.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        input, weight = input.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    return input, weight, bias
 
 
 class FusedActivation:
@@ -23,17 +40,13 @@ class FusedActivation:
         self.activation = activation
         self.negative_slope = negative_slope
 
-    def _autocast(self, input: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(input, weight, bias) in the autocast dtype when autocast is on: the stock layer
-        runs in it (input, weight and bias cast), so AMP training behaves and saves memory
-        alike."""
-        weight, bias = self.weight, self.bias
-        device_type = input.device.type
-        if torch.is_autocast_enabled(device_type):
-            dtype = torch.get_autocast_dtype(device_type)
-            input, weight = input.to(dtype), weight.to(dtype)
-            bias = None if bias is None else bias.to(dtype)
-        return input, weight, bias
+    def _fused_call(self, op: Callable, input: torch.Tensor, *geometry) -> torch.Tensor:
+        """``op(input, weight, bias, *geometry, activation, negative_slope)`` with this
+        layer's activation and the autocast rule; ``geometry`` is the op's arguments between
+        bias and activation, in the op's order (fastgen.ops.conv2d: stride, padding,
+        dilation, groups)."""
+        input, weight, bias = autocast_inputs(input, self.weight, self.bias)
+        return op(input, weight, bias, *geometry, self.activation, self.negative_slope)
 
     def extra_repr(self) -> str:
         text = super().extra_repr()

@@ -43,6 +43,35 @@ def warn_unsynchronised(layer: nn.Module) -> None:
     )
 
 
+# nn.BatchNorm2d's parameters and buffers, which the fused batch norms have under its names.
+BATCH_NORM_STATE = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def share_state(layer: nn.Module, bn: nn.Module) -> None:
+    """Puts bn's parameter and buffer tensors into `layer`: the same objects, no copies, so
+    an optimizer built on bn's parameters keeps updating them."""
+    for name in BATCH_NORM_STATE:
+        setattr(layer, name, getattr(bn, name))
+
+
+def sharing_batch_norm(cls: type, bn: nn.Module, negative_slope: float, **extra) -> nn.Module:
+    """A `cls` (BatchNormLeakyReLU2d or a subclass; `extra`: more of its keywords) with bn's
+    settings, tensors (share_state) and train/eval mode. It is built on the meta device, so
+    nothing is allocated before bn's tensors go in."""
+    layer = cls(
+        bn.num_features,
+        eps=bn.eps,
+        momentum=bn.momentum,
+        affine=bn.affine,
+        track_running_stats=bn.track_running_stats,
+        negative_slope=negative_slope,
+        device="meta",
+        **extra,
+    )
+    share_state(layer, bn)
+    return layer.train(bn.training)
+
+
 class BatchNormLeakyReLU2d(NoTorchScript, nn.Module):
     r"""Batch normalisation over (N, H, W) per channel, then a leaky ReLU, in one fused op.
 

@@ -83,15 +83,4 @@ class Conv2d(NoTorchScript, FusedActivation, nn.Conv2d):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         refuse_tracing(self)
         input, padding = self._op_padding(input)
-        input, weight, bias = self._autocast(input)
-        return ops.conv2d(
-            input,
-            weight,
-            bias,
-            stride=self.stride,
-            padding=padding,
-            dilation=self.dilation,
-            groups=self.groups,
-            activation=self.activation,
-            negative_slope=self.negative_slope,
-        )
+        return self._fused_call(ops.conv2d, input, self.stride, padding, self.dilation, self.groups)

@@ -68,8 +68,10 @@ class ConvTranspose2d(NoTorchScript, FusedActivation, nn.ConvTranspose2d):
         )
         self._set_activation(activation, negative_slope)
 
-    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        refuse_tracing(self)
+    def _op_geometry(self, input: torch.Tensor, output_size: list[int] | None) -> tuple:
+        """(stride, padding, output_padding, groups, dilation) for fastgen.ops.conv_transpose2d
+        on `input`, as the stock forward takes them; ValueError unless padding_mode is
+        "zeros"."""
         if self.padding_mode != "zeros":
             raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
         # The stock helper turns a requested output_size into the output_padding that gives it
@@ -77,16 +79,8 @@ class ConvTranspose2d(NoTorchScript, FusedActivation, nn.ConvTranspose2d):
         output_padding = self._output_padding(
             input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
         )
-        input, weight, bias = self._autocast(input)
-        return ops.conv_transpose2d(
-            input,
-            weight,
-            bias,
-            stride=self.stride,
-            padding=self.padding,
-            output_padding=output_padding,
-            groups=self.groups,
-            dilation=self.dilation,
-            activation=self.activation,
-            negative_slope=self.negative_slope,
-        )
+        return self.stride, self.padding, output_padding, self.groups, self.dilation
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        refuse_tracing(self)
+        return self._fused_call(ops.conv_transpose2d, input, *self._op_geometry(input, output_size))

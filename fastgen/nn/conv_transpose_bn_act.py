@@ -7,8 +7,9 @@ from torch import nn
 
 from fastgen import _extension, ops
 from fastgen._backend import EMULATED, registry
+from fastgen.nn._fused_activation import autocast_inputs
 from fastgen.nn._torchscript import NoTorchScript, refuse_tracing
-from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d
+from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d, share_state
 from fastgen.nn.conv_transpose2d import ConvTranspose2d
 from fastgen.ops.conv_transpose2d import WITH_STATS
 
@@ -129,8 +130,7 @@ class ConvTransposeBNAct2d(NoTorchScript, nn.Module):
             device="meta", dtype=conv.weight.dtype,
         )  # fmt: skip
         block.conv.weight, block.conv.bias = conv.weight, conv.bias
-        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
-            setattr(block.bn, name, getattr(bn, name))
+        share_state(block.bn, bn)
         return block.train(conv.training)
 
     def folded_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,29 +168,14 @@ class ConvTransposeBNAct2d(NoTorchScript, nn.Module):
         conv, bn = self.conv, self.bn
         if self.training or bn.running_mean is None:
             if self._statistics_from_epilogue(input):
-                output_padding = conv._output_padding(
-                    input, output_size, conv.stride, conv.padding, conv.kernel_size, 2,
-                    conv.dilation,
-                )  # fmt: skip
+                geometry = conv._op_geometry(input, output_size)
                 y, mean, var = ops.conv_transpose2d_with_stats(
-                    input, conv.weight, conv.bias, conv.stride, conv.padding, output_padding,
-                    conv.groups, conv.dilation,
-                )  # fmt: skip
+                    input, conv.weight, conv.bias, *geometry
+                )
                 return bn.normalise(y, batch_stats=(mean, var))
             return bn(conv(input, output_size))
-        if conv.padding_mode != "zeros":
-            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
-        output_padding = conv._output_padding(
-            input, output_size, conv.stride, conv.padding, conv.kernel_size, 2, conv.dilation
-        )
-        weight, bias = self.folded_weight_and_bias()
-        device_type = input.device.type
-        if torch.is_autocast_enabled(device_type):
-            dtype = torch.get_autocast_dtype(device_type)
-            input, weight, bias = input.to(dtype), weight.to(dtype), bias.to(dtype)
+        geometry = conv._op_geometry(input, output_size)
+        input, weight, bias = autocast_inputs(input, *self.folded_weight_and_bias())
         slope = self.negative_slope
-        return ops.conv_transpose2d(
-            input, weight, bias, stride=conv.stride, padding=conv.padding,
-            output_padding=output_padding, groups=conv.groups, dilation=conv.dilation,
-            activation="relu" if slope == 0 else "leaky_relu", negative_slope=slope,
-        )  # fmt: skip
+        activation = "relu" if slope == 0 else "leaky_relu"
+        return ops.conv_transpose2d(input, weight, bias, *geometry, activation, slope)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d
+from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d, sharing_batch_norm
 from fastgen.nn.conv2d import Conv2d
 from fastgen.nn.conv_transpose2d import ConvTranspose2d
 from fastgen.nn.conv_transpose_bn_act import ConvTransposeBNAct2d
@@ -115,28 +115,16 @@ def fused_conv2d(
 
 def fused_batch_norm(bn: nn.BatchNorm2d, negative_slope: float) -> BatchNormLeakyReLU2d:
     """A BatchNormLeakyReLU2d sharing `bn`'s parameters and buffers."""
-    fused = BatchNormLeakyReLU2d(
-        bn.num_features,
-        eps=bn.eps,
-        momentum=bn.momentum,
-        affine=bn.affine,
-        track_running_stats=bn.track_running_stats,
-        negative_slope=negative_slope,
-        device="meta",
-        bias=bn.bias is not None,
-    )
-    for name in ("weight", "bias"):
-        setattr(fused, name, getattr(bn, name))
-    for name in ("running_mean", "running_var", "num_batches_tracked"):
-        setattr(fused, name, getattr(bn, name))
-    return fused.train(bn.training)
+    return sharing_batch_norm(BatchNormLeakyReLU2d, bn, negative_slope, bias=bn.bias is not None)
 
 
-def _conv_is_fusable(conv: nn.Module) -> bool:
-    if _plain(conv, nn.ConvTranspose2d):
-        return conv.padding_mode == "zeros"
-    # An already converted layer with no activation yet can still take one.
-    return _plain(conv, ConvTranspose2d) and conv.activation == "identity"
+def _stock_conv_transpose2d(conv: nn.Module) -> bool:
+    # The fused layer, like the stock one in forward, has zero padding only.
+    return _plain(conv, nn.ConvTranspose2d) and conv.padding_mode == "zeros"
+
+
+def _stock_conv2d(conv: nn.Module) -> bool:
+    return _plain(conv, nn.Conv2d)  # any padding and padding_mode: the fused layer has them all
 
 
 def _batch_norm_act(modules):
@@ -147,43 +135,35 @@ def _batch_norm_act(modules):
     return [fused_batch_norm(bn, slope), _identity_like(act)]
 
 
-def _conv_act(modules):
-    conv, act = modules
-    activation = conv_activation(act)
-    if not _conv_is_fusable(conv) or activation is None:
-        return None
-    return [fused_conv_transpose2d(conv, *activation), _identity_like(act)]
+def _conv_act_rule(name: str, stock: Callable, fused_type: type, to_fused: Callable) -> Rule:
+    """Conv (`stock(conv)` true, or an already converted `fused_type` with no activation
+    yet, e.g. from convert run twice) then an activation -> to_fused(conv, activation)."""
+
+    def replace(modules):
+        conv, act = modules
+        activation = conv_activation(act)
+        fresh = _plain(conv, fused_type) and conv.activation == "identity"
+        if not (stock(conv) or fresh) or activation is None:
+            return None
+        return [to_fused(conv, *activation), _identity_like(act)]
+
+    return Rule(name, 2, replace)
 
 
-def _conv(modules):
-    (conv,) = modules
-    if not (_plain(conv, nn.ConvTranspose2d) and conv.padding_mode == "zeros"):
-        return None
-    return [fused_conv_transpose2d(conv)]
+def _conv_rule(name: str, stock: Callable, to_fused: Callable) -> Rule:
+    """A lone conv with `stock(conv)` true -> to_fused(conv)."""
 
+    def replace(modules):
+        (conv,) = modules
+        return [to_fused(conv)] if stock(conv) else None
 
-def _conv2d_is_fusable(conv: nn.Module) -> bool:
-    # A converted layer with no activation yet (e.g. from convert run twice) can take one.
-    return _plain(conv, nn.Conv2d) or (_plain(conv, Conv2d) and conv.activation == "identity")
-
-
-def _conv2d_act(modules):
-    conv, act = modules
-    activation = conv_activation(act)
-    if not _conv2d_is_fusable(conv) or activation is None:
-        return None
-    return [fused_conv2d(conv, *activation), _identity_like(act)]
-
-
-def _conv2d(modules):
-    (conv,) = modules
-    return [fused_conv2d(conv)] if _plain(conv, nn.Conv2d) else None
+    return Rule(name, 1, replace)
 
 
 def _conv_batch_norm_act(modules):
     conv, bn, act = modules
     slope = leaky_slope(act)
-    if not (_plain(conv, nn.ConvTranspose2d) and conv.padding_mode == "zeros"):
+    if not _stock_conv_transpose2d(conv):
         return None
     if not _plain(bn, nn.BatchNorm2d) or bn.num_features != conv.out_channels or slope is None:
         return None
@@ -276,10 +256,21 @@ CONV_BN_ACT_RULE = Rule(
 
 LAYER_RULES: list[Rule] = [
     Rule("BatchNorm2d + ReLU/LeakyReLU -> BatchNormLeakyReLU2d", 2, _batch_norm_act),
-    Rule("ConvTranspose2d + activation -> ConvTranspose2d(activation=...)", 2, _conv_act),
-    Rule("ConvTranspose2d -> fastgen ConvTranspose2d", 1, _conv),
-    Rule("Conv2d + activation -> Conv2d(activation=...)", 2, _conv2d_act),
-    Rule("Conv2d -> fastgen Conv2d", 1, _conv2d),
+    _conv_act_rule(
+        "ConvTranspose2d + activation -> ConvTranspose2d(activation=...)",
+        _stock_conv_transpose2d,
+        ConvTranspose2d,
+        fused_conv_transpose2d,
+    ),
+    _conv_rule(
+        "ConvTranspose2d -> fastgen ConvTranspose2d",
+        _stock_conv_transpose2d,
+        fused_conv_transpose2d,
+    ),
+    _conv_act_rule(
+        "Conv2d + activation -> Conv2d(activation=...)", _stock_conv2d, Conv2d, fused_conv2d
+    ),
+    _conv_rule("Conv2d -> fastgen Conv2d", _stock_conv2d, fused_conv2d),
 ]
 RULES: list[Rule] = [CONV_BN_ACT_RULE, *LAYER_RULES]
 BLOCK_RULES = RULES  # the default; the name is kept for code that asked for the block

@@ -9,7 +9,7 @@ from torch import nn
 
 from fastgen import ops
 from fastgen.nn._torchscript import refuse_tracing
-from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d
+from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d, sharing_batch_norm
 from fastgen.reference.batch_norm_leaky_relu import batch_statistics
 
 FN = "fastgen.nn.SyncBatchNormLeakyReLU2d"
@@ -179,21 +179,12 @@ def convert_sync(model: nn.Module, process_group=None) -> nn.Module:
     if isinstance(model, BatchNormLeakyReLU2d) and not isinstance(model, SyncBatchNormLeakyReLU2d):
         if getattr(model, "memory_saving", False):
             raise ValueError("fastgen.nn.convert_sync: memory_saving layers cannot be synchronised")
-        sync = SyncBatchNormLeakyReLU2d(
-            model.num_features,
-            eps=model.eps,
-            momentum=model.momentum,
-            affine=model.affine,
-            track_running_stats=model.track_running_stats,
-            negative_slope=model.negative_slope,
-            bias=model.bias is not None or not model.affine,
-            process_group=process_group,
-            device="meta",  # every tensor is replaced by the old layer's just below
+        bias = model.bias is not None or not model.affine
+        slope = model.negative_slope
+        sync = sharing_batch_norm(
+            SyncBatchNormLeakyReLU2d, model, slope, bias=bias, process_group=process_group
         )
-        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
-            setattr(sync, name, getattr(model, name))
         sync.has_bias = model.has_bias
-        sync.train(model.training)
         return sync
     for name, child in model.named_children():
         model._modules[name] = convert_sync(child, process_group)

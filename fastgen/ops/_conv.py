@@ -1,6 +1,7 @@
 """What fastgen.ops.conv2d and fastgen.ops.conv_transpose2d share, written once: the layout
-rule, act' from the output, the native call with its eager autograd, the fake kernels and
-the registered autograd. Each op keeps only its own checks, output size and docstring.
+rule, act' from the output, the output-size check, the native call (with its eager autograd
+and the reference fallback), the fake kernels and the registered autograd. Each op keeps only
+its own checks and docstring.
 
 The two schemas (csrc/fastgen.cpp) order their geometry as aten's ops do:
     conv2d:            (x, weight, bias, stride, padding, dilation, groups, activation, slope)
@@ -11,6 +12,7 @@ and Family.geometry names them, so nothing below depends on the order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -116,6 +118,37 @@ def native_call(family: Family, args: tuple) -> torch.Tensor | None:
     if needs_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
         return _EAGER[family.op].apply(*args)
     return getattr(torch.ops.fastgen, family.op).default(*args)
+
+
+def check_output_size(fn: str, family: Family, x, weight, g: Geometry, hint: str = "") -> None:
+    """ValueError unless the output (Family.output_shape, the formula in each op's docstring)
+    is at least 1x1; `hint` ends the message."""
+    size = family.output_shape(x, weight, g)[2:]
+    if min(size) < 1:
+        raise ValueError(
+            f"{fn}: output size {size} is below 1 for input {tuple(x.shape)}, weight "
+            f"{tuple(weight.shape)}, stride={g.stride}, padding={g.padding}, "
+            f"dilation={g.dilation}{hint}"
+        )
+
+
+def as_batch(x) -> tuple[torch.Tensor, bool]:
+    """(x, False), or an unbatched 3-D x [C, H, W] as a batch of one and True."""
+    if isinstance(x, torch.Tensor) and x.dim() == 3:
+        return x.unsqueeze(0), True
+    return x, False
+
+
+def native_or_reference(
+    family: Family, reference: Callable, args: tuple, unbatched: bool
+) -> torch.Tensor:
+    """The op on its checked schema arguments `args`: the native kernel when it serves the
+    call (native_call), else ``reference(*args)`` (the stock code); the batch of one that
+    as_batch added is taken off again when `unbatched`."""
+    out = native_call(family, args)
+    if out is None:
+        out = reference(*args)
+    return out.squeeze(0) if unbatched else out
 
 
 def conv_backward(family, grad, x, weight, g: Geometry, mask) -> tuple:

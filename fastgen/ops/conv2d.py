@@ -39,7 +39,7 @@ from fastgen.ops._checks import (
     check_like,
     pair,
 )
-from fastgen.ops._conv import CONV2D, native_call
+from fastgen.ops._conv import CONV2D, Geometry, as_batch, check_output_size, native_or_reference
 from fastgen.reference import conv2d as reference
 from fastgen.reference.conv2d import ACTIVATIONS
 
@@ -47,10 +47,6 @@ FN = "fastgen.ops.conv2d"
 OP = "conv2d"
 
 registry.register(OP, FLOAT_DTYPES)
-
-
-def output_size(in_size, kernel, stride, padding, dilation):
-    return (in_size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def _check(x, weight, bias, stride, padding, dilation, groups, activation, slope):
@@ -76,16 +72,9 @@ def _check(x, weight, bias, stride, padding, dilation, groups, activation, slope
     stride = pair(FN, "stride", stride, minimum=1)
     padding = pair(FN, "padding", padding, minimum=0)
     dilation = pair(FN, "dilation", dilation, minimum=1)
-    size = [
-        output_size(x.shape[2 + d], weight.shape[2 + d], stride[d], padding[d], dilation[d])
-        for d in range(2)
-    ]
-    if min(size) < 1:
-        raise ValueError(
-            f"{FN}: output size {tuple(size)} is below 1 for input {tuple(x.shape)}, weight "
-            f"{tuple(weight.shape)}, stride={stride}, padding={padding}, dilation={dilation} "
-            "(the padded input is smaller than the dilated kernel)"
-        )
+    geometry = Geometry(stride, padding, (0, 0), dilation, groups)
+    hint = " (the padded input is smaller than the dilated kernel)"
+    check_output_size(FN, CONV2D, x, weight, geometry, hint)
     check_activation(FN, activation, slope, ACTIVATIONS)
     return stride, padding, dilation
 
@@ -103,18 +92,10 @@ def conv2d(
 ) -> torch.Tensor:
     """act(F.conv2d(x, weight, bias, stride, padding, dilation, groups)) in one fused op; see
     the module docstring for the math, shapes and layouts."""
-    unbatched = isinstance(x, torch.Tensor) and x.dim() == 3
-    if unbatched:
-        x = x.unsqueeze(0)
+    x, unbatched = as_batch(x)
     stride, padding, dilation = _check(
         x, weight, bias, stride, padding, dilation, groups, activation, negative_slope
     )
-    negative_slope = float(negative_slope)
     args = (x, weight, bias, list(stride), list(padding), list(dilation), groups, activation,
-            negative_slope)  # fmt: skip
-    out = native_call(CONV2D, args)
-    if out is None:
-        out = reference.conv2d(
-            x, weight, bias, stride, padding, dilation, groups, activation, negative_slope
-        )
-    return out.squeeze(0) if unbatched else out
+            float(negative_slope))  # fmt: skip
+    return native_or_reference(CONV2D, reference.conv2d, args, unbatched)

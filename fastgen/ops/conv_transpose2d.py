@@ -38,7 +38,15 @@ from fastgen.ops._checks import (
     check_like,
     pair,
 )
-from fastgen.ops._conv import CONV_TRANSPOSE2D, conv_backward, conv_format, native_call
+from fastgen.ops._conv import (
+    CONV_TRANSPOSE2D,
+    Geometry,
+    as_batch,
+    check_output_size,
+    conv_backward,
+    conv_format,
+    native_or_reference,
+)
 from fastgen.reference import conv_transpose2d as reference
 from fastgen.reference.conv_transpose2d import ACTIVATIONS
 
@@ -48,10 +56,6 @@ WITH_STATS = "conv_transpose2d_with_stats"
 
 registry.register(OP, FLOAT_DTYPES)
 registry.register(WITH_STATS, FLOAT_DTYPES)
-
-
-def output_size(in_size, kernel, stride, padding, output_padding, dilation):
-    return (in_size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
 
 
 def _check(x, weight, bias, stride, padding, output_padding, groups, dilation, activation, slope,
@@ -76,16 +80,8 @@ def _check(x, weight, bias, stride, padding, output_padding, groups, dilation, a
                 f"{fn}: output_padding must be smaller than stride or dilation, got "
                 f"output_padding={output_padding}, stride={stride}, dilation={dilation}"
             )
-    size = [
-        output_size(x.shape[2 + d], weight.shape[2 + d], stride[d], padding[d],
-                    output_padding[d], dilation[d])
-        for d in range(2)
-    ]  # fmt: skip
-    if min(size) < 1:
-        raise ValueError(
-            f"{fn}: output size {tuple(size)} is below 1 for input {tuple(x.shape)}, weight "
-            f"{tuple(weight.shape)}, stride={stride}, padding={padding}, dilation={dilation}"
-        )
+    geometry = Geometry(stride, padding, output_padding, dilation, groups)
+    check_output_size(fn, CONV_TRANSPOSE2D, x, weight, geometry)
     check_activation(fn, activation, slope, ACTIVATIONS)
     return stride, padding, output_padding, dilation
 
@@ -149,23 +145,14 @@ def conv_transpose2d(
 ) -> torch.Tensor:
     """act(F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups,
     dilation)) in one fused op; see the module docstring for the math, shapes and layouts."""
-    unbatched = isinstance(x, torch.Tensor) and x.dim() == 3
-    if unbatched:
-        x = x.unsqueeze(0)
+    x, unbatched = as_batch(x)
     stride, padding, output_padding, dilation = _check(
         x, weight, bias, stride, padding, output_padding, groups, dilation, activation,
         negative_slope,
     )  # fmt: skip
-    negative_slope = float(negative_slope)
     args = (x, weight, bias, list(stride), list(padding), list(output_padding), groups,
-            list(dilation), activation, negative_slope)  # fmt: skip
-    out = native_call(CONV_TRANSPOSE2D, args)
-    if out is None:
-        out = reference.conv_transpose2d(
-            x, weight, bias, stride, padding, output_padding, groups, dilation, activation,
-            negative_slope,
-        )  # fmt: skip
-    return out.squeeze(0) if unbatched else out
+            list(dilation), activation, float(negative_slope))  # fmt: skip
+    return native_or_reference(CONV_TRANSPOSE2D, reference.conv_transpose2d, args, unbatched)
 
 
 # --- conv_transpose2d_with_stats: fake kernel and autograd ------------------------------

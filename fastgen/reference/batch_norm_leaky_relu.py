@@ -39,6 +39,22 @@ def batch_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, var
 
 
+def _gradients(g, xhat, weight, invstd, training: bool) -> tuple[torch.Tensor, ...]:
+    """(grad_x, grad_weight, grad_bias) from g = dL/dv, v = xhat * weight + bias being the
+    leaky ReLU's input: the closed form batch_norm_leaky_relu_backward states."""
+    dims = (0, 2, 3)
+    scale = invstd if weight is None else weight * invstd
+    grad_bias = g.sum(dims)
+    grad_weight = (g * xhat).sum(dims)
+    if training:
+        grad_x = _per_channel(scale) * (
+            g - _per_channel(g.mean(dims)) - xhat * _per_channel((g * xhat).mean(dims))
+        )
+    else:
+        grad_x = g * _per_channel(scale)
+    return grad_x, grad_weight, grad_bias
+
+
 def batch_norm_leaky_relu_backward(
     grad_out: torch.Tensor,
     x: torch.Tensor,
@@ -57,23 +73,13 @@ def batch_norm_leaky_relu_backward(
     (g - mean(g) - xhat * mean(g * xhat)) in training (mean/var are batch statistics), or
     weight * invstd * g in eval. Sums and means are over (N, H, W) per channel.
     """
-    dims = (0, 2, 3)
     invstd = torch.rsqrt(var + eps)
     xhat = (x - _per_channel(mean)) * _per_channel(invstd)
-    scale = invstd if weight is None else weight * invstd
     v = xhat if weight is None else xhat * _per_channel(weight)
     if bias is not None:
         v = v + _per_channel(bias)
     g = torch.where(v > 0, grad_out, grad_out * negative_slope)
-    grad_bias = g.sum(dims)
-    grad_weight = (g * xhat).sum(dims)
-    if training:
-        grad_x = _per_channel(scale) * (
-            g - _per_channel(g.mean(dims)) - xhat * _per_channel((g * xhat).mean(dims))
-        )
-    else:
-        grad_x = g * _per_channel(scale)
-    return grad_x, grad_weight, grad_bias
+    return _gradients(g, xhat, weight, invstd, training)
 
 
 def batch_norm_leaky_relu_backward_from_output(
@@ -90,21 +96,11 @@ def batch_norm_leaky_relu_backward_from_output(
     mode, as in In-Place Activated BatchNorm): with negative_slope > 0, out > 0 exactly where
     v > 0, so v = out or out / negative_slope and xhat = (v - bias) / weight. ``weight`` must
     have no zeros (the op clamps it)."""
-    dims = (0, 2, 3)
     invstd = torch.rsqrt(var + eps)
     positive = out > 0
     v = torch.where(positive, out, out / negative_slope)
     if bias is not None:
         v = v - _per_channel(bias)
     xhat = v if weight is None else v / _per_channel(weight)
-    scale = invstd if weight is None else weight * invstd
     g = torch.where(positive, grad_out, grad_out * negative_slope)
-    grad_bias = g.sum(dims)
-    grad_weight = (g * xhat).sum(dims)
-    if training:
-        grad_x = _per_channel(scale) * (
-            g - _per_channel(g.mean(dims)) - xhat * _per_channel((g * xhat).mean(dims))
-        )
-    else:
-        grad_x = g * _per_channel(scale)
-    return grad_x, grad_weight, grad_bias
+    return _gradients(g, xhat, weight, invstd, training)
