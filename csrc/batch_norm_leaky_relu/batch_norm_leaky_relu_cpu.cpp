@@ -11,26 +11,6 @@
 namespace fastgen::batch_norm_leaky_relu {
 namespace {
 
-struct CpuKernels {
-  decltype(&baseline::forward_cpu) forward;
-  decltype(&baseline::backward_cpu) backward;
-  decltype(&baseline::backward_from_output_cpu) backward_from_output;
-};
-
-const CpuKernels& kernels() {
-  static const CpuKernels kBaseline{baseline::forward_cpu, baseline::backward_cpu,
-                                    baseline::backward_from_output_cpu};
-#if defined(__x86_64__)
-  static const CpuKernels kAvx2{avx2::forward_cpu, avx2::backward_cpu,
-                                avx2::backward_from_output_cpu};
-  static const CpuKernels kAvx512{avx512::forward_cpu, avx512::backward_cpu,
-                                  avx512::backward_from_output_cpu};
-  return cpu::select(kBaseline, &kAvx2, &kAvx512);
-#else
-  return kBaseline;
-#endif
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(
     const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
@@ -38,8 +18,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(
     double negative_slope) {
   check_forward("fastgen::batch_norm_leaky_relu", input, weight, bias, running_mean, running_var,
                 training);
-  return kernels().forward(input, weight, bias, running_mean, running_var, training, eps,
-                           negative_slope);
+  return FASTGEN_CPU_KERNEL(batch_norm_leaky_relu, forward_cpu)(
+      input, weight, bias, running_mean, running_var, training, eps, negative_slope);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
@@ -48,8 +28,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     bool training, double eps, double negative_slope, std::array<bool, 3> output_mask) {
   check_backward("fastgen::batch_norm_leaky_relu_backward", grad_out, input, "input", weight, bias,
                  mean, var);
-  return kernels().backward(grad_out, input, weight, bias, mean, var, training, eps, negative_slope,
-                            output_mask);
+  return FASTGEN_CPU_KERNEL(batch_norm_leaky_relu, backward_cpu)(
+      grad_out, input, weight, bias, mean, var, training, eps, negative_slope, output_mask);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_from_output_cpu(
@@ -59,8 +39,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_from_output_cpu(
   constexpr const char* op = "fastgen::batch_norm_leaky_relu_backward_from_output";
   check_backward(op, grad_out, output, "output", weight, bias, var, var);
   TORCH_CHECK_VALUE(negative_slope > 0, op, ": negative_slope must be > 0, got ", negative_slope);
-  return kernels().backward_from_output(grad_out, output, weight, bias, var, training, eps,
-                                        negative_slope, output_mask);
+  return FASTGEN_CPU_KERNEL(batch_norm_leaky_relu, backward_from_output_cpu)(
+      grad_out, output, weight, bias, var, training, eps, negative_slope, output_mask);
 }
 
 }  // namespace

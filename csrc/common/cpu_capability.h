@@ -27,14 +27,14 @@ Capability active();
 // The CPU features the choice looks at, e.g. {"sse2", "avx2", "fma", "avx512f", ...}.
 std::vector<std::string> features();
 
-// One table of kernels per capability; picks the active one.
-template <typename Table>
-const Table& select(const Table& baseline, const Table* avx2, const Table* avx512) {
+// Of three copies of one thing (a kernel function's address, a table), the active one.
+template <typename T>
+T pick(T baseline, T avx2, T avx512) {
   switch (active()) {
     case Capability::AVX512:
-      return *avx512;
+      return avx512;
     case Capability::AVX2:
-      return *avx2;
+      return avx2;
     case Capability::Baseline:
       break;
   }
@@ -42,3 +42,14 @@ const Table& select(const Table& baseline, const Table* avx2, const Table* avx51
 }
 
 }  // namespace fastgen::cpu
+
+// The copy of `name` (a function or object of a *_kernels.cpp file, which defines it in
+// `ns::baseline`, `ns::avx2` and `ns::avx512`) that runs on this CPU now, as a pointer, e.g.
+//   FASTGEN_CPU_KERNEL(batch_norm_leaky_relu, forward_cpu)(input, ...);
+// Off x86-64 only the baseline copy is built.
+#if defined(__x86_64__)
+#define FASTGEN_CPU_KERNEL(ns, name) \
+  ::fastgen::cpu::pick(&ns::baseline::name, &ns::avx2::name, &ns::avx512::name)
+#else
+#define FASTGEN_CPU_KERNEL(ns, name) (&ns::baseline::name)
+#endif

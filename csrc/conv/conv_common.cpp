@@ -2,6 +2,8 @@
 
 #include "conv/conv_common.h"
 
+#include "common/checks.h"
+
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
@@ -78,6 +80,22 @@ at::Tensor pre_activation_grad(const Epilogues& epilogues, const at::Tensor& gra
                                double negative_slope) {
   if (activation == Activation::Identity) return grad_out;
   return epilogues.activation_backward(grad_out, output, activation, negative_slope);
+}
+
+BackwardStart start_backward(const char* op, const Epilogues& epilogues, const Geometry& geometry,
+                             const at::Tensor& grad_out, const at::Tensor& input,
+                             const at::Tensor& weight, const at::Tensor& output,
+                             at::IntArrayRef out_shape, Activation activation,
+                             double negative_slope, std::array<bool, 3> output_mask) {
+  checks::like(op, "grad_out", grad_out, "input", input, out_shape);
+  if (activation != Activation::Identity)
+    checks::like(op, "output", output, "input", input, out_shape);
+  if (auto grads = engine_backward(epilogues, geometry, grad_out, input, weight, output, activation,
+                                   negative_slope, output_mask)) {
+    return {std::move(grads), at::Tensor()};
+  }
+  return {std::nullopt,
+          pre_activation_grad(epilogues, grad_out, output, activation, negative_slope)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_backward(

@@ -47,19 +47,9 @@ void bias_activation_cpu(at::Tensor& out, const at::Tensor& bias, Activation act
 // grad_out * act'(output), written into a new tensor laid out like `output`.
 at::Tensor activation_backward_cpu(const at::Tensor& grad_out, const at::Tensor& output,
                                    Activation activation, double negative_slope);
-// Those two pick the copy for this CPU of these loops (conv/conv_epilogue_cpu_kernels.cpp,
-// compiled once per capability; tanh and sigmoid go to ATen after the bias pass).
-#define FASTGEN_CONV_EPILOGUES_CPU(ns)                                                 \
-  namespace conv_epilogue::ns {                                                        \
-  void bias_activation(at::Tensor& out, const at::Tensor& bias, Activation activation, \
-                       double negative_slope);                                         \
-  at::Tensor activation_backward(const at::Tensor& grad_out, const at::Tensor& output, \
-                                 Activation activation, double negative_slope);        \
-  }
-FASTGEN_CONV_EPILOGUES_CPU(baseline)
-FASTGEN_CONV_EPILOGUES_CPU(avx2)
-FASTGEN_CONV_EPILOGUES_CPU(avx512)
-#undef FASTGEN_CONV_EPILOGUES_CPU
+// Those two pick this CPU's copy of the loops (conv/conv_epilogue_cpu_kernels.cpp, compiled
+// once per capability as conv_epilogue::baseline / avx2 / avx512, declared below with the
+// CUDA ones; tanh and sigmoid go to ATen after the bias pass).
 
 // Calls body.template operator()<act>() for the runtime activation, so kernels are
 // instantiated once per activation and the per-element code has no switch.
@@ -121,23 +111,42 @@ at::Tensor finish_forward(const Epilogues& epilogues, at::Tensor out,
 at::Tensor pre_activation_grad(const Epilogues& epilogues, const at::Tensor& grad_out,
                                const at::Tensor& output, Activation activation,
                                double negative_slope);
+
+// The first steps of both drivers' backward: grad_out, and for an activation the saved
+// output (read only to differentiate it; identity saves none), checked against `input` and
+// the forward's output shape; then the engine's gradients where conv::route() takes the
+// call, else grad_pre for the library convolution's backward.
+struct BackwardStart {
+  std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> engine_grads;
+  at::Tensor grad_pre;  // set when engine_grads is not
+};
+BackwardStart start_backward(const char* op, const Epilogues& epilogues, const Geometry& geometry,
+                             const at::Tensor& grad_out, const at::Tensor& input,
+                             const at::Tensor& weight, const at::Tensor& output,
+                             at::IntArrayRef out_shape, Activation activation,
+                             double negative_slope, std::array<bool, 3> output_mask);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_backward(
     std::tuple<at::Tensor, at::Tensor, at::Tensor> grads, const at::Tensor& grad_pre,
     std::array<bool, 3> output_mask, c10::MemoryFormat format);
 
 }  // namespace conv
 
-// The CUDA epilogues (conv_transpose2d/conv_transpose2d_cuda.cuh), which both ops use: nvcc
-// builds them as cuda::, the emulated build as emulated_cuda:: (FASTGEN_BACKEND=emulated-cuda).
-#define FASTGEN_CONV_EPILOGUES_CUDA(ns)                                                \
+// The epilogue kernels with one signature per backend: the CUDA ones
+// (conv_transpose2d/conv_transpose2d_cuda.cuh), which both ops use, built by nvcc as cuda::
+// and by the emulated build as emulated_cuda:: (FASTGEN_BACKEND=emulated-cuda); and the CPU
+// loops' copies, one per capability.
+#define FASTGEN_CONV_EPILOGUES(ns)                                                     \
   namespace ns {                                                                       \
   void bias_activation(at::Tensor& out, const at::Tensor& bias, Activation activation, \
                        double negative_slope);                                         \
   at::Tensor activation_backward(const at::Tensor& grad_out, const at::Tensor& output, \
                                  Activation activation, double negative_slope);        \
   }
-FASTGEN_CONV_EPILOGUES_CUDA(cuda)
-FASTGEN_CONV_EPILOGUES_CUDA(emulated_cuda)
-#undef FASTGEN_CONV_EPILOGUES_CUDA
+FASTGEN_CONV_EPILOGUES(cuda)
+FASTGEN_CONV_EPILOGUES(emulated_cuda)
+FASTGEN_CONV_EPILOGUES(conv_epilogue::baseline)
+FASTGEN_CONV_EPILOGUES(conv_epilogue::avx2)
+FASTGEN_CONV_EPILOGUES(conv_epilogue::avx512)
+#undef FASTGEN_CONV_EPILOGUES
 
 }  // namespace fastgen

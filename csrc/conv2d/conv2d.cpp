@@ -94,17 +94,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     const Conv2dKernels& kernels) {
   constexpr const char* op = "fastgen::conv2d_backward";
   const auto out = check_conv2d(op, input, weight, params);
-  checks::like(op, "grad_out", grad_out, "input", input, at::IntArrayRef(out));
-  // The saved output is read only to differentiate the activation (identity saves none).
-  if (params.activation != Activation::Identity)
-    checks::like(op, "output", output, "input", input, at::IntArrayRef(out));
-  if (auto grads =
-          conv::engine_backward(kernels.epilogues, geometry_of(params), grad_out, input, weight,
-                                output, params.activation, params.negative_slope, output_mask)) {
-    return *grads;
-  }
-  const at::Tensor grad_pre = conv::pre_activation_grad(kernels.epilogues, grad_out, output,
-                                                        params.activation, params.negative_slope);
+  auto start =
+      conv::start_backward(op, kernels.epilogues, geometry_of(params), grad_out, input, weight,
+                           output, out, params.activation, params.negative_slope, output_mask);
+  if (start.engine_grads) return *start.engine_grads;
+  const at::Tensor& grad_pre = start.grad_pre;
   return conv::finish_backward(
       kernels.convolution_backward(grad_pre, input, weight, params, output_mask), grad_pre,
       output_mask, conv_format(input, weight));

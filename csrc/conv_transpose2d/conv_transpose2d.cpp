@@ -122,17 +122,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
     const ConvTranspose2dEpilogues& epilogues) {
   constexpr const char* op = "fastgen::conv_transpose2d_backward";
   const auto shape = check_conv_transpose2d(op, input, weight, params);
-  checks::like(op, "grad_out", grad_out, "input", input, at::IntArrayRef(shape));
-  // The saved output is read only to differentiate the activation (identity saves none).
-  if (params.activation != Activation::Identity)
-    checks::like(op, "output", output, "input", input, at::IntArrayRef(shape));
-  if (auto grads =
-          conv::engine_backward(epilogues, geometry_of(params), grad_out, input, weight, output,
-                                params.activation, params.negative_slope, output_mask)) {
-    return *grads;
-  }
-  const at::Tensor grad_pre = conv::pre_activation_grad(epilogues, grad_out, output,
-                                                        params.activation, params.negative_slope);
+  auto start =
+      conv::start_backward(op, epilogues, geometry_of(params), grad_out, input, weight, output,
+                           shape, params.activation, params.negative_slope, output_mask);
+  if (start.engine_grads) return *start.engine_grads;
+  const at::Tensor& grad_pre = start.grad_pre;
   // The same CPU choices as the forward, then one layout fix for every path.
   at::Tensor grad_input, grad_weight, grad_bias;
   const std::array<bool, 2> data_mask{output_mask[0], output_mask[1]};

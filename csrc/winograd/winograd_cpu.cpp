@@ -26,44 +26,13 @@
 #include <cstdlib>
 #include <atomic>
 #include <cstring>
+#include <string>
 #include <vector>
 
 namespace fastgen::winograd {
 
-namespace {
-
-struct CpuKernels {
-  decltype(&baseline::conv2d) conv2d;
-  decltype(&baseline::conv_transpose2d) conv_transpose2d;
-  decltype(&baseline::conv2d_weight_grad) conv2d_weight_grad;
-  decltype(&baseline::conv2d_backward) conv2d_backward;
-  decltype(&baseline::conv_transpose2d_backward) conv_transpose2d_backward;
-  decltype(&baseline::gemm_panel) gemm_panel;
-  const Kernels* loops;
-};
-
-#define FASTGEN_WINOGRAD_TABLE(ns)                                                 \
-  CpuKernels {                                                                     \
-    ns::conv2d, ns::conv_transpose2d, ns::conv2d_weight_grad, ns::conv2d_backward, \
-        ns::conv_transpose2d_backward, ns::gemm_panel, &ns::kKernels               \
-  }
-
-const CpuKernels& cpu_kernels() {
-  static const CpuKernels kBaseline = FASTGEN_WINOGRAD_TABLE(baseline);
-#if defined(__x86_64__)
-  static const CpuKernels kAvx2 = FASTGEN_WINOGRAD_TABLE(avx2);
-  static const CpuKernels kAvx512 = FASTGEN_WINOGRAD_TABLE(avx512);
-  return cpu::select(kBaseline, &kAvx2, &kAvx512);
-#else
-  return kBaseline;
-#endif
-}
-#undef FASTGEN_WINOGRAD_TABLE
-
-}  // namespace
-
 const Kernels& kernels() {
-  return *cpu_kernels().loops;
+  return *FASTGEN_CPU_KERNEL(winograd, kKernels);
 }
 
 namespace {
@@ -117,29 +86,29 @@ bool values_in_range(const at::Tensor& a, const at::Tensor& b) {
 }
 
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight) {
-  return cpu_kernels().conv2d(input, weight);
+  return FASTGEN_CPU_KERNEL(winograd, conv2d)(input, weight);
 }
 
 at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
-  return cpu_kernels().conv_transpose2d(input, weight);
+  return FASTGEN_CPU_KERNEL(winograd, conv_transpose2d)(input, weight);
 }
 
 at::Tensor conv2d_weight_grad(const at::Tensor& input, const at::Tensor& grad_out) {
-  return cpu_kernels().conv2d_weight_grad(input, grad_out);
+  return FASTGEN_CPU_KERNEL(winograd, conv2d_weight_grad)(input, grad_out);
 }
 
 std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& grad_out,
                                                    const at::Tensor& input,
                                                    const at::Tensor& weight,
                                                    std::array<bool, 2> mask) {
-  return cpu_kernels().conv2d_backward(grad_out, input, weight, mask);
+  return FASTGEN_CPU_KERNEL(winograd, conv2d_backward)(grad_out, input, weight, mask);
 }
 
 std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward(const at::Tensor& grad_out,
                                                              const at::Tensor& input,
                                                              const at::Tensor& weight,
                                                              std::array<bool, 2> mask) {
-  return cpu_kernels().conv_transpose2d_backward(grad_out, input, weight, mask);
+  return FASTGEN_CPU_KERNEL(winograd, conv_transpose2d_backward)(grad_out, input, weight, mask);
 }
 
 }  // namespace fastgen::winograd
@@ -158,23 +127,28 @@ void check_float_4d(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(t.numel() > 0, op, ": ", name, " must not be empty, got shape ", t.sizes());
 }
 
-at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight) {
-  constexpr const char* op = "fastgen::winograd_conv2d";
+// input and a 4x4 weight whose dimension `in_dim` (1 for conv2d's [C_out, C_in, 4, 4], 0 for
+// the transposed convolution's [C_in, C_out, 4, 4]) holds input's channels.
+void check_input_and_weight(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                            int in_dim) {
   check_float_4d(op, "input", input);
   check_float_4d(op, "weight", weight);
-  TORCH_CHECK(weight.size(1) == input.size(1) && weight.size(2) == 4 && weight.size(3) == 4, op,
-              ": weight must be [C_out, ", input.size(1), ", 4, 4], got ", weight.sizes());
+  const std::string c_in = std::to_string(input.size(1));
+  TORCH_CHECK(weight.size(in_dim) == input.size(1) && weight.size(2) == 4 && weight.size(3) == 4,
+              op, ": weight must be [", in_dim == 1 ? "C_out, " + c_in : c_in + ", C_out",
+              ", 4, 4], got ", weight.sizes());
+}
+
+at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight) {
+  constexpr const char* op = "fastgen::winograd_conv2d";
+  check_input_and_weight(op, input, weight, /*in_dim=*/1);
   TORCH_CHECK(input.size(2) % 2 == 0 && input.size(3) % 2 == 0, op,
               ": input height and width must be even, got ", input.sizes());
   return winograd::conv2d(input, weight);
 }
 
 at::Tensor conv_transpose2d_op(const at::Tensor& input, const at::Tensor& weight) {
-  constexpr const char* op = "fastgen::winograd_conv_transpose2d";
-  check_float_4d(op, "input", input);
-  check_float_4d(op, "weight", weight);
-  TORCH_CHECK(weight.size(0) == input.size(1) && weight.size(2) == 4 && weight.size(3) == 4, op,
-              ": weight must be [", input.size(1), ", C_out, 4, 4], got ", weight.sizes());
+  check_input_and_weight("fastgen::winograd_conv_transpose2d", input, weight, /*in_dim=*/0);
   return winograd::conv_transpose2d(input, weight);
 }
 
@@ -208,11 +182,12 @@ at::Tensor gemm_op(const at::Tensor& a, const at::Tensor& b, bool a_transposed) 
   TORCH_CHECK_VALUE(b.size(0) == k, op, ": b has ", b.size(0), " rows, expected ", k);
   const int64_t n = b.size(1);
   at::Tensor c = at::empty({m, n}, a.options());
-  const CpuKernels& copy = cpu_kernels();
+  const auto gemm_panel = FASTGEN_CPU_KERNEL(winograd, gemm_panel);
+  const Kernels& loops = kernels();
   for (int64_t column = 0; column < n; column += kGemmPanel) {
-    copy.gemm_panel(*copy.loops, a_c.const_data_ptr<float>(), a_c.size(1), a_transposed,
-                    b_c.const_data_ptr<float>() + column, n, c.mutable_data_ptr<float>() + column,
-                    n, m, k, std::min(kGemmPanel, n - column));
+    gemm_panel(loops, a_c.const_data_ptr<float>(), a_c.size(1), a_transposed,
+               b_c.const_data_ptr<float>() + column, n, c.mutable_data_ptr<float>() + column, n, m,
+               k, std::min(kGemmPanel, n - column));
   }
   return c;
 }
