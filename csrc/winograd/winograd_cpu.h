@@ -67,8 +67,9 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward(const at::Tensor& g
                                                              std::array<bool, 2> mask);
 
 // The implementations of the five above, compiled once per CPU capability
-// (winograd_cpu_kernels.cpp), plus its GEMM panel (loops.gemm_panel, or at::mm where the
-// table has none); the functions above pick the copy for this CPU.
+// (winograd_conv_kernels.cpp, winograd_weight_grad_kernels.cpp), plus its GEMM panel
+// (loops.gemm_panel, or at::mm where the table has none); the functions above pick the copy for
+// this CPU.
 struct Kernels;
 #define FASTGEN_WINOGRAD_CPU(ns)                                                            \
   namespace ns {                                                                            \

@@ -1,6 +1,6 @@
 // The Winograd hot loops (winograd_kernels.h), compiled once per capability: setup.py builds
 // this file with FASTGEN_CPU_NS = baseline (no flags), avx2 (-mavx2 -mfma) and avx512
-// (-mavx512f/bw/dq/vl), and winograd_cpu.cpp picks a table at run time. No torch headers:
+// (-mavx512f/bw/dq/vl), and each Winograd kernel file uses its own copy's table. No torch headers:
 // plain loops the compiler vectorizes for the target, plus a register-blocked GEMM
 // micro-kernel per vector width.
 
@@ -204,7 +204,7 @@ void gemm_panel(const float* a, int64_t lda, bool a_transposed, const float* b, 
   }
 }
 #else
-// The baseline has no micro-kernel: its table leaves gemm_panel null and winograd_cpu.cpp
+// The baseline has no micro-kernel: its table leaves gemm_panel null and gemm_panel()
 // calls at::mm, whose BLAS picks its own kernels for the CPU at run time (on an x86-64 CPU
 // without AVX2, or NEON on aarch64), which a portable loop here would not beat.
 constexpr auto gemm_panel = nullptr;

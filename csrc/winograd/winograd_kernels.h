@@ -1,7 +1,8 @@
 #pragma once
-// The hot loops of the Winograd convolutions (winograd_cpu.cpp), compiled once per instruction
-// set (winograd_kernels.cpp; common/cpu_capability.h): the float32 GEMM panels and the tile
-// transforms. winograd_cpu.cpp calls them through kernels(), the copy for this CPU.
+// The hot loops of the Winograd convolutions (winograd_*_kernels.cpp), compiled once per
+// instruction set (winograd_kernels.cpp; common/cpu_capability.h): the float32 GEMM panels and the
+// tile transforms. The kernel files use their own capability's table (kKernels); kernels() is the
+// copy for this CPU.
 //
 // Why our own GEMM panels and not at::bmm: the Winograd products are many small ones (25 or
 // 100 of, e.g., [256 x 128] @ [128 x 64]), where MKL's sgemm reached 60-80 GFLOP/s on the
