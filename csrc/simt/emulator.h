@@ -250,63 +250,48 @@ using std::isnan;
 // The emulated build is compiled with -ffp-contract=off (no fused multiply-add) and the CUDA
 // build with --fmad=false, so a*b+c rounds twice on both sides.
 
-inline float __fadd_rn(float a, float b) {
-  return a + b;
-}
-inline float __fsub_rn(float a, float b) {
-  return a - b;
-}
-inline float __fmul_rn(float a, float b) {
-  return a * b;
-}
-inline float __fdiv_rn(float a, float b) {
-  return a / b;
-}
+// __f<op>_rn and __d<op>_rn: the one IEEE operation, rounded to nearest.
+#define FASTGEN_SIMT_ROUNDED(op, symbol)           \
+  inline float __f##op##_rn(float a, float b) {    \
+    return a symbol b;                             \
+  }                                                \
+  inline double __d##op##_rn(double a, double b) { \
+    return a symbol b;                             \
+  }
+FASTGEN_SIMT_ROUNDED(add, +)
+FASTGEN_SIMT_ROUNDED(sub, -)
+FASTGEN_SIMT_ROUNDED(mul, *)
+FASTGEN_SIMT_ROUNDED(div, /)
+#undef FASTGEN_SIMT_ROUNDED
 inline float __frcp_rn(float a) {
   return 1.0f / a;
 }
 inline float __fsqrt_rn(float a) {
   return __builtin_sqrtf(a);
 }
-inline float __fmaf_rn(float a, float b, float c) {
-  return __builtin_fmaf(a, b, c);
-}
-inline double __dadd_rn(double a, double b) {
-  return a + b;
-}
-inline double __dsub_rn(double a, double b) {
-  return a - b;
-}
-inline double __dmul_rn(double a, double b) {
-  return a * b;
-}
-inline double __ddiv_rn(double a, double b) {
-  return a / b;
-}
 inline double __dsqrt_rn(double a) {
   return __builtin_sqrt(a);
+}
+inline float __fmaf_rn(float a, float b, float c) {
+  return __builtin_fmaf(a, b, c);
 }
 inline double __fma_rn(double a, double b, double c) {
   return __builtin_fma(a, b, c);
 }
-inline unsigned int __float_as_uint(float a) {
-  return __builtin_bit_cast(unsigned int, a);
-}
-inline float __uint_as_float(unsigned int a) {
-  return __builtin_bit_cast(float, a);
-}
-inline int __float_as_int(float a) {
-  return __builtin_bit_cast(int, a);
-}
-inline float __int_as_float(int a) {
-  return __builtin_bit_cast(float, a);
-}
-inline long long __double_as_longlong(double a) {
-  return __builtin_bit_cast(long long, a);
-}
-inline double __longlong_as_double(long long a) {
-  return __builtin_bit_cast(double, a);
-}
+
+// __float_as_uint & co.: the same bits read as another type.
+#define FASTGEN_SIMT_BIT_CAST(name, From, To) \
+  inline To name(From a) {                    \
+    return __builtin_bit_cast(To, a);         \
+  }
+FASTGEN_SIMT_BIT_CAST(__float_as_uint, float, unsigned int)
+FASTGEN_SIMT_BIT_CAST(__uint_as_float, unsigned int, float)
+FASTGEN_SIMT_BIT_CAST(__float_as_int, float, int)
+FASTGEN_SIMT_BIT_CAST(__int_as_float, int, float)
+FASTGEN_SIMT_BIT_CAST(__double_as_longlong, double, long long)
+FASTGEN_SIMT_BIT_CAST(__longlong_as_double, long long, double)
+#undef FASTGEN_SIMT_BIT_CAST
+
 inline float __uint2float_rn(unsigned int a) {
   return static_cast<float>(a);
 }

@@ -140,14 +140,26 @@ __global__ void wmma_gemm(const T* a, const T* b, float* c, int depth) {
   }
 }
 
+template <typename T = float>
 at::Tensor zeros(int64_t n) {
-  return at::zeros({n}, at::TensorOptions().dtype(at::kFloat));
+  return at::zeros({n}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
 }
 
 std::vector<float> values(const at::Tensor& t) {
   const at::Tensor f = t.to(at::kFloat).contiguous();
   const float* data = f.const_data_ptr<float>();
   return {data, data + f.numel()};
+}
+
+// A case's run: kernel launched on n zeros of type T (its first argument, then args); returns
+// what the kernel left in them, as floats.
+template <auto kernel, typename T = float, typename... Args>
+std::function<std::vector<float>()> on_zeros(int64_t n, LaunchConfig config, Args... args) {
+  return [=] {
+    at::Tensor out = zeros<T>(n);
+    launch<kernel>(config, out.mutable_data_ptr<T>(), args...);
+    return values(out);
+  };
 }
 
 // The self-test's matrices: small multiples of powers of two, exact in every input type
@@ -181,79 +193,34 @@ const std::map<std::string, Case>& cases() {
   static const std::map<std::string, Case> table = {
       {"neighbour_exchange",
        {"shared memory written, __syncthreads, then read by another thread",
-        [] {
-          at::Tensor out = zeros(kThreads);
-          launch<neighbour_exchange<true>>({dim3(1), dim3(kThreads)},
-                                           out.mutable_data_ptr<float>());
-          return values(out);
-        }}},
+        on_zeros<neighbour_exchange<true>>(kThreads, {dim3(1), dim3(kThreads)})}},
       {"bug_read_shared_without_syncthreads",
        {"a read of shared memory another thread writes, with no __syncthreads before it",
-        [] {
-          at::Tensor out = zeros(kThreads);
-          launch<neighbour_exchange<false>>({dim3(1), dim3(kThreads)},
-                                            out.mutable_data_ptr<float>());
-          return values(out);
-        }}},
+        on_zeros<neighbour_exchange<false>>(kThreads, {dim3(1), dim3(kThreads)})}},
       {"atomic_counter",
        {"a shared counter every thread increments with atomicAdd",
-        [] {
-          at::Tensor out = zeros(1);
-          launch<count_threads<true>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
-          return values(out);
-        }}},
+        on_zeros<count_threads<true>>(1, {dim3(1), dim3(kThreads)})}},
       {"bug_racy_counter",
        {"a shared counter every thread increments without an atomic",
-        [] {
-          at::Tensor out = zeros(1);
-          launch<count_threads<false>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
-          return values(out);
-        }}},
+        on_zeros<count_threads<false>>(1, {dim3(1), dim3(kThreads)})}},
       {"atomic_counter_global",
        {"a global counter every thread increments with atomicAdd",
-        [] {
-          at::Tensor counter = at::zeros({1}, at::TensorOptions().dtype(at::kInt));
-          launch<count_threads_global<true>>({dim3(2), dim3(kThreads)},
-                                             counter.mutable_data_ptr<int>());
-          return values(counter);
-        }}},
+        on_zeros<count_threads_global<true>, int>(1, {dim3(2), dim3(kThreads)})}},
       {"bug_racy_counter_global",
        {"a global counter every thread increments without an atomic",
-        [] {
-          at::Tensor counter = at::zeros({1}, at::TensorOptions().dtype(at::kInt));
-          launch<count_threads_global<false>>({dim3(2), dim3(kThreads)},
-                                              counter.mutable_data_ptr<int>());
-          return values(counter);
-        }}},
+        on_zeros<count_threads_global<false>, int>(1, {dim3(2), dim3(kThreads)})}},
       {"uniform_barrier",
        {"a __syncthreads every thread reaches",
-        [] {
-          at::Tensor out = zeros(kThreads);
-          launch<barrier<false>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
-          return values(out);
-        }}},
+        on_zeros<barrier<false>>(kThreads, {dim3(1), dim3(kThreads)})}},
       {"bug_divergent_barrier",
        {"a __syncthreads inside a branch only half the threads take",
-        [] {
-          at::Tensor out = zeros(kThreads);
-          launch<barrier<true>>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
-          return values(out);
-        }}},
+        on_zeros<barrier<true>>(kThreads, {dim3(1), dim3(kThreads)})}},
       {"guarded_write",
        {"a grid larger than the data, with the bounds check",
-        [] {
-          at::Tensor out = zeros(100);
-          launch<write_index>({dim3(2), dim3(kThreads)}, out.mutable_data_ptr<float>(), 100);
-          return values(out);
-        }}},
+        on_zeros<write_index>(100, {dim3(2), dim3(kThreads)}, 100)}},
       {"bug_out_of_bounds_write",
        {"the same grid without the bounds check: writes past the tensor's end",
-        [] {
-          at::Tensor out = zeros(100);
-          launch<write_index_unguarded>({dim3(2), dim3(kThreads)}, out.mutable_data_ptr<float>(),
-                                        100);
-          return values(out);
-        }}},
+        on_zeros<write_index_unguarded>(100, {dim3(2), dim3(kThreads)}, 100)}},
       {"grid_y_65535",
        {"gridDim.y = 65535, sm_90's largest",
         [] {
@@ -263,60 +230,28 @@ const std::map<std::string, Case>& cases() {
         }}},
       {"bug_grid_y_70000",
        {"gridDim.y = 70000, over sm_90's 65535",
-        [] {
-          at::Tensor out = zeros(70000);
-          launch<block_row>({dim3(1, 70000), dim3(1)}, out.mutable_data_ptr<float>());
-          return values(out);
-        }}},
+        on_zeros<block_row>(70000, {dim3(1, 70000), dim3(1)})}},
       {"bug_block_of_1025_threads",
        {"1025 threads per block, over the 1024 limit",
-        [] {
-          at::Tensor out = zeros(1);
-          launch<empty_kernel>({dim3(1), dim3(1025)}, out.mutable_data_ptr<float>());
-          return values(out);
-        }}},
+        on_zeros<empty_kernel>(1, {dim3(1), dim3(1025)})}},
       {"bug_zero_grid",
        {"a grid with a zero dimension (an empty tensor's launch)",
-        [] {
-          at::Tensor out = zeros(1);
-          launch<empty_kernel>({dim3(0), dim3(32)}, out.mutable_data_ptr<float>());
-          return values(out);
-        }}},
+        on_zeros<empty_kernel>(1, {dim3(0), dim3(32)})}},
       {"warp_shuffle",
        {"a warp reduction by __shfl_down_sync with every lane present",
-        [] {
-          at::Tensor out = zeros(1);
-          launch<warp_sum<false>>({dim3(1), dim3(32)}, out.mutable_data_ptr<float>());
-          return values(out);
-        }}},
+        on_zeros<warp_sum<false>>(1, {dim3(1), dim3(32)})}},
       {"bug_shuffle_with_exited_lanes",
        {"__shfl_down_sync with a full mask after half the warp returned",
-        [] {
-          at::Tensor out = zeros(1);
-          launch<warp_sum<true>>({dim3(1), dim3(32)}, out.mutable_data_ptr<float>());
-          return values(out);
-        }}},
+        on_zeros<warp_sum<true>>(1, {dim3(1), dim3(32)})}},
       {"bug_shuffle_in_partial_warp",
        {"__shfl_down_sync with a full mask in a block of 20 threads (lanes 20..31 do not exist)",
-        [] {
-          at::Tensor out = zeros(1);
-          launch<warp_sum<false>>({dim3(1), dim3(20)}, out.mutable_data_ptr<float>());
-          return values(out);
-        }}},
+        on_zeros<warp_sum<false>>(1, {dim3(1), dim3(20)})}},
       {"bug_uninitialised_shared_read",
        {"a read of shared memory no thread wrote",
-        [] {
-          at::Tensor out = zeros(kThreads);
-          launch<uninitialised_shared>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
-          return values(out);
-        }}},
+        on_zeros<uninitialised_shared>(kThreads, {dim3(1), dim3(kThreads)})}},
       {"bug_static_shared_over_48k",
        {"48 KiB + 4 bytes of static shared memory",
-        [] {
-          at::Tensor out = zeros(kThreads);
-          launch<big_static_shared>({dim3(1), dim3(kThreads)}, out.mutable_data_ptr<float>());
-          return values(out);
-        }}},
+        on_zeros<big_static_shared>(kThreads, {dim3(1), dim3(kThreads)})}},
       {"dynamic_shared_with_opt_in",
        {"64 KiB of dynamic shared memory after the opt-in",
         [] {
@@ -342,11 +277,7 @@ const std::map<std::string, Case>& cases() {
         [] { return run_wmma<c10::Half, 16, 16, 16, true>(16); }}},
       {"bug_dynamic_shared_without_opt_in",
        {"64 KiB of dynamic shared memory without the opt-in",
-        [] {
-          at::Tensor out = zeros(kThreads);
-          launch<empty_kernel>({dim3(1), dim3(kThreads), 64 * 1024}, out.mutable_data_ptr<float>());
-          return values(out);
-        }}},
+        on_zeros<empty_kernel>(kThreads, {dim3(1), dim3(kThreads), 64 * 1024})}},
   };
   return table;
 }

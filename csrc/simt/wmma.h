@@ -155,28 +155,23 @@ Memory* element_address(const Transfer<Fragment, Memory>& t, int index) {
   return t.pointer + (t.row_major ? size_t(row) * t.ldm + col : size_t(col) * t.ldm + row);
 }
 
-template <typename Fragment, typename Memory>
-void load_all(void* const* data) {
-  auto* const* lanes = reinterpret_cast<Transfer<Fragment, Memory>* const*>(data);
-  check_uniform(lanes);
-  for (int lane = 0; lane < 32; ++lane) {
-    for (int e = 0; e < Fragment::num_elements; ++e) {
-      const Memory* address = element_address(*lanes[lane], e * 32 + lane);
-      fastgen::simt::detail::check_read(address, sizeof(Memory), lane);
-      lanes[lane]->fragment->x[e] = typename Fragment::element_type(*address);
-    }
-  }
-}
-
-template <typename Fragment, typename Memory>
-void store_all(void* const* data) {
+// The warp's load (memory to fragments) or store (fragments to memory): every element is
+// checked as an access of the lane that holds it.
+enum class Direction { Load, Store };
+template <Direction direction, typename Fragment, typename Memory>
+void transfer_all(void* const* data) {
   auto* const* lanes = reinterpret_cast<Transfer<Fragment, Memory>* const*>(data);
   check_uniform(lanes);
   for (int lane = 0; lane < 32; ++lane) {
     for (int e = 0; e < Fragment::num_elements; ++e) {
       Memory* address = element_address(*lanes[lane], e * 32 + lane);
-      fastgen::simt::detail::check_write(address, sizeof(Memory), lane);
-      *address = Memory(lanes[lane]->fragment->x[e]);
+      if constexpr (direction == Direction::Load) {
+        fastgen::simt::detail::check_read(address, sizeof(Memory), lane);
+        lanes[lane]->fragment->x[e] = typename Fragment::element_type(*address);
+      } else {
+        fastgen::simt::detail::check_write(address, sizeof(Memory), lane);
+        *address = Memory(lanes[lane]->fragment->x[e]);
+      }
     }
   }
 }
@@ -196,8 +191,9 @@ inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const Memory*
                              int line = __builtin_LINE()) {
   static_assert(!std::is_same_v<Use, accumulator>, "an accumulator load needs the memory layout");
   using Fragment = fragment<Use, M, N, K, T, Layout>;
-  detail::collective(&detail::load_all<Fragment, const Memory>, &f, pointer, ldm,
-                     std::is_same_v<Layout, row_major>, "wmma::load_matrix_sync", file, line);
+  detail::collective(&detail::transfer_all<detail::Direction::Load, Fragment, const Memory>, &f,
+                     pointer, ldm, std::is_same_v<Layout, row_major>, "wmma::load_matrix_sync",
+                     file, line);
 }
 
 template <int M, int N, int K, typename T, typename Memory>
@@ -205,8 +201,8 @@ inline void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const Memory*
                              unsigned ldm, layout_t layout, const char* file = __builtin_FILE(),
                              int line = __builtin_LINE()) {
   using Fragment = fragment<accumulator, M, N, K, T>;
-  detail::collective(&detail::load_all<Fragment, const Memory>, &f, pointer, ldm,
-                     layout == mem_row_major, "wmma::load_matrix_sync", file, line);
+  detail::collective(&detail::transfer_all<detail::Direction::Load, Fragment, const Memory>, &f,
+                     pointer, ldm, layout == mem_row_major, "wmma::load_matrix_sync", file, line);
 }
 
 template <int M, int N, int K, typename T, typename Memory>
@@ -214,8 +210,9 @@ inline void store_matrix_sync(Memory* pointer, const fragment<accumulator, M, N,
                               unsigned ldm, layout_t layout, const char* file = __builtin_FILE(),
                               int line = __builtin_LINE()) {
   using Fragment = fragment<accumulator, M, N, K, T>;
-  detail::collective(&detail::store_all<Fragment, Memory>, const_cast<Fragment*>(&f), pointer, ldm,
-                     layout == mem_row_major, "wmma::store_matrix_sync", file, line);
+  detail::collective(&detail::transfer_all<detail::Direction::Store, Fragment, Memory>,
+                     const_cast<Fragment*>(&f), pointer, ldm, layout == mem_row_major,
+                     "wmma::store_matrix_sync", file, line);
 }
 
 namespace detail {
@@ -236,33 +233,31 @@ inline double input_value(double value) {
   return value;
 }
 
+// Puts one lane's elements of fragment f into the row-major tile; tf32 inputs keep their top
+// 19 bits.
+template <bool tf32, typename acc, int rows, int cols, typename Fragment>
+void unpack_lane(const Fragment& f, int lane, acc (&tile)[rows][cols]) {
+  for (int e = 0; e < Fragment::num_elements; ++e) {
+    const int i = e * 32 + lane;
+    acc value = acc(input_value(f.x[e]));
+    if constexpr (tf32) {
+      value = __builtin_bit_cast(float, __builtin_bit_cast(uint32_t, value) & 0xFFFFE000u);
+    }
+    tile[i / cols][i % cols] = value;
+  }
+}
+
 template <typename InputType, typename D, typename A, typename B, typename C>
 void mma_all(void* const* data) {
   auto* const* lanes = reinterpret_cast<Product<D, A, B, C>* const*>(data);
   constexpr int M = A::rows, K = A::cols, N = B::cols;
   using acc = std::conditional_t<std::is_same_v<InputType, double>, double, float>;
+  constexpr bool tf32 = std::is_same_v<InputType, precision::tf32>;
   acc a[M][K], b[K][N], c[M][N];
   for (int lane = 0; lane < 32; ++lane) {
-    for (int e = 0; e < A::num_elements; ++e) {
-      const int i = e * 32 + lane;
-      acc value = acc(input_value(lanes[lane]->a->x[e]));
-      if constexpr (std::is_same_v<InputType, precision::tf32>) {
-        value = __builtin_bit_cast(float, __builtin_bit_cast(uint32_t, value) & 0xFFFFE000u);
-      }
-      a[i / K][i % K] = value;
-    }
-    for (int e = 0; e < B::num_elements; ++e) {
-      const int i = e * 32 + lane;
-      acc value = acc(input_value(lanes[lane]->b->x[e]));
-      if constexpr (std::is_same_v<InputType, precision::tf32>) {
-        value = __builtin_bit_cast(float, __builtin_bit_cast(uint32_t, value) & 0xFFFFE000u);
-      }
-      b[i / N][i % N] = value;
-    }
-    for (int e = 0; e < C::num_elements; ++e) {
-      const int i = e * 32 + lane;
-      c[i / N][i % N] = acc(input_value(lanes[lane]->c->x[e]));
-    }
+    unpack_lane<tf32>(*lanes[lane]->a, lane, a);
+    unpack_lane<tf32>(*lanes[lane]->b, lane, b);
+    unpack_lane<false>(*lanes[lane]->c, lane, c);
   }
   for (int lane = 0; lane < 32; ++lane) {
     for (int e = 0; e < D::num_elements; ++e) {
