@@ -37,10 +37,13 @@
 #define FASTGEN_HD inline
 #endif
 
-// The device branches below run in nvcc's device pass and under the SIMT emulator, whose
-// __f*_rn intrinsics are the same IEEE operations (csrc/simt/emulator.h).
+// Each operation below has a device branch, for nvcc's device pass and the SIMT emulator
+// (whose __f*_rn intrinsics are the same IEEE operations, csrc/simt/emulator.h), and a host
+// branch with the plain operators: FASTGEN_PHILOX_DEVICE_OR_HOST(device, host) picks one.
 #if defined(__CUDA_ARCH__) || defined(FASTGEN_SIMT_EMULATION)
-#define FASTGEN_PHILOX_DEVICE 1
+#define FASTGEN_PHILOX_DEVICE_OR_HOST(device, host) device
+#else
+#define FASTGEN_PHILOX_DEVICE_OR_HOST(device, host) host
 #endif
 #if defined(FASTGEN_SIMT_EMULATION)
 #include "simt/simt.h"
@@ -60,11 +63,8 @@ struct Uint4 {
 };
 
 FASTGEN_HD uint32_t mulhi(uint32_t a, uint32_t b) {
-#if defined(FASTGEN_PHILOX_DEVICE)
-  return __umulhi(a, b);
-#else
-  return static_cast<uint32_t>((static_cast<uint64_t>(a) * b) >> 32);
-#endif
+  return FASTGEN_PHILOX_DEVICE_OR_HOST(__umulhi(a, b),
+                                       static_cast<uint32_t>((static_cast<uint64_t>(a) * b) >> 32));
 }
 
 FASTGEN_HD Uint4 philox4x32_10(Uint4 counter, uint32_t key0, uint32_t key1) {
@@ -90,61 +90,30 @@ FASTGEN_HD Uint4 group_counter(uint64_t offset, uint64_t group) {
 
 // --- float32 arithmetic that is the same on host and device ------------------------------
 FASTGEN_HD float fmul(float a, float b) {
-#if defined(FASTGEN_PHILOX_DEVICE)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
+  return FASTGEN_PHILOX_DEVICE_OR_HOST(__fmul_rn(a, b), a * b);
 }
 FASTGEN_HD float fadd(float a, float b) {
-#if defined(FASTGEN_PHILOX_DEVICE)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
+  return FASTGEN_PHILOX_DEVICE_OR_HOST(__fadd_rn(a, b), a + b);
 }
 FASTGEN_HD float fsub(float a, float b) {
-#if defined(FASTGEN_PHILOX_DEVICE)
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
+  return FASTGEN_PHILOX_DEVICE_OR_HOST(__fsub_rn(a, b), a - b);
 }
 FASTGEN_HD float fdiv(float a, float b) {
-#if defined(FASTGEN_PHILOX_DEVICE)
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
+  return FASTGEN_PHILOX_DEVICE_OR_HOST(__fdiv_rn(a, b), a / b);
 }
 FASTGEN_HD float fsqrt(float a) {
-#if defined(FASTGEN_PHILOX_DEVICE)
-  return __fsqrt_rn(a);
-#else
-  return __builtin_sqrtf(a);
-#endif
+  return FASTGEN_PHILOX_DEVICE_OR_HOST(__fsqrt_rn(a), __builtin_sqrtf(a));
 }
 FASTGEN_HD uint32_t float_bits(float a) {
-#if defined(FASTGEN_PHILOX_DEVICE)
-  return __float_as_uint(a);
-#else
-  return __builtin_bit_cast(uint32_t, a);
-#endif
+  return FASTGEN_PHILOX_DEVICE_OR_HOST(__float_as_uint(a), __builtin_bit_cast(uint32_t, a));
 }
 FASTGEN_HD float bits_float(uint32_t a) {
-#if defined(FASTGEN_PHILOX_DEVICE)
-  return __uint_as_float(a);
-#else
-  return __builtin_bit_cast(float, a);
-#endif
+  return FASTGEN_PHILOX_DEVICE_OR_HOST(__uint_as_float(a), __builtin_bit_cast(float, a));
 }
 // Exact for the values used here (< 2^24 + 1).
 FASTGEN_HD float small_uint_to_float(uint32_t a) {
-#if defined(FASTGEN_PHILOX_DEVICE)
-  return __uint2float_rn(a);
-#else
-  return static_cast<float>(static_cast<int32_t>(a));
-#endif
+  return FASTGEN_PHILOX_DEVICE_OR_HOST(__uint2float_rn(a),
+                                       static_cast<float>(static_cast<int32_t>(a)));
 }
 
 // Coefficients as hex floats so every implementation (C++, CUDA, the PyTorch reference)
@@ -258,3 +227,5 @@ FASTGEN_HD void normal4(uint64_t seed, uint64_t offset, uint64_t group, float ou
 }
 
 }  // namespace fastgen::philox
+
+#undef FASTGEN_PHILOX_DEVICE_OR_HOST
