@@ -35,6 +35,7 @@
 #include <ATen/ops/zeros.h>
 
 #include <algorithm>
+#include <array>
 
 #include "batch_norm_leaky_relu/batch_norm_leaky_relu.h"
 #include "common/dispatch.h"
@@ -87,46 +88,48 @@ __device__ __forceinline__ Moments<acc> shuffle_down(Moments<acc> m, int offset)
       __shfl_down_sync(0xffffffffu, m.m2, offset), __shfl_down_sync(0xffffffffu, m.sum, offset)};
 }
 
-// Fixed-tree merge over a 1-D block; the result is valid in thread 0.
-template <typename acc>
-__device__ Moments<acc> block_merge(Moments<acc> m) {
-  FASTGEN_SHARED(warp_results, Moments<acc>[kThreads / 32]);
-  for (int offset = 16; offset > 0; offset /= 2) m = merge(m, shuffle_down(m, offset));
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) warp_results[warp] = m;
-  __syncthreads();
-  if (warp == 0) {
-    m = lane < int(blockDim.x / 32) ? warp_results[lane] : Moments<acc>{0, 0, 0, 0};
-    for (int offset = 16; offset > 0; offset /= 2) m = merge(m, shuffle_down(m, offset));
-  }
-  __syncthreads();
-  return m;
-}
-
 template <typename acc>
 struct Sums {
   acc g, gx;
 };
 
 template <typename acc>
-__device__ Sums<acc> block_sum(Sums<acc> s) {
-  FASTGEN_SHARED(warp_results, Sums<acc>[kThreads / 32]);
-  for (int offset = 16; offset > 0; offset /= 2) {
-    s.g += __shfl_down_sync(0xffffffffu, s.g, offset);
-    s.gx += __shfl_down_sync(0xffffffffu, s.gx, offset);
-  }
+__device__ __forceinline__ Sums<acc> merge(Sums<acc> a, Sums<acc> b) {
+  return {a.g + b.g, a.gx + b.gx};
+}
+
+template <typename acc>
+__device__ __forceinline__ Sums<acc> shuffle_down(Sums<acc> s, int offset) {
+  return {__shfl_down_sync(0xffffffffu, s.g, offset), __shfl_down_sync(0xffffffffu, s.gx, offset)};
+}
+
+// Fixed-tree merge of a Moments or Sums over a 1-D block; the result is valid in thread 0.
+template <typename State>
+__device__ State block_merge(State m) {
+  FASTGEN_SHARED(warp_results, State[kThreads / 32]);
+  for (int offset = 16; offset > 0; offset /= 2) m = merge(m, shuffle_down(m, offset));
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) warp_results[warp] = s;
+  if (lane == 0) warp_results[warp] = m;
   __syncthreads();
   if (warp == 0) {
-    s = lane < int(blockDim.x / 32) ? warp_results[lane] : Sums<acc>{0, 0};
-    for (int offset = 16; offset > 0; offset /= 2) {
-      s.g += __shfl_down_sync(0xffffffffu, s.g, offset);
-      s.gx += __shfl_down_sync(0xffffffffu, s.gx, offset);
-    }
+    m = lane < int(blockDim.x / 32) ? warp_results[lane] : State{};
+    for (int offset = 16; offset > 0; offset /= 2) m = merge(m, shuffle_down(m, offset));
   }
   __syncthreads();
-  return s;
+  return m;
+}
+
+// The same over an NHWC block (32, 8): each channel column's kRowLanes states, in row order; the
+// result is valid in row 0. Two calls need a __syncthreads between them.
+template <typename State>
+__device__ __forceinline__ State column_merge(State m) {
+  FASTGEN_SHARED(lanes, State[kRowLanes][kChannelTile]);
+  lanes[threadIdx.y][threadIdx.x] = m;
+  __syncthreads();
+  if (threadIdx.y == 0) {
+    for (int r = 1; r < kRowLanes; ++r) m = merge(m, lanes[r][threadIdx.x]);
+  }
+  return m;
 }
 
 template <typename acc>
@@ -210,77 +213,88 @@ __device__ __forceinline__ void finish_stats(const P& p, int64_t c, acc pivot, M
   affine_of(p, c, mean, var, p.coef[c], p.coef[p.channels + c]);
 }
 
+// --- the split reduction of reduce_stats and reduce_grads ----------------------------------
+
+// The channel a thread reduces: its block's (NCHW), or its column's of the block's 32 (NHWC).
+template <bool nhwc>
+__device__ __forceinline__ int64_t reduced_channel() {
+  return nhwc ? int64_t(blockIdx.x) * kChannelTile + threadIdx.x : int64_t(blockIdx.x);
+}
+
+// Counts the block in on its channel group's counter, once its partials are in their slots:
+// true in every thread of the block that counts in last, which then sees every slot.
+__device__ __forceinline__ bool last_block_of_group(int* counter, int slices) {
+  FASTGEN_SHARED(is_last, bool);
+  if (threadIdx.x == 0 && threadIdx.y == 0) {
+    __threadfence();
+    is_last = atomicAdd(counter, 1) == slices - 1;
+  }
+  __syncthreads();
+  if (!is_last) return false;
+  __threadfence();
+  return true;
+}
+
+// Block (g, s) reduces slice s of each channel c of group g into a State (Moments or Sums) with
+// add(state, j) for the channel's values j, and puts it in the channel's slot s of partials. The
+// last block of the group to finish merges each channel's slots in slot order and calls
+// finish(total) in one thread per channel. NCHW: a 1-D block per channel; NHWC: a (32, 8) block
+// per 32 channels, threadIdx.x the channel and threadIdx.y the row lane.
+template <bool nhwc, typename State, typename P, typename Add, typename Finish>
+__device__ __forceinline__ void split_reduce(const P& p, int64_t c, State* partials, const Add& add,
+                                             const Finish& finish) {
+  const int s = blockIdx.y;
+  int64_t begin, end;
+  slice_range(p, s, begin, end);
+  const bool valid = c < p.channels;  // false in the NHWC columns past the last channel
+  // The threads that walk a channel's slice together, and this thread's place among them.
+  const int lane = nhwc ? int(threadIdx.y) : int(threadIdx.x);
+  const int lanes = nhwc ? kRowLanes : int(blockDim.x);
+  // Slots are per channel in NCHW, per slice in NHWC (so that a warp's writes coalesce).
+  const auto slot_of = [&](int slot) {
+    return nhwc ? int64_t(slot) * p.channels + c : c * p.slices + slot;
+  };
+  const auto merge_block = [](State m) {
+    if constexpr (nhwc) {
+      return column_merge(m);
+    } else {
+      return block_merge(m);
+    }
+  };
+  const bool holder = (nhwc ? threadIdx.y : threadIdx.x) == 0;  // of the merged state
+
+  State m{};
+  if (valid) {
+    for (int64_t j = begin + lane; j < end; j += lanes) add(m, j);
+  }
+  m = merge_block(m);
+  if (holder && valid) partials[slot_of(s)] = m;
+  // Every slot is written before the fence of last_block_of_group: in NHWC by row 0, in NCHW by
+  // the thread that fences.
+  if constexpr (nhwc) __syncthreads();
+  if (!last_block_of_group(&p.counters[blockIdx.x], p.slices)) return;
+  State total{};
+  if (valid) {
+    for (int slot = lane; slot < p.slices; slot += lanes)
+      total = merge(total, partials[slot_of(slot)]);
+  }
+  total = merge_block(total);
+  if (holder && valid) finish(total);
+  if (threadIdx.x == 0 && threadIdx.y == 0) p.counters[blockIdx.x] = 0;
+}
+
 // --- forward ------------------------------------------------------------------------------
 
 // NCHW statistics: grid (C, slices), 1-D block. NHWC: grid (ceil(C / 32), slices), block
 // (32, 8): threadIdx.x walks channels (coalesced), threadIdx.y rows.
 template <bool nhwc, typename scalar_t, typename acc>
 __global__ void reduce_stats(Params<scalar_t, acc> p) {
-  const int s = blockIdx.y;
-  int64_t begin, end;
-  slice_range(p, s, begin, end);
-  FASTGEN_SHARED(is_last, bool);
-  if constexpr (!nhwc) {
-    const int64_t c = blockIdx.x;
-    const acc pivot = acc(p.x[offset_of<false>(p, c, 0)]);
-    Moments<acc> m{0, 0, 0, 0};
-    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-      add_value(m, acc(p.x[offset_of<false>(p, c, j)]), pivot);
-    }
-    m = block_merge(m);
-    if (threadIdx.x == 0) {
-      p.partial_moments[c * p.slices + s] = m;
-      __threadfence();
-      is_last = atomicAdd(&p.counters[c], 1) == p.slices - 1;
-    }
-    __syncthreads();
-    if (!is_last) return;
-    __threadfence();
-    Moments<acc> total{0, 0, 0, 0};
-    for (int slot = threadIdx.x; slot < p.slices; slot += blockDim.x)
-      total = merge(total, p.partial_moments[c * p.slices + slot]);
-    total = block_merge(total);
-    if (threadIdx.x == 0) {
-      finish_stats(p, c, pivot, total);
-      p.counters[c] = 0;
-    }
-  } else {
-    FASTGEN_SHARED(lanes, Moments<acc>[kRowLanes][kChannelTile]);
-    const int64_t c = int64_t(blockIdx.x) * kChannelTile + threadIdx.x;
-    Moments<acc> m{0, 0, 0, 0};
-    acc pivot = 0;
-    if (c < p.channels) {
-      pivot = acc(p.x[offset_of<true>(p, c, 0)]);
-      for (int64_t j = begin + threadIdx.y; j < end; j += kRowLanes)
-        add_value(m, acc(p.x[offset_of<true>(p, c, j)]), pivot);
-    }
-    lanes[threadIdx.y][threadIdx.x] = m;
-    __syncthreads();
-    if (threadIdx.y == 0) {
-      for (int r = 1; r < kRowLanes; ++r) m = merge(m, lanes[r][threadIdx.x]);
-      if (c < p.channels) p.partial_moments[int64_t(s) * p.channels + c] = m;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0 && threadIdx.y == 0) {
-      __threadfence();
-      is_last = atomicAdd(&p.counters[blockIdx.x], 1) == p.slices - 1;
-    }
-    __syncthreads();
-    if (!is_last) return;
-    __threadfence();
-    Moments<acc> total{0, 0, 0, 0};
-    if (c < p.channels) {
-      for (int slot = threadIdx.y; slot < p.slices; slot += kRowLanes)
-        total = merge(total, p.partial_moments[int64_t(slot) * p.channels + c]);
-    }
-    lanes[threadIdx.y][threadIdx.x] = total;
-    __syncthreads();
-    if (threadIdx.y == 0 && c < p.channels) {
-      for (int r = 1; r < kRowLanes; ++r) total = merge(total, lanes[r][threadIdx.x]);
-      finish_stats(p, c, pivot, total);
-    }
-    if (threadIdx.x == 0 && threadIdx.y == 0) p.counters[blockIdx.x] = 0;
-  }
+  const int64_t c = reduced_channel<nhwc>();
+  const acc pivot = c < p.channels ? acc(p.x[offset_of<nhwc>(p, c, 0)]) : acc(0);
+  split_reduce<nhwc>(
+      p, c, p.partial_moments,
+      [&](Moments<acc>& m, int64_t j) { add_value(m, acc(p.x[offset_of<nhwc>(p, c, j)]), pivot); },
+      [&](Moments<acc> total) { finish_stats(p, c, pivot, total); });
 }
 
 template <bool nhwc, typename P>
@@ -338,95 +352,22 @@ __device__ __forceinline__ void finish_grads(const P& p, int64_t c, acc scale, a
 // last block also writes the weight/bias gradients and the grad-input coefficients.
 template <bool nhwc, typename scalar_t, typename acc>
 __global__ void reduce_grads(Params<scalar_t, acc> p) {
-  const int s = blockIdx.y;
-  int64_t begin, end;
-  slice_range(p, s, begin, end);
-  FASTGEN_SHARED(is_last, bool);
-  if constexpr (!nhwc) {
-    const int64_t c = blockIdx.x;
-    acc scale, shift;
-    const acc mean = p.mean[c];
+  const int64_t c = reduced_channel<nhwc>();
+  acc mean = 0, scale = 0, shift = 0;
+  if (c < p.channels) {
+    mean = p.mean[c];
     affine_of(p, c, mean, p.var[c], scale, shift);
-    Sums<acc> sum{0, 0};
-    for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-      const int64_t o = offset_of<false>(p, c, j);
-      const acc x = acc(p.x[o]);
-      const acc g = acc(p.grad_out[o]) * leaky_grad(x * scale + shift, p.slope);
-      sum.g += g;
-      sum.gx += g * (x - mean);
-    }
-    sum = block_sum(sum);
-    if (threadIdx.x == 0) {
-      p.partial_sums[c * p.slices + s] = sum;
-      __threadfence();
-      is_last = atomicAdd(&p.counters[c], 1) == p.slices - 1;
-    }
-    __syncthreads();
-    if (!is_last) return;
-    __threadfence();
-    Sums<acc> total{0, 0};
-    for (int slot = threadIdx.x; slot < p.slices; slot += blockDim.x) {
-      const Sums<acc> part = p.partial_sums[c * p.slices + slot];
-      total.g += part.g;
-      total.gx += part.gx;
-    }
-    total = block_sum(total);
-    if (threadIdx.x == 0) {
-      finish_grads(p, c, scale, shift, total);
-      p.counters[c] = 0;
-    }
-  } else {
-    FASTGEN_SHARED(lanes, Sums<acc>[kRowLanes][kChannelTile]);
-    const int64_t c = int64_t(blockIdx.x) * kChannelTile + threadIdx.x;
-    Sums<acc> sum{0, 0};
-    acc scale = 0, shift = 0;
-    if (c < p.channels) {
-      const acc mean = p.mean[c];
-      affine_of(p, c, mean, p.var[c], scale, shift);
-      for (int64_t j = begin + threadIdx.y; j < end; j += kRowLanes) {
-        const int64_t o = offset_of<true>(p, c, j);
+  }
+  split_reduce<nhwc>(
+      p, c, p.partial_sums,
+      [&](Sums<acc>& sum, int64_t j) {
+        const int64_t o = offset_of<nhwc>(p, c, j);
         const acc x = acc(p.x[o]);
         const acc g = acc(p.grad_out[o]) * leaky_grad(x * scale + shift, p.slope);
         sum.g += g;
         sum.gx += g * (x - mean);
-      }
-    }
-    lanes[threadIdx.y][threadIdx.x] = sum;
-    __syncthreads();
-    if (threadIdx.y == 0) {
-      for (int r = 1; r < kRowLanes; ++r) {
-        sum.g += lanes[r][threadIdx.x].g;
-        sum.gx += lanes[r][threadIdx.x].gx;
-      }
-      if (c < p.channels) p.partial_sums[int64_t(s) * p.channels + c] = sum;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0 && threadIdx.y == 0) {
-      __threadfence();
-      is_last = atomicAdd(&p.counters[blockIdx.x], 1) == p.slices - 1;
-    }
-    __syncthreads();
-    if (!is_last) return;
-    __threadfence();
-    Sums<acc> total{0, 0};
-    if (c < p.channels) {
-      for (int slot = threadIdx.y; slot < p.slices; slot += kRowLanes) {
-        const Sums<acc> part = p.partial_sums[int64_t(slot) * p.channels + c];
-        total.g += part.g;
-        total.gx += part.gx;
-      }
-    }
-    lanes[threadIdx.y][threadIdx.x] = total;
-    __syncthreads();
-    if (threadIdx.y == 0 && c < p.channels) {
-      for (int r = 1; r < kRowLanes; ++r) {
-        total.g += lanes[r][threadIdx.x].g;
-        total.gx += lanes[r][threadIdx.x].gx;
-      }
-      finish_grads(p, c, scale, shift, total);
-    }
-    if (threadIdx.x == 0 && threadIdx.y == 0) p.counters[blockIdx.x] = 0;
-  }
+      },
+      [&](Sums<acc> total) { finish_grads(p, c, scale, shift, total); });
 }
 
 // grad_x = a * g + k * (x - mean) + d.
@@ -470,20 +411,15 @@ ReductionGrid reduction_grid(const Shape& s, Layout layout, int slices) {
           nhwc ? dim3(kChannelTile, kRowLanes) : dim3(kThreads)};
 }
 
-template <typename scalar_t>
-void launch_forward(const at::Tensor& x, at::Tensor& out, at::Tensor& mean, at::Tensor& var,
-                    const at::Tensor& weight, const at::Tensor& bias,
-                    const at::Tensor& running_mean, const at::Tensor& running_var, bool training,
-                    double eps, double slope, Layout layout) {
-  using acc = acc_t<scalar_t>;
+// Params with what both launchers fill alike: x, the affine parameters, shape and scalars.
+template <typename scalar_t, typename acc = acc_t<scalar_t>>
+Params<scalar_t, acc> params_of(const at::Tensor& x, const at::Tensor& weight,
+                                const at::Tensor& bias, bool training, double eps, double slope) {
   Params<scalar_t, acc> p;
   const Shape s = shape_of(x);
   p.x = x.const_data_ptr<scalar_t>();
-  p.out = out.data_ptr<scalar_t>();
   p.weight = weight.defined() ? weight.const_data_ptr<acc>() : nullptr;
   p.bias = bias.defined() ? bias.const_data_ptr<acc>() : nullptr;
-  p.mean = mean.data_ptr<acc>();
-  p.var = var.data_ptr<acc>();
   p.batch = s.batch;
   p.channels = s.channels;
   p.spatial = s.spatial;
@@ -491,18 +427,47 @@ void launch_forward(const at::Tensor& x, at::Tensor& out, at::Tensor& mean, at::
   p.eps = static_cast<acc>(eps);
   p.slope = static_cast<acc>(slope);
   p.training = training;
+  return p;
+}
+
+// The split reduction's workspace, which p then points to: coef_rows x C coefficients (in
+// mean's dtype), one State per (slice, channel) slot at partials, and one counter per channel
+// group, zeroed on the stream. The returned tensors hold it.
+template <typename State, typename scalar_t, typename acc>
+std::array<at::Tensor, 3> reduction_workspace(Params<scalar_t, acc>& p, State*& partials,
+                                              int64_t coef_rows, const ReductionGrid& r,
+                                              const at::Tensor& x, const at::Tensor& mean,
+                                              simt::Stream stream) {
+  static_assert(sizeof(State) % sizeof(acc) == 0, "a State is a whole number of acc values");
+  constexpr int64_t values_per_slot = sizeof(State) / sizeof(acc);
+  at::Tensor coef = at::empty({coef_rows * p.channels}, mean.options());
+  at::Tensor partial =
+      at::empty({int64_t(p.slices) * p.channels * values_per_slot}, mean.options());
+  at::Tensor counters = at::empty({r.groups}, x.options().dtype(at::kInt));
+  simt::memset_async(counters.data_ptr<int>(), 0, r.groups * sizeof(int), stream);
+  p.coef = coef.data_ptr<acc>();
+  partials = reinterpret_cast<State*>(partial.data_ptr<acc>());
+  p.counters = counters.data_ptr<int>();
+  return {coef, partial, counters};
+}
+
+template <typename scalar_t>
+void launch_forward(const at::Tensor& x, at::Tensor& out, at::Tensor& mean, at::Tensor& var,
+                    const at::Tensor& weight, const at::Tensor& bias,
+                    const at::Tensor& running_mean, const at::Tensor& running_var, bool training,
+                    double eps, double slope, Layout layout) {
+  using acc = acc_t<scalar_t>;
+  Params<scalar_t, acc> p = params_of<scalar_t>(x, weight, bias, training, eps, slope);
+  const Shape s = shape_of(x);
+  p.out = out.data_ptr<scalar_t>();
+  p.mean = mean.data_ptr<acc>();
+  p.var = var.data_ptr<acc>();
   const simt::Stream stream = simt::current_stream();
-  at::Tensor coef, partial, counters;
+  std::array<at::Tensor, 3> workspace;
   if (training) {
     p.slices = slice_count(s.count());
     const ReductionGrid r = reduction_grid(s, layout, p.slices);
-    coef = at::empty({2 * s.channels}, mean.options());
-    partial = at::empty({int64_t(p.slices) * s.channels * 4}, mean.options());
-    counters = at::empty({r.groups}, x.options().dtype(at::kInt));
-    simt::memset_async(counters.data_ptr<int>(), 0, r.groups * sizeof(int), stream);
-    p.coef = coef.data_ptr<acc>();
-    p.partial_moments = reinterpret_cast<Moments<acc>*>(partial.data_ptr<acc>());
-    p.counters = counters.data_ptr<int>();
+    workspace = reduction_workspace(p, p.partial_moments, 2, r, x, mean, stream);
     if (r.nhwc) {
       simt::launch<reduce_stats<true, scalar_t, acc>>({r.grid, r.block, 0, stream}, p);
     } else {
@@ -529,36 +494,20 @@ void launch_backward(const at::Tensor& dy, const at::Tensor& x, at::Tensor& grad
                      const at::Tensor& bias, const at::Tensor& mean, const at::Tensor& var,
                      bool training, double eps, double slope, Layout layout) {
   using acc = acc_t<scalar_t>;
-  Params<scalar_t, acc> p;
+  Params<scalar_t, acc> p = params_of<scalar_t>(x, weight, bias, training, eps, slope);
   const Shape s = shape_of(x);
-  p.x = x.const_data_ptr<scalar_t>();
   p.grad_out = dy.const_data_ptr<scalar_t>();
   p.out = grad_input_t.defined() && grad_input_t.numel() == x.numel()
               ? grad_input_t.data_ptr<scalar_t>()
               : nullptr;
-  p.weight = weight.defined() ? weight.const_data_ptr<acc>() : nullptr;
-  p.bias = bias.defined() ? bias.const_data_ptr<acc>() : nullptr;
   p.mean = const_cast<acc*>(mean.const_data_ptr<acc>());
   p.var = const_cast<acc*>(var.const_data_ptr<acc>());
   p.grad_weight = grad_weight.defined() ? grad_weight.data_ptr<acc>() : nullptr;
   p.grad_bias = grad_bias.defined() ? grad_bias.data_ptr<acc>() : nullptr;
-  p.batch = s.batch;
-  p.channels = s.channels;
-  p.spatial = s.spatial;
-  p.numel = x.numel();
-  p.eps = static_cast<acc>(eps);
-  p.slope = static_cast<acc>(slope);
-  p.training = training;
   p.slices = slice_count(s.count());
   const simt::Stream stream = simt::current_stream();
   const ReductionGrid r = reduction_grid(s, layout, p.slices);
-  at::Tensor coef = at::empty({5 * s.channels}, mean.options());
-  at::Tensor partial = at::empty({int64_t(p.slices) * s.channels * 2}, mean.options());
-  at::Tensor counters = at::empty({r.groups}, x.options().dtype(at::kInt));
-  simt::memset_async(counters.data_ptr<int>(), 0, r.groups * sizeof(int), stream);
-  p.coef = coef.data_ptr<acc>();
-  p.partial_sums = reinterpret_cast<Sums<acc>*>(partial.data_ptr<acc>());
-  p.counters = counters.data_ptr<int>();
+  const auto workspace = reduction_workspace(p, p.partial_sums, 5, r, x, mean, stream);
   if (r.nhwc) {
     simt::launch<reduce_grads<true, scalar_t, acc>>({r.grid, r.block, 0, stream}, p);
   } else {
