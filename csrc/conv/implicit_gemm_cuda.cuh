@@ -289,6 +289,40 @@ __device__ __forceinline__ acc_t<scalar_t> gathered(const scalar_t* __restrict__
   return v;
 }
 
+// The k loop of both kernels, k_tiles tiles of kBlockK, with one stage of software pipelining.
+// fill_table(buffer, tile) builds the per-k table (the kernel's cols or steps) of a tile in one
+// of two buffers; load(buffer) gathers the tile whose table is in buffer into registers and
+// store() puts them into shared memory. While tile t is multiplied, tile t + 1 is loaded; then
+// the table of tile t + 2 takes tile t's buffer. The first __syncthreads also publishes the
+// tables the kernel wrote before the call; on return the products are in s.stage.c.
+template <typename Math, typename scalar_t, typename S, typename Fill, typename Load,
+          typename Store>
+__device__ __forceinline__ void multiply_tiles(S& s, int k_tiles, const Fill& fill_table,
+                                               const Load& load, const Store& store) {
+  if (k_tiles > 0) fill_table(0, 0);
+  __syncthreads();
+  Accumulators<Math, scalar_t> accumulators;
+  accumulators.zero();
+  if (k_tiles > 0) {
+    load(0);
+    if (k_tiles > 1) fill_table(1, 1);
+    store();
+    __syncthreads();
+  }
+  for (int tile = 0; tile < k_tiles; ++tile) {
+    if (tile + 1 < k_tiles) load((tile + 1) & 1);  // the next tile, while this one multiplies
+    accumulators.multiply(s);
+    __syncthreads();
+    if (tile + 1 < k_tiles) {
+      store();
+      if (tile + 2 < k_tiles) fill_table(tile & 1, tile + 2);
+    }
+    __syncthreads();
+  }
+  accumulators.store(s);
+  __syncthreads();
+}
+
 // --- forward-shaped kernel (conv2d / conv_transpose2d forward, both data gradients) -----------
 
 template <typename scalar_t, typename Math, Activation act, Activation grad_act>
@@ -343,8 +377,6 @@ __global__ void __launch_bounds__(kThreads)
       s.cols[buffer][tid] = col;
     }
   };
-  if (k_tiles > 0) fill_cols(0, 0);
-  __syncthreads();
 
   // Which element each thread gathers: channel-fastest when X's channels are contiguous
   // (channels_last), row-fastest otherwise (NCHW: consecutive x). Uniform across the CTA.
@@ -388,26 +420,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   };
 
-  Accumulators<Math, scalar_t> accumulators;
-  accumulators.zero();
-  if (k_tiles > 0) {
-    load(0);
-    if (k_tiles > 1) fill_cols(1, 1);
-    store();
-    __syncthreads();
-  }
-  for (int tile = 0; tile < k_tiles; ++tile) {
-    if (tile + 1 < k_tiles) load((tile + 1) & 1);  // the next tile, while this one multiplies
-    accumulators.multiply(s);
-    __syncthreads();
-    if (tile + 1 < k_tiles) {
-      store();
-      if (tile + 2 < k_tiles) fill_cols(tile & 1, tile + 2);
-    }
-    __syncthreads();
-  }
-  accumulators.store(s);
-  __syncthreads();
+  multiply_tiles<Math, scalar_t>(s, k_tiles, fill_cols, load, store);
 
   // Epilogue: bias, activation, cast; channel-fastest writes for channels_last output.
   const bool c_fast = p.d_c == 1;
@@ -586,8 +599,6 @@ __global__ void __launch_bounds__(kThreads)
       s.steps[buffer][tid] = step;
     }
   };
-  if (k_tiles > 0) fill_steps(0, 0);
-  __syncthreads();
 
   // P is read a-fastest when its channels are contiguous, else k-fastest (consecutive v);
   // Q likewise by b or by k.
@@ -638,26 +649,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   };
 
-  Accumulators<Math, scalar_t> accumulators;
-  accumulators.zero();
-  if (k_tiles > 0) {
-    load(0);
-    if (k_tiles > 1) fill_steps(1, 1);
-    store();
-    __syncthreads();
-  }
-  for (int tile = 0; tile < k_tiles; ++tile) {
-    if (tile + 1 < k_tiles) load((tile + 1) & 1);
-    accumulators.multiply(s);
-    __syncthreads();
-    if (tile + 1 < k_tiles) {
-      store();
-      if (tile + 2 < k_tiles) fill_steps(tile & 1, tile + 2);
-    }
-    __syncthreads();
-  }
-  accumulators.store(s);
-  __syncthreads();
+  multiply_tiles<Math, scalar_t>(s, k_tiles, fill_steps, load, store);
   // work[split][a][b * taps + tap]: this split's partial sums, column-fastest writes.
   const int64_t row_size = n_count;
   acc* split = work + int64_t(blockIdx.z) * p.a_channels * row_size;
