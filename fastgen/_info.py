@@ -58,12 +58,24 @@ def _gpu(cfg: dict) -> dict:
     return {"gpu_capability": f"sm_{major}{minor}", "gpu_has_kernel_image": has_image}
 
 
+# The CPU kernels compiled once per capability (csrc/**/*_kernels.cpp), for cpu_kernel_paths.
+_CPU_KERNELS = ("winograd_transforms", "batch_norm_leaky_relu", "reparameterize", "conv_epilogues")
+
+
+def _cpu_kernel_paths(active: str) -> dict:
+    """Which copy each CPU kernel runs: the active capability's, and for the Winograd GEMMs
+    its micro-kernel (the baseline copy has none and calls at::mm)."""
+    gemm = "at::mm" if active == "baseline" else f"{active} micro-kernel"
+    return {"winograd_gemm": gemm, **{name: active for name in _CPU_KERNELS}}
+
+
 def _cpu() -> dict:
     if not _extension.LOADED:
         return {
             "cpu_capability": None,
             "cpu_capability_supported": None,
             "cpu_features": [],
+            "cpu_kernel_paths": {},
             "avx512_gemm": None,
         }
     try:
@@ -74,6 +86,7 @@ def _cpu() -> dict:
         "cpu_capability": active,
         "cpu_capability_supported": supported,
         "cpu_features": features,
+        "cpu_kernel_paths": _cpu_kernel_paths(active) if supported else {},
         # the convolution GEMM panels: 16-wide AVX-512 ones only on the avx512 copy
         "avx512_gemm": active == "avx512",
     }

@@ -99,6 +99,24 @@ def test_info_names_the_capability_and_features():
     assert data["cpu_features"] == features
 
 
+def test_info_names_the_path_of_each_cpu_kernel(monkeypatch):
+    import fastgen
+
+    for capability in runnable():
+        monkeypatch.setenv("FASTGEN_CPU_CAPABILITY", capability)
+        paths = fastgen.info()["cpu_kernel_paths"]
+        gemm = "at::mm" if capability == "baseline" else f"{capability} micro-kernel"
+        assert paths.pop("winograd_gemm") == gemm
+        kernels = {
+            "winograd_transforms",
+            "batch_norm_leaky_relu",
+            "reparameterize",
+            "conv_epilogues",
+        }
+        assert set(paths) == kernels
+        assert set(paths.values()) == {capability}
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_conv_epilogues_are_the_same_on_every_capability(monkeypatch, dtype, layout):
