@@ -25,8 +25,8 @@ namespace fastgen::winograd::FASTGEN_CPU_NS {
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight) {
   const int64_t batch = input.size(0), in_ch = input.size(1), out_ch = weight.size(0);
   const int64_t out_h = input.size(2) / 2, out_w = input.size(3) / 2;
-  auto out =
-      at::empty({batch, out_ch, out_h, out_w}, input.options().memory_format(output_format(input)));
+  auto out = at::empty({batch, out_ch, out_h, out_w},
+                       input.options().memory_format(conv_memory_format(input)));
   const Tiling tiles = tiling(batch, out_h, out_w);
   const int64_t count = tiles.count();
   auto v = workspace(0, {kPositions, count, 4 * in_ch});
@@ -52,7 +52,7 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
   const int64_t batch = input.size(0), in_ch = input.size(1), out_ch = weight.size(1);
   const int64_t height = input.size(2), width = input.size(3);
   auto out = at::empty({batch, out_ch, 2 * height, 2 * width},
-                       input.options().memory_format(output_format(input)));
+                       input.options().memory_format(conv_memory_format(input)));
   const Tiling tiles = tiling(batch, height, width);
   const int64_t count = tiles.count(), columns = 4 * out_ch;
   auto v = workspace(0, {kPositions, count, in_ch});

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/parallel.h"
+#include "conv/conv_common.h"
 #include "winograd/winograd_cpu.h"
 #include "winograd/winograd_kernels.h"
 
@@ -88,12 +89,6 @@ inline Tiling tiling(int64_t batch, int64_t out_h, int64_t out_w) {
 // Bands per parallel chunk: enough work per chunk to amortise scheduling.
 inline int64_t band_grain(const Tiling& tiles, int64_t channels) {
   return parallel::grain(tiles.tiles_w * channels * kPositions);
-}
-
-inline c10::MemoryFormat output_format(const at::Tensor& input) {
-  return (!input.is_contiguous() && input.is_contiguous(c10::MemoryFormat::ChannelsLast))
-             ? c10::MemoryFormat::ChannelsLast
-             : c10::MemoryFormat::Contiguous;
 }
 
 // The four even/odd phases of a stride-2, padding-1 input: phase (p, q) element (i, j) is

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastgen.config import LIKELIHOODS
 from fastgen.models._layers import (
     SeededReparameterize,
     StockReparameterize,
@@ -23,7 +24,6 @@ from fastgen.models._layers import (
 )
 
 FN = "fastgen.models.ConvVAE"
-LIKELIHOODS = ("bernoulli", "gaussian")
 
 
 class ConvVAE(nn.Module):
