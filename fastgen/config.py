@@ -29,14 +29,26 @@ NON_NEGATIVE_INTS = (
 
 def option(default, help: str, group: str = "run", **cli):
     """A config field with its command-line description: `help`, the option `group` (data,
-    run, model, dcgan, vae) and optional `choices`, `flag` (the option's name when it is not
-    the field's) or `hidden` (not an option)."""
+    run, model, dcgan, vae) and optional `choices` (the values validate() accepts, and the
+    option's), `flag` (the option's name when it is not the field's) or `hidden` (not an
+    option)."""
     return dataclasses.field(default=default, metadata={"help": help, "group": group, **cli})
 
 
 def _check_int(owner: str, field: str, value, *, minimum: int) -> None:
     if not isinstance(value, int) or value < minimum:
         raise ValueError(f"{owner}: {field} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_choice(owner: str, field: dataclasses.Field, value) -> None:
+    """A field with `choices` holds one of them, or None where None is its default (unset)."""
+    choices = field.metadata.get("choices")
+    if choices is None:
+        return
+    allowed = (None, *choices) if field.default is None else choices
+    if value not in allowed:
+        shown = ", ".join(repr(choice) for choice in allowed)
+        raise ValueError(f"{owner}: {field.name} must be one of {shown}, got {value!r}")
 
 
 def _check_fraction(owner: str, field: str, value) -> None:
@@ -109,10 +121,8 @@ class _TrainConfig:
             _check_int(name, field, getattr(self, field), minimum=1)
         for field in NON_NEGATIVE_INTS:
             _check_int(name, field, getattr(self, field), minimum=0)
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"{name}: amp must be '', 'bf16' or 'fp16', got {self.amp!r}")
-        if self.channels not in (None, 1, 3):
-            raise ValueError(f"{name}: channels must be None, 1 or 3, got {self.channels!r}")
+        for field in dataclasses.fields(self):
+            _check_choice(name, field, getattr(self, field.name))
         for field in ("beta1", "beta2"):
             _check_fraction(name, field, getattr(self, field))
 
@@ -143,10 +153,6 @@ class GANConfig(_TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.loss not in GAN_LOSSES:
-            raise ValueError(
-                f"GANConfig: loss must be one of {', '.join(GAN_LOSSES)}, got {self.loss!r}"
-            )
         for field in ("label_smoothing", "ema_decay"):
             _check_fraction("GANConfig", field, getattr(self, field))
         for field in ("lr_g", "lr_d"):
@@ -185,10 +191,6 @@ class VAEConfig(_TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(
-                f"VAEConfig: likelihood must be 'bernoulli' or 'gaussian', got {self.likelihood!r}"
-            )
         if not self.lr > 0:
             raise ValueError(f"VAEConfig: lr must be > 0, got {self.lr!r}")
         if not self.beta >= 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from conftest import assert_close
@@ -321,6 +323,35 @@ def test_conv_layers_state_dict_repr_and_errors(name):
     else:
         with pytest.raises(ValueError, match="fastgen.ops.conv2d: weight has 2 input channels"):
             fused_cls(2, 3, 4)(torch.randn(1, 5, 8, 8))
+
+
+@pytest.mark.parametrize("name", ["Conv2d", "ConvTranspose2d"])
+def test_conv_layers_take_the_stock_constructor(name):
+    """The stock constructor's parameters, in its order, plus keyword-only activation and
+    negative_slope; positional arguments reach the stock layer unchanged."""
+    stock_cls, fused_cls = getattr(nn, name), getattr(fnn, name)
+    stock = list(inspect.signature(stock_cls).parameters.values())
+    fused = list(inspect.signature(fused_cls).parameters.values())
+    assert fused[:-2] == stock
+    assert [(p.name, p.kind, p.default) for p in fused[-2:]] == [
+        ("activation", inspect.Parameter.KEYWORD_ONLY, "identity"),
+        ("negative_slope", inspect.Parameter.KEYWORD_ONLY, 0.01),
+    ]
+    # (in, out, kernel, stride, padding, dilation | output_padding, groups, bias)
+    args = (2, 4, 3, 2, 1, 1, 2, False)
+    assert repr(fused_cls(*args)) == repr(stock_cls(*args))
+    dilation = (1,) if name == "ConvTranspose2d" else ()  # its dilation comes after bias
+    every_positional = (*args, *dilation, "zeros", None, None)
+    assert repr(fused_cls(*every_positional)) == repr(stock_cls(*every_positional))
+    with pytest.raises(TypeError, match="positional arguments"):
+        fused_cls(*every_positional, "relu")  # activation is keyword-only, as documented
+
+    class Subclass(fused_cls):  # a user's subclass keeps a constructor of its own
+        def __init__(self, channels):
+            super().__init__(channels, channels, 3, activation="relu")
+
+    assert list(inspect.signature(Subclass).parameters) == ["channels"]
+    assert Subclass(2).activation == "relu"
 
 
 # --- Reparameterize ------------------------------------------------------------------------

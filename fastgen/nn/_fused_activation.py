@@ -1,9 +1,10 @@
 """What the fused convolution layers (Conv2d, ConvTranspose2d) share beside the stock layer
-they subclass: the fused activation's arguments and repr, the autocast rule, and the call of
-their op."""
+they subclass: the constructor (the stock one plus the fused activation's arguments), the
+activation's repr, the autocast rule, and the call of their op."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -26,10 +27,44 @@ def autocast_inputs(
 
 
 class FusedActivation:
-    """Mixin before the stock convolution class: ``activation`` and ``negative_slope``."""
+    """Mixin before the stock convolution class: ``activation`` and ``negative_slope``.
+
+    The constructor takes the stock layer's arguments as they are (positional or keyword,
+    passed on unchanged) and the keyword-only ``activation`` and ``negative_slope``; its
+    signature, as ``inspect.signature`` and ``help`` show it, is built from the stock
+    layer's by ``__init_subclass__``, so the two cannot drift apart when torch changes its
+    layer."""
 
     activation: str = "identity"
     negative_slope: float = 0.01
+
+    def __init__(
+        self, *args, activation: str = "identity", negative_slope: float = 0.01, **kwargs
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._set_activation(activation, negative_slope)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:  # a subclass with a constructor of its own keeps it
+            return
+        # The stock layer: the first nn.Module class above the fused ones (a name test would
+        # also match the subclasses torch.nn.utils.parametrize makes of a fused layer).
+        stock = next(
+            base
+            for base in cls.__mro__
+            if issubclass(base, torch.nn.Module) and not issubclass(base, FusedActivation)
+        )
+        fused = inspect.signature(FusedActivation.__init__).parameters
+        parameters = [*inspect.signature(stock.__init__).parameters.values()]
+        parameters += [fused["activation"], fused["negative_slope"]]
+
+        def __init__(self, *args, **kwargs) -> None:  # the class's own, to carry its signature
+            FusedActivation.__init__(self, *args, **kwargs)
+
+        __init__.__signature__ = inspect.Signature(parameters, return_annotation=None)
+        __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+        cls.__init__ = __init__
 
     def _set_activation(self, activation: str, negative_slope: float) -> None:
         if activation not in ACTIVATIONS:

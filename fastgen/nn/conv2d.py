@@ -38,38 +38,6 @@ class Conv2d(NoTorchScript, FusedActivation, nn.Conv2d):
     and call the op with padding 0: same results, one extra copy of the input.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        device=None,
-        dtype=None,
-        *,
-        activation: str = "identity",
-        negative_slope: float = 0.01,
-    ) -> None:
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            bias=bias,
-            padding_mode=padding_mode,
-            device=device,
-            dtype=dtype,
-        )
-        self._set_activation(activation, negative_slope)
-
     def _op_padding(self, input: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """(input, padding for the op): symmetric zero padding goes to the op; anything else
         is applied here."""

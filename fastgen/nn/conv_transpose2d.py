@@ -34,40 +34,6 @@ class ConvTranspose2d(NoTorchScript, FusedActivation, nn.ConvTranspose2d):
     them since they only touch ``weight``/``bias``.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        stride=1,
-        padding=0,
-        output_padding=0,
-        groups: int = 1,
-        bias: bool = True,
-        dilation=1,
-        padding_mode: str = "zeros",
-        device=None,
-        dtype=None,
-        *,
-        activation: str = "identity",
-        negative_slope: float = 0.01,
-    ) -> None:
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=padding,
-            output_padding=output_padding,
-            groups=groups,
-            bias=bias,
-            dilation=dilation,
-            padding_mode=padding_mode,
-            device=device,
-            dtype=dtype,
-        )
-        self._set_activation(activation, negative_slope)
-
     def _op_geometry(self, input: torch.Tensor, output_size: list[int] | None) -> tuple:
         """(stride, padding, output_padding, groups, dilation) for fastgen.ops.conv_transpose2d
         on `input`, as the stock forward takes them; ValueError unless padding_mode is
