@@ -13,22 +13,16 @@ namespace fastgen::batch_norm_leaky_relu {
 // The ops with a CUDA kernel route to it while the emulated-cuda backend is on
 // (common/emulated_cuda.h); the backward from the output has none, as on CUDA.
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
+  using emulation::impl_route;
   using emulation::Kernels;
-  using emulation::route;
-  m.impl("batch_norm_leaky_relu", &route<FASTGEN_CPU_ENTRY(batch_norm_leaky_relu, forward_cpu),
-                                         &Kernels::batch_norm_leaky_relu>::call);
-  m.impl("batch_norm_leaky_relu_backward",
-         &route<FASTGEN_CPU_ENTRY(batch_norm_leaky_relu, backward_cpu),
-                &Kernels::batch_norm_leaky_relu_backward>::call);
-  m.impl("batch_norm_leaky_relu_memory_saving",
-         &route<FASTGEN_CPU_ENTRY(batch_norm_leaky_relu, forward_cpu),
-                &Kernels::batch_norm_leaky_relu>::call);
+  impl_route<FASTGEN_CPU_ENTRY(batch_norm_leaky_relu, forward_cpu),
+             &Kernels::batch_norm_leaky_relu>(m, "batch_norm_leaky_relu");
+  impl_route<FASTGEN_CPU_ENTRY(batch_norm_leaky_relu, backward_cpu),
+             &Kernels::batch_norm_leaky_relu_backward>(m, "batch_norm_leaky_relu_backward");
+  impl_route<FASTGEN_CPU_ENTRY(batch_norm_leaky_relu, forward_cpu),
+             &Kernels::batch_norm_leaky_relu>(m, "batch_norm_leaky_relu_memory_saving");
   m.impl("batch_norm_leaky_relu_backward_from_output",
          FASTGEN_CPU_ENTRY(batch_norm_leaky_relu, backward_from_output_cpu));
-  for (const char* op : {"batch_norm_leaky_relu", "batch_norm_leaky_relu_backward",
-                         "batch_norm_leaky_relu_memory_saving"}) {
-    emulation::note_routed(op);
-  }
 }
 
 }  // namespace fastgen::batch_norm_leaky_relu

@@ -11,15 +11,12 @@ namespace fastgen::reparameterize {
 
 // Both route to the CUDA kernels while the emulated-cuda backend is on (common/emulated_cuda.h).
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
+  using emulation::impl_route;
   using emulation::Kernels;
-  using emulation::route;
-  m.impl("reparameterize", &route<FASTGEN_CPU_ENTRY(reparameterize, reparameterize_cpu),
-                                  &Kernels::reparameterize>::call);
-  m.impl("reparameterize_backward",
-         &route<FASTGEN_CPU_ENTRY(reparameterize, reparameterize_backward_cpu),
-                &Kernels::reparameterize_backward>::call);
-  emulation::note_routed("reparameterize");
-  emulation::note_routed("reparameterize_backward");
+  impl_route<FASTGEN_CPU_ENTRY(reparameterize, reparameterize_cpu), &Kernels::reparameterize>(
+      m, "reparameterize");
+  impl_route<FASTGEN_CPU_ENTRY(reparameterize, reparameterize_backward_cpu),
+             &Kernels::reparameterize_backward>(m, "reparameterize_backward");
 }
 
 }  // namespace fastgen::reparameterize
