@@ -88,9 +88,9 @@ inline void check_backward(const char* op, const at::Tensor& grad_out, const at:
 }
 
 // Schema entry points: (out, mean, var) and (grad_input, grad_weight, grad_bias); a gradient
-// not asked for by output_mask is returned as an empty tensor. They check their arguments and
-// call the copy of the kernels for this CPU (batch_norm_leaky_relu_cpu_kernels.cpp, compiled
-// once per capability into namespaces baseline, avx2 and avx512 with these signatures).
+// not asked for by output_mask is returned as an empty tensor. They check their arguments
+// first (batch_norm_leaky_relu_cpu_kernels.cpp, compiled once per capability into namespaces
+// baseline, avx2 and avx512 with these signatures; the op runs the copy for this CPU).
 #define FASTGEN_BATCH_NORM_LEAKY_RELU_CPU(ns)                                               \
   namespace ns {                                                                            \
   std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(                               \

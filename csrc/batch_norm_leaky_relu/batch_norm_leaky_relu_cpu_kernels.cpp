@@ -1,7 +1,8 @@
 // CPU kernels of fastgen::batch_norm_leaky_relu and its backward (math in the header),
 // compiled once per CPU capability (FASTGEN_CPU_NS: baseline, avx2, avx512; see
 // common/cpu_capability.h) so the loops vectorize at the width of the CPU they run on;
-// batch_norm_leaky_relu_cpu.cpp checks the arguments and picks the copy.
+// each entry point checks its arguments first, and batch_norm_leaky_relu_cpu.cpp registers
+// the copy for the CPU.
 //
 // Passes over memory (the stock BatchNorm2d + LeakyReLU pair needs about twice as many):
 //   training forward   1 statistics pass (read x) + 1 normalise-and-activate pass (read x,
@@ -579,6 +580,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
     const std::optional<at::Tensor>& running_var, bool training, double eps,
     double negative_slope) {
+  check_forward("fastgen::batch_norm_leaky_relu", input, weight, bias, running_mean, running_var,
+                training);
   const Layout layout = choose_layout(input);
   const at::Tensor x = input.contiguous(memory_format(layout));
   const Shape s = shape_of(x);
@@ -589,9 +592,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(
     TORCH_CHECK(s.count() > 0, "fastgen::batch_norm_leaky_relu: empty input in training");
     mean = at::empty({s.channels}, x.options().dtype(acc));
     var = at::empty({s.channels}, x.options().dtype(acc));
-  } else {
-    TORCH_CHECK(running_mean.has_value() && running_var.has_value(),
-                "fastgen::batch_norm_leaky_relu: eval needs running statistics");
+  } else {  // check_forward saw both running statistics
     mean = running_mean->to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
     var = running_var->to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
   }
@@ -611,6 +612,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const at::Tensor& mean, const at::Tensor& var,
     bool training, double eps, double negative_slope, std::array<bool, 3> output_mask) {
+  check_backward("fastgen::batch_norm_leaky_relu_backward", grad_out, input, "input", weight, bias,
+                 mean, var);
   return backward_impl<false>(grad_out, input, weight, bias, mean, var, training, eps,
                               negative_slope, output_mask);
 }
@@ -619,6 +622,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_from_output_cpu(
     const at::Tensor& grad_out, const at::Tensor& output, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, const at::Tensor& var, bool training, double eps,
     double negative_slope, std::array<bool, 3> output_mask) {
+  constexpr const char* op = "fastgen::batch_norm_leaky_relu_backward_from_output";
+  check_backward(op, grad_out, output, "output", weight, bias, var, var);
+  TORCH_CHECK_VALUE(negative_slope > 0, op, ": negative_slope must be > 0, got ", negative_slope);
   // mean only enters through shift, which the output-based terms do not use.
   return backward_impl<true>(grad_out, output, weight, bias, at::zeros_like(var), var, training,
                              eps, negative_slope, output_mask);

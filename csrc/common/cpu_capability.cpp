@@ -6,19 +6,19 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 
 namespace fastgen::cpu {
 
+namespace {
+// Each capability's name, in the enum's order (its values are 0, 1, 2); also the values
+// FASTGEN_CPU_CAPABILITY takes.
+constexpr const char* kNames[] = {"baseline", "avx2", "avx512"};
+static_assert(std::size(kNames) == static_cast<size_t>(Capability::AVX512) + 1);
+}  // namespace
+
 const char* name(Capability capability) {
-  switch (capability) {
-    case Capability::AVX512:
-      return "avx512";
-    case Capability::AVX2:
-      return "avx2";
-    case Capability::Baseline:
-      break;
-  }
-  return "baseline";
+  return kNames[static_cast<int>(capability)];
 }
 
 Capability supported() {
@@ -42,21 +42,13 @@ Capability supported() {
 Capability active() {
   const char* forced = std::getenv("FASTGEN_CPU_CAPABILITY");
   if (forced == nullptr || *forced == '\0') return supported();
-  Capability wanted;
-  if (std::strcmp(forced, "baseline") == 0) {
-    wanted = Capability::Baseline;
-  } else if (std::strcmp(forced, "avx2") == 0) {
-    wanted = Capability::AVX2;
-  } else if (std::strcmp(forced, "avx512") == 0) {
-    wanted = Capability::AVX512;
-  } else {
-    TORCH_CHECK_VALUE(false, "FASTGEN_CPU_CAPABILITY must be baseline, avx2 or avx512, got '",
-                      forced, "'");
-  }
-  TORCH_CHECK_VALUE(static_cast<int>(wanted) <= static_cast<int>(supported()),
-                    "FASTGEN_CPU_CAPABILITY=", forced, ", but this CPU (or build) runs at most '",
-                    name(supported()), "'");
-  return wanted;
+  int wanted = 0;
+  while (wanted < int(std::size(kNames)) && std::strcmp(forced, kNames[wanted]) != 0) ++wanted;
+  TORCH_CHECK_VALUE(wanted < int(std::size(kNames)),
+                    "FASTGEN_CPU_CAPABILITY must be baseline, avx2 or avx512, got '", forced, "'");
+  TORCH_CHECK_VALUE(wanted <= static_cast<int>(supported()), "FASTGEN_CPU_CAPABILITY=", forced,
+                    ", but this CPU (or build) runs at most '", name(supported()), "'");
+  return static_cast<Capability>(wanted);
 }
 
 std::vector<std::string> features() {

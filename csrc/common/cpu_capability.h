@@ -41,15 +41,31 @@ T pick(T baseline, T avx2, T avx512) {
   return baseline;
 }
 
+// FASTGEN_CPU_ENTRY's function: the three copies of one function, called through pick().
+template <auto baseline, auto avx2, auto avx512>
+struct Picked;
+
+template <typename R, typename... Args, R (*baseline)(Args...), R (*avx2)(Args...),
+          R (*avx512)(Args...)>
+struct Picked<baseline, avx2, avx512> {
+  static R call(Args... args) { return pick(baseline, avx2, avx512)(args...); }
+};
+
 }  // namespace fastgen::cpu
 
 // The copy of `name` (a function or object of a *_kernels.cpp file, which defines it in
 // `ns::baseline`, `ns::avx2` and `ns::avx512`) that runs on this CPU now, as a pointer, e.g.
 //   FASTGEN_CPU_KERNEL(batch_norm_leaky_relu, forward_cpu)(input, ...);
+// FASTGEN_CPU_ENTRY(ns, name), for a function, is one function of the copies' signature that
+// calls the copy running on the CPU at each call: a compile-time constant, so an op can
+// register it (m.impl, emulation::route) without a wrapper that restates the signature.
 // Off x86-64 only the baseline copy is built.
 #if defined(__x86_64__)
 #define FASTGEN_CPU_KERNEL(ns, name) \
   ::fastgen::cpu::pick(&ns::baseline::name, &ns::avx2::name, &ns::avx512::name)
+#define FASTGEN_CPU_ENTRY(ns, name) \
+  (&::fastgen::cpu::Picked<&ns::baseline::name, &ns::avx2::name, &ns::avx512::name>::call)
 #else
 #define FASTGEN_CPU_KERNEL(ns, name) (&ns::baseline::name)
+#define FASTGEN_CPU_ENTRY(ns, name) (&ns::baseline::name)
 #endif

@@ -64,6 +64,8 @@ void note_routed(const char* op);
 
 // A CPU kernel that runs the emulated CUDA one while the backend is on:
 //   m.impl("op", &route<&op_cpu, &Kernels::op>::call);
+// or, registered and noted in one step (impl_route below):
+//   impl_route<&op_cpu, &Kernels::op>(m, "op");
 template <auto cpu_kernel, auto member>
 struct route;
 
@@ -74,5 +76,14 @@ struct route<cpu_kernel, member> {
     return cpu_kernel(args...);
   }
 };
+
+// Registers route<cpu_kernel, member> as op's CPU kernel in m (the torch::Library of a
+// TORCH_LIBRARY_IMPL, a template parameter so this header needs no torch/library.h) and notes
+// op routed, so the op's name is written once for both.
+template <auto cpu_kernel, auto member, typename Library>
+void impl_route(Library& m, const char* op) {
+  m.impl(op, &route<cpu_kernel, member>::call);
+  note_routed(op);
+}
 
 }  // namespace fastgen::emulation

@@ -78,19 +78,11 @@ inline void check_backward(const at::Tensor& grad_z, const at::Tensor& grad_kl,
   }
 }
 
-// Returns (z, kl, rng_state_used); kl is empty when !compute_kl, rng_state_used is int64 [2]
-// on mu's device (zeros when eps was given).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cpu(
-    const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
-    const std::optional<at::Tensor>& rng_state, bool compute_kl);
-
-// Returns (grad_mu, grad_logvar); grad_kl may be empty (no KL term).
-std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(
-    const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
-    const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state);
-
-// Those two check their arguments and call the copy of the kernels for this CPU
-// (reparameterize_cpu_kernels.cpp, compiled once per capability with these signatures).
+// The CPU entry points: reparameterize_cpu returns (z, kl, rng_state_used), kl empty when
+// !compute_kl, rng_state_used int64 [2] on mu's device (zeros when eps was given);
+// reparameterize_backward_cpu returns (grad_mu, grad_logvar), grad_kl may be empty (no KL
+// term). They check their arguments first (reparameterize_cpu_kernels.cpp, compiled once per
+// capability with these signatures; the op runs the copy for this CPU).
 #define FASTGEN_REPARAMETERIZE_CPU(ns)                                                      \
   namespace ns {                                                                            \
   std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cpu(                        \

@@ -1,5 +1,5 @@
-// fastgen::reparameterize on CPU: the argument checks, the choice of the kernels' copy for
-// this CPU (reparameterize_cpu_kernels.cpp, one per capability), and the CPU registration.
+// fastgen::reparameterize's CPU registration: each op runs the copy of its kernel for this CPU
+// (reparameterize_cpu_kernels.cpp, one per capability, which also checks the arguments).
 
 #include <torch/library.h>
 
@@ -9,31 +9,14 @@
 
 namespace fastgen::reparameterize {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cpu(
-    const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
-    const std::optional<at::Tensor>& rng_state, bool compute_kl) {
-  check_forward(mu, logvar, eps, rng_state);
-  return FASTGEN_CPU_KERNEL(reparameterize, reparameterize_cpu)(mu, logvar, eps, rng_state,
-                                                                compute_kl);
-}
-
-std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(
-    const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
-    const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state) {
-  check_backward(grad_z, grad_kl, mu, logvar, eps, rng_state);
-  return FASTGEN_CPU_KERNEL(reparameterize, reparameterize_backward_cpu)(grad_z, grad_kl, mu,
-                                                                         logvar, eps, rng_state);
-}
-
 // Both route to the CUDA kernels while the emulated-cuda backend is on (common/emulated_cuda.h).
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
+  using emulation::impl_route;
   using emulation::Kernels;
-  using emulation::route;
-  m.impl("reparameterize", &route<&reparameterize_cpu, &Kernels::reparameterize>::call);
-  m.impl("reparameterize_backward",
-         &route<&reparameterize_backward_cpu, &Kernels::reparameterize_backward>::call);
-  emulation::note_routed("reparameterize");
-  emulation::note_routed("reparameterize_backward");
+  impl_route<FASTGEN_CPU_ENTRY(reparameterize, reparameterize_cpu), &Kernels::reparameterize>(
+      m, "reparameterize");
+  impl_route<FASTGEN_CPU_ENTRY(reparameterize, reparameterize_backward_cpu),
+             &Kernels::reparameterize_backward>(m, "reparameterize_backward");
 }
 
 }  // namespace fastgen::reparameterize

@@ -1,9 +1,9 @@
 // CPU kernels of fastgen::reparameterize / reparameterize_backward (math in
 // reparameterize.h), compiled once per CPU capability (FASTGEN_CPU_NS: baseline, avx2,
-// avx512; common/cpu_capability.h) so the loops vectorize at the CPU's width;
-// reparameterize_cpu.cpp checks the arguments and picks the copy. One pass over memory each way:
-// forward reads mu and logvar and writes z and the per-sample KL; backward regenerates the noise
-// instead of reading a saved copy.
+// avx512; common/cpu_capability.h) so the loops vectorize at the CPU's width; each entry
+// point checks its arguments first, and reparameterize_cpu.cpp registers the copy for the CPU.
+// One pass over memory each way: forward reads mu and logvar and writes z and the per-sample
+// KL; backward regenerates the noise instead of reading a saved copy.
 //
 // Work is split by rows (samples) across threads, so each KL sum is made by one thread in
 // a fixed order: the result does not depend on the thread count. Inside a row the noise is
@@ -428,6 +428,7 @@ int64_t grain_rows(RowShape shape) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cpu(
     const at::Tensor& mu, const at::Tensor& logvar, const std::optional<at::Tensor>& eps,
     const std::optional<at::Tensor>& rng_state, bool compute_kl) {
+  check_forward(mu, logvar, eps, rng_state);
   const RowShape shape = row_shape(mu);
   const at::Tensor mu_c = mu.contiguous();
   const at::Tensor logvar_c = logvar.contiguous();
@@ -457,6 +458,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reparameterize_cpu(
 std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(
     const at::Tensor& grad_z, const at::Tensor& grad_kl, const at::Tensor& mu,
     const at::Tensor& logvar, const std::optional<at::Tensor>& eps, const at::Tensor& rng_state) {
+  check_backward(grad_z, grad_kl, mu, logvar, eps, rng_state);
   const RowShape shape = row_shape(mu);
   const at::Tensor grad_z_c = grad_z.contiguous();
   const at::Tensor grad_kl_c = grad_kl.contiguous();

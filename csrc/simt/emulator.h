@@ -103,34 +103,21 @@ inline T warp_exchange(WarpOp op, unsigned mask, T value, int param, int width, 
 
 }  // namespace fastgen::simt::detail
 
-template <typename T>
-inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = 32,
-                     const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
-  using fastgen::simt::detail::WarpOp;
-  return fastgen::simt::detail::warp_exchange(WarpOp::Shuffle, mask, var, src_lane, width, file,
-                                              line);
-}
-template <typename T>
-inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32,
-                        const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
-  using fastgen::simt::detail::WarpOp;
-  return fastgen::simt::detail::warp_exchange(WarpOp::ShuffleUp, mask, var, int(delta), width, file,
-                                              line);
-}
-template <typename T>
-inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32,
-                          const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
-  using fastgen::simt::detail::WarpOp;
-  return fastgen::simt::detail::warp_exchange(WarpOp::ShuffleDown, mask, var, int(delta), width,
-                                              file, line);
-}
-template <typename T>
-inline T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = 32,
-                         const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
-  using fastgen::simt::detail::WarpOp;
-  return fastgen::simt::detail::warp_exchange(WarpOp::ShuffleXor, mask, var, lane_mask, width, file,
-                                              line);
-}
+// __shfl_sync, __shfl_up_sync, __shfl_down_sync and __shfl_xor_sync: one exchange each, told
+// apart by its WarpOp; `Param` (source lane, delta or lane mask) has CUDA's type for it.
+#define FASTGEN_SIMT_SHUFFLE(name, op, Param)                                                 \
+  template <typename T>                                                                       \
+  inline T name(unsigned mask, T var, Param param, int width = 32,                            \
+                const char* file = __builtin_FILE(), int line = __builtin_LINE()) {           \
+    return fastgen::simt::detail::warp_exchange(fastgen::simt::detail::WarpOp::op, mask, var, \
+                                                int(param), width, file, line);               \
+  }
+FASTGEN_SIMT_SHUFFLE(__shfl_sync, Shuffle, int)
+FASTGEN_SIMT_SHUFFLE(__shfl_up_sync, ShuffleUp, unsigned)
+FASTGEN_SIMT_SHUFFLE(__shfl_down_sync, ShuffleDown, unsigned)
+FASTGEN_SIMT_SHUFFLE(__shfl_xor_sync, ShuffleXor, int)
+#undef FASTGEN_SIMT_SHUFFLE
+
 inline unsigned __ballot_sync(unsigned mask, int predicate, const char* file = __builtin_FILE(),
                               int line = __builtin_LINE()) {
   using fastgen::simt::detail::WarpOp;

@@ -8,9 +8,9 @@
 // generator's lock and unpacked in the kernel (so a CUDA graph replay reads the generator's
 // current offset), as PyTorch's own dropout does. Emulated: there is no CUDA generator on CPU
 // tensors, so the key is drawn from the CPU default generator exactly as the CPU kernels
-// draw theirs (csrc/reparameterize/reparameterize_cpu.cpp: a randint over int64, offset
-// rounded down to a multiple of 4); the emulated kernel and the CPU kernel then make the
-// same noise under the same torch.manual_seed.
+// draw theirs (draw_key in csrc/reparameterize/reparameterize_cpu_kernels.cpp: a randint
+// over int64, offset rounded down to a multiple of 4); the emulated kernel and the CPU
+// kernel then make the same noise under the same torch.manual_seed.
 
 #include <cstdint>
 #include <utility>

@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -408,24 +409,14 @@ std::string waiters_text(Engine& e) {
   return text;
 }
 
+// CUDA's name of each WarpOp, in the enum's order.
+constexpr const char* kWarpOpNames[] = {"__shfl_sync",     "__shfl_up_sync", "__shfl_down_sync",
+                                        "__shfl_xor_sync", "__ballot_sync",  "__any_sync",
+                                        "__all_sync"};
+static_assert(std::size(kWarpOpNames) == size_t(WarpOp::All) + 1, "a name for each WarpOp");
+
 const char* op_name(WarpOp op) {
-  switch (op) {
-    case WarpOp::Shuffle:
-      return "__shfl_sync";
-    case WarpOp::ShuffleUp:
-      return "__shfl_up_sync";
-    case WarpOp::ShuffleDown:
-      return "__shfl_down_sync";
-    case WarpOp::ShuffleXor:
-      return "__shfl_xor_sync";
-    case WarpOp::Ballot:
-      return "__ballot_sync";
-    case WarpOp::Any:
-      return "__any_sync";
-    case WarpOp::All:
-      return "__all_sync";
-  }
-  return "warp op";
+  return kWarpOpNames[int(op)];
 }
 
 std::string wait_text(const WarpWait& w) {
