@@ -16,10 +16,8 @@ namespace {
 
 constexpr conv::Engine kEngine{cuda::implicit_gemm::forward, cuda::implicit_gemm::backward};
 
-Conv2dKernels cuda_kernels() {
-  return {conv2d_convolution_aten,
-          conv2d_convolution_backward_aten,
-          {cuda::bias_activation, cuda::activation_backward, /*cpu_convolutions=*/false, &kEngine}};
+conv::Kernels cuda_kernels() {
+  return {kConv2dAten, {cuda::bias_activation, cuda::activation_backward, &kEngine}};
 }
 
 }  // namespace

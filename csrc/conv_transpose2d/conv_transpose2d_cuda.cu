@@ -12,16 +12,16 @@ namespace {
 
 constexpr conv::Engine kEngine{cuda::implicit_gemm::forward, cuda::implicit_gemm::backward};
 
-ConvTranspose2dEpilogues cuda_epilogues() {
-  return {cuda::bias_activation, cuda::activation_backward, /*cpu_convolutions=*/false, &kEngine};
+conv::Kernels cuda_kernels() {
+  return {kConvTranspose2dAten, {cuda::bias_activation, cuda::activation_backward, &kEngine}};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CUDA, m) {
-  m.impl("conv_transpose2d", &conv_transpose2d_op<cuda_epilogues>);
-  m.impl("conv_transpose2d_backward", &conv_transpose2d_backward_op<cuda_epilogues>);
-  m.impl("conv_transpose2d_with_stats", &conv_transpose2d_with_stats_op<cuda_epilogues>);
+  m.impl("conv_transpose2d", &conv_transpose2d_op<cuda_kernels>);
+  m.impl("conv_transpose2d_backward", &conv_transpose2d_backward_op<cuda_kernels>);
+  m.impl("conv_transpose2d_with_stats", &conv_transpose2d_with_stats_op<cuda_kernels>);
 }
 
 }  // namespace fastgen
