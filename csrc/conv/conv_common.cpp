@@ -96,9 +96,32 @@ Params make_params(const char* op, bool transposed, at::IntArrayRef stride, at::
                 parse_activation(activation), negative_slope};
 }
 
-Kernels cpu_or_emulated(Convolution cpu, Convolution library) {
+at::Tensor library_forward(const at::Tensor& input, const at::Tensor& weight,
+                           const Geometry& geometry) {
+  if (geometry.transposed) {
+    return at::conv_transpose2d(input, weight, std::nullopt, geometry.stride, geometry.padding,
+                                geometry.output_padding, geometry.groups, geometry.dilation);
+  }
+  return at::conv2d(input, weight, std::nullopt, geometry.stride, geometry.padding,
+                    geometry.dilation, geometry.groups);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> library_backward(const at::Tensor& grad_pre,
+                                                                const at::Tensor& input,
+                                                                const at::Tensor& weight,
+                                                                const Geometry& geometry,
+                                                                std::array<bool, 3> output_mask) {
+  const int64_t out_channels =
+      geometry.transposed ? weight.size(1) * geometry.groups : weight.size(0);
+  return at::convolution_backward(grad_pre, input, weight, at::IntArrayRef{out_channels},
+                                  geometry.stride, geometry.padding, geometry.dilation,
+                                  geometry.transposed, geometry.output_padding, geometry.groups,
+                                  output_mask);
+}
+
+Kernels cpu_or_emulated(Convolution cpu) {
   if (const emulation::Kernels* kernels = emulation::active()) {
-    return {library,
+    return {kLibrary,
             {kernels->bias_activation, kernels->activation_backward, &kernels->conv_engine}};
   }
   return {cpu, {bias_activation_cpu, activation_backward_cpu}};
@@ -116,9 +139,59 @@ std::optional<at::Tensor> engine_forward(const Epilogues& epilogues, const Geome
                                    conv_format(input, weight), mean, var);
 }
 
+int64_t output_size(const at::Tensor& input, const at::Tensor& weight, const Geometry& geometry,
+                    int d) {
+  const int64_t kernel_span = geometry.dilation[d] * (weight.size(2 + d) - 1);
+  if (geometry.transposed) {
+    return (input.size(2 + d) - 1) * geometry.stride[d] - 2 * geometry.padding[d] + kernel_span +
+           geometry.output_padding[d] + 1;
+  }
+  return (input.size(2 + d) + 2 * geometry.padding[d] - kernel_span - 1) / geometry.stride[d] + 1;
+}
+
+std::array<int64_t, 4> output_shape(const char* op, const at::Tensor& input,
+                                    const at::Tensor& weight, const Geometry& geometry) {
+  const bool transposed = geometry.transposed;
+  const int64_t groups = geometry.groups;
+  checks::conv_operands(
+      op, input, weight, groups,
+      transposed ? " [C_in, C_out / groups, kH, kW]" : " [C_out, C_in / groups, kH, kW]");
+  if (transposed) {
+    TORCH_CHECK_VALUE(weight.size(0) == input.size(1), op, ": weight has ", weight.size(0),
+                      " input channels but input has ", input.size(1));
+    TORCH_CHECK_VALUE(input.size(1) % groups == 0, op, ": input channels (", input.size(1),
+                      ") must be divisible by groups (", groups, ")");
+  } else {
+    TORCH_CHECK_VALUE(weight.size(1) * groups == input.size(1), op, ": weight has ", weight.size(1),
+                      " input channels per group but input has ", input.size(1),
+                      " channels (groups=", groups, ")");
+    TORCH_CHECK_VALUE(weight.size(0) % groups == 0, op, ": weight's output channels (",
+                      weight.size(0), ") must be divisible by groups (", groups, ")");
+  }
+  checks::pair(op, "stride", geometry.stride, 1);
+  checks::pair(op, "padding", geometry.padding, 0);
+  if (transposed) checks::pair(op, "output_padding", geometry.output_padding, 0);
+  checks::pair(op, "dilation", geometry.dilation, 1);
+  std::array<int64_t, 4> out{input.size(0), transposed ? weight.size(1) * groups : weight.size(0),
+                             0, 0};
+  for (int d = 0; d < 2; ++d) {
+    TORCH_CHECK_VALUE(
+        !transposed ||
+            geometry.output_padding[d] < std::max(geometry.stride[d], geometry.dilation[d]),
+        op, ": output_padding must be smaller than stride or dilation, got output_padding=",
+        at::IntArrayRef(geometry.output_padding), ", stride=", at::IntArrayRef(geometry.stride),
+        ", dilation=", at::IntArrayRef(geometry.dilation));
+    out[2 + d] = output_size(input, weight, geometry, d);
+  }
+  TORCH_CHECK_VALUE(out[2] >= 1 && out[3] >= 1, op, ": output size (", out[2], ", ", out[3],
+                    ") is below 1 for input ", input.sizes(), " and weight ", weight.sizes());
+  return out;
+}
+
 at::Tensor forward(const char* op, const Kernels& kernels, const Params& params,
                    const at::Tensor& input, const at::Tensor& weight,
-                   const std::optional<at::Tensor>& bias, const std::array<int64_t, 4>& shape) {
+                   const std::optional<at::Tensor>& bias) {
+  const auto shape = output_shape(op, input, weight, params.geometry);
   if (bias.has_value() && bias->defined()) {
     checks::like(op, "bias", *bias, "input", input, at::IntArrayRef{shape[1]});
   }
@@ -136,7 +209,8 @@ at::Tensor forward(const char* op, const Kernels& kernels, const Params& params,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const char* op, const Kernels& kernels, const Params& params, const at::Tensor& grad_out,
     const at::Tensor& input, const at::Tensor& weight, const at::Tensor& output,
-    const std::array<int64_t, 4>& shape, std::array<bool, 3> output_mask) {
+    std::array<bool, 3> output_mask) {
+  const auto shape = output_shape(op, input, weight, params.geometry);
   checks::like(op, "grad_out", grad_out, "input", input, shape);
   if (params.activation != Activation::Identity) {
     checks::like(op, "output", output, "input", input, shape);

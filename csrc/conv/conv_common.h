@@ -103,6 +103,18 @@ struct Convolution {
                                                              std::array<bool, 3> output_mask);
 };
 
+// aten's convolution (oneDNN / native CPU kernels, cuDNN on CUDA), at::conv2d or
+// at::conv_transpose2d as geometry.transposed says: what every backend uses for the shapes it
+// has no kernel of its own for.
+at::Tensor library_forward(const at::Tensor& input, const at::Tensor& weight,
+                           const Geometry& geometry);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> library_backward(const at::Tensor& grad_pre,
+                                                                const at::Tensor& input,
+                                                                const at::Tensor& weight,
+                                                                const Geometry& geometry,
+                                                                std::array<bool, 3> output_mask);
+constexpr Convolution kLibrary{library_forward, library_backward};
+
 // A backend's epilogues, which both conv drivers take.
 struct Epilogues {
   void (*bias_activation)(at::Tensor&, const at::Tensor&, Activation, double);
@@ -119,24 +131,37 @@ struct Kernels {
 };
 
 // The kernels a CPU registration runs: `cpu` (the op's own CPU convolutions) with the CPU
-// epilogues or, while the emulated-cuda backend is on, what the CUDA build runs: `library`
-// (aten's convolution, cuDNN's on CUDA) with the CUDA epilogues and engine, emulated.
-Kernels cpu_or_emulated(Convolution cpu, Convolution library);
+// epilogues or, while the emulated-cuda backend is on, what the CUDA build runs (kLibrary
+// with the CUDA epilogues and engine), emulated.
+Kernels cpu_or_emulated(Convolution cpu);
+// The kernels both ops' CUDA registrations run: kLibrary (cuDNN), the CUDA epilogues and the
+// engine (conv/conv_cuda.cu, in CUDA builds only).
+Kernels cuda_kernels();
 
-// The drivers both ops share, after the op's own argument checks, which give the output's
-// [N, C_out, H_out, W_out] `shape`. Both take the engine where `kernels` has it and
+// The output's size in spatial dimension d (0: H, 1: W) for arguments that passed the
+// checks of output_shape.
+int64_t output_size(const at::Tensor& input, const at::Tensor& weight, const Geometry& geometry,
+                    int d);
+// What every call of either op checks before touching memory (common/checks.h), in the
+// order of the op's arguments, errors naming `op`; returns the output's
+// [N, C_out, H_out, W_out].
+std::array<int64_t, 4> output_shape(const char* op, const at::Tensor& input,
+                                    const at::Tensor& weight, const Geometry& geometry);
+
+// The drivers both ops share, each call checked first (output_shape, then bias / grad_out /
+// output against the output's shape). Both take the engine where `kernels` has it and
 // conv::route() says so; else the library convolution and the epilogue around it.
-//   forward: act(conv(input, weight) + bias), bias checked against `shape` first;
+//   forward: act(conv(input, weight) + bias);
 //   backward: (grad_input, grad_weight, grad_bias) for grad_out, the saved output read only
-//     to differentiate an activation (identity saves none); grad_out and output checked
-//     against `shape` first. Masked-out results are empty tensors.
+//     to differentiate an activation (identity saves none). Masked-out results are empty
+//     tensors.
 at::Tensor forward(const char* op, const Kernels& kernels, const Params& params,
                    const at::Tensor& input, const at::Tensor& weight,
-                   const std::optional<at::Tensor>& bias, const std::array<int64_t, 4>& shape);
+                   const std::optional<at::Tensor>& bias);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const char* op, const Kernels& kernels, const Params& params, const at::Tensor& grad_out,
     const at::Tensor& input, const at::Tensor& weight, const at::Tensor& output,
-    const std::array<int64_t, 4>& shape, std::array<bool, 3> output_mask);
+    std::array<bool, 3> output_mask);
 
 // The engine's forward when `epilogues` has the engine and conv::route() takes this call,
 // else nullopt; with mean and var given, also the batch statistics (conv/conv_engine.h).

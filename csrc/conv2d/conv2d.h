@@ -26,28 +26,9 @@ namespace fastgen {
 
 constexpr const char* kConv2d = "fastgen::conv2d";
 
-// The public aten convolution (oneDNN / native CPU kernels, cuDNN on CUDA): what every
-// backend uses for the shapes it has no kernel of its own for.
-at::Tensor conv2d_convolution_aten(const at::Tensor& input, const at::Tensor& weight,
-                                   const conv::Geometry& geometry);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_aten(
-    const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
-    const conv::Geometry& geometry, std::array<bool, 3> output_mask);
-constexpr conv::Convolution kConv2dAten{conv2d_convolution_aten, conv2d_convolution_backward_aten};
-
-// The device-independent driver (conv2d.cpp): the op's checks, then conv::forward /
-// conv::backward. Masked-out backward results are empty tensors.
-at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight,
-                          const std::optional<at::Tensor>& bias, const conv::Params& params,
-                          const conv::Kernels& kernels);
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
-    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
-    const at::Tensor& output, const conv::Params& params, std::array<bool, 3> output_mask,
-    const conv::Kernels& kernels);
-
-// The schema-shaped kernels each backend registers, with the kernels kernels() returns for
-// the call, e.g. m.impl("conv2d", &conv2d_op<cpu_kernels>).
+// The schema-shaped kernels each backend registers: the shared driver (conv::forward /
+// conv::backward, conv/conv_common.h) with the kernels kernels() returns for the call, e.g.
+// m.impl("conv2d", &conv2d_op<cpu_kernels>). Masked-out backward results are empty tensors.
 template <conv::Kernels (*kernels)()>
 at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight,
                      const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
@@ -56,7 +37,7 @@ at::Tensor conv2d_op(const at::Tensor& input, const at::Tensor& weight,
   const auto params =
       conv::make_params(kConv2d, /*transposed=*/false, stride, padding,
                         /*output_padding=*/{0, 0}, dilation, groups, activation, negative_slope);
-  return conv2d_forward(input, weight, bias, params, kernels());
+  return conv::forward(kConv2d, kernels(), params, input, weight, bias);
 }
 
 template <conv::Kernels (*kernels)()>
@@ -68,7 +49,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_op(
   const auto params =
       conv::make_params(kConv2d, /*transposed=*/false, stride, padding,
                         /*output_padding=*/{0, 0}, dilation, groups, activation, negative_slope);
-  return conv2d_backward(grad_out, input, weight, output, params, output_mask, kernels());
+  return conv::backward("fastgen::conv2d_backward", kernels(), params, grad_out, input, weight,
+                        output, output_mask);
 }
 
 }  // namespace fastgen

@@ -2,9 +2,9 @@
 //
 // Every CPU convolution of the op goes through the two functions below, so a faster kernel
 // for some shapes (e.g. Winograd for 4x4 stride-2 pad-1) plugs in here with a shape test and
-// a call, leaving the driver (conv2d.cpp) and the epilogues untouched. The bias + activation
-// epilogue and the activation backward are conv_transpose2d's CPU ones (same math, same
-// NCHW / channels_last handling).
+// a call, leaving the driver (conv::forward / conv::backward) and the epilogues untouched. The bias
+// + activation epilogue and the activation backward are conv_transpose2d's CPU ones (same math,
+// same NCHW / channels_last handling).
 
 #include <torch/library.h>
 
@@ -36,7 +36,7 @@ at::Tensor conv2d_convolution_cpu(const at::Tensor& input, const at::Tensor& wei
   if (is_single_pixel_output(input, weight, geometry.padding, geometry.dilation, geometry.groups)) {
     return single_pixel_output(input, weight);
   }
-  return conv2d_convolution_aten(input, weight, geometry);
+  return conv::library_forward(input, weight, geometry);
 }
 
 // (grad_input, grad_weight, grad_bias) of conv2d_convolution_cpu for the pre-activation
@@ -61,18 +61,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_cpu(
     at::Tensor grad_input =
         transposed_by_col2im(grad_pre, weight, {input.size(2), input.size(3)}, geometry.stride,
                              geometry.padding, geometry.dilation);
-    auto [unused, grad_weight, grad_bias] = conv2d_convolution_backward_aten(
+    auto [unused, grad_weight, grad_bias] = conv::library_backward(
         grad_pre, input, weight, geometry, {false, output_mask[1], output_mask[2]});
     return {grad_input, grad_weight, grad_bias};
   }
-  return conv2d_convolution_backward_aten(grad_pre, input, weight, geometry, output_mask);
+  return conv::library_backward(grad_pre, input, weight, geometry, output_mask);
 }
 
 // The CPU backend's kernels, or, while the emulated-cuda backend is on, what the CUDA build
 // runs: the aten convolution and the CUDA epilogues (emulated).
 conv::Kernels cpu_kernels() {
-  return conv::cpu_or_emulated({conv2d_convolution_cpu, conv2d_convolution_backward_cpu},
-                               kConv2dAten);
+  return conv::cpu_or_emulated({conv2d_convolution_cpu, conv2d_convolution_backward_cpu});
 }
 
 }  // namespace

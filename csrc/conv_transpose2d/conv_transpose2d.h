@@ -26,35 +26,6 @@ namespace fastgen {
 
 constexpr const char* kConvTranspose2d = "fastgen::conv_transpose2d";
 
-// The output's size in spatial dimension d (0: H, 1: W), for arguments that passed the op's
-// checks.
-inline int64_t conv_transpose2d_output_size(const at::Tensor& input, const at::Tensor& weight,
-                                            const conv::Geometry& geometry, int d) {
-  return (input.size(2 + d) - 1) * geometry.stride[d] - 2 * geometry.padding[d] +
-         geometry.dilation[d] * (weight.size(2 + d) - 1) + geometry.output_padding[d] + 1;
-}
-
-// The public aten convolution (oneDNN / native CPU kernels, cuDNN on CUDA): what every
-// backend uses for the shapes it has no kernel of its own for.
-at::Tensor conv_transpose2d_convolution_aten(const at::Tensor& input, const at::Tensor& weight,
-                                             const conv::Geometry& geometry);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_convolution_backward_aten(
-    const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
-    const conv::Geometry& geometry, std::array<bool, 3> output_mask);
-constexpr conv::Convolution kConvTranspose2dAten{conv_transpose2d_convolution_aten,
-                                                 conv_transpose2d_convolution_backward_aten};
-
-// The device-independent driver (conv_transpose2d.cpp): the op's checks, then
-// conv::forward / conv::backward. Masked-out backward results are empty tensors.
-at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& weight,
-                                    const std::optional<at::Tensor>& bias,
-                                    const conv::Params& params, const conv::Kernels& kernels);
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward(
-    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
-    const at::Tensor& output, const conv::Params& params, std::array<bool, 3> output_mask,
-    const conv::Kernels& kernels);
-
 // conv_transpose2d(input, weight) + bias (no activation) and the per-channel batch mean and
 // biased variance of that output, in the accumulation dtype (float32 for half types): what a
 // training batch norm after it needs. The engine computes the statistics in the
@@ -63,9 +34,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_with_stats(
     const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     const conv::Params& params, const conv::Kernels& kernels);
 
-// The schema-shaped kernels each backend registers (TORCH_LIBRARY_IMPL): the driver above
-// with the kernels kernels() returns for the call, e.g.
-// m.impl("conv_transpose2d", &conv_transpose2d_op<cpu_kernels>).
+// The schema-shaped kernels each backend registers (TORCH_LIBRARY_IMPL): the shared driver
+// (conv::forward / conv::backward, conv/conv_common.h) or the function above, with the
+// kernels kernels() returns for the call, e.g.
+// m.impl("conv_transpose2d", &conv_transpose2d_op<cpu_kernels>). Masked-out backward results
+// are empty tensors.
 template <conv::Kernels (*kernels)()>
 at::Tensor conv_transpose2d_op(const at::Tensor& input, const at::Tensor& weight,
                                const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
@@ -75,7 +48,7 @@ at::Tensor conv_transpose2d_op(const at::Tensor& input, const at::Tensor& weight
   const auto params =
       conv::make_params(kConvTranspose2d, /*transposed=*/true, stride, padding, output_padding,
                         dilation, groups, activation, negative_slope);
-  return conv_transpose2d_forward(input, weight, bias, params, kernels());
+  return conv::forward(kConvTranspose2d, kernels(), params, input, weight, bias);
 }
 
 template <conv::Kernels (*kernels)()>
@@ -87,7 +60,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_backward_op(
   const auto params =
       conv::make_params(kConvTranspose2d, /*transposed=*/true, stride, padding, output_padding,
                         dilation, groups, activation, negative_slope);
-  return conv_transpose2d_backward(grad_out, input, weight, output, params, output_mask, kernels());
+  return conv::backward("fastgen::conv_transpose2d_backward", kernels(), params, grad_out, input,
+                        weight, output, output_mask);
 }
 
 template <conv::Kernels (*kernels)()>

@@ -1,7 +1,7 @@
 // fastgen::conv_transpose2d on CPU: the convolution hooks and the CPU registration.
 //
 // Every CPU transposed convolution of the op goes through the two functions below (the shape
-// tests and the kernels they pick); the driver (conv_transpose2d.cpp) and the epilogues,
+// tests and the kernels they pick); the driver (conv::forward / conv::backward) and the epilogues,
 // shared with conv2d (conv/conv_epilogue_cpu.cpp), stay as they are.
 
 #include <torch/library.h>
@@ -45,11 +45,11 @@ at::Tensor conv_transpose2d_convolution_cpu(const at::Tensor& input, const at::T
   if (use_single_pixel(input, weight, geometry)) return transposed_single_pixel(input, weight);
   if (use_col2im(input, weight, geometry)) {
     return transposed_by_col2im(input, weight,
-                                {conv_transpose2d_output_size(input, weight, geometry, 0),
-                                 conv_transpose2d_output_size(input, weight, geometry, 1)},
+                                {conv::output_size(input, weight, geometry, 0),
+                                 conv::output_size(input, weight, geometry, 1)},
                                 geometry.stride, geometry.padding, geometry.dilation);
   }
-  return conv_transpose2d_convolution_aten(input, weight, geometry);
+  return conv::library_forward(input, weight, geometry);
 }
 
 // (grad_input, grad_weight, grad_bias) of conv_transpose2d_convolution_cpu for the
@@ -71,8 +71,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_convolution_back
     std::tie(grad_input, grad_weight) = transposed_by_col2im_backward(
         grad_pre, input, weight, geometry.stride, geometry.padding, geometry.dilation, data_mask);
   } else {
-    return conv_transpose2d_convolution_backward_aten(grad_pre, input, weight, geometry,
-                                                      output_mask);
+    return conv::library_backward(grad_pre, input, weight, geometry, output_mask);
   }
   return {grad_input, grad_weight, at::Tensor()};
 }
@@ -81,8 +80,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_convolution_back
 // runs: the aten convolution and the CUDA epilogues (emulated).
 conv::Kernels cpu_kernels() {
   return conv::cpu_or_emulated(
-      {conv_transpose2d_convolution_cpu, conv_transpose2d_convolution_backward_cpu},
-      kConvTranspose2dAten);
+      {conv_transpose2d_convolution_cpu, conv_transpose2d_convolution_backward_cpu});
 }
 
 }  // namespace
