@@ -1,9 +1,9 @@
 #pragma once
 // What conv2d and conv_transpose2d share in C++ (their Python side shares fastgen/ops/_conv.py):
-// the layout rule, the activation dispatch, the parsed arguments of the registered ops, the
-// table of a backend's convolution and epilogues (bias + activation forward, act' backward,
-// and the implicit-GEMM engine where the backend has it), the drivers both ops run around
-// them, and the CUDA epilogue kernels' declarations.
+// the layout rule, the activation dispatch, the parsed arguments of the registered ops and
+// their checks, aten's convolution, the table of a backend's convolution and epilogues (bias +
+// activation forward, act' backward, and the implicit-GEMM engine where the backend has it),
+// the driver both ops run around them, and the CUDA epilogue kernels' declarations.
 //
 // Layout rule (shared with the Python fake kernels, fastgen/ops/_conv.py, and aten's own):
 // the output, grad_input and grad_weight are channels_last when the input OR the weight is
