@@ -1,8 +1,9 @@
 #pragma once
 // What conv2d and conv_transpose2d share in C++ (their Python side shares fastgen/ops/_conv.py):
-// the layout rule, the activation dispatch, the table of a backend's epilogues (bias +
+// the layout rule, the activation dispatch, the parsed arguments of the registered ops and
+// their checks, aten's convolution, the table of a backend's convolution and epilogues (bias +
 // activation forward, act' backward, and the implicit-GEMM engine where the backend has it),
-// the CUDA epilogue kernels' declarations and the argument parsing of the registered ops.
+// the driver both ops run around them, and the CUDA epilogue kernels' declarations.
 //
 // Layout rule (shared with the Python fake kernels, fastgen/ops/_conv.py, and aten's own):
 // the output, grad_input and grad_weight are channels_last when the input OR the weight is
@@ -69,65 +70,107 @@ void dispatch_activation(Activation activation, Body&& body) {
   }
 }
 
-// A registered op's int[2] argument as a pair (the schema guarantees two values; direct
-// calls through the C++ API are checked here).
-std::array<int64_t, 2> as_pair(at::IntArrayRef values, const char* op, const char* name);
-
 namespace conv {
+
+// A registered op's arguments past the tensors, parsed once per call.
+struct Params {
+  Geometry geometry;
+  Activation activation;
+  double negative_slope;
+};
+
+// Each int[2] argument checked to have two values (the schema guarantees it; direct calls
+// through the C++ API are checked here; errors name `op`, e.g. "fastgen::conv2d", and the
+// argument), in the order given, then the activation's name parsed. conv2d, which has no
+// output_padding, passes {0, 0}.
+Params make_params(const char* op, bool transposed, at::IntArrayRef stride, at::IntArrayRef padding,
+                   at::IntArrayRef output_padding, at::IntArrayRef dilation, int64_t groups,
+                   std::string_view activation, double negative_slope);
+
+// A backend's convolution of one op, without bias (the drivers add it in the epilogue).
+//   forward(input, weight, geometry): the op's convolution, any dense layout.
+//   backward(grad_pre, input, weight, geometry, mask): (grad_input, grad_weight, grad_bias)
+//     of that convolution for the pre-activation gradient grad_pre, as
+//     at::convolution_backward returns them; entries whose mask is false may be undefined,
+//     and so may grad_bias (the driver then sums grad_pre over N, H, W).
+struct Convolution {
+  at::Tensor (*forward)(const at::Tensor& input, const at::Tensor& weight,
+                        const Geometry& geometry);
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> (*backward)(const at::Tensor& grad_pre,
+                                                             const at::Tensor& input,
+                                                             const at::Tensor& weight,
+                                                             const Geometry& geometry,
+                                                             std::array<bool, 3> output_mask);
+};
+
+// aten's convolution (oneDNN / native CPU kernels, cuDNN on CUDA), at::conv2d or
+// at::conv_transpose2d as geometry.transposed says: what every backend uses for the shapes it
+// has no kernel of its own for.
+at::Tensor library_forward(const at::Tensor& input, const at::Tensor& weight,
+                           const Geometry& geometry);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> library_backward(const at::Tensor& grad_pre,
+                                                                const at::Tensor& input,
+                                                                const at::Tensor& weight,
+                                                                const Geometry& geometry,
+                                                                std::array<bool, 3> output_mask);
+constexpr Convolution kLibrary{library_forward, library_backward};
 
 // A backend's epilogues, which both conv drivers take.
 struct Epilogues {
   void (*bias_activation)(at::Tensor&, const at::Tensor&, Activation, double);
   at::Tensor (*activation_backward)(const at::Tensor&, const at::Tensor&, Activation, double);
-  // The CPU backend's own convolutions (Winograd, GEMMs) for the shapes they take; false:
-  // always the aten convolution (CUDA's cuDNN, and its emulation on CPU tensors).
-  bool cpu_convolutions = false;
   // CUDA (and its emulation): fastgen's implicit-GEMM engine, taken where conv::route()
   // says so (conv/conv_engine.h); null on the CPU backend.
   const conv::Engine* engine = nullptr;
 };
 
-// The engine's result when `epilogues` has the engine and conv::route() takes it for this
-// call, else nullopt (the driver then runs the library convolution).
+// What a backend plugs into a driver for one op.
+struct Kernels {
+  Convolution convolution;
+  Epilogues epilogues;
+};
+
+// The kernels a CPU registration runs: `cpu` (the op's own CPU convolutions) with the CPU
+// epilogues or, while the emulated-cuda backend is on, what the CUDA build runs (kLibrary
+// with the CUDA epilogues and engine), emulated.
+Kernels cpu_or_emulated(Convolution cpu);
+// The kernels both ops' CUDA registrations run: kLibrary (cuDNN), the CUDA epilogues and the
+// engine (conv/conv_cuda.cu, in CUDA builds only).
+Kernels cuda_kernels();
+
+// The output's size in spatial dimension d (0: H, 1: W) for arguments that passed the
+// checks of output_shape.
+int64_t output_size(const at::Tensor& input, const at::Tensor& weight, const Geometry& geometry,
+                    int d);
+// What every call of either op checks before touching memory (common/checks.h), in the
+// order of the op's arguments, errors naming `op`; returns the output's
+// [N, C_out, H_out, W_out].
+std::array<int64_t, 4> output_shape(const char* op, const at::Tensor& input,
+                                    const at::Tensor& weight, const Geometry& geometry);
+
+// The drivers both ops share, each call checked first (output_shape, then bias / grad_out /
+// output against the output's shape). Both take the engine where `kernels` has it and
+// conv::route() says so; else the library convolution and the epilogue around it.
+//   forward: act(conv(input, weight) + bias);
+//   backward: (grad_input, grad_weight, grad_bias) for grad_out, the saved output read only
+//     to differentiate an activation (identity saves none). Masked-out results are empty
+//     tensors.
+at::Tensor forward(const char* op, const Kernels& kernels, const Params& params,
+                   const at::Tensor& input, const at::Tensor& weight,
+                   const std::optional<at::Tensor>& bias);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
+    const char* op, const Kernels& kernels, const Params& params, const at::Tensor& grad_out,
+    const at::Tensor& input, const at::Tensor& weight, const at::Tensor& output,
+    std::array<bool, 3> output_mask);
+
+// The engine's forward when `epilogues` has the engine and conv::route() takes this call,
+// else nullopt; with mean and var given, also the batch statistics (conv/conv_engine.h).
 std::optional<at::Tensor> engine_forward(const Epilogues& epilogues, const Geometry& geometry,
                                          const at::Tensor& input, const at::Tensor& weight,
                                          const std::optional<at::Tensor>& bias,
                                          std::array<int64_t, 2> out_size, Activation activation,
-                                         double negative_slope);
-// Likewise for the backward, masked-out results as empty tensors (what the drivers return).
-std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> engine_backward(
-    const Epilogues& epilogues, const Geometry& geometry, const at::Tensor& grad_out,
-    const at::Tensor& input, const at::Tensor& weight, const at::Tensor& output,
-    Activation activation, double negative_slope, std::array<bool, 3> output_mask);
-
-// The steps both drivers take around a library convolution:
-//   finish_forward: `out` in the layout rule's strides, then bias + activation in place;
-//   pre_activation_grad: grad_out * act'(output) (grad_out itself for identity);
-//   finish_backward: the gradients in the layout rule's strides, grad_bias from grad_pre
-//     when the convolution gave none, masked-out entries as empty tensors.
-at::Tensor finish_forward(const Epilogues& epilogues, at::Tensor out,
-                          const std::optional<at::Tensor>& bias, c10::MemoryFormat format,
-                          Activation activation, double negative_slope);
-at::Tensor pre_activation_grad(const Epilogues& epilogues, const at::Tensor& grad_out,
-                               const at::Tensor& output, Activation activation,
-                               double negative_slope);
-
-// The first steps of both drivers' backward: grad_out, and for an activation the saved
-// output (read only to differentiate it; identity saves none), checked against `input` and
-// the forward's output shape; then the engine's gradients where conv::route() takes the
-// call, else grad_pre for the library convolution's backward.
-struct BackwardStart {
-  std::optional<std::tuple<at::Tensor, at::Tensor, at::Tensor>> engine_grads;
-  at::Tensor grad_pre;  // set when engine_grads is not
-};
-BackwardStart start_backward(const char* op, const Epilogues& epilogues, const Geometry& geometry,
-                             const at::Tensor& grad_out, const at::Tensor& input,
-                             const at::Tensor& weight, const at::Tensor& output,
-                             at::IntArrayRef out_shape, Activation activation,
-                             double negative_slope, std::array<bool, 3> output_mask);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_backward(
-    std::tuple<at::Tensor, at::Tensor, at::Tensor> grads, const at::Tensor& grad_pre,
-    std::array<bool, 3> output_mask, c10::MemoryFormat format);
+                                         double negative_slope, at::Tensor* mean = nullptr,
+                                         at::Tensor* var = nullptr);
 
 }  // namespace conv
 

@@ -2,9 +2,9 @@
 //
 // Every CPU convolution of the op goes through the two functions below, so a faster kernel
 // for some shapes (e.g. Winograd for 4x4 stride-2 pad-1) plugs in here with a shape test and
-// a call, leaving the driver (conv2d.cpp) and the epilogues untouched. The bias + activation
-// epilogue and the activation backward are conv_transpose2d's CPU ones (same math, same
-// NCHW / channels_last handling).
+// a call, leaving the driver (conv::forward / conv::backward) and the epilogues untouched. The bias
+// + activation epilogue and the activation backward are conv_transpose2d's CPU ones (same math,
+// same NCHW / channels_last handling).
 
 #include <torch/library.h>
 
@@ -21,66 +21,60 @@ namespace {
 // 4x4 stride-2 padding-1 float32 layers with enough channels (the DCGAN discriminator's)
 // take the Winograd kernels (csrc/winograd), a few shapes are plain GEMMs
 // (common/gemm_conv_cpu.h), everything else takes the aten convolution.
-bool use_winograd(const at::Tensor& input, const at::Tensor& weight, const Conv2dParams& params) {
-  return winograd::eligible(input, weight, params.stride, params.padding, {0, 0}, params.dilation,
-                            params.groups, /*transposed=*/false);
+bool use_winograd(const at::Tensor& input, const at::Tensor& weight,
+                  const conv::Geometry& geometry) {
+  return winograd::eligible(input, weight, geometry.stride, geometry.padding, {0, 0},
+                            geometry.dilation, geometry.groups, /*transposed=*/false);
 }
-
-}  // namespace
 
 // conv2d(input, weight) without bias on CPU.
 at::Tensor conv2d_convolution_cpu(const at::Tensor& input, const at::Tensor& weight,
-                                  const Conv2dParams& params) {
-  if (use_winograd(input, weight, params) && winograd::values_in_range(input, weight)) {
+                                  const conv::Geometry& geometry) {
+  if (use_winograd(input, weight, geometry) && winograd::values_in_range(input, weight)) {
     return winograd::conv2d(input, weight);
   }
-  if (is_single_pixel_output(input, weight, params.padding, params.dilation, params.groups)) {
+  if (is_single_pixel_output(input, weight, geometry.padding, geometry.dilation, geometry.groups)) {
     return single_pixel_output(input, weight);
   }
-  return conv2d_convolution_aten(input, weight, params);
+  return conv::library_forward(input, weight, geometry);
 }
 
 // (grad_input, grad_weight, grad_bias) of conv2d_convolution_cpu for the pre-activation
-// gradient grad_pre; see Conv2dKernels in conv2d.h for the contract.
+// gradient grad_pre; see conv::Convolution (conv/conv_common.h) for the contract.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_cpu(
     const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
-    const Conv2dParams& params, std::array<bool, 3> output_mask) {
-  if (use_winograd(input, weight, params) && grad_pre.scalar_type() == at::kFloat &&
+    const conv::Geometry& geometry, std::array<bool, 3> output_mask) {
+  if (use_winograd(input, weight, geometry) && grad_pre.scalar_type() == at::kFloat &&
       winograd::values_in_range(grad_pre, weight) && winograd::values_in_range(input, grad_pre)) {
     auto [grad_input, grad_weight] =
         winograd::conv2d_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
     return {grad_input, grad_weight, output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor()};
   }
-  if (is_single_pixel_output(input, weight, params.padding, params.dilation, params.groups)) {
+  if (is_single_pixel_output(input, weight, geometry.padding, geometry.dilation, geometry.groups)) {
     auto [grad_input, grad_weight] =
         single_pixel_output_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
     return {grad_input, grad_weight, output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor()};
   }
-  if (output_mask[0] && is_transposed_to_one_channel(grad_pre, weight, params.groups)) {
+  if (output_mask[0] && is_transposed_to_one_channel(grad_pre, weight, geometry.groups)) {
     // A convolution from one channel (a grayscale first layer): its data gradient is a
     // transposed convolution to one channel, GEMM + col2im; the rest from aten.
-    at::Tensor grad_input = transposed_by_col2im(grad_pre, weight, {input.size(2), input.size(3)},
-                                                 params.stride, params.padding, params.dilation);
-    auto [unused, grad_weight, grad_bias] = conv2d_convolution_backward_aten(
-        grad_pre, input, weight, params, {false, output_mask[1], output_mask[2]});
+    at::Tensor grad_input =
+        transposed_by_col2im(grad_pre, weight, {input.size(2), input.size(3)}, geometry.stride,
+                             geometry.padding, geometry.dilation);
+    auto [unused, grad_weight, grad_bias] = conv::library_backward(
+        grad_pre, input, weight, geometry, {false, output_mask[1], output_mask[2]});
     return {grad_input, grad_weight, grad_bias};
   }
-  return conv2d_convolution_backward_aten(grad_pre, input, weight, params, output_mask);
+  return conv::library_backward(grad_pre, input, weight, geometry, output_mask);
 }
 
 // The CPU backend's kernels, or, while the emulated-cuda backend is on, what the CUDA build
 // runs: the aten convolution and the CUDA epilogues (emulated).
-Conv2dKernels cpu_kernels() {
-  if (const emulation::Kernels* kernels = emulation::active()) {
-    return {conv2d_convolution_aten,
-            conv2d_convolution_backward_aten,
-            {kernels->bias_activation, kernels->activation_backward, /*cpu_convolutions=*/false,
-             &kernels->conv_engine}};
-  }
-  return {conv2d_convolution_cpu,
-          conv2d_convolution_backward_cpu,
-          {bias_activation_cpu, activation_backward_cpu, /*cpu_convolutions=*/true}};
+conv::Kernels cpu_kernels() {
+  return conv::cpu_or_emulated({conv2d_convolution_cpu, conv2d_convolution_backward_cpu});
 }
+
+}  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
   m.impl("conv2d", &conv2d_op<cpu_kernels>);

@@ -1,27 +1,94 @@
-// fastgen::conv_transpose2d's CPU registration. Its CPU epilogues (bias + activation, and
-// act' backward) are shared with conv2d: conv/conv_epilogue_cpu.cpp.
+// fastgen::conv_transpose2d on CPU: the convolution hooks and the CPU registration.
+//
+// Every CPU transposed convolution of the op goes through the two functions below (the shape
+// tests and the kernels they pick); the driver (conv::forward / conv::backward) and the epilogues,
+// shared with conv2d (conv/conv_epilogue_cpu.cpp), stay as they are.
 
 #include <torch/library.h>
 
 #include "common/emulated_cuda.h"
+#include "common/gemm_conv_cpu.h"
 #include "conv_transpose2d/conv_transpose2d.h"
+#include "winograd/winograd_cpu.h"
 
 namespace fastgen {
 
-// The CPU backend's epilogues, or, while the emulated-cuda backend is on, the CUDA ones run
-// by the emulator around the aten convolution (what the CUDA build does with cuDNN).
-ConvTranspose2dEpilogues cpu_epilogues() {
-  if (const emulation::Kernels* kernels = emulation::active()) {
-    return {kernels->bias_activation, kernels->activation_backward, /*cpu_convolutions=*/false,
-            &kernels->conv_engine};
-  }
-  return {bias_activation_cpu, activation_backward_cpu, /*cpu_convolutions=*/true};
+namespace {
+
+// 4x4 stride-2 layers (the DCGAN generator's) take the Winograd kernels (csrc/winograd), a
+// few shapes are plain GEMMs (common/gemm_conv_cpu.h), everything else takes the aten
+// convolution; the backward makes the same choices.
+bool use_winograd(const at::Tensor& input, const at::Tensor& weight,
+                  const conv::Geometry& geometry) {
+  return winograd::eligible(input, weight, geometry.stride, geometry.padding,
+                            geometry.output_padding, geometry.dilation, geometry.groups,
+                            /*transposed=*/true);
 }
 
+bool use_col2im(const at::Tensor& input, const at::Tensor& weight, const conv::Geometry& geometry) {
+  return is_transposed_to_one_channel(input, weight, geometry.groups) &&
+         geometry.output_padding == std::array<int64_t, 2>{0, 0};
+}
+
+bool use_single_pixel(const at::Tensor& input, const at::Tensor& weight,
+                      const conv::Geometry& geometry) {
+  return is_transposed_single_pixel(input, weight, geometry.padding, geometry.output_padding,
+                                    geometry.dilation, geometry.groups);
+}
+
+// conv_transpose2d(input, weight) without bias on CPU.
+at::Tensor conv_transpose2d_convolution_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                            const conv::Geometry& geometry) {
+  if (use_winograd(input, weight, geometry) && winograd::values_in_range(input, weight)) {
+    return winograd::conv_transpose2d(input, weight);
+  }
+  if (use_single_pixel(input, weight, geometry)) return transposed_single_pixel(input, weight);
+  if (use_col2im(input, weight, geometry)) {
+    return transposed_by_col2im(input, weight,
+                                {conv::output_size(input, weight, geometry, 0),
+                                 conv::output_size(input, weight, geometry, 1)},
+                                geometry.stride, geometry.padding, geometry.dilation);
+  }
+  return conv::library_forward(input, weight, geometry);
+}
+
+// (grad_input, grad_weight, grad_bias) of conv_transpose2d_convolution_cpu for the
+// pre-activation gradient grad_pre; see conv::Convolution (conv/conv_common.h) for the
+// contract. fastgen's kernels leave grad_bias to the driver.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_convolution_backward_cpu(
+    const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
+    const conv::Geometry& geometry, std::array<bool, 3> output_mask) {
+  const std::array<bool, 2> data_mask{output_mask[0], output_mask[1]};
+  at::Tensor grad_input, grad_weight;
+  if (use_winograd(input, weight, geometry) && grad_pre.scalar_type() == at::kFloat &&
+      winograd::values_in_range(grad_pre, weight) && winograd::values_in_range(input, grad_pre)) {
+    std::tie(grad_input, grad_weight) =
+        winograd::conv_transpose2d_backward(grad_pre, input, weight, data_mask);
+  } else if (use_single_pixel(input, weight, geometry)) {
+    std::tie(grad_input, grad_weight) =
+        transposed_single_pixel_backward(grad_pre, input, weight, data_mask);
+  } else if (use_col2im(input, weight, geometry)) {
+    std::tie(grad_input, grad_weight) = transposed_by_col2im_backward(
+        grad_pre, input, weight, geometry.stride, geometry.padding, geometry.dilation, data_mask);
+  } else {
+    return conv::library_backward(grad_pre, input, weight, geometry, output_mask);
+  }
+  return {grad_input, grad_weight, at::Tensor()};
+}
+
+// The CPU backend's kernels, or, while the emulated-cuda backend is on, what the CUDA build
+// runs: the aten convolution and the CUDA epilogues (emulated).
+conv::Kernels cpu_kernels() {
+  return conv::cpu_or_emulated(
+      {conv_transpose2d_convolution_cpu, conv_transpose2d_convolution_backward_cpu});
+}
+
+}  // namespace
+
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
-  m.impl("conv_transpose2d", &conv_transpose2d_op<cpu_epilogues>);
-  m.impl("conv_transpose2d_backward", &conv_transpose2d_backward_op<cpu_epilogues>);
-  m.impl("conv_transpose2d_with_stats", &conv_transpose2d_with_stats_op<cpu_epilogues>);
+  m.impl("conv_transpose2d", &conv_transpose2d_op<cpu_kernels>);
+  m.impl("conv_transpose2d_backward", &conv_transpose2d_backward_op<cpu_kernels>);
+  m.impl("conv_transpose2d_with_stats", &conv_transpose2d_with_stats_op<cpu_kernels>);
   emulation::note_routed("conv_transpose2d");
   emulation::note_routed("conv_transpose2d_backward");
   emulation::note_routed("conv_transpose2d_with_stats");

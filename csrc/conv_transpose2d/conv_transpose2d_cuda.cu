@@ -1,6 +1,7 @@
-// fastgen::conv_transpose2d on CUDA: the driver (conv_transpose2d.cpp) with, per call
-// (conv::route), fastgen's implicit-GEMM engine (conv/implicit_gemm_cuda.cuh) or cuDNN's
-// convolution and the epilogue kernels of conv_transpose2d_cuda.cuh.
+// fastgen::conv_transpose2d on CUDA: the epilogue kernels of conv_transpose2d_cuda.cuh (which
+// conv2d uses too) built by nvcc, and the registration, with both conv ops' CUDA kernels
+// (conv::cuda_kernels, conv/conv_cuda.cu): per call (conv::route), fastgen's implicit-GEMM
+// engine or cuDNN's convolution and those epilogues.
 
 #include <torch/library.h>
 
@@ -8,20 +9,11 @@
 #include "conv_transpose2d/conv_transpose2d_cuda.cuh"
 
 namespace fastgen {
-namespace {
-
-constexpr conv::Engine kEngine{cuda::implicit_gemm::forward, cuda::implicit_gemm::backward};
-
-ConvTranspose2dEpilogues cuda_epilogues() {
-  return {cuda::bias_activation, cuda::activation_backward, /*cpu_convolutions=*/false, &kEngine};
-}
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CUDA, m) {
-  m.impl("conv_transpose2d", &conv_transpose2d_op<cuda_epilogues>);
-  m.impl("conv_transpose2d_backward", &conv_transpose2d_backward_op<cuda_epilogues>);
-  m.impl("conv_transpose2d_with_stats", &conv_transpose2d_with_stats_op<cuda_epilogues>);
+  m.impl("conv_transpose2d", &conv_transpose2d_op<conv::cuda_kernels>);
+  m.impl("conv_transpose2d_backward", &conv_transpose2d_backward_op<conv::cuda_kernels>);
+  m.impl("conv_transpose2d_with_stats", &conv_transpose2d_with_stats_op<conv::cuda_kernels>);
 }
 
 }  // namespace fastgen
