@@ -21,6 +21,7 @@
 #include "common/cpu_capability.h"
 #include "common/emulated_cuda.h"
 #include "conv/conv_engine.h"
+#include "conv/conv_select_cpu.h"
 #include "winograd/winograd_cpu.h"
 #include "winograd/winograd_kernels.h"
 
@@ -149,6 +150,36 @@ PYBIND11_MODULE(_C, module) {
       "_cpu_fma_loop",
       [](int64_t iterations) { return fastgen::winograd::kernels().fma_loop(iterations); },
       "Runs independent FMA chains at the active capability's vector width; returns the flops");
+  module.def(
+      "_conv_cpu_choices",
+      [] {
+        std::vector<pybind11::tuple> out;
+        for (const auto& record : fastgen::conv::select::records()) {
+          out.push_back(pybind11::make_tuple(record.key, record.choice, record.fastgen_ms,
+                                             record.aten_ms, record.measurements));
+        }
+        return out;
+      },
+      "The CPU convolutions' measured choices so far: (key, choice, fastgen ms, aten ms, "
+      "measurements) each (conv/conv_select_cpu.h)");
+  module.def("_conv_cpu_reset", &fastgen::conv::select::reset,
+             "Forgets the CPU convolutions' measured choices");
+  module.def(
+      "_conv_cpu_policy",
+      [] {
+        switch (fastgen::conv::select::policy()) {
+          case fastgen::conv::select::Policy::Autotune:
+            return "autotune";
+          case fastgen::conv::select::Policy::FixedRules:
+            return "fixed rules (FASTGEN_AUTOTUNE=0)";
+          case fastgen::conv::select::Policy::Fastgen:
+            return "fastgen (FASTGEN_CONV_CPU=fastgen)";
+          case fastgen::conv::select::Policy::Aten:
+            break;
+        }
+        return "aten (FASTGEN_CONV_CPU=aten)";
+      },
+      "How CPU convolutions choose between fastgen's kernels and aten's");
   module.def(
       "_emulated_cuda_ops",
       [] {

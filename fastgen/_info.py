@@ -69,6 +69,13 @@ def _cpu_kernel_paths(active: str) -> dict:
     return {"winograd_gemm": gemm, **{name: active for name in _CPU_KERNELS}}
 
 
+def _conv_cpu_policy() -> str:
+    try:
+        return _extension._C._conv_cpu_policy()
+    except ValueError as exc:  # a bad FASTGEN_CONV_CPU / FASTGEN_AUTOTUNE
+        return f"error: {exc}"
+
+
 def _cpu() -> dict:
     if not _extension.LOADED:
         return {
@@ -77,6 +84,7 @@ def _cpu() -> dict:
             "cpu_features": [],
             "cpu_kernel_paths": {},
             "avx512_gemm": None,
+            "conv_cpu_selection": None,
         }
     try:
         active, supported, features = _extension._C._cpu_capability()
@@ -89,6 +97,8 @@ def _cpu() -> dict:
         "cpu_kernel_paths": _cpu_kernel_paths(active) if supported else {},
         # the convolution GEMM panels: 16-wide AVX-512 ones only on the avx512 copy
         "avx512_gemm": active == "avx512",
+        # fastgen's CPU convolutions or aten's, per shape (FASTGEN_AUTOTUNE, FASTGEN_CONV_CPU)
+        "conv_cpu_selection": _conv_cpu_policy(),
     }
 
 

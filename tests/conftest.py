@@ -22,6 +22,11 @@ TOLERANCES = {
     torch.bfloat16: (8e-2, 5e-2),
 }
 
+# The suite runs the fixed choice of CPU convolution (fastgen's kernel wherever it has one for
+# float32/float64, aten's otherwise) so that every test takes the same path on every run and
+# in every subprocess it starts; tests/test_conv_select.py tests the measured choice itself.
+os.environ.setdefault("FASTGEN_AUTOTUNE", "0")
+
 HAS_CUDA = torch.cuda.is_available()
 # "emulated-cuda": the CUDA kernels and launchers run by fastgen's SIMT emulator on CPU
 # tensors (FASTGEN_BACKEND=emulated-cuda), so every CUDA test runs in every CI run.

@@ -11,6 +11,7 @@
 #include "common/emulated_cuda.h"
 #include "conv2d/conv2d.h"
 #include "conv/conv_common.h"
+#include "conv/conv_select_cpu.h"
 #include "common/gemm_conv_cpu.h"
 #include "winograd/winograd_cpu.h"
 
@@ -27,33 +28,41 @@ bool use_winograd(const at::Tensor& input, const at::Tensor& weight,
                             geometry.dilation, geometry.groups, /*transposed=*/false);
 }
 
-// conv2d(input, weight) without bias on CPU.
-at::Tensor conv2d_convolution_cpu(const at::Tensor& input, const at::Tensor& weight,
-                                  const conv::Geometry& geometry) {
-  if (use_winograd(input, weight, geometry) && winograd::values_in_range(input, weight)) {
-    return winograd::conv2d(input, weight);
+// fastgen's own convolution for the call (float32/float64): Winograd, or the GEMM of a 1x1
+// output; nullopt where it has none. conv/conv_select_cpu.h chooses between it and aten's.
+std::optional<at::Tensor> own_forward(const at::Tensor& input, const at::Tensor& weight,
+                                      const conv::Geometry& geometry) {
+  if (use_winograd(input, weight, geometry)) {
+    return winograd::values_in_range(input, weight) ? winograd::conv2d(input, weight)
+                                                    : conv::library_forward(input, weight, geometry);
   }
   if (is_single_pixel_output(input, weight, geometry.padding, geometry.dilation, geometry.groups)) {
     return single_pixel_output(input, weight);
   }
-  return conv::library_forward(input, weight, geometry);
+  return std::nullopt;
 }
 
-// (grad_input, grad_weight, grad_bias) of conv2d_convolution_cpu for the pre-activation
-// gradient grad_pre; see conv::Convolution (conv/conv_common.h) for the contract.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_cpu(
-    const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
-    const conv::Geometry& geometry, std::array<bool, 3> output_mask) {
-  if (use_winograd(input, weight, geometry) && grad_pre.scalar_type() == at::kFloat &&
-      winograd::values_in_range(grad_pre, weight) && winograd::values_in_range(input, grad_pre)) {
+// (grad_input, grad_weight, grad_bias) of own_forward for the pre-activation gradient
+// grad_pre (see conv::Convolution in conv/conv_common.h for the contract); nullopt where
+// fastgen has no kernel for the shape.
+std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre,
+                                                const at::Tensor& input, const at::Tensor& weight,
+                                                const conv::Geometry& geometry,
+                                                std::array<bool, 3> output_mask) {
+  const auto grad_bias = [&] { return output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor(); };
+  if (use_winograd(input, weight, geometry) && grad_pre.scalar_type() == at::kFloat) {
+    if (!winograd::values_in_range(grad_pre, weight) ||
+        !winograd::values_in_range(input, grad_pre)) {
+      return conv::library_backward(grad_pre, input, weight, geometry, output_mask);
+    }
     auto [grad_input, grad_weight] =
         winograd::conv2d_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
-    return {grad_input, grad_weight, output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor()};
+    return conv::select::Grads{grad_input, grad_weight, grad_bias()};
   }
   if (is_single_pixel_output(input, weight, geometry.padding, geometry.dilation, geometry.groups)) {
     auto [grad_input, grad_weight] =
         single_pixel_output_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
-    return {grad_input, grad_weight, output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor()};
+    return conv::select::Grads{grad_input, grad_weight, grad_bias()};
   }
   if (output_mask[0] && is_transposed_to_one_channel(grad_pre, weight, geometry.groups)) {
     // A convolution from one channel (a grayscale first layer): its data gradient is a
@@ -61,11 +70,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_cpu(
     at::Tensor grad_input =
         transposed_by_col2im(grad_pre, weight, {input.size(2), input.size(3)}, geometry.stride,
                              geometry.padding, geometry.dilation);
-    auto [unused, grad_weight, grad_bias] = conv::library_backward(
+    auto [unused, grad_weight, library_grad_bias] = conv::library_backward(
         grad_pre, input, weight, geometry, {false, output_mask[1], output_mask[2]});
-    return {grad_input, grad_weight, grad_bias};
+    return conv::select::Grads{grad_input, grad_weight, library_grad_bias};
   }
-  return conv::library_backward(grad_pre, input, weight, geometry, output_mask);
+  return std::nullopt;
+}
+
+// conv2d(input, weight) without bias on CPU, and its backward: fastgen's kernel or aten's, as
+// conv/conv_select_cpu.h chooses.
+at::Tensor conv2d_convolution_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                  const conv::Geometry& geometry) {
+  return conv::select::forward("conv2d", input, weight, geometry, own_forward);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_cpu(
+    const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
+    const conv::Geometry& geometry, std::array<bool, 3> output_mask) {
+  return conv::select::backward("conv2d", grad_pre, input, weight, geometry, output_mask,
+                                own_backward);
 }
 
 // The CPU backend's kernels, or, while the emulated-cuda backend is on, what the CUDA build

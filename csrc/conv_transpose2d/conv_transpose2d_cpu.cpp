@@ -8,6 +8,7 @@
 
 #include "common/emulated_cuda.h"
 #include "common/gemm_conv_cpu.h"
+#include "conv/conv_select_cpu.h"
 #include "conv_transpose2d/conv_transpose2d.h"
 #include "winograd/winograd_cpu.h"
 
@@ -36,11 +37,15 @@ bool use_single_pixel(const at::Tensor& input, const at::Tensor& weight,
                                     geometry.dilation, geometry.groups);
 }
 
-// conv_transpose2d(input, weight) without bias on CPU.
-at::Tensor conv_transpose2d_convolution_cpu(const at::Tensor& input, const at::Tensor& weight,
-                                            const conv::Geometry& geometry) {
-  if (use_winograd(input, weight, geometry) && winograd::values_in_range(input, weight)) {
-    return winograd::conv_transpose2d(input, weight);
+// fastgen's own transposed convolution for the call (float32/float64): Winograd, a GEMM of
+// a 1x1 input, or GEMM + col2im to one channel; nullopt where it has none.
+// conv/conv_select_cpu.h chooses between it and aten's.
+std::optional<at::Tensor> own_forward(const at::Tensor& input, const at::Tensor& weight,
+                                      const conv::Geometry& geometry) {
+  if (use_winograd(input, weight, geometry)) {
+    return winograd::values_in_range(input, weight)
+               ? winograd::conv_transpose2d(input, weight)
+               : conv::library_forward(input, weight, geometry);
   }
   if (use_single_pixel(input, weight, geometry)) return transposed_single_pixel(input, weight);
   if (use_col2im(input, weight, geometry)) {
@@ -49,19 +54,23 @@ at::Tensor conv_transpose2d_convolution_cpu(const at::Tensor& input, const at::T
                                  conv::output_size(input, weight, geometry, 1)},
                                 geometry.stride, geometry.padding, geometry.dilation);
   }
-  return conv::library_forward(input, weight, geometry);
+  return std::nullopt;
 }
 
-// (grad_input, grad_weight, grad_bias) of conv_transpose2d_convolution_cpu for the
-// pre-activation gradient grad_pre; see conv::Convolution (conv/conv_common.h) for the
-// contract. fastgen's kernels leave grad_bias to the driver.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_convolution_backward_cpu(
-    const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
-    const conv::Geometry& geometry, std::array<bool, 3> output_mask) {
+// (grad_input, grad_weight, grad_bias) of own_forward for the pre-activation gradient
+// grad_pre (see conv::Convolution in conv/conv_common.h for the contract; fastgen's kernels
+// leave grad_bias to the driver); nullopt where fastgen has no kernel for the shape.
+std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre,
+                                                const at::Tensor& input, const at::Tensor& weight,
+                                                const conv::Geometry& geometry,
+                                                std::array<bool, 3> output_mask) {
   const std::array<bool, 2> data_mask{output_mask[0], output_mask[1]};
   at::Tensor grad_input, grad_weight;
-  if (use_winograd(input, weight, geometry) && grad_pre.scalar_type() == at::kFloat &&
-      winograd::values_in_range(grad_pre, weight) && winograd::values_in_range(input, grad_pre)) {
+  if (use_winograd(input, weight, geometry) && grad_pre.scalar_type() == at::kFloat) {
+    if (!winograd::values_in_range(grad_pre, weight) ||
+        !winograd::values_in_range(input, grad_pre)) {
+      return conv::library_backward(grad_pre, input, weight, geometry, output_mask);
+    }
     std::tie(grad_input, grad_weight) =
         winograd::conv_transpose2d_backward(grad_pre, input, weight, data_mask);
   } else if (use_single_pixel(input, weight, geometry)) {
@@ -71,9 +80,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_convolution_back
     std::tie(grad_input, grad_weight) = transposed_by_col2im_backward(
         grad_pre, input, weight, geometry.stride, geometry.padding, geometry.dilation, data_mask);
   } else {
-    return conv::library_backward(grad_pre, input, weight, geometry, output_mask);
+    return std::nullopt;
   }
-  return {grad_input, grad_weight, at::Tensor()};
+  return conv::select::Grads{grad_input, grad_weight, at::Tensor()};
+}
+
+// conv_transpose2d(input, weight) without bias on CPU, and its backward: fastgen's kernel or
+// aten's, as conv/conv_select_cpu.h chooses.
+at::Tensor conv_transpose2d_convolution_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                            const conv::Geometry& geometry) {
+  return conv::select::forward("conv_transpose2d", input, weight, geometry, own_forward);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_convolution_backward_cpu(
+    const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
+    const conv::Geometry& geometry, std::array<bool, 3> output_mask) {
+  return conv::select::backward("conv_transpose2d", grad_pre, input, weight, geometry,
+                                output_mask, own_backward);
 }
 
 // The CPU backend's kernels, or, while the emulated-cuda backend is on, what the CUDA build

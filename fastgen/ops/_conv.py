@@ -151,6 +151,30 @@ def native_or_reference(
     return out.squeeze(0) if unbatched else out
 
 
+def conv_cpu_choices() -> list[dict]:
+    """The choices CPU convolutions of this process made between fastgen's kernels and aten's
+    (csrc/conv/conv_select_cpu.h; README, "Which CPU convolution runs").
+
+    Returns:
+        One dict per key measured so far: ``key`` (op, pass, operand sizes and layouts, dtype,
+        geometry, threads, CPU copy), ``choice`` ("fastgen" or "aten"), ``fastgen_ms`` and
+        ``aten_ms`` (best timed run; None where fastgen has no kernel for the shape) and
+        ``measurements`` (1: a key seen again is not timed again). Empty without the extension.
+    """
+    if not _extension.LOADED:
+        return []
+    return [
+        {
+            "key": key,
+            "choice": choice,
+            "fastgen_ms": None if fastgen_ms < 0 else fastgen_ms,
+            "aten_ms": None if aten_ms < 0 else aten_ms,
+            "measurements": measurements,
+        }
+        for key, choice, fastgen_ms, aten_ms, measurements in _extension._C._conv_cpu_choices()
+    ]
+
+
 def conv_backward(family, grad, x, weight, g: Geometry, mask) -> tuple:
     """aten's convolution backward (differentiable) for grad of the pre-activation output."""
     return torch.ops.aten.convolution_backward(

@@ -1,0 +1,74 @@
+#pragma once
+// Which convolution a CPU call of conv2d / conv_transpose2d runs: fastgen's own kernel for the
+// shape (Winograd F(4x4, 2x2), or one of the GEMM shapes of common/gemm_conv_cpu.h) or aten's
+// (oneDNN). Neither wins everywhere: on the DCGAN layers fastgen's kernels are up to 2.4x
+// faster in float32, while aten's bfloat16 convolutions (AVX-512 BF16 on CPUs that have it)
+// beat them on others, and which one wins moves with the batch, the channels, the threads and
+// the CPU. So the choice is measured, as torch.backends.cudnn.benchmark does on CUDA: the first
+// call of a new key (op and pass, every operand's sizes, dtype and layout, the geometry, the
+// backward's mask, the thread count and the CPU copy) runs both candidates a few times in the
+// process itself and remembers the faster for the rest of the process. The epilogue (bias +
+// activation) stays fused whichever convolution runs: the drivers add it around this choice.
+//
+// For bfloat16 and float16 operands (torch.autocast), fastgen's candidate converts them to
+// float32 on load and rounds its result back: the float32 kernels then do the work, and their
+// products of half-precision values are exact in float32, so the result is at least as close
+// to the exact one as aten's half-precision convolution (numbers in the README).
+//
+// Policy, read from the environment on every call (so tests can switch it):
+//   FASTGEN_CONV_CPU=fastgen  fastgen's kernel wherever it has one (halves converted), no timing;
+//   FASTGEN_CONV_CPU=aten     aten's convolution always;
+//   FASTGEN_AUTOTUNE=0        the fixed rules of earlier versions: fastgen's kernel for float32 /
+//                             float64 where it has one, aten for everything else;
+//   otherwise                 measured per key (the default).
+// FASTGEN_AUTOTUNE_LOG=1 prints one line per measured key to stderr.
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "conv/conv_engine.h"
+
+namespace fastgen::conv::select {
+
+enum class Policy { Autotune, FixedRules, Fastgen, Aten };
+
+// The policy the environment asks for now (errors name the variable and its values).
+Policy policy();
+
+using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+// fastgen's own convolution of a call for float32/float64 operands, or nullopt where it has
+// none for the shape; it may still fall back to aten for the call's values (Winograd's range
+// check), which counts as its own.
+using OwnForward = std::optional<at::Tensor> (*)(const at::Tensor& input, const at::Tensor& weight,
+                                                 const Geometry& geometry);
+using OwnBackward = std::optional<Grads> (*)(const at::Tensor& grad_pre, const at::Tensor& input,
+                                             const at::Tensor& weight, const Geometry& geometry,
+                                             std::array<bool, 3> output_mask);
+
+// The convolution (without bias) of `op` ("conv2d" or "conv_transpose2d"), by the policy.
+at::Tensor forward(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                   const Geometry& geometry, OwnForward own);
+// Its backward, as conv::Convolution::backward (conv/conv_common.h) returns it.
+Grads backward(const char* op, const at::Tensor& grad_pre, const at::Tensor& input,
+               const at::Tensor& weight, const Geometry& geometry,
+               std::array<bool, 3> output_mask, OwnBackward own);
+
+// What the process has measured so far, for `fastgen info`, tests and the benchmarks.
+struct Record {
+  std::string key;
+  std::string choice;       // "fastgen" or "aten"
+  double fastgen_ms = -1;   // best of the timed runs; -1 where fastgen has no kernel
+  double aten_ms = -1;
+  int64_t measurements = 0; // how often this key was timed (1: a key seen again is not)
+};
+std::vector<Record> records();
+// Forgets every choice (tests; a process otherwise keeps them for its life).
+void reset();
+
+}  // namespace fastgen::conv::select

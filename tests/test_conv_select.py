@@ -1,0 +1,192 @@
+"""The CPU convolutions' choice between fastgen's kernels and aten's (csrc/conv/conv_select_cpu.h):
+each forced value takes the path it names, measured choices are cached per key and agree with
+the forced path, and bfloat16 through fastgen's kernels keeps the numerical contract the README
+states (no further from float64 than stock bf16 autocast)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastgen.nn as fnn
+from fastgen import _extension, ops
+from tests.conftest import assert_close
+
+pytestmark = pytest.mark.skipif(not _extension.LOADED, reason="needs the extension")
+
+# One Winograd layer each way (4x4, stride 2, >= 32 channels and tiles), and a 1x1-output head.
+CASES = {
+    "conv2d": (False, (8, 32, 16, 16), (48, 32, 4, 4), 2, 1),
+    "conv_transpose2d": (True, (8, 48, 8, 8), (48, 32, 4, 4), 2, 1),
+    "conv2d_head": (False, (8, 64, 4, 4), (1, 64, 4, 4), 1, 0),
+}
+
+
+def make(case: str, dtype=torch.float32, channels_last=False, seed=0):
+    transposed, x_shape, w_shape, stride, padding = CASES[case]
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(x_shape, generator=gen).to(dtype)
+    w = (torch.randn(w_shape, generator=gen) * 0.1).to(dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    return transposed, x, w, stride, padding
+
+
+def run(transposed, x, w, stride, padding, grad_seed=1):
+    """(output, grad_input, grad_weight) of fastgen's op."""
+    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+    fn = ops.conv_transpose2d if transposed else ops.conv2d
+    out = fn(x, w, None, stride, padding)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed)).to(out.dtype)
+    grad_x, grad_w = torch.autograd.grad(out, (x, w), grad)
+    return out.detach(), grad_x, grad_w
+
+
+def stock(transposed, x, w, stride, padding, grad_seed=1):
+    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+    fn = F.conv_transpose2d if transposed else F.conv2d
+    out = fn(x, w, None, stride, padding)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed)).to(out.dtype)
+    grad_x, grad_w = torch.autograd.grad(out, (x, w), grad)
+    return out.detach(), grad_x, grad_w
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """No choice remembered; the policy from each test's own environment."""
+    monkeypatch.delenv("FASTGEN_AUTOTUNE", raising=False)
+    monkeypatch.delenv("FASTGEN_CONV_CPU", raising=False)
+    _extension._C._conv_cpu_reset()
+    yield monkeypatch
+    _extension._C._conv_cpu_reset()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_forced_aten_is_stock_bit_for_bit(fresh, case):
+    fresh.setenv("FASTGEN_CONV_CPU", "aten")
+    args = make(case)
+    for got, want, name in zip(run(*args), stock(*args), ("out", "grad_x", "grad_w")):
+        assert torch.equal(got, want), f"{case} {name}: max diff {(got - want).abs().max()}"
+    assert ops.conv_cpu_choices() == []  # nothing timed
+
+
+@pytest.mark.parametrize("case", ["conv2d", "conv_transpose2d"])
+def test_forced_fastgen_runs_the_winograd_kernels(fresh, case):
+    fresh.setenv("FASTGEN_CONV_CPU", "fastgen")
+    transposed, x, w, stride, padding = make(case)
+    out = run(transposed, x, w, stride, padding)[0]
+    direct = (
+        torch.ops.fastgen.winograd_conv_transpose2d(x, w)
+        if transposed
+        else torch.ops.fastgen.winograd_conv2d(x, w)
+    )
+    assert torch.equal(out, direct)
+    # and it is not aten's: Winograd's float32 rounding differs from the direct convolution's
+    assert not torch.equal(out, stock(transposed, x, w, stride, padding)[0])
+    assert ops.conv_cpu_choices() == []
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_autotune_caches_each_key_and_matches_the_forced_path(fresh, case, channels_last):
+    args = make(case, channels_last=channels_last)
+    first = run(*args)
+    records = ops.conv_cpu_choices()
+    assert {r["key"].split(" ")[1] for r in records} == {"forward", "backward"}, records
+    assert all(r["measurements"] == 1 for r in records), records
+    for r in records:
+        assert r["choice"] in ("fastgen", "aten")
+        assert r["fastgen_ms"] is not None and r["aten_ms"] is not None, r
+        faster = "fastgen" if r["fastgen_ms"] <= r["aten_ms"] else "aten"
+        assert r["choice"] == faster, r
+    again = run(*args)
+    assert ops.conv_cpu_choices() == records  # seen again: not timed again
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)  # the remembered choice is used
+    # Each pass equals its chosen path, forced, bit for bit.
+    choice = {r["key"].split(" ")[1]: r["choice"] for r in records}
+    forced = {}
+    for path in ("fastgen", "aten"):
+        fresh.setenv("FASTGEN_CONV_CPU", path)
+        forced[path] = run(*args)
+    assert torch.equal(first[0], forced[choice["forward"]][0])
+    assert torch.equal(first[1], forced[choice["backward"]][1])
+    assert torch.equal(first[2], forced[choice["backward"]][2])
+    for a, b in zip(forced["fastgen"], forced["aten"]):
+        assert_close(a, b, scale=4)
+
+
+def test_a_new_thread_count_or_layout_is_a_new_key(fresh):
+    args = make("conv2d")
+    run(*args)
+    keys = {r["key"] for r in ops.conv_cpu_choices()}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if threads > 1 else 2)
+        run(*args)
+    finally:
+        torch.set_num_threads(threads)
+    run(*make("conv2d", channels_last=True))
+    assert len({r["key"] for r in ops.conv_cpu_choices()}) == 3 * len(keys)
+
+
+def test_shapes_without_a_fastgen_kernel_are_not_timed(fresh):
+    x = torch.randn(2, 3, 9, 9, requires_grad=True)
+    w = torch.randn(5, 3, 3, 3, requires_grad=True)
+    out = ops.conv2d(x, w, None, 1, 1)
+    out.sum().backward()
+    records = ops.conv_cpu_choices()
+    assert records and all(r["choice"] == "aten" and r["fastgen_ms"] is None for r in records)
+    assert torch.equal(out, F.conv2d(x, w, None, 1, 1))
+
+
+def test_fixed_rules_keep_halves_on_aten(fresh):
+    fresh.setenv("FASTGEN_AUTOTUNE", "0")
+    args = make("conv2d", torch.bfloat16)
+    for got, want in zip(run(*args), stock(*args)):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("case", ["conv2d", "conv_transpose2d", "conv2d_head"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bfloat16_through_fastgen_kernels_is_no_worse_than_stock(fresh, case, channels_last):
+    # The contract (README): bf16 operands converted to float32 on load, the float32 kernel,
+    # the result rounded to bf16 once: its error against float64 is within that of stock's
+    # bf16 convolution on the same operands (plus a margin for Winograd's float32 rounding).
+    fresh.setenv("FASTGEN_CONV_CPU", "fastgen")
+    transposed, x, w, stride, padding = make(case, torch.bfloat16, channels_last)
+    ours = run(transposed, x, w, stride, padding)
+    theirs = stock(transposed, x, w, stride, padding)
+    exact = stock(transposed, x.double(), w.double(), stride, padding)
+    for name, a, b, e in zip(("out", "grad_x", "grad_w"), ours, theirs, exact):
+        assert a.dtype == torch.bfloat16 and a.shape == b.shape
+        scale = e.abs().max()
+        err_ours = ((a.double() - e).abs().max() / scale).item()
+        err_stock = ((b.double() - e).abs().max() / scale).item()
+        assert err_ours <= err_stock * 1.05 + 1e-4, f"{case} {name}: {err_ours} vs {err_stock}"
+    assert ours[0].is_contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format
+    )
+
+
+def test_autocast_layers_take_the_measured_choice(fresh):
+    layer = fnn.Conv2d(32, 48, 4, 2, 1, activation="leaky_relu", negative_slope=0.2)
+    x = torch.randn(4, 32, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    assert out.dtype == torch.bfloat16
+    keys = [r["key"] for r in ops.conv_cpu_choices()]
+    assert keys and all("BFloat16" in k for k in keys), keys
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        stock_out = F.leaky_relu(F.conv2d(x, layer.weight, layer.bias, 2, 1), 0.2)
+    assert_close(out.float(), stock_out.float(), dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize(
+    "name,value", [("FASTGEN_CONV_CPU", "cudnn"), ("FASTGEN_AUTOTUNE", "yes")]
+)
+def test_bad_settings_name_the_variable(fresh, name, value):
+    fresh.setenv(name, value)
+    with pytest.raises(ValueError, match=name):
+        ops.conv2d(*make("conv2d")[1:3], None, 2, 1)
