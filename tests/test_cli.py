@@ -333,6 +333,35 @@ def test_export_matches_the_ema_generator(trained_dcgan, tmp_path, fmt, dtype):
     torch.testing.assert_close(images, expected, atol=tol, rtol=0)
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2", "state_dict"])
+def test_exports_are_frozen_and_take_the_tutorials_latent_shape(trained_dcgan, tmp_path, fmt):
+    from fastgen.export import load_exported
+
+    _, ckpt = trained_dcgan
+    path = tmp_path / ("g.pt2" if fmt == "pt2" else "g.pt")
+    assert main(["export", str(ckpt), "--out", str(path), "--format", fmt]) == 0
+    loaded = load_exported(path)
+    files = {"loaded": loaded}
+    if fmt == "torchscript":
+        files["torch.jit.load"] = torch.jit.load(str(path))
+    elif fmt == "pt2":
+        files["torch.export.load"] = torch.export.load(path).module()
+    z = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    expected = loaded(z).numpy()  # no torch.no_grad(): a frozen module needs none
+    for name, module in files.items():
+        assert not any(p.requires_grad for p in module.parameters()), name
+        if fmt != "pt2":  # a pt2 program was captured in eval mode and refuses .eval()
+            assert not module.training, name
+        for shape in ((3, 8), (3, 8, 1, 1)):  # [N, latent_dim] and the tutorial's noise
+            out = module(z.reshape(shape))
+            assert not out.requires_grad, (name, shape)
+            torch.testing.assert_close(out.numpy(), expected, atol=0, rtol=0)
+    if fmt == "state_dict":  # the eager module checks the shape in one line
+        with pytest.raises(ValueError, match=r"^fastgen.export: z must have shape \[N, 8\] or "
+                           r"\[N, 8, 1, 1\], got \[3, 8, 2, 2\]$"):  # fmt: skip
+            loaded(torch.randn(3, 8, 2, 2))
+
+
 def test_vae_end_to_end(tmp_path):
     out = tmp_path / "vae"
     assert main(["train", "vae", "--data", "digits", "--out", str(out), *TINY]) == 0
