@@ -362,14 +362,15 @@ def _flag_of_error(err: BaseException, command: argparse.ArgumentParser) -> str 
 
 
 def _notes_on_one_line(command: str) -> None:
-    """Prints fastgen's RunFileWarnings as `fastgen CMD: warning: ...` (not Python's two
+    """Prints fastgen's RunFileWarnings and OneLineWarnings as `fastgen CMD: warning: ...` (not Python's two
     lines with a source line); inside main's catch_warnings, so it is undone on return."""
     from fastgen.checkpoint_io import RunFileWarning
+    from fastgen.utils.errors import OneLineWarning
 
     show = warnings.showwarning
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, RunFileWarning):
+        if issubclass(category, (RunFileWarning, OneLineWarning)):
             print(f"fastgen {command}: warning: {message}", file=file or sys.stderr)
         else:
             show(message, category, filename, lineno, file, line)

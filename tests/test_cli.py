@@ -119,6 +119,18 @@ def test_library_errors_name_arguments_and_commands_name_their_flags(tmp_path, c
     assert_one_line_error(code, err, "fastgen sample: error: --device must be auto, cpu or")
 
 
+def test_train_warns_on_one_line_when_the_precision_has_no_hardware(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("fastgen.train.precision.cpu_has_bf16", lambda: False)
+    argv = ["train", "vae", "--out", str(tmp_path / "v"), *TINY, "--steps", "1", "--amp", "bf16"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "fastgen train: warning: mixed precision bf16"
+    ), err
+    assert "68 images/s in bf16 against 1,202 in float32" in lines[0] and "--amp none" in lines[0]
+
+
 def test_bench_train_is_delegated(capsys):
     code, out, _ = run_cli(["bench", "train", "--help"], capsys)
     assert code == 0 and "--models" in out

@@ -25,3 +25,8 @@ class ArgumentError(ValueError):
     def renamed(self, argument: str) -> ArgumentError:
         """The same error for a caller that calls the argument `argument`."""
         return ArgumentError(self.fn, argument, self.problem)
+
+
+class OneLineWarning(UserWarning):
+    """A note a command prints as one line, ``fastgen CMD: warning: ...`` (fastgen.cli),
+    instead of Python's two lines with a source line."""
