@@ -362,8 +362,9 @@ def _flag_of_error(err: BaseException, command: argparse.ArgumentParser) -> str 
 
 
 def _notes_on_one_line(command: str) -> None:
-    """Prints fastgen's RunFileWarnings and OneLineWarnings as `fastgen CMD: warning: ...` (not Python's two
-    lines with a source line); inside main's catch_warnings, so it is undone on return."""
+    """Prints fastgen's RunFileWarnings and OneLineWarnings as `fastgen CMD: warning: ...`
+    (not Python's two lines with a source line); inside main's catch_warnings, so it is undone
+    on return."""
     from fastgen.checkpoint_io import RunFileWarning
     from fastgen.utils.errors import OneLineWarning
 

@@ -63,9 +63,9 @@ def run_training(
     summary dict. `fn` names the caller in errors (fastgen.train.train_gan, ...)."""
     setup_torch(config)
     processes = Distributed(resolve_device(config.device, "fastgen.train"))
-    if processes.is_main:
-        warn_if_slow_precision(config.amp, processes.device)
     try:
+        if processes.is_main:
+            warn_if_slow_precision(config.amp, processes.device)
         torch.manual_seed(config.seed)  # the initial weights
         task = make_task(processes.device)
         start, state = 0, None
