@@ -10,7 +10,10 @@
 Errors in arguments, data, run folders or checkpoints print one line on stderr and exit with
 status 2; a run that stopped itself and a file that could not be written (full disk,
 read-only file system) print one line and exit with status 1; FASTGEN_DEBUG=1 re-raises them
-with the traceback. Notes about run files (fastgen's RunFileWarning) are one line each too.
+with the traceback. A bad value (fastgen.utils.errors.ArgumentError, raised by the configs,
+models, metrics and device checks) is reported under the command's option that sets it
+(`--batch-size`, not `GANConfig: batch_size`): the option's dest is the config field or the
+parameter's name. Notes about run files (fastgen's RunFileWarning) are one line each too.
 The library is imported inside each handler (fastgen/__init__.py defers it for the
 command), so `fastgen --help`, `fastgen train --help` and `--version` never import torch.
 """
@@ -135,17 +138,27 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# make_evaluator's arguments that `fastgen train` takes as --eval-* options (their dests)
+EVAL_OPTIONS = {"metrics": "eval_metrics", "n": "eval_n", "extractor": "eval_extractor"}
+
+
 def make_evaluator(args, config, dataset):
     """The training-time evaluator from fastgen.metrics (owned by the metrics code)."""
     from fastgen.metrics.cli import make_evaluator as factory
+    from fastgen.utils.errors import ArgumentError
 
-    return factory(
-        dataset=dataset,
-        metrics=args.eval_metrics,
-        n=args.eval_n,
-        config=config,
-        extractor=args.eval_extractor,
-    )
+    try:
+        return factory(
+            dataset=dataset,
+            metrics=args.eval_metrics,
+            n=args.eval_n,
+            config=config,
+            extractor=args.eval_extractor,
+        )
+    except ArgumentError as err:
+        if err.argument not in EVAL_OPTIONS:
+            raise
+        raise err.renamed(EVAL_OPTIONS[err.argument]) from None
 
 
 # --- sample / export --------------------------------------------------------------------------
@@ -241,12 +254,17 @@ def _version() -> str:
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The `fastgen` parser; its `commands` attribute maps each command (`bench`: `bench
+    train`) to the parser that holds its options."""
     parser = Parser(prog="fastgen", description="fused kernels, GANs and VAEs for PyTorch")
     parser.add_argument("--version", action="version", version=f"fastgen {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_train_arguments(sub.add_parser("train", help="train a DCGAN or a VAE"))
-    add_sample_arguments(sub.add_parser("sample", help="sample a grid PNG from a checkpoint"))
-    add_export_arguments(sub.add_parser("export", help="export an inference-only generator"))
+    train = sub.add_parser("train", help="train a DCGAN or a VAE")
+    add_train_arguments(train)
+    sample = sub.add_parser("sample", help="sample a grid PNG from a checkpoint")
+    add_sample_arguments(sample)
+    export = sub.add_parser("export", help="export an inference-only generator")
+    add_export_arguments(export)
     info = sub.add_parser("info", help="versions, build, CPU features and native backends")
     info.add_argument("--json", action="store_true", help="print it as JSON")
     # eval and bench import their modules only when named, so other commands never pay for them
@@ -259,7 +277,17 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         _delegate(eval_parser, "fastgen.metrics.cli")
     elif command == "bench":
         _delegate(bench_train, "fastgen.bench")
+    parser.commands = {"train": train, "sample": sample, "export": export, "info": info,
+                       "eval": eval_parser, "bench": bench_train}  # fmt: skip
     return parser
+
+
+def _option_of(parser: argparse.ArgumentParser, dest: str) -> str | None:
+    """The option (its long form) that sets `dest` in `parser`; None when no option does."""
+    for action in parser._actions:
+        if action.dest == dest and action.option_strings:
+            return max(action.option_strings, key=len)
+    return None
 
 
 HANDLERS = {"train": run_train, "sample": run_sample, "export": run_export}
@@ -312,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         if debug or not (isinstance(err, usage + stopped) or disk):
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        flag = _flag_of_error(err, parser.commands[args.command])
+        if flag is not None:  # the flag the user typed, not the field or function behind it
+            message = f"{flag} {err.problem}"
         if disk and not isinstance(err, stopped) and err.filename is not None:
             message = f"cannot write {err.filename}: {err.strerror}"
         prefix = f"fastgen {args.command}"
@@ -322,15 +353,25 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE if isinstance(err, usage) else 1
 
 
+def _flag_of_error(err: BaseException, command: argparse.ArgumentParser) -> str | None:
+    """The command's option behind an ArgumentError: its argument is a config field or a
+    parameter named as the option's dest (train's config fields are its options' dests)."""
+    from fastgen.utils.errors import ArgumentError
+
+    return _option_of(command, err.argument) if isinstance(err, ArgumentError) else None
+
+
 def _notes_on_one_line(command: str) -> None:
-    """Prints fastgen's RunFileWarnings as `fastgen CMD: warning: ...` (not Python's two
-    lines with a source line); inside main's catch_warnings, so it is undone on return."""
+    """Prints fastgen's RunFileWarnings and OneLineWarnings as `fastgen CMD: warning: ...`
+    (not Python's two lines with a source line); inside main's catch_warnings, so it is undone
+    on return."""
     from fastgen.checkpoint_io import RunFileWarning
+    from fastgen.utils.errors import OneLineWarning
 
     show = warnings.showwarning
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, RunFileWarning):
+        if issubclass(category, (RunFileWarning, OneLineWarning)):
             print(f"fastgen {command}: warning: {message}", file=file or sys.stderr)
         else:
             show(message, category, filename, lineno, file, line)

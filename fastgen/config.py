@@ -10,6 +10,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from fastgen.utils.checks import check_int, check_resolution
+from fastgen.utils.errors import ArgumentError
+
 GAN_LOSSES = ("bce", "hinge", "wgan-gp")
 AMP_MODES = ("", "bf16", "fp16")
 AUGMENTATIONS = ("color", "translation", "cutout")
@@ -35,11 +38,6 @@ def option(default, help: str, group: str = "run", **cli):
     return dataclasses.field(default=default, metadata={"help": help, "group": group, **cli})
 
 
-def _check_int(owner: str, field: str, value, *, minimum: int) -> None:
-    if not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}: {field} must be an int >= {minimum}, got {value!r}")
-
-
 def _check_choice(owner: str, field: dataclasses.Field, value) -> None:
     """A field with `choices` holds one of them, or None where None is its default (unset)."""
     choices = field.metadata.get("choices")
@@ -48,12 +46,20 @@ def _check_choice(owner: str, field: dataclasses.Field, value) -> None:
     allowed = (None, *choices) if field.default is None else choices
     if value not in allowed:
         shown = ", ".join(repr(choice) for choice in allowed)
-        raise ValueError(f"{owner}: {field.name} must be one of {shown}, got {value!r}")
+        raise ArgumentError(owner, field.name, f"must be one of {shown}, got {value!r}")
 
 
 def _check_fraction(owner: str, field: str, value) -> None:
     if not 0 <= value < 1:
-        raise ValueError(f"{owner}: {field} must be in [0, 1), got {value!r}")
+        raise ArgumentError(owner, field, f"must be in [0, 1), got {value!r}")
+
+
+def _check_at_least(owner: str, field: str, value, bound: float, *, strict: bool) -> None:
+    """A number > bound (strict) or >= bound (NaN fails both)."""
+    if not (value > bound if strict else value >= bound):
+        raise ArgumentError(
+            owner, field, f"must be {'>' if strict else '>='} {bound:g}, got {value!r}"
+        )
 
 
 @dataclass
@@ -118,9 +124,10 @@ class _TrainConfig:
     def validate(self) -> None:
         name = type(self).__name__
         for field in POSITIVE_INTS:
-            _check_int(name, field, getattr(self, field), minimum=1)
+            check_int(name, field, getattr(self, field), minimum=1)
         for field in NON_NEGATIVE_INTS:
-            _check_int(name, field, getattr(self, field), minimum=0)
+            check_int(name, field, getattr(self, field), minimum=0)
+        check_resolution(name, self.resolution)  # the models' rule, refused before any work
         for field in dataclasses.fields(self):
             _check_choice(name, field, getattr(self, field.name))
         for field in ("beta1", "beta2"):
@@ -156,20 +163,19 @@ class GANConfig(_TrainConfig):
         for field in ("label_smoothing", "ema_decay"):
             _check_fraction("GANConfig", field, getattr(self, field))
         for field in ("lr_g", "lr_d"):
-            if not getattr(self, field) > 0:
-                raise ValueError(f"GANConfig: {field} must be > 0, got {getattr(self, field)!r}")
+            _check_at_least("GANConfig", field, getattr(self, field), 0, strict=True)
         for field in ("r1_gamma", "gp_weight"):
-            if not getattr(self, field) >= 0:
-                raise ValueError(f"GANConfig: {field} must be >= 0, got {getattr(self, field)!r}")
+            _check_at_least("GANConfig", field, getattr(self, field), 0, strict=False)
         self.augmentations()
 
     def augmentations(self) -> list[str]:
         names = [a.strip() for a in self.diffaugment.split(",") if a.strip()]
         bad = [a for a in names if a not in AUGMENTATIONS]
         if bad:
-            raise ValueError(
-                f"GANConfig: diffaugment must be a comma list of {', '.join(AUGMENTATIONS)}, "
-                f"got {self.diffaugment!r}"
+            raise ArgumentError(
+                "GANConfig",
+                "diffaugment",
+                f"must be a comma list of {', '.join(AUGMENTATIONS)}, got {self.diffaugment!r}",
             )
         return names
 
@@ -191,11 +197,9 @@ class VAEConfig(_TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not self.lr > 0:
-            raise ValueError(f"VAEConfig: lr must be > 0, got {self.lr!r}")
-        if not self.beta >= 0:
-            raise ValueError(f"VAEConfig: beta must be >= 0, got {self.beta!r}")
-        _check_int("VAEConfig", "kl_warmup", self.kl_warmup, minimum=0)
+        _check_at_least("VAEConfig", "lr", self.lr, 0, strict=True)
+        _check_at_least("VAEConfig", "beta", self.beta, 0, strict=False)
+        check_int("VAEConfig", "kl_warmup", self.kl_warmup, minimum=0)
 
     def kl_weight(self, step: int) -> float:
         """beta, ramped linearly over the first kl_warmup steps (step counts from 1)."""

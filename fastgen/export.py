@@ -19,6 +19,10 @@ Formats:
   state_dict   the unfolded stock state dict and the model's constructor arguments:
                ``fastgen.export.load_exported(path)`` rebuilds the folded module.
 ``load_exported`` reads all three formats.
+
+Every format takes z as [N, latent_dim] or as the pytorch/examples DCGAN tutorial's
+[N, latent_dim, 1, 1] (+ labels [N], int64, when conditional) and is frozen for inference:
+eval mode, no parameter requires grad (``m(z).numpy()`` works, a call builds no graph).
 """
 
 from __future__ import annotations
@@ -36,18 +40,34 @@ STATE_DICT_FORMAT = "fastgen-export"
 
 
 class InferenceGenerator(nn.Module):
-    """z [N, latent_dim] (+ labels [N] when conditional) -> float32 images [N, C, R, R] in [-1, 1]."""
+    """z [N, latent_dim] or [N, latent_dim, 1, 1] (+ labels [N] when conditional) -> float32
+    images [N, C, R, R] in [-1, 1].
+
+    Frozen for inference: eval mode and no parameter requires grad, so ``m(z).numpy()`` works
+    and a call builds no autograd graph (a z that requires grad still gets its gradient).
+    The 4-D z is the pytorch/examples DCGAN tutorial's noise shape."""
 
     def __init__(self, net: nn.Module, *, kind: str, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        self.net = net.to(dtype).eval()
+        self.net = net.to(dtype)
         self.kind = kind
         self.dtype = dtype
         self.latent_dim = net.latent_dim
         self.num_classes = getattr(net, "num_classes", 0) if kind == "dcgan" else 0
+        self.requires_grad_(False).eval()
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net.generate(z.to(self.dtype), labels).float()
+        # Python checks: a traced or exported file keeps only the (unconditional) flatten
+        if (
+            z.dim() not in (2, 4)
+            or z.shape[1] != self.latent_dim
+            or any(size != 1 for size in z.shape[2:])
+        ):
+            raise ValueError(
+                f"fastgen.export: z must have shape [N, {self.latent_dim}] or "
+                f"[N, {self.latent_dim}, 1, 1], got {list(z.shape)}"
+            )
+        return self.net.generate(z.flatten(1).to(self.dtype), labels).float()
 
 
 def fold_batch_norm(module: nn.Module) -> nn.Module:
@@ -180,11 +200,26 @@ def _example_inputs(module: InferenceGenerator) -> tuple[torch.Tensor, ...]:
 
 
 def load_exported(path: str | os.PathLike) -> nn.Module:
-    """Loads any exported file as a callable module: (z[, labels]) -> images in [-1, 1]."""
+    """Loads any exported file as a frozen callable module: (z[, labels]) -> images in [-1, 1],
+    z [N, latent_dim] or [N, latent_dim, 1, 1]. Frozen: no parameter requires grad and (but
+    for pt2 programs, whose graph was captured in eval mode and which refuse .eval()) eval
+    mode, files written before exports were frozen included."""
     fn = "fastgen.export.load_exported"
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{fn}: no exported file at {path}")
+    return _frozen(_load(path, fn))
+
+
+def _frozen(module: nn.Module) -> nn.Module:
+    for parameter in module.parameters():  # ScriptModules refuse requires_grad_()
+        parameter.requires_grad_(False)
+    if not isinstance(module, torch.fx.GraphModule):  # pt2: .eval() is NotImplementedError
+        module.eval()
+    return module
+
+
+def _load(path: Path, fn: str) -> nn.Module:
     if path.suffix == ".pt2":
         return torch.export.load(path).module()
     try:

@@ -80,6 +80,57 @@ def test_argument_errors_are_one_line(argv, needles, capsys):
     assert_one_line_error(code, err, *needles)
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["dcgan", "--batch-size", "0"], "--batch-size must be an int >= 1, got 0"),
+        (["dcgan", "--resolution", "48"], "--resolution must be a power of two from 16 to 256, got 48"),
+        (["dcgan", "--width", "0"], "--width must be an int >= 1, got 0"),
+        (["dcgan", "--lr-g", "0"], "--lr-g must be > 0, got 0.0"),
+        (["dcgan", "--beta1", "1.5"], "--beta1 must be in [0, 1), got 1.5"),
+        (["dcgan", "--diffaugment", "blur"], "--diffaugment must be a comma list of"),
+        (["vae", "--kl-warmup", "-1"], "--kl-warmup must be an int >= 0, got -1"),
+        (["dcgan", "--eval-every", "2", "--eval-metrics", "bogus"],
+         "--eval-metrics expected names from fid,kid,is,pr,coverage,nll, got bogus"),
+        (["dcgan", "--eval-every", "2", "--eval-n", "1"], "--eval-n must be an int >= 2, got 1"),
+        (["dcgan", "--eval-every", "2", "--eval-metrics", "is", "--eval-n", "10"],
+         "--eval-n must be at least 20 samples for the Inception Score"),
+    ],
+)  # fmt: skip
+def test_train_errors_name_the_command_and_the_flag_typed(argv, expected, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", *argv, "--quiet", "--out", str(out)], capsys)
+    assert_one_line_error(code, err, f"fastgen train: error: {expected}")
+    for internal in ("GANConfig", "VAEConfig", "fastgen.", "fastgen eval", "_"):
+        assert internal not in err.replace(str(tmp_path), ""), err
+    assert not out.exists(), "a refused command wrote its run folder"
+
+
+def test_library_errors_name_arguments_and_commands_name_their_flags(tmp_path, capsys):
+    from fastgen.config import GANConfig
+    from fastgen.metrics.evaluator import split_metrics
+
+    with pytest.raises(ValueError, match=r"^fastgen.metrics.split_metrics: metrics expected names"):
+        split_metrics("bogus")  # the library names its own argument, not a flag
+    with pytest.raises(ValueError, match=r"^GANConfig: batch_size must be an int >= 1, got 0$"):
+        GANConfig(batch_size=0).validate()
+    missing = tmp_path / "none.pt"
+    code, _, err = run_cli(["sample", str(missing), "--device", "gpu0", "--out", "x.png"], capsys)
+    assert_one_line_error(code, err, "fastgen sample: error: --device must be auto, cpu or")
+
+
+def test_train_warns_on_one_line_when_the_precision_has_no_hardware(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("fastgen.train.precision.cpu_has_bf16", lambda: False)
+    argv = ["train", "vae", "--out", str(tmp_path / "v"), *TINY, "--steps", "1", "--amp", "bf16"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "fastgen train: warning: mixed precision bf16"
+    ), err
+    assert "68 images/s in bf16 against 1,202 in float32" in lines[0] and "--amp none" in lines[0]
+
+
 def test_bench_train_is_delegated(capsys):
     code, out, _ = run_cli(["bench", "train", "--help"], capsys)
     assert code == 0 and "--models" in out
@@ -333,6 +384,35 @@ def test_export_matches_the_ema_generator(trained_dcgan, tmp_path, fmt, dtype):
     torch.testing.assert_close(images, expected, atol=tol, rtol=0)
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2", "state_dict"])
+def test_exports_are_frozen_and_take_the_tutorials_latent_shape(trained_dcgan, tmp_path, fmt):
+    from fastgen.export import load_exported
+
+    _, ckpt = trained_dcgan
+    path = tmp_path / ("g.pt2" if fmt == "pt2" else "g.pt")
+    assert main(["export", str(ckpt), "--out", str(path), "--format", fmt]) == 0
+    loaded = load_exported(path)
+    files = {"loaded": loaded}
+    if fmt == "torchscript":
+        files["torch.jit.load"] = torch.jit.load(str(path))
+    elif fmt == "pt2":
+        files["torch.export.load"] = torch.export.load(path).module()
+    z = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    expected = loaded(z).numpy()  # no torch.no_grad(): a frozen module needs none
+    for name, module in files.items():
+        assert not any(p.requires_grad for p in module.parameters()), name
+        if fmt != "pt2":  # a pt2 program was captured in eval mode and refuses .eval()
+            assert not module.training, name
+        for shape in ((3, 8), (3, 8, 1, 1)):  # [N, latent_dim] and the tutorial's noise
+            out = module(z.reshape(shape))
+            assert not out.requires_grad, (name, shape)
+            torch.testing.assert_close(out.numpy(), expected, atol=0, rtol=0)
+    if fmt == "state_dict":  # the eager module checks the shape in one line
+        with pytest.raises(ValueError, match=r"^fastgen.export: z must have shape \[N, 8\] or "
+                           r"\[N, 8, 1, 1\], got \[3, 8, 2, 2\]$"):  # fmt: skip
+            loaded(torch.randn(3, 8, 2, 2))
+
+
 def test_vae_end_to_end(tmp_path):
     out = tmp_path / "vae"
     assert main(["train", "vae", "--data", "digits", "--out", str(out), *TINY]) == 0
@@ -506,7 +586,7 @@ def test_sample_export_and_eval_take_a_run_folder_and_bad_devices_are_one_line(t
         code, _, err = run_cli(
             ["sample", str(out), "--device", "cuda", "--out", str(tmp_path / "u.png")], capsys
         )
-        assert_one_line(code, err, 2, "fastgen sample: error: device 'cuda' requested but")
+        assert_one_line(code, err, 2, "fastgen sample: error: --device 'cuda' requested but")
     code, _, err = run_cli(["sample", str(out), "--device", "gpu0", "--out", "x.png"], capsys)
     assert_one_line(code, err, 2, "device must be auto, cpu or cuda[:N], got 'gpu0'")
 
@@ -515,7 +595,7 @@ def test_an_error_naming_its_command_is_not_prefixed_twice(tmp_path, capsys):
     missing = tmp_path / "none.pt"
     missing.write_bytes(b"")
     code, _, err = run_cli(["eval", str(missing), "--n", "1"], capsys)
-    assert_one_line(code, err, 2, "fastgen eval: error: --n expected >= 2")
+    assert_one_line(code, err, 2, "fastgen eval: error: --n must be an int >= 2, got 1")
     assert err.count("fastgen eval") == 1
 
 

@@ -105,7 +105,7 @@ def test_eval_records_the_kid_subset_size_it_used_and_a_too_small_n(tmp_path, di
     capsys.readouterr()
     assert cli.main(["eval", str(ckpt), "--metrics", "fid,is", "--n", "15"]) == 2
     err = capsys.readouterr().err
-    assert "--n=15 is too few for the Inception Score" in err and "drop 'is'" in err
+    assert "--n must be at least 20 samples for the Inception Score" in err and "drop 'is'" in err
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_training_logs_the_evaluator(tmp_path, digits16):
     assert "fid" in text and "modes_covered" in text
     evaluated = [row for row in rows if "eval" in row]
     assert evaluated and all(row["extractor"].startswith("digits (") for row in evaluated)
-    with pytest.raises(ValueError, match="--metrics expected names"):
+    with pytest.raises(ValueError, match="make_evaluator: metrics expected names"):
         make_evaluator(dataset=digits16, metrics="fid,nope", n=10)
 
 

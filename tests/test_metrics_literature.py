@@ -149,7 +149,7 @@ def test_inception_score_too_few_samples_names_the_metric_to_drop():
         score.compute()
     extractor = DigitsExtractor()
     images = torch.rand(15, 1, 8, 8) * 2 - 1
-    with pytest.raises(ValueError, match="n=15 is too few.*at least 20 samples.*drop 'is'"):
+    with pytest.raises(ValueError, match="n must be at least 20 samples.*got 15.*drop 'is'"):
         evaluate(images, images, extractor, metrics="fid,is", n=15)
 
 

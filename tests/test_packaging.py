@@ -34,3 +34,16 @@ def test_extras_hold_what_the_tests_and_linters_import(project):
     assert "pillow" in extras["test"]  # tests/test_data.py decodes and writes images
     assert any(name.startswith("ruff") for name in extras["dev"])
     assert {"tqdm", "matplotlib", "pillow"} <= set(extras["train"])
+
+
+def test_torch_floor_is_the_oldest_torch_ci_tests(project):
+    # `make test` (what CI runs) installs Makefile's TORCH_VERSION; the CUDA build check uses a
+    # newer one (scripts/ci_cuda_build.sh). An older torch than that is untested: not admitted.
+    import re
+
+    makefile = (ROOT / "Makefile").read_text()
+    tested = re.search(r"^TORCH_VERSION \?= (\d+)\.(\d+)\.\d+$", makefile, re.M).groups()
+    floors = [d for d in project["project"]["dependencies"] if d.startswith("torch")]
+    assert floors == [f"torch>={'.'.join(tested)}"]
+    install = (ROOT / "README.md").read_text().split("## Install from source")[1].split("\n## ")[0]
+    assert f"torch >= {'.'.join(tested)}" in install

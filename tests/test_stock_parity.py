@@ -90,6 +90,50 @@ def test_batch_norm_accepts_what_stock_accepts(device):
             assert_close(a, b, msg=str(kwargs))
 
 
+# (training, eps) that F.batch_norm and nn.BatchNorm2d refuse: eps <= 0 in training, < 0 in eval.
+BAD_EPS = [(True, 0.0), (True, -1e-5), (False, -1e-5)]
+
+
+def _batch_norm_eps_callers(eps: float, training: bool):
+    """(name in the error, call) for the op and every layer that normalises with eps."""
+    rm, rv = torch.zeros(3), torch.ones(3)
+    op = (
+        "fastgen.ops.batch_norm_leaky_relu",
+        lambda: ops.batch_norm_leaky_relu(X, rm, rv, None, None, training, eps=eps),
+    )
+    layer = fnn.BatchNormLeakyReLU2d(3, eps=eps).train(training)
+    sync = fnn.SyncBatchNormLeakyReLU2d(3, eps=eps).train(training)
+    block = fnn.ConvTransposeBNAct2d(3, 3, 4, 2, 1, eps=eps).train(training)
+    callers = [op, ("fastgen.ops.batch_norm_leaky_relu", lambda: layer(X))]
+    callers += [("fastgen.ops.batch_norm_leaky_relu", lambda: sync(X))]
+    block_fn = (
+        "fastgen.ops.batch_norm_leaky_relu" if training else "fastgen.nn.ConvTransposeBNAct2d"
+    )
+    callers += [(block_fn, lambda: block(X))]
+    if training:  # the synchronised path (world size > 1) checks before any collective
+        synced = fnn.SyncBatchNormLeakyReLU2d(3, eps=eps).train()
+        synced._world_size = lambda: 2
+        callers += [("fastgen.nn.SyncBatchNormLeakyReLU2d", lambda: synced(X))]
+    return callers
+
+
+@pytest.mark.parametrize("training,eps", BAD_EPS)
+def test_batch_norm_eps_is_refused_where_stock_refuses_it(training, eps):
+    stock = nn.BatchNorm2d(3, eps=eps).train(training)
+    with pytest.raises(ValueError, match="batch_norm eps must be") as stock_error:
+        stock(X)
+    meaning = "positive during training" if training else "non-negative"
+    assert meaning in str(stock_error.value)
+    for fn, call in _batch_norm_eps_callers(eps, training):
+        with pytest.raises(ValueError, match=rf"^{fn}: eps must be {meaning}, got {eps}$"):
+            call()
+
+
+def test_batch_norm_eps_zero_in_eval_is_accepted_like_stock():
+    for _, call in _batch_norm_eps_callers(0.0, training=False):
+        assert torch.isfinite(call()).all()
+
+
 def test_a_refused_call_changes_nothing():
     for running_var, error in ((torch.ones(1).expand(3), "sharing memory"),
                                (torch.ones(3, requires_grad=True), "must not require grad")):  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ from fastgen.train import (
 from fastgen.train.augment import AUGMENTATIONS, augment
 from fastgen.train.data_order import BatchSampler
 from fastgen.train.gan import GANTask
+from fastgen.train.precision import SlowPrecisionWarning
 from fastgen.train.run_log import read_log
 from fastgen.train.vae import VAETask
 
@@ -310,14 +312,51 @@ def test_ema_decay_zero_copies_the_generator(tmp_path):
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_amp_runs(tmp_path, amp):
-    result = train_gan(gan_config(tmp_path, steps=2, amp=amp), TinyDataset(), progress=False)
+def test_amp_runs(tmp_path, amp, monkeypatch):
+    monkeypatch.setattr("fastgen.train.precision.cpu_has_bf16", lambda: True)
+    with pytest.warns(SlowPrecisionWarning) if amp == "fp16" else nullcontext():
+        result = train_gan(gan_config(tmp_path, steps=2, amp=amp), TinyDataset(), progress=False)
     state = torch.load(result["checkpoint"], weights_only=True)
     assert set(state["scalers"]) == {"generator", "discriminator"}
     if amp == "fp16":
         assert state["scalers"]["generator"]["scale"] > 0
-    result = train_vae(vae_config(tmp_path, steps=2, amp=amp), TinyDataset(), progress=False)
+    with pytest.warns(SlowPrecisionWarning) if amp == "fp16" else nullcontext():
+        result = train_vae(vae_config(tmp_path, steps=2, amp=amp), TinyDataset(), progress=False)
     assert result["nonfinite_steps"] == 0
+
+
+@pytest.mark.parametrize(
+    ("amp", "bf16_instructions", "forced", "expected"),
+    [
+        ("fp16", True, "", "PyTorch emulates float16 arithmetic on CPUs"),
+        ("fp16", False, "", "PyTorch emulates float16 arithmetic on CPUs"),
+        ("bf16", False, "", "this CPU has no avx512_bf16 or AMX instructions"),
+        ("bf16", True, "avx2", "FASTGEN_CPU_CAPABILITY=avx2 rules out its bf16 instructions"),
+        ("bf16", True, "", None),
+        ("bf16", True, "avx512", None),
+        ("", False, "", None),
+    ],
+)
+def test_precision_without_hardware_support_warns_with_the_numbers(
+    monkeypatch, amp, bf16_instructions, forced, expected
+):
+    import platform
+
+    from fastgen.train.precision import slow_precision
+
+    # the feature probe: torch's CPU capabilities (cpuinfo), on an x86 machine
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": bf16_instructions})
+    monkeypatch.setenv("FASTGEN_CPU_CAPABILITY", forced)
+    message = slow_precision(amp, torch.device("cpu"))
+    assert slow_precision(amp, torch.device("cuda")) is None  # GPUs: not what issue 28 measured
+    if expected is None:
+        assert message is None
+        return
+    numbers = {"fp16": "65 images/s in fp16 against 1,330 in float32",
+               "bf16": "68 images/s in bf16 against 1,202 in float32"}[amp]  # fmt: skip
+    assert expected in message and numbers in message, message
+    assert "--amp none" in message and "faster choice" in message, message
 
 
 def test_vae_run_outputs(tmp_path):

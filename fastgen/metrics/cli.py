@@ -44,6 +44,7 @@ from fastgen.metrics.evaluator import (
     split_metrics,
 )
 from fastgen.metrics.inception_score import check_sample_count
+from fastgen.utils.checks import check_int
 from fastgen.utils.devices import resolve_device
 
 # the command, and the evaluator's names as they were importable from here before
@@ -123,15 +124,14 @@ def run(args: argparse.Namespace) -> int:
     from fastgen.models.loading import load_model
 
     args.checkpoint = checkpoint_file(args.checkpoint)
-    if args.n < 2:
-        raise ValueError(f"fastgen eval: --n expected >= 2, got {args.n}")
+    check_int("fastgen eval", "n", args.n, minimum=2)  # statistics need two feature vectors
     device = resolve_device(args.device, "fastgen eval")
     loaded = load_model(args.checkpoint, device=device)
     models, is_vae = loaded.models, loaded.kind == "vae"
     metrics = args.metrics or ("fid,kid,is,pr,coverage" + (",nll" if is_vae else ""))
-    sample_metrics, nll = split_metrics(metrics)
+    sample_metrics, nll = split_metrics(metrics, "fastgen eval")
     if "is" in sample_metrics:
-        check_sample_count(args.n, IS_SPLITS, "fastgen eval", "--n")
+        check_sample_count(args.n, IS_SPLITS, "fastgen eval", "n")
     extractor = (
         make_extractor(args.extractor, inception_weights=args.inception_weights)
         if sample_metrics

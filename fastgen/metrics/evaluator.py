@@ -29,7 +29,9 @@ from fastgen.metrics.features import (
 )
 from fastgen.metrics.inception_score import check_sample_count
 from fastgen.models.loading import sampled_model
+from fastgen.utils.checks import check_int
 from fastgen.utils.devices import resolve_device
+from fastgen.utils.errors import ArgumentError
 
 VAE_METRICS = ("nll",)
 EXTRACTORS = ("digits", "inception")
@@ -87,17 +89,22 @@ def check_extractor_fits(
         )
 
 
-def split_metrics(metrics) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(sample metrics, VAE likelihood metrics) from "fid,kid,nll" or a list."""
+def split_metrics(
+    metrics, fn: str = "fastgen.metrics.split_metrics"
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(sample metrics, VAE likelihood metrics) from "fid,kid,nll" or a list; an
+    ArgumentError for the argument `metrics` of `fn` names the unknown ones."""
     names = [
         m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)
     ]
     names = [m for m in names if m]
     unknown = [m for m in names if m not in METRICS + VAE_METRICS]
     if unknown or not names:
-        raise ValueError(
-            f"fastgen eval: --metrics expected names from {','.join(METRICS + VAE_METRICS)}, "
-            f"got {','.join(unknown) if unknown else 'nothing'}"
+        raise ArgumentError(
+            fn,
+            "metrics",
+            f"expected names from {','.join(METRICS + VAE_METRICS)}, "
+            f"got {','.join(unknown) if unknown else 'nothing'}",
         )
     return tuple(m for m in names if m in METRICS), tuple(m for m in names if m in VAE_METRICS)
 
@@ -149,7 +156,7 @@ def evaluate_models(
     """The metrics of a model dict ({"ema", ...} or {"vae"}) against real images (a tensor or
     a dataset) or their streamed features."""
     device = torch.device(device)
-    sample_metrics, vae_metrics_wanted = split_metrics(metrics)
+    sample_metrics, vae_metrics_wanted = split_metrics(metrics, "fastgen.metrics.evaluate_models")
     results: dict = {}
     if sample_metrics:
         check_metrics(sample_metrics, extractor, fn="evaluate_models")
@@ -209,9 +216,11 @@ def make_evaluator(
             "fastgen.metrics.make_evaluator: dataset expected the training ImageDataset, got None"
         )
     # Fail at start-up, not at the first evaluation (after training ran for a while).
-    sample_metrics, _ = split_metrics(metrics)
+    fn = "fastgen.metrics.make_evaluator"
+    sample_metrics, _ = split_metrics(metrics, fn)
+    check_int(fn, "n", n, minimum=2)  # statistics need two feature vectors
     if "is" in sample_metrics:
-        check_sample_count(n, IS_SPLITS, "fastgen.metrics.make_evaluator", "n (--eval-n)")
+        check_sample_count(n, IS_SPLITS, fn, "n")
     chosen = make_extractor(extractor) if isinstance(extractor, str) else extractor
     if sample_metrics:
         check_extractor_fits(

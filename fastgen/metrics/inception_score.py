@@ -23,18 +23,21 @@ from __future__ import annotations
 
 import torch
 
+from fastgen.utils.errors import ArgumentError
+
 MIN_PER_SPLIT = 2  # a split of one sample has KL 0 whatever the classifier says
 
 
-def check_sample_count(total: int, num_splits: int, fn: str, option: str = "total") -> None:
-    """Raises unless `total` samples fill `num_splits` splits of at least MIN_PER_SPLIT each;
-    fn names the caller ("fastgen eval"), option the argument that sets total ("--n")."""
+def check_sample_count(total: int, num_splits: int, fn: str, argument: str = "total") -> None:
+    """Raises an ArgumentError unless `total` samples fill `num_splits` splits of at least
+    MIN_PER_SPLIT each; fn names the caller, argument the parameter that sets total ("n")."""
     needed = MIN_PER_SPLIT * num_splits
     if total < needed:
-        raise ValueError(
-            f"{fn}: {option}={total} is too few for the Inception Score: it "
-            f"needs at least {needed} samples ({num_splits} splits of >= {MIN_PER_SPLIT}); "
-            f"raise {option} or drop 'is' from the metrics"
+        raise ArgumentError(
+            fn,
+            argument,
+            f"must be at least {needed} samples for the Inception Score ({num_splits} splits "
+            f"of >= {MIN_PER_SPLIT}), got {total}; raise it or drop 'is' from the metrics",
         )
 
 

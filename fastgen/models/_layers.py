@@ -8,35 +8,13 @@ stock activations have no parameters, so they do not change the state dict.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 
 import torch
 from torch import nn
 
 import fastgen.nn as fnn
-
-
-def check_resolution(fn: str, resolution: int) -> int:
-    if not isinstance(resolution, int) or resolution < 16 or resolution > 256:
-        raise ValueError(
-            f"{fn}: resolution must be a power of two from 16 to 256, got {resolution!r}"
-        )
-    if resolution & (resolution - 1):
-        raise ValueError(
-            f"{fn}: resolution must be a power of two from 16 to 256, got {resolution}"
-        )
-    return int(math.log2(resolution))
-
-
-def check_positive_int(fn: str, name: str, value, *, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{fn}: {name} must be an int >= {minimum}, got {value!r}")
-
-
-def check_channels(fn: str, channels) -> None:
-    if channels not in (1, 3):
-        raise ValueError(f"{fn}: channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+from fastgen.utils.checks import check_channels, check_int, check_resolution
 
 
 def check_image_model(fn: str, resolution: int, channels: int, **sizes: int) -> int:
@@ -46,7 +24,7 @@ def check_image_model(fn: str, resolution: int, channels: int, **sizes: int) -> 
     levels = check_resolution(fn, resolution) - 2
     check_channels(fn, channels)
     for name, value in sizes.items():
-        check_positive_int(fn, name, value)
+        check_int(fn, name, value)
     return levels
 
 

@@ -9,7 +9,6 @@ from fastgen.models._layers import (
     check_image_model,
     check_images,
     check_latents,
-    check_positive_int,
     dcgan_init,
     down_block,
     output_block,
@@ -17,6 +16,7 @@ from fastgen.models._layers import (
     up_block,
     widths,
 )
+from fastgen.utils.checks import check_int
 
 # Size of the class embedding the conditional generator appends to its noise vector.
 CLASS_EMBEDDING_DIM = 32
@@ -69,7 +69,7 @@ class DCGANGenerator(nn.Module):
         levels = check_image_model(
             GENERATOR_FN, resolution, channels, latent_dim=latent_dim, width=width
         )
-        check_positive_int(GENERATOR_FN, "num_classes", num_classes, minimum=0)
+        check_int(GENERATOR_FN, "num_classes", num_classes, minimum=0)
         self.resolution, self.channels = resolution, channels
         self.latent_dim, self.width = latent_dim, width
         self.num_classes, self.fused = num_classes, fused
@@ -123,7 +123,7 @@ class DCGANDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         levels = check_image_model(DISCRIMINATOR_FN, resolution, channels, width=width)
-        check_positive_int(DISCRIMINATOR_FN, "num_classes", num_classes, minimum=0)
+        check_int(DISCRIMINATOR_FN, "num_classes", num_classes, minimum=0)
         self.resolution, self.channels, self.width = resolution, channels, width
         self.num_classes, self.fused, self.spectral_norm = num_classes, fused, spectral_norm
         chans = widths(width, levels)[::-1]  # finest (resolution / 2) to coarsest (4x4)

@@ -11,7 +11,10 @@ from fastgen.nn._fused_activation import autocast_inputs
 from fastgen.nn._torchscript import NoTorchScript, refuse_tracing
 from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d, share_state
 from fastgen.nn.conv_transpose2d import ConvTranspose2d
+from fastgen.ops._checks import check_batch_norm_eps
 from fastgen.ops.conv_transpose2d import WITH_STATS
+
+FN = "fastgen.nn.ConvTransposeBNAct2d"
 
 
 class ConvTransposeBNAct2d(NoTorchScript, nn.Module):
@@ -86,8 +89,7 @@ class ConvTransposeBNAct2d(NoTorchScript, nn.Module):
         super().__init__()
         if negative_slope < 0:
             raise ValueError(
-                "fastgen.nn.ConvTransposeBNAct2d: negative_slope must be >= 0 (ReLU or "
-                f"LeakyReLU), got {negative_slope}"
+                f"{FN}: negative_slope must be >= 0 (ReLU or LeakyReLU), got {negative_slope}"
             )
         factory = {"device": device, "dtype": dtype}
         self.conv = ConvTranspose2d(
@@ -174,6 +176,7 @@ class ConvTransposeBNAct2d(NoTorchScript, nn.Module):
                 )
                 return bn.normalise(y, batch_stats=(mean, var))
             return bn(conv(input, output_size))
+        check_batch_norm_eps(FN, bn.eps, training=False)  # F.batch_norm's eval rule
         geometry = conv._op_geometry(input, output_size)
         input, weight, bias = autocast_inputs(input, *self.folded_weight_and_bias())
         slope = self.negative_slope

@@ -10,6 +10,7 @@ from torch import nn
 from fastgen import ops
 from fastgen.nn._torchscript import refuse_tracing
 from fastgen.nn.batch_norm_leaky_relu import BatchNormLeakyReLU2d, sharing_batch_norm
+from fastgen.ops._checks import check_batch_norm_eps
 from fastgen.reference.batch_norm_leaky_relu import batch_statistics
 
 FN = "fastgen.nn.SyncBatchNormLeakyReLU2d"
@@ -143,6 +144,7 @@ class SyncBatchNormLeakyReLU2d(BatchNormLeakyReLU2d):
             raise ValueError(
                 f"{FN}: expected 4-D input [N, C, H, W], got {input.dim()}-D with shape {tuple(input.shape)}"
             )
+        check_batch_norm_eps(FN, self.eps, training=True)
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)

@@ -54,6 +54,16 @@ def check_number(fn: str, name: str, value) -> float:
         raise TypeError(f"{fn}: {name} must be a float, got {type(value).__name__}") from None
 
 
+def check_batch_norm_eps(fn: str, eps: float, training: bool) -> None:
+    """F.batch_norm's rule: eps > 0 when the batch statistics are used (training, or no
+    running statistics), eps >= 0 otherwise (running_var + eps may be 0 only where the
+    variance is). ValueError, as stock raises."""
+    if training and eps <= 0.0:
+        raise ValueError(f"{fn}: eps must be positive during training, got {eps}")
+    if eps < 0.0:
+        raise ValueError(f"{fn}: eps must be non-negative, got {eps}")
+
+
 def check_bool(fn: str, name: str, value) -> bool:
     """A bool, as torch's bool arguments take it ('False' or None would be truthy/falsy)."""
     if not isinstance(value, bool):

@@ -21,7 +21,13 @@ from fastgen.ops._batch_norm_leaky_relu_autograd import (
     _EagerMemorySaving,
     _EagerWithBatchStats,
 )
-from fastgen.ops._checks import check_bool, check_like, check_number, check_tensor
+from fastgen.ops._checks import (
+    check_batch_norm_eps,
+    check_bool,
+    check_like,
+    check_number,
+    check_tensor,
+)
 from fastgen.reference import batch_norm_leaky_relu as reference
 
 # memory_saving: |weight| is clamped to at least this (sign kept, 0 counts as positive), so
@@ -58,6 +64,8 @@ def batch_norm_leaky_relu(
     ``running = (1 - momentum) * running + momentum * batch``, with the unbiased batch
     variance ``var * M / (M - 1)``, ``M = N * H * W``.
     training=False: ``mean``/``var`` are ``running_mean``/``running_var`` (required).
+    eps follows F.batch_norm: it must be > 0 in training and >= 0 in eval (a ValueError
+    otherwise, as stock raises).
 
     weight and bias are optional (``None`` means 1 and 0). ``x`` may have any strides:
     channels_last in gives channels_last out, other non-contiguous inputs are copied once.
@@ -219,4 +227,5 @@ def _check_args(x, running_mean, running_var, weight, bias, training, momentum, 
         raise ValueError(
             f"{FN}: x must have more than 1 value per channel when training, got shape {tuple(x.shape)}"
         )
+    check_batch_norm_eps(FN, eps, training)  # after the batch-size check, in stock's order
     return training, momentum, eps, slope

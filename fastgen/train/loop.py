@@ -22,7 +22,7 @@ import torch
 from fastgen.train.checkpoint import checkpoint_hash, load_checkpoint
 from fastgen.train.data_order import BatchSampler
 from fastgen.train.distributed import Distributed
-from fastgen.train.precision import NonFiniteGuard, all_finite
+from fastgen.train.precision import NonFiniteGuard, all_finite, warn_if_slow_precision
 from fastgen.train.progress import Progress
 from fastgen.train.rng import rng_state, seed_step
 from fastgen.train.run_folder import RunFolder, open_run_folder
@@ -64,6 +64,8 @@ def run_training(
     setup_torch(config)
     processes = Distributed(resolve_device(config.device, "fastgen.train"))
     try:
+        if processes.is_main:
+            warn_if_slow_precision(config.amp, processes.device)
         torch.manual_seed(config.seed)  # the initial weights
         task = make_task(processes.device)
         start, state = 0, None

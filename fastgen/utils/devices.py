@@ -1,10 +1,13 @@
 """The one device-name rule of every command and trainer: "auto" (or empty) is the GPU when
 torch sees one, else the CPU; any other name is torch's, and a CUDA device on a machine or
-torch build without CUDA is a ValueError naming the caller (one line under the CLI)."""
+torch build without CUDA is a ValueError (an ArgumentError) naming the caller and the argument
+`device` (one line under the CLI, naming the command's --device)."""
 
 from __future__ import annotations
 
 import torch
+
+from fastgen.utils.errors import ArgumentError
 
 
 def resolve_device(name: str | None, fn: str) -> torch.device:
@@ -13,8 +16,8 @@ def resolve_device(name: str | None, fn: str) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"{fn}: device must be auto, cpu or cuda[:N], got {name!r}") from exc
+        raise ArgumentError(fn, "device", f"must be auto, cpu or cuda[:N], got {name!r}") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         why = "this torch build has no CUDA" if torch.version.cuda is None else "no GPU is visible"
-        raise ValueError(f"{fn}: device {name!r} requested but {why}")
+        raise ArgumentError(fn, "device", f"{name!r} requested but {why}")
     return device
