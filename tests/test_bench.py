@@ -77,14 +77,23 @@ def test_main_job_times_fastgen_train_itself(tmp_path, capsys):
 # --- the old setting, in this process ------------------------------------------------------------
 
 
+@pytest.fixture
+def restore_threads():
+    """--in-process --threads sets this process's torch threads: put them back afterwards."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 TINY = ["--models", "vae", "--device", "cpu", "--resolution", "16", "--batch-size", "8",
-        "--width", "4", "--latent-dim", "4", "--layers", "stock", "--amp", "none"]  # fmt: skip
+        "--width", "4", "--latent-dim", "4", "--layers", "stock", "--amp", "none",
+        "--threads", "1"]  # fmt: skip
 
 
-def test_in_process_mode_interleaves_every_variant(tmp_path, capsys):
+def test_in_process_mode_interleaves_every_variant(tmp_path, capsys, restore_threads):
     argv = ["bench", "train", "--in-process", "--models", "dcgan", "--device", "cpu",
             "--resolution", "16", "--batch-size", "8", "--width", "4", "--latent-dim", "4",
-            "--steps", "3", "--warmup", "1", "--no-compile", "--amp", "none",
+            "--steps", "3", "--warmup", "1", "--no-compile", "--amp", "none", "--threads", "1",
             "--out", str(tmp_path)]  # fmt: skip
     assert cli.main(argv) == 0
     _, rows = read_rows(tmp_path, "bench_train_cpu_*.csv")
@@ -96,7 +105,7 @@ def test_in_process_mode_interleaves_every_variant(tmp_path, capsys):
     assert "images/s" in capsys.readouterr().out
 
 
-def test_quick_mode_runs_a_few_eager_steps_and_says_they_are_few(tmp_path, capsys):
+def test_quick_mode_runs_a_few_eager_steps_and_says_they_are_few(tmp_path, capsys, restore_threads):
     assert (
         cli.main(["bench", "train", "--in-process", "--quick", *TINY, "--out", str(tmp_path)]) == 0
     )
@@ -107,7 +116,7 @@ def test_quick_mode_runs_a_few_eager_steps_and_says_they_are_few(tmp_path, capsy
     assert "only 5 timed steps (fewer than 10)" in warning and "rough" in warning
 
 
-def test_a_busy_machine_is_reported_in_one_line(tmp_path, capsys, monkeypatch):
+def test_a_busy_machine_is_reported_in_one_line(tmp_path, capsys, monkeypatch, restore_threads):
     monkeypatch.setattr(bench_report.os, "getloadavg", lambda: (999.0, 999.0, 999.0))
     argv = ["bench", "train", "--in-process", *TINY, "--steps", "10", "--warmup", "0",
             "--no-compile", "--out", str(tmp_path)]  # fmt: skip
