@@ -36,14 +36,31 @@ def device_name(device: str | torch.device) -> str:
 
 
 def _cpu_model() -> str:
+    return f"{cpu_model_name()} x{os.cpu_count()}"
+
+
+def _cpuinfo(key: str) -> str | None:
+    """The first /proc/cpuinfo line's value for `key` ("model name", "flags"), or None."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+                name, _, value = line.partition(":")
+                if name.strip() == key:
+                    return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (elsewhere, what platform knows)."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (avx2, avx512f, avx512_bf16, ...); empty
+    where there is no /proc/cpuinfo."""
+    return set((_cpuinfo("flags") or "").split())
 
 
 def cpu_capability() -> str:

@@ -1,9 +1,11 @@
-"""Interleaved timing of training-step closures (the variants of ``fastgen bench train``).
+"""Timing of training-step closures in one process (the variants of ``fastgen bench train``).
 
-A Variant is one step closure with its label; warm_up runs it untimed (torch.compile compiles
-then), time_interleaved runs one step of every variant per round, so that drifts of the
-machine hit all alike, recording wall and process CPU time per step (CUDA: synchronised
-before and after); measure_peak_memory and profile_summary look at one variant.
+A Variant is one step closure with its label and the timings gathered for it; warm_up runs it
+untimed (torch.compile compiles then), time_interleaved runs one step of every variant per
+round, so that drifts of the machine hit all alike, recording wall and process CPU time per
+step (CUDA: synchronised before and after); measure_peak_memory and profile_summary look at
+one variant. The bench's child processes (fastgen.utils.process_timing) time their single
+variant with the same functions; `--in-process` interleaves all variants in one process.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fastgen.utils.run_info import percentile
+
 
 @dataclass
 class Variant:
@@ -22,14 +26,31 @@ class Variant:
     mode: str  # "eager" | "compile"
     step: Callable[[], None] | None
     batch: int
-    times_ms: list[float] = field(default_factory=list)
+    amp: str = "none"  # "none" | "bf16" | "fp16": the trainer's --amp
+    times_ms: list[float] = field(default_factory=list)  # per step (or per step of a log row)
     cpu_ms: list[float] = field(default_factory=list)  # process CPU time per step
+    run_s: float = 0.0  # wall time of all timed steps, every round
+    run_steps: int = 0  # how many steps that is
     peak_mem_mb: float | None = None
     error: str = ""
 
     @property
+    def config(self) -> str:
+        """layers/mode/amp, e.g. "stock/compile/bf16" (the name without the model)."""
+        return f"{self.layers}/{self.mode}/{self.amp}"
+
+    @property
     def name(self) -> str:
-        return f"{self.model} {self.layers}/{self.mode}"
+        return f"{self.model} {self.config}"
+
+    @property
+    def median_ms(self) -> float | None:
+        return percentile(self.times_ms, 50) if self.times_ms else None
+
+    @property
+    def run_images_per_s(self) -> float | None:
+        """Images over all timed steps / their wall time: the rate a run sees."""
+        return self.batch * self.run_steps / self.run_s if self.run_s > 0 else None
 
 
 def _sync(device: torch.device) -> None:
@@ -64,8 +85,11 @@ def time_interleaved(variants: list[Variant], rounds: int, device: torch.device)
             start, cpu_start = time.perf_counter(), time.process_time()
             variant.step()
             _sync(device)
-            variant.times_ms.append((time.perf_counter() - start) * 1e3)
+            wall = time.perf_counter() - start
             variant.cpu_ms.append((time.process_time() - cpu_start) * 1e3)
+            variant.times_ms.append(wall * 1e3)
+            variant.run_s += wall
+            variant.run_steps += 1
 
 
 def measure_peak_memory(variant: Variant, device: torch.device) -> None:
