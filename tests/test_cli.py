@@ -367,7 +367,7 @@ def test_fresh_run_into_a_used_folder_is_one_line_and_resume_latest_continues(tm
     assert json.loads(stdout.strip().splitlines()[-1])["steps_run"] == 1  # from ckpt_000009.pt
 
 
-@pytest.mark.parametrize("code", ["ENOSPC", "EROFS"])
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS", "ENOSPC-in-torch", "RuntimeError"])
 def test_full_disk_or_read_only_while_checkpointing_is_one_line(
     tmp_path, capsys, monkeypatch, code
 ):
@@ -376,15 +376,40 @@ def test_full_disk_or_read_only_while_checkpointing_is_one_line(
 
     from fastgen.train.checkpoint import load_checkpoint
 
-    number = getattr(errno, code)
+    number = getattr(errno, code.split("-")[0], None)
+    cause = os.strerror(number) if number else "unexpected pos 704 vs 598"
     out = tmp_path / "run"
+    real_save = torch.save
     if code == "ENOSPC":  # the disk fills while the second checkpoint is written
-        real_save = torch.save
-
         def save(obj, handle, *args, **kwargs):
             if isinstance(obj, dict) and obj.get("step") == 4:
                 handle.write(b"partial")
                 raise OSError(number, os.strerror(number))
+            return real_save(obj, handle, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", save)
+    elif code == "ENOSPC-in-torch":  # torch's writer meets it and reports a RuntimeError
+        class FullDisk:  # a file whose writes fail once a block is in (issue 24.10)
+            def __init__(self, handle):
+                self.handle, self.written = handle, 0
+
+            def write(self, data):
+                self.written += len(data)
+                if self.written > 4096:
+                    raise OSError(number, os.strerror(number))
+                return self.handle.write(data)
+
+        def save(obj, handle, *args, **kwargs):
+            if isinstance(obj, dict) and obj.get("step") == 4:
+                handle = FullDisk(handle)
+            return real_save(obj, handle, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", save)
+    elif code == "RuntimeError":  # the same without the OSError it came from
+        def save(obj, handle, *args, **kwargs):
+            if isinstance(obj, dict) and obj.get("step") == 4:
+                handle.write(b"partial")
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . " + cause)
             return real_save(obj, handle, *args, **kwargs)
 
         monkeypatch.setattr(torch, "save", save)
@@ -401,7 +426,7 @@ def test_full_disk_or_read_only_while_checkpointing_is_one_line(
         ["train", "dcgan", "--data", "digits", *TINY, "--sample-every", "0", "--out", str(out)],
         capsys,
     )
-    assert_one_line(code_, err, 1, "ckpt_000004.pt", os.strerror(number), "ckpt_000002.pt")
+    assert_one_line(code_, err, 1, "ckpt_000004.pt", cause, "ckpt_000002.pt")
     checkpoints = out / "checkpoints"
     assert sorted(os.listdir(checkpoints)) == ["ckpt_000002.pt"]  # no temporary file left
     assert load_checkpoint(checkpoints / "ckpt_000002.pt")["step"] == 2  # nothing lost
