@@ -88,14 +88,19 @@ def given_options(args: argparse.Namespace) -> dict:
 
 def run_train(args: argparse.Namespace) -> int:
     from fastgen.options import config_from_options
-    from fastgen.train.resume import clear_run, resume_path, resumed_config
+    from fastgen.train.resume import RunComplete, clear_run, resume_path, resumed_config
 
     config = config_from_options(args.model, given_options(args))
     if args.overwrite and args.resume is not None:
         raise UsageError("--overwrite and --resume contradict each other: give one")
     resume = resume_path(args.resume, config.out_dir)
     if resume is not None:
-        config = resumed_config(args.model, given_options(args), resume)
+        try:
+            config = resumed_config(args.model, given_options(args), resume)
+        except RunComplete as done:  # rerunning a finished job's command is not an error
+            if os.environ.get("RANK", "0") == "0":
+                print(f"fastgen train {args.model}: {done}")
+            return 0
     from fastgen.utils.extras import require
 
     # Before the data is loaded and long before the loss plot is drawn at the end of training.

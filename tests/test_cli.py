@@ -506,8 +506,16 @@ def test_resume_takes_the_checkpoints_config_and_refuses_other_training_settings
     assert code == 0, err
     code, _, err = run_cli([*base, "--resume", "latest", "--loss", "bce", "--steps", "6"], capsys)
     assert_one_line(code, err, 2, "--loss 'bce'", "the checkpoint's: 'hinge'")
-    code, _, err = run_cli([*base, "--resume", "latest"], capsys)
-    assert_one_line(code, err, 2, "at step 4, already --steps 4", "larger --steps")
+    # A run that reached its --steps is complete: rerunning its command with --resume latest
+    # (what a preempted job does) says so and exits 0 (issue 24.9; before: exit 2), writing
+    # nothing; only a smaller --steps than the checkpoint's is an error.
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, stdout, err = run_cli([*base, "--resume", "latest"], capsys)
+    assert code == 0 and err == "", err
+    assert "complete" in stdout and "ckpt_000004.pt" in stdout and "--steps 4" in stdout, stdout
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    code, _, err = run_cli([*base, "--resume", "latest", "--steps", "3"], capsys)
+    assert_one_line(code, err, 2, "at step 4, past --steps 3", "larger --steps")
     code, stdout, err = run_cli([*base, "--resume", "latest", "--steps", "6"], capsys)
     assert code == 0, err
     assert json.loads(stdout.strip().splitlines()[-1])["steps_run"] == 2

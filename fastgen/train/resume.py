@@ -17,6 +17,11 @@ RESUME_MAY_CHANGE = {
 }  # fmt: skip
 
 
+class RunComplete(Exception):
+    """--resume of a checkpoint that is already at --steps: the run has nothing left to do
+    (a preempted job that reruns its command after its last checkpoint). Not an error."""
+
+
 def resume_path(resume: str | None, out_dir: str) -> str | None:
     """The checkpoint --resume names: a file, or 'latest' in the run folder."""
     if resume == "latest":
@@ -32,7 +37,8 @@ def resume_path(resume: str | None, out_dir: str) -> str | None:
 def resumed_config(trainer: str, given: dict[str, Any], resume: str):
     """The checkpoint's own config, with only the options in RESUME_MAY_CHANGE taken from
     the command line; any other option given with a different value is refused, so a resumed
-    run never trains on with settings its checkpoint, optimiser and config.json do not have."""
+    run never trains on with settings its checkpoint, optimiser and config.json do not have.
+    A checkpoint already at --steps raises RunComplete; one past it, ValueError."""
     state = load_checkpoint(resume)
     try:
         config = config_from_dict(state["config"])
@@ -54,9 +60,14 @@ def resumed_config(trainer: str, given: dict[str, Any], resume: str):
             "steps, cadences, output, device and threads may change on resume"
         )
     config.validate()
-    if state["step"] >= config.steps:
+    if state["step"] == config.steps:
+        raise RunComplete(
+            f"the run is complete: {resume} is at step {config.steps}, --steps {config.steps}; "
+            "nothing to train (give a larger --steps to train on)"
+        )
+    if state["step"] > config.steps:
         raise ValueError(
-            f"--resume: {resume} is at step {state['step']}, already --steps {config.steps}; "
+            f"--resume: {resume} is at step {state['step']}, past --steps {config.steps}; "
             "give a larger --steps to train on"
         )
     return config
