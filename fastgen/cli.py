@@ -55,7 +55,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     run.add_argument(
         "--overwrite", action="store_true",
-        help="train into --out even if it holds another run (its run files are removed)",
+        help="train into --out even if it holds another run (that run's files are removed)",
     )  # fmt: skip
     run.add_argument(
         "--eval-metrics", default="fid,kid", help="metrics for --eval-every; default: fid,kid"
@@ -88,7 +88,7 @@ def given_options(args: argparse.Namespace) -> dict:
 
 def run_train(args: argparse.Namespace) -> int:
     from fastgen.options import config_from_options
-    from fastgen.train.resume import RunComplete, clear_run, resume_path, resumed_config
+    from fastgen.train.resume import RunComplete, resume_path, resumed_config
 
     config = config_from_options(args.model, given_options(args))
     if args.overwrite and args.resume is not None:
@@ -121,9 +121,10 @@ def run_train(args: argparse.Namespace) -> int:
     if config.eval_every:
         evaluator = make_evaluator(args, config, dataset)
     train = train_gan if args.model == "dcgan" else train_vae
-    if args.overwrite and os.environ.get("RANK", "0") == "0":
-        clear_run(config.out_dir)  # last, once everything the run needs has loaded
-    result = train(config, dataset, resume=resume, evaluator=evaluator, progress=not args.quiet)
+    result = train(
+        config, dataset, resume=resume, evaluator=evaluator, progress=not args.quiet,
+        overwrite=args.overwrite,
+    )  # fmt: skip
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 reports (as only it logs and checkpoints)
     result = result if isinstance(result, dict) else {}

@@ -361,7 +361,7 @@ def test_fresh_run_into_a_used_folder_is_one_line_and_resume_latest_continues(tm
     assert code == 0, err
     # Before: this run pruned its own ckpt_000002.pt and ended in a FileNotFoundError.
     code, _, err = run_cli([*base, "--steps", "2", "--checkpoint-every", "1"], capsys)
-    assert_one_line(code, err, 2, out, "already holds a run", "--resume latest")
+    assert_one_line(code, err, 2, out, "already holds a run", "--resume latest", "--overwrite")
     code, stdout, err = run_cli([*base, "--steps", "10", "--resume", "latest"], capsys)
     assert code == 0, err
     assert json.loads(stdout.strip().splitlines()[-1])["steps_run"] == 1  # from ckpt_000009.pt
@@ -381,6 +381,7 @@ def test_full_disk_or_read_only_while_checkpointing_is_one_line(
     out = tmp_path / "run"
     real_save = torch.save
     if code == "ENOSPC":  # the disk fills while the second checkpoint is written
+
         def save(obj, handle, *args, **kwargs):
             if isinstance(obj, dict) and obj.get("step") == 4:
                 handle.write(b"partial")
@@ -389,6 +390,7 @@ def test_full_disk_or_read_only_while_checkpointing_is_one_line(
 
         monkeypatch.setattr(torch, "save", save)
     elif code == "ENOSPC-in-torch":  # torch's writer meets it and reports a RuntimeError
+
         class FullDisk:  # a file whose writes fail once a block is in (issue 24.10)
             def __init__(self, handle):
                 self.handle, self.written = handle, 0
@@ -406,6 +408,7 @@ def test_full_disk_or_read_only_while_checkpointing_is_one_line(
 
         monkeypatch.setattr(torch, "save", save)
     elif code == "RuntimeError":  # the same without the OSError it came from
+
         def save(obj, handle, *args, **kwargs):
             if isinstance(obj, dict) and obj.get("step") == 4:
                 handle.write(b"partial")
@@ -577,6 +580,24 @@ def test_help_does_not_import_torch_and_shows_every_default():
             assert f"--{flag}" in text, flag
     assert "defaults: dcgan runs/dcgan, vae runs/vae" in " ".join(text.split())
     assert "{bce,hinge,wgan-gp}" in text
+
+
+def test_overwrite_removes_every_file_of_the_old_run(tmp_path, capsys):
+    """Before: the old run's checkpoints/ckpt_*.eval.json and a VAE's samples/recon_*.png
+    stayed beside the new run's files (issue 28.6)."""
+    out = tmp_path / "V"
+    base = ["train", "vae", "--data", "digits", *TINY, "--out", str(out)]
+    code, _, err = run_cli(base, capsys)
+    assert code == 0, err
+    for step in (2, 4):  # what `fastgen eval CKPT` writes beside each checkpoint
+        (out / "checkpoints" / f"ckpt_{step:06d}.eval.json").write_text("{}")
+    code, _, err = run_cli([*base, "--overwrite", "--steps", "2"], capsys)
+    assert code == 0, err
+    files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} - {"run.lock"}
+    assert files == {
+        "run.json", "config.json", "log.jsonl", "losses.png", "checkpoints/ckpt_000002.pt",
+        "samples/step_000002.png", "samples/recon_000002.png",
+    }  # fmt: skip
 
 
 def test_overwrite_replaces_only_the_run_files(tmp_path, capsys):

@@ -29,6 +29,7 @@ from fastgen.train.run_folder import RunFolder, open_run_folder
 from fastgen.train.run_log import eval_log_row
 from fastgen.train.task import TrainingTask
 from fastgen.utils.devices import resolve_device
+from fastgen.utils.run_info import cpu_capability
 
 
 def setup_torch(config) -> None:
@@ -58,11 +59,20 @@ def run_training(
     evaluator,
     progress: bool,
     fn: str,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Trains the task `make_task(device)` builds on `dataset` as `config` says; returns the
-    summary dict. `fn` names the caller in errors (fastgen.train.train_gan, ...)."""
+    summary dict. `fn` names the caller in errors (fastgen.train.train_gan, ...); `overwrite`:
+    replace the run config.out_dir holds (see RunFolder). Whatever refuses the run does so
+    before the run folder is written."""
+    if overwrite and resume is not None:
+        raise ValueError(
+            f"{fn}: overwrite=True would remove the run that resume={resume!r} continues: give one"
+        )
     setup_torch(config)
+    cpu_capability()  # a bad FASTGEN_CPU_CAPABILITY raises here, not in the first step
     processes = Distributed(resolve_device(config.device, "fastgen.train"))
+    folder = None
     try:
         torch.manual_seed(config.seed)  # the initial weights
         task = make_task(processes.device)
@@ -70,8 +80,8 @@ def run_training(
         if resume is not None:
             state = load_checkpoint(resume, map_location=processes.device)
             start = task.restore(resume, state, fn)
-        folder = open_run_folder(config, processes, resume, state)
-        task.prepare(processes)
+        task.prepare(processes)  # refuses e.g. stock sync BN on CPU
+        folder = open_run_folder(config, processes, resume, state, overwrite)
         sampler = BatchSampler(
             dataset,
             config.batch_size,
@@ -93,6 +103,8 @@ def run_training(
         )
         return loop.run()
     finally:
+        if folder is not None:
+            folder.close()
         processes.close()
 
 

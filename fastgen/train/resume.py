@@ -27,7 +27,18 @@ def resume_path(resume: str | None, out_dir: str) -> str | None:
     if resume == "latest":
         found = latest_checkpoint(out_dir)
         if found is None:
-            raise FileNotFoundError(f"--resume latest: no checkpoint in {out_dir}/checkpoints")
+            started = any(
+                os.path.exists(os.path.join(out_dir, n)) for n in ("run.json", "log.jsonl")
+            )
+            raise FileNotFoundError(
+                f"--resume latest: no checkpoint in {out_dir}/checkpoints: "
+                + (
+                    "its run stopped before its first; start it again without --resume "
+                    "(that run's files are replaced)"
+                    if started
+                    else "no run to resume there; start one without --resume"
+                )
+            )
         return str(found)
     if resume is not None and not os.path.isfile(resume):
         raise FileNotFoundError(f"--resume: no checkpoint file at {resume}")
@@ -71,21 +82,3 @@ def resumed_config(trainer: str, given: dict[str, Any], resume: str):
             "give a larger --steps to train on"
         )
     return config
-
-
-def clear_run(out_dir: str) -> list[str]:
-    """--overwrite: removes the files a run writes into out_dir (run.json, config.json,
-    log.jsonl, losses.png, samples/step_*.png, checkpoints/ckpt_*.pt) and nothing else; returns
-    what it removed."""
-    from pathlib import Path
-
-    root = Path(out_dir)
-    found = [root / name for name in ("run.json", "config.json", "log.jsonl", "losses.png")]
-    found += sorted((root / "samples").glob("step_*.png"))
-    found += sorted((root / "checkpoints").glob("ckpt_*.pt")) + sorted(root.glob("ckpt_*.pt"))
-    removed = []
-    for path in found:
-        if path.is_file():
-            path.unlink()
-            removed.append(str(path))
-    return removed
