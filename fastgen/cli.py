@@ -10,7 +10,8 @@
 Errors in arguments, data, run folders or checkpoints print one line on stderr and exit with
 status 2; a run that stopped itself and a file that could not be written (full disk,
 read-only file system) print one line and exit with status 1; FASTGEN_DEBUG=1 re-raises them
-with the traceback. Notes about run files (fastgen's RunFileWarning) are one line each too.
+with the traceback. A training run stopped by SIGINT or SIGTERM checkpoints, prints the
+command that resumes it and exits with 130 or 143 (fastgen.train.signals). Notes about run files (fastgen's RunFileWarning) are one line each too.
 The library is imported inside each handler (fastgen/__init__.py defers it for the
 command), so `fastgen --help`, `fastgen train --help` and `--version` never import torch.
 """
@@ -21,6 +22,7 @@ import argparse
 import errno
 import json
 import os
+import shlex
 import sys
 import warnings
 
@@ -309,9 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             _notes_on_one_line(args.command)
             return handler(args)
-    except KeyboardInterrupt:
-        print(f"fastgen {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        return _interrupted(args.command, argv, stop)
     except Exception as err:
         usage, stopped = _expected_errors()
         disk = isinstance(err, OSError) and err.errno in DISK_ERRNOS
@@ -326,6 +327,52 @@ def main(argv: list[str] | None = None) -> int:
         message = message.removeprefix(f"{prefix}: ")
         print(f"{prefix}: error: {message}", file=sys.stderr)
         return EXIT_USAGE if isinstance(err, usage) else 1
+
+
+def _interrupted(command: str, argv: list[str], stop: KeyboardInterrupt) -> int:
+    """Reports a command stopped by a signal; its exit status, 128 + the signal's number.
+    A training run (fastgen.train.signals.RunInterrupted) says where its checkpoint is and
+    the command that resumes it (rank 0 only, under torchrun)."""
+    signals = sys.modules.get("fastgen.train.signals")  # loaded if a run was stopped
+    if signals is None or not isinstance(stop, signals.RunInterrupted):
+        print(f"fastgen {command}: interrupted", file=sys.stderr)
+        return 130
+    if os.environ.get("RANK", "0") == "0":
+        where = f"; checkpoint: {stop.checkpoint}" if stop.checkpoint else "; no checkpoint"
+        if stop.aborted:
+            where = (
+                f"; every file is whole, the last checkpoint is {stop.checkpoint}"
+                if stop.checkpoint
+                else "; every file is whole, no checkpoint was written"
+            )
+        print(f"fastgen {command}: {stop}{where}", file=sys.stderr)
+        if stop.checkpoint:
+            print(f"fastgen {command}: resume with: {resume_command(argv)}", file=sys.stderr)
+    return 128 + stop.signum
+
+
+def resume_command(argv: list[str]) -> str:
+    """The `fastgen train` command line `argv` as the command that resumes its run: the same
+    options (a resume may give them again) without --overwrite and --resume, then
+    --resume latest. Under torchrun it is run by torchrun as before."""
+    kept, skip = [], False
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif _abbreviates(name, "--overwrite"):
+            pass
+        elif _abbreviates(name, "--resume"):
+            skip = "=" not in arg  # its value is the next argument
+        else:
+            kept.append(arg)
+    return shlex.join(["fastgen", *kept, "--resume", "latest"])
+
+
+def _abbreviates(name: str, flag: str) -> bool:
+    """True when `name` is `flag` or an abbreviation argparse took for it (argparse refuses
+    ambiguous ones, so a prefix it accepted names this flag alone)."""
+    return name.startswith("--") and len(name) > 2 and flag.startswith(name)
 
 
 def _notes_on_one_line(command: str) -> None:

@@ -13,7 +13,8 @@ distributed (processes, DDP), data_order (BatchSampler), precision (AMP, skipped
 
 A run writes into config.out_dir: run.json, config.json, log.jsonl, samples/step_XXXXXX.png,
 checkpoints/ckpt_XXXXXX.pt and losses.png, and locks run.lock while it trains. Under torchrun
-(WORLD_SIZE > 1) it trains with DistributedDataParallel and only rank 0 writes.
+(WORLD_SIZE > 1) it trains with DistributedDataParallel and only rank 0 writes. SIGINT or
+SIGTERM stops it after the current step with a checkpoint (signals.RunInterrupted).
 """
 
 from fastgen.train import checkpoint

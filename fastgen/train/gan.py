@@ -195,7 +195,8 @@ def train_gan(
     (models: see GANTask.evaluate). Writes config.json, log.jsonl, samples/step_XXXXXX.png (EMA
     generator, fixed noise), checkpoints/ckpt_XXXXXX.pt and losses.png under config.out_dir
     (main process only); overwrite: replace the run that folder holds instead of refusing it
-    (fastgen.train.run_folder.RunFolder).
+    (fastgen.train.run_folder.RunFolder). SIGINT/SIGTERM stop it after the current step with
+    a checkpoint, raising fastgen.train.signals.RunInterrupted.
     """
     config.validate()
     fn = "fastgen.train.train_gan"
