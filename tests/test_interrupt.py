@@ -163,6 +163,22 @@ def test_a_second_signal_while_checkpointing_aborts_at_once_and_leaves_every_fil
     assert signal.getsignal(signal.SIGINT) is handler  # the run's handlers are gone
 
 
+def test_an_ignored_signal_stays_ignored():
+    """A run started with SIGINT ignored (`nohup`, `fastgen train ... &` in a script) is not
+    stopped by it; SIGTERM is still handled, and its handler restored after the run."""
+    from fastgen.train.signals import StopSignals
+
+    term = signal.getsignal(signal.SIGTERM)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopSignals():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not term
+        assert signal.getsignal(signal.SIGTERM) is term
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -36,8 +36,9 @@ class RunInterrupted(KeyboardInterrupt):
 class StopSignals:
     """A context in which SIGINT and SIGTERM ask for a stop (``requested``: the first
     signal's number, 0 while none came) instead of ending the program, and a second signal
-    raises RunInterrupted(aborted=True). The handlers it replaced are restored on exit.
-    Outside the main thread, where Python cannot install handlers, it does nothing."""
+    raises RunInterrupted(aborted=True). The handlers it replaced are restored on exit. A
+    signal the process ignores stays ignored; outside the main thread, where Python cannot
+    install handlers, it does nothing."""
 
     def __init__(self) -> None:
         self.requested = 0
@@ -46,7 +47,8 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for signum in SIGNALS:
-                self.previous[signum] = signal.signal(signum, self._handle)
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup, `cmd &` in scripts
+                    self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
