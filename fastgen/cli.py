@@ -13,7 +13,9 @@ read-only file system) print one line and exit with status 1; FASTGEN_DEBUG=1 re
 with the traceback. A bad value (fastgen.utils.errors.ArgumentError, raised by the configs,
 models, metrics and device checks) is reported under the command's option that sets it
 (`--batch-size`, not `GANConfig: batch_size`): the option's dest is the config field or the
-parameter's name. Notes about run files (fastgen's RunFileWarning) are one line each too.
+parameter's name. A training run stopped by SIGINT or SIGTERM checkpoints, prints the command
+that resumes it and exits with 130 or 143 (fastgen.train.signals). Notes about run files
+(fastgen's RunFileWarning) are one line each too.
 The library is imported inside each handler (fastgen/__init__.py defers it for the
 command), so `fastgen --help`, `fastgen train --help` and `--version` never import torch.
 """
@@ -24,6 +26,7 @@ import argparse
 import errno
 import json
 import os
+import shlex
 import sys
 import warnings
 
@@ -58,7 +61,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     run.add_argument(
         "--overwrite", action="store_true",
-        help="train into --out even if it holds another run (its run files are removed)",
+        help="train into --out even if it holds another run (that run's files are removed)",
     )  # fmt: skip
     run.add_argument(
         "--eval-metrics", default="fid,kid", help="metrics for --eval-every; default: fid,kid"
@@ -91,14 +94,19 @@ def given_options(args: argparse.Namespace) -> dict:
 
 def run_train(args: argparse.Namespace) -> int:
     from fastgen.options import config_from_options
-    from fastgen.train.resume import clear_run, resume_path, resumed_config
+    from fastgen.train.resume import RunComplete, resume_path, resumed_config
 
     config = config_from_options(args.model, given_options(args))
     if args.overwrite and args.resume is not None:
         raise UsageError("--overwrite and --resume contradict each other: give one")
     resume = resume_path(args.resume, config.out_dir)
     if resume is not None:
-        config = resumed_config(args.model, given_options(args), resume)
+        try:
+            config = resumed_config(args.model, given_options(args), resume)
+        except RunComplete as done:  # rerunning a finished job's command is not an error
+            if os.environ.get("RANK", "0") == "0":
+                print(f"fastgen train {args.model}: {done}")
+            return 0
     from fastgen.utils.extras import require
 
     # Before the data is loaded and long before the loss plot is drawn at the end of training.
@@ -119,9 +127,10 @@ def run_train(args: argparse.Namespace) -> int:
     if config.eval_every:
         evaluator = make_evaluator(args, config, dataset)
     train = train_gan if args.model == "dcgan" else train_vae
-    if args.overwrite and os.environ.get("RANK", "0") == "0":
-        clear_run(config.out_dir)  # last, once everything the run needs has loaded
-    result = train(config, dataset, resume=resume, evaluator=evaluator, progress=not args.quiet)
+    result = train(
+        config, dataset, resume=resume, evaluator=evaluator, progress=not args.quiet,
+        overwrite=args.overwrite,
+    )  # fmt: skip
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 reports (as only it logs and checkpoints)
     result = result if isinstance(result, dict) else {}
@@ -331,9 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             _notes_on_one_line(args.command)
             return handler(args)
-    except KeyboardInterrupt:
-        print(f"fastgen {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        return _interrupted(args.command, argv, stop)
     except Exception as err:
         usage, stopped = _expected_errors()
         disk = isinstance(err, OSError) and err.errno in DISK_ERRNOS
@@ -359,6 +367,52 @@ def _flag_of_error(err: BaseException, command: argparse.ArgumentParser) -> str 
     from fastgen.utils.errors import ArgumentError
 
     return _option_of(command, err.argument) if isinstance(err, ArgumentError) else None
+
+
+def _interrupted(command: str, argv: list[str], stop: KeyboardInterrupt) -> int:
+    """Reports a command stopped by a signal; its exit status, 128 + the signal's number.
+    A training run (fastgen.train.signals.RunInterrupted) says where its checkpoint is and
+    the command that resumes it (rank 0 only, under torchrun)."""
+    signals = sys.modules.get("fastgen.train.signals")  # loaded if a run was stopped
+    if signals is None or not isinstance(stop, signals.RunInterrupted):
+        print(f"fastgen {command}: interrupted", file=sys.stderr)
+        return 130
+    if os.environ.get("RANK", "0") == "0":
+        where = f"; checkpoint: {stop.checkpoint}" if stop.checkpoint else "; no checkpoint"
+        if stop.aborted:
+            where = (
+                f"; every file is whole, the last checkpoint is {stop.checkpoint}"
+                if stop.checkpoint
+                else "; every file is whole, no checkpoint was written"
+            )
+        print(f"fastgen {command}: {stop}{where}", file=sys.stderr)
+        if stop.checkpoint:
+            print(f"fastgen {command}: resume with: {resume_command(argv)}", file=sys.stderr)
+    return 128 + stop.signum
+
+
+def resume_command(argv: list[str]) -> str:
+    """The `fastgen train` command line `argv` as the command that resumes its run: the same
+    options (a resume may give them again) without --overwrite and --resume, then
+    --resume latest. Under torchrun it is run by torchrun as before."""
+    kept, skip = [], False
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif _abbreviates(name, "--overwrite"):
+            pass
+        elif _abbreviates(name, "--resume"):
+            skip = "=" not in arg  # its value is the next argument
+        else:
+            kept.append(arg)
+    return shlex.join(["fastgen", *kept, "--resume", "latest"])
+
+
+def _abbreviates(name: str, flag: str) -> bool:
+    """True when `name` is `flag` or an abbreviation argparse took for it (argparse refuses
+    ambiguous ones, so a prefix it accepted names this flag alone)."""
+    return name.startswith("--") and len(name) > 2 and flag.startswith(name)
 
 
 def _notes_on_one_line(command: str) -> None:

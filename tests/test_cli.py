@@ -441,13 +441,13 @@ def test_fresh_run_into_a_used_folder_is_one_line_and_resume_latest_continues(tm
     assert code == 0, err
     # Before: this run pruned its own ckpt_000002.pt and ended in a FileNotFoundError.
     code, _, err = run_cli([*base, "--steps", "2", "--checkpoint-every", "1"], capsys)
-    assert_one_line(code, err, 2, out, "already holds a run", "--resume latest")
+    assert_one_line(code, err, 2, out, "already holds a run", "--resume latest", "--overwrite")
     code, stdout, err = run_cli([*base, "--steps", "10", "--resume", "latest"], capsys)
     assert code == 0, err
     assert json.loads(stdout.strip().splitlines()[-1])["steps_run"] == 1  # from ckpt_000009.pt
 
 
-@pytest.mark.parametrize("code", ["ENOSPC", "EROFS"])
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS", "ENOSPC-in-torch", "RuntimeError"])
 def test_full_disk_or_read_only_while_checkpointing_is_one_line(
     tmp_path, capsys, monkeypatch, code
 ):
@@ -456,15 +456,43 @@ def test_full_disk_or_read_only_while_checkpointing_is_one_line(
 
     from fastgen.train.checkpoint import load_checkpoint
 
-    number = getattr(errno, code)
+    number = getattr(errno, code.split("-")[0], None)
+    cause = os.strerror(number) if number else "unexpected pos 704 vs 598"
     out = tmp_path / "run"
+    real_save = torch.save
     if code == "ENOSPC":  # the disk fills while the second checkpoint is written
-        real_save = torch.save
 
         def save(obj, handle, *args, **kwargs):
             if isinstance(obj, dict) and obj.get("step") == 4:
                 handle.write(b"partial")
                 raise OSError(number, os.strerror(number))
+            return real_save(obj, handle, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", save)
+    elif code == "ENOSPC-in-torch":  # torch's writer meets it and reports a RuntimeError
+
+        class FullDisk:  # a file whose writes fail once a block is in (issue 24.10)
+            def __init__(self, handle):
+                self.handle, self.written = handle, 0
+
+            def write(self, data):
+                self.written += len(data)
+                if self.written > 4096:
+                    raise OSError(number, os.strerror(number))
+                return self.handle.write(data)
+
+        def save(obj, handle, *args, **kwargs):
+            if isinstance(obj, dict) and obj.get("step") == 4:
+                handle = FullDisk(handle)
+            return real_save(obj, handle, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", save)
+    elif code == "RuntimeError":  # the same without the OSError it came from
+
+        def save(obj, handle, *args, **kwargs):
+            if isinstance(obj, dict) and obj.get("step") == 4:
+                handle.write(b"partial")
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . " + cause)
             return real_save(obj, handle, *args, **kwargs)
 
         monkeypatch.setattr(torch, "save", save)
@@ -481,7 +509,7 @@ def test_full_disk_or_read_only_while_checkpointing_is_one_line(
         ["train", "dcgan", "--data", "digits", *TINY, "--sample-every", "0", "--out", str(out)],
         capsys,
     )
-    assert_one_line(code_, err, 1, "ckpt_000004.pt", os.strerror(number), "ckpt_000002.pt")
+    assert_one_line(code_, err, 1, "ckpt_000004.pt", cause, "ckpt_000002.pt")
     checkpoints = out / "checkpoints"
     assert sorted(os.listdir(checkpoints)) == ["ckpt_000002.pt"]  # no temporary file left
     assert load_checkpoint(checkpoints / "ckpt_000002.pt")["step"] == 2  # nothing lost
@@ -561,8 +589,16 @@ def test_resume_takes_the_checkpoints_config_and_refuses_other_training_settings
     assert code == 0, err
     code, _, err = run_cli([*base, "--resume", "latest", "--loss", "bce", "--steps", "6"], capsys)
     assert_one_line(code, err, 2, "--loss 'bce'", "the checkpoint's: 'hinge'")
-    code, _, err = run_cli([*base, "--resume", "latest"], capsys)
-    assert_one_line(code, err, 2, "at step 4, already --steps 4", "larger --steps")
+    # A run that reached its --steps is complete: rerunning its command with --resume latest
+    # (what a preempted job does) says so and exits 0 (issue 24.9; before: exit 2), writing
+    # nothing; only a smaller --steps than the checkpoint's is an error.
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, stdout, err = run_cli([*base, "--resume", "latest"], capsys)
+    assert code == 0 and err == "", err
+    assert "complete" in stdout and "ckpt_000004.pt" in stdout and "--steps 4" in stdout, stdout
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    code, _, err = run_cli([*base, "--resume", "latest", "--steps", "3"], capsys)
+    assert_one_line(code, err, 2, "at step 4, past --steps 3", "larger --steps")
     code, stdout, err = run_cli([*base, "--resume", "latest", "--steps", "6"], capsys)
     assert code == 0, err
     assert json.loads(stdout.strip().splitlines()[-1])["steps_run"] == 2
@@ -624,6 +660,24 @@ def test_help_does_not_import_torch_and_shows_every_default():
             assert f"--{flag}" in text, flag
     assert "defaults: dcgan runs/dcgan, vae runs/vae" in " ".join(text.split())
     assert "{bce,hinge,wgan-gp}" in text
+
+
+def test_overwrite_removes_every_file_of_the_old_run(tmp_path, capsys):
+    """Before: the old run's checkpoints/ckpt_*.eval.json and a VAE's samples/recon_*.png
+    stayed beside the new run's files (issue 28.6)."""
+    out = tmp_path / "V"
+    base = ["train", "vae", "--data", "digits", *TINY, "--out", str(out)]
+    code, _, err = run_cli(base, capsys)
+    assert code == 0, err
+    for step in (2, 4):  # what `fastgen eval CKPT` writes beside each checkpoint
+        (out / "checkpoints" / f"ckpt_{step:06d}.eval.json").write_text("{}")
+    code, _, err = run_cli([*base, "--overwrite", "--steps", "2"], capsys)
+    assert code == 0, err
+    files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} - {"run.lock"}
+    assert files == {
+        "run.json", "config.json", "log.jsonl", "losses.png", "checkpoints/ckpt_000002.pt",
+        "samples/step_000002.png", "samples/recon_000002.png",
+    }  # fmt: skip
 
 
 def test_overwrite_replaces_only_the_run_files(tmp_path, capsys):

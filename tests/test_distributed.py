@@ -97,3 +97,12 @@ def test_sync_bn_converts_fused_and_stock_batch_norms():
         nn.Sequential(fastgen.nn.BatchNormLeakyReLU2d(4)), torch.device("cpu")
     )
     assert isinstance(fused_only[0], fastgen.nn.SyncBatchNormLeakyReLU2d)
+
+
+def test_refused_sync_bn_on_cpu_writes_nothing(tmp_path):
+    """Before: --no-fused --sync-bn on CPU was refused after run.json, config.json and the
+    folders were written, so the same command with the right flags met a used folder
+    (issue 28.1)."""
+    with pytest.raises(Exception, match=r"stock batch norms \(fused=False\) needs CUDA"):
+        run_two_ranks(tmp_path, [("dcgan", {"steps": 2, "sync_bn": True, "fused": False})])
+    assert not (tmp_path / "gan").exists()

@@ -1,15 +1,20 @@
 """A run folder holds one run: fresh runs refuse a used folder, resumes stay in their run,
 pruning never deletes what it just wrote, stale temporary files go, a torn log line is
-skipped (issue 13, items 1, 3 and 6)."""
+skipped (issue 13, items 1, 3 and 6); refusals write nothing, a run with no checkpoint does
+not block its folder (issue 28, item 1) and a folder in use is locked (issue 24, item 11)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
 from train_helpers import TinyDataset, gan_config, vae_config
 
+from fastgen import _extension
 from fastgen.train import load_checkpoint, train_gan, train_vae
 from fastgen.train.checkpoint import list_checkpoints
 from fastgen.train.run_log import read_log
@@ -130,3 +135,79 @@ def test_torn_last_log_line_is_skipped_with_a_note_and_repaired_on_resume(tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # repaired: reads without a note now
         assert [r["step"] for r in read_log(log) if "loss_d" in r] == [1, 2, 3, 4]
+
+
+# --- issue 28, items 1 and 6; issue 24, item 11 ----------------------------------------------
+
+
+def run_files(root) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} - {"run.lock"}
+
+
+def test_a_folder_whose_run_has_no_checkpoint_is_free_for_a_fresh_run(tmp_path, capsys):
+    """Before: a run stopped before its first checkpoint left a folder that the same command
+    refused ("already holds a run") and --resume latest could not continue ("no
+    checkpoint")."""
+    from fastgen.cli import main
+
+    data = TinyDataset()
+    train_gan(gan_config(tmp_path, steps=3, sample_every=1), data, progress=False)
+    out = tmp_path / "gan"
+    for path in (out / "checkpoints").iterdir():  # as a Ctrl-C before the first checkpoint
+        path.unlink()
+    (out / "notes.txt").write_text("mine")
+    old_id = json.loads((out / "run.json").read_text())["run_id"]
+    argv = ["train", "dcgan", "--data", "digits", "--out", str(out), "--resume", "latest"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "without --resume" in err, err
+    with pytest.warns(UserWarning, match=r"no checkpoint.*replaced"):
+        result = train_gan(gan_config(tmp_path, steps=2), data, progress=False)
+    assert result["step"] == 2
+    assert json.loads((out / "run.json").read_text())["run_id"] != old_id
+    assert [r["step"] for r in read_log(out / "log.jsonl")] == [1, 2]
+    assert run_files(out) == {
+        "run.json", "config.json", "log.jsonl", "losses.png", "notes.txt",
+        "checkpoints/ckpt_000002.pt", "samples/step_000002.png",
+    }  # fmt: skip
+
+
+@pytest.mark.skipif(not _extension.LOADED, reason="the fastgen extension is not built")
+def test_a_refused_cpu_capability_writes_nothing(tmp_path, monkeypatch, capsys):
+    """Before: FASTGEN_CPU_CAPABILITY=sse4 was refused at the first step, after run.json,
+    config.json and the folders were written."""
+    from fastgen.cli import main
+
+    monkeypatch.setenv("FASTGEN_CPU_CAPABILITY", "sse4")
+    out = tmp_path / "run"
+    argv = ["train", "dcgan", "--data", "digits", "--steps", "2", "--resolution", "16",
+            "--width", "4", "--device", "cpu", "--quiet", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "FASTGEN_CPU_CAPABILITY" in err, err
+    assert not out.exists()
+
+
+def test_a_folder_another_process_trains_in_is_refused_in_one_line(tmp_path):
+    """Two runs started into one folder: the second refuses while the first holds the folder's
+    lock (before: both claimed the folder and wrote into each other's run)."""
+    out = tmp_path / "gan"
+    out.mkdir()
+    hold = "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+    hold += "print('held', flush=True); sys.stdin.read()"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(out / "run.lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match="another process") as info:
+            train_gan(gan_config(tmp_path, steps=2), TinyDataset(), progress=False)
+        assert str(out) in str(info.value) and "\n" not in str(info.value)
+        assert sorted(os.listdir(out)) == ["run.lock"]  # nothing written
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert train_gan(gan_config(tmp_path, steps=2), TinyDataset(), progress=False)["step"] == 2

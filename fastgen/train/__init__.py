@@ -1,7 +1,8 @@
 """Training loops for the GAN and the VAE, their configs, and checkpoints.
 
 GANConfig, VAEConfig      dataclasses (to_dict / from_dict), the CLI's flags by name
-train_gan, train_vae      (config, dataset, *, resume=None, evaluator=None, progress=True) -> dict
+train_gan, train_vae      (config, dataset, *, resume=None, evaluator=None, progress=True,
+                          overwrite=False) -> dict
 checkpoint                save/load (atomic, weights_only), latest_checkpoint, load_models
 
 One training step is a task's ``step`` (gan.GANTask, vae.VAETask: the models, optimizers,
@@ -10,9 +11,10 @@ run folder, schedule, non-finite guard, progress, final checkpoint and summary),
 distributed (processes, DDP), data_order (BatchSampler), precision (AMP, skipped steps), rng
 (seeds), run_folder, run_log (log.jsonl, losses.png) and progress.
 
-A run writes into config.out_dir: config.json, log.jsonl, samples/step_XXXXXX.png,
-checkpoints/ckpt_XXXXXX.pt and losses.png. Under torchrun (WORLD_SIZE > 1) it trains with
-DistributedDataParallel and only rank 0 writes.
+A run writes into config.out_dir: run.json, config.json, log.jsonl, samples/step_XXXXXX.png,
+checkpoints/ckpt_XXXXXX.pt and losses.png, and locks run.lock while it trains. Under torchrun
+(WORLD_SIZE > 1) it trains with DistributedDataParallel and only rank 0 writes. SIGINT or
+SIGTERM stops it after the current step with a checkpoint (signals.RunInterrupted).
 """
 
 from fastgen.train import checkpoint

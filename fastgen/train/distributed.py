@@ -54,6 +54,14 @@ class Distributed:
         dist.all_reduce(value, op=dist.ReduceOp.MIN)
         return bool(value.item() > 0)
 
+    def largest(self, value: int) -> int:
+        """The largest of the ranks' `value`s (so all ranks take the same branch)."""
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([value], dtype=torch.int64, device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return int(tensor.item())
+
     def in_sync(self, modules) -> bool:
         """True when the modules' parameters are bitwise equal on every rank. (Buffers are not
         compared: without sync BN each rank's running statistics follow its own batches and

@@ -179,7 +179,13 @@ class GANTask(TrainingTask):
 
 
 def train_gan(
-    config: GANConfig, dataset, *, resume: str | None = None, evaluator=None, progress: bool = True
+    config: GANConfig,
+    dataset,
+    *,
+    resume: str | None = None,
+    evaluator=None,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Trains a DCGAN on `dataset` as `config` says; returns a summary dict.
 
@@ -188,7 +194,9 @@ def train_gan(
     towards ``config.steps``). evaluator(step, models) -> dict of floats, every eval_every steps
     (models: see GANTask.evaluate). Writes config.json, log.jsonl, samples/step_XXXXXX.png (EMA
     generator, fixed noise), checkpoints/ckpt_XXXXXX.pt and losses.png under config.out_dir
-    (main process only).
+    (main process only); overwrite: replace the run that folder holds instead of refusing it
+    (fastgen.train.run_folder.RunFolder). SIGINT/SIGTERM stop it after the current step with
+    a checkpoint, raising fastgen.train.signals.RunInterrupted.
     """
     config.validate()
     fn = "fastgen.train.train_gan"
@@ -205,8 +213,9 @@ def train_gan(
         return GANTask(config, device, channels=channels, num_classes=num_classes)
 
     return run_training(
-        config, dataset, make_task, resume=resume, evaluator=evaluator, progress=progress, fn=fn
-    )
+        config, dataset, make_task, resume=resume, evaluator=evaluator, progress=progress,
+        fn=fn, overwrite=overwrite,
+    )  # fmt: skip
 
 
 def _call(model, inputs, labels):

@@ -6,7 +6,9 @@ claims the run folder, then for each step s = start + 1 .. config.steps: re-seed
 whether its updates apply, and on schedule logs a row (every log_every steps and the last),
 evaluates (eval_every), draws the sample grids (sample_every) and checkpoints
 (checkpoint_every). At the end: the final checkpoint and samples (unless the last step had
-them), losses.png and the summary dict that train_gan / train_vae return.
+them), losses.png and the summary dict that train_gan / train_vae return. SIGINT or SIGTERM
+stops the run after the step it is in, every rank after the same one, with a checkpoint of
+that step (fastgen.train.signals).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from fastgen.train.progress import Progress
 from fastgen.train.rng import rng_state, seed_step
 from fastgen.train.run_folder import RunFolder, open_run_folder
 from fastgen.train.run_log import eval_log_row
+from fastgen.train.signals import RunInterrupted, StopSignals
 from fastgen.train.task import TrainingTask
 from fastgen.utils.devices import resolve_device
+from fastgen.utils.run_info import cpu_capability
 
 
 def setup_torch(config) -> None:
@@ -58,11 +62,20 @@ def run_training(
     evaluator,
     progress: bool,
     fn: str,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Trains the task `make_task(device)` builds on `dataset` as `config` says; returns the
-    summary dict. `fn` names the caller in errors (fastgen.train.train_gan, ...)."""
+    summary dict. `fn` names the caller in errors (fastgen.train.train_gan, ...); `overwrite`:
+    replace the run config.out_dir holds (see RunFolder). Whatever refuses the run does so
+    before the run folder is written. A signal that stops it raises RunInterrupted."""
+    if overwrite and resume is not None:
+        raise ValueError(
+            f"{fn}: overwrite=True would remove the run that resume={resume!r} continues: give one"
+        )
     setup_torch(config)
+    cpu_capability()  # a bad FASTGEN_CPU_CAPABILITY raises here, not in the first step
     processes = Distributed(resolve_device(config.device, "fastgen.train"))
+    folder = None
     try:
         if processes.is_main:
             warn_if_slow_precision(config.amp, processes.device)
@@ -72,8 +85,8 @@ def run_training(
         if resume is not None:
             state = load_checkpoint(resume, map_location=processes.device)
             start = task.restore(resume, state, fn)
-        folder = open_run_folder(config, processes, resume, state)
-        task.prepare(processes)
+        task.prepare(processes)  # refuses e.g. stock sync BN on CPU
+        folder = open_run_folder(config, processes, resume, state, overwrite)
         sampler = BatchSampler(
             dataset,
             config.batch_size,
@@ -95,6 +108,8 @@ def run_training(
         )
         return loop.run()
     finally:
+        if folder is not None:
+            folder.close()
         processes.close()
 
 
@@ -126,13 +141,31 @@ class RunLoop:
     def run(self) -> dict[str, Any]:
         config = self.config
         step = self.start
-        try:
-            for step in range(self.start + 1, config.steps + 1):
-                self.train_step(step)
-                self.on_schedule(step)
-        finally:
-            self.bar.close()
-        return self.finish(step, time.perf_counter() - self.began)
+        with StopSignals() as signals:
+            try:
+                for step in range(self.start + 1, config.steps + 1):
+                    self.train_step(step)
+                    self.on_schedule(step)
+                    # A signal may reach one rank only (or each at another step): the ranks
+                    # agree after every step, so all stop after the same one.
+                    signum = self.processes.largest(signals.requested)
+                    if signum and step < config.steps:
+                        self.stop(step, signum)
+            except RunInterrupted as stopped:
+                if stopped.checkpoint is None:  # aborted: the last checkpoint is whole
+                    stopped.checkpoint = self.last_checkpoint
+                raise
+            finally:
+                self.bar.close()
+            return self.finish(step, time.perf_counter() - self.began)
+
+    def stop(self, step: int, signum: int) -> None:
+        """Ends a run a signal stopped after `step`: its checkpoint (rank 0), then
+        RunInterrupted on every rank."""
+        if not _due(self.config.checkpoint_every, step):  # else on_schedule wrote it
+            self.last_checkpoint = self.checkpoint(step) or self.last_checkpoint
+        self.processes.barrier()
+        raise RunInterrupted(signum, step, self.last_checkpoint)
 
     def train_step(self, step: int) -> None:
         config = self.config

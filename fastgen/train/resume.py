@@ -17,12 +17,28 @@ RESUME_MAY_CHANGE = {
 }  # fmt: skip
 
 
+class RunComplete(Exception):
+    """--resume of a checkpoint that is already at --steps: the run has nothing left to do
+    (a preempted job that reruns its command after its last checkpoint). Not an error."""
+
+
 def resume_path(resume: str | None, out_dir: str) -> str | None:
     """The checkpoint --resume names: a file, or 'latest' in the run folder."""
     if resume == "latest":
         found = latest_checkpoint(out_dir)
         if found is None:
-            raise FileNotFoundError(f"--resume latest: no checkpoint in {out_dir}/checkpoints")
+            started = any(
+                os.path.exists(os.path.join(out_dir, n)) for n in ("run.json", "log.jsonl")
+            )
+            raise FileNotFoundError(
+                f"--resume latest: no checkpoint in {out_dir}/checkpoints: "
+                + (
+                    "its run stopped before its first; start it again without --resume "
+                    "(that run's files are replaced)"
+                    if started
+                    else "no run to resume there; start one without --resume"
+                )
+            )
         return str(found)
     if resume is not None and not os.path.isfile(resume):
         raise FileNotFoundError(f"--resume: no checkpoint file at {resume}")
@@ -32,7 +48,8 @@ def resume_path(resume: str | None, out_dir: str) -> str | None:
 def resumed_config(trainer: str, given: dict[str, Any], resume: str):
     """The checkpoint's own config, with only the options in RESUME_MAY_CHANGE taken from
     the command line; any other option given with a different value is refused, so a resumed
-    run never trains on with settings its checkpoint, optimiser and config.json do not have."""
+    run never trains on with settings its checkpoint, optimiser and config.json do not have.
+    A checkpoint already at --steps raises RunComplete; one past it, ValueError."""
     state = load_checkpoint(resume)
     try:
         config = config_from_dict(state["config"])
@@ -54,27 +71,14 @@ def resumed_config(trainer: str, given: dict[str, Any], resume: str):
             "steps, cadences, output, device and threads may change on resume"
         )
     config.validate()
-    if state["step"] >= config.steps:
+    if state["step"] == config.steps:
+        raise RunComplete(
+            f"the run is complete: {resume} is at step {config.steps}, --steps {config.steps}; "
+            "nothing to train (give a larger --steps to train on)"
+        )
+    if state["step"] > config.steps:
         raise ValueError(
-            f"--resume: {resume} is at step {state['step']}, already --steps {config.steps}; "
+            f"--resume: {resume} is at step {state['step']}, past --steps {config.steps}; "
             "give a larger --steps to train on"
         )
     return config
-
-
-def clear_run(out_dir: str) -> list[str]:
-    """--overwrite: removes the files a run writes into out_dir (run.json, config.json,
-    log.jsonl, losses.png, samples/step_*.png, checkpoints/ckpt_*.pt) and nothing else; returns
-    what it removed."""
-    from pathlib import Path
-
-    root = Path(out_dir)
-    found = [root / name for name in ("run.json", "config.json", "log.jsonl", "losses.png")]
-    found += sorted((root / "samples").glob("step_*.png"))
-    found += sorted((root / "checkpoints").glob("ckpt_*.pt")) + sorted(root.glob("ckpt_*.pt"))
-    removed = []
-    for path in found:
-        if path.is_file():
-            path.unlink()
-            removed.append(str(path))
-    return removed

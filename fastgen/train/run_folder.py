@@ -1,19 +1,25 @@
 """The run folder: out/run.json, out/config.json, out/log.jsonl, out/samples/,
-out/checkpoints/, out/losses.png; one folder holds one run."""
+out/checkpoints/, out/losses.png, out/run.lock; one folder holds one run."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 import uuid
 import warnings
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs are not locked there
+    fcntl = None
+
 import torch
 
 from fastgen.train.checkpoint import (
-    NAME,
     TEMPORARY,
     RunFileWarning,
     WriteError,
@@ -33,6 +39,17 @@ class RunFolderError(ValueError):
 
 
 MARKER = "run.json"
+LOCK = "run.lock"  # flock'ed by the process training in the folder, for the run's life
+
+# The files a run writes, by subfolder ("" the folder itself): what --overwrite removes, and
+# what a fresh run removes from a folder whose run has no checkpoint. ckpt_*.eval.json are
+# `fastgen eval CKPT`'s results beside a checkpoint; ckpt_*.pt in the folder itself are older
+# fastgen's checkpoints. run.lock stays: removing it could let two runs hold "the" lock.
+RUN_FILES = {
+    "": re.compile(r"^(run\.json|config\.json|log\.jsonl|losses\.png|ckpt_\d+\.(pt|eval\.json))$"),
+    "samples": re.compile(r"^(step|recon)_\d+\.png$"),
+    "checkpoints": re.compile(r"^ckpt_\d+\.(pt|eval\.json)$"),
+}
 
 
 def new_run_id() -> str:
@@ -40,7 +57,8 @@ def new_run_id() -> str:
 
 
 class RunFolder:
-    """out/run.json, out/config.json, out/log.jsonl, out/samples/, out/checkpoints/, out/losses.png.
+    """out/run.json, out/config.json, out/log.jsonl, out/samples/, out/checkpoints/,
+    out/losses.png, out/run.lock.
 
     One folder holds one run. run.json names the run by a random id, which every checkpoint
     of the run also stores ("run_id"), so that what a run deletes or rewrites in its folder
@@ -53,14 +71,24 @@ class RunFolder:
       checkpoint from before run ids lying in the folder), or in a folder that holds no run,
       which then becomes that run's folder; never in a folder of another run.
 
+    A run that left no checkpoint in its folder (it stopped before its first) blocks nothing:
+    a fresh run, or a resume of another run, replaces its files (with a note), and
+    `overwrite` replaces a run that has checkpoints. Every refusal comes before anything is
+    written. While a run trains, its process holds an advisory lock (flock) on out/run.lock,
+    so a second run started into the folder refuses instead of mixing its files with the
+    first's; close() releases it (so does the process's end, however it ends).
+
     `--resume latest` therefore picks the newest checkpoint of the folder's one run. At start
     the temporaries of the run's interrupted writes are removed. Only the main process
     writes; the others get a RunFolder that checks and writes nothing.
     """
 
-    def __init__(self, out_dir, config, *, active: bool, resume=None, state=None) -> None:
+    def __init__(
+        self, out_dir, config, *, active: bool, resume=None, state=None, overwrite=False
+    ) -> None:
         """`resume`: the checkpoint path the run continues from and `state`, what
-        load_checkpoint read from it; None for a fresh run."""
+        load_checkpoint read from it; None for a fresh run. `overwrite`: a fresh run replaces
+        the run the folder holds (its files, RUN_FILES) instead of refusing it."""
         self.root = Path(out_dir)
         self.active = active
         self.samples = self.root / "samples"
@@ -68,21 +96,78 @@ class RunFolder:
         self.log_path = self.root / "log.jsonl"
         self.marker = self.root / MARKER
         self.run_id: str | None = None
+        self.lock: int | None = None  # the locked run.lock's descriptor
         if not active:
             return
-        self.run_id = self._claim(config, resume, state or {})
-        self.remove_stale_temporaries()
-        for folder in (self.samples, self.checkpoints):
-            with writing(folder, "fastgen.train.RunFolder"):
-                folder.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(config.to_dict(), indent=2) + "\n"
-        atomic_write(
-            self.root / "config.json",
-            lambda h: h.write(text.encode()),
-            fn="fastgen.train.RunFolder",
+        self._check(resume, state or {}, overwrite)  # reads only: a refusal writes nothing
+        self.lock = self._take_lock()
+        try:
+            self.run_id = self._claim(config, resume, state or {}, overwrite)
+            self.remove_stale_temporaries()
+            for folder in (self.samples, self.checkpoints):
+                with writing(folder, "fastgen.train.RunFolder"):
+                    folder.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(config.to_dict(), indent=2) + "\n"
+            atomic_write(
+                self.root / "config.json",
+                lambda h: h.write(text.encode()),
+                fn="fastgen.train.RunFolder",
+            )
+            if resume is not None:
+                self.truncate_log(int(state["step"]))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Releases the folder's lock (the run is over)."""
+        if self.lock is not None:
+            os.close(self.lock)
+            self.lock = None
+
+    def _busy(self) -> RunFolderError:
+        return RunFolderError(
+            f"fastgen.train: {self.root} is in use: another process holds its lock "
+            f"({self.root / LOCK}), a run training there; wait for it to end, or train into "
+            f"another folder"
         )
-        if resume is not None:
-            self.truncate_log(int(state["step"]))
+
+    def _lock_held_elsewhere(self) -> bool:
+        """True when another process holds run.lock (opens it read-only: creates nothing)."""
+        if fcntl is None:
+            return False
+        try:
+            fd = os.open(self.root / LOCK, os.O_RDONLY)
+        except OSError:  # no lock file: no run has locked this folder
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:  # a file system without flock: nothing to learn
+            return False
+        finally:
+            os.close(fd)  # and with it the lock, if this took it
+        return False
+
+    def _take_lock(self) -> int | None:
+        """Creates and locks run.lock for the run's life; its descriptor (None where there are
+        no advisory locks). Refuses when another process holds it."""
+        if fcntl is None:
+            return None
+        path = self.root / LOCK
+        with writing(path, "fastgen.train.RunFolder"):
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise self._busy() from None
+        except OSError:  # a file system without flock (some network ones): run unlocked
+            os.close(fd)
+            return None
+        return fd
 
     def held_run(self) -> tuple[str | None, list[str]]:
         """(the id in run.json or None, what of a run the folder holds: [] when none)."""
@@ -101,28 +186,60 @@ class RunFolder:
             held.append(f"{len(found)} checkpoint(s) up to {newest.name}")
         return folder_id, held
 
-    def _claim(self, config, resume, state) -> str:
+    def _has_checkpoint(self) -> bool:
+        return bool(list_checkpoints(self.checkpoints) or list_checkpoints(self.root))
+
+    def _check(self, resume, state, overwrite, *, locked=False) -> tuple[str | None, list, bool]:
+        """(run.json's run id, what of a run the folder holds, whether that run's files are
+        to be removed first); raises RunFolderError where this run must not start. Reads
+        only; `locked`: this process holds the lock (so it is not another's)."""
+        if not locked and self._lock_held_elsewhere():
+            raise self._busy()
         folder_id, held = self.held_run()
+        if resume is None and overwrite:
+            return folder_id, held, True
+        if not held:
+            return folder_id, held, False
         if resume is None:
-            if held:
-                raise RunFolderError(
-                    f"fastgen.train: {self.root} already holds a run ({', '.join(held)}); "
-                    f"continue it with --resume latest, or train into "
-                    f"a new or empty folder (delete this one to start over)"
+            if not self._has_checkpoint():
+                return folder_id, held, True
+            raise RunFolderError(
+                f"fastgen.train: {self.root} already holds a run ({', '.join(held)}); "
+                f"continue it with --resume latest, replace it with --overwrite, or train "
+                f"into a new or empty folder"
+            )
+        checkpoint_id = state.get("run_id")
+        path = Path(resume).resolve()
+        inside = path.parent in (self.root.resolve(), self.checkpoints.resolve())
+        same = checkpoint_id == folder_id if checkpoint_id and folder_id else inside
+        if same:
+            return folder_id, held, False
+        if not self._has_checkpoint():
+            return folder_id, held, True
+        raise RunFolderError(
+            f"fastgen.train: {resume} is a checkpoint of another run than the one in "
+            f"{self.root} ({', '.join(held)}); resuming it there would mix the two runs' "
+            f"files: resume it into its own folder or a new or empty one"
+        )
+
+    def _claim(self, config, resume, state, overwrite) -> str:
+        """Checks the folder again, now under the lock, replaces the files of a run it is to
+        replace, and writes run.json; returns the run's id."""
+        folder_id, held, replace = self._check(resume, state, overwrite, locked=True)
+        if replace:
+            self.clear()
+            folder_id = None
+            if not overwrite:
+                warnings.warn(
+                    f"fastgen.train: {self.root} held a run with no checkpoint "
+                    f"({', '.join(held)}); its files are replaced by this run's",
+                    RunFileWarning,
+                    stacklevel=4,
                 )
+        if resume is None:
             run_id = new_run_id()
         else:
-            checkpoint_id = state.get("run_id")
-            if held:
-                path = Path(resume).resolve()
-                inside = path.parent in (self.root.resolve(), self.checkpoints.resolve())
-                same = checkpoint_id == folder_id if checkpoint_id and folder_id else inside
-                if not same:
-                    raise RunFolderError(
-                        f"fastgen.train: {resume} is a checkpoint of another run than the one "
-                        f"in {self.root} ({', '.join(held)}); resuming it there would mix the "
-                        f"two runs' files: resume it into its own folder or a new or empty one"
-                    )
+            if held and not replace:
                 step = int(state["step"])
                 later = [p.name for p in list_checkpoints(self.checkpoints)
                          if checkpoint_step(p) > step]  # fmt: skip
@@ -134,7 +251,7 @@ class RunFolder:
                         RunFileWarning,
                         stacklevel=4,
                     )
-            run_id = folder_id or checkpoint_id or new_run_id()
+            run_id = folder_id or state.get("run_id") or new_run_id()
             if folder_id == run_id:
                 return run_id
         record = {
@@ -146,26 +263,38 @@ class RunFolder:
         atomic_write(self.marker, lambda h: h.write(text.encode()), fn="fastgen.train.RunFolder")
         return run_id
 
-    def remove_stale_temporaries(self) -> None:
-        """Deletes what killed writes of this run left: atomic_write's temporaries of the run's
-        own files (and the fixed-name one of older fastgen's losses.png). The folder holds
-        only this run, which has not started writing yet, so none is being written."""
-        own = {
-            self.root: lambda name: (
-                name in (MARKER, "config.json", self.log_path.name, "losses.png")
-            ),
-            self.checkpoints: lambda name: NAME.match(name) is not None,
-            self.samples: lambda name: name.endswith(".png"),
-        }
-        for folder, is_own in own.items():
+    def _run_files(self):
+        """(path, the final name it stands for, whether it is a temporary) of every file of
+        RUN_FILES in the folder, and of the temporaries of their writes."""
+        for sub, pattern in RUN_FILES.items():
+            folder = self.root / sub if sub else self.root
             if not folder.is_dir():
                 continue
             for path in folder.iterdir():
-                match = TEMPORARY.match(path.name)
-                if (match and is_own(match.group("name"))) or (
-                    folder == self.root and path.name == ".losses.png.tmp"
-                ):
-                    path.unlink(missing_ok=True)
+                temporary = TEMPORARY.match(path.name)
+                name = temporary.group("name") if temporary else path.name
+                if pattern.match(name) and path.is_file():
+                    yield path, name, temporary is not None
+
+    def clear(self) -> list[str]:
+        """Removes every file a run writes into the folder (RUN_FILES, and temporaries of
+        them) and nothing else; returns what it removed."""
+        removed = []
+        for path, _, _ in self._run_files():
+            with writing(path, "fastgen.train.RunFolder.clear"):
+                path.unlink(missing_ok=True)
+            removed.append(str(path))
+        return removed
+
+    def remove_stale_temporaries(self) -> None:
+        """Deletes what killed writes of this run left: atomic_write's temporaries of the run's
+        own files (and the fixed-name one of older fastgen's losses.png). The folder holds
+        only this run, which has not started writing yet, so none is being written. (Those
+        of ckpt_*.eval.json stay: `fastgen eval` may be writing one now.)"""
+        for path, name, temporary in list(self._run_files()):
+            if temporary and not name.endswith(".eval.json"):
+                path.unlink(missing_ok=True)
+        (self.root / ".losses.png.tmp").unlink(missing_ok=True)
 
     def write_checkpoint(self, step: int, state: dict[str, Any], keep: int, last) -> Path:
         """Saves the run's checkpoint of `step` (with its run id), pruning to `keep`. A failed
@@ -218,14 +347,17 @@ class RunFolder:
         return plot_losses(read_log(self.log_path), keys, self.root / "losses.png")
 
 
-def open_run_folder(config, processes, resume=None, state=None) -> RunFolder:
+def open_run_folder(config, processes, resume=None, state=None, overwrite=False) -> RunFolder:
     """The RunFolder of a run (see RunFolder), claimed by the main process; every rank raises
     when it refuses, so no rank is left waiting for the others. `processes`: the run's
     fastgen.train.distributed.Distributed."""
     folder, error = None, None
     if processes.is_main:
         try:
-            folder = RunFolder(config.out_dir, config, active=True, resume=resume, state=state)
+            folder = RunFolder(
+                config.out_dir, config, active=True, resume=resume, state=state,
+                overwrite=overwrite,
+            )  # fmt: skip
         except (RunFolderError, WriteError) as err:
             error = err
     if not processes.all_true(error is None):

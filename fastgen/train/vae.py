@@ -117,7 +117,13 @@ class VAETask(TrainingTask):
 
 
 def train_vae(
-    config: VAEConfig, dataset, *, resume: str | None = None, evaluator=None, progress: bool = True
+    config: VAEConfig,
+    dataset,
+    *,
+    resume: str | None = None,
+    evaluator=None,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Trains a ConvVAE on `dataset` as `config` says; returns a summary dict (see train_gan)."""
     config.validate()
@@ -129,5 +135,6 @@ def train_vae(
         return VAETask(config, device, channels=channels)
 
     return run_training(
-        config, dataset, make_task, resume=resume, evaluator=evaluator, progress=progress, fn=fn
-    )
+        config, dataset, make_task, resume=resume, evaluator=evaluator, progress=progress,
+        fn=fn, overwrite=overwrite,
+    )  # fmt: skip

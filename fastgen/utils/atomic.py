@@ -3,9 +3,10 @@
 ``atomic_write(path, write, fn=...)`` writes a temporary ``.<name>.<random>.tmp`` in the same
 folder, fsyncs it, renames it over the final name and fsyncs the folder, so a crash leaves
 the old file or the new one, never a torn one. A write that fails (full disk, read-only file
-system, no permission) raises WriteError naming the file and leaves no temporary behind; one
-killed mid-write leaves its temporary (``TEMPORARY`` matches its name), which the next start
-of a training run removes (fastgen.train.run_folder.RunFolder).
+system, no permission, whether as an OSError or as torch.save's RuntimeError) raises
+WriteError naming the file and leaves no temporary behind; one killed mid-write leaves its
+temporary (``TEMPORARY`` matches its name), which the next start of a training run removes
+(fastgen.train.run_folder.RunFolder).
 
 Checkpoints, exported generators, image grids, loss plots, run markers, configs, logs and
 evaluation JSONs are all written through it.
@@ -87,7 +88,10 @@ def atomic_write(path, write: Callable[[IO[bytes]], None], *, fn: str) -> Path:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             with os.fdopen(fd, "wb") as handle:
                 os.fchmod(handle.fileno(), default_file_mode())
-                write(handle)
+                try:
+                    write(handle)
+                except RuntimeError as exc:  # how torch.save reports a failed write
+                    raise _write_failure(exc) from exc
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -100,6 +104,18 @@ def atomic_write(path, write: Callable[[IO[bytes]], None], *, fn: str) -> Path:
                 pass  # the run's next start removes it (RunFolder)
     fsync_dir(path.parent)  # after the rename: the file is new now, whatever this raises
     return path
+
+
+def _write_failure(exc: RuntimeError) -> OSError:
+    """The OSError behind a serializer's RuntimeError: torch.save reports a write that failed
+    (a full disk) as "[enforce fail at inline_container.cc] unexpected pos", with the OSError
+    only as its context. Without one, an OSError that quotes the RuntimeError."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return OSError(f"the write failed: {one_line(exc)}")
 
 
 def atomic_write_text(path, text: str, *, fn: str) -> Path:
