@@ -164,6 +164,8 @@ PYBIND11_MODULE(_C, module) {
       "measurements) each (conv/conv_select_cpu.h)");
   module.def("_conv_cpu_reset", &fastgen::conv::select::reset,
              "Forgets the CPU convolutions' measured choices");
+  module.def("_conv_cpu_prefer", &fastgen::conv::select::prefer,
+             "Takes a choice for a key without timing it (a resumed run's recorded choices)");
   module.def(
       "_conv_cpu_policy",
       [] {

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_close
 
 import fastgen.nn as fnn
 from fastgen import _extension, ops
-from tests.conftest import assert_close
 
 pytestmark = pytest.mark.skipif(not _extension.LOADED, reason="needs the extension")
 
@@ -183,10 +183,54 @@ def test_autocast_layers_take_the_measured_choice(fresh):
     assert_close(out.float(), stock_out.float(), dtype=torch.bfloat16)
 
 
-@pytest.mark.parametrize(
-    "name,value", [("FASTGEN_CONV_CPU", "cudnn"), ("FASTGEN_AUTOTUNE", "yes")]
-)
+@pytest.mark.parametrize("name,value", [("FASTGEN_CONV_CPU", "cudnn"), ("FASTGEN_AUTOTUNE", "yes")])
 def test_bad_settings_name_the_variable(fresh, name, value):
     fresh.setenv(name, value)
     with pytest.raises(ValueError, match=name):
         ops.conv2d(*make("conv2d")[1:3], None, 2, 1)
+
+
+def test_preferred_choices_are_taken_without_timing(fresh):
+    args = make("conv_transpose2d")
+    run(*args)
+    records = ops.conv_cpu_choices()
+    _extension._C._conv_cpu_reset()
+    flipped = [
+        {"key": r["key"], "choice": "aten" if r["choice"] == "fastgen" else "fastgen"}
+        for r in records
+    ]
+    ops.prefer_conv_cpu_choices(flipped)
+    out = run(*args)
+    after = ops.conv_cpu_choices()
+    assert [(r["key"], r["choice"]) for r in after] == [(f["key"], f["choice"]) for f in flipped]
+    assert all(r["measurements"] == 0 for r in after)  # taken, not timed
+    fresh.setenv("FASTGEN_CONV_CPU", flipped[0]["choice"])  # backward sorts first
+    assert torch.equal(out[1], run(*args)[1])
+    with pytest.raises(ValueError, match="'fastgen' or 'aten'"):
+        ops.prefer_conv_cpu_choices([{"key": "k", "choice": "cudnn"}])
+
+
+def test_a_checkpoint_records_the_choices_and_a_resume_takes_them(fresh, tmp_path):
+    from train_helpers import TinyDataset, gan_config
+
+    from fastgen.train import load_checkpoint, train_gan
+
+    data = TinyDataset()
+    # width 16 at 16x16: the 16->32 layers have fastgen kernels (Winograd needs >= 32 channels
+    # on both sides, the head and first layer are GEMMs), so there is a choice to record.
+    config = dict(steps=2, fused=True, width=16, checkpoint_every=2)
+    part = train_gan(gan_config(tmp_path / "part", **config), data, progress=False)
+    recorded = load_checkpoint(part["checkpoint"])["conv_cpu_choices"]
+    assert recorded and {r["choice"] for r in recorded} <= {"fastgen", "aten"}
+    assert recorded == [{"key": r["key"], "choice": r["choice"]} for r in ops.conv_cpu_choices()]
+    _extension._C._conv_cpu_reset()
+    train_gan(
+        gan_config(tmp_path / "part", **{**config, "steps": 3}),
+        data,
+        resume=str(part["checkpoint"]),
+        progress=False,
+    )
+    taken = {r["key"]: r for r in ops.conv_cpu_choices()}
+    for r in recorded:
+        assert taken[r["key"]]["choice"] == r["choice"]
+        assert taken[r["key"]]["measurements"] == 0  # restored, not measured again

@@ -117,6 +117,22 @@ inline acc leaky_grad(acc v, acc slope) {
   return std::bit_cast<acc>((one & positive) | (slope_bits & ~positive));
 }
 
+// acc -> scalar_t for the stores. bfloat16 rounds to nearest even as c10::BFloat16 does (NaN
+// becomes 0x7FC0), written as integer selects instead of c10's `isnan` branch, which kept the
+// stores of every bfloat16 loop scalar.
+template <typename scalar_t, typename acc>
+inline scalar_t to_scalar(acc v) {
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    const uint32_t bits = std::bit_cast<uint32_t>(static_cast<float>(v));
+    const uint32_t rounded = (bits + ((bits >> 16) & 1u) + 0x7FFFu) >> 16;
+    const uint32_t is_nan = -static_cast<uint32_t>((bits & 0x7FFFFFFFu) > 0x7F800000u);
+    return c10::BFloat16(static_cast<uint16_t>((rounded & ~is_nan) | (0x7FC0u & is_nan)),
+                         c10::BFloat16::from_bits());
+  } else {
+    return scalar_t(v);
+  }
+}
+
 template <typename acc>
 inline acc sum_lanes(const acc (&lanes)[kLanes]) {
   acc total = 0;
@@ -156,6 +172,47 @@ void span_moments(const scalar_t* __restrict x, int64_t n, double& mean, double&
   m2 = double(sum_lanes(squares) + square_tail) - residual * residual / double(n);
 }
 
+// The same over `planes` spans of n values each, `stride` apart (planes of one channel in
+// NCHW): small planes (a 4x4 map is 16 values) are grouped so that one two-pass reduction and
+// one merge serve about kBlockValues values instead of each plane paying for its own.
+template <typename scalar_t, typename acc>
+void planes_moments(const scalar_t* __restrict x, int64_t planes, int64_t n, int64_t stride,
+                    double& mean, double& m2) {
+  const acc first = acc(x[0]);
+  acc lanes[kLanes] = {};
+  acc tail = 0;
+  for (int64_t p = 0; p < planes; ++p) {
+    const scalar_t* __restrict span = x + p * stride;
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes)
+      for (int l = 0; l < kLanes; ++l) lanes[l] += acc(span[i + l]) - first;
+    for (; i < n; ++i) tail += acc(span[i]) - first;
+  }
+  const int64_t count = planes * n;
+  const acc mu = first + (sum_lanes(lanes) + tail) / acc(count);
+  acc squares[kLanes] = {}, residuals[kLanes] = {};
+  acc square_tail = 0, residual_tail = 0;
+  for (int64_t p = 0; p < planes; ++p) {
+    const scalar_t* __restrict span = x + p * stride;
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+      for (int l = 0; l < kLanes; ++l) {
+        const acc d = acc(span[i + l]) - mu;
+        squares[l] += d * d;
+        residuals[l] += d;
+      }
+    }
+    for (; i < n; ++i) {
+      const acc d = acc(span[i]) - mu;
+      square_tail += d * d;
+      residual_tail += d;
+    }
+  }
+  const double residual = double(sum_lanes(residuals) + residual_tail);
+  mean = double(mu) + residual / double(count);
+  m2 = double(sum_lanes(squares) + square_tail) - residual * residual / double(count);
+}
+
 // The same for a block of rows, per channel, into mean[C] and m2[C]; `work` holds 3*C acc.
 template <typename scalar_t, typename acc>
 void rows_moments(const scalar_t* __restrict x, int64_t rows, int64_t C, acc* __restrict work,
@@ -193,13 +250,17 @@ void rows_moments(const scalar_t* __restrict x, int64_t rows, int64_t C, acc* __
 template <typename scalar_t, typename acc>
 void span_normalize(const scalar_t* __restrict x, scalar_t* __restrict out, int64_t n, acc scale,
                     acc shift, acc slope) {
-  for (int64_t i = 0; i < n; ++i) out[i] = scalar_t(leaky(acc(x[i]) * scale + shift, slope));
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = to_scalar<scalar_t>(leaky(acc(x[i]) * scale + shift, slope));
+  }
 }
 
 template <typename scalar_t, typename acc>
 void row_normalize(const scalar_t* __restrict x, scalar_t* __restrict out, int64_t C,
                    const acc* __restrict scale, const acc* __restrict shift, acc slope) {
-  for (int64_t c = 0; c < C; ++c) out[c] = scalar_t(leaky(acc(x[c]) * scale[c] + shift[c], slope));
+  for (int64_t c = 0; c < C; ++c) {
+    out[c] = to_scalar<scalar_t>(leaky(acc(x[c]) * scale[c] + shift[c], slope));
+  }
 }
 
 // Backward terms of one value, per channel coefficients (p0, p1, p2):
@@ -274,7 +335,7 @@ void span_grad_input(const scalar_t* __restrict dy, const scalar_t* __restrict i
   for (int64_t i = 0; i < n; ++i) {
     acc g, h;
     backward_terms<from_output>(acc(dy[i]), acc(in[i]), p0, p1, p2, slope, inv_slope, g, h);
-    dx[i] = scalar_t(a * g + k * h + d);
+    dx[i] = to_scalar<scalar_t>(a * g + k * h + d);
   }
 }
 
@@ -292,7 +353,7 @@ void row_grad_input(const scalar_t* __restrict dy, const scalar_t* __restrict in
     acc g, h;
     backward_terms<from_output>(acc(dy[c]), acc(in[c]), p0[c], p1[c], p2[c], slope, inv_slope, g,
                                 h);
-    dx[c] = scalar_t(a[c] * g + k[c] * h + d[c]);
+    dx[c] = to_scalar<scalar_t>(a[c] * g + k[c] * h + d[c]);
   }
 }
 
@@ -317,6 +378,15 @@ struct RowBlocks {
   int64_t size(int64_t b) const { return std::min(rows, begin(b) + rows_per_block) - begin(b); }
 };
 
+// NCHW planes smaller than a block are grouped per channel: this many consecutive planes of
+// one channel make a block (fixed by the shape, so results do not depend on the threads).
+inline int64_t plane_group(Shape s) {
+  return std::max<int64_t>(1, kBlockValues / std::max<int64_t>(s.spatial, 1));
+}
+inline int64_t group_grain(Shape s) {
+  return parallel::grain(std::min(plane_group(s), s.batch) * s.spatial);
+}
+
 // sum(x) / count of channel c, in double.
 template <typename scalar_t>
 double plain_mean(const scalar_t* x, Layout layout, Shape s, int64_t c) {
@@ -340,7 +410,25 @@ void batch_stats(const scalar_t* x, Layout layout, Shape s, at::Tensor& mean, at
   int64_t blocks;
   std::vector<double> block_mean, block_m2;
   std::vector<int64_t> block_count;
-  if (layout == Layout::NCHW) {
+  if (layout == Layout::NCHW && s.spatial < kBlockValues) {
+    // Block = `group` consecutive planes of one channel (planes_moments).
+    const int64_t hw = s.spatial, group = plane_group(s);
+    blocks = (s.batch + group - 1) / group;
+    block_mean.resize(blocks * C);
+    block_m2.resize(blocks * C);
+    block_count.resize(blocks);
+    for (int64_t b = 0; b < blocks; ++b) {
+      block_count[b] = (std::min(s.batch, (b + 1) * group) - b * group) * hw;
+    }
+    at::parallel_for(0, blocks * C, group_grain(s), [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / C, c = task % C;
+        const int64_t planes = block_count[b] / hw;
+        planes_moments<scalar_t, acc>(x + (b * group * C + c) * hw, planes, hw, C * hw,
+                                      block_mean[task], block_m2[task]);
+      }
+    });
+  } else if (layout == Layout::NCHW) {
     // Block = one (n, c) plane, itself cut into kBlockValues pieces merged in order.
     const int64_t hw = s.spatial;
     blocks = s.batch;
@@ -428,6 +516,49 @@ void grad_sums(const scalar_t* dy, const scalar_t* in, Layout layout, Shape s,
   const int64_t C = s.channels;
   std::fill(sum_g.begin(), sum_g.end(), 0.0);
   std::fill(sum_gh.begin(), sum_gh.end(), 0.0);
+  if (layout == Layout::NCHW && s.spatial < kBlockValues) {
+    // Blocks of plane_group planes of one channel, as batch_stats cuts them.
+    const int64_t hw = s.spatial, group = plane_group(s);
+    const int64_t blocks = (s.batch + group - 1) / group;
+    std::vector<double> block_g(blocks * C), block_gh(blocks * C);
+    at::parallel_for(0, blocks * C, group_grain(s), [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / C, c = task % C;
+        const int64_t last = std::min(s.batch, (b + 1) * group);
+        acc lanes_g[kLanes] = {}, lanes_gh[kLanes] = {};
+        acc tail_g = 0, tail_gh = 0;
+        for (int64_t n = b * group; n < last; ++n) {
+          const int64_t offset = (n * C + c) * hw;
+          const scalar_t* __restrict dy_span = dy + offset;
+          const scalar_t* __restrict in_span = in + offset;
+          int64_t i = 0;
+          for (; i + kLanes <= hw; i += kLanes) {
+            for (int l = 0; l < kLanes; ++l) {
+              acc g, h;
+              backward_terms<from_output>(acc(dy_span[i + l]), acc(in_span[i + l]), coef.p0[c],
+                                          coef.p1[c], coef.p2[c], slope, inv_slope, g, h);
+              lanes_g[l] += g;
+              lanes_gh[l] += g * h;
+            }
+          }
+          for (; i < hw; ++i) {
+            acc g, h;
+            backward_terms<from_output>(acc(dy_span[i]), acc(in_span[i]), coef.p0[c], coef.p1[c],
+                                        coef.p2[c], slope, inv_slope, g, h);
+            tail_g += g;
+            tail_gh += g * h;
+          }
+        }
+        block_g[task] = double(sum_lanes(lanes_g) + tail_g);
+        block_gh[task] = double(sum_lanes(lanes_gh) + tail_gh);
+      }
+    });
+    for (int64_t task = 0; task < blocks * C; ++task) {
+      sum_g[task % C] += block_g[task];
+      sum_gh[task % C] += block_gh[task];
+    }
+    return;
+  }
   if (layout == Layout::NCHW) {
     const int64_t hw = s.spatial;
     std::vector<double> plane_g(s.batch * C), plane_gh(s.batch * C);

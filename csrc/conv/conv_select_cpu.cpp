@@ -83,9 +83,9 @@ void describe(std::ostringstream& out, const char* name, const at::Tensor& t) {
 
 // Everything the speed of either candidate depends on: the operands' sizes and layouts, the
 // dtype, the geometry, which gradients are wanted, the threads and the CPU copy.
-std::string make_key(const char* op, const char* pass, std::initializer_list<
-                     std::pair<const char*, const at::Tensor*>> operands, const Geometry& geometry,
-                     std::array<bool, 3> mask) {
+std::string make_key(const char* op, const char* pass,
+                     std::initializer_list<std::pair<const char*, const at::Tensor*>> operands,
+                     const Geometry& geometry, std::array<bool, 3> mask) {
   std::ostringstream out;
   out << op << ' ' << pass;
   for (const auto& [name, tensor] : operands) describe(out, name, *tensor);
@@ -148,8 +148,8 @@ Result choose(Policy policy, const char* op, const char* pass, const std::string
   const bool use_fastgen = own_ms <= aten_ms;
   store(key, Entry{use_fastgen, own_ms, aten_ms, 1});
   if (env_is("FASTGEN_AUTOTUNE_LOG", "1")) {
-    std::fprintf(stderr, "fastgen: %s %s autotune: fastgen %.3f ms, aten %.3f ms -> %s [%s]\n",
-                 op, pass, own_ms, aten_ms, use_fastgen ? "fastgen" : "aten", key.c_str());
+    std::fprintf(stderr, "fastgen: %s %s autotune: fastgen %.3f ms, aten %.3f ms -> %s [%s]\n", op,
+                 pass, own_ms, aten_ms, use_fastgen ? "fastgen" : "aten", key.c_str());
   }
   return use_fastgen ? std::move(*own) : std::move(theirs);
 }
@@ -191,8 +191,8 @@ at::Tensor forward(const char* op, const at::Tensor& input, const at::Tensor& we
 }
 
 Grads backward(const char* op, const at::Tensor& grad_pre, const at::Tensor& input,
-               const at::Tensor& weight, const Geometry& geometry,
-               std::array<bool, 3> output_mask, OwnBackward own) {
+               const at::Tensor& weight, const Geometry& geometry, std::array<bool, 3> output_mask,
+               OwnBackward own) {
   const bool half = is_half(input);
   const auto ours = [&]() -> std::optional<Grads> {
     if (!half) return own(grad_pre, input, weight, geometry, output_mask);
@@ -209,13 +209,12 @@ Grads backward(const char* op, const at::Tensor& grad_pre, const at::Tensor& inp
     return library_backward(grad_pre, input, weight, geometry, output_mask);
   };
   const Policy now = policy();
-  const std::string key = now == Policy::Autotune
-                              ? make_key(op, "backward",
-                                         {{"grad_out", &grad_pre},
-                                          {"input", &input},
-                                          {"weight", &weight}},
-                                         geometry, output_mask)
-                              : std::string();
+  const std::string key =
+      now == Policy::Autotune
+          ? make_key(op, "backward",
+                     {{"grad_out", &grad_pre}, {"input", &input}, {"weight", &weight}}, geometry,
+                     output_mask)
+          : std::string();
   return choose<Grads>(now, op, "backward", key, half, ours, library);
 }
 
@@ -227,6 +226,16 @@ std::vector<Record> records() {
                          entry.aten_ms, entry.measurements});
   }
   return out;
+}
+
+void prefer(const std::string& key, const std::string& choice) {
+  TORCH_CHECK_VALUE(
+      choice == "fastgen" || choice == "aten",
+      "fastgen.ops.prefer_conv_cpu_choices: choice must be 'fastgen' or 'aten', got '", choice,
+      "'");
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Entry& slot = table()[key];
+  slot.use_fastgen = choice == "fastgen";
 }
 
 void reset() {

@@ -56,19 +56,23 @@ at::Tensor forward(const char* op, const at::Tensor& input, const at::Tensor& we
                    const Geometry& geometry, OwnForward own);
 // Its backward, as conv::Convolution::backward (conv/conv_common.h) returns it.
 Grads backward(const char* op, const at::Tensor& grad_pre, const at::Tensor& input,
-               const at::Tensor& weight, const Geometry& geometry,
-               std::array<bool, 3> output_mask, OwnBackward own);
+               const at::Tensor& weight, const Geometry& geometry, std::array<bool, 3> output_mask,
+               OwnBackward own);
 
 // What the process has measured so far, for `fastgen info`, tests and the benchmarks.
 struct Record {
   std::string key;
-  std::string choice;       // "fastgen" or "aten"
-  double fastgen_ms = -1;   // best of the timed runs; -1 where fastgen has no kernel
+  std::string choice;      // "fastgen" or "aten"
+  double fastgen_ms = -1;  // best of the timed runs; -1 where fastgen has no kernel
   double aten_ms = -1;
-  int64_t measurements = 0; // how often this key was timed (1: a key seen again is not)
+  int64_t measurements = 0;  // how often this key was timed (1: a key seen again is not)
 };
 std::vector<Record> records();
 // Forgets every choice (tests; a process otherwise keeps them for its life).
 void reset();
+// Takes `choice` ("fastgen" or "aten") for `key` without timing it: a resumed training run
+// restores the choices its checkpoint recorded, so it runs the same kernels as the run it
+// continues and stays bit-for-bit identical to an uninterrupted one.
+void prefer(const std::string& key, const std::string& choice);
 
 }  // namespace fastgen::conv::select

@@ -33,8 +33,9 @@ bool use_winograd(const at::Tensor& input, const at::Tensor& weight,
 std::optional<at::Tensor> own_forward(const at::Tensor& input, const at::Tensor& weight,
                                       const conv::Geometry& geometry) {
   if (use_winograd(input, weight, geometry)) {
-    return winograd::values_in_range(input, weight) ? winograd::conv2d(input, weight)
-                                                    : conv::library_forward(input, weight, geometry);
+    return winograd::values_in_range(input, weight)
+               ? winograd::conv2d(input, weight)
+               : conv::library_forward(input, weight, geometry);
   }
   if (is_single_pixel_output(input, weight, geometry.padding, geometry.dilation, geometry.groups)) {
     return single_pixel_output(input, weight);
@@ -45,8 +46,8 @@ std::optional<at::Tensor> own_forward(const at::Tensor& input, const at::Tensor&
 // (grad_input, grad_weight, grad_bias) of own_forward for the pre-activation gradient
 // grad_pre (see conv::Convolution in conv/conv_common.h for the contract); nullopt where
 // fastgen has no kernel for the shape.
-std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre,
-                                                const at::Tensor& input, const at::Tensor& weight,
+std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre, const at::Tensor& input,
+                                                const at::Tensor& weight,
                                                 const conv::Geometry& geometry,
                                                 std::array<bool, 3> output_mask) {
   const auto grad_bias = [&] { return output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor(); };

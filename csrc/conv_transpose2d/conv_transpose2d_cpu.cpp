@@ -60,8 +60,8 @@ std::optional<at::Tensor> own_forward(const at::Tensor& input, const at::Tensor&
 // (grad_input, grad_weight, grad_bias) of own_forward for the pre-activation gradient
 // grad_pre (see conv::Convolution in conv/conv_common.h for the contract; fastgen's kernels
 // leave grad_bias to the driver); nullopt where fastgen has no kernel for the shape.
-std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre,
-                                                const at::Tensor& input, const at::Tensor& weight,
+std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre, const at::Tensor& input,
+                                                const at::Tensor& weight,
                                                 const conv::Geometry& geometry,
                                                 std::array<bool, 3> output_mask) {
   const std::array<bool, 2> data_mask{output_mask[0], output_mask[1]};
@@ -95,8 +95,8 @@ at::Tensor conv_transpose2d_convolution_cpu(const at::Tensor& input, const at::T
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_convolution_backward_cpu(
     const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
     const conv::Geometry& geometry, std::array<bool, 3> output_mask) {
-  return conv::select::backward("conv_transpose2d", grad_pre, input, weight, geometry,
-                                output_mask, own_backward);
+  return conv::select::backward("conv_transpose2d", grad_pre, input, weight, geometry, output_mask,
+                                own_backward);
 }
 
 // The CPU backend's kernels, or, while the emulated-cuda backend is on, what the CUDA build

@@ -175,6 +175,21 @@ def conv_cpu_choices() -> list[dict]:
     ]
 
 
+def prefer_conv_cpu_choices(choices) -> None:
+    """Takes recorded CPU convolution choices without timing them again.
+
+    Args:
+        choices: dicts with ``key`` and ``choice`` ("fastgen" or "aten"), as
+            conv_cpu_choices() returns them (other fields are ignored). A resumed training run
+            passes the ones its checkpoint recorded, so that it runs the same kernels as the
+            run it continues.
+    """
+    if not _extension.LOADED:
+        return
+    for record in choices:
+        _extension._C._conv_cpu_prefer(str(record["key"]), str(record["choice"]))
+
+
 def conv_backward(family, grad, x, weight, g: Geometry, mask) -> tuple:
     """aten's convolution backward (differentiable) for grad of the pre-activation output."""
     return torch.ops.aten.convolution_backward(

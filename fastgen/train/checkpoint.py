@@ -47,11 +47,25 @@ __all__ = [
 _load_weights = load_weights  # the name it had here
 
 
+def _prefer_conv_cpu_choices(choices) -> None:
+    from fastgen import ops
+
+    if not isinstance(choices, list) or not all(
+        isinstance(c, Mapping)
+        and isinstance(c.get("key"), str)
+        and c.get("choice") in ("fastgen", "aten")
+        for c in choices
+    ):
+        raise ValueError("expected a list of {'key': str, 'choice': 'fastgen' | 'aten'}")
+    ops.prefer_conv_cpu_choices(choices)
+
+
 def restore_training_state(
     path, state: dict[str, Any], *, models: dict, optimizers: dict, scalers, fn: str
 ) -> int:
     """Loads a checkpoint's models, optimizers and GradScalers (`scalers.load_state_dict`)
-    into a trainer's objects and checks its RNG entry; returns its step. A checkpoint that does
+    into a trainer's objects, checks its RNG entry and takes its CPU convolution choices;
+    returns its step. A checkpoint that does
     not fit (missing entries, other shapes, a bad RNG entry) is a CheckpointError naming the
     file."""
     from fastgen.train.rng import check_rng_entry
@@ -80,6 +94,8 @@ def restore_training_state(
     for key, load, value in (
         ("scalers", scalers.load_state_dict, state.get("scalers", {})),
         ("rng", check_rng_entry, state.get("rng", {})),
+        # the CPU convolutions the run chose (absent in checkpoints before it was recorded)
+        ("conv_cpu_choices", _prefer_conv_cpu_choices, state.get("conv_cpu_choices", [])),
     ):
         try:
             load(value)

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from fastgen import ops
 from fastgen.train.checkpoint import checkpoint_hash, load_checkpoint
 from fastgen.train.data_order import BatchSampler
 from fastgen.train.distributed import Distributed
@@ -224,6 +225,11 @@ class RunLoop:
             "meta": self.task.meta,
             **self.task.state_dict(),  # models, optimizers, scalers
             "rng": rng_state(config.seed, step),
+            # which CPU convolution each layer ran (README, "Which CPU convolution runs"), so
+            # that a resumed run runs the same ones and stays bit-for-bit identical
+            "conv_cpu_choices": [
+                {"key": r["key"], "choice": r["choice"]} for r in ops.conv_cpu_choices()
+            ],
         }
         return self.folder.write_checkpoint(
             step, state, config.keep_checkpoints, self.last_checkpoint
