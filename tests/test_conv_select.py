@@ -33,23 +33,21 @@ def make(case: str, dtype=torch.float32, channels_last=False, seed=0):
     return transposed, x, w, stride, padding
 
 
-def run(transposed, x, w, stride, padding, grad_seed=1):
-    """(output, grad_input, grad_weight) of fastgen's op."""
+def run(transposed, x, w, stride, padding, grad_seed=1, *, stock=False):
+    """(output, grad_input, grad_weight) of fastgen's op, or of stock's with stock=True."""
     x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
-    fn = ops.conv_transpose2d if transposed else ops.conv2d
+    if stock:
+        fn = F.conv_transpose2d if transposed else F.conv2d
+    else:
+        fn = ops.conv_transpose2d if transposed else ops.conv2d
     out = fn(x, w, None, stride, padding)
     grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed)).to(out.dtype)
     grad_x, grad_w = torch.autograd.grad(out, (x, w), grad)
     return out.detach(), grad_x, grad_w
 
 
-def stock(transposed, x, w, stride, padding, grad_seed=1):
-    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
-    fn = F.conv_transpose2d if transposed else F.conv2d
-    out = fn(x, w, None, stride, padding)
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed)).to(out.dtype)
-    grad_x, grad_w = torch.autograd.grad(out, (x, w), grad)
-    return out.detach(), grad_x, grad_w
+def stock(*args):
+    return run(*args, stock=True)
 
 
 @pytest.fixture

@@ -140,41 +140,12 @@ inline acc sum_lanes(const acc (&lanes)[kLanes]) {
   return total;
 }
 
-// Mean and M2 of n values by the corrected two-pass method: a sum shifted by the first value
-// (so a large mean does not swamp it), then centred squares plus the residual sum(x - mean)
-// that corrects the rounding of the mean (else it would leak into Chan's merge).
-template <typename scalar_t, typename acc>
-void span_moments(const scalar_t* __restrict x, int64_t n, double& mean, double& m2) {
-  const acc first = acc(x[0]);
-  acc lanes[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) lanes[l] += acc(x[i + l]) - first;
-  acc tail = 0;
-  for (; i < n; ++i) tail += acc(x[i]) - first;
-  const acc mu = first + (sum_lanes(lanes) + tail) / acc(n);
-  acc squares[kLanes] = {}, residuals[kLanes] = {};
-  for (i = 0; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const acc d = acc(x[i + l]) - mu;
-      squares[l] += d * d;
-      residuals[l] += d;
-    }
-  }
-  acc square_tail = 0, residual_tail = 0;
-  for (; i < n; ++i) {
-    const acc d = acc(x[i]) - mu;
-    square_tail += d * d;
-    residual_tail += d;
-  }
-  const double residual = double(sum_lanes(residuals) + residual_tail);
-  mean = double(mu) + residual / double(n);
-  m2 = double(sum_lanes(squares) + square_tail) - residual * residual / double(n);
-}
-
-// The same over `planes` spans of n values each, `stride` apart (planes of one channel in
-// NCHW): small planes (a 4x4 map is 16 values) are grouped so that one two-pass reduction and
-// one merge serve about kBlockValues values instead of each plane paying for its own.
+// Mean and M2 of `planes` spans of n values each, `stride` apart (one span: a piece of a plane;
+// several: small planes of one channel in NCHW, a 4x4 map being 16 values, grouped so that one
+// reduction and one merge serve about kBlockValues values instead of each plane paying for its
+// own), by the corrected two-pass method: a sum shifted by the first value (so a large mean
+// does not swamp it), then centred squares plus the residual sum(x - mean) that corrects the
+// rounding of the mean (else it would leak into Chan's merge).
 template <typename scalar_t, typename acc>
 void planes_moments(const scalar_t* __restrict x, int64_t planes, int64_t n, int64_t stride,
                     double& mean, double& m2) {
@@ -441,7 +412,7 @@ void batch_stats(const scalar_t* x, Layout layout, Shape s, at::Tensor& mean, at
         for (int64_t start = 0; start < hw; start += kBlockValues) {
           double piece_mean, piece_m2;
           const int64_t n = std::min(kBlockValues, hw - start);
-          span_moments<scalar_t, acc>(x + p * hw + start, n, piece_mean, piece_m2);
+          planes_moments<scalar_t, acc>(x + p * hw + start, 1, n, n, piece_mean, piece_m2);
           m.merge(double(n), piece_mean, piece_m2);
         }
         block_mean[p] = m.mean;
