@@ -232,3 +232,32 @@ def test_a_checkpoint_records_the_choices_and_a_resume_takes_them(fresh, tmp_pat
     for r in recorded:
         assert taken[r["key"]]["choice"] == r["choice"]
         assert taken[r["key"]]["measurements"] == 0  # restored, not measured again
+
+
+def test_cpu_half_batch_norm_takes_stocks_faster_path(monkeypatch):
+    # bf16/fp16 batch norm on CPU runs stock's F.batch_norm + F.leaky_relu (faster there, see
+    # fastgen.ops.batch_norm_leaky_relu.stock_is_faster); FASTGEN_BN_CPU=fastgen or
+    # FASTGEN_AUTOTUNE=0 take fastgen's kernel.
+    monkeypatch.delenv("FASTGEN_AUTOTUNE", raising=False)
+    x = torch.randn(8, 16, 5, 5).to(torch.bfloat16)
+
+    def fused():
+        mean, var = torch.zeros(16), torch.ones(16)
+        out = ops.batch_norm_leaky_relu(x, mean, var, None, None, True, negative_slope=0.2)
+        return out, mean, var
+
+    stock_mean, stock_var = torch.zeros(16), torch.ones(16)
+    stock = F.leaky_relu(F.batch_norm(x, stock_mean, stock_var, None, None, True), 0.2)
+    out, mean, var = fused()
+    assert torch.equal(out, stock) and torch.equal(mean, stock_mean)
+    assert torch.equal(var, stock_var)
+    for name, value in (("FASTGEN_BN_CPU", "fastgen"), ("FASTGEN_AUTOTUNE", "0")):
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            kernel, kernel_mean, _ = fused()
+            assert not torch.equal(kernel, stock)  # fastgen's kernel rounds otherwise
+            assert_close(kernel.float(), stock.float(), dtype=torch.bfloat16)
+            assert_close(kernel_mean, stock_mean)
+    monkeypatch.setenv("FASTGEN_BN_CPU", "cudnn")
+    with pytest.raises(ValueError, match="FASTGEN_BN_CPU"):
+        fused()

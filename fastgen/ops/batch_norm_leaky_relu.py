@@ -8,6 +8,8 @@ torch.compile simple). Its backward is an op of its own (batch_norm_leaky_relu_b
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from fastgen._backend import registry
@@ -33,6 +35,22 @@ from fastgen.reference import batch_norm_leaky_relu as reference
 # memory_saving: |weight| is clamped to at least this (sign kept, 0 counts as positive), so
 # that xhat = (v - bias) / weight can be recovered from the output.
 MIN_ABS_WEIGHT = 1e-3
+
+
+def stock_is_faster(x: torch.Tensor) -> bool:
+    """Whether this call runs stock's F.batch_norm + F.leaky_relu (the reference) instead of
+    fastgen's kernel because stock is faster there: bfloat16/float16 on CPU, where aten's
+    vectorized mixed-precision batch norm beats fastgen's kernel, whose half-precision loops
+    do not vectorize yet (forward + backward on the DCGAN's shapes, 1 thread: 0.38 vs 0.52 ms,
+    0.57 vs 0.78 ms, 1.0 vs 1.16 ms; README, "The main job, as users run it").
+    FASTGEN_BN_CPU=fastgen takes the kernel anyway, as FASTGEN_AUTOTUNE=0 (the fixed rules of
+    earlier versions) does; memory_saving=True always takes it (stock has no such mode)."""
+    if x.device.type != "cpu" or x.dtype not in HALF_DTYPES:
+        return False
+    forced = os.environ.get("FASTGEN_BN_CPU", "")
+    if forced not in ("", "auto", "fastgen"):
+        raise ValueError(f"{FN}: FASTGEN_BN_CPU must be fastgen or auto, got {forced!r}")
+    return forced != "fastgen" and os.environ.get("FASTGEN_AUTOTUNE", "1") != "0"
 
 
 def batch_norm_leaky_relu(
@@ -112,7 +130,7 @@ def batch_norm_leaky_relu(
         if weight is not None:
             weight = nonzero_weight(weight)
     name = MEMORY_SAVING if memory_saving else NAME
-    if not registry.use_native(name, x):
+    if not registry.use_native(name, x) or (not memory_saving and stock_is_faster(x)):
         return reference.batch_norm_leaky_relu(
             x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope
         )
