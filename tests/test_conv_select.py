@@ -96,7 +96,7 @@ def test_autotune_caches_each_key_and_matches_the_forced_path(fresh, case, chann
     for r in records:
         assert r["choice"] in ("fastgen", "aten")
         assert r["fastgen_ms"] is not None and r["aten_ms"] is not None, r
-        faster = "fastgen" if r["fastgen_ms"] <= r["aten_ms"] else "aten"
+        faster = "fastgen" if r["fastgen_ms"] < 0.95 * r["aten_ms"] else "aten"  # the margin
         assert r["choice"] == faster, r
     again = run(*args)
     assert ops.conv_cpu_choices() == records  # seen again: not timed again

@@ -7,7 +7,8 @@
 // the CPU. So the choice is measured, as torch.backends.cudnn.benchmark does on CUDA: the first
 // call of a new key (op and pass, every operand's sizes, dtype and layout, the geometry, the
 // backward's mask, the thread count and the CPU copy) runs both candidates a few times in the
-// process itself and remembers the faster for the rest of the process. The epilogue (bias +
+// process itself and remembers the faster for the rest of the process; fastgen's must be at
+// least 5% faster (a close call goes to aten: conv_select_cpu.cpp says why). The epilogue (bias +
 // activation) stays fused whichever convolution runs: the drivers add it around this choice.
 //
 // For bfloat16 and float16 operands (torch.autocast), fastgen's candidate converts them to
