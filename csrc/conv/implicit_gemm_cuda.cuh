@@ -40,14 +40,18 @@
 //     an exact FMA path in float32;
 //   float64: the FMA path in float64.
 // ## Tiles (chosen for sm_90)
-// A CTA computes a 64 x 64 tile of D with 4 warps (128 threads) and steps k by 32. Shared
-// memory is under 20 KiB per CTA for every dtype except float64 (35 KiB), so with 128 threads
-// an H100/H200 SM (228 KiB, 2048 threads) holds up to 11 CTAs (44 warps) at once: enough warps
-// to hide the gather latency without cp.async pipelining. Each warp owns a 32 x 32 sub-tile
-// (2 x 2 WMMA tiles); on the FMA path each thread owns 8 x 4 outputs. 64 x 64 keeps the grid
-// large on the DCGAN generator's small early layers (a 4x4 -> 8x8 layer at batch 128 has 2048
-// rows per phase); larger tiles would leave SMs idle there. While a tile is multiplied, the
-// next one is loaded from global memory into registers (one stage of software pipelining).
+// A CTA computes a 64 x 64 tile of D with 4 warps (128 threads) and steps k by 32.
+// Occupancy, from an outside review's ptxas run for sm_90 (issue 24; not re-measured here):
+// registers, not threads, bound it. At 89-98 registers per thread an H100/H200 SM (64K
+// registers) holds 5 CTAs (20 warps) of a kernel at once; 4 for the TF32 kernels and the
+// weight-gradient kernels at 128 registers; 3 for float64. Shared memory is 21-38 KiB per CTA
+// (of 228 KiB per SM), which alone would allow 5 to 10. Whether 12-20 resident warps hide the
+// gather latency without cp.async pipelining is unmeasured (no GPU run yet).
+// Each warp owns a 32 x 32 sub-tile (2 x 2 WMMA tiles); on the FMA path each thread owns 8 x 4
+// outputs. 64 x 64 keeps the grid large on the DCGAN generator's small early layers (a 4x4 ->
+// 8x8 layer at batch 128 has 2048 rows per phase); larger tiles would leave SMs idle there.
+// While a tile is multiplied, the next one is loaded from global memory into registers (one
+// stage of software pipelining).
 // One launch covers every phase (blockIdx.z), each CTA one 64-row block of one phase.
 // ## Layouts
 // channels_last is native: the channel is the fastest part of k, so consecutive threads
