@@ -107,6 +107,44 @@ def test_tf32_follows_torch(engine, monkeypatch):
     assert (tf32.double() - expected).abs().max() > (exact.double() - expected).abs().max()
 
 
+@pytest.fixture
+def cudnn_tf32():
+    """torch.backends.cudnn, with its TF32 switches (new API and legacy) restored afterwards to
+    the suite's setting (conftest: TF32 off, through the legacy switch)."""
+    cudnn = torch.backends.cudnn
+    legacy, overall = cudnn.allow_tf32, cudnn.fp32_precision
+    yield cudnn
+    cudnn.fp32_precision = overall
+    cudnn.allow_tf32 = legacy  # sets conv and RNN alike: the legacy query works again
+
+
+# (API, value): the legacy switch, or torch's per-operator one (torch >= 2.9) with the RNN
+# switch set the other way, the mix under which torch's query without an operator raises.
+TF32_SWITCHES = [("legacy", True), ("legacy", False), ("conv", "tf32"), ("conv", "ieee")]
+
+
+@pytest.mark.parametrize(("api", "value"), TF32_SWITCHES, ids=str)
+def test_tf32_follows_either_api(engine, cudnn_tf32, api, value):
+    """float32 takes TF32 tensor cores exactly when torch's switch for cuDNN convolutions says
+    so, whichever API set it: torch.backends.cudnn.allow_tf32 or
+    torch.backends.cudnn.conv.fp32_precision ("tf32" / "ieee")."""
+    if engine == "cuda" and torch.cuda.get_device_capability() < (8, 0):
+        pytest.skip("no TF32 before sm_80")
+    if api == "legacy":
+        cudnn_tf32.allow_tf32 = value
+    else:
+        cudnn_tf32.conv.fp32_precision = value
+        cudnn_tf32.rnn.fp32_precision = "ieee" if value == "tf32" else "tf32"
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(1, 32, 4, 4, generator=generator)
+    weight = torch.randn(32, 16, 3, 3, generator=generator)
+    expected = conv_transpose2d(x.double(), weight.double())
+    out = conv_transpose2d(x.to(engine), weight.to(engine))
+    error = ((out.double().cpu() - expected).abs().max() / expected.abs().max()).item()
+    tf32 = value in (True, "tf32")
+    assert (error > 2e-5) == tf32, f"relative error {error:.2e}, TF32 {'on' if tf32 else 'off'}"
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
 def test_batch_statistics_from_the_epilogue(engine, dtype, kind):

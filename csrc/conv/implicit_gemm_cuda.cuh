@@ -35,9 +35,10 @@
 //
 // ## Math
 //   bfloat16 / float16: tensor cores through WMMA m16n16k16, float accumulators;
-//   float32: TF32 WMMA m16n16k8 when torch allows TF32 for convolutions (cuDNN's setting,
-//     torch.backends.cudnn.allow_tf32, which is on by default as for stock convolutions), else
-//     an exact FMA path in float32;
+//   float32: TF32 WMMA m16n16k8 when torch allows TF32 for convolutions (cuDNN's convolution
+//     setting, torch.backends.cudnn.conv.fp32_precision or the legacy
+//     torch.backends.cudnn.allow_tf32, on by default as for stock convolutions), else an
+//     exact FMA path in float32;
 //   float64: the FMA path in float64.
 // ## Tiles (chosen for sm_90)
 // A CTA computes a 64 x 64 tile of D with 4 warps (128 threads) and steps k by 32.
@@ -715,8 +716,14 @@ __global__ void __launch_bounds__(kBiasThreads)
 
 namespace host {
 
+// torch's TF32 switch for convolutions, asked for the convolution operator as aten's cuDNN
+// convolution asks: torch.backends.cudnn.conv.fp32_precision ("tf32" / "ieee", torch >= 2.9)
+// or the legacy torch.backends.cudnn.allow_tf32, whichever the user set. Without the operator
+// torch raises once the two APIs disagree for conv and RNN ("a mix of the legacy and new
+// APIs"). allowTF32CuDNN(Float32Op) exists in every torch pyproject.toml admits (>= 2.13), so
+// no version guard.
 inline bool tf32_allowed() {
-  return at::globalContext().allowTF32CuDNN();
+  return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV);
 }
 
 // Calls body.template operator()<scalar_t, Math>() for the dtype and torch's TF32 setting.
