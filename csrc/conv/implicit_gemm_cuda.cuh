@@ -40,6 +40,8 @@
 //     torch.backends.cudnn.allow_tf32, on by default as for stock convolutions), else an
 //     exact FMA path in float32;
 //   float64: the FMA path in float64.
+// On sm_70/sm_75 (no bfloat16 or TF32 WMMA) bfloat16 and float32 take the FMA path whatever
+// the setting, and float16 keeps WMMA (math_for_arch below).
 // ## Tiles (chosen for sm_90)
 // A CTA computes a 64 x 64 tile of D with 4 warps (128 threads) and steps k by 32.
 // Occupancy, from an outside review's ptxas run for sm_90 (issue 24; not re-measured here):
@@ -151,6 +153,43 @@ struct Tf32Math {  // float32 on tensor cores, rounded to TF32 as fragments are 
   using smem = float;
 };
 
+// --- which math each architecture has ---------------------------------------------------------
+// <mma.h> declares the float16 WMMA shapes from sm_70 and the bfloat16 and TF32 ones from sm_80
+// on (its device pass for sm_75 has no precision::tf32, no __float_to_tf32 and no bfloat16
+// fragments). The host names the same kernel instantiations for every architecture the build
+// targets (dispatch_math), so a device pass compiles an instantiation whose math its
+// architecture lacks with the FMA path instead (math_for_arch): the CUDA runtime loads the
+// image of the device's own architecture, and that image holds tensor-core bodies only where
+// the device has them. So an sm_70/sm_75 build works (FMA for bfloat16 and TF32-allowed
+// float32, WMMA for float16 on both; an older architecture takes FMA for every dtype), and an
+// sm_80+ device takes WMMA as before. nvcc's host pass and the emulator (which stands for
+// sm_90) see every shape.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define FASTGEN_WMMA_SM80 0
+#else
+#define FASTGEN_WMMA_SM80 1
+#endif
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 700
+#define FASTGEN_WMMA_SM70 0
+#else
+#define FASTGEN_WMMA_SM70 1
+#endif
+
+template <typename Math, typename scalar_t>
+constexpr bool math_compiled_here() {
+  if constexpr (!Math::tensor_cores) {
+    return true;
+  } else if constexpr (std::is_same_v<Math, HalfMath> && std::is_same_v<scalar_t, c10::Half>) {
+    return FASTGEN_WMMA_SM70;
+  } else {
+    return FASTGEN_WMMA_SM80;  // bfloat16 on HalfMath, float32 on Tf32Math
+  }
+}
+
+// The math a kernel instantiated for Math runs in this compilation pass.
+template <typename Math, typename scalar_t>
+using math_for_arch = std::conditional_t<math_compiled_here<Math, scalar_t>(), Math, FmaMath>;
+
 template <typename T>
 struct wmma_type {
   using type = float;  // Tf32Math: loaded from float
@@ -232,11 +271,16 @@ struct Accumulators<FmaMath, scalar_t> {
   }
 };
 
+#if FASTGEN_WMMA_SM70  // before sm_70 <mma.h> declares no nvcuda::wmma at all
 template <typename Math, typename scalar_t>
 struct TensorCoreAccumulators {
   using element = typename wmma_type<scalar_t>::type;
+#if FASTGEN_WMMA_SM80
   using input =
       std::conditional_t<std::is_same_v<Math, Tf32Math>, nvcuda::wmma::precision::tf32, element>;
+#else  // only float16 is instantiated here (math_for_arch)
+  using input = element;
+#endif
   static constexpr int K = Math::k_step;
   nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, K, float> v[2][2];
   __device__ __forceinline__ void zero() {
@@ -257,10 +301,12 @@ struct TensorCoreAccumulators {
             a[i], reinterpret_cast<const element*>(&s.stage.ab.a[k][32 * wm + 16 * i]), lda);
         wmma::load_matrix_sync(
             b[i], reinterpret_cast<const element*>(&s.stage.ab.b[k][32 * wn + 16 * i]), ldb);
+#if FASTGEN_WMMA_SM80
         if constexpr (std::is_same_v<Math, Tf32Math>) {
           for (int e = 0; e < a[i].num_elements; ++e) a[i].x[e] = wmma::__float_to_tf32(a[i].x[e]);
           for (int e = 0; e < b[i].num_elements; ++e) b[i].x[e] = wmma::__float_to_tf32(b[i].x[e]);
         }
+#endif
       }
       for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 2; ++j) wmma::mma_sync(v[i][j], a[i], b[j], v[i][j]);
@@ -280,6 +326,7 @@ template <typename scalar_t>
 struct Accumulators<HalfMath, scalar_t> : TensorCoreAccumulators<HalfMath, scalar_t> {};
 template <typename scalar_t>
 struct Accumulators<Tf32Math, scalar_t> : TensorCoreAccumulators<Tf32Math, scalar_t> {};
+#endif
 
 // The gathered operand value, scaled by act'(y) when the operand is a gradient.
 template <Activation grad_act, typename scalar_t>
@@ -330,13 +377,14 @@ __device__ __forceinline__ void multiply_tiles(S& s, int k_tiles, const Fill& fi
 
 // --- forward-shaped kernel (conv2d / conv_transpose2d forward, both data gradients) -----------
 
-template <typename scalar_t, typename Math, Activation act, Activation grad_act>
+template <typename scalar_t, typename HostMath, Activation act, Activation grad_act>
 __global__ void __launch_bounds__(kThreads)
     conv_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ x_output,
                 const scalar_t* __restrict__ weight, const scalar_t* __restrict__ bias,
                 scalar_t* __restrict__ out, acc_t<scalar_t>* __restrict__ stats, Problem p,
                 acc_t<scalar_t> slope) {
   using acc = acc_t<scalar_t>;
+  using Math = math_for_arch<HostMath, scalar_t>;
   using smem_t = typename Math::template smem<scalar_t>;
   FASTGEN_SHARED(s, Shared<smem_t, acc>);
   const Phase& ph = p.phase[blockIdx.z];
@@ -552,12 +600,13 @@ struct alignas(32) WeightShared {
   ReductionStep steps[2][kBlockK];
 };
 
-template <typename scalar_t, typename Math, Activation grad_act, bool p_is_grad>
+template <typename scalar_t, typename HostMath, Activation grad_act, bool p_is_grad>
 __global__ void __launch_bounds__(kThreads)
     weight_grad_kernel(const scalar_t* __restrict__ p_data, const scalar_t* __restrict__ q_data,
                        const scalar_t* __restrict__ grad_output, acc_t<scalar_t>* __restrict__ work,
                        WeightGradProblem p, acc_t<scalar_t> slope) {
   using acc = acc_t<scalar_t>;
+  using Math = math_for_arch<HostMath, scalar_t>;
   using smem_t = typename Math::template smem<scalar_t>;
   FASTGEN_SHARED(s, WeightShared<smem_t, acc>);
   const int tid = threadIdx.x;
