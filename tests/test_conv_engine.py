@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from fastgen import _extension
 from fastgen.ops import conv2d, conv_transpose2d, conv_transpose2d_with_stats
+from fastgen.reference.conv2d import conv2d as reference_conv2d
 from fastgen.reference.conv_transpose2d import ACTIVATIONS
+from fastgen.reference.conv_transpose2d import conv_transpose2d as reference_ct
 
 pytestmark = pytest.mark.skipif(
     not _extension.EMULATED_LOADED and not torch.cuda.is_available(),
@@ -264,3 +266,53 @@ def test_bitwise_identical_across_thread_schedules(monkeypatch):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert torch.equal(a, b)
+
+
+def any_size_one_strides(t: torch.Tensor, data) -> torch.Tensor:
+    """t (dense) with a drawn stride on each of its size-1 dims: the same memory and still
+    contiguous in its layout, since a size-1 dim's stride is never used to address it."""
+    strides = [
+        data.draw(st.sampled_from([1, 2, 3, 7, 64, 1000])) if size == 1 else stride
+        for size, stride in zip(t.shape, t.stride())
+    ]
+    return t.as_strided(t.shape, strides)
+
+
+@pytest.mark.parametrize("name", CUDA_DEVICES)
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+@settings(max_examples=examples(10), deadline=None, derandomize=True)
+@given(data=st.data())
+def test_size_one_dims_with_any_stride(name, op, kind, data):
+    """Every entry point (input, weight and bias forward; grad_out, input, weight and output
+    backward) takes tensors whose size-1 dims carry any stride, e.g. grad_out =
+    randn(2, 4, 1, 5).transpose(2, 3) (W == 1 with stride(3) == 5), in both layouts."""
+    n, c_in, c_out = (data.draw(st.sampled_from([1, 2])) for _ in range(3))
+    kernel = [data.draw(st.integers(1, 2)) for _ in range(2)]
+    if op == "conv2d":  # a size-1 output dim where the kernel covers the input
+        size = [k + data.draw(st.integers(0, 1)) for k in kernel]
+        shapes = dict(x=(n, c_in, *size), weight=(c_out, c_in, *kernel), bias=(c_out,))
+    else:  # a size-1 output dim where input and kernel are 1 wide
+        size = [data.draw(st.integers(1, 2)) for _ in range(2)]
+        kernel = [k if s > 1 else 1 for k, s in zip(kernel, size)]
+        shapes = dict(x=(n, c_in, *size), weight=(c_in, c_out, *kernel), bias=(c_out,))
+    generator = torch.Generator().manual_seed(data.draw(st.integers(0, 100)))
+    base = {k: torch.randn(s, generator=generator, dtype=torch.float64) for k, s in shapes.items()}
+    fn, reference = (
+        (conv2d, reference_conv2d) if op == "conv2d" else (conv_transpose2d, reference_ct)
+    )
+    activation = data.draw(st.sampled_from(["identity", "tanh"]))
+    inputs = {k: t.clone().requires_grad_() for k, t in base.items()}
+    expected = reference(*inputs.values(), activation=activation)
+    grad = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
+    expected_grads = torch.autograd.grad(expected, list(inputs.values()), grad)
+    with engine_forced(name) as device:
+        tensors = {k: layout(t, kind) if t.dim() == 4 else t for k, t in base.items()}
+        tensors = {k: any_size_one_strides(t.to(device), data).requires_grad_()
+                   for k, t in tensors.items()}  # fmt: skip
+        out = fn(*tensors.values(), activation=activation)
+        grad_out = any_size_one_strides(layout(grad, kind).to(device), data)
+        grads = torch.autograd.grad(out, list(tensors.values()), grad_out)
+    assert_close(out.cpu(), expected, msg=f"{op} output {shapes} {kind}")
+    for key, actual, wanted in zip(tensors, grads, expected_grads):
+        assert_close(actual.cpu(), wanted, msg=f"{op} grad {key} {shapes} {kind}")

@@ -735,21 +735,27 @@ __global__ void sum_splits_kernel(const acc_t<scalar_t>* __restrict__ work, int6
 }
 
 // grad_bias[c] = sum over (n, h, w) of grad_out * act'(y), in a fixed order: per channel a
-// block, each thread a strided subset in order, then a tree.
+// block, each thread a strided subset in order, then a tree. h and w are addressed by their
+// own strides: a dense grad_out may carry any stride on a size-1 dim (W == 1 with
+// stride(3) != 1 is still contiguous), so (h, w) cannot be flattened with stride(3).
 constexpr int kBiasThreads = 256;
 
 template <typename scalar_t, Activation grad_act>
 __global__ void __launch_bounds__(kBiasThreads)
     bias_grad_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ output,
-                     int64_t batch, int64_t pixels, int64_t g_n, int64_t g_c, int64_t g_pixel,
-                     acc_t<scalar_t> slope, scalar_t* __restrict__ grad_bias) {
+                     int64_t batch, int64_t height, int64_t width, int64_t g_n, int64_t g_c,
+                     int64_t g_h, int64_t g_w, acc_t<scalar_t> slope,
+                     scalar_t* __restrict__ grad_bias) {
   using acc = acc_t<scalar_t>;
   FASTGEN_SHARED(partial, acc[kBiasThreads]);
   const int64_t c = blockIdx.x;
   const int tid = threadIdx.x;
+  const int64_t pixels = height * width;
   acc sum = acc(0);
   for (int64_t i = tid; i < batch * pixels; i += kBiasThreads) {
-    const int64_t off = (i / pixels) * g_n + c * g_c + (i % pixels) * g_pixel;
+    const int64_t pixel = i % pixels;
+    const int64_t off =
+        (i / pixels) * g_n + c * g_c + (pixel / width) * g_h + (pixel % width) * g_w;
     sum += gathered<grad_act>(grad, output, off, slope);
   }
   partial[tid] = sum;
@@ -1016,9 +1022,9 @@ inline at::Tensor run_bias_grad(const at::Tensor& grad, const at::Tensor& output
     dispatch_activation(grad_activation, [&]<Activation grad_act>() {
       simt::launch<bias_grad_kernel<scalar_t, grad_act>>(
           {dim3(unsigned(grad.size(1))), dim3(kBiasThreads), 0, stream},
-          grad.const_data_ptr<scalar_t>(), y, grad.size(0), grad.size(2) * grad.size(3),
-          grad.stride(0), grad.stride(1), grad.stride(3), static_cast<acc>(negative_slope),
-          grad_bias.mutable_data_ptr<scalar_t>());
+          grad.const_data_ptr<scalar_t>(), y, grad.size(0), grad.size(2), grad.size(3),
+          grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3),
+          static_cast<acc>(negative_slope), grad_bias.mutable_data_ptr<scalar_t>());
     });
   });
   return grad_bias;
