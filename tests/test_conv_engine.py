@@ -316,3 +316,36 @@ def test_size_one_dims_with_any_stride(name, op, kind, data):
     assert_close(out.cpu(), expected, msg=f"{op} output {shapes} {kind}")
     for key, actual, wanted in zip(tensors, grads, expected_grads):
         assert_close(actual.cpu(), wanted, msg=f"{op} grad {key} {shapes} {kind}")
+
+
+@pytest.mark.skipif(not _extension.EMULATED_LOADED, reason="needs the emulated CUDA kernels")
+def test_weight_grad_split_is_int64():
+    """A reduction of 2^32 rows (batch * u * v) in one split: the split's row count is kept
+    whole (int32 wrapped it to 0, a silently zero weight gradient)."""
+    launch = _extension._emulated_cuda.conv_weight_grad_launch
+    # [a, b] = [8192, 8192]: 2^26 workspace values per split, so a single split
+    grid_x, grid_y, grid_z, rows_per_split = launch(False, [2**16, 8192, 256, 256], 8192, [1, 1])
+    assert (grid_x, grid_y, grid_z, rows_per_split) == (128, 128, 1, 2**32)
+    # small channel counts: many splits, which together cover every row
+    grid_x, grid_y, grid_z, rows_per_split = launch(True, [2**16, 1, 256, 256], 1, [1, 1])
+    assert (grid_x, grid_y) == (1, 1) and rows_per_split % 32 == 0
+    assert grid_z * rows_per_split >= 2**32 > (grid_z - 1) * rows_per_split
+
+
+@pytest.mark.skipif(not _extension.EMULATED_LOADED, reason="needs the emulated CUDA kernels")
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+def test_grids_beyond_cuda_limits_are_errors_naming_the_op(op):
+    """gridDim.y is at most 65535: more than 65535 64-wide column blocks is an error that names
+    the op and the way around it (the library route), from the launch arithmetic for the
+    weight gradient and from a real call for the forward (~17 MB per tensor)."""
+    launch = _extension._emulated_cuda.conv_weight_grad_launch
+    transposed = op == "conv_transpose2d"
+    message = f"fastgen::{op}: .*{ROUTE_ENV[op]}=cudnn"
+    with pytest.raises(RuntimeError, match=message):
+        launch(transposed, [1, 1, 1, 2], 1, [2048, 2049])  # 4196352 columns: 65568 blocks
+    assert launch(transposed, [1, 1, 1, 2], 1, [2048, 2047])[1] == 65504
+    channels = 65536 * 64  # output channels: 65536 column blocks
+    x = torch.randn(1, 1, 1, 1)
+    weight = torch.randn(channels, 1, 1, 1) if op == "conv2d" else torch.randn(1, channels, 1, 1)
+    with engine_forced("emulated-cuda") as device, pytest.raises(RuntimeError, match=message):
+        (conv2d if op == "conv2d" else conv_transpose2d)(x.to(device), weight.to(device))
