@@ -51,6 +51,35 @@ echo "== building (archs $TORCH_CUDA_ARCH_LIST, MAX_JOBS=$MAX_JOBS)"
 cd "$BUILD_DIR/src"
 "$PY" setup.py -q build_ext --inplace --build-temp "$BUILD_DIR/temp"
 
+echo "== compiling the convolution engine for sm_75 (compile only)"
+# The build above covers $TORCH_CUDA_ARCH_LIST (sm_80 and sm_90 by default). Builds for 7.x
+# (T4, V100, RTX 20xx, cluster defaults) must work too, and <mma.h> has no bfloat16 or TF32
+# WMMA there: compiling the engine's translation unit, the one that names them, for sm_75 with
+# the build's nvcc flags shows that they do (csrc/conv/implicit_gemm_cuda.cuh, math_for_arch).
+# About 75 s with one nvcc job on a 2-core machine.
+sm75_start=$SECONDS
+"$PY" - > "$BUILD_DIR/temp/sm_75.flags" <<'EOF_FLAGS'
+import glob
+import os
+
+import torch
+from torch.utils import cpp_extension
+
+site = os.path.dirname(os.path.dirname(torch.__file__))
+nvidia = sorted(glob.glob(os.path.join(site, "nvidia", "*", "include")))
+cuda = os.path.join(os.environ["CUDA_HOME"], "include")
+for path in ["csrc", *cpp_extension.include_paths(), cuda, *nvidia]:
+    print(f"-I{path}")
+for flag in cpp_extension.COMMON_NVCC_FLAGS:
+    print(flag)
+print(f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}")
+EOF_FLAGS
+mapfile -t SM75_FLAGS < "$BUILD_DIR/temp/sm_75.flags"
+"$CUDA_HOME/bin/nvcc" -c csrc/conv/implicit_gemm_cuda.cu -o "$BUILD_DIR/temp/implicit_gemm_cuda.sm_75.o" \
+  -gencode arch=compute_75,code=sm_75 -O3 -std=c++20 --expt-relaxed-constexpr --fmad=false \
+  -DFASTGEN_WITH_CUDA=1 -Xcompiler -fPIC "${SM75_FLAGS[@]}"
+echo "   sm_75 engine compile: $((SECONDS - sm75_start)) s"
+
 echo "== checking CUDA registrations"
 PYTHONPATH="$BUILD_DIR/src" "$PY" - <<'EOF'
 import glob

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from fastgen import _extension
 from fastgen.ops import conv2d, conv_transpose2d, conv_transpose2d_with_stats
+from fastgen.reference.conv2d import conv2d as reference_conv2d
 from fastgen.reference.conv_transpose2d import ACTIVATIONS
+from fastgen.reference.conv_transpose2d import conv_transpose2d as reference_ct
 
 pytestmark = pytest.mark.skipif(
     not _extension.EMULATED_LOADED and not torch.cuda.is_available(),
@@ -105,6 +107,44 @@ def test_tf32_follows_torch(engine, monkeypatch):
     scale = expected.abs().max()
     assert (tf32.double() - expected).abs().max() < 5e-3 * scale
     assert (tf32.double() - expected).abs().max() > (exact.double() - expected).abs().max()
+
+
+@pytest.fixture
+def cudnn_tf32():
+    """torch.backends.cudnn, with its TF32 switches (new API and legacy) restored afterwards to
+    the suite's setting (conftest: TF32 off, through the legacy switch)."""
+    cudnn = torch.backends.cudnn
+    legacy, overall = cudnn.allow_tf32, cudnn.fp32_precision
+    yield cudnn
+    cudnn.fp32_precision = overall
+    cudnn.allow_tf32 = legacy  # sets conv and RNN alike: the legacy query works again
+
+
+# (API, value): the legacy switch, or torch's per-operator one (torch >= 2.9) with the RNN
+# switch set the other way, the mix under which torch's query without an operator raises.
+TF32_SWITCHES = [("legacy", True), ("legacy", False), ("conv", "tf32"), ("conv", "ieee")]
+
+
+@pytest.mark.parametrize(("api", "value"), TF32_SWITCHES, ids=str)
+def test_tf32_follows_either_api(engine, cudnn_tf32, api, value):
+    """float32 takes TF32 tensor cores exactly when torch's switch for cuDNN convolutions says
+    so, whichever API set it: torch.backends.cudnn.allow_tf32 or
+    torch.backends.cudnn.conv.fp32_precision ("tf32" / "ieee")."""
+    if engine == "cuda" and torch.cuda.get_device_capability() < (8, 0):
+        pytest.skip("no TF32 before sm_80")
+    if api == "legacy":
+        cudnn_tf32.allow_tf32 = value
+    else:
+        cudnn_tf32.conv.fp32_precision = value
+        cudnn_tf32.rnn.fp32_precision = "ieee" if value == "tf32" else "tf32"
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(1, 32, 4, 4, generator=generator)
+    weight = torch.randn(32, 16, 3, 3, generator=generator)
+    expected = conv_transpose2d(x.double(), weight.double())
+    out = conv_transpose2d(x.to(engine), weight.to(engine))
+    error = ((out.double().cpu() - expected).abs().max() / expected.abs().max()).item()
+    tf32 = value in (True, "tf32")
+    assert (error > 2e-5) == tf32, f"relative error {error:.2e}, TF32 {'on' if tf32 else 'off'}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -226,3 +266,86 @@ def test_bitwise_identical_across_thread_schedules(monkeypatch):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert torch.equal(a, b)
+
+
+def any_size_one_strides(t: torch.Tensor, data) -> torch.Tensor:
+    """t (dense) with a drawn stride on each of its size-1 dims: the same memory and still
+    contiguous in its layout, since a size-1 dim's stride is never used to address it."""
+    strides = [
+        data.draw(st.sampled_from([1, 2, 3, 7, 64, 1000])) if size == 1 else stride
+        for size, stride in zip(t.shape, t.stride())
+    ]
+    return t.as_strided(t.shape, strides)
+
+
+@pytest.mark.parametrize("name", CUDA_DEVICES)
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
+@settings(max_examples=examples(10), deadline=None, derandomize=True)
+@given(data=st.data())
+def test_size_one_dims_with_any_stride(name, op, kind, data):
+    """Every entry point (input, weight and bias forward; grad_out, input, weight and output
+    backward) takes tensors whose size-1 dims carry any stride, e.g. grad_out =
+    randn(2, 4, 1, 5).transpose(2, 3) (W == 1 with stride(3) == 5), in both layouts."""
+    n, c_in, c_out = (data.draw(st.sampled_from([1, 2])) for _ in range(3))
+    kernel = [data.draw(st.integers(1, 2)) for _ in range(2)]
+    if op == "conv2d":  # a size-1 output dim where the kernel covers the input
+        size = [k + data.draw(st.integers(0, 1)) for k in kernel]
+        shapes = dict(x=(n, c_in, *size), weight=(c_out, c_in, *kernel), bias=(c_out,))
+    else:  # a size-1 output dim where input and kernel are 1 wide
+        size = [data.draw(st.integers(1, 2)) for _ in range(2)]
+        kernel = [k if s > 1 else 1 for k, s in zip(kernel, size)]
+        shapes = dict(x=(n, c_in, *size), weight=(c_in, c_out, *kernel), bias=(c_out,))
+    generator = torch.Generator().manual_seed(data.draw(st.integers(0, 100)))
+    base = {k: torch.randn(s, generator=generator, dtype=torch.float64) for k, s in shapes.items()}
+    fn, reference = (
+        (conv2d, reference_conv2d) if op == "conv2d" else (conv_transpose2d, reference_ct)
+    )
+    activation = data.draw(st.sampled_from(["identity", "tanh"]))
+    inputs = {k: t.clone().requires_grad_() for k, t in base.items()}
+    expected = reference(*inputs.values(), activation=activation)
+    grad = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
+    expected_grads = torch.autograd.grad(expected, list(inputs.values()), grad)
+    with engine_forced(name) as device:
+        tensors = {k: layout(t, kind) if t.dim() == 4 else t for k, t in base.items()}
+        tensors = {k: any_size_one_strides(t.to(device), data).requires_grad_()
+                   for k, t in tensors.items()}  # fmt: skip
+        out = fn(*tensors.values(), activation=activation)
+        grad_out = any_size_one_strides(layout(grad, kind).to(device), data)
+        grads = torch.autograd.grad(out, list(tensors.values()), grad_out)
+    assert_close(out.cpu(), expected, msg=f"{op} output {shapes} {kind}")
+    for key, actual, wanted in zip(tensors, grads, expected_grads):
+        assert_close(actual.cpu(), wanted, msg=f"{op} grad {key} {shapes} {kind}")
+
+
+@pytest.mark.skipif(not _extension.EMULATED_LOADED, reason="needs the emulated CUDA kernels")
+def test_weight_grad_split_is_int64():
+    """A reduction of 2^32 rows (batch * u * v) in one split: the split's row count is kept
+    whole (int32 wrapped it to 0, a silently zero weight gradient)."""
+    launch = _extension._emulated_cuda.conv_weight_grad_launch
+    # [a, b] = [8192, 8192]: 2^26 workspace values per split, so a single split
+    grid_x, grid_y, grid_z, rows_per_split = launch(False, [2**16, 8192, 256, 256], 8192, [1, 1])
+    assert (grid_x, grid_y, grid_z, rows_per_split) == (128, 128, 1, 2**32)
+    # small channel counts: many splits, which together cover every row
+    grid_x, grid_y, grid_z, rows_per_split = launch(True, [2**16, 1, 256, 256], 1, [1, 1])
+    assert (grid_x, grid_y) == (1, 1) and rows_per_split % 32 == 0
+    assert grid_z * rows_per_split >= 2**32 > (grid_z - 1) * rows_per_split
+
+
+@pytest.mark.skipif(not _extension.EMULATED_LOADED, reason="needs the emulated CUDA kernels")
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+def test_grids_beyond_cuda_limits_are_errors_naming_the_op(op):
+    """gridDim.y is at most 65535: more than 65535 64-wide column blocks is an error that names
+    the op and the way around it (the library route), from the launch arithmetic for the
+    weight gradient and from a real call for the forward (~17 MB per tensor)."""
+    launch = _extension._emulated_cuda.conv_weight_grad_launch
+    transposed = op == "conv_transpose2d"
+    message = f"fastgen::{op}: .*{ROUTE_ENV[op]}=cudnn"
+    with pytest.raises(RuntimeError, match=message):
+        launch(transposed, [1, 1, 1, 2], 1, [2048, 2049])  # 4196352 columns: 65568 blocks
+    assert launch(transposed, [1, 1, 1, 2], 1, [2048, 2047])[1] == 65504
+    channels = 65536 * 64  # output channels: 65536 column blocks
+    x = torch.randn(1, 1, 1, 1)
+    weight = torch.randn(channels, 1, 1, 1) if op == "conv2d" else torch.randn(1, channels, 1, 1)
+    with engine_forced("emulated-cuda") as device, pytest.raises(RuntimeError, match=message):
+        (conv2d if op == "conv2d" else conv_transpose2d)(x.to(device), weight.to(device))

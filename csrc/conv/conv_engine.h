@@ -47,6 +47,9 @@ bool engine_applies(const Geometry& geometry);
 //   backward: (grad_input, grad_weight, grad_bias) for grad_out of the forward's output
 //     `output` (read for act' only), each computed when its mask entry is set (else
 //     undefined); grad_input and grad_weight in `format`.
+// And, for tests of the launch arithmetic without tensors of its size: weight_grad_launch,
+// the weight gradient's grid (x, y, z) and reduction rows per split for P = [batch, a, u, v]
+// and b_channels * kernel columns, or the error a shape beyond CUDA's grid limits gets.
 struct Engine {
   at::Tensor (*forward)(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                         const Geometry& geometry, std::array<int64_t, 2> out_size,
@@ -68,6 +71,8 @@ struct Engine {
       const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,            \
       const at::Tensor& output, const conv::Geometry& geometry, Activation activation,          \
       double negative_slope, std::array<bool, 3> output_mask, c10::MemoryFormat format);        \
+  std::array<int64_t, 4> weight_grad_launch(bool transposed_op, std::array<int64_t, 4> p_sizes, \
+                                            int64_t b_channels, std::array<int64_t, 2> kernel); \
   }
 
 }  // namespace fastgen::conv

@@ -35,19 +35,26 @@
 //
 // ## Math
 //   bfloat16 / float16: tensor cores through WMMA m16n16k16, float accumulators;
-//   float32: TF32 WMMA m16n16k8 when torch allows TF32 for convolutions (cuDNN's setting,
-//     torch.backends.cudnn.allow_tf32, which is on by default as for stock convolutions), else
-//     an exact FMA path in float32;
+//   float32: TF32 WMMA m16n16k8 when torch allows TF32 for convolutions (cuDNN's convolution
+//     setting, torch.backends.cudnn.conv.fp32_precision or the legacy
+//     torch.backends.cudnn.allow_tf32, on by default as for stock convolutions), else an
+//     exact FMA path in float32;
 //   float64: the FMA path in float64.
+// On sm_70/sm_75 (no bfloat16 or TF32 WMMA) bfloat16 and float32 take the FMA path whatever
+// the setting, and float16 keeps WMMA (math_for_arch below).
 // ## Tiles (chosen for sm_90)
-// A CTA computes a 64 x 64 tile of D with 4 warps (128 threads) and steps k by 32. Shared
-// memory is under 20 KiB per CTA for every dtype except float64 (35 KiB), so with 128 threads
-// an H100/H200 SM (228 KiB, 2048 threads) holds up to 11 CTAs (44 warps) at once: enough warps
-// to hide the gather latency without cp.async pipelining. Each warp owns a 32 x 32 sub-tile
-// (2 x 2 WMMA tiles); on the FMA path each thread owns 8 x 4 outputs. 64 x 64 keeps the grid
-// large on the DCGAN generator's small early layers (a 4x4 -> 8x8 layer at batch 128 has 2048
-// rows per phase); larger tiles would leave SMs idle there. While a tile is multiplied, the
-// next one is loaded from global memory into registers (one stage of software pipelining).
+// A CTA computes a 64 x 64 tile of D with 4 warps (128 threads) and steps k by 32.
+// Occupancy, from an outside review's ptxas run for sm_90 (issue 24; not re-measured here):
+// registers, not threads, bound it. At 89-98 registers per thread an H100/H200 SM (64K
+// registers) holds 5 CTAs (20 warps) of a kernel at once; 4 for the TF32 kernels and the
+// weight-gradient kernels at 128 registers; 3 for float64. Shared memory is 21-38 KiB per CTA
+// (of 228 KiB per SM), which alone would allow 5 to 10. Whether 12-20 resident warps hide the
+// gather latency without cp.async pipelining is unmeasured (no GPU run yet).
+// Each warp owns a 32 x 32 sub-tile (2 x 2 WMMA tiles); on the FMA path each thread owns 8 x 4
+// outputs. 64 x 64 keeps the grid large on the DCGAN generator's small early layers (a 4x4 ->
+// 8x8 layer at batch 128 has 2048 rows per phase); larger tiles would leave SMs idle there.
+// While a tile is multiplied, the next one is loaded from global memory into registers (one
+// stage of software pipelining).
 // One launch covers every phase (blockIdx.z), each CTA one 64-row block of one phase.
 // ## Layouts
 // channels_last is native: the channel is the fastest part of k, so consecutive threads
@@ -146,6 +153,43 @@ struct Tf32Math {  // float32 on tensor cores, rounded to TF32 as fragments are 
   using smem = float;
 };
 
+// --- which math each architecture has ---------------------------------------------------------
+// <mma.h> declares the float16 WMMA shapes from sm_70 and the bfloat16 and TF32 ones from sm_80
+// on (its device pass for sm_75 has no precision::tf32, no __float_to_tf32 and no bfloat16
+// fragments). The host names the same kernel instantiations for every architecture the build
+// targets (dispatch_math), so a device pass compiles an instantiation whose math its
+// architecture lacks with the FMA path instead (math_for_arch): the CUDA runtime loads the
+// image of the device's own architecture, and that image holds tensor-core bodies only where
+// the device has them. So an sm_70/sm_75 build works (FMA for bfloat16 and TF32-allowed
+// float32, WMMA for float16 on both; an older architecture takes FMA for every dtype), and an
+// sm_80+ device takes WMMA as before. nvcc's host pass and the emulator (which stands for
+// sm_90) see every shape.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define FASTGEN_WMMA_SM80 0
+#else
+#define FASTGEN_WMMA_SM80 1
+#endif
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 700
+#define FASTGEN_WMMA_SM70 0
+#else
+#define FASTGEN_WMMA_SM70 1
+#endif
+
+template <typename Math, typename scalar_t>
+constexpr bool math_compiled_here() {
+  if constexpr (!Math::tensor_cores) {
+    return true;
+  } else if constexpr (std::is_same_v<Math, HalfMath> && std::is_same_v<scalar_t, c10::Half>) {
+    return FASTGEN_WMMA_SM70;
+  } else {
+    return FASTGEN_WMMA_SM80;  // bfloat16 on HalfMath, float32 on Tf32Math
+  }
+}
+
+// The math a kernel instantiated for Math runs in this compilation pass.
+template <typename Math, typename scalar_t>
+using math_for_arch = std::conditional_t<math_compiled_here<Math, scalar_t>(), Math, FmaMath>;
+
 template <typename T>
 struct wmma_type {
   using type = float;  // Tf32Math: loaded from float
@@ -227,11 +271,16 @@ struct Accumulators<FmaMath, scalar_t> {
   }
 };
 
+#if FASTGEN_WMMA_SM70  // before sm_70 <mma.h> declares no nvcuda::wmma at all
 template <typename Math, typename scalar_t>
 struct TensorCoreAccumulators {
   using element = typename wmma_type<scalar_t>::type;
+#if FASTGEN_WMMA_SM80
   using input =
       std::conditional_t<std::is_same_v<Math, Tf32Math>, nvcuda::wmma::precision::tf32, element>;
+#else  // only float16 is instantiated here (math_for_arch)
+  using input = element;
+#endif
   static constexpr int K = Math::k_step;
   nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, K, float> v[2][2];
   __device__ __forceinline__ void zero() {
@@ -252,10 +301,12 @@ struct TensorCoreAccumulators {
             a[i], reinterpret_cast<const element*>(&s.stage.ab.a[k][32 * wm + 16 * i]), lda);
         wmma::load_matrix_sync(
             b[i], reinterpret_cast<const element*>(&s.stage.ab.b[k][32 * wn + 16 * i]), ldb);
+#if FASTGEN_WMMA_SM80
         if constexpr (std::is_same_v<Math, Tf32Math>) {
           for (int e = 0; e < a[i].num_elements; ++e) a[i].x[e] = wmma::__float_to_tf32(a[i].x[e]);
           for (int e = 0; e < b[i].num_elements; ++e) b[i].x[e] = wmma::__float_to_tf32(b[i].x[e]);
         }
+#endif
       }
       for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 2; ++j) wmma::mma_sync(v[i][j], a[i], b[j], v[i][j]);
@@ -275,6 +326,7 @@ template <typename scalar_t>
 struct Accumulators<HalfMath, scalar_t> : TensorCoreAccumulators<HalfMath, scalar_t> {};
 template <typename scalar_t>
 struct Accumulators<Tf32Math, scalar_t> : TensorCoreAccumulators<Tf32Math, scalar_t> {};
+#endif
 
 // The gathered operand value, scaled by act'(y) when the operand is a gradient.
 template <Activation grad_act, typename scalar_t>
@@ -325,13 +377,14 @@ __device__ __forceinline__ void multiply_tiles(S& s, int k_tiles, const Fill& fi
 
 // --- forward-shaped kernel (conv2d / conv_transpose2d forward, both data gradients) -----------
 
-template <typename scalar_t, typename Math, Activation act, Activation grad_act>
+template <typename scalar_t, typename HostMath, Activation act, Activation grad_act>
 __global__ void __launch_bounds__(kThreads)
     conv_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ x_output,
                 const scalar_t* __restrict__ weight, const scalar_t* __restrict__ bias,
                 scalar_t* __restrict__ out, acc_t<scalar_t>* __restrict__ stats, Problem p,
                 acc_t<scalar_t> slope) {
   using acc = acc_t<scalar_t>;
+  using Math = math_for_arch<HostMath, scalar_t>;
   using smem_t = typename Math::template smem<scalar_t>;
   FASTGEN_SHARED(s, Shared<smem_t, acc>);
   const Phase& ph = p.phase[blockIdx.z];
@@ -519,7 +572,7 @@ struct WeightGradProblem {
   int32_t u_size, v_size, q_height, q_width;
   int32_t kernel_h, kernel_w, stride_h, stride_w;
   int32_t pad_h, pad_w, dilation_h, dilation_w;
-  int32_t k_per_split, splits, unused1, unused2;
+  int64_t k_per_split, splits;  // int64: the reduction (n, u, v) can pass 2^31 rows
   int64_t p_n, p_c, p_h, p_w;
   int64_t q_n, q_c, q_h, q_w;
 };
@@ -547,12 +600,13 @@ struct alignas(32) WeightShared {
   ReductionStep steps[2][kBlockK];
 };
 
-template <typename scalar_t, typename Math, Activation grad_act, bool p_is_grad>
+template <typename scalar_t, typename HostMath, Activation grad_act, bool p_is_grad>
 __global__ void __launch_bounds__(kThreads)
     weight_grad_kernel(const scalar_t* __restrict__ p_data, const scalar_t* __restrict__ q_data,
                        const scalar_t* __restrict__ grad_output, acc_t<scalar_t>* __restrict__ work,
                        WeightGradProblem p, acc_t<scalar_t> slope) {
   using acc = acc_t<scalar_t>;
+  using Math = math_for_arch<HostMath, scalar_t>;
   using smem_t = typename Math::template smem<scalar_t>;
   FASTGEN_SHARED(s, WeightShared<smem_t, acc>);
   const int tid = threadIdx.x;
@@ -681,21 +735,27 @@ __global__ void sum_splits_kernel(const acc_t<scalar_t>* __restrict__ work, int6
 }
 
 // grad_bias[c] = sum over (n, h, w) of grad_out * act'(y), in a fixed order: per channel a
-// block, each thread a strided subset in order, then a tree.
+// block, each thread a strided subset in order, then a tree. h and w are addressed by their
+// own strides: a dense grad_out may carry any stride on a size-1 dim (W == 1 with
+// stride(3) != 1 is still contiguous), so (h, w) cannot be flattened with stride(3).
 constexpr int kBiasThreads = 256;
 
 template <typename scalar_t, Activation grad_act>
 __global__ void __launch_bounds__(kBiasThreads)
     bias_grad_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ output,
-                     int64_t batch, int64_t pixels, int64_t g_n, int64_t g_c, int64_t g_pixel,
-                     acc_t<scalar_t> slope, scalar_t* __restrict__ grad_bias) {
+                     int64_t batch, int64_t height, int64_t width, int64_t g_n, int64_t g_c,
+                     int64_t g_h, int64_t g_w, acc_t<scalar_t> slope,
+                     scalar_t* __restrict__ grad_bias) {
   using acc = acc_t<scalar_t>;
   FASTGEN_SHARED(partial, acc[kBiasThreads]);
   const int64_t c = blockIdx.x;
   const int tid = threadIdx.x;
+  const int64_t pixels = height * width;
   acc sum = acc(0);
   for (int64_t i = tid; i < batch * pixels; i += kBiasThreads) {
-    const int64_t off = (i / pixels) * g_n + c * g_c + (i % pixels) * g_pixel;
+    const int64_t pixel = i % pixels;
+    const int64_t off =
+        (i / pixels) * g_n + c * g_c + (pixel / width) * g_h + (pixel % width) * g_w;
     sum += gathered<grad_act>(grad, output, off, slope);
   }
   partial[tid] = sum;
@@ -711,8 +771,14 @@ __global__ void __launch_bounds__(kBiasThreads)
 
 namespace host {
 
+// torch's TF32 switch for convolutions, asked for the convolution operator as aten's cuDNN
+// convolution asks: torch.backends.cudnn.conv.fp32_precision ("tf32" / "ieee", torch >= 2.9)
+// or the legacy torch.backends.cudnn.allow_tf32, whichever the user set. Without the operator
+// torch raises once the two APIs disagree for conv and RNN ("a mix of the legacy and new
+// APIs"). allowTF32CuDNN(Float32Op) exists in every torch pyproject.toml admits (>= 2.13), so
+// no version guard.
 inline bool tf32_allowed() {
-  return at::globalContext().allowTF32CuDNN();
+  return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV);
 }
 
 // Calls body.template operator()<scalar_t, Math>() for the dtype and torch's TF32 setting.
@@ -731,6 +797,52 @@ void dispatch_math(at::ScalarType dtype, Body&& body) {
       body.template operator()<scalar_t, FmaMath>();
     }
   });
+}
+
+// transposed_op, here and in the launchers below: whether the op running is conv_transpose2d
+// (else conv2d), for the errors' names; the data gradient of one runs the kernel of the other.
+//
+// A launch grid of the engine, checked against CUDA's limits (gridDim.x < 2^31, gridDim.y and
+// gridDim.z <= 65535): a shape beyond them is an error naming the op and the way around it,
+// not a refused launch naming a kernel (or, past 2^32, a silently wrapped count).
+inline dim3 checked_grid(bool transposed_op, const char* what, int64_t x, int64_t y, int64_t z) {
+  if (x <= parallel::kMaxGridX && y <= parallel::kMaxGridYZ && z <= parallel::kMaxGridYZ) {
+    return dim3(unsigned(x), unsigned(y), unsigned(z));
+  }
+  TORCH_CHECK(false, transposed_op ? "fastgen::conv_transpose2d" : "fastgen::conv2d",
+              ": this shape is too large for the implicit-GEMM engine: its ", what,
+              " would need a grid of (", x, ", ", y, ", ", z,
+              ") blocks, beyond CUDA's limits (x < 2^31, y and z <= 65535); set ",
+              transposed_op ? "FASTGEN_CONV_TRANSPOSE" : "FASTGEN_CONV2D",
+              "=cudnn to run it through cuDNN");
+}
+inline dim3 checked_grid(bool transposed_op, const char* what, int64_t x) {
+  return checked_grid(transposed_op, what, x, 1, 1);
+}
+
+// The weight gradient's split-K plan for p (its sizes set): p.splits and p.k_per_split, and
+// the grid (a-channel blocks, column blocks, splits). The reduction is split until the grid
+// fills the GPU about four times, keeping at least eight k-tiles per split, the float
+// workspace under 2^26 values and the splits within gridDim.z.
+inline dim3 plan_weight_grad(bool transposed_op, WeightGradProblem& p, int multiprocessors) {
+  const int64_t columns = int64_t(p.b_channels) * p.kernel_h * p.kernel_w;
+  const int64_t k_count = int64_t(p.batch) * p.u_size * p.v_size;
+  const int64_t m_blocks = (p.a_channels + kBlockM - 1) / kBlockM;
+  const int64_t n_blocks = (columns + kBlockN - 1) / kBlockN;
+  const int64_t target = 4 * int64_t(multiprocessors);
+  const int64_t per_split_values = int64_t(p.a_channels) * columns;
+  int64_t splits = std::max<int64_t>(1, target / std::max<int64_t>(1, m_blocks * n_blocks));
+  splits = std::min(splits, std::max<int64_t>(1, k_count / (8 * kBlockK)));
+  splits = std::min(
+      splits, std::max<int64_t>(1, (int64_t(1) << 26) / std::max<int64_t>(1, per_split_values)));
+  splits = std::min<int64_t>(splits, parallel::kMaxGridYZ);
+  int64_t k_per_split = (k_count + splits - 1) / splits;
+  k_per_split = (k_per_split + kBlockK - 1) / kBlockK * kBlockK;
+  splits = std::max<int64_t>(1, (k_count + k_per_split - 1) / std::max<int64_t>(1, k_per_split));
+  p.k_per_split = std::max<int64_t>(k_per_split, kBlockK);
+  p.splits = splits;
+  return checked_grid(transposed_op, "weight gradient", std::max<int64_t>(1, m_blocks),
+                      std::max<int64_t>(1, n_blocks), splits);
 }
 
 // One output axis of a convolution (stride, padding, dilation): a single phase.
@@ -793,9 +905,9 @@ inline std::vector<std::pair<Axis, Axis>> phases_of(bool transposed, std::array<
 // D = act(X (*) W + bias) over `phases`, into `out` (allocated, any dense strides); X scaled
 // by act'(x_output) as it is loaded when grad_activation is not identity; with `stats`, also
 // the (count, mean, M2) partials of D per 64-row block and channel, merged into mean/var.
-inline void run_conv(const at::Tensor& x, const at::Tensor& x_output, Activation grad_activation,
-                     const at::Tensor& weight, std::array<int64_t, 4> weight_strides,
-                     const at::Tensor& bias, at::Tensor& out,
+inline void run_conv(bool transposed_op, const at::Tensor& x, const at::Tensor& x_output,
+                     Activation grad_activation, const at::Tensor& weight,
+                     std::array<int64_t, 4> weight_strides, const at::Tensor& bias, at::Tensor& out,
                      const std::vector<std::pair<Axis, Axis>>& phases, Activation activation,
                      double negative_slope, at::Tensor* mean, at::Tensor* var) {
   TORCH_CHECK(phases.size() <= size_t(kMaxPhases), "fastgen: internal: too many phases");
@@ -807,18 +919,29 @@ inline void run_conv(const at::Tensor& x, const at::Tensor& x_output, Activation
   p.w_c = weight_strides[0], p.w_co = weight_strides[1];
   p.w_ky = weight_strides[2], p.w_kx = weight_strides[3];
   p.d_n = out.stride(0), p.d_c = out.stride(1), p.d_h = out.stride(2), p.d_w = out.stride(3);
-  int32_t blocks = 0, widest = 0;
+  // Row blocks in int64 until checked: every phase's and their total (the statistics
+  // partials' index) fit gridDim.x's 2^31 - 1, and so int32.
+  int64_t blocks = 0, widest = 0;
+  for (const auto& [y_axis, x_axis] : phases) {
+    const int64_t rows = int64_t(p.batch) * y_axis.count * x_axis.count;
+    widest = std::max(widest, (rows + kBlockM - 1) / kBlockM);
+    blocks += (rows + kBlockM - 1) / kBlockM;
+  }
+  const int64_t n_blocks = (int64_t(p.out_channels) + kBlockN - 1) / kBlockN;
+  const dim3 grid = checked_grid(transposed_op, "convolution kernel", std::max<int64_t>(1, widest),
+                                 std::max<int64_t>(1, n_blocks), int64_t(phases.size()));
+  checked_grid(transposed_op, "convolution kernel (all phases' row blocks)", blocks);
+  blocks = 0;
   for (size_t i = 0; i < phases.size(); ++i) {
     Phase& ph = p.phase[i];
     ph.y = phases[i].first, ph.x = phases[i].second;
     const int64_t rows = int64_t(p.batch) * ph.y.count * ph.x.count;
     ph.m_blocks = int32_t((rows + kBlockM - 1) / kBlockM);
-    ph.block_offset = blocks;
+    ph.block_offset = int32_t(blocks);
     blocks += ph.m_blocks;
-    widest = std::max(widest, ph.m_blocks);
   }
   p.phases = int32_t(phases.size());
-  p.total_m_blocks = blocks;
+  p.total_m_blocks = int32_t(blocks);
   const auto acc_type = at::toOpMathType(out.scalar_type());
   at::Tensor partials;
   if (mean != nullptr) {
@@ -834,8 +957,6 @@ inline void run_conv(const at::Tensor& x, const at::Tensor& x_output, Activation
     return;
   }
   const simt::Stream stream = simt::current_stream();
-  const dim3 grid(unsigned(widest), unsigned((p.out_channels + kBlockN - 1) / kBlockN),
-                  unsigned(p.phases));
   dispatch_math(out.scalar_type(), [&]<typename scalar_t, typename Math>() {
     using acc = acc_t<scalar_t>;
     const auto slope = static_cast<acc>(negative_slope);
@@ -861,20 +982,22 @@ inline void run_conv(const at::Tensor& x, const at::Tensor& x_output, Activation
     }
     if (stats != nullptr) {
       simt::launch<finalize_stats_kernel<acc>>(
-          {dim3(unsigned(p.out_channels)), dim3(kStatsThreads), 0, stream}, stats, int64_t(blocks),
-          int64_t(p.out_channels), mean->mutable_data_ptr<acc>(), var->mutable_data_ptr<acc>());
+          {checked_grid(transposed_op, "statistics kernel", p.out_channels), dim3(kStatsThreads), 0,
+           stream},
+          stats, int64_t(blocks), int64_t(p.out_channels), mean->mutable_data_ptr<acc>(),
+          var->mutable_data_ptr<acc>());
     }
   });
 }
 
 // grad_weight[a, b, ky, kx] (at g_strides) = sum P[n, a, u, v] Q[n, b, s u - p + d ky, ...];
 // the gradient operand (P if p_is_grad, else Q) scaled by act'(grad_output) as it is loaded.
-inline void run_weight_grad(const at::Tensor& p_t, const at::Tensor& q_t, bool p_is_grad,
-                            const at::Tensor& grad_output, Activation grad_activation,
-                            double negative_slope, std::array<int64_t, 2> kernel,
-                            std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
-                            std::array<int64_t, 2> dilation, at::Tensor& grad_weight,
-                            std::array<int64_t, 4> g_strides) {
+inline void run_weight_grad(bool transposed_op, const at::Tensor& p_t, const at::Tensor& q_t,
+                            bool p_is_grad, const at::Tensor& grad_output,
+                            Activation grad_activation, double negative_slope,
+                            std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride,
+                            std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation,
+                            at::Tensor& grad_weight, std::array<int64_t, 4> g_strides) {
   WeightGradProblem p{};
   p.batch = int32_t(p_t.size(0)), p.a_channels = int32_t(p_t.size(1));
   p.b_channels = int32_t(q_t.size(1));
@@ -886,24 +1009,10 @@ inline void run_weight_grad(const at::Tensor& p_t, const at::Tensor& q_t, bool p
   p.dilation_h = int32_t(dilation[0]), p.dilation_w = int32_t(dilation[1]);
   p.p_n = p_t.stride(0), p.p_c = p_t.stride(1), p.p_h = p_t.stride(2), p.p_w = p_t.stride(3);
   p.q_n = q_t.stride(0), p.q_c = q_t.stride(1), p.q_h = q_t.stride(2), p.q_w = q_t.stride(3);
-  const int64_t columns = int64_t(p.b_channels) * kernel[0] * kernel[1];
+  const dim3 grid = plan_weight_grad(transposed_op, p, simt::multiprocessor_count());
   const int64_t k_count = int64_t(p.batch) * p.u_size * p.v_size;
-  const int64_t m_blocks = (p.a_channels + kBlockM - 1) / kBlockM;
-  const int64_t n_blocks = (columns + kBlockN - 1) / kBlockN;
-  // Split the reduction until the grid fills the GPU about four times, keeping at least eight
-  // k-tiles per split (and the float workspace under 2^26 values).
-  const int64_t target = 4 * int64_t(simt::multiprocessor_count());
-  const int64_t per_split_values = int64_t(p.a_channels) * columns;
-  int64_t splits = std::max<int64_t>(1, target / std::max<int64_t>(1, m_blocks * n_blocks));
-  splits = std::min(splits, std::max<int64_t>(1, k_count / (8 * kBlockK)));
-  splits = std::min(
-      splits, std::max<int64_t>(1, (int64_t(1) << 26) / std::max<int64_t>(1, per_split_values)));
-  splits = std::min<int64_t>(splits, parallel::kMaxGridYZ);
-  int64_t k_per_split = (k_count + splits - 1) / splits;
-  k_per_split = (k_per_split + kBlockK - 1) / kBlockK * kBlockK;
-  splits = std::max<int64_t>(1, (k_count + k_per_split - 1) / std::max<int64_t>(1, k_per_split));
-  p.k_per_split = int32_t(std::max<int64_t>(k_per_split, kBlockK));
-  p.splits = int32_t(splits);
+  const int64_t splits = p.splits;
+  const int64_t per_split_values = int64_t(p.a_channels) * p.b_channels * kernel[0] * kernel[1];
   if (grad_weight.numel() == 0) return;
   const simt::Stream stream = simt::current_stream();
   const auto acc_type = at::toOpMathType(grad_weight.scalar_type());
@@ -916,9 +1025,7 @@ inline void run_weight_grad(const at::Tensor& p_t, const at::Tensor& q_t, bool p
     if (k_count == 0) {
       work.zero_();
     } else {
-      const simt::LaunchConfig config{
-          dim3(unsigned(m_blocks), unsigned(n_blocks), unsigned(splits)), dim3(kThreads), 0,
-          stream};
+      const simt::LaunchConfig config{grid, dim3(kThreads), 0, stream};
       dispatch_activation(grad_activation, [&]<Activation grad_act>() {
         if (p_is_grad) {
           simt::launch<weight_grad_kernel<scalar_t, Math, grad_act, true>>(
@@ -944,8 +1051,9 @@ inline void run_weight_grad(const at::Tensor& p_t, const at::Tensor& q_t, bool p
 }
 
 // sum over (n, h, w) of grad * act'(output); grad and output share their (dense) strides.
-inline at::Tensor run_bias_grad(const at::Tensor& grad, const at::Tensor& output,
-                                Activation grad_activation, double negative_slope) {
+inline at::Tensor run_bias_grad(bool transposed_op, const at::Tensor& grad,
+                                const at::Tensor& output, Activation grad_activation,
+                                double negative_slope) {
   at::Tensor grad_bias = at::empty({grad.size(1)}, grad.options());
   if (grad.size(1) == 0) return grad_bias;
   const simt::Stream stream = simt::current_stream();
@@ -955,10 +1063,11 @@ inline at::Tensor run_bias_grad(const at::Tensor& grad, const at::Tensor& output
         grad_activation != Activation::Identity ? output.const_data_ptr<scalar_t>() : nullptr;
     dispatch_activation(grad_activation, [&]<Activation grad_act>() {
       simt::launch<bias_grad_kernel<scalar_t, grad_act>>(
-          {dim3(unsigned(grad.size(1))), dim3(kBiasThreads), 0, stream},
-          grad.const_data_ptr<scalar_t>(), y, grad.size(0), grad.size(2) * grad.size(3),
-          grad.stride(0), grad.stride(1), grad.stride(3), static_cast<acc>(negative_slope),
-          grad_bias.mutable_data_ptr<scalar_t>());
+          {checked_grid(transposed_op, "bias-gradient kernel", grad.size(1)), dim3(kBiasThreads), 0,
+           stream},
+          grad.const_data_ptr<scalar_t>(), y, grad.size(0), grad.size(2), grad.size(3),
+          grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3),
+          static_cast<acc>(negative_slope), grad_bias.mutable_data_ptr<scalar_t>());
     });
   });
   return grad_bias;
@@ -985,8 +1094,8 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& weight, const at::
                                                                 weight.stride(2), weight.stride(3)};
   const auto phases = host::phases_of(g.transposed, out_size, {weight.size(2), weight.size(3)},
                                       g.stride, g.padding, g.dilation);
-  host::run_conv(input, at::Tensor(), Activation::Identity, weight, w, bias, out, phases,
-                 activation, negative_slope, mean, var);
+  host::run_conv(g.transposed, input, at::Tensor(), Activation::Identity, weight, w, bias, out,
+                 phases, activation, negative_slope, mean, var);
   return out;
 }
 
@@ -1017,7 +1126,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
                                               weight.stride(3)};
     const auto phases = host::phases_of(!g.transposed, {input.size(2), input.size(3)}, kernel,
                                         g.stride, g.padding, g.dilation);
-    host::run_conv(grad, y, activation, weight, w, at::Tensor(), grad_input, phases,
+    host::run_conv(g.transposed, grad, y, activation, weight, w, at::Tensor(), grad_input, phases,
                    Activation::Identity, negative_slope, nullptr, nullptr);
   }
   if (output_mask[1]) {
@@ -1025,15 +1134,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const std::array<int64_t, 4> gw{grad_weight.stride(0), grad_weight.stride(1),
                                     grad_weight.stride(2), grad_weight.stride(3)};
     if (g.transposed) {  // dW[ci, co] = sum X[ci] * G[co] at s u - p + ky
-      host::run_weight_grad(input, grad, /*p_is_grad=*/false, y, activation, negative_slope, kernel,
-                            g.stride, g.padding, g.dilation, grad_weight, gw);
+      host::run_weight_grad(g.transposed, input, grad, /*p_is_grad=*/false, y, activation,
+                            negative_slope, kernel, g.stride, g.padding, g.dilation, grad_weight,
+                            gw);
     } else {  // dW[co, ci] = sum G[co] * X[ci] at s u - p + d ky
-      host::run_weight_grad(grad, input, /*p_is_grad=*/true, y, activation, negative_slope, kernel,
-                            g.stride, g.padding, g.dilation, grad_weight, gw);
+      host::run_weight_grad(g.transposed, grad, input, /*p_is_grad=*/true, y, activation,
+                            negative_slope, kernel, g.stride, g.padding, g.dilation, grad_weight,
+                            gw);
     }
   }
-  if (output_mask[2]) grad_bias = host::run_bias_grad(grad, y, activation, negative_slope);
+  if (output_mask[2])
+    grad_bias = host::run_bias_grad(g.transposed, grad, y, activation, negative_slope);
   return {grad_input, grad_weight, grad_bias};
+}
+
+std::array<int64_t, 4> weight_grad_launch(bool transposed_op, std::array<int64_t, 4> p_sizes,
+                                          int64_t b_channels, std::array<int64_t, 2> kernel) {
+  WeightGradProblem p{};
+  p.batch = int32_t(p_sizes[0]), p.a_channels = int32_t(p_sizes[1]);
+  p.u_size = int32_t(p_sizes[2]), p.v_size = int32_t(p_sizes[3]);
+  p.b_channels = int32_t(b_channels);
+  p.kernel_h = int32_t(kernel[0]), p.kernel_w = int32_t(kernel[1]);
+  const dim3 grid = host::plan_weight_grad(transposed_op, p, simt::multiprocessor_count());
+  return {grid.x, grid.y, grid.z, p.k_per_split};
 }
 
 }  // namespace fastgen::FASTGEN_DEVICE_NS::implicit_gemm

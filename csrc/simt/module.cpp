@@ -1,5 +1,6 @@
 // fastgen._emulated_cuda: every op's CUDA launchers built against the SIMT emulator, handed
-// to fastgen._C as a table (common/emulated_cuda.h), plus the emulator's self-test.
+// to fastgen._C as a table (common/emulated_cuda.h), plus the emulator's self-test and, for
+// tests, the conv engine's weight-gradient launch arithmetic.
 //
 // Memory the kernels may touch (runtime.h): each table entry runs inside a MemoryScope that
 // registers the storages of the op's tensor arguments and every CPU allocation made while the
@@ -18,6 +19,7 @@
 
 #include "batch_norm_leaky_relu/batch_norm_leaky_relu.h"
 #include "common/emulated_cuda.h"
+#include "conv/conv_engine.h"
 #include "conv_transpose2d/conv_transpose2d.h"
 #include "reparameterize/reparameterize.h"
 #include "simt/runtime.h"
@@ -142,6 +144,15 @@ PYBIND11_MODULE(_emulated_cuda, module) {
       "The table of emulated CUDA entry points, for fastgen._C._install_emulated_cuda");
   module.def("launch_count", &simt::detail::launch_count, "Kernel launches emulated so far");
   module.def("block_count", &simt::detail::block_count, "Thread blocks emulated so far");
+  module.def(
+      "conv_weight_grad_launch",
+      [](bool transposed_op, std::array<int64_t, 4> p_sizes, int64_t b_channels,
+         std::array<int64_t, 2> kernel) {
+        return fastgen::emulated_cuda::implicit_gemm::weight_grad_launch(transposed_op, p_sizes,
+                                                                         b_channels, kernel);
+      },
+      "The conv engine's weight-gradient launch for P = [batch, a, u, v] and b_channels x "
+      "kernel columns: (grid x, grid y, grid z, reduction rows per split)");
   module.def("selftest_cases", &simt::selftest_cases,
              "The self-test kernels: (name, what it shows)");
   module.def(
