@@ -14,6 +14,7 @@
 // in NHWC); each block writes its partial statistics to its own slot and the slots are
 // merged in block order, so results are identical for any number of threads.
 
+#include "common/bfloat16_chunks.h"
 #include "common/parallel.h"
 #include "batch_norm_leaky_relu/batch_norm_leaky_relu.h"
 
@@ -117,16 +118,12 @@ inline acc leaky_grad(acc v, acc slope) {
   return std::bit_cast<acc>((one & positive) | (slope_bits & ~positive));
 }
 
-// acc -> scalar_t for the stores. bfloat16 rounds to nearest even as c10::BFloat16 does (NaN
-// becomes 0x7FC0), written as integer selects instead of c10's `isnan` branch, which kept the
-// stores of every bfloat16 loop scalar.
+// acc -> scalar_t for the stores; bfloat16 through bfloat16_chunks::round_to_bits (the value
+// c10::BFloat16 gives, without the `isnan` branch that kept every bfloat16 store scalar).
 template <typename scalar_t, typename acc>
 inline scalar_t to_scalar(acc v) {
   if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-    const uint32_t bits = std::bit_cast<uint32_t>(static_cast<float>(v));
-    const uint32_t rounded = (bits + ((bits >> 16) & 1u) + 0x7FFFu) >> 16;
-    const uint32_t is_nan = -static_cast<uint32_t>((bits & 0x7FFFFFFFu) > 0x7F800000u);
-    return c10::BFloat16(static_cast<uint16_t>((rounded & ~is_nan) | (0x7FC0u & is_nan)),
+    return c10::BFloat16(bfloat16_chunks::round_to_bits(static_cast<float>(v)),
                          c10::BFloat16::from_bits());
   } else {
     return scalar_t(v);
@@ -261,26 +258,34 @@ struct BackwardCoefficients {
       : p0(channels), p1(channels), p2(channels), a(channels), k(channels), d(channels) {}
 };
 
+// sum(g) and sum(g * h) over `planes` spans of n values each, `stride` apart (one plane, or a
+// group of small planes of one channel, as planes_moments reads them).
 template <bool from_output, typename scalar_t, typename acc>
-void span_grad_sums(const scalar_t* __restrict dy, const scalar_t* __restrict in, int64_t n, acc p0,
-                    acc p1, acc p2, acc slope, acc inv_slope, double& sum_g, double& sum_gh) {
+void planes_grad_sums(const scalar_t* __restrict dy, const scalar_t* __restrict in, int64_t planes,
+                      int64_t n, int64_t stride, acc p0, acc p1, acc p2, acc slope, acc inv_slope,
+                      double& sum_g, double& sum_gh) {
   acc lanes_g[kLanes] = {}, lanes_gh[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      acc g, h;
-      backward_terms<from_output>(acc(dy[i + l]), acc(in[i + l]), p0, p1, p2, slope, inv_slope, g,
-                                  h);
-      lanes_g[l] += g;
-      lanes_gh[l] += g * h;
-    }
-  }
   acc tail_g = 0, tail_gh = 0;
-  for (; i < n; ++i) {
-    acc g, h;
-    backward_terms<from_output>(acc(dy[i]), acc(in[i]), p0, p1, p2, slope, inv_slope, g, h);
-    tail_g += g;
-    tail_gh += g * h;
+  for (int64_t p = 0; p < planes; ++p) {
+    const scalar_t* __restrict dy_span = dy + p * stride;
+    const scalar_t* __restrict in_span = in + p * stride;
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+      for (int l = 0; l < kLanes; ++l) {
+        acc g, h;
+        backward_terms<from_output>(acc(dy_span[i + l]), acc(in_span[i + l]), p0, p1, p2, slope,
+                                    inv_slope, g, h);
+        lanes_g[l] += g;
+        lanes_gh[l] += g * h;
+      }
+    }
+    for (; i < n; ++i) {
+      acc g, h;
+      backward_terms<from_output>(acc(dy_span[i]), acc(in_span[i]), p0, p1, p2, slope, inv_slope, g,
+                                  h);
+      tail_g += g;
+      tail_gh += g * h;
+    }
   }
   sum_g = double(sum_lanes(lanes_g) + tail_g);
   sum_gh = double(sum_lanes(lanes_gh) + tail_gh);
@@ -487,63 +492,25 @@ void grad_sums(const scalar_t* dy, const scalar_t* in, Layout layout, Shape s,
   const int64_t C = s.channels;
   std::fill(sum_g.begin(), sum_g.end(), 0.0);
   std::fill(sum_gh.begin(), sum_gh.end(), 0.0);
-  if (layout == Layout::NCHW && s.spatial < kBlockValues) {
-    // Blocks of plane_group planes of one channel, as batch_stats cuts them.
+  if (layout == Layout::NCHW) {
+    // Blocks of plane_group planes of one channel, as batch_stats cuts small planes (a plane
+    // of kBlockValues or more is a block of its own).
     const int64_t hw = s.spatial, group = plane_group(s);
     const int64_t blocks = (s.batch + group - 1) / group;
     std::vector<double> block_g(blocks * C), block_gh(blocks * C);
     at::parallel_for(0, blocks * C, group_grain(s), [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / C, c = task % C;
-        const int64_t last = std::min(s.batch, (b + 1) * group);
-        acc lanes_g[kLanes] = {}, lanes_gh[kLanes] = {};
-        acc tail_g = 0, tail_gh = 0;
-        for (int64_t n = b * group; n < last; ++n) {
-          const int64_t offset = (n * C + c) * hw;
-          const scalar_t* __restrict dy_span = dy + offset;
-          const scalar_t* __restrict in_span = in + offset;
-          int64_t i = 0;
-          for (; i + kLanes <= hw; i += kLanes) {
-            for (int l = 0; l < kLanes; ++l) {
-              acc g, h;
-              backward_terms<from_output>(acc(dy_span[i + l]), acc(in_span[i + l]), coef.p0[c],
-                                          coef.p1[c], coef.p2[c], slope, inv_slope, g, h);
-              lanes_g[l] += g;
-              lanes_gh[l] += g * h;
-            }
-          }
-          for (; i < hw; ++i) {
-            acc g, h;
-            backward_terms<from_output>(acc(dy_span[i]), acc(in_span[i]), coef.p0[c], coef.p1[c],
-                                        coef.p2[c], slope, inv_slope, g, h);
-            tail_g += g;
-            tail_gh += g * h;
-          }
-        }
-        block_g[task] = double(sum_lanes(lanes_g) + tail_g);
-        block_gh[task] = double(sum_lanes(lanes_gh) + tail_gh);
+        const int64_t planes = std::min(s.batch, (b + 1) * group) - b * group;
+        const int64_t offset = (b * group * C + c) * hw;
+        planes_grad_sums<from_output, scalar_t, acc>(dy + offset, in + offset, planes, hw, C * hw,
+                                                     coef.p0[c], coef.p1[c], coef.p2[c], slope,
+                                                     inv_slope, block_g[task], block_gh[task]);
       }
     });
     for (int64_t task = 0; task < blocks * C; ++task) {
       sum_g[task % C] += block_g[task];
       sum_gh[task % C] += block_gh[task];
-    }
-    return;
-  }
-  if (layout == Layout::NCHW) {
-    const int64_t hw = s.spatial;
-    std::vector<double> plane_g(s.batch * C), plane_gh(s.batch * C);
-    at::parallel_for(0, s.batch * C, plane_grain(s), [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        const int64_t c = p % C;
-        span_grad_sums<from_output, scalar_t, acc>(dy + p * hw, in + p * hw, hw, coef.p0[c],
-                                                   coef.p1[c], coef.p2[c], slope, inv_slope,
-                                                   plane_g[p], plane_gh[p]);
-      }
-    });
-    for (int64_t p = 0; p < s.batch * C; ++p) {
-      sum_g[p % C] += plane_g[p];
-      sum_gh[p % C] += plane_gh[p];
     }
     return;
   }

@@ -38,24 +38,6 @@ using bfloat16_chunks::kChunk;
 template <typename scalar_t>
 constexpr bool kIsBFloat16 = std::is_same_v<scalar_t, c10::BFloat16>;
 
-// data[i] = act(data[i] + b) for n values; bfloat16 through a float run (bfloat16_chunks.h).
-template <Activation act, typename scalar_t, typename acc>
-inline void bias_activation_run(scalar_t* __restrict data, int64_t n, acc b, acc slope) {
-  if constexpr (kIsBFloat16<scalar_t>) {
-    float buffer[kChunk];
-    for (int64_t start = 0; start < n; start += kChunk) {
-      const int64_t m = std::min(kChunk, n - start);
-      bfloat16_chunks::widen(data + start, buffer, m);
-      for (int64_t i = 0; i < m; ++i) buffer[i] = apply_activation<act>(buffer[i] + b, slope);
-      bfloat16_chunks::narrow(buffer, data + start, m);
-    }
-  } else {
-    for (int64_t i = 0; i < n; ++i) {
-      data[i] = static_cast<scalar_t>(apply_activation<act>(static_cast<acc>(data[i]) + b, slope));
-    }
-  }
-}
-
 template <Activation act, typename scalar_t>
 void bias_activation_nchw(scalar_t* data, const scalar_t* bias, int64_t planes, int64_t channels,
                           int64_t plane_size, acc_t<scalar_t> negative_slope) {
@@ -64,7 +46,17 @@ void bias_activation_nchw(scalar_t* data, const scalar_t* bias, int64_t planes, 
     const acc slope = negative_slope;
     for (int64_t plane = begin; plane < end; ++plane) {
       const acc b = bias ? static_cast<acc>(bias[plane % channels]) : acc(0);
-      bias_activation_run<act>(data + plane * plane_size, plane_size, b, slope);
+      scalar_t* __restrict__ row = data + plane * plane_size;
+      if constexpr (kIsBFloat16<scalar_t>) {
+        bfloat16_chunks::update_in_float(row, plane_size, [&](float* v, int64_t, int64_t count) {
+          for (int64_t i = 0; i < count; ++i) v[i] = apply_activation<act>(v[i] + b, slope);
+        });
+      } else {
+        for (int64_t i = 0; i < plane_size; ++i) {
+          row[i] =
+              static_cast<scalar_t>(apply_activation<act>(static_cast<acc>(row[i]) + b, slope));
+        }
+      }
     }
   });
 }
@@ -84,15 +76,11 @@ void bias_activation_channels_last(scalar_t* data, const scalar_t* bias, int64_t
     for (int64_t pixel = begin; pixel < end; ++pixel) {
       scalar_t* __restrict__ row = data + pixel * channels;
       if constexpr (kIsBFloat16<scalar_t>) {
-        float buffer[kChunk];
-        for (int64_t start = 0; start < channels; start += kChunk) {
-          const int64_t m = std::min(kChunk, channels - start);
-          bfloat16_chunks::widen(row + start, buffer, m);
-          for (int64_t c = 0; c < m; ++c) {
-            buffer[c] = apply_activation<act>(buffer[c] + b[start + c], slope);
-          }
-          bfloat16_chunks::narrow(buffer, row + start, m);
-        }
+        bfloat16_chunks::update_in_float(
+            row, channels, [&](float* v, int64_t first, int64_t count) {
+              for (int64_t c = 0; c < count; ++c)
+                v[c] = apply_activation<act>(v[c] + b[first + c], slope);
+            });
       } else {
         for (int64_t c = 0; c < channels; ++c) {
           row[c] =
