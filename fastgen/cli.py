@@ -2,6 +2,7 @@
 
     fastgen train dcgan|vae --data digits|photos|PATH --steps N --batch-size B --out DIR ...
     fastgen sample CKPT --n 64 --out grid.png [--seed S] [--class C] [--interpolate STEPS]
+    fastgen verify IMAGE... [--checkpoint CKPT] [--json]   (fastgen.provenance.cli)
     fastgen export CKPT --out G.pt [--format torchscript|pt2|state_dict] [--dtype ...]
     fastgen eval CKPT ...          (fastgen.metrics.cli)
     fastgen bench train ...        (fastgen.bench)
@@ -176,7 +177,7 @@ def make_evaluator(args, config, dataset):
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
     p.add_argument("--n", type=int, default=64, help="images (or rows with --interpolate)")
-    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--out", required=True, help="image file to write (.png, .jpg, .webp)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--class", dest="class_label", type=int, default=None, help="class (conditional models)"
@@ -190,9 +191,13 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--nrow", type=int, default=None, help="images per row of the grid")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda[:N]")
+    from fastgen.provenance.cli import add_sample_options
+
+    add_sample_options(p)
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    from fastgen.provenance.cli import signer_from_options
     from fastgen.sample import sample_to_png
     from fastgen.train.checkpoint import checkpoint_file
     from fastgen.utils.devices import resolve_device
@@ -202,12 +207,13 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.interpolate == 1 or args.interpolate < 0:
         raise UsageError(f"--interpolate needs at least 2 steps, got {args.interpolate}")
     device = str(resolve_device(args.device, "fastgen sample"))
+    signer = signer_from_options(args)  # a bad key or certificate stops here, nothing written
     path = sample_to_png(
         checkpoint_file(args.checkpoint), args.out, n=args.n, seed=args.seed,
         class_label=args.class_label, interpolation_steps=args.interpolate, device=device,
-        nrow=args.nrow,
+        nrow=args.nrow, separate=args.separate, provenance=args.provenance, signer=signer,
     )  # fmt: skip
-    print(f"wrote {path}")
+    print(f"wrote {path}" + (" and each image alone" if args.separate else ""))
     return 0
 
 
@@ -278,6 +284,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print it as JSON")
     # eval and bench import their modules only when named, so other commands never pay for them
     eval_parser = sub.add_parser("eval", help="FID/KID/IS/precision-recall of a checkpoint")
+    verify = sub.add_parser("verify", help="check images' provenance: marks, C2PA, regeneration")
     bench = sub.add_parser("bench", help="end-to-end benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     bench_train = bench_sub.add_parser("train", help="training images/s, fused vs stock")
@@ -286,8 +293,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         _delegate(eval_parser, "fastgen.metrics.cli")
     elif command == "bench":
         _delegate(bench_train, "fastgen.bench")
+    elif command == "verify":
+        _delegate(verify, "fastgen.provenance.cli")
     parser.commands = {"train": train, "sample": sample, "export": export, "info": info,
-                       "eval": eval_parser, "bench": bench_train}  # fmt: skip
+                       "eval": eval_parser, "bench": bench_train, "verify": verify}  # fmt: skip
     return parser
 
 

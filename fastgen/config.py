@@ -101,6 +101,9 @@ class _TrainConfig:
     sync_bn: bool = option(False, "DDP: synchronise batch-norm statistics across ranks")
     max_nonfinite: int = option(5, "stop after this many non-finite losses in a row")
     num_samples: int = option(64, "images in each sample grid")
+    provenance: bool = option(
+        True, "leave the XMP provenance marks out of the sample grids", flag="no-provenance"
+    )
 
     kind = "base"
 

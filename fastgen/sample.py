@@ -3,8 +3,9 @@
 A DCGAN checkpoint samples its EMA generator (the raw generator if the run kept no EMA); a
 VAE checkpoint decodes z ~ N(0, I). Noise is drawn on the CPU from a torch.Generator seeded
 with `seed`, so a (checkpoint, seed) pair gives the same latents on every device. Written
-PNGs carry the provenance text chunks of fastgen.utils.images plus model (checkpoint hash),
-step, seed and, where used, class.
+images carry the provenance marks of fastgen.provenance (XMP: what made them and how to make
+them again) and, in a PNG, the text chunks of fastgen.utils.images plus model (checkpoint
+hash), step, seed and, where used, class.
 """
 
 from __future__ import annotations
@@ -99,6 +100,23 @@ def interpolate(
     return decode(kind, model, z, labels)
 
 
+def draw(
+    kind, model, n: int, *, seed: int = 0, class_label: int | None = None,
+    interpolation_steps: int = 0,
+) -> torch.Tensor:
+    """The images `fastgen sample` draws: n samples (generate), or, with interpolation_steps
+    >= 2, n interpolation rows of that many images each (interpolate)."""  # fmt: skip
+    if interpolation_steps:
+        return interpolate(kind, model, n, interpolation_steps, seed=seed, class_label=class_label)
+    return generate(kind, model, n, seed=seed, class_label=class_label)
+
+
+def separate_paths(out: str | os.PathLike, count: int) -> list[Path]:
+    """Where `fastgen sample --separate` writes its images: <stem>_0000<suffix>, ..."""
+    out = Path(out)
+    return [out.with_name(f"{out.stem}_{index:04d}{out.suffix}") for index in range(count)]
+
+
 def sample_to_png(
     checkpoint: str | os.PathLike,
     out: str | os.PathLike,
@@ -109,22 +127,51 @@ def sample_to_png(
     interpolation_steps: int = 0,
     device: str = "cpu",
     nrow: int | None = None,
+    separate: bool = False,
+    provenance: bool = True,
+    signer=None,
 ) -> Path:
     """Writes a grid of n samples (or, with interpolation_steps >= 2, n interpolation rows of
-    that many images each) from a checkpoint to a PNG and returns its path."""
+    that many images each) from a checkpoint to an image file (.png, .jpg or .webp) and
+    returns its path; `separate` also writes each image alone (separate_paths).
+
+    Every file carries the XMP marks (fastgen.provenance): the checkpoint's sha256, run id and
+    step, the weights sampled, these arguments, and, for a separate image, its index, so that
+    ``fastgen verify --checkpoint`` can compute it again; the images are computed under a
+    fixed CPU convolution policy for that. `provenance=False` leaves the marks out; `signer`
+    (fastgen.provenance.Signer) adds a signed C2PA manifest to every file."""
+    from fastgen.models.loading import load_model
+    from fastgen.provenance.record import conv_cpu_policy, reproducible_convolutions
+    from fastgen.provenance.regenerate import sample_fields
     from fastgen.utils.images import save_image_grid
 
-    kind, model, info = load_sampler(checkpoint, device)
-    metadata = {**info, "seed": str(seed), "kind": kind}
+    loaded = load_model(checkpoint, device=device)
+    kind = loaded.kind
+    metadata = {"model": loaded.hash, "step": str(loaded.step), "seed": str(seed), "kind": kind}
     if class_label is not None:
         metadata["class"] = str(class_label)
+    policy = conv_cpu_policy()
+    with reproducible_convolutions(policy):
+        images = draw(
+            kind, loaded.model, n, seed=seed, class_label=class_label,
+            interpolation_steps=interpolation_steps,
+        )  # fmt: skip
     if interpolation_steps:
-        images = interpolate(
-            kind, model, n, interpolation_steps, seed=seed, class_label=class_label
-        )
         nrow = interpolation_steps
         metadata["interpolation"] = f"{n} rows x {interpolation_steps} steps (slerp)"
     else:
-        images = generate(kind, model, n, seed=seed, class_label=class_label)
         nrow = nrow or math.ceil(math.sqrt(n))
-    return save_image_grid(images, out, nrow=nrow, metadata=metadata)
+    fields = sample_fields(
+        loaded, seed=seed, n=n, nrow=nrow, class_label=class_label,
+        interpolation_steps=interpolation_steps, device=device, conv_cpu=policy,
+    )  # fmt: skip
+    write = dict(provenance=provenance, signer=signer)
+    path = save_image_grid(images, out, nrow=nrow, metadata=metadata, marks=fields, **write)
+    if separate:
+        for index, file in enumerate(separate_paths(out, len(images))):
+            marks = {**fields, "image": "single", "index": index}
+            save_image_grid(
+                images[index], file, padding=0, metadata={**metadata, "index": str(index)},
+                marks=marks, **write,
+            )  # fmt: skip
+    return path

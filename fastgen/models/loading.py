@@ -37,7 +37,8 @@ class LoadedModel:
     config: the run's GANConfig or VAEConfig; step: the training step; hash: the first 12 hex
     digits of the file's sha256 (names the model in image metadata); path: the file read;
     num_classes: the classes a conditional generator takes (0: unconditional, and the VAE);
-    meta: the checkpoint's "meta" entry (num_classes, channels, ... of the training data).
+    meta: the checkpoint's "meta" entry (num_classes, channels, ... of the training data);
+    run_id: the id of the run that wrote it (None in checkpoints from before run ids).
     """
 
     model: nn.Module
@@ -50,6 +51,7 @@ class LoadedModel:
     num_classes: int = 0
     models: dict[str, nn.Module] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
 
 
 def sampled_model(
@@ -158,4 +160,5 @@ def load_model(
         num_classes=getattr(model, "num_classes", 0),
         models=models,
         meta=dict(state.get("meta", {})),
+        run_id=state.get("run_id"),
     )

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 
 from fastgen import ops
+from fastgen.provenance.record import conv_cpu_policy, reproducible_convolutions
+from fastgen.provenance.regenerate import train_grid_fields
 from fastgen.train.checkpoint import checkpoint_hash, load_checkpoint
 from fastgen.train.data_order import BatchSampler
 from fastgen.train.distributed import Distributed
@@ -208,8 +210,19 @@ class RunLoop:
             "seed": config.seed,
             "run": config.out_dir,
         }
-        for grid in self.task.sample_grids(step):
-            self.folder.save_grid(grid.images, grid.name, nrow=grid.nrow, metadata=metadata)
+        # under a fixed CPU convolution policy, so that `fastgen verify` can compute them again
+        policy = conv_cpu_policy()
+        with reproducible_convolutions(policy):
+            grids = self.task.sample_grids(step)
+        for grid in grids:
+            marks = train_grid_fields(
+                config, self.folder.run_id, step, grid.name, grid.nrow, len(grid.images),
+                self.task.device, policy,
+            )  # fmt: skip
+            self.folder.save_grid(
+                grid.images, grid.name, nrow=grid.nrow, metadata=metadata, marks=marks,
+                provenance=config.provenance,
+            )  # fmt: skip
 
     def checkpoint(self, step: int):
         """Writes the checkpoint of `step` (main process, finite weights only); its path."""

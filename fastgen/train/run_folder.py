@@ -330,8 +330,10 @@ class RunFolder:
         )
 
     def save_grid(
-        self, images: torch.Tensor, name: str, *, nrow=None, metadata=None
+        self, images: torch.Tensor, name: str, *, nrow=None, metadata=None, marks=None,
+        provenance: bool = True,
     ) -> Path | None:
+        """samples/<name> (fastgen.utils.images.save_image_grid, with its provenance marks)."""
         if not self.active:
             return None
         from fastgen.utils.images import save_image_grid
@@ -339,7 +341,9 @@ class RunFolder:
         meta = {k: str(v) for k, v in (metadata or {}).items()}
         path = self.samples / name
         with writing(path, "fastgen.train.RunFolder.save_grid"):
-            return save_image_grid(images, path, nrow=nrow, metadata=meta)
+            return save_image_grid(
+                images, path, nrow=nrow, metadata=meta, marks=marks, provenance=provenance
+            )
 
     def plot_losses(self, keys: list[str]) -> Path | None:
         if not self.active or not self.log_path.exists():
