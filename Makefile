@@ -14,7 +14,7 @@ $(BIN)/python:
 $(VENV)/.deps: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q "torch==$(TORCH_VERSION)"
-	$(BIN)/pip install -q ninja numpy pytest hypothesis scipy expecttest scikit-learn pillow matplotlib tqdm ruff clang-format==14.0.6
+	$(BIN)/pip install -q ninja numpy pytest hypothesis scipy expecttest scikit-learn pillow matplotlib tqdm ruff clang-format==14.0.6 "c2pa-python>=0.38,<0.39" cryptography
 	touch $@
 
 setup: $(VENV)/.deps build
