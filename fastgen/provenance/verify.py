@@ -166,7 +166,7 @@ def _regenerate(path: Path, record: dict, checkpoint, device) -> dict:
         expected = regenerate(record, checkpoint, device)
     except (NotRegenerable, CheckpointError) as exc:
         return {"state": "not possible", "detail": one_line(exc)}
-    actual = _file_pixels(path, expected)
+    actual, expected = _file_pixels(path, expected)
     if actual.shape != expected.shape:
         return {"state": "differs", "detail": f"the image is {actual.shape[1]}x{actual.shape[0]}, "
                 f"regeneration made {expected.shape[1]}x{expected.shape[0]}"}  # fmt: skip
@@ -188,8 +188,8 @@ def _regenerate(path: Path, record: dict, checkpoint, device) -> dict:
 
 
 def _file_pixels(path: Path, expected):
-    """The file's pixels [H, W, C]; a JPEG's compared with the regenerated pixels encoded the
-    same way (lossy: the file holds the decoder's output, not the levels)."""
+    """(the file's pixels [H, W, C], the `expected` pixels as the file would hold them): a JPEG
+    holds the decoder's output of them (lossy), a WebP grey levels as RGB."""
     import numpy as np
     from PIL import Image
 
@@ -202,8 +202,11 @@ def _file_pixels(path: Path, expected):
         buffer = io.BytesIO()
         squeezed = expected[..., 0] if expected.shape[-1] == 1 else expected
         Image.fromarray(squeezed).save(buffer, format="JPEG", **ENCODER_OPTIONS["JPEG"])
-        expected[...] = np.asarray(Image.open(buffer)).reshape(expected.shape)
-    return actual[..., None] if actual.ndim == 2 else actual
+        expected = np.asarray(Image.open(buffer)).reshape(expected.shape)
+    actual = actual[..., None] if actual.ndim == 2 else actual
+    if actual.shape[-1] == 3 and expected.shape[-1] == 1:  # WebP stores grey as RGB
+        expected = np.repeat(expected, 3, axis=-1)
+    return actual, expected
 
 
 def exit_code(results: list[Verification]) -> int:
