@@ -77,10 +77,11 @@ def make_ca(common_name: str = "fastgen test CA"):
     return cert, key
 
 
-def make_signing_files(folder: Path, ca=None, *, self_signed: bool = False) -> dict[str, Path]:
+def make_signing_files(folder: Path, ca=None, *, server_auth: bool = False) -> dict[str, Path]:
     """Writes chain.pem (a signing certificate with the digitalSignature key usage and the
     emailProtection extended key usage that C2PA asks for, then its CA), key.pem and ca.pem
-    into `folder`; `self_signed`: the certificate signs itself (C2PA refuses it)."""
+    into `folder`; `server_auth`: the certificate's extended key usage is a web server's
+    (serverAuth), which C2PA refuses."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -89,29 +90,27 @@ def make_signing_files(folder: Path, ca=None, *, self_signed: bool = False) -> d
     folder.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = ca or make_ca()
     key = ec.generate_private_key(ec.SECP256R1())
-    issuer, issuer_key = (_name("fastgen test signer"), key) if self_signed else (
-        ca_cert.subject, ca_key
-    )  # fmt: skip
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server_auth else ExtendedKeyUsageOID.EMAIL_PROTECTION
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name("fastgen test signer"))
-        .issuer_name(issuer)
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_usage(signing=True), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
         )
-        .sign(issuer_key, hashes.SHA256())
+        .sign(ca_key, hashes.SHA256())
     )
     paths = {"chain": folder / "chain.pem", "key": folder / "key.pem", "ca": folder / "ca.pem"}
-    paths["chain"].write_bytes(_pem(cert) + (b"" if self_signed else _pem(ca_cert)))
+    paths["chain"].write_bytes(_pem(cert) + _pem(ca_cert))
     paths["key"].write_bytes(_pem(key))
     paths["ca"].write_bytes(_pem(ca_cert))
     return paths

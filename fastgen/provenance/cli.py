@@ -61,6 +61,8 @@ def signer_from_options(args: argparse.Namespace):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = ("exit status: 0 every image verified, 1 some image not verified, 3 some image "
+                "has no provenance, 2 a usage error")  # fmt: skip
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG or WebP files")
     p.add_argument(
         "--checkpoint", default=None, metavar="CKPT",

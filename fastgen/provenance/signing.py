@@ -12,10 +12,10 @@ c2pa-python, the Content Authenticity Initiative's bindings: the ``[provenance]`
 with fastgen as the claim generator. The signature covers the manifest and every byte of the
 file outside it (pixels and XMP marks included), so any change to either shows as invalid.
 
-The certificate must meet C2PA's profile: an end-entity certificate issued by a CA (not
-self-signed), with the digitalSignature key usage and an extended key usage such as
-emailProtection or documentSigning; keys: EC P-256/P-384/P-521 (ES256/384/512), RSA (PS256)
-or Ed25519. ``from_files`` signs a one-pixel image in memory first, so a key or certificate
+The certificate must meet C2PA's profile: an end-entity certificate (not a CA's), valid now,
+with an extended key usage such as emailProtection or documentSigning (not serverAuth); keys:
+EC P-256/P-384/P-521 (ES256/384/512), RSA (PS256) or Ed25519. Whether a signature is trusted
+is the verifier's call: it names the CAs it trusts (fastgen verify --trust-anchors). ``from_files`` signs a one-pixel image in memory first, so a key or certificate
 that c2pa refuses is one ArgumentError before any image is written.
 """
 
@@ -95,8 +95,8 @@ class Signer:
         except Exception as exc:  # c2pa's errors (C2paError) name what it refused
             raise ArgumentError(
                 fn, "sign_cert", f"{cert_path}: c2pa refused to sign with this certificate and "
-                f"key: {one_line(exc)} (C2PA needs a CA-issued certificate with the "
-                f"digitalSignature key usage and an extended key usage such as emailProtection)",
+                f"key: {one_line(exc)} (C2PA needs an end-entity certificate, valid now, with an "
+                f"extended key usage such as emailProtection or documentSigning)",
             ) from exc  # fmt: skip
 
     def manifest(self, fields: dict, title: str) -> dict:
