@@ -101,7 +101,12 @@ def interpolate(
 
 
 def draw(
-    kind, model, n: int, *, seed: int = 0, class_label: int | None = None,
+    kind,
+    model,
+    n: int,
+    *,
+    seed: int = 0,
+    class_label: int | None = None,
     interpolation_steps: int = 0,
 ) -> torch.Tensor:
     """The images `fastgen sample` draws: n samples (generate), or, with interpolation_steps

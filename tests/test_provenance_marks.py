@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from train_helpers import TinyDataset, gan_config, ops_ready, vae_config
 
 from fastgen.cli import main
 from fastgen.provenance import marks as xmp
 from fastgen.provenance.record import file_sha256
 from fastgen.utils.images import read_png_metadata, save_image_grid
-
-from train_helpers import TinyDataset, gan_config, ops_ready, vae_config
 
 AI = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 

@@ -6,6 +6,7 @@ item 2). Skipped, with the reason, where the [provenance] extra is not installed
 from __future__ import annotations
 
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -191,8 +192,14 @@ def _one_half(credentials, tmp_path):
         (_bad_key, ["--sign-key", "garbage.pem is not an unencrypted PEM private key"]),
         (_other_key, ["--sign-key", "is not the key of", "fastgen test signer"]),
         (_not_pem, ["--sign-cert", "cert.der is not a PEM file"]),
-        (_web_server_certificate, ["--sign-cert", "c2pa refused to sign with this certificate",
-                                   "extended key usage such as emailProtection"]),
+        (
+            _web_server_certificate,
+            [
+                "--sign-cert",
+                "c2pa refused to sign with this certificate",
+                "extended key usage such as emailProtection",
+            ],
+        ),
         (_missing_file, ["--sign-cert", "none.pem: cannot read the certificate chain"]),
         (_one_half, ["signing needs both a certificate chain and its key"]),
     ],
@@ -242,7 +249,7 @@ def test_a_manifest_without_the_extra_is_unchecked_not_verified(tmp_path, monkey
 
     image = tmp_path / "fake.png"
     data = build_png([(b"IHDR", (1).to_bytes(4, "big") * 2 + b"\x08\x00\x00\x00\x00"),
-                      (b"caBX", b"jumb....c2pa"), (b"IDAT", __import__("zlib").compress(b"\0\0")),
+                      (b"caBX", b"jumb....c2pa"), (b"IDAT", zlib.compress(b"\0\0")),
                       (b"IEND", b"")])  # fmt: skip
     image.write_bytes(data)
     monkeypatch.setattr(signing, "missing", lambda *modules: list(modules))

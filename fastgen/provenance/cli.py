@@ -115,7 +115,9 @@ def format_result(result) -> str:
         lines.append("  marks: none")
     manifest = result.manifest
     if manifest["state"] == "valid":
-        trust = "trusted" if manifest.get("trusted") else "untrusted: no --trust-anchors it chains to"
+        trust = (
+            "trusted" if manifest.get("trusted") else "untrusted: no --trust-anchors it chains to"
+        )
         lines.append(f"  C2PA: valid, signed by {manifest['signer']} ({trust})")
     else:
         lines.append(f"  C2PA: {manifest['state']}"

@@ -24,7 +24,14 @@ class NotRegenerable(ValueError):
 
 
 def sample_fields(
-    loaded, *, seed: int, n: int, nrow: int, class_label, interpolation_steps: int, device,
+    loaded,
+    *,
+    seed: int,
+    n: int,
+    nrow: int,
+    class_label,
+    interpolation_steps: int,
+    device,
     conv_cpu: str,
 ) -> dict[str, str]:
     """The marks of a `fastgen sample` grid from `loaded` (fastgen.models.loading.LoadedModel)

@@ -69,9 +69,7 @@ class Signer:
         self.cert_chain, self.private_key, self.algorithm = cert_chain, private_key, algorithm
 
     @classmethod
-    def from_files(
-        cls, cert_path: str | os.PathLike, key_path: str | os.PathLike
-    ) -> Signer:
+    def from_files(cls, cert_path: str | os.PathLike, key_path: str | os.PathLike) -> Signer:
         """A Signer from PEM files, checked by a trial signature. Raises MissingExtraError
         without the [provenance] extra, and ArgumentError (argument sign_cert or sign_key)
         naming the file and what is wrong with it."""
@@ -145,7 +143,9 @@ def _read(fn: str, argument: str, path) -> bytes:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ArgumentError(fn, argument, f"{path}: cannot read the {what}: {exc.strerror}") from exc
+        raise ArgumentError(
+            fn, argument, f"{path}: cannot read the {what}: {exc.strerror}"
+        ) from exc
     if b"-----BEGIN" not in data:
         raise ArgumentError(fn, argument, f"{path} is not a PEM file (expected the {what})")
     return data
@@ -216,9 +216,7 @@ def read_manifest(path: str | os.PathLike, trust_anchors: str | None = None) -> 
     with Image.open(io.BytesIO(data)) as image:
         mime = MIME_TYPES.get(image.format or "", "image/png")
     try:
-        reader = c2pa.Reader.try_create(
-            mime, io.BytesIO(data), context=c2pa_context(trust_anchors)
-        )
+        reader = c2pa.Reader.try_create(mime, io.BytesIO(data), context=c2pa_context(trust_anchors))
     except c2pa.C2paError as exc:  # a manifest too damaged to read
         return {"state": "invalid", "detail": one_line(exc)}
     if reader is None:
@@ -235,7 +233,7 @@ def read_manifest(path: str | os.PathLike, trust_anchors: str | None = None) -> 
     if state not in ("Valid", "Trusted") or failures:
         return {"state": "invalid", "detail": ", ".join(failures) or f"validation state {state}"}
     assertions = {a.get("label"): a.get("data") for a in active.get("assertions", [])}
-    actions = (assertions.get("c2pa.actions.v2") or assertions.get("c2pa.actions") or {})
+    actions = assertions.get("c2pa.actions.v2") or assertions.get("c2pa.actions") or {}
     created = any(
         action.get("action") == "c2pa.created"
         and action.get("digitalSourceType") == DIGITAL_SOURCE_TYPE

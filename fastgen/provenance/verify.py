@@ -145,12 +145,12 @@ def _fields(marks: dict) -> dict:
 
 
 def _regenerate(path: Path, record: dict, checkpoint, device) -> dict:
+    import numpy as np
+
     from fastgen.checkpoint_io import CheckpointError
     from fastgen.models.loading import load_model
     from fastgen.provenance.record import device_kind, file_sha256
     from fastgen.provenance.regenerate import NotRegenerable, regenerate
-
-    import numpy as np
 
     recorded = record.get("checkpoint_sha256")
     if recorded is not None and recorded != file_sha256(checkpoint):

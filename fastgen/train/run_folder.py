@@ -330,7 +330,13 @@ class RunFolder:
         )
 
     def save_grid(
-        self, images: torch.Tensor, name: str, *, nrow=None, metadata=None, marks=None,
+        self,
+        images: torch.Tensor,
+        name: str,
+        *,
+        nrow=None,
+        metadata=None,
+        marks=None,
         provenance: bool = True,
     ) -> Path | None:
         """samples/<name> (fastgen.utils.images.save_image_grid, with its provenance marks)."""
