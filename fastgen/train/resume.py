@@ -13,7 +13,7 @@ from fastgen.options import flag_of
 # What a resumed run may change: how long it runs and what it writes, never what it trains.
 RESUME_MAY_CHANGE = {
     "steps", "sample_every", "checkpoint_every", "keep_checkpoints", "log_every", "eval_every",
-    "out_dir", "device", "num_threads", "compile", "num_samples", "max_nonfinite",
+    "out_dir", "device", "num_threads", "compile", "num_samples", "max_nonfinite", "provenance",
 }  # fmt: skip
 
 
