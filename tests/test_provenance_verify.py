@@ -5,6 +5,7 @@ image from the true checkpoint and rejects another; stripped metadata is "no pro
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,43 @@ def test_verify_command_exit_codes_and_json(runs, tmp_path, capsys):
     assert rows[0]["marks"]["seed"] == "4"
     code, _, err = run_cli(["verify", str(tmp_path / "missing.png")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "no file at" in err
+
+
+def test_sampling_records_its_convolution_policy_and_regeneration_takes_it(
+    runs, tmp_path, monkeypatch
+):
+    from fastgen.provenance.marks import read_marks
+
+    monkeypatch.setenv("FASTGEN_AUTOTUNE", "1")  # a timed choice: sampling does not take it
+    out = tmp_path / "timed.png"
+    assert main(["sample", runs["ckpt"], "--n", "2", "--out", str(out), "--device", "cpu"]) == 0
+    assert read_marks(out)["conv_cpu"] == "fixed"
+    monkeypatch.setenv("FASTGEN_CONV_CPU", "aten")
+    forced = tmp_path / "aten.png"
+    assert main(["sample", runs["ckpt"], "--n", "2", "--out", str(forced), "--device", "cpu"]) == 0
+    assert read_marks(forced)["conv_cpu"] == "aten"
+    monkeypatch.setenv("FASTGEN_CONV_CPU", "fastgen")
+    for image in (out, forced):
+        assert verify_image(image, runs["ckpt"]).status == VERIFIED
+    assert os.environ["FASTGEN_CONV_CPU"] == "fastgen"  # restored after each computation
+    assert os.environ["FASTGEN_AUTOTUNE"] == "1"
+
+
+def test_another_device_kind_is_compared_within_the_cross_device_tolerance(runs, tmp_path):
+    from fastgen.provenance.marks import read_marks, save_options, xmp_packet
+    from fastgen.provenance.verify import CROSS_DEVICE_LEVELS
+
+    marks = read_marks(runs["grid"])
+    fields = {k: v for k, v in marks.items() if k not in ("digital_source_type", "software_agent")}
+    with Image.open(runs["grid"]) as image:
+        pixels = np.array(image).astype(np.int16)
+    pixels[2, 2] += 1 if pixels[2, 2] < 255 else -1  # one level, as another GPU might round
+    for device, expected in (("cuda/Some GPU", VERIFIED), (marks["device"], NOT_VERIFIED)):
+        path = tmp_path / f"{expected.replace(' ', '_')}.png"
+        packet = xmp_packet({**fields, "device": device})
+        Image.fromarray(pixels.astype(np.uint8)).save(path, **save_options("PNG", packet))
+        result = verify_image(path, runs["ckpt"])
+        assert result.status == expected, result.reasons
+        assert result.regeneration["tolerance"] == (
+            CROSS_DEVICE_LEVELS if device.startswith("cuda") else 0
+        )
