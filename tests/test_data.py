@@ -316,5 +316,5 @@ def test_save_image_grid_grayscale_default_rows_and_bad_input(tmp_path):
         assert png.mode == "L"
     with pytest.raises(ValueError, match="save_image_grid: images must be"):
         save_image_grid(torch.zeros(2, 2, 3, 3), tmp_path / "x.png")
-    with pytest.raises(ValueError, match="must end in .png"):
-        save_image_grid(torch.zeros(1, 1, 3, 3), tmp_path / "x.jpg")
+    with pytest.raises(ValueError, match="must end in .png, .jpg, .jpeg or .webp"):
+        save_image_grid(torch.zeros(1, 1, 3, 3), tmp_path / "x.gif")  # JPEG, WebP: provenance
