@@ -25,7 +25,8 @@ FIELDS = {
     "seed": "seed of the latents (fastgen sample --seed; a run's --seed for its grids)",
     "n": "images (rows, for an interpolation) sampled",
     "nrow": "images per row of the grid",
-    "class_label": "the class every image was drawn for (conditional DCGAN)",
+    "class_label": "the class every image was drawn for (conditional DCGAN; absent: the "
+    "classes in turn, 0, 1, ...)",
     "interpolation_steps": "images per interpolation row",
     "index": "which of the n images this file holds (fastgen sample --separate)",
     "device": "device kind that computed it: cpu/<CPU kernel copy> or cuda/<GPU name>",
