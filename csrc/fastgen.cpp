@@ -16,6 +16,7 @@
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <torch/csrc/utils/pybind.h>
 #include <torch/library.h>
 
 #include "common/cpu_capability.h"
@@ -162,6 +163,24 @@ PYBIND11_MODULE(_C, module) {
       },
       "The CPU convolutions' measured choices so far: (key, choice, fastgen ms, aten ms, "
       "measurements) each (conv/conv_select_cpu.h)");
+  module.def(
+      "_conv_cpu_measured_aten",
+      [](const std::string& op, const at::Tensor& input, const at::Tensor& weight,
+         std::vector<int64_t> stride, std::vector<int64_t> padding,
+         std::vector<int64_t> output_padding, std::vector<int64_t> dilation, int64_t groups,
+         std::optional<std::array<bool, 3>> backward_mask) {
+        const auto pair = [](const std::vector<int64_t>& v) {
+          TORCH_CHECK_VALUE(v.size() == 2, "fastgen: _conv_cpu_measured_aten takes pairs");
+          return std::array<int64_t, 2>{v[0], v[1]};
+        };
+        const fastgen::conv::Geometry geometry{op == "conv_transpose2d", pair(stride),
+                                               pair(padding),   pair(output_padding),
+                                               pair(dilation),  groups};
+        return fastgen::conv::select::measured_aten(op.c_str(), input, weight, geometry,
+                                                    backward_mask);
+      },
+      "Whether aten's convolution won every measured pass of this call "
+      "(conv/conv_select_cpu.h, measured_aten)");
   module.def("_conv_cpu_reset", &fastgen::conv::select::reset,
              "Forgets the CPU convolutions' measured choices");
   module.def("_conv_cpu_prefer", &fastgen::conv::select::prefer,

@@ -261,3 +261,39 @@ def test_cpu_half_batch_norm_takes_stocks_faster_path(monkeypatch):
     monkeypatch.setenv("FASTGEN_BN_CPU", "cudnn")
     with pytest.raises(ValueError, match="FASTGEN_BN_CPU"):
         fused()
+
+
+def _ran_fastgen_op(fn) -> bool:
+    """Whether fn() called torch.ops.fastgen.conv2d / conv_transpose2d (or its backward)."""
+    with torch.profiler.profile() as prof:
+        fn()
+    return any(e.name.startswith("fastgen::conv") for e in prof.events())
+
+
+@pytest.mark.parametrize("case", ["conv2d", "conv_transpose2d"])
+def test_where_aten_won_every_pass_the_layer_is_the_stock_op(fresh, case):
+    args = make(case)
+    run(*args)  # measures the forward and the backward keys
+    keys = [r["key"] for r in ops.conv_cpu_choices()]
+    assert {k.split()[1] for k in keys} == {"forward", "backward"}
+
+    ops.prefer_conv_cpu_choices([{"key": k, "choice": "aten"} for k in keys])
+    assert not _ran_fastgen_op(lambda: run(*args))
+    for got, want, name in zip(run(*args), stock(*args), ("out", "grad_x", "grad_w")):
+        assert torch.equal(got, want), f"{case} {name}"
+    transposed, x, w, stride, padding = args
+    op = ops.conv_transpose2d if transposed else ops.conv2d
+    with torch.no_grad():  # no backward wanted: the forward's key alone decides
+        assert not _ran_fastgen_op(lambda: op(x, w, None, stride, padding))
+    # An activation to fuse keeps the op, whatever convolution it runs.
+    relu = lambda: op(x.requires_grad_(), w, None, stride, padding, activation="relu").sum()  # noqa: E731
+    assert _ran_fastgen_op(lambda: relu().backward())
+
+    # fastgen's kernel winning one pass keeps the op; so does any policy but the measured one.
+    for key in keys:
+        pass_wins = [{"key": k, "choice": "fastgen" if k == key else "aten"} for k in keys]
+        ops.prefer_conv_cpu_choices(pass_wins)
+        assert _ran_fastgen_op(lambda: run(*args)), key
+    ops.prefer_conv_cpu_choices([{"key": k, "choice": "aten"} for k in keys])
+    fresh.setenv("FASTGEN_CONV_CPU", "aten")
+    assert _ran_fastgen_op(lambda: run(*args))

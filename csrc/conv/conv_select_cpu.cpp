@@ -82,19 +82,25 @@ const char* layout(const at::Tensor& t) {
   return "strided";
 }
 
-void describe(std::ostringstream& out, const char* name, const at::Tensor& t) {
-  out << ' ' << name << '=' << t.sizes() << ':' << layout(t);
+// An operand as a key names it: its sizes and layout.
+struct Operand {
+  const char* name;
+  at::IntArrayRef sizes;
+  const char* layout;
+};
+
+Operand operand(const char* name, const at::Tensor& t) {
+  return {name, t.sizes(), layout(t)};
 }
 
 // Everything the speed of either candidate depends on: the operands' sizes and layouts, the
 // dtype, the geometry, which gradients are wanted, the threads and the CPU copy.
-std::string make_key(const char* op, const char* pass,
-                     std::initializer_list<std::pair<const char*, const at::Tensor*>> operands,
-                     const Geometry& geometry, std::array<bool, 3> mask) {
+std::string make_key(const char* op, const char* pass, std::initializer_list<Operand> operands,
+                     at::ScalarType dtype, const Geometry& geometry, std::array<bool, 3> mask) {
   std::ostringstream out;
   out << op << ' ' << pass;
-  for (const auto& [name, tensor] : operands) describe(out, name, *tensor);
-  out << ' ' << c10::toString(operands.begin()->second->scalar_type());
+  for (const Operand& o : operands) out << ' ' << o.name << '=' << o.sizes << ':' << o.layout;
+  out << ' ' << c10::toString(dtype);
   out << " stride=" << at::IntArrayRef(geometry.stride)
       << " padding=" << at::IntArrayRef(geometry.padding);
   if (geometry.transposed) out << " output_padding=" << at::IntArrayRef(geometry.output_padding);
@@ -190,7 +196,8 @@ at::Tensor forward(const char* op, const at::Tensor& input, const at::Tensor& we
   const Policy now = policy();
   const std::string key =
       now == Policy::Autotune
-          ? make_key(op, "forward", {{"input", &input}, {"weight", &weight}}, geometry, {})
+          ? make_key(op, "forward", {operand("input", input), operand("weight", weight)},
+                     input.scalar_type(), geometry, {})
           : std::string();
   return choose<at::Tensor>(now, op, "forward", key, half, ours, library);
 }
@@ -217,10 +224,30 @@ Grads backward(const char* op, const at::Tensor& grad_pre, const at::Tensor& inp
   const std::string key =
       now == Policy::Autotune
           ? make_key(op, "backward",
-                     {{"grad_out", &grad_pre}, {"input", &input}, {"weight", &weight}}, geometry,
-                     output_mask)
+                     {operand("grad_out", grad_pre), operand("input", input),
+                      operand("weight", weight)},
+                     grad_pre.scalar_type(), geometry, output_mask)
           : std::string();
   return choose<Grads>(now, op, "backward", key, half, ours, library);
+}
+
+bool measured_aten(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                   const Geometry& geometry, std::optional<std::array<bool, 3>> backward_mask) {
+  if (policy() != Policy::Autotune) return false;
+  const auto aten_won = [](const std::string& key) {
+    const auto entry = lookup(key);
+    return entry.has_value() && !entry->use_fastgen;
+  };
+  const at::ScalarType dtype = input.scalar_type();
+  const Operand in = operand("input", input), w = operand("weight", weight);
+  if (!aten_won(make_key(op, "forward", {in, w}, dtype, geometry, {}))) return false;
+  if (!backward_mask) return true;
+  std::vector<int64_t> out_sizes{input.size(0), 0, output_size(input, weight, geometry, 0),
+                                 output_size(input, weight, geometry, 1)};
+  out_sizes[1] = geometry.transposed ? weight.size(1) * geometry.groups : weight.size(0);
+  const bool nhwc = conv_format(input, weight) == c10::MemoryFormat::ChannelsLast;
+  const Operand grad_out{"grad_out", out_sizes, nhwc ? "nhwc" : "nchw"};
+  return aten_won(make_key(op, "backward", {grad_out, in, w}, dtype, geometry, *backward_mask));
 }
 
 std::vector<Record> records() {

@@ -60,6 +60,15 @@ Grads backward(const char* op, const at::Tensor& grad_pre, const at::Tensor& inp
                const at::Tensor& weight, const Geometry& geometry, std::array<bool, 3> output_mask,
                OwnBackward own);
 
+// Whether the process has measured `op`'s forward for these operands, and its backward with
+// `backward_mask` (nullopt: no backward wanted), and aten's convolution won every one of them
+// (or fastgen has no kernel for the shape). Only under the measured policy; any other policy,
+// or a pass not measured yet, answers false. The backward's key assumes grad_out in the
+// output's layout (conv_format), as a training step passes it. The Python ops then call the
+// stock functional op directly where nothing is left to fuse (fastgen/ops/_conv.py).
+bool measured_aten(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                   const Geometry& geometry, std::optional<std::array<bool, 3>> backward_mask);
+
 // What the process has measured so far, for `fastgen info`, tests and the benchmarks.
 struct Record {
   std::string key;

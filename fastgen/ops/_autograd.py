@@ -16,7 +16,10 @@ def eager_autograd(op_name: str, setup_context, backward) -> type[torch.autograd
     class EagerAutograd(torch.autograd.Function):
         @staticmethod
         def forward(ctx, *inputs):
-            output = getattr(torch.ops.fastgen, op_name).default(*inputs)
+            # Below autograd: the op's registered (torch.library) autograd kernel would only
+            # redispatch here, through Python, since grad mode is off inside forward.
+            with torch._C._AutoDispatchBelowAutograd():
+                output = getattr(torch.ops.fastgen, op_name).default(*inputs)
             setup_context(ctx, inputs, output)
             return output
 

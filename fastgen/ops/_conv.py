@@ -112,12 +112,33 @@ def native_call(family: Family, args: tuple) -> torch.Tensor | None:
     monotone = activation != "leaky_relu" or slope >= 0
     if not (monotone and registry.use_native(family.op, x)):
         return None
-    needs_grad = (
-        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-    )
-    if needs_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+    mask = [x.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad]
+    needs_grad = any(mask) and torch.is_grad_enabled()
+    if torch.compiler.is_compiling():
+        return getattr(torch.ops.fastgen, family.op).default(*args)
+    if activation == "identity" and _aten_won(family, args, mask if needs_grad else None):
+        return None
+    if needs_grad:
         return _EAGER[family.op].apply(*args)
     return getattr(torch.ops.fastgen, family.op).default(*args)
+
+
+def _aten_won(family: Family, args: tuple, backward_mask: list | None) -> bool:
+    """Whether this CPU call has nothing left for fastgen to do: no activation to fuse (the
+    caller checks), and the measured choice (csrc/conv/conv_select_cpu.h) took aten's
+    convolution for its forward and, when gradients are wanted, its backward. The op would
+    then only add its dispatch (a custom autograd.Function and a second trip through aten's
+    dispatcher: 0.1-0.5 ms a layer on the main job's bf16 blocks), so the caller runs the stock
+    functional op instead, which is the same convolution. The first calls of a shape go
+    through the op, which measures it."""
+    x, weight = args[:2]
+    if x.device.type != "cpu":
+        return False
+    g = family.geometry(args[3 : 3 + family.geometry_args])
+    return _extension._C._conv_cpu_measured_aten(
+        family.op, x, weight, g.stride, g.padding, g.output_padding, g.dilation, g.groups,
+        backward_mask,
+    )  # fmt: skip
 
 
 def check_output_size(fn: str, family: Family, x, weight, g: Geometry, hint: str = "") -> None:
