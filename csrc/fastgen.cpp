@@ -173,9 +173,9 @@ PYBIND11_MODULE(_C, module) {
           TORCH_CHECK_VALUE(v.size() == 2, "fastgen: _conv_cpu_measured_aten takes pairs");
           return std::array<int64_t, 2>{v[0], v[1]};
         };
-        const fastgen::conv::Geometry geometry{op == "conv_transpose2d", pair(stride),
-                                               pair(padding),   pair(output_padding),
-                                               pair(dilation),  groups};
+        const fastgen::conv::Geometry geometry{
+            op == "conv_transpose2d", pair(stride),   pair(padding),
+            pair(output_padding),     pair(dilation), groups};
         return fastgen::conv::select::measured_aten(op.c_str(), input, weight, geometry,
                                                     backward_mask);
       },

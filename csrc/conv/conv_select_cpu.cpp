@@ -221,13 +221,12 @@ Grads backward(const char* op, const at::Tensor& grad_pre, const at::Tensor& inp
     return library_backward(grad_pre, input, weight, geometry, output_mask);
   };
   const Policy now = policy();
-  const std::string key =
-      now == Policy::Autotune
-          ? make_key(op, "backward",
-                     {operand("grad_out", grad_pre), operand("input", input),
-                      operand("weight", weight)},
-                     grad_pre.scalar_type(), geometry, output_mask)
-          : std::string();
+  const std::string key = now == Policy::Autotune
+                              ? make_key(op, "backward",
+                                         {operand("grad_out", grad_pre), operand("input", input),
+                                          operand("weight", weight)},
+                                         grad_pre.scalar_type(), geometry, output_mask)
+                              : std::string();
   return choose<Grads>(now, op, "backward", key, half, ours, library);
 }
 
