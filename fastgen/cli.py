@@ -74,12 +74,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="features for --eval-every: digits (single-channel digit data only) or inception; "
         "default: digits",
     )  # fmt: skip
+    run.add_argument(
+        "--eval-c2st-input", choices=["features", "pixels"], default="features",
+        help="what the c2st metric's classifier sees: the extractor's features or the pixels; "
+        "default: features",
+    )  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 NOT_CONFIG = {
     "command", "model", "resume", "overwrite", "quiet", "eval_metrics", "eval_n",
-    "eval_extractor",
+    "eval_extractor", "eval_c2st_input",
 }  # fmt: skip
 
 
@@ -125,6 +130,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--conditional needs a labelled dataset; {config.data!r} has no labels")
     evaluator = None
     if config.eval_every:
+        check_best_metric(args, config)
         evaluator = make_evaluator(args, config, dataset)
     train = train_gan if args.model == "dcgan" else train_vae
     result = train(
@@ -135,20 +141,40 @@ def run_train(args: argparse.Namespace) -> int:
         return 0  # under torchrun only rank 0 reports (as only it logs and checkpoints)
     result = result if isinstance(result, dict) else {}
     speed = result.get("images_per_s")
+    best = result.get("best")
     print(
         f"fastgen train {args.model}: step {result.get('step', config.steps)}"
         + (f", {speed:.1f} images/s" if isinstance(speed, float) else "")
+        + (f"; best {best['metric']} {best['value']:.4g} at step {best['step']}" if best else "")
         + f"; outputs in {config.out_dir}"
     )
     for key in ("checkpoint", "samples"):
         if result.get(key):
             print(f"  {key}: {result[key]}")
+    if best:
+        print(f"  best: {best['checkpoint']}")
     print(json.dumps(result, default=str))
     return 0
 
 
+def check_best_metric(args, config) -> None:
+    """--best-metric must be a result of --eval-metrics (precision and recall come from pr,
+    nll_iw and bits_per_dim_iw from nll)."""
+    family = {"precision": "pr", "recall": "pr", "nll_iw": "nll", "bits_per_dim_iw": "nll"}
+    wanted = family.get(config.best_metric, config.best_metric)
+    evaluated = [m.strip().lower() for m in args.eval_metrics.split(",")]
+    if wanted not in evaluated:
+        default = " (the default)" if "best_metric" not in vars(args) else ""
+        raise UsageError(
+            f"--best-metric {config.best_metric}{default} is not among --eval-metrics "
+            f"{args.eval_metrics}: add {wanted} to --eval-metrics, or give --best-metric one "
+            f"of its results"
+        )
+
+
 # make_evaluator's arguments that `fastgen train` takes as --eval-* options (their dests)
-EVAL_OPTIONS = {"metrics": "eval_metrics", "n": "eval_n", "extractor": "eval_extractor"}
+EVAL_OPTIONS = {"metrics": "eval_metrics", "n": "eval_n", "extractor": "eval_extractor",
+                "c2st_input": "eval_c2st_input"}  # fmt: skip
 
 
 def make_evaluator(args, config, dataset):
@@ -163,6 +189,8 @@ def make_evaluator(args, config, dataset):
             n=args.eval_n,
             config=config,
             extractor=args.eval_extractor,
+            c2st_input=args.eval_c2st_input,
+            cache_dir=config.out_dir,  # real_features.pt, a file of the run
         )
     except ArgumentError as err:
         if err.argument not in EVAL_OPTIONS:
@@ -171,6 +199,15 @@ def make_evaluator(args, config, dataset):
 
 
 # --- sample / export --------------------------------------------------------------------------
+
+
+def add_which_checkpoint(p: argparse.ArgumentParser) -> None:
+    """--checkpoint latest|best: which checkpoint of a run folder CKPT names."""
+    p.add_argument(
+        "--checkpoint", dest="which", choices=["latest", "best"], default="latest",
+        help="with a run folder: its newest checkpoint, or best (checkpoints/best.pt, the "
+        "best evaluation's); default: latest",
+    )  # fmt: skip
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
@@ -190,6 +227,7 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--nrow", type=int, default=None, help="images per row of the grid")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda[:N]")
+    add_which_checkpoint(p)
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -203,7 +241,7 @@ def run_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"--interpolate needs at least 2 steps, got {args.interpolate}")
     device = str(resolve_device(args.device, "fastgen sample"))
     path = sample_to_png(
-        checkpoint_file(args.checkpoint), args.out, n=args.n, seed=args.seed,
+        checkpoint_file(args.checkpoint, args.which), args.out, n=args.n, seed=args.seed,
         class_label=args.class_label, interpolation_steps=args.interpolate, device=device,
         nrow=args.nrow,
     )  # fmt: skip
@@ -216,6 +254,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="file to write")
     p.add_argument("--format", choices=["torchscript", "pt2", "state_dict"], default="torchscript")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    add_which_checkpoint(p)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -223,7 +262,7 @@ def run_export(args: argparse.Namespace) -> int:
     from fastgen.train.checkpoint import checkpoint_file
 
     summary = export_checkpoint(
-        checkpoint_file(args.checkpoint), args.out, format=args.format, dtype=args.dtype
+        checkpoint_file(args.checkpoint, args.which), args.out, format=args.format, dtype=args.dtype
     )
     print(f"wrote {summary['path']} ({summary['format']}, {summary['kind']}, {summary['dtype']}, "
           f"{summary['bytes'] / 1e6:.2f} MB)")  # fmt: skip
