@@ -5,6 +5,7 @@
     fastgen export CKPT --out G.pt [--format torchscript|pt2|state_dict] [--dtype ...]
     fastgen eval CKPT ...          (fastgen.metrics.cli)
     fastgen bench train ...        (fastgen.bench)
+    fastgen bench quality ...      (fastgen.bench_quality)
     fastgen info
 
 Errors in arguments, data, run folders or checkpoints print one line on stderr and exit with
@@ -320,13 +321,20 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="end-to-end benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     bench_train = bench_sub.add_parser("train", help="training images/s, fused vs stock")
-    command = next((a for a in argv if not a.startswith("-")), None)
+    bench_quality = bench_sub.add_parser(
+        "quality", help="FID/KID/c2st against training time, per variant and seed"
+    )
+    words = [a for a in argv if not a.startswith("-")]
+    command = words[0] if words else None
+    quality = command == "bench" and words[1:2] == ["quality"]
     if command == "eval":
         _delegate(eval_parser, "fastgen.metrics.cli")
+    elif quality:
+        _delegate(bench_quality, "fastgen.bench_quality")
     elif command == "bench":
         _delegate(bench_train, "fastgen.bench")
     parser.commands = {"train": train, "sample": sample, "export": export, "info": info,
-                       "eval": eval_parser, "bench": bench_train}  # fmt: skip
+                       "eval": eval_parser, "bench": bench_quality if quality else bench_train}  # fmt: skip
     return parser
 
 
