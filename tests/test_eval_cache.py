@@ -66,3 +66,20 @@ def test_real_features_are_cached_reused_and_invalidated(tmp_path):
     with pytest.warns(RunFileWarning, match="damaged"):
         evaluate_once(dataset(1), damaged, tmp_path)
     assert damaged.images == 40 + 30
+
+
+def test_kid_from_the_shared_kernel_equals_the_per_subset_estimates():
+    from fastgen.metrics.kid import kernel_inception_distance, polynomial_mmd2
+
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(1100, 8, generator=gen), torch.randn(700, 8, generator=gen) + 0.3
+    result = kernel_inception_distance(real, fake, num_subsets=7, subset_size=300, seed=4)
+    draws = torch.Generator().manual_seed(4)
+    estimates = []
+    for _ in range(7):  # the subsets as drawn one by one, each with its own kernel matrices
+        rows_real = torch.randperm(1100, generator=draws)[:300]
+        rows_fake = torch.randperm(700, generator=draws)[:300]
+        estimates.append(polynomial_mmd2(real[rows_real], fake[rows_fake]))
+    expected = torch.stack(estimates)
+    assert result["kid"] == pytest.approx(float(expected.mean()), rel=1e-10)
+    assert result["kid_std"] == pytest.approx(float(expected.std()), rel=1e-8)
