@@ -147,6 +147,7 @@ def train_arguments(variant: str, seed: int, out: Path, setup: dict, args) -> li
         "--eval-metrics", args.metrics, "--eval-extractor", args.extractor,
         "--seed", str(seed), "--out", str(out), "--quiet", "--sample-every", "0",
         "--checkpoint-every", "0", "--keep-checkpoints", "1", "--device", args.device,
+        "--overwrite",  # the folder is the bench's own (--runs: a rerun replaces its runs)
     ]  # fmt: skip
     for key in ("resolution", "width", "batch_size"):
         if setup[key] is not None:

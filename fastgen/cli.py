@@ -131,8 +131,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--conditional needs a labelled dataset; {config.data!r} has no labels")
     evaluator = None
     if config.eval_every:
+        evaluator = make_evaluator(args, config, dataset)  # checks --eval-metrics first
         check_best_metric(args, config)
-        evaluator = make_evaluator(args, config, dataset)
     train = train_gan if args.model == "dcgan" else train_vae
     result = train(
         config, dataset, resume=resume, evaluator=evaluator, progress=not args.quiet,

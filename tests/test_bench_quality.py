@@ -13,15 +13,15 @@ from fastgen.bench_quality import Run, report_lines, same_within_spread, summari
 
 
 def test_quick_runs_fused_and_stock_and_writes_csv_and_plot(tmp_path, capsys):
-    argv = ["bench", "quality", "--quick", "--steps", "12", "--eval-every", "6", "--eval-n",
-            "64", "--threads", "1", "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
+    argv = ["bench", "quality", "--quick", "--steps", "4", "--eval-every", "2", "--eval-n", "32",
+            "--metrics", "fid,c2st", "--threads", "1", "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
     assert cli.main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     (table,) = tmp_path.glob("bench_quality_cpu_*.csv")
     assert table.with_suffix(".png").is_file()
     rows = list(csv.DictReader(table.open()))
     assert {(r["variant"], r["seed"], r["step"]) for r in rows} == {
-        (v, "0", s) for v in ("fused", "stock") for s in ("6", "12")
+        (v, "0", s) for v in ("fused", "stock") for s in ("2", "4")
     }
     for row in rows:
         assert not row["error"] and float(row["fid"]) > 0 and 0 <= float(row["c2st"]) <= 1

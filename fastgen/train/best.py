@@ -5,7 +5,10 @@ best model a run made. With --eval-every, the run loop hands every evaluation to
 when the chosen metric (config.best_metric) improves on every earlier evaluation of the run,
 the loop writes checkpoints/best.pt, a full checkpoint of that step (atomic, checksummed,
 never pruned). Every checkpoint records the best so far ("best" entry), so a resumed run goes
-on comparing with the same value and rewrites best.pt only when it does better.
+on comparing with the same value and rewrites best.pt only when it does better. (A run
+resumed from an older checkpoint than its newest may find a best.pt of a later step, from
+the stretch it replays; that file stays until the resumed run beats the value its
+checkpoint recorded.)
 """
 
 from __future__ import annotations

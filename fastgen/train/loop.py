@@ -4,7 +4,8 @@ run_training(config, dataset, make_task, ...) resumes (the checkpoint's state in
 claims the run folder, then for each step s = start + 1 .. config.steps: re-seeds torch from
 (seed, s, rank), takes the batch of s, calls ``task.step`` with the NonFiniteGuard deciding
 whether its updates apply, and on schedule logs a row (every log_every steps and the last),
-evaluates (eval_every), draws the sample grids (sample_every) and checkpoints
+evaluates (eval_every; checkpoints/best.pt when --best-metric improves, fastgen.train.best),
+draws the sample grids (sample_every) and checkpoints
 (checkpoint_every). At the end: the final checkpoint and samples (unless the last step had
 them), losses.png and the summary dict that train_gan / train_vae return. SIGINT or SIGTERM
 stops the run after the step it is in, every rank after the same one, with a checkpoint of
@@ -139,9 +140,10 @@ class RunLoop:
         self.guard = NonFiniteGuard(config.max_nonfinite, processes)
         self.last: dict[str, float] = {}  # the losses of the latest logged step
         self.last_checkpoint = None
-        # the run's best evaluation (checkpoints/best.pt), and the seconds spent evaluating,
-        # which the eval rows' train_time_s leaves out
-        self.best = BestSoFar(config.best_metric) if evaluator is not None else None
+        # the run's best evaluation (checkpoints/best.pt; kept in every checkpoint, also of
+        # a stretch resumed without --eval-every), and the seconds spent evaluating, which
+        # the eval rows' train_time_s leaves out
+        self.best = BestSoFar(config.best_metric)
         self.eval_seconds = 0.0
         images_per_step = config.batch_size * processes.world_size
         enabled = progress and processes.is_main
@@ -171,8 +173,6 @@ class RunLoop:
 
     def restore_best(self, path, state: dict[str, Any], fn: str) -> None:
         """Takes the resumed checkpoint's best evaluation so far (its "best" entry)."""
-        if self.best is None:
-            return
         try:
             self.best.load_state_dict(state.get("best"))
         except ValueError as exc:
@@ -227,7 +227,7 @@ class RunLoop:
         train_time = began - self.began - (self.eval_seconds - seconds)
         timing = {"eval_time_s": round(seconds, 3), "train_time_s": round(train_time, 3)}
         self.folder.log({**eval_log_row(step, self.evaluator, results), **timing})
-        if self.best is not None and self.best.improves(results):
+        if self.best.improves(results):
             if not all_finite(self.task.models.values()):
                 return  # never a best.pt that cannot be sampled or resumed
             self.best.record(step, results)
@@ -270,7 +270,7 @@ class RunLoop:
                 {"key": r["key"], "choice": r["choice"]} for r in ops.conv_cpu_choices()
             ],
         }
-        if self.best is not None and self.best.state_dict() is not None:
+        if self.best.state_dict() is not None:
             state["best"] = self.best.state_dict()
         return state
 
@@ -308,7 +308,7 @@ class RunLoop:
 
     def best_summary(self) -> dict[str, Any] | None:
         """The summary's "best": metric, step, value and best.pt's path (None: no evaluation)."""
-        entry = self.best.state_dict() if self.best is not None else None
+        entry = self.best.state_dict()
         if entry is None or not self.processes.is_main:
             return None
         return {**entry, "checkpoint": str(self.folder.best_path)}
