@@ -1,12 +1,13 @@
 """`fastgen bench quality`: what quality each variant reaches, and how soon, over seeds.
 
-    fastgen bench quality [--variants fused,stock,fused-bf16,stock-bf16] [--seeds 3]
+    fastgen bench quality [--model dcgan|vae] [--variants fused,stock,fused-bf16,stock-bf16]
+                          [--seeds 3]
                           [--steps 2000] [--eval-every 250] [--eval-n 1000]
                           [--metrics fid,kid,c2st] [--extractor digits] [--data digits]
                           [--limit N] [--threshold FID] [--quick] [--out benchmarks/results]
 
-Each variant trains `fastgen train dcgan` on the same data, recipe and seeds, every (variant,
-seed) in a process of its own (the seeds' rounds visit the variants in alternating order, so
+Each variant trains `fastgen train dcgan` (or `vae`, --model) on the same data, recipe and
+seeds, every (variant, seed) in a process of its own (the seeds' rounds visit the variants in alternating order, so
 a drift of the machine hits all alike), evaluating every --eval-every steps with the EMA
 generator. Variants (the `fastgen train` options they add):
 
@@ -16,13 +17,15 @@ generator. Variants (the `fastgen train` options they add):
     ada            --ada                              ada-lecam      --ada --lecam W
 
 (--limit N trains every variant on N images: the little-data comparison is
-`--variants fused,ada,ada-lecam --limit 300`.) From each run's log.jsonl evaluation rows it
+`--variants fused,ada,ada-lecam --limit 300`; ada and ada-lecam are DCGAN-only. With
+--model vae, --metrics fid,kid,c2st,nll adds the ELBO and bits/dim on held-out images to each
+row.) From each run's log.jsonl evaluation rows it
 writes a CSV (variant, seed, step, training wall time without evaluations, images seen, every
 metric, the evaluation's time, the extractor, the machine) and a PNG of FID against training
 wall time (per variant: the mean over seeds, shaded from the lowest to the highest seed).
 
-It prints, per variant, the best FID as mean +- std over seeds, the confidence risk (c2st) at
-each seed's best FID, and the training time to reach a threshold FID (--threshold; default
+It prints, per variant, the best FID as mean +- std over seeds, the confidence risk (c2st)
+(and a VAE's bits/dim) at each seed's best FID, and the training time to reach a threshold FID (--threshold; default
 1.1x the worst variant's best mean FID, so every variant can reach it); then whether fused
 and stock (and each pair of the same amp and compile) reach the same best FID within the
 seed spread: |mean difference| <= sqrt(std_a^2 + std_b^2). --quick is a smoke run (fused and
@@ -62,6 +65,7 @@ FN = "fastgen bench quality"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=["dcgan", "vae"], default="dcgan")
     parser.add_argument("--variants", default=None,
                         help=f"comma-separated, from {','.join(VARIANTS)}; default: "
                         f"{DEFAULTS['variants']}")  # fmt: skip
@@ -128,6 +132,9 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"{FN}: --variants expected names from {','.join(VARIANTS)}, got "
                          f"{chosen['variants']!r}")  # fmt: skip
     chosen["variants"] = names
+    gan_only = [v for v in names if v.startswith("ada")]
+    if args.model == "vae" and gan_only:
+        raise ValueError(f"{FN}: --variants {','.join(gan_only)} train a DCGAN, not --model vae")
     for key in ("seeds", "steps", "eval_every", "eval_n"):
         if chosen[key] < 1:
             raise ValueError(f"{FN}: --{key.replace('_', '-')} must be >= 1, got {chosen[key]}")
@@ -140,9 +147,9 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def train_arguments(variant: str, seed: int, out: Path, setup: dict, args) -> list[str]:
-    """The `fastgen train dcgan` command line of one run."""
+    """The `fastgen train MODEL` command line of one run."""
     arguments = [
-        "train", "dcgan", "--data", args.data, "--steps", str(setup["steps"]),
+        "train", args.model, "--data", args.data, "--steps", str(setup["steps"]),
         "--eval-every", str(setup["eval_every"]), "--eval-n", str(setup["eval_n"]),
         "--eval-metrics", args.metrics, "--eval-extractor", args.extractor,
         "--seed", str(seed), "--out", str(out), "--quiet", "--sample-every", "0",
@@ -197,7 +204,10 @@ def summarise(runs: list[Run], variants: list[str], threshold: float | None) -> 
         bests = [r.best() for r in mine]
         fid = _mean_std([b["eval"]["fid"] for b in bests])
         c2st = _mean_std([b["eval"]["c2st"] for b in bests if "c2st" in b["eval"]])
-        table[variant] = {"runs": mine, "seeds": len(mine), "best_fid": fid, "c2st": c2st}
+        bits = _mean_std([b["eval"]["bits_per_dim_iw"] for b in bests
+                          if "bits_per_dim_iw" in b["eval"]])  # fmt: skip
+        table[variant] = {"runs": mine, "seeds": len(mine), "best_fid": fid, "c2st": c2st,
+                          "bits_per_dim": bits}  # fmt: skip
     means = [v["best_fid"][0] for v in table.values() if v["seeds"]]
     if threshold is None:
         threshold = 1.1 * max(means) if means else math.nan
@@ -226,6 +236,9 @@ def report_lines(summary: dict, extractor: str) -> list[str]:
         lines.append(
             f"  {name:<14} best fid {fid:.4g} +- {fid_std:.2g}"
             + (f", c2st at best {c2st:.3f} +- {c2st_std:.2g}" if math.isfinite(c2st) else "")
+            + (f", bits/dim at best {entry['bits_per_dim'][0]:.4g} +- "
+               f"{entry['bits_per_dim'][1]:.2g}" if math.isfinite(entry["bits_per_dim"][0])
+               else "")
             + (f", threshold after {t:.1f} +- {t_std:.1f} s ({reached})" if entry["reached"]
                else f", threshold not reached ({reached})")
         )  # fmt: skip
@@ -247,7 +260,8 @@ def report_lines(summary: dict, extractor: str) -> list[str]:
 
 
 CSV_FIELDS = ["variant", "seed", "step", "images_seen", "train_time_s", "eval_time_s",
-              "fid", "kid", "kid_std", "c2st", "c2st_low", "c2st_high", "extractor", "error"]  # fmt: skip
+              "fid", "kid", "kid_std", "c2st", "c2st_low", "c2st_high", "elbo", "nll_iw",
+              "bits_per_dim_elbo", "bits_per_dim_iw", "extractor", "error"]  # fmt: skip
 
 
 def write_csv(path: Path, runs: list[Run], batch_size: int, fields: dict) -> None:
@@ -311,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
     setup = settings_from(args)
     device = resolve_device(args.device, FN)
     log = print
-    log(f"{FN}: {', '.join(setup['variants'])} x {setup['seeds']} seed(s), {setup['steps']} "
+    log(f"{FN}: {args.model}, {', '.join(setup['variants'])} x {setup['seeds']} seed(s), {setup['steps']} "
         f"steps, eval every {setup['eval_every']} ({setup['eval_n']} images, {args.metrics}, "
         f"{args.extractor} features), data {args.data}"
         + (f" limited to {args.limit}" if args.limit else "")
@@ -331,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads or torch.get_num_threads()
     batch = setup["batch_size"] or 64  # fastgen train's default
     fields = {
-        "data": args.data, "limit": args.limit, "steps": setup["steps"],
+        "model": args.model, "data": args.data, "limit": args.limit, "steps": setup["steps"],
         "eval_every": setup["eval_every"], "eval_n": setup["eval_n"], "batch_size": batch,
         "resolution": setup["resolution"] or 32, "width": setup["width"] or 32,
         "threshold": round(summary["threshold"], 6), **machine_fields(device, threads, now),
