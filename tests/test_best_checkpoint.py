@@ -66,6 +66,15 @@ def test_best_is_written_on_improvement_only_never_pruned_and_survives_resume(
     assert [row["step"] for row in evals] == [1, 2, 3, 4, 5, 6]
     assert all(row["eval_time_s"] >= 0 and row["train_time_s"] >= 0 for row in evals)
 
+    # the commands read it with --checkpoint best
+    from fastgen.cli import main
+
+    grid, exported = tmp_path / "best.png", tmp_path / "best_g.pt"
+    assert main(["sample", str(run), "--checkpoint", "best", "--n", "4", "--out", str(grid)]) == 0
+    assert main(["export", str(run), "--checkpoint", "best", "--out", str(exported),
+                 "--format", "state_dict"]) == 0  # fmt: skip
+    assert grid.is_file() and exported.is_file()
+
 
 def test_best_of_a_higher_is_better_metric_and_non_finite_values():
     best = BestSoFar("precision")
