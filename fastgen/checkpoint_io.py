@@ -157,9 +157,29 @@ def latest_checkpoint(out_dir) -> Path | None:
     return None
 
 
-def checkpoint_file(path) -> str:
-    """`path` itself when it is a file, else the newest checkpoint of the run folder it
-    names (what `fastgen sample|export|eval RUN_FOLDER` read)."""
+WHICH = ("latest", "best")
+
+
+def checkpoint_file(path, which: str = "latest") -> str:
+    """`path` itself when it is a file, else the checkpoint of the run folder it names (what
+    `fastgen sample|export|eval RUN_FOLDER` read): its newest (`which` "latest"), or the
+    best evaluation's, checkpoints/best.pt (`which` "best", `--checkpoint best`)."""
+    if which not in WHICH:
+        raise ValueError(f"--checkpoint expected one of {', '.join(WHICH)}, got {which!r}")
+    if which == "best":
+        folder = Path(path)
+        if not folder.is_dir():
+            raise ValueError(
+                f"--checkpoint best expected a run folder, got the file {path} (name the run's "
+                f"folder, or the checkpoint file alone)"
+            )
+        for best in (folder / "checkpoints" / "best.pt", folder / "best.pt"):
+            if best.is_file():
+                return str(best)
+        raise FileNotFoundError(
+            f"--checkpoint best: {path} has no checkpoints/best.pt (a run keeps one only with "
+            f"--eval-every)"
+        )
     if Path(path).is_dir():
         found = latest_checkpoint(path)
         if found is None:

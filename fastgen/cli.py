@@ -6,6 +6,7 @@
     fastgen export CKPT --out G.pt [--format torchscript|pt2|state_dict] [--dtype ...]
     fastgen eval CKPT ...          (fastgen.metrics.cli)
     fastgen bench train ...        (fastgen.bench)
+    fastgen bench quality ...      (fastgen.bench_quality)
     fastgen info
 
 Errors in arguments, data, run folders or checkpoints print one line on stderr and exit with
@@ -75,12 +76,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="features for --eval-every: digits (single-channel digit data only) or inception; "
         "default: digits",
     )  # fmt: skip
+    run.add_argument(
+        "--eval-c2st-input", choices=["features", "pixels"], default="features",
+        help="what the c2st metric's classifier sees: the extractor's features or the pixels; "
+        "default: features",
+    )  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 NOT_CONFIG = {
     "command", "model", "resume", "overwrite", "quiet", "eval_metrics", "eval_n",
-    "eval_extractor",
+    "eval_extractor", "eval_c2st_input",
 }  # fmt: skip
 
 
@@ -126,7 +132,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--conditional needs a labelled dataset; {config.data!r} has no labels")
     evaluator = None
     if config.eval_every:
-        evaluator = make_evaluator(args, config, dataset)
+        evaluator = make_evaluator(args, config, dataset)  # checks --eval-metrics first
+        check_best_metric(args, config)
     train = train_gan if args.model == "dcgan" else train_vae
     result = train(
         config, dataset, resume=resume, evaluator=evaluator, progress=not args.quiet,
@@ -136,20 +143,40 @@ def run_train(args: argparse.Namespace) -> int:
         return 0  # under torchrun only rank 0 reports (as only it logs and checkpoints)
     result = result if isinstance(result, dict) else {}
     speed = result.get("images_per_s")
+    best = result.get("best")
     print(
         f"fastgen train {args.model}: step {result.get('step', config.steps)}"
         + (f", {speed:.1f} images/s" if isinstance(speed, float) else "")
+        + (f"; best {best['metric']} {best['value']:.4g} at step {best['step']}" if best else "")
         + f"; outputs in {config.out_dir}"
     )
     for key in ("checkpoint", "samples"):
         if result.get(key):
             print(f"  {key}: {result[key]}")
+    if best:
+        print(f"  best: {best['checkpoint']}")
     print(json.dumps(result, default=str))
     return 0
 
 
+def check_best_metric(args, config) -> None:
+    """--best-metric must be a result of --eval-metrics (precision and recall come from pr,
+    nll_iw and bits_per_dim_iw from nll)."""
+    family = {"precision": "pr", "recall": "pr", "nll_iw": "nll", "bits_per_dim_iw": "nll"}
+    wanted = family.get(config.best_metric, config.best_metric)
+    evaluated = [m.strip().lower() for m in args.eval_metrics.split(",")]
+    if wanted not in evaluated:
+        default = " (the default)" if "best_metric" not in vars(args) else ""
+        raise UsageError(
+            f"--best-metric {config.best_metric}{default} is not among --eval-metrics "
+            f"{args.eval_metrics}: add {wanted} to --eval-metrics, or give --best-metric one "
+            f"of its results"
+        )
+
+
 # make_evaluator's arguments that `fastgen train` takes as --eval-* options (their dests)
-EVAL_OPTIONS = {"metrics": "eval_metrics", "n": "eval_n", "extractor": "eval_extractor"}
+EVAL_OPTIONS = {"metrics": "eval_metrics", "n": "eval_n", "extractor": "eval_extractor",
+                "c2st_input": "eval_c2st_input"}  # fmt: skip
 
 
 def make_evaluator(args, config, dataset):
@@ -164,6 +191,8 @@ def make_evaluator(args, config, dataset):
             n=args.eval_n,
             config=config,
             extractor=args.eval_extractor,
+            c2st_input=args.eval_c2st_input,
+            cache_dir=config.out_dir,  # real_features.pt, a file of the run
         )
     except ArgumentError as err:
         if err.argument not in EVAL_OPTIONS:
@@ -172,6 +201,15 @@ def make_evaluator(args, config, dataset):
 
 
 # --- sample / export --------------------------------------------------------------------------
+
+
+def add_which_checkpoint(p: argparse.ArgumentParser) -> None:
+    """--checkpoint latest|best: which checkpoint of a run folder CKPT names."""
+    p.add_argument(
+        "--checkpoint", dest="which", choices=["latest", "best"], default="latest",
+        help="with a run folder: its newest checkpoint, or best (checkpoints/best.pt, the "
+        "best evaluation's); default: latest",
+    )  # fmt: skip
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
@@ -194,6 +232,7 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     from fastgen.provenance.cli import add_sample_options
 
     add_sample_options(p)
+    add_which_checkpoint(p)
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -209,7 +248,7 @@ def run_sample(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device, "fastgen sample"))
     signer = signer_from_options(args)  # a bad key or certificate stops here, nothing written
     path = sample_to_png(
-        checkpoint_file(args.checkpoint), args.out, n=args.n, seed=args.seed,
+        checkpoint_file(args.checkpoint, args.which), args.out, n=args.n, seed=args.seed,
         class_label=args.class_label, interpolation_steps=args.interpolate, device=device,
         nrow=args.nrow, separate=args.separate, provenance=args.provenance, signer=signer,
     )  # fmt: skip
@@ -222,6 +261,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="file to write")
     p.add_argument("--format", choices=["torchscript", "pt2", "state_dict"], default="torchscript")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    add_which_checkpoint(p)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -229,7 +269,7 @@ def run_export(args: argparse.Namespace) -> int:
     from fastgen.train.checkpoint import checkpoint_file
 
     summary = export_checkpoint(
-        checkpoint_file(args.checkpoint), args.out, format=args.format, dtype=args.dtype
+        checkpoint_file(args.checkpoint, args.which), args.out, format=args.format, dtype=args.dtype
     )
     print(f"wrote {summary['path']} ({summary['format']}, {summary['kind']}, {summary['dtype']}, "
           f"{summary['bytes'] / 1e6:.2f} MB)")  # fmt: skip
@@ -288,15 +328,23 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="end-to-end benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
     bench_train = bench_sub.add_parser("train", help="training images/s, fused vs stock")
-    command = next((a for a in argv if not a.startswith("-")), None)
+    bench_quality = bench_sub.add_parser(
+        "quality", help="FID/KID/c2st against training time, per variant and seed"
+    )
+    words = [a for a in argv if not a.startswith("-")]
+    command = words[0] if words else None
+    quality = command == "bench" and words[1:2] == ["quality"]
     if command == "eval":
         _delegate(eval_parser, "fastgen.metrics.cli")
+    elif quality:
+        _delegate(bench_quality, "fastgen.bench_quality")
     elif command == "bench":
         _delegate(bench_train, "fastgen.bench")
     elif command == "verify":
         _delegate(verify, "fastgen.provenance.cli")
     parser.commands = {"train": train, "sample": sample, "export": export, "info": info,
-                       "eval": eval_parser, "bench": bench_train, "verify": verify}  # fmt: skip
+                       "eval": eval_parser, "bench": bench_quality if quality else bench_train,
+                       "verify": verify}  # fmt: skip
     return parser
 
 

@@ -17,6 +17,12 @@ GAN_LOSSES = ("bce", "hinge", "wgan-gp")
 AMP_MODES = ("", "bf16", "fp16")
 AUGMENTATIONS = ("color", "translation", "cutout")
 LIKELIHOODS = ("bernoulli", "gaussian")
+# What --best-metric may name: an evaluation result, and whether lower is better. c2st is the
+# classifier's held-out accuracy: 0.5 (cannot tell generated from real) is the best it gets.
+BEST_METRICS = {
+    "fid": "min", "kid": "min", "c2st": "min", "is": "max", "precision": "max",
+    "recall": "max", "nll_iw": "min", "bits_per_dim_iw": "min",
+}  # fmt: skip
 # The int fields every config checks: sizes (>= 1), and intervals and limits (>= 0, where 0
 # means off or torch's default).
 POSITIVE_INTS = ("steps", "batch_size", "latent_dim", "width", "keep_checkpoints", "num_samples")
@@ -27,6 +33,7 @@ NON_NEGATIVE_INTS = (
     "log_every",
     "num_threads",
     "max_nonfinite",
+    "limit",
 )
 
 
@@ -92,6 +99,12 @@ class _TrainConfig:
     checkpoint_every: int = option(1000, "checkpoint every K steps (0: only at the end)")
     keep_checkpoints: int = option(3, "checkpoints kept (the newest)")
     eval_every: int = option(0, "evaluate every K steps (0: never)")
+    best_metric: str = option(
+        "fid", "with --eval-every, keep checkpoints/best.pt for this metric (lower is better; "
+        "is, precision, recall: higher)", choices=tuple(BEST_METRICS),
+    )  # fmt: skip
+    limit: int = option(0, "train on N images: a seeded, class-balanced subset when the data "
+                        "has labels, else the first N (0: all)", "data")  # fmt: skip
     log_every: int = option(10, "a log.jsonl row every K steps")
     out_dir: str = option("runs/train", "output folder (config, log, samples, checkpoints)",
                           flag="out")  # fmt: skip
@@ -158,6 +171,17 @@ class GANConfig(_TrainConfig):
     diffaugment: str = option("", "DiffAugment: a comma list of color, translation, cutout",
                               "dcgan")  # fmt: skip
     conditional: bool = option(False, "class-conditional G and D (a labelled dataset)", "dcgan")
+    # Adaptive discriminator augmentation (Karras et al. 2020), see fastgen.train.ada.
+    ada: bool = option(False, "adaptive discriminator augmentation: flips, integer "
+                       "translation and colour with a probability p tuned to --ada-target",
+                       "dcgan")  # fmt: skip
+    ada_target: float = option(0.6, "ADA: the E[sign(D(real))] that p is tuned to hold", "dcgan")
+    ada_interval: int = option(4, "ADA: steps between adjustments of p", "dcgan")
+    ada_kimg: float = option(20.0, "ADA: thousands of images over which p can move by 1",
+                             "dcgan")  # fmt: skip
+    lecam: float = option(0.0, "LeCam regularisation weight (Tseng et al. 2021; 0: off)", "dcgan")
+    lecam_decay: float = option(0.99, "LeCam: EMA decay of its anchors (mean D outputs)",
+                                "dcgan")  # fmt: skip
 
     kind = "dcgan"
 
@@ -167,8 +191,12 @@ class GANConfig(_TrainConfig):
             _check_fraction("GANConfig", field, getattr(self, field))
         for field in ("lr_g", "lr_d"):
             _check_at_least("GANConfig", field, getattr(self, field), 0, strict=True)
-        for field in ("r1_gamma", "gp_weight"):
+        for field in ("r1_gamma", "gp_weight", "lecam"):
             _check_at_least("GANConfig", field, getattr(self, field), 0, strict=False)
+        for field in ("ada_target", "lecam_decay"):
+            _check_fraction("GANConfig", field, getattr(self, field))
+        check_int("GANConfig", "ada_interval", self.ada_interval, minimum=1)
+        _check_at_least("GANConfig", "ada_kimg", self.ada_kimg, 0, strict=True)
         self.augmentations()
 
     def augmentations(self) -> list[str]:

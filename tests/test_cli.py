@@ -91,7 +91,7 @@ def test_argument_errors_are_one_line(argv, needles, capsys):
         (["dcgan", "--diffaugment", "blur"], "--diffaugment must be a comma list of"),
         (["vae", "--kl-warmup", "-1"], "--kl-warmup must be an int >= 0, got -1"),
         (["dcgan", "--eval-every", "2", "--eval-metrics", "bogus"],
-         "--eval-metrics expected names from fid,kid,is,pr,coverage,nll, got bogus"),
+         "--eval-metrics expected names from fid,kid,is,pr,coverage,c2st,nll, got bogus"),
         (["dcgan", "--eval-every", "2", "--eval-n", "1"], "--eval-n must be an int >= 2, got 1"),
         (["dcgan", "--eval-every", "2", "--eval-metrics", "is", "--eval-n", "10"],
          "--eval-n must be at least 20 samples for the Inception Score"),

@@ -57,7 +57,14 @@ __all__ = [
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="CKPT", help="a checkpoint written by fastgen train")
+    parser.add_argument(
+        "checkpoint", metavar="CKPT", help="a checkpoint written by fastgen train, or a run folder"
+    )
+    parser.add_argument(
+        "--checkpoint", dest="which", choices=["latest", "best"], default="latest",
+        help="with a run folder: its newest checkpoint, or best (checkpoints/best.pt); "
+        "default: latest",
+    )  # fmt: skip
     parser.add_argument(
         "--metrics",
         default=None,
@@ -76,6 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="local Inception-v3 state_dict (else $FASTGEN_INCEPTION_WEIGHTS); never downloaded",
     )
+    parser.add_argument(
+        "--c2st-input", choices=["features", "pixels"], default="features",
+        help="what the c2st metric's classifier sees: the extractor's features or the pixels",
+    )  # fmt: skip
     parser.add_argument("--data", default=None, help="reference images (default: the checkpoint's)")
     parser.add_argument("--split", default="train", choices=("train", "test", "all"))
     parser.add_argument("--batch-size", type=int, default=250)
@@ -97,6 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 KID_KEYS = ("kid", "kid_std", "kid_std_error")
+C2ST_KEYS = ("c2st", "c2st_low", "c2st_high")
 
 
 def format_table(results: dict) -> str:
@@ -105,6 +117,9 @@ def format_table(results: dict) -> str:
     for key, value in results.items():
         if isinstance(value, float) and key in KID_KEYS and math.isfinite(value):
             text = f"{value * 1e3:.6g} x 10^-3"  # the scale papers print KID at
+        elif key == "c2st" and {"c2st_low", "c2st_high"} <= results.keys():
+            low, high = results["c2st_low"], results["c2st_high"]
+            text = f"{value:.4f} (95%: {low:.4f}..{high:.4f}; 0.5: cannot tell from real)"
         elif isinstance(value, float):
             text = f"{value:.6g}" if math.isfinite(value) else str(value)
         else:
@@ -123,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     from fastgen.checkpoint_io import checkpoint_file
     from fastgen.models.loading import load_model
 
-    args.checkpoint = checkpoint_file(args.checkpoint)
+    args.checkpoint = checkpoint_file(args.checkpoint, args.which)
     check_int("fastgen eval", "n", args.n, minimum=2)  # statistics need two feature vectors
     device = resolve_device(args.device, "fastgen eval")
     loaded = load_model(args.checkpoint, device=device)
@@ -161,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
         kid_subset_size=args.kid_subset_size,
         pr_k=args.pr_k,
         quantize=args.quantize,
+        c2st_input=args.c2st_input,
     )
     if extractor is not None:
         results = {"extractor": describe_extractor(extractor), **results}
@@ -184,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
             "kid_subset_size": results.get("kid_subset_size", args.kid_subset_size),
             "kid_subset_size_requested": args.kid_subset_size,
             "pr_k": args.pr_k,
+            "c2st_input": args.c2st_input,
             "iw_samples": args.iw_samples if nll else None,
         },
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

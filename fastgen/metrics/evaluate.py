@@ -8,6 +8,9 @@ Metric names (the ``--metrics`` of ``fastgen eval``):
               num_splits (10) equal splits, so it needs n >= 20
     pr        k-NN precision and recall of the feature samples
     coverage  classes covered by the generated set and how evenly (needs logits)
+    c2st      confidence risk: held-out accuracy of a logistic regression telling generated
+              from real feature rows (or pixels, c2st_input="pixels"), with its 95% interval;
+              0.5 cannot tell, 1.0 always can (fastgen.metrics.c2st)
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ from fastgen.metrics.inception_score import check_sample_count
 from fastgen.metrics.kid import kernel_inception_distance
 from fastgen.metrics.precision_recall import precision_recall
 
-METRICS = ("fid", "kid", "is", "pr", "coverage")
+METRICS = ("fid", "kid", "is", "pr", "coverage", "c2st")
+C2ST_INPUTS = ("features", "pixels")
+# At most this many flattened images per set are kept for the C2ST on pixels (memory: a
+# 3x64x64 image is 12,288 floats); half of them train the classifier.
+PIXEL_SAMPLE_SIZE = 5000
 NEEDS_LOGITS = ("is", "coverage")
 IS_SPLITS = 10  # as the references (and stream_features' default)
 
@@ -58,13 +65,16 @@ def compute_metrics(
     kid_subset_size: int = 1000,
     pr_k: int = 3,
     seed: int = 0,
+    c2st_input: str = "features",
 ) -> dict:
-    """The requested metrics as a flat dict (floats, plus coverage's class counts)."""
+    """The requested metrics as a flat dict (floats, plus coverage's class counts).
+    c2st_input: "features" (the accumulators' feature samples) or "pixels" (their pixel
+    samples, which stream_features keeps when given pixel_sample_size)."""
     metrics = check_metrics(metrics, fn="compute_metrics")
     results: dict = {}
-    if real is None and any(m in ("fid", "kid", "pr") for m in metrics):
+    if real is None and any(m in ("fid", "kid", "pr", "c2st") for m in metrics):
         raise ValueError(
-            "fastgen.metrics.compute_metrics: fid, kid and pr need the real set's features"
+            "fastgen.metrics.compute_metrics: fid, kid, pr and c2st need the real set's features"
         )
     if "fid" in metrics:
         results["fid"] = frechet_distance(
@@ -88,7 +98,33 @@ def compute_metrics(
         results.update(fake.inception_score.compute())
     if "coverage" in metrics:
         results.update(fake.coverage.compute())
+    if "c2st" in metrics:
+        results.update(_c2st(real, fake, c2st_input, seed))
     return results
+
+
+def check_c2st_input(c2st_input: str, fn: str) -> str:
+    if c2st_input not in C2ST_INPUTS:
+        raise ValueError(
+            f"{fn}: c2st_input expected one of {', '.join(C2ST_INPUTS)}, got {c2st_input!r}"
+        )
+    return c2st_input
+
+
+def _c2st(real: FeatureAccumulator, fake: FeatureAccumulator, c2st_input: str, seed: int):
+    from fastgen.metrics.c2st import classifier_two_sample_test
+
+    fn = "fastgen.metrics.compute_metrics"
+    check_c2st_input(c2st_input, fn)
+    if c2st_input == "pixels":
+        if real.pixels is None or fake.pixels is None:
+            raise ValueError(
+                f"{fn}: c2st on pixels needs both sets streamed with pixel_sample_size > 0"
+            )
+        return classifier_two_sample_test(real.pixels.features, fake.pixels.features, seed=seed)
+    if real.sample is None or fake.sample is None:
+        raise ValueError(f"{fn}: c2st needs feature samples (sample_size > 0)")
+    return classifier_two_sample_test(real.sample.features, fake.sample.features, seed=seed)
 
 
 def evaluate(
@@ -104,19 +140,29 @@ def evaluate(
     sample_size: int = 10_000,
     seed: int = 0,
     quantize: bool = True,
+    c2st_input: str = "features",
     **metric_options,
 ) -> dict:
     """Streams ``fake`` (and ``real``, unless it is already an accumulator) through ``extractor``
-    and returns ``compute_metrics``. Sources: image tensors [N, C, H, W] in [-1, 1], datasets,
+    and returns ``compute_metrics`` (``c2st_input`` as there). Sources: image tensors [N, C, H, W] in [-1, 1], datasets,
     or callables ``sample(batch_size) -> images``. ``quantize``: round images to 8-bit levels
     first, as the reference implementations measure saved PNGs (see fastgen.metrics.features)."""
     metrics = check_metrics(metrics, extractor)
     if "is" in metrics:  # before any image is streamed
         check_sample_count(n, IS_SPLITS, "fastgen.metrics.evaluate", "n")
+    check_c2st_input(c2st_input, "fastgen.metrics.evaluate")
     stream = dict(
-        batch_size=batch_size, device=device, sample_size=sample_size, seed=seed, quantize=quantize
-    )
+        batch_size=batch_size, device=device, sample_size=sample_size, seed=seed,
+        quantize=quantize, pixel_sample_size=pixel_sample_size(metrics, c2st_input),
+    )  # fmt: skip
     if real is not None and not isinstance(real, FeatureAccumulator):
         real = stream_features(extractor, real, n=n_real or n, **stream)
     fake_features = stream_features(extractor, fake, n=n, **stream)
-    return compute_metrics(real, fake_features, metrics, seed=seed, **metric_options)
+    return compute_metrics(
+        real, fake_features, metrics, seed=seed, c2st_input=c2st_input, **metric_options
+    )
+
+
+def pixel_sample_size(metrics, c2st_input: str) -> int:
+    """The flattened images each set keeps: PIXEL_SAMPLE_SIZE for the C2ST on pixels, else 0."""
+    return PIXEL_SAMPLE_SIZE if "c2st" in metrics and c2st_input == "pixels" else 0

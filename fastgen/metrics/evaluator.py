@@ -20,7 +20,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fastgen.metrics.evaluate import IS_SPLITS, METRICS, check_metrics, compute_metrics
+from fastgen.metrics.evaluate import (
+    IS_SPLITS,
+    METRICS,
+    check_c2st_input,
+    check_metrics,
+    compute_metrics,
+    pixel_sample_size,
+)
 from fastgen.metrics.features import (
     FeatureAccumulator,
     FeatureExtractor,
@@ -151,12 +158,15 @@ def evaluate_models(
     sample_size: int = 10_000,
     iw_samples: int = 64,
     quantize: bool = True,
+    c2st_input: str = "features",
     **metric_options,
 ) -> dict:
     """The metrics of a model dict ({"ema", ...} or {"vae"}) against real images (a tensor or
-    a dataset) or their streamed features."""
+    a dataset) or their streamed features. The generator runs in eval mode without autograd,
+    in batches of `batch_size`; c2st_input: "features" or "pixels" (see compute_metrics)."""
     device = torch.device(device)
     sample_metrics, vae_metrics_wanted = split_metrics(metrics, "fastgen.metrics.evaluate_models")
+    check_c2st_input(c2st_input, "fastgen.metrics.evaluate_models")
     results: dict = {}
     if sample_metrics:
         check_metrics(sample_metrics, extractor, fn="evaluate_models")
@@ -169,6 +179,7 @@ def evaluate_models(
             stream = dict(
                 batch_size=batch_size, device=device, sample_size=sample_size, seed=seed,
                 num_splits=IS_SPLITS, quantize=quantize,
+                pixel_sample_size=pixel_sample_size(sample_metrics, c2st_input),
             )  # fmt: skip
             if real is not None and not isinstance(real, FeatureAccumulator):
                 real = stream_features(extractor, real, n=len(real), **stream)
@@ -177,7 +188,11 @@ def evaluate_models(
             )
         finally:
             model.train(was_training)
-        results.update(compute_metrics(real, fake, sample_metrics, seed=seed, **metric_options))
+        results.update(
+            compute_metrics(
+                real, fake, sample_metrics, seed=seed, c2st_input=c2st_input, **metric_options
+            )
+        )
     if vae_metrics_wanted:
         if "vae" not in models:
             raise ValueError("fastgen eval: metric nll needs a VAE checkpoint")
@@ -200,8 +215,10 @@ def make_evaluator(
     config=None,
     extractor: str | FeatureExtractor = "digits",
     device: str | None = None,
-    batch_size: int = 250,
+    batch_size: int = 500,
     seed: int = 0,
+    c2st_input: str = "features",
+    cache_dir=None,
     **options,
 ) -> Callable[[int, dict[str, nn.Module]], dict[str, float]]:
     """The ``evaluator(step, models) -> {name: float}`` that train_gan/train_vae call.
@@ -209,7 +226,11 @@ def make_evaluator(
     dataset: the training ImageDataset (its images are the reference set; their features are
     computed once, at the first call). config: the training config (device, data,
     resolution). Metrics: as ``fastgen eval``; "nll" (VAE) uses the dataset's "test" split when
-    it can be loaded, else the dataset itself. The models dict is left in the mode it came in.
+    it can be loaded, else the dataset itself. c2st_input: what the C2ST classifies, the
+    extractor's "features" or the "pixels". cache_dir: the run folder, where the real set's
+    features are kept (real_features.pt, fastgen.metrics.cache) for later evaluations and a
+    resumed run; None keeps them in memory only. The generator is sampled in eval mode without
+    autograd, `batch_size` images at a time; the models dict is left in the mode it came in.
     """
     if dataset is None:
         raise ValueError(
@@ -219,6 +240,7 @@ def make_evaluator(
     fn = "fastgen.metrics.make_evaluator"
     sample_metrics, _ = split_metrics(metrics, fn)
     check_int(fn, "n", n, minimum=2)  # statistics need two feature vectors
+    check_c2st_input(c2st_input, fn)
     if "is" in sample_metrics:
         check_sample_count(n, IS_SPLITS, fn, "n")
     chosen = make_extractor(extractor) if isinstance(extractor, str) else extractor
@@ -231,19 +253,34 @@ def make_evaluator(
     quantize = options.pop("quantize", True)
     cache: dict = {}
 
+    def real_features():
+        stream = dict(
+            n=len(dataset), batch_size=batch_size, device=device, seed=seed,
+            num_splits=IS_SPLITS, quantize=quantize,
+            pixel_sample_size=pixel_sample_size(sample_metrics, c2st_input),
+            sample_size=options.get("sample_size", 10_000),
+        )  # fmt: skip
+        key = real_cache_key(dataset, chosen, stream) if cache_dir is not None else None
+        if key is not None:
+            from fastgen.metrics.cache import load_cached
+
+            cached = load_cached(cache_dir, key)
+            if cached is not None:
+                return cached
+        real = stream_features(chosen, dataset, **stream)
+        if key is not None:
+            from fastgen.metrics.cache import accumulator_from_state, accumulator_state, save_cached
+
+            save_cached(cache_dir, key, real)
+            # what later evaluations and a resumed run read is the saved state: the same
+            # numbers either way, to the bit
+            real = accumulator_from_state(accumulator_state(real))
+        return real
+
     def evaluator(step: int, models: dict[str, nn.Module]) -> dict[str, float]:
         sample_metrics, nll = split_metrics(metrics)
         if sample_metrics and "real" not in cache:
-            cache["real"] = stream_features(
-                chosen,
-                dataset,
-                n=len(dataset),
-                batch_size=batch_size,
-                device=device,
-                seed=seed,
-                num_splits=IS_SPLITS,
-                quantize=quantize,
-            )
+            cache["real"] = real_features()
         if nll and "held_out" not in cache:
             cache["held_out"] = _held_out_images(dataset, config)
         results = evaluate_models(
@@ -257,12 +294,26 @@ def make_evaluator(
             device=device,
             seed=seed,
             quantize=quantize,
+            c2st_input=c2st_input,
             **options,
         )
         return {k: float(v) for k, v in results.items() if isinstance(v, int | float)}
 
     evaluator.extractor = describe_extractor(chosen)  # logged beside the numbers
     return evaluator
+
+
+def real_cache_key(dataset, extractor: FeatureExtractor, stream: dict) -> dict | None:
+    """What the real set's features depend on (fastgen.metrics.cache); None when the dataset
+    exposes no image tensor to name it by (then nothing is cached on disk)."""
+    from fastgen.metrics.cache import data_key, extractor_key
+
+    data = data_key(dataset)
+    if data is None:
+        return None
+    # batch boundaries and the device change the float64 moments' last bits: part of the key
+    settings = {k: str(v) if k == "device" else v for k, v in stream.items()}
+    return {"data": data, "extractor": extractor_key(extractor), **settings}
 
 
 def _held_out_images(dataset, config) -> torch.Tensor:

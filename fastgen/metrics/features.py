@@ -112,7 +112,9 @@ class FeatureAccumulator:
     ``sample_size`` rows (KID, precision/recall; None when sample_size=0); inception_score
     and coverage: accumulators over the logits (None without a classifier head; the
     Inception Score also None unless ``total``, the number of images to come, fills
-    ``num_splits`` splits of at least 2).
+    ``num_splits`` splits of at least 2); pixels: a FeatureReservoir of at most
+    ``pixel_sample_size`` flattened images, as the extractor saw them (the C2ST on pixels;
+    None when 0).
     """
 
     def __init__(
@@ -123,9 +125,13 @@ class FeatureAccumulator:
         num_splits: int = 10,
         seed: int = 0,
         total: int | None = None,
+        pixel_sample_size: int = 0,
     ) -> None:
         self.stats = RunningStatistics()
         self.sample = FeatureReservoir(sample_size, seed=seed) if sample_size > 0 else None
+        self.pixels = (
+            FeatureReservoir(pixel_sample_size, seed=seed) if pixel_sample_size > 0 else None
+        )
         scored = num_classes and total is not None and total >= MIN_PER_SPLIT * num_splits
         self.inception_score = InceptionScore(num_splits, seed, total=total) if scored else None
         self.coverage = ModeCoverage(num_classes) if num_classes >= 2 else None
@@ -205,14 +211,16 @@ def stream_features(
     num_splits: int = 10,
     seed: int = 0,
     quantize: bool = True,
+    pixel_sample_size: int = 0,
 ) -> FeatureAccumulator:
     """Runs up to n images of ``source`` through ``extractor`` on ``device``, each checked to
     lie in [-1, 1] and, with ``quantize`` (default), rounded to 8-bit levels first; see the
-    module doc."""
+    module doc. ``pixel_sample_size``: also keep a sample of that many flattened images
+    (FeatureAccumulator.pixels)."""
     extractor = extractor.to(device).eval()
     accumulator = FeatureAccumulator(
         num_classes=extractor.num_classes, sample_size=sample_size, num_splits=num_splits,
-        seed=seed, total=source_length(source, n),
+        seed=seed, total=source_length(source, n), pixel_sample_size=pixel_sample_size,
     )  # fmt: skip
     low = high = None
     for images in image_batches(source, n, batch_size):
@@ -220,7 +228,10 @@ def stream_features(
         batch_low, batch_high = check_image_range(images, "stream_features")
         low = batch_low if low is None else min(low, batch_low)
         high = batch_high if high is None else max(high, batch_high)
-        accumulator.update(extractor(quantize_8_bit(images) if quantize else images))
+        images = quantize_8_bit(images) if quantize else images
+        if accumulator.pixels is not None:
+            accumulator.pixels.update(images.flatten(1))
+        accumulator.update(extractor(images))
     if accumulator.count == 0:
         raise ValueError("fastgen.metrics.stream_features: the source gave no images")
     if isinstance(source, torch.Tensor | torch.utils.data.Dataset) and low >= 0:

@@ -7,6 +7,14 @@
 for m rows of each set. The estimate is unbiased, so for two samples of one distribution its
 expectation is exactly 0 (single estimates can be negative). It is averaged over
 ``num_subsets`` random subsets of ``subset_size`` rows of each set (Binkowski et al., 2018).
+
+The subsets overlap, so ``kernel_inception_distance`` computes each kernel entry once: with
+w_s the 0/1 indicator of subset s, a subset's sum of k over its rows and columns is
+w_s^T K w_s, and all subsets' sums are one product with the kernel matrix K, built a block of
+rows at a time (memory: a block of rows and the [num_subsets, N] indicators). For the
+training-time default (1,000 generated against 1,617 real digits, 100 subsets of 1,000) that
+is ~100x less arithmetic than the 3 x 100 kernel matrices of the subsets themselves; the
+values are the same sums in another order (float64).
 """
 
 from __future__ import annotations
@@ -33,6 +41,22 @@ def polynomial_mmd2(x: torch.Tensor, y: torch.Tensor, degree: int = 3) -> torch.
         m * (m - 1)
     )
     return within - 2 * k_xy.mean()
+
+
+KERNEL_BLOCK_ROWS = 1024  # rows of a kernel matrix made at a time
+
+
+def _subset_sums(
+    a: torch.Tensor, b: torch.Tensor, chosen_a: torch.Tensor, chosen_b: torch.Tensor
+) -> torch.Tensor:
+    """[S]: for each subset s, the sum of k(a_i, b_j) over the rows i chosen_a[s] picks and
+    the rows j chosen_b[s] picks (w_a^T K w_b), K = (a b^T / D + 1)^3 built in row blocks."""
+    dim = a.shape[1]
+    partial = torch.zeros(chosen_a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
+    for start in range(0, a.shape[0], KERNEL_BLOCK_ROWS):
+        block = (a[start : start + KERNEL_BLOCK_ROWS] @ b.T / dim + 1) ** 3
+        partial += chosen_a[:, start : start + KERNEL_BLOCK_ROWS] @ block
+    return (partial * chosen_b).sum(1)
 
 
 def kernel_inception_distance(
@@ -76,12 +100,23 @@ def kernel_inception_distance(
             stacklevel=2,
         )
     generator = torch.Generator().manual_seed(seed)
-    estimates = []
-    for _ in range(num_subsets):
-        real_rows = torch.randperm(real.shape[0], generator=generator)[:m]
-        fake_rows = torch.randperm(fake.shape[0], generator=generator)[:m]
-        estimates.append(polynomial_mmd2(real[real_rows], fake[fake_rows]))
-    values = torch.stack(estimates)
+    chosen_real = torch.zeros(num_subsets, real.shape[0], dtype=torch.float64)
+    chosen_fake = torch.zeros(num_subsets, fake.shape[0], dtype=torch.float64)
+    for subset in range(num_subsets):
+        chosen_real[subset, torch.randperm(real.shape[0], generator=generator)[:m]] = 1
+        chosen_fake[subset, torch.randperm(fake.shape[0], generator=generator)[:m]] = 1
+    x = real.to(torch.float64)
+    y = fake.to(device=x.device, dtype=torch.float64)
+    chosen_real, chosen_fake = chosen_real.to(x.device), chosen_fake.to(x.device)
+    dim = x.shape[1]
+    # k(x_i, x_i) of each row (the diagonal the unbiased estimate leaves out)
+    diag_real = ((x * x).sum(1) / dim + 1) ** 3
+    diag_fake = ((y * y).sum(1) / dim + 1) ** 3
+    within = (
+        _subset_sums(x, x, chosen_real, chosen_real) - chosen_real @ diag_real
+        + _subset_sums(y, y, chosen_fake, chosen_fake) - chosen_fake @ diag_fake
+    ) / (m * (m - 1))  # fmt: skip
+    values = (within - 2 * _subset_sums(x, y, chosen_real, chosen_fake) / (m * m)).cpu()
     std = float(values.std()) if num_subsets > 1 else 0.0
     return {
         "kid": float(values.mean()),

@@ -84,14 +84,24 @@ class RunningStatistics:
         return self._m2 / (self.count - 1)
 
     def state_dict(self) -> dict:
-        return {"count": self.count, "mean": self.mean.cpu(), "covariance": self.covariance.cpu()}
+        """count, mean and covariance, and the co-moment M2 itself ("m2"), from which
+        from_state_dict restores the statistics bit for bit."""
+        return {
+            "count": self.count,
+            "mean": self.mean.cpu(),
+            "covariance": self.covariance.cpu(),
+            "m2": self._m2.cpu(),
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict) -> RunningStatistics:
         stats = cls()
         stats.count = int(state["count"])
         stats._mean = state["mean"].to(torch.float64)
-        stats._m2 = state["covariance"].to(torch.float64) * (stats.count - 1)
+        if "m2" in state:
+            stats._m2 = state["m2"].to(torch.float64)
+        else:  # a state without M2: rebuilt from the covariance (to rounding)
+            stats._m2 = state["covariance"].to(torch.float64) * (stats.count - 1)
         stats.dim = stats._mean.shape[0]
         return stats
 
@@ -146,3 +156,13 @@ class FeatureReservoir:
         if self._rows is None:
             raise ValueError("fastgen.metrics.FeatureReservoir.features: no features were added")
         return self._rows[: self._filled]
+
+    @classmethod
+    def from_rows(cls, rows: torch.Tensor, seen: int, capacity: int) -> FeatureReservoir:
+        """A reservoir holding `rows` (what ``features`` returned) after `seen` rows went by:
+        a saved sample, read back (a cache of the real set's features)."""
+        reservoir = cls(capacity)
+        reservoir._rows = torch.empty(capacity, rows.shape[1])
+        reservoir._rows[: rows.shape[0]] = rows.to(torch.float32)
+        reservoir._filled, reservoir.seen = rows.shape[0], int(seen)
+        return reservoir

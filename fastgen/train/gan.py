@@ -2,9 +2,12 @@
 
 One step (GANTask.step; ``s`` counts from 1; all randomness seeded from (seed, s, rank)):
   1. D step: fake = G(z); loss_D(D(aug(real)), D(aug(fake.detach()))) [+ GP] [+ R1]
+     [+ LeCam]; aug is DiffAugment's (--diffaugment), then ADA's (--ada), both as configured
   2. G step: loss_G(D(aug(fake))) through the same fake images
   3. EMA: ema = d * ema + (1 - d) * G with d = min(ema_decay, (1 + s) / (10 + s)), the
      warm-up that lets the average follow the fast early changes; buffers are copied.
+  4. ADA: every ada_interval steps, p moves towards E[sign(D(real))] = ada_target
+     (fastgen.train.ada, which also has LeCam's term).
 A non-finite loss skips its update (and never reaches a checkpoint).
 """
 
@@ -17,8 +20,9 @@ from torch import nn
 from torch.optim import Adam
 
 from fastgen.train import losses
+from fastgen.train.ada import AdaptiveAugment, LeCam
 from fastgen.train.augment import augment
-from fastgen.train.checkpoint import build_models
+from fastgen.train.checkpoint import CheckpointError, build_models
 from fastgen.train.config import GANConfig
 from fastgen.train.data_order import check_dataset
 from fastgen.train.distributed import wrap_for_training
@@ -44,7 +48,7 @@ class GANTask(TrainingTask):
     training step of the module docstring (`step`)."""
 
     kind = "dcgan"
-    plot_keys = ("loss_d", "loss_g", "d_real", "d_fake", "penalty")
+    plot_keys = ("loss_d", "loss_g", "d_real", "d_fake", "penalty", "lecam", "ada_p")
     progress_keys = plot_keys
     sample_label = "ema generator"
 
@@ -65,6 +69,15 @@ class GANTask(TrainingTask):
         self.meta = {"num_classes": num_classes, "channels": channels, "kind": self.kind}
         self.classes = num_classes if config.conditional else 0
         self.augmentations = config.augmentations()
+        self.ada = (
+            AdaptiveAugment(
+                target=config.ada_target, interval=config.ada_interval, kimg=config.ada_kimg,
+                batch_size=config.batch_size, device=self.device,
+            )
+            if config.ada
+            else None
+        )  # fmt: skip
+        self.lecam = LeCam(config.lecam, config.lecam_decay, self.device) if config.lecam else None
         # What the step calls: the models themselves until prepare() wraps them.
         self.wrapped_generator, self.wrapped_discriminator = self.generator, self.discriminator
         # Skipping D's weight gradients in the G step saves time; DDP needs a fixed set of them.
@@ -85,6 +98,13 @@ class GANTask(TrainingTask):
         )
         self.toggle_discriminator = not processes.enabled
         self.snapshot = BufferSnapshot([self.generator, self.discriminator])
+        if self.ada is not None:
+            self.ada.processes = processes  # r_t is averaged over the ranks
+
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """What D sees of `images`: DiffAugment's augmentations, then ADA's (as configured)."""
+        images = augment(images, self.augmentations)
+        return images if self.ada is None else self.ada.augment(images)
 
     def step(self, batch: Batch, step: int, accept: Accept = losses_finite) -> dict:
         """One DCGAN step on `batch` (real images, labels): D update, G update, EMA update.
@@ -94,7 +114,7 @@ class GANTask(TrainingTask):
         skipped step leaves the batch-norm statistics as they were. Returns the detached
         losses: loss_d, loss_g, d_real and d_fake (mean logits), penalty (GP and R1) if any.
         """
-        config, device, augs = self.config, self.device, self.augmentations
+        config, device = self.config, self.device
         real, labels = batch
         labels = labels if config.conditional else None
         self.snapshot.take()
@@ -107,15 +127,20 @@ class GANTask(TrainingTask):
             self.discriminator.requires_grad_(True)
         with self.precision.autocast():
             fake = _call(self.wrapped_generator, z, fake_labels)
-            real_logits = _call(self.wrapped_discriminator, augment(real, augs), labels)
+            real_logits = _call(self.wrapped_discriminator, self.augment(real), labels)
             fake_logits = _call(
-                self.wrapped_discriminator, augment(fake.detach(), augs), fake_labels
+                self.wrapped_discriminator, self.augment(fake.detach()), fake_labels
             )
             loss_d = losses.discriminator_loss(
                 config.loss, real_logits, fake_logits, config.label_smoothing
             )
         penalty = self.penalty(real, fake, labels)
         total_d = loss_d if penalty is None else loss_d + penalty
+        lecam = None if self.lecam is None else self.lecam.penalty(real_logits, fake_logits)
+        if lecam is not None:
+            total_d = total_d + lecam
+        if self.ada is not None:
+            self.ada.observe(real_logits)
         d_ok = accept({"loss_d": total_d})
         if d_ok:
             self.precision.step("discriminator", total_d, self.optimizers["discriminator"])
@@ -124,7 +149,7 @@ class GANTask(TrainingTask):
         if self.toggle_discriminator:
             self.discriminator.requires_grad_(False)
         with self.precision.autocast():
-            gen_logits = _call(self.wrapped_discriminator, augment(fake, augs), fake_labels)
+            gen_logits = _call(self.wrapped_discriminator, self.augment(fake), fake_labels)
             loss_g = losses.generator_loss(config.loss, gen_logits)
         if d_ok and accept({"loss_g": loss_g}):
             self.precision.step("generator", loss_g, self.optimizers["generator"])
@@ -143,7 +168,39 @@ class GANTask(TrainingTask):
         }
         if penalty is not None:
             values["penalty"] = penalty.detach()
+        if lecam is not None:
+            values["lecam"] = lecam.detach()
+        if self.ada is not None:
+            self.ada.adjust(step)
         return values
+
+    def row_extras(self, step: int) -> dict[str, float]:
+        """ADA's p and r_t (as of the latest adjustment) beside the losses."""
+        if self.ada is None:
+            return {}
+        return {"ada_p": round(self.ada.p, 6), "ada_rt": round(self.ada.rt, 6)}
+
+    # ADA's and LeCam's state travel in the checkpoint ("ada", "lecam" entries), so a resumed
+    # run goes on with the same p and anchors.
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        for name, part in (("ada", self.ada), ("lecam", self.lecam)):
+            if part is not None:
+                state[name] = part.state_dict()
+        return state
+
+    def restore(self, path, state: dict[str, Any], fn: str) -> int:
+        step = super().restore(path, state, fn)
+        for name, part in (("ada", self.ada), ("lecam", self.lecam)):
+            if part is None:
+                continue
+            if not isinstance(state.get(name), dict):
+                raise CheckpointError(f"{fn}: {path} has no {name!r} entry, which --{name} needs")
+            try:
+                part.load_state_dict(state[name])
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise CheckpointError(f"{fn}: {path}: bad {name!r} entry: {exc}") from exc
+        return step
 
     def penalty(self, real, fake, labels) -> torch.Tensor | None:
         """The discriminator's gradient penalties: WGAN-GP's and R1, as configured."""

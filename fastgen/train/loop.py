@@ -4,7 +4,8 @@ run_training(config, dataset, make_task, ...) resumes (the checkpoint's state in
 claims the run folder, then for each step s = start + 1 .. config.steps: re-seeds torch from
 (seed, s, rank), takes the batch of s, calls ``task.step`` with the NonFiniteGuard deciding
 whether its updates apply, and on schedule logs a row (every log_every steps and the last),
-evaluates (eval_every), draws the sample grids (sample_every) and checkpoints
+evaluates (eval_every; checkpoints/best.pt when --best-metric improves, fastgen.train.best),
+draws the sample grids (sample_every) and checkpoints
 (checkpoint_every). At the end: the final checkpoint and samples (unless the last step had
 them), losses.png and the summary dict that train_gan / train_vae return. SIGINT or SIGTERM
 stops the run after the step it is in, every rank after the same one, with a checkpoint of
@@ -22,9 +23,11 @@ from typing import Any
 import torch
 
 from fastgen import ops
+from fastgen.data.subset import limit_dataset
 from fastgen.provenance.record import conv_cpu_policy, reproducible_convolutions
 from fastgen.provenance.regenerate import train_grid_fields
-from fastgen.train.checkpoint import checkpoint_hash, load_checkpoint
+from fastgen.train.best import BestSoFar
+from fastgen.train.checkpoint import CheckpointError, checkpoint_hash, load_checkpoint
 from fastgen.train.data_order import BatchSampler
 from fastgen.train.distributed import Distributed
 from fastgen.train.precision import NonFiniteGuard, all_finite, warn_if_slow_precision
@@ -77,6 +80,7 @@ def run_training(
         )
     setup_torch(config)
     cpu_capability()  # a bad FASTGEN_CPU_CAPABILITY raises here, not in the first step
+    dataset = limit_dataset(dataset, config.limit, config.seed, fn)  # --limit N
     processes = Distributed(resolve_device(config.device, "fastgen.train"))
     folder = None
     try:
@@ -109,6 +113,8 @@ def run_training(
             evaluator=evaluator,
             progress=progress,
         )
+        if state is not None:
+            loop.restore_best(resume, state, fn)
         return loop.run()
     finally:
         if folder is not None:
@@ -136,6 +142,11 @@ class RunLoop:
         self.guard = NonFiniteGuard(config.max_nonfinite, processes)
         self.last: dict[str, float] = {}  # the losses of the latest logged step
         self.last_checkpoint = None
+        # the run's best evaluation (checkpoints/best.pt; kept in every checkpoint, also of
+        # a stretch resumed without --eval-every), and the seconds spent evaluating, which
+        # the eval rows' train_time_s leaves out
+        self.best = BestSoFar(config.best_metric)
+        self.eval_seconds = 0.0
         images_per_step = config.batch_size * processes.world_size
         enabled = progress and processes.is_main
         self.bar = Progress(start, config.steps, images_per_step, enabled, task.kind)
@@ -161,6 +172,13 @@ class RunLoop:
             finally:
                 self.bar.close()
             return self.finish(step, time.perf_counter() - self.began)
+
+    def restore_best(self, path, state: dict[str, Any], fn: str) -> None:
+        """Takes the resumed checkpoint's best evaluation so far (its "best" entry)."""
+        try:
+            self.best.load_state_dict(state.get("best"))
+        except ValueError as exc:
+            raise CheckpointError(f"{fn}: {path}: bad 'best' entry: {exc}") from exc
 
     def stop(self, step: int, signum: int) -> None:
         """Ends a run a signal stopped after `step`: its checkpoint (rank 0), then
@@ -194,13 +212,28 @@ class RunLoop:
     def on_schedule(self, step: int) -> None:
         config, main = self.config, self.processes.is_main
         if _due(config.eval_every, step) and self.evaluator is not None and main:
-            results = self.task.evaluate(self.evaluator, step)
-            self.folder.log(eval_log_row(step, self.evaluator, results))
+            self.evaluate(step)
         if _due(config.sample_every, step) and main:
             self.save_samples(step)
         if _due(config.checkpoint_every, step):
             self.last_checkpoint = self.checkpoint(step) or self.last_checkpoint
             self.processes.barrier()
+
+    def evaluate(self, step: int) -> None:
+        """Evaluates `step`, logs the row (with its time, and the training time so far without
+        evaluations) and writes checkpoints/best.pt when the best metric improved."""
+        began = time.perf_counter()
+        results = self.task.evaluate(self.evaluator, step)
+        seconds = time.perf_counter() - began
+        self.eval_seconds += seconds
+        train_time = began - self.began - (self.eval_seconds - seconds)
+        timing = {"eval_time_s": round(seconds, 3), "train_time_s": round(train_time, 3)}
+        self.folder.log({**eval_log_row(step, self.evaluator, results), **timing})
+        if self.best.improves(results):
+            if not all_finite(self.task.models.values()):
+                return  # never a best.pt that cannot be sampled or resumed
+            self.best.record(step, results)
+            self.folder.write_best(step, self.checkpoint_state(step), self.last_checkpoint)
 
     def save_samples(self, step: int) -> None:
         config = self.config
@@ -231,6 +264,12 @@ class RunLoop:
         if not all_finite(self.task.models.values()):
             print(f"fastgen.train: step {step}: non-finite weights, checkpoint not written")
             return None
+        return self.folder.write_checkpoint(
+            step, self.checkpoint_state(step), self.config.keep_checkpoints, self.last_checkpoint
+        )
+
+    def checkpoint_state(self, step: int) -> dict[str, Any]:
+        """What a checkpoint of `step` holds (fastgen.checkpoint_io describes the format)."""
         config = self.config
         state = {
             "step": step,
@@ -244,9 +283,9 @@ class RunLoop:
                 {"key": r["key"], "choice": r["choice"]} for r in ops.conv_cpu_choices()
             ],
         }
-        return self.folder.write_checkpoint(
-            step, state, config.keep_checkpoints, self.last_checkpoint
-        )
+        if self.best.state_dict() is not None:
+            state["best"] = self.best.state_dict()
+        return state
 
     def finish(self, step: int, wall: float) -> dict[str, Any]:
         config, processes, task, start = self.config, self.processes, self.task, self.start
@@ -276,7 +315,16 @@ class RunLoop:
             "nonfinite_steps": self.guard.total,
             "world_size": processes.world_size,
             "ranks_in_sync": in_sync,
+            "eval_time_s": self.eval_seconds,
+            "best": self.best_summary(),
         }
+
+    def best_summary(self) -> dict[str, Any] | None:
+        """The summary's "best": metric, step, value and best.pt's path (None: no evaluation)."""
+        entry = self.best.state_dict()
+        if entry is None or not self.processes.is_main:
+            return None
+        return {**entry, "checkpoint": str(self.folder.best_path)}
 
 
 def _due(every: int, step: int) -> bool:

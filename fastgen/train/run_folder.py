@@ -19,6 +19,7 @@ except ImportError:  # Windows: no advisory locks; runs are not locked there
 
 import torch
 
+from fastgen.train.best import BEST_NAME
 from fastgen.train.checkpoint import (
     TEMPORARY,
     RunFileWarning,
@@ -44,11 +45,16 @@ LOCK = "run.lock"  # flock'ed by the process training in the folder, for the run
 # The files a run writes, by subfolder ("" the folder itself): what --overwrite removes, and
 # what a fresh run removes from a folder whose run has no checkpoint. ckpt_*.eval.json are
 # `fastgen eval CKPT`'s results beside a checkpoint; ckpt_*.pt in the folder itself are older
-# fastgen's checkpoints. run.lock stays: removing it could let two runs hold "the" lock.
+# fastgen's checkpoints; best.pt the best evaluation's checkpoint (fastgen.train.best);
+# real_features.pt the evaluator's cache of the real set's features (fastgen.metrics.cache).
+# run.lock stays: removing it could let two runs hold "the" lock.
 RUN_FILES = {
-    "": re.compile(r"^(run\.json|config\.json|log\.jsonl|losses\.png|ckpt_\d+\.(pt|eval\.json))$"),
+    "": re.compile(
+        r"^(run\.json|config\.json|log\.jsonl|losses\.png|real_features\.pt|"
+        r"ckpt_\d+\.(pt|eval\.json))$"
+    ),
     "samples": re.compile(r"^(step|recon)_\d+\.png$"),
-    "checkpoints": re.compile(r"^ckpt_\d+\.(pt|eval\.json)$"),
+    "checkpoints": re.compile(r"^(ckpt_\d+|best)\.(pt|eval\.json)$"),
 }
 
 
@@ -95,6 +101,7 @@ class RunFolder:
         self.checkpoints = self.root / "checkpoints"
         self.log_path = self.root / "log.jsonl"
         self.marker = self.root / MARKER
+        self.best_path = self.checkpoints / BEST_NAME
         self.run_id: str | None = None
         self.lock: int | None = None  # the locked run.lock's descriptor
         if not active:
@@ -303,6 +310,18 @@ class RunFolder:
         path = self.checkpoints / checkpoint_name(step)
         try:
             return save_checkpoint(path, {**state, "run_id": self.run_id}, keep=keep)
+        except WriteError as err:
+            kept = (
+                f"the last checkpoint, {last}, is intact" if last else "no checkpoint was written"
+            )
+            raise TrainingError(f"fastgen.train: stopped at step {step}: {err}; {kept}") from err
+
+    def write_best(self, step: int, state: dict[str, Any], last) -> Path:
+        """Saves checkpoints/best.pt (the checkpoint of `step`, with the run id), atomically
+        over the previous one; it is never pruned. A failed write stops training as a failed
+        checkpoint does (write_checkpoint)."""
+        try:
+            return save_checkpoint(self.best_path, {**state, "run_id": self.run_id})
         except WriteError as err:
             kept = (
                 f"the last checkpoint, {last}, is intact" if last else "no checkpoint was written"
