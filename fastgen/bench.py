@@ -10,7 +10,8 @@ Variants: each model (dcgan, vae) x layers (fused: fastgen.nn, the default of `f
 train`; stock: torch.nn, `--no-fused`) x mode (eager; compile: the models under
 torch.compile, `--compile`) x amp (none: float32; bf16: bfloat16 autocast, `--amp bf16`;
 fp16 on request). Every variant is built from the same seed, so all start from identical
-weights. The defaults are the main job's (`make run`): 32x32, width 32, batch 64 on CPU.
+weights. The defaults are the main job's (`fastgen train`'s, read from its configs, on every
+device): 32x32, width 32, batch 64, latent size 100 (DCGAN) and 32 (VAE).
 
 What is timed:
   default     fastgen.train's own training step, GANTask.step / VAETask.step, built from a
@@ -67,6 +68,7 @@ run in this process after the timing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import itertools
 import json
@@ -79,6 +81,7 @@ from pathlib import Path
 
 import torch
 
+from fastgen.config import GANConfig, VAEConfig
 from fastgen.utils.bench_report import (
     caveat,
     compare,
@@ -108,7 +111,16 @@ from fastgen.utils.step_timing import (
 
 MODELS = ("dcgan", "vae")
 AMP_MODES = ("none", "bf16", "fp16")
-LATENT_DIMS = {"dcgan": 100, "vae": 32}  # the trainers' defaults
+CONFIGS = {"dcgan": GANConfig, "vae": VAEConfig}
+
+
+def train_default(field: str, model: str = "dcgan"):
+    """`fastgen train MODEL`'s default for a config field: the bench's defaults are the main
+    job's, read from the configs so the two never drift apart."""
+    return next(f.default for f in dataclasses.fields(CONFIGS[model]) if f.name == field)
+
+
+LATENT_DIMS = {model: train_default("latent_dim", model) for model in MODELS}
 
 
 # --- one training step per model --------------------------------------------------------------
@@ -168,11 +180,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads in every variant (0: torch's default)")  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
-    parser.add_argument("--resolution", type=int, default=None, help="default 32 on CPU, 64 on GPU")
-    parser.add_argument(
-        "--batch-size", type=int, default=None, help="default 64 on CPU, 128 on GPU"
-    )
-    parser.add_argument("--width", type=int, default=32, help="model width (default 32)")
+    resolution, batch, width = (train_default(f) for f in ("resolution", "batch_size", "width"))
+    parser.add_argument("--resolution", type=int, default=resolution,
+                        help=f"image size (default {resolution}, fastgen train's)")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=batch,
+                        help=f"images per step (default {batch}, fastgen train's)")  # fmt: skip
+    parser.add_argument("--width", type=int, default=width,
+                        help=f"model width (default {width}, fastgen train's)")  # fmt: skip
     parser.add_argument("--latent-dim", type=int, default=None,
                         help="default: the trainers' (DCGAN 100, VAE 32)")  # fmt: skip
     parser.add_argument("--channels", type=int, default=None,
@@ -240,10 +254,9 @@ def setup_from(args: argparse.Namespace) -> Setup:
                 f"fastgen bench train: {flag} expected >= {least[flag]}{why}, got {value}"
             )
     device = resolve_device(args.device, "fastgen bench train")
-    gpu = device.type == "cuda"
     return Setup(
-        timing=timing, device=device, resolution=args.resolution or (64 if gpu else 32),
-        batch=args.batch_size or (128 if gpu else 64), channels=args.channels,
+        timing=timing, device=device, resolution=args.resolution,
+        batch=args.batch_size, channels=args.channels,
         width=args.width, latent_dim=args.latent_dim, steps=steps, warmup=warmup,
         rounds=1 if args.in_process else rounds, threads=args.threads, seed=args.seed,
         data=args.data,

@@ -258,3 +258,19 @@ def test_bench_argument_errors(extra, needles, capsys):
     assert line.startswith("fastgen bench train: error: ")
     for needle in needles:
         assert needle in line, line
+
+
+def test_its_model_defaults_are_fastgen_trains():
+    """A user comparing `fastgen bench train` with `fastgen train dcgan` measures the same
+    model: width, resolution and batch size default to the training config's, on any device."""
+    import dataclasses
+
+    from fastgen.cli import build_parser
+    from fastgen.config import GANConfig, VAEConfig
+
+    argv = ["bench", "train"]
+    args = build_parser(argv).parse_args(argv)
+    for config in (GANConfig, VAEConfig):
+        defaults = {f.name: f.default for f in dataclasses.fields(config)}
+        got = {"width": args.width, "resolution": args.resolution, "batch_size": args.batch_size}
+        assert got == {name: defaults[name] for name in got}, config.__name__
