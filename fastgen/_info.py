@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import json
 import platform
 
 import torch
@@ -122,3 +124,16 @@ def format_info(data: dict | None = None) -> str:
         else:
             lines.append(f"{key:{key_width}s} {value}")
     return "\n".join(lines)
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """`fastgen info [--json]`."""
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    print(json.dumps(info(), indent=2) if args.json else format_info())
+    return 0

@@ -27,6 +27,7 @@ eval mode, no parameter requires grad (``m(z).numpy()`` works, a call builds no 
 
 from __future__ import annotations
 
+import argparse
 import os
 import warnings
 from pathlib import Path
@@ -244,3 +245,28 @@ def _load(path: Path, fn: str) -> nn.Module:
     raise ValueError(
         f"{fn}: {path} is not a TorchScript, pt2 or state_dict export ({'; '.join(errors)})"
     )
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """`fastgen export CKPT --out G.pt [--format torchscript|pt2|state_dict] [--dtype ...]`."""
+    from fastgen.options import add_which_checkpoint
+
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint, or a run folder (its newest)")
+    p.add_argument("--out", required=True, help="file to write")
+    p.add_argument("--format", choices=["torchscript", "pt2", "state_dict"], default="torchscript")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    add_which_checkpoint(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fastgen.checkpoint_io import checkpoint_file
+
+    summary = export_checkpoint(
+        checkpoint_file(args.checkpoint, args.which), args.out, format=args.format, dtype=args.dtype
+    )
+    print(f"wrote {summary['path']} ({summary['format']}, {summary['kind']}, {summary['dtype']}, "
+          f"{summary['bytes'] / 1e6:.2f} MB)")  # fmt: skip
+    return 0

@@ -1,6 +1,7 @@
 """The `fastgen train` options, derived from the config dataclasses (fastgen/config.py): each
 field's metadata gives its help text, choices and group, the dataclasses give the defaults
-and which trainer has the field. No torch here: `fastgen train --help` stays fast."""
+and which trainer has the field; and --checkpoint latest|best, shared by `fastgen sample`
+and `fastgen export`. No torch here: `fastgen train --help` stays fast."""
 
 from __future__ import annotations
 
@@ -88,3 +89,13 @@ def config_from_options(trainer: str, values: dict[str, Any]):
     config = TRAINERS[trainer](**fields)
     config.validate()
     return config
+
+
+def add_which_checkpoint(p: argparse.ArgumentParser) -> None:
+    """--checkpoint latest|best of `fastgen sample` and `fastgen export`: which checkpoint of a
+    run folder CKPT names."""
+    p.add_argument(
+        "--checkpoint", dest="which", choices=["latest", "best"], default="latest",
+        help="with a run folder: its newest checkpoint, or best (checkpoints/best.pt, the "
+        "best evaluation's); default: latest",
+    )  # fmt: skip

@@ -298,20 +298,20 @@ def test_truncated_checkpoint_is_one_line(trained_dcgan, tmp_path, capsys):
 
 
 def test_eval_every_builds_the_metrics_evaluator_and_logs_it(tmp_path, monkeypatch):
-    import fastgen.cli
     import fastgen.metrics.cli
+    import fastgen.train.cli
 
     calls = []
 
     def factory(args, config, dataset):
         # the real factory accepts the CLI's arguments (building it is cheap; calling it
         # would compute digits features, which `fastgen eval` below covers)
-        assert callable(fastgen.cli.make_evaluator.__wrapped__(args, config, dataset))
+        assert callable(fastgen.train.cli.make_evaluator.__wrapped__(args, config, dataset))
         calls.append(args.eval_metrics)
         return lambda step, models: {"fake_metric": float(step)}
 
-    factory.__wrapped__ = fastgen.cli.make_evaluator
-    monkeypatch.setattr(fastgen.cli, "make_evaluator", factory)
+    factory.__wrapped__ = fastgen.train.cli.make_evaluator
+    monkeypatch.setattr(fastgen.train.cli, "make_evaluator", factory)
     assert fastgen.metrics.cli.make_evaluator is not None
     out = tmp_path / "run"
     argv = ["train", "dcgan", "--out", str(out), *TINY, "--steps", "2", "--eval-every", "2"]

@@ -30,3 +30,7 @@ class ArgumentError(ValueError):
 class OneLineWarning(UserWarning):
     """A note a command prints as one line, ``fastgen CMD: warning: ...`` (fastgen.cli),
     instead of Python's two lines with a source line."""
+
+
+class UsageError(ValueError):
+    """A command-line argument that is wrong in a way argparse cannot see."""
