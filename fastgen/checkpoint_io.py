@@ -2,7 +2,8 @@
 
 Pure file IO, with no training or model code, so that sampling, export and evaluation read
 checkpoints without the trainers (fastgen.models.loading turns one into models;
-fastgen.train.checkpoint re-exports every name here and adds resuming).
+fastgen.train.resume resumes a run from one; fastgen.train.checkpoint, a public alias,
+re-exports every name here).
 
 A checkpoint is a dict of tensors and primitive containers only (the config as a dict), so
 ``torch.load(weights_only=True)`` reads it and loading can never run code::
@@ -110,7 +111,7 @@ def save_checkpoint(path, state: dict[str, Any], *, keep: int | None = None) -> 
     atomic_write(
         path,
         lambda handle: torch.save(state, handle),
-        fn="fastgen.train.checkpoint.save_checkpoint",
+        fn="fastgen.checkpoint_io.save_checkpoint",
     )
     if keep is not None:
         match = NAME.match(path.name)
@@ -131,9 +132,7 @@ def checkpoint_step(path) -> int:
     """The step in a ckpt_XXXXXX.pt file name."""
     match = NAME.match(Path(path).name)
     if match is None:
-        raise ValueError(
-            f"fastgen.train.checkpoint.checkpoint_step: {path} is not a ckpt_XXXXXX.pt"
-        )
+        raise ValueError(f"fastgen.checkpoint_io.checkpoint_step: {path} is not a ckpt_XXXXXX.pt")
     return int(match.group(1))
 
 
@@ -238,7 +237,7 @@ def read_checkpoint(path, map_location="cpu") -> tuple[dict[str, Any], str]:
 
 def _read(path, map_location, stacklevel: int) -> tuple[dict[str, Any], str]:
     path = Path(path)
-    fn = "fastgen.train.checkpoint.load_checkpoint"
+    fn = "fastgen.checkpoint_io.load_checkpoint"
     if not path.is_file():
         raise CheckpointError(f"{fn}: no checkpoint file at {path}")
     try:

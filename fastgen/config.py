@@ -2,7 +2,7 @@
 checkpoints hold ``to_dict()``; ``from_dict`` rebuilds and checks it), and the one source of
 the ``fastgen train`` options: each field's metadata gives its help text, choices and
 option group (fastgen.cli derives the parser from it). No torch here, so ``fastgen --help``
-stays fast. (``fastgen.train.config`` re-exports everything.)"""
+stays fast. (``fastgen.train.config``, a public alias, re-exports everything.)"""
 
 from __future__ import annotations
 

@@ -186,6 +186,19 @@ def test_truncated_and_corrupt_checkpoints_name_the_file(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+def test_errors_name_the_function_that_raised(tmp_path):
+    """Not fastgen.train.checkpoint, an alias that only re-exports these functions."""
+    from fastgen.checkpoint_io import checkpoint_step
+
+    with pytest.raises(CheckpointError, match=r"^fastgen\.checkpoint_io\.load_checkpoint: "):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match=r"^fastgen\.checkpoint_io\.checkpoint_step: "):
+        checkpoint_step(tmp_path / "best.pt")
+    state = {"format": "fastgen-checkpoint", "version": 1, "step": 0, "config": {}, "models": {}}
+    with pytest.raises(CheckpointError, match=r"^fastgen\.models\.loading\.load_models: "):
+        load_models(tmp_path / "x.pt", state=state)
+
+
 class Exploit:
     def __reduce__(self):
         return (os.system, ("echo pwned",))

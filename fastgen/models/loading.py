@@ -116,9 +116,9 @@ def load_models(path, device="cpu", *, fused: bool | None = None, state=None):
     read the file once. A checkpoint whose entries do not make the models is a
     CheckpointError naming the file."""
     from fastgen.checkpoint_io import load_checkpoint
-    from fastgen.train.config import config_from_dict
+    from fastgen.config import config_from_dict
 
-    fn = "fastgen.train.checkpoint.load_models"
+    fn = "fastgen.models.loading.load_models"
     state = load_checkpoint(path) if state is None else state
     try:
         config = config_from_dict(state["config"])

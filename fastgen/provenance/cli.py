@@ -79,8 +79,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from fastgen.checkpoint_io import checkpoint_file
     from fastgen.provenance.verify import exit_code, verify_image
-    from fastgen.train.checkpoint import checkpoint_file
     from fastgen.utils.devices import resolve_device
 
     checkpoint = None if args.checkpoint is None else checkpoint_file(args.checkpoint)

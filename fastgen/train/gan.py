@@ -19,11 +19,12 @@ import torch
 from torch import nn
 from torch.optim import Adam
 
+from fastgen.checkpoint_io import CheckpointError
+from fastgen.config import GANConfig
+from fastgen.models.loading import build_models
 from fastgen.train import losses
 from fastgen.train.ada import AdaptiveAugment, LeCam
 from fastgen.train.augment import augment
-from fastgen.train.checkpoint import CheckpointError, build_models
-from fastgen.train.config import GANConfig
 from fastgen.train.data_order import check_dataset
 from fastgen.train.distributed import wrap_for_training
 from fastgen.train.loop import require_train_extras, run_training

@@ -23,11 +23,11 @@ from typing import Any
 import torch
 
 from fastgen import ops
+from fastgen.checkpoint_io import CheckpointError, checkpoint_hash, load_checkpoint
 from fastgen.data.subset import limit_dataset
 from fastgen.provenance.record import conv_cpu_policy, reproducible_convolutions
 from fastgen.provenance.regenerate import train_grid_fields
 from fastgen.train.best import BestSoFar
-from fastgen.train.checkpoint import CheckpointError, checkpoint_hash, load_checkpoint
 from fastgen.train.data_order import BatchSampler
 from fastgen.train.distributed import Distributed
 from fastgen.train.precision import NonFiniteGuard, all_finite, warn_if_slow_precision

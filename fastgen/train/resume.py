@@ -1,14 +1,20 @@
-"""Resuming a run from the command line: the checkpoint's own config, and only what is safe
-to change on top of it (fastgen train --resume)."""
+"""Resuming a run, in one place: the checkpoint `fastgen train --resume` names
+(``resume_path``), its own config with only what is safe to change on top of it
+(``resumed_config``), and putting its models, optimizers, GradScalers and RNG state back into a
+trainer's objects (``restore_training_state``, which TrainingTask.restore calls for
+fastgen.train.loop)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
-from fastgen.checkpoint_io import latest_checkpoint, load_checkpoint
+from fastgen.checkpoint_io import CheckpointError, latest_checkpoint, load_checkpoint
 from fastgen.config import config_from_dict
+from fastgen.models.loading import load_weights
 from fastgen.options import flag_of
+from fastgen.utils.errors import one_line
 
 # What a resumed run may change: how long it runs and what it writes, never what it trains.
 RESUME_MAY_CHANGE = {
@@ -82,3 +88,63 @@ def resumed_config(trainer: str, given: dict[str, Any], resume: str):
             "give a larger --steps to train on"
         )
     return config
+
+
+# --- loading a checkpoint's state into a trainer --------------------------------------------
+
+
+def _prefer_conv_cpu_choices(choices) -> None:
+    from fastgen import ops
+
+    if not isinstance(choices, list) or not all(
+        isinstance(c, Mapping)
+        and isinstance(c.get("key"), str)
+        and c.get("choice") in ("fastgen", "aten")
+        for c in choices
+    ):
+        raise ValueError("expected a list of {'key': str, 'choice': 'fastgen' | 'aten'}")
+    ops.prefer_conv_cpu_choices(choices)
+
+
+def restore_training_state(
+    path, state: dict[str, Any], *, models: dict, optimizers: dict, scalers, fn: str
+) -> int:
+    """Loads a checkpoint's models, optimizers and GradScalers (`scalers.load_state_dict`)
+    into a trainer's objects, checks its RNG entry and takes its CPU convolution choices;
+    returns its step. A checkpoint that does
+    not fit (missing entries, other shapes, a bad RNG entry) is a CheckpointError naming the
+    file."""
+    from fastgen.train.rng import check_rng_entry
+
+    for name, model in models.items():
+        load_weights(path, state, name, model, fn, f"does not fit this config's {name}")
+    saved = state.get("optimizers")
+    if saved is None:
+        raise CheckpointError(
+            f"{fn}: {path} has no 'optimizers' entry, which resuming needs (it can still be "
+            f"sampled and exported)"
+        )
+    for name, optimizer in optimizers.items():
+        if not isinstance(saved.get(name), Mapping):
+            raise CheckpointError(
+                f"{fn}: {path}: optimizers[{name!r}] must be an optimizer state dict, not "
+                f"{type(saved[name]).__name__ if name in saved else 'missing'}"
+            )
+        try:
+            optimizer.load_state_dict(saved[name])
+        except Exception as exc:  # torch.optim raises several types for malformed state
+            raise CheckpointError(
+                f"{fn}: {path}: optimizers[{name!r}] does not fit this config's optimizer: "
+                f"{one_line(exc)}"
+            ) from exc
+    for key, load, value in (
+        ("scalers", scalers.load_state_dict, state.get("scalers", {})),
+        ("rng", check_rng_entry, state.get("rng", {})),
+        # the CPU convolutions the run chose (absent in checkpoints before it was recorded)
+        ("conv_cpu_choices", _prefer_conv_cpu_choices, state.get("conv_cpu_choices", [])),
+    ):
+        try:
+            load(value)
+        except Exception as exc:  # a malformed entry reaches torch as any of several types
+            raise CheckpointError(f"{fn}: {path}: bad {key!r} entry: {one_line(exc)}") from exc
+    return state["step"]

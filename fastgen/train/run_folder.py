@@ -19,20 +19,17 @@ except ImportError:  # Windows: no advisory locks; runs are not locked there
 
 import torch
 
-from fastgen.train.best import BEST_NAME
-from fastgen.train.checkpoint import (
-    TEMPORARY,
+from fastgen.checkpoint_io import (
     RunFileWarning,
-    WriteError,
-    atomic_write,
     checkpoint_name,
     checkpoint_step,
     list_checkpoints,
     save_checkpoint,
-    writing,
 )
+from fastgen.train.best import BEST_NAME
 from fastgen.train.precision import TrainingError
 from fastgen.train.run_log import plot_losses, read_log
+from fastgen.utils.atomic import TEMPORARY, WriteError, atomic_write, writing
 
 
 class RunFolderError(ValueError):

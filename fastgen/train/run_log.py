@@ -9,7 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from fastgen.train.checkpoint import RunFileWarning, atomic_write
+from fastgen.checkpoint_io import RunFileWarning
+from fastgen.utils.atomic import atomic_write
 
 
 def eval_log_row(step: int, evaluator, results: dict) -> dict[str, Any]:

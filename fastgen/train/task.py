@@ -10,8 +10,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from fastgen.train.checkpoint import restore_training_state
 from fastgen.train.precision import Precision, losses_finite
+from fastgen.train.resume import restore_training_state
 from fastgen.train.rng import mix_seed
 
 Batch = tuple[torch.Tensor, torch.Tensor | None]  # (images [B, C, R, R] in [-1, 1], labels [B])

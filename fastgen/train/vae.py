@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.optim import Adam
 
-from fastgen.train.checkpoint import build_models
-from fastgen.train.config import VAEConfig
+from fastgen.config import VAEConfig
+from fastgen.models.loading import build_models
 from fastgen.train.data_order import check_dataset
 from fastgen.train.distributed import wrap_for_training
 from fastgen.train.loop import require_train_extras, run_training
