@@ -133,7 +133,6 @@ def training_step(
     """A closure running one training step of `model` ("dcgan" or "vae") as fastgen.train
     runs it: the task's step, its config's default hyperparameters and its amp, on one fixed
     batch."""
-    from fastgen.train import GANConfig, VAEConfig
     from fastgen.train.distributed import Distributed
     from fastgen.train.gan import GANTask
     from fastgen.train.vae import VAETask

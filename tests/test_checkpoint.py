@@ -335,3 +335,23 @@ def test_write_errors_name_the_file_and_leave_the_old_one(tmp_path, monkeypatch,
     assert info.value.errno == code
     assert str(path) in str(info.value) and os.strerror(code) in str(info.value)
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["ckpt_000001.pt"]
+
+
+def test_fastgen_imports_the_modules_not_their_public_aliases():
+    """fastgen.train.checkpoint and fastgen.train.config only re-export (for users); fastgen's
+    own code imports the modules that define the names, and the model side never reaches up
+    into training code."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "fastgen"
+    alias = re.compile(
+        r"fastgen\.train\.(checkpoint|config) import"  # the aliases' own names
+        r"|from fastgen\.train import .*\b(checkpoint|\w*Config|CheckpointError|load_\w+)\b"
+    )
+    for path in package.rglob("*.py"):
+        if path.relative_to(package).as_posix() in ("train/checkpoint.py", "train/config.py"):
+            continue
+        assert not alias.search(path.read_text()), path
+    for path in (package / "models").glob("*.py"):
+        assert "fastgen.train" not in path.read_text(), path
