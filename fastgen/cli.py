@@ -154,14 +154,16 @@ def _expected_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[Base
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = os.environ.get("FASTGEN_DEBUG", "") not in ("", "0")
     try:
         parser = build_parser(argv)
     except ValueError as err:  # e.g. a bad FASTGEN_BACKEND, refused when the library loads
+        if debug:
+            raise
         words = [a for a in argv if not a.startswith("-")]
         print(f"fastgen {words[0]}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     args = parser.parse_args(argv)
-    debug = os.environ.get("FASTGEN_DEBUG", "") not in ("", "0")
     try:
         with warnings.catch_warnings():
             _notes_on_one_line(args.command)
