@@ -183,3 +183,12 @@ def test_selfcheck_environment_switch(value, expected):
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert out.stdout.strip() == str(expected), (value, out.stdout, out.stderr)
+
+
+def test_selfcheck_under_autocast_compares_in_the_calls_dtype(emulated):
+    # The reference runs in float64 whatever autocast the caller is in: under a bfloat16
+    # autocast the float32 check must not compare against bfloat16 convolutions.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for op in ("conv2d", "conv_transpose2d", "batch_norm_leaky_relu"):
+            problem = _selfcheck.compare(op, torch.float32, torch.device("cpu"), "contiguous")
+            assert problem is None, f"_selfcheck.compare({op!r}) under autocast: {problem}"

@@ -232,7 +232,14 @@ PROBLEMS: dict[str, Callable] = {
 def compare(op: str, dtype: torch.dtype, device, layout: str) -> str | None:
     """Runs op's problem; None when every output is within TOLERANCE[dtype], else a sentence
     naming the first output that is not and by how much."""
-    with torch.inference_mode(False), torch.enable_grad():
+    device = torch.device(device)
+    # The problem runs as written whatever the caller is in: no autocast (it would run the
+    # float64 reference in bfloat16), gradients on, no inference mode.
+    with (
+        torch.inference_mode(False),
+        torch.enable_grad(),
+        torch.autocast(device.type, enabled=False),
+    ):
         native, reference = PROBLEMS[op](dtype, device, layout)
     tolerance = TOLERANCE[dtype]
     for name, expected in reference.items():
