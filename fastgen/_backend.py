@@ -10,7 +10,10 @@ Modes (environment, read once at import; `set_backend` changes it at run time):
                                  SIMT emulator (csrc/simt) where they have one, and fall back
                                  as they do on CUDA where they have none (CUDA tensors run
                                  their CUDA kernels as in auto);
-  FASTGEN_STRICT=1               in auto and emulated-cuda mode, a missing kernel is an error.
+  FASTGEN_STRICT=1               in auto and emulated-cuda mode, a missing kernel is an error,
+                                 and so is a failed CUDA self-check;
+  FASTGEN_CUDA_SELFCHECK=0       no first-call self-check of the CUDA kernels (on by default:
+                                 fastgen/ops/_selfcheck.py; `registry.selfcheck` at run time).
   FASTGEN_WINOGRAD=0             the CPU convolutions never take fastgen's Winograd kernels
                                  (`set_winograd` changes it at run time).
 
@@ -40,6 +43,8 @@ class BackendRegistry:
         self.mode = mode
         self.strict = os.environ.get("FASTGEN_STRICT", "0") not in ("", "0", "false", "False")
         self.winograd = os.environ.get("FASTGEN_WINOGRAD", "1").strip() != "0"
+        self.selfcheck = os.environ.get("FASTGEN_CUDA_SELFCHECK", "1").strip() not in (
+            "0", "false", "False")  # fmt: skip
         # op name -> supported dtypes; op name -> {device type: has kernel}
         self.dtypes: dict[str, frozenset] = {}
         self.kernels: dict[str, dict[str, bool]] = {}
@@ -86,6 +91,11 @@ class BackendRegistry:
             return False
         reason = self.why_not_native(op_name, tensor)
         if reason is None:
+            if self.selfcheck and (tensor.is_cuda or self.mode == EMULATED):
+                # The CUDA kernels' first-call check against the reference (issue 24.6).
+                from fastgen.ops import _selfcheck
+
+                return _selfcheck.passes(op_name, tensor, self.strict)
             return True
         if self.mode == "native" or self.strict:
             raise RuntimeError(

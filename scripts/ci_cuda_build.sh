@@ -11,6 +11,8 @@
 #   CUDA_HOME        CUDA toolkit (default /usr/local/cuda)
 #   TORCH_CUDA_ARCH_LIST (default "8.0;9.0+PTX", setup.py's default), MAX_JOBS (default 2)
 #   CUDA_BUILD_DIR   where the build happens (default build/cuda-ci)
+#   PTXAS_MAX_SPILL  bytes of spill stores or loads per thread a kernel may have (default 16:
+#                    with nvcc 13.0 two float16 engine kernels spill 4 bytes on sm_90)
 #
 # Why a copy: an in-place build writes fastgen/_C*.so and fastgen/_build_config.py, which
 # would replace the CPU build that `make test` uses. So the tracked (and untracked, not
@@ -27,6 +29,10 @@ export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;9.0+PTX}"
 export MAX_JOBS="${MAX_JOBS:-2}"
 export FASTGEN_CUDA=1
+# ptxas reports every kernel's registers, spills and shared memory (-Xptxas=-v, setup.py):
+# scripts/ptxas_report.py prints them after the build and fails on a spill.
+export FASTGEN_PTXAS_VERBOSE=1
+PTXAS_MAX_SPILL="${PTXAS_MAX_SPILL:-16}"
 
 PY="$CUDA_VENV/bin/python"
 if [ ! -x "$PY" ]; then
@@ -49,7 +55,8 @@ mkdir -p "$BUILD_DIR/src" "$BUILD_DIR/temp"
 
 echo "== building (archs $TORCH_CUDA_ARCH_LIST, MAX_JOBS=$MAX_JOBS)"
 cd "$BUILD_DIR/src"
-"$PY" setup.py -q build_ext --inplace --build-temp "$BUILD_DIR/temp"
+"$PY" setup.py -q build_ext --inplace --build-temp "$BUILD_DIR/temp" 2>&1 | tee "$BUILD_DIR/temp/build.log" \
+  | { grep -v -e '^ptxas info' -e 'bytes stack frame' || true; }
 
 echo "== compiling the convolution engine for sm_75 (compile only)"
 # The build above covers $TORCH_CUDA_ARCH_LIST (sm_80 and sm_90 by default). Builds for 7.x
@@ -77,8 +84,19 @@ EOF_FLAGS
 mapfile -t SM75_FLAGS < "$BUILD_DIR/temp/sm_75.flags"
 "$CUDA_HOME/bin/nvcc" -c csrc/conv/implicit_gemm_cuda.cu -o "$BUILD_DIR/temp/implicit_gemm_cuda.sm_75.o" \
   -gencode arch=compute_75,code=sm_75 -O3 -std=c++20 --expt-relaxed-constexpr --fmad=false \
-  -DFASTGEN_WITH_CUDA=1 -Xcompiler -fPIC "${SM75_FLAGS[@]}"
+  -DFASTGEN_WITH_CUDA=1 -Xcompiler -fPIC -Xptxas -v "${SM75_FLAGS[@]}" > "$BUILD_DIR/temp/sm_75.log" 2>&1 \
+  || { cat "$BUILD_DIR/temp/sm_75.log"; exit 1; }
 echo "   sm_75 engine compile: $((SECONDS - sm75_start)) s"
+
+echo "== ptxas: registers, shared memory and spills per kernel (fails on a spill > $PTXAS_MAX_SPILL B)"
+# From the compiles above, no new ones: the build's objects (sm_80/sm_90 by default; ninja keeps
+# the figures of objects it did not recompile in $BUILD_DIR/temp/ptxas) and the sm_75 engine.
+ptxas_start=$SECONDS
+mkdir -p "$BUILD_DIR/temp/ptxas"
+cp "$BUILD_DIR/temp/sm_75.log" "$BUILD_DIR/temp/ptxas/implicit_gemm_cuda.sm_75.o.ptxas"
+"$PY" scripts/ptxas_report.py --split-ninja "$BUILD_DIR/temp/ptxas" --max-spill "$PTXAS_MAX_SPILL" \
+  "$BUILD_DIR/temp/build.log"
+echo "   ptxas report: $((SECONDS - ptxas_start)) s"
 
 echo "== checking CUDA registrations"
 PYTHONPATH="$BUILD_DIR/src" "$PY" - <<'EOF'

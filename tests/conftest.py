@@ -27,6 +27,13 @@ TOLERANCES = {
 # in every subprocess it starts; tests/test_conv_select.py tests the measured choice itself.
 os.environ.setdefault("FASTGEN_AUTOTUNE", "0")
 
+# The CUDA kernels' first-call self-check (fastgen/ops/_selfcheck.py) is off in the suite, and
+# in the processes it starts: the tests compare every kernel with its reference themselves,
+# and a check that rerouted a wrong kernel to the reference would hide what they look for.
+# tests/test_cuda_selfcheck.py turns it on.
+os.environ.setdefault("FASTGEN_CUDA_SELFCHECK", "0")
+registry.selfcheck = os.environ["FASTGEN_CUDA_SELFCHECK"] not in ("0", "false", "False")
+
 HAS_CUDA = torch.cuda.is_available()
 # "emulated-cuda": the CUDA kernels and launchers run by fastgen's SIMT emulator on CPU
 # tensors (FASTGEN_BACKEND=emulated-cuda), so every CUDA test runs in every CI run.

@@ -169,3 +169,70 @@ def test_converted_generator_and_folded_eval_keep_nan(device):
         getattr(fused, mode)()
         with torch.no_grad():
             assert_same_values(fused(x.clone()), stock(x.clone()), mode)
+
+
+# mu, logvar, eps and the incoming gradients at NaN, +-inf, exp(0.5 * logvar) overflowing
+# (logvar 177: exp(88.5) is finite in float32, 178: inf), underflowing into denormals (-180)
+# and to 0 (-300), exp(logvar) finite (88.5) and infinite (89), and products that overflow in
+# one order of multiplication but not the other (grad_z 1e30 with eps 1e-30).
+EXTREME_MU = [0.0, 1.0, -1.0, INF, -INF, NAN, 1e38, 3e38]
+EXTREME_LOGVAR = [0.0, 2.0, INF, -INF, NAN, 177.0, 178.0, -180.0, -300.0, 88.5, 89.0]
+EXTREME_EPS = [0.5, 0.0, INF, -INF, NAN, 1e-30]
+EXTREME_GRAD = [1.0, 0.0, -1e30]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("rows", [True, False], ids=["one-value-rows", "one-row"])
+@pytest.mark.parametrize("loss", ["z", "z+kl", "kl"])
+def test_reparameterize_every_output_and_gradient_has_stocks_non_finite_pattern(
+    device, dtype, rows, loss
+):
+    """z, kl, grad_mu, grad_logvar and grad_eps against the stock composition
+    z = mu + exp(0.5 * logvar) * eps (fastgen.reference.reparameterize) with autograd, for a
+    loss of z, of z and kl, and of kl alone (a gradient stock leaves out counts as zeros)."""
+    cases = list(itertools.product(EXTREME_MU, EXTREME_LOGVAR, EXTREME_EPS, EXTREME_GRAD))
+    shape = (len(cases), 1) if rows else (1, len(cases))
+    columns = [torch.tensor([case[i] for case in cases], dtype=dtype).reshape(shape).to(device)
+               for i in range(4)]  # fmt: skip
+    mu, logvar, eps, grad_z = columns
+    grad_kl = grad_z.reshape(shape[0], -1)[:, 0].flip(0)
+    with_kl = "kl" in loss
+    results = []
+    for stock in (False, True):
+        leaves = [t.clone().requires_grad_() for t in (mu, logvar, eps)]
+        m, lv, e = leaves
+        if stock:
+            z = m + torch.exp(0.5 * lv) * e
+            kl = -0.5 * (1 + lv - m.pow(2) - lv.exp()).reshape(shape[0], -1).sum(1)
+        elif with_kl:
+            z, kl = ops.reparameterize_kl(m, lv, e)
+        else:
+            z, kl = ops.reparameterize(m, lv, e), None
+        total = (z * grad_z).sum() if "z" in loss else 0
+        outputs = {"z": z}
+        if with_kl:
+            total = total + (kl * grad_kl).sum()
+            outputs["kl"] = kl
+        grads = torch.autograd.grad(total, leaves, allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, leaves)]
+        outputs.update(zip(("grad_mu", "grad_logvar", "grad_eps"), grads))
+        results.append(outputs)
+    ours, stock = results
+    fn = f"fastgen.ops.reparameterize{'_kl' if with_kl else ''} (loss of {loss})"
+    for name in stock:
+        a, b = ours[name].detach().reshape(-1).cpu(), stock[name].detach().reshape(-1).cpu()
+        kinds = [(a.isnan(), b.isnan()), (a.isposinf(), b.isposinf()),
+                 (a.isneginf(), b.isneginf())]  # fmt: skip
+        differ = torch.zeros_like(a, dtype=torch.bool)
+        for x, y in kinds:
+            differ |= x != y
+        where = differ.nonzero().reshape(-1).tolist()
+        described = [
+            f"(mu, logvar, eps, grad_z)={cases[i]}: {a[i].item()} vs stock {b[i].item()}"
+            for i in where[:6]
+        ]
+        assert not where, (
+            f"{fn} {name} ({dtype}, {'rows of one value' if rows else 'one row'}): non-finite "
+            f"pattern differs from stock's at {len(where)} places, e.g. {described}"
+        )
+        assert_same_values(ours[name], stock[name], f"{fn} {name} against stock")

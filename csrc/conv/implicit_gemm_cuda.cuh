@@ -44,12 +44,16 @@
 // the setting, and float16 keeps WMMA (math_for_arch below).
 // ## Tiles (chosen for sm_90)
 // A CTA computes a 64 x 64 tile of D with 4 warps (128 threads) and steps k by 32.
-// Occupancy, from an outside review's ptxas run for sm_90 (issue 24; not re-measured here):
-// registers, not threads, bound it. At 89-98 registers per thread an H100/H200 SM (64K
-// registers) holds 5 CTAs (20 warps) of a kernel at once; 4 for the TF32 kernels and the
-// weight-gradient kernels at 128 registers; 3 for float64. Shared memory is 21-38 KiB per CTA
-// (of 228 KiB per SM), which alone would allow 5 to 10. Whether 12-20 resident warps hide the
-// gather latency without cp.async pipelining is unmeasured (no GPU run yet).
+// Occupancy, from ptxas (nvcc 13.0; `make cuda-build` prints every kernel's registers, shared
+// memory and spills, scripts/ptxas_report.py): registers, not threads, bound it. On sm_90
+// most kernels take 89-98 registers per thread, so an H100/H200 SM (64K registers) holds 5
+// CTAs (20 warps) of a kernel at once; 4 for the TF32 weight-gradient kernels at 128; 3 for
+// float64 at 164-166. sm_80: 94-96, TF32 124 (4 CTAs), float64 164-166 (3 CTAs);
+// sm_75 (FMA for float32/bfloat16): 104-115, float64 185-187. Shared memory is 21-37.5 KiB
+// per CTA (of 228 KiB per SM on sm_90), which alone would allow 6 to 10. Nothing spills but
+// the float16 tanh and sigmoid forward kernels on sm_90 (4 bytes per thread). Whether 12-20
+// resident warps hide the gather latency without cp.async pipelining is unmeasured (no GPU
+// run yet).
 // Each warp owns a 32 x 32 sub-tile (2 x 2 WMMA tiles); on the FMA path each thread owns 8 x 4
 // outputs. 64 x 64 keeps the grid large on the DCGAN generator's small early layers (a 4x4 ->
 // 8x8 layer at batch 128 has 2048 rows per phase); larger tiles would leave SMs idle there.

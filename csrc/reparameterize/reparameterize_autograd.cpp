@@ -13,6 +13,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <vector>
+
 namespace fastgen::reparameterize {
 namespace {
 
@@ -71,7 +73,17 @@ class ReparameterizeFunction : public torch::autograd::Function<ReparameterizeFu
     if (!grad_z.defined() && !grad_kl.defined()) {
       return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     }
-    if (!grad_z.defined()) grad_z = at::zeros_like(mu);
+    if (!grad_z.defined()) {
+      // Only kl reaches the loss. Stock autograd then has no z path at all, where a zero
+      // grad_z would give 0 * inf = NaN (an infinite eps or exp(logvar / 2)): the KL gradient
+      // alone, with stock's operations (issue 24.8); eps gets none.
+      std::vector<int64_t> shape(mu.dim(), 1);
+      shape[0] = mu.size(0);
+      const at::Tensor q = grad_kl.mul(-0.5).view(shape);
+      return {ctx->needs_input_grad(0) ? q.neg().mul(mu.mul(2)) : at::Tensor(),
+              ctx->needs_input_grad(1) ? q.sub(q.mul(logvar.exp())) : at::Tensor(), at::Tensor(),
+              at::Tensor(), at::Tensor()};
+    }
     if (!grad_kl.defined()) grad_kl = mu.new_empty({0});
     at::Tensor grad_mu, grad_logvar;
     if (at::GradMode::is_enabled()) {

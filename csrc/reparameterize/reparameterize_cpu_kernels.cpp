@@ -119,14 +119,17 @@ void normal_block(NoiseKey key, uint64_t first_group, float* out) {
 }
 
 // exp for float32 that the compiler can vectorize (libm's expf is a call per element):
-// 2^k * p(r), r = x - k ln2 in [-ln2/2, ln2/2], degree-7 Taylor p (error ~1 ulp). Inputs
-// below -87 give 0 (the polynomial runs on -87 so 2^k stays normal), inputs above ~88.4 give
-// inf, NaN stays NaN. The clamps work on the bit patterns with integer selects because
-// GCC does not if-convert float compares (they may trap) and then leaves the loop scalar.
+// 2^k * p(r), r = x - k ln2 in [-ln2/2, ln2/2], degree-7 Taylor p (error ~1 ulp). 2^k is
+// applied as 2^(k - k/2) * 2^(k/2), two normal scales, so the result overflows exactly where
+// expf's does (x > 88.72; one scale would overflow from k = 128, x > 88.4) and goes through
+// the denormals to 0 as expf does (x < -103.97) instead of flushing early: 0 * inf = NaN
+// where stock's denormal * inf = inf (issue 24.8). Inputs are clamped to [-104, 89], NaN
+// stays NaN. The clamps work on the bit patterns with integer selects because GCC does not
+// if-convert float compares (they may trap) and then leaves the loop scalar.
 inline float exp_float(float x) {
   const uint32_t in_bits = __builtin_bit_cast(uint32_t, x);
-  // As unsigned, every float below -87.0f (0xC2AE0000) has larger bits: clamp them.
-  uint32_t bits = in_bits > 0xC2AE0000u ? 0xC2AE0000u : in_bits;
+  // As unsigned, every float below -104.0f (0xC2D00000) has larger bits: clamp them.
+  uint32_t bits = in_bits > 0xC2D00000u ? 0xC2D00000u : in_bits;
   // As signed, positive floats above 89.0f (0x42B20000; NaN and inf too) have larger bits.
   int32_t signed_bits = static_cast<int32_t>(bits);
   signed_bits = signed_bits > 0x42B20000 ? 0x42B20000 : signed_bits;
@@ -142,15 +145,15 @@ inline float exp_float(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  // k = 128 (x > 88.4) makes the exponent field 255: 2^k = inf.
-  const uint32_t scale = static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23;
-  const uint32_t result = __builtin_bit_cast(uint32_t, p * __builtin_bit_cast(float, scale));
+  // k in [-150, 129]: both halves' exponent fields stay in [52, 192].
+  const int32_t k_int = static_cast<int32_t>(k);
+  const int32_t k_low = k_int >> 1;
+  const float scale_low = __builtin_bit_cast(float, static_cast<uint32_t>(k_low + 127) << 23);
+  const float scale_high =
+      __builtin_bit_cast(float, static_cast<uint32_t>(k_int - k_low + 127) << 23);
+  const uint32_t result = __builtin_bit_cast(uint32_t, (p * scale_low) * scale_high);
   const uint32_t nan_mask = 0u - static_cast<uint32_t>((in_bits & 0x7FFFFFFFu) > 0x7F800000u);
-  // Below -87 (down to -inf, NaN aside) the result flushes to 0, where expf gives 0 or a
-  // denormal below 1.6e-38: z = mu + std * eps then equals stock's.
-  const uint32_t under_mask =
-      0u - static_cast<uint32_t>(in_bits > 0xC2AE0000u && in_bits <= 0xFF800000u);
-  return __builtin_bit_cast(float, (in_bits & nan_mask) | (result & ~nan_mask & ~under_mask));
+  return __builtin_bit_cast(float, (in_bits & nan_mask) | (result & ~nan_mask));
 }
 
 #if defined(__SSE2__)
@@ -158,7 +161,7 @@ inline float exp_float(float x) {
 // min/max here instead of the bit-pattern clamps, cvtps2dq rounds to nearest-even like the
 // shift trick), in about half the instructions of the auto-vectorized version.
 inline __m128 exp_float4(__m128 x) {
-  const __m128 clamped = _mm_min_ps(_mm_max_ps(x, _mm_set1_ps(-87.0f)), _mm_set1_ps(89.0f));
+  const __m128 clamped = _mm_min_ps(_mm_max_ps(x, _mm_set1_ps(-104.0f)), _mm_set1_ps(89.0f));
   const __m128i k_int = _mm_cvtps_epi32(_mm_mul_ps(clamped, _mm_set1_ps(0x1.715476p+0f)));
   const __m128 k = _mm_cvtepi32_ps(k_int);
   const __m128 r = _mm_sub_ps(_mm_sub_ps(clamped, _mm_mul_ps(k, _mm_set1_ps(0x1.62e4p-1f))),
@@ -171,12 +174,14 @@ inline __m128 exp_float4(__m128 x) {
   p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(0.5f));
   p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(1.0f));
   p = _mm_add_ps(_mm_mul_ps(p, r), _mm_set1_ps(1.0f));
-  const __m128 scale =
-      _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(k_int, _mm_set1_epi32(127)), 23));
-  const __m128 result = _mm_mul_ps(p, scale);
+  const __m128i bias = _mm_set1_epi32(127);
+  const __m128i k_low = _mm_srai_epi32(k_int, 1);
+  const __m128 scale_low = _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(k_low, bias), 23));
+  const __m128 scale_high =
+      _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(_mm_sub_epi32(k_int, k_low), bias), 23));
+  const __m128 result = _mm_mul_ps(_mm_mul_ps(p, scale_low), scale_high);
   const __m128 nan = _mm_cmpunord_ps(x, x);
-  const __m128 under = _mm_cmplt_ps(x, _mm_set1_ps(-87.0f));  // flushed to 0, as exp_float
-  return _mm_or_ps(_mm_and_ps(nan, x), _mm_andnot_ps(_mm_or_ps(nan, under), result));
+  return _mm_or_ps(_mm_and_ps(nan, x), _mm_andnot_ps(nan, result));
 }
 #endif
 
@@ -332,15 +337,16 @@ struct RowBackward {
     load_block(logvar + first, n, lv);
     load_block(noise, n, e);
     if (has_kl) {
+      const acc q = acc(-0.5) * grad_kl;  // d kl / d term
       for (int j = 0; j < kBlockElements; ++j) {
         const acc std = exp_acc(acc(0.5) * lv[j]);
-        d_mu[j] = g[j] + grad_kl * m[j];
-        d_logvar[j] = acc(0.5) * (g[j] * std * e[j] + grad_kl * (std * std - acc(1)));
+        d_mu[j] = g[j] + (-q) * (acc(2) * m[j]);
+        d_logvar[j] = acc(0.5) * ((g[j] * e[j]) * std) + (q - q * (std * std));
       }
     } else {
       for (int j = 0; j < kBlockElements; ++j) {
         d_mu[j] = g[j];
-        d_logvar[j] = acc(0.5) * (g[j] * exp_acc(acc(0.5) * lv[j]) * e[j]);
+        d_logvar[j] = acc(0.5) * ((g[j] * e[j]) * exp_acc(acc(0.5) * lv[j]));
       }
     }
     for (int64_t j = 0; j < n; ++j) {
@@ -355,25 +361,27 @@ struct RowBackward {
     if (!has_kl) {
       for (int j = 0; j < kBlockElements; ++j) {
         d_mu[j] = g[j];
-        d_logvar[j] = 0.5f * (g[j] * exp_float(0.5f * lv[j]) * e[j]);
+        d_logvar[j] = 0.5f * ((g[j] * e[j]) * exp_float(0.5f * lv[j]));
       }
       return;
     }
+    const float q = -0.5f * grad_kl;  // d kl / d term
 #if defined(__SSE2__) && !defined(FASTGEN_WIDE_AUTOVEC)
-    const __m128 g_kl = _mm_set1_ps(grad_kl), half = _mm_set1_ps(0.5f);
+    const __m128 q4 = _mm_set1_ps(q), minus_q = _mm_set1_ps(-q), half = _mm_set1_ps(0.5f);
     for (int j = 0; j < kBlockElements; j += 4) {
-      const __m128 g4 = _mm_loadu_ps(g + j);
+      const __m128 g4 = _mm_loadu_ps(g + j), m4 = _mm_loadu_ps(m + j);
       const __m128 std = exp_float4(_mm_mul_ps(half, _mm_loadu_ps(lv + j)));
-      _mm_storeu_ps(d_mu + j, _mm_add_ps(g4, _mm_mul_ps(g_kl, _mm_loadu_ps(m + j))));
-      const __m128 noise_term = _mm_mul_ps(_mm_mul_ps(g4, std), _mm_loadu_ps(e + j));
-      const __m128 kl_term = _mm_mul_ps(g_kl, _mm_sub_ps(_mm_mul_ps(std, std), _mm_set1_ps(1.0f)));
-      _mm_storeu_ps(d_logvar + j, _mm_mul_ps(half, _mm_add_ps(noise_term, kl_term)));
+      _mm_storeu_ps(d_mu + j, _mm_add_ps(g4, _mm_mul_ps(minus_q, _mm_add_ps(m4, m4))));
+      const __m128 noise_term =
+          _mm_mul_ps(half, _mm_mul_ps(_mm_mul_ps(g4, _mm_loadu_ps(e + j)), std));
+      const __m128 kl_term = _mm_sub_ps(q4, _mm_mul_ps(q4, _mm_mul_ps(std, std)));
+      _mm_storeu_ps(d_logvar + j, _mm_add_ps(noise_term, kl_term));
     }
 #else
     for (int j = 0; j < kBlockElements; ++j) {
       const float std = exp_float(0.5f * lv[j]);
-      d_mu[j] = g[j] + grad_kl * m[j];
-      d_logvar[j] = 0.5f * (g[j] * std * e[j] + grad_kl * (std * std - 1.0f));
+      d_mu[j] = g[j] + (-q) * (2.0f * m[j]);
+      d_logvar[j] = 0.5f * ((g[j] * e[j]) * std) + (q - q * (std * std));
     }
 #endif
   }

@@ -189,15 +189,18 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(BackwardArgs<scalar_
       const acc lv = static_cast<acc>(args.logvar[i]);
       const acc e = generated ? static_cast<acc>(noise[k]) : static_cast<acc>(args.eps[i]);
       const acc std = exp_acc(acc(0.5) * lv);
+      // Stock autograd's operations in its order, so that NaN and inf land where stock's do
+      // (issue 24.8): (g * eps) * std for z's path; q = -grad_kl / 2 (d kl / d term), then
+      // q - q * var for logvar and -q * (2 mu) for mu.
+      const acc z_path = acc(0.5) * ((g * e) * std);
       if (args.grad_kl != nullptr) {
-        const acc g_kl = static_cast<acc>(args.grad_kl[i / args.columns]);
-        args.grad_mu[i] = static_cast<scalar_t>(g + g_kl * m);
-        args.grad_logvar[i] =
-            static_cast<scalar_t>(acc(0.5) * (g * std * e + g_kl * (std * std - acc(1))));
+        const acc q = acc(-0.5) * static_cast<acc>(args.grad_kl[i / args.columns]);
+        args.grad_mu[i] = static_cast<scalar_t>(g + (-q) * (acc(2) * m));
+        args.grad_logvar[i] = static_cast<scalar_t>(z_path + (q - q * (std * std)));
       } else {
         // No KL term: its gradient is absent, not zero (0 * inf would make NaN).
         args.grad_mu[i] = static_cast<scalar_t>(g);
-        args.grad_logvar[i] = static_cast<scalar_t>(acc(0.5) * (g * std * e));
+        args.grad_logvar[i] = static_cast<scalar_t>(z_path);
       }
     }
   }
