@@ -33,13 +33,13 @@ counter, and process RSS is too coarse and too polluted by caching to mean anyth
 from __future__ import annotations
 
 import datetime
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
+from fastgen.utils.environment import environment
 from fastgen.utils.run_info import device_name, git_commit, percentile
 
 MODES = ("forward", "backward", "full")
@@ -50,16 +50,8 @@ def with_env(fn: Callable, **variables: str) -> Callable:
     per-call route switch read by the C++ ops."""
 
     def call(*args):
-        saved = {name: os.environ.get(name) for name in variables}
-        os.environ.update(variables)
-        try:
+        with environment(variables):
             return fn(*args)
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
     return call
 

@@ -20,6 +20,7 @@ from provenance_helpers import (
     stripped,
     with_pixels,
 )
+from test_cli import run_cli
 from train_helpers import TinyDataset, gan_config, ops_ready
 
 from fastgen.cli import main
@@ -27,15 +28,6 @@ from fastgen.provenance import marks as xmp
 from fastgen.provenance.verify import NO_PROVENANCE, NOT_VERIFIED, VERIFIED, verify_image
 
 AI = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
-
-
-def run_cli(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

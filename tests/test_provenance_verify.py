@@ -12,19 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from provenance_helpers import stripped, with_pixels
+from test_cli import run_cli
 from train_helpers import TinyDataset, gan_config, ops_ready, vae_config
 
 from fastgen.cli import main
 from fastgen.provenance.verify import NO_PROVENANCE, NOT_VERIFIED, VERIFIED, verify_image
-
-
-def run_cli(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

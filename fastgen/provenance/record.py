@@ -12,6 +12,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from fastgen.utils.environment import environment
+
 # name -> what it records (the README's and verify's vocabulary)
 FIELDS = {
     "source": "what wrote the image: 'fastgen sample' or 'fastgen train'",
@@ -56,20 +58,10 @@ def reproducible_convolutions(policy: str):
             f"fastgen.provenance.reproducible_convolutions: policy must be one of "
             f"{', '.join(CONV_POLICY_ENV)}, got {policy!r}"
         )
-    names = ("FASTGEN_AUTOTUNE", "FASTGEN_CONV_CPU")
-    saved = {name: os.environ.get(name) for name in names}
     name, value = CONV_POLICY_ENV[policy]
-    for other in names:
-        os.environ.pop(other, None)
-    os.environ[name] = value
-    try:
+    values = {other: None for other in ("FASTGEN_AUTOTUNE", "FASTGEN_CONV_CPU")}
+    with environment({**values, name: value}):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def device_kind(device) -> str:
