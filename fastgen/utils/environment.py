@@ -7,6 +7,15 @@ import os
 from collections.abc import Iterator, Mapping
 
 
+def _put(values: Mapping[str, str | None]) -> None:
+    """Sets each variable of `values`; None unsets it."""
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @contextlib.contextmanager
 def environment(values: Mapping[str, str | None]) -> Iterator[None]:
     """Sets each variable of `values` (None: unset) for the block, then puts every one back as
@@ -14,15 +23,7 @@ def environment(values: Mapping[str, str | None]) -> Iterator[None]:
     convolution's policy), so this switches them per call or per block."""
     saved = {name: os.environ.get(name) for name in values}
     try:
-        for name, value in values.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _put(values)
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _put(saved)
