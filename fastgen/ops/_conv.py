@@ -204,6 +204,9 @@ def prefer_conv_cpu_choices(choices) -> None:
             conv_cpu_choices() returns them (other fields are ignored). A resumed training run
             passes the ones its checkpoint recorded, so that it runs the same kernels as the
             run it continues.
+    Returns:
+        None. From then on this process takes each key's recorded choice instead of
+        measuring it; without the extension nothing happens.
     """
     if not _extension.LOADED:
         return

@@ -107,6 +107,30 @@ def batch_norm_leaky_relu(
     through the statistics. They must be ``x``'s own statistics (nothing recomputes them to
     check); the running statistics are updated from them. Under torch.compile and on the
     reference path they are recomputed from ``x`` instead.
+
+    Args:
+        x: input, [N, C, H, W], float32/float64/float16/bfloat16, any strides (NCHW and
+            channels_last run as they are, others are copied to NCHW once).
+        running_mean: per-channel running mean, [C], on x's device, x's dtype (float32 also
+            accepted for half x), not requiring grad; updated in place when training. None
+            (with running_var) to track nothing; required when training=False.
+        running_var: per-channel running variance, [C], as running_mean (updated with the
+            unbiased batch variance).
+        weight: per-channel scale (gamma), [C], dtype and device as running_mean; None for 1.
+        bias: per-channel shift (beta), [C], dtype and device as running_mean; None for 0.
+        training: a bool. True normalises with the batch statistics (and updates the running
+            ones), False with running_mean/running_var.
+        momentum: weight of the batch statistics in the running-statistics update.
+        eps: added to the variance; > 0 in training, >= 0 in eval.
+        negative_slope: LeakyReLU slope for negative values (0 gives ReLU; > 0 with
+            memory_saving=True).
+        memory_saving: keyword; autograd keeps the output instead of x (see above); no double
+            backward.
+        batch_stats: keyword, training only, not with memory_saving; (mean, var) of x over
+            (N, H, W), each [C], float32 for half x, x's dtype otherwise, on x's device.
+    Returns:
+        Tensor of x's shape and dtype: channels_last when x is channels_last (and not also
+        contiguous), contiguous NCHW otherwise.
     """
     # Everything is validated before anything changes: a call that raises updates nothing.
     training, momentum, eps, negative_slope = _check_args(

@@ -1,25 +1,12 @@
-r"""fastgen.ops.conv2d: a convolution with bias and activation fused.
+r"""fastgen.ops.conv2d: a convolution with bias and activation fused (the math, shapes,
+dtypes and layouts are in the function's docstring; how it runs is here).
 
-    out = act(conv2d(x, weight) + bias[None, :, None, None])
-
-For ``x`` of shape ``[N, C_in, H, W]`` (or unbatched ``[C_in, H, W]``) and ``weight`` of
-shape ``[C_out, C_in / groups, kH, kW]``, ``out`` is ``[N, C_out, H_out, W_out]`` with
-
-    H_out = (H + 2 * padding[0] - dilation[0] * (kH - 1) - 1) // stride[0] + 1
-
-(``W_out`` likewise), exactly as ``torch.nn.functional.conv2d``. ``act`` is one of
-``identity``, ``relu``, ``leaky_relu`` (``negative_slope``), ``tanh``, ``sigmoid``. Padding
-is ints or pairs of ints (zeros); the strings ``"same"``/``"valid"`` are not accepted here
-(``fastgen.nn.Conv2d`` takes them, padding the input itself).
-
-Dtypes: float32, float64, float16, bfloat16 (the epilogue computes half types in float32);
-``x``, ``weight`` and ``bias`` share dtype and device. Layout: any strides in; the output and
-the gradients are channels_last when ``x`` or ``weight`` is channels_last (and not also
-plainly contiguous), NCHW otherwise, as aten's convolution chooses.
-
-Native path (``torch.ops.fastgen.conv2d``): the convolution without bias (aten's today; the
-CPU backend's hook is csrc/conv2d/conv2d_cpu.cpp), then ONE in-place pass for bias +
-activation. Backward (``torch.ops.fastgen.conv2d_backward``) takes act' from the saved
+Native path (``torch.ops.fastgen.conv2d``): the convolution without bias, then ONE in-place
+pass for bias + activation. The convolution is, on CPU, fastgen's Winograd or GEMM kernels
+where they apply and measured faster than aten's for the shape, aten's otherwise
+(csrc/conv2d/conv2d_cpu.cpp, csrc/conv/conv_select_cpu.h; README, "Which CPU convolution
+runs"); on CUDA, cuDNN's through aten or fastgen's implicit-GEMM engine, as FASTGEN_CONV2D
+routes it (csrc/conv/conv_engine.h; cuDNN by default). Backward (``torch.ops.fastgen.conv2d_backward``) takes act' from the saved
 output (relu/leaky_relu 1 or slope by the sign of y, tanh ``1 - y^2``, sigmoid ``y (1 - y)``),
 so no pre-activation tensor is kept, then the convolution's backward. Double backward (R1,
 WGAN-GP) runs the same formula through differentiable public ops. ``leaky_relu`` with a
@@ -90,8 +77,35 @@ def conv2d(
     activation: str = "identity",
     negative_slope: float = 0.01,
 ) -> torch.Tensor:
-    """act(F.conv2d(x, weight, bias, stride, padding, dilation, groups)) in one fused op; see
-    the module docstring for the math, shapes and layouts."""
+    r"""``act(F.conv2d(x, weight, bias, stride, padding, dilation, groups))`` in one fused op::
+
+        out = act(conv2d(x, weight) + bias[None, :, None, None])
+        H_out = (H + 2 * padding[0] - dilation[0] * (kH - 1) - 1) // stride[0] + 1
+
+    (``W_out`` likewise), exactly as ``torch.nn.functional.conv2d``. Padding is zeros; the
+    strings ``"same"``/``"valid"`` are not accepted here (``fastgen.nn.Conv2d`` takes them,
+    padding the input itself). Half types compute the bias and activation in float32. The
+    output and the gradients are channels_last when ``x`` or ``weight`` is channels_last (and
+    not also plainly contiguous), NCHW otherwise, as aten's convolution chooses. Gradients
+    flow to x, weight and bias, double backward (R1, WGAN-GP) included. Training and eval
+    compute the same thing. ``leaky_relu`` with a negative slope runs the stock ops (its
+    derivative cannot be read from the output, which the fused backward does).
+
+    Args:
+        x: input, [N, C_in, H, W] or unbatched [C_in, H, W],
+            float32/float64/float16/bfloat16, any strides.
+        weight: [C_out, C_in / groups, kH, kW], x's dtype and device, no zero-size dim.
+        bias: [C_out], x's dtype and device; None for no bias.
+        stride: int or pair of ints, >= 1.
+        padding: int or pair of ints, >= 0 (zeros on both sides of each dim).
+        dilation: int or pair of ints, >= 1.
+        groups: int >= 1 dividing C_in and C_out.
+        activation: "identity", "relu", "leaky_relu", "tanh" or "sigmoid".
+        negative_slope: slope of "leaky_relu" for negative values (ignored by the others).
+    Returns:
+        Tensor [N, C_out, H_out, W_out] (or [C_out, H_out, W_out] for unbatched x) of x's
+        dtype and device, laid out as above.
+    """
     x, unbatched = as_batch(x)
     stride, padding, dilation = _check(
         x, weight, bias, stride, padding, dilation, groups, activation, negative_slope

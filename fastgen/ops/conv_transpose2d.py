@@ -1,25 +1,17 @@
-r"""fastgen.ops.conv_transpose2d: a transposed convolution with bias and activation fused.
+r"""fastgen.ops.conv_transpose2d: a transposed convolution with bias and activation fused
+(the math, shapes, dtypes and layouts are in the functions' docstrings; how it runs is here).
 
-    out = act(conv_transpose2d(x, weight) + bias[None, :, None, None])
-
-For ``x`` of shape ``[N, C_in, H, W]`` (or unbatched ``[C_in, H, W]``) and ``weight`` of
-shape ``[C_in, C_out / groups, kH, kW]``, ``out`` is ``[N, C_out, H_out, W_out]`` with
-
-    H_out = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kH - 1) + output_padding[0] + 1
-
-(``W_out`` likewise), exactly as ``torch.nn.functional.conv_transpose2d``. ``act`` is one of
-``identity``, ``relu``, ``leaky_relu`` (``negative_slope``), ``tanh``, ``sigmoid``.
-
-Dtypes: float32, float64, float16, bfloat16 (the epilogue computes half types in float32);
-``x``, ``weight`` and ``bias`` share dtype and device. Layout: any strides in; the output and
-the gradients are channels_last when ``x`` or ``weight`` is channels_last (and not also
-plainly contiguous), NCHW otherwise, as aten's convolution chooses.
-
-Native path (``torch.ops.fastgen.conv_transpose2d``): the convolution without bias from
-public aten ops, then ONE in-place pass for bias + activation. Backward
+Native path (``torch.ops.fastgen.conv_transpose2d``): the transposed convolution without
+bias, then ONE in-place pass for bias + activation. The convolution is, on CPU, fastgen's
+Winograd, col2im or GEMM kernels where they apply and measured faster than aten's for the
+shape, aten's otherwise (csrc/conv_transpose2d/conv_transpose2d_cpu.cpp,
+csrc/conv/conv_select_cpu.h; README, "Which CPU convolution runs"); on CUDA, cuDNN's through
+aten or fastgen's implicit-GEMM engine, as FASTGEN_CONV_TRANSPOSE routes it
+(csrc/conv/conv_engine.h; cuDNN by default). Backward
 (``torch.ops.fastgen.conv_transpose2d_backward``) takes act' from the saved output
 (``act'(y)``: relu/leaky_relu 1 or slope by the sign of y, tanh ``1 - y^2``, sigmoid
-``y (1 - y)``), so no pre-activation tensor is kept, then ``aten.convolution_backward``.
+``y (1 - y)``), so no pre-activation tensor is kept, then the convolution's backward, with
+the same choice of kernels.
 Double backward runs the same formula through differentiable public ops. ``leaky_relu``
 with a negative slope is not monotone, so its derivative cannot be read from the output:
 those calls take the reference path (stock ops), which is exact.
@@ -102,12 +94,28 @@ def conv_transpose2d_with_stats(
     """``(y, mean, var)``: ``y = F.conv_transpose2d(x, weight, bias, ...)`` and the
     per-channel batch mean and biased variance of ``y`` over (N, H, W), in float32 for half
     inputs (the input's dtype otherwise): what a training batch norm after the convolution
-    needs. ``x`` must be 4-D with at least one output value per channel.
+    needs (fastgen.ops.batch_norm_leaky_relu's ``batch_stats``). No activation.
 
     On CUDA with fastgen's implicit-GEMM engine (FASTGEN_CONV_TRANSPOSE=fastgen) the
     statistics come from the convolution's epilogue (per-tile two-pass partials merged in a
     fixed order); every other path computes them from ``y`` with torch.var_mean. Gradients
-    flow into x, weight and bias through all three outputs."""
+    flow into x, weight and bias through all three outputs.
+
+    Args:
+        x: input, [N, C_in, H, W] with N >= 1 (4-D only),
+            float32/float64/float16/bfloat16, any strides.
+        weight: [C_in, C_out / groups, kH, kW], x's dtype and device, no zero-size dim.
+        bias: [C_out], x's dtype and device; None for no bias.
+        stride: int or pair of ints, >= 1.
+        padding: int or pair of ints, >= 0.
+        output_padding: int or pair of ints, >= 0 and smaller than stride or dilation.
+        groups: int >= 1 dividing C_in.
+        dilation: int or pair of ints, >= 1.
+    Returns:
+        (y, mean, var): y [N, C_out, H_out, W_out] of x's dtype, laid out as
+        fastgen.ops.conv_transpose2d's output; mean and var [C_out], float32 for half x, x's
+        dtype otherwise.
+    """
     stride, padding, output_padding, dilation = _check(
         x, weight, bias, stride, padding, output_padding, groups, dilation, "identity", 0.0,
         fn=STATS_FN,
@@ -143,8 +151,38 @@ def conv_transpose2d(
     activation: str = "identity",
     negative_slope: float = 0.01,
 ) -> torch.Tensor:
-    """act(F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups,
-    dilation)) in one fused op; see the module docstring for the math, shapes and layouts."""
+    r"""``act(F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups,
+    dilation))`` in one fused op::
+
+        out = act(conv_transpose2d(x, weight) + bias[None, :, None, None])
+        H_out = (H - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kH - 1)
+                + output_padding[0] + 1
+
+    (``W_out`` likewise), exactly as ``torch.nn.functional.conv_transpose2d``. Half types
+    compute the bias and activation in float32. The output and the gradients are
+    channels_last when ``x`` or ``weight`` is channels_last (and not also plainly
+    contiguous), NCHW otherwise, as aten's convolution chooses. Gradients flow to x, weight
+    and bias, double backward included. Training and eval compute the same thing.
+    ``leaky_relu`` with a negative slope runs the stock ops (its derivative cannot be read
+    from the output, which the fused backward does).
+
+    Args:
+        x: input, [N, C_in, H, W] or unbatched [C_in, H, W],
+            float32/float64/float16/bfloat16, any strides.
+        weight: [C_in, C_out / groups, kH, kW], x's dtype and device, no zero-size dim.
+        bias: [C_out], x's dtype and device; None for no bias.
+        stride: int or pair of ints, >= 1.
+        padding: int or pair of ints, >= 0 (taken off each side of the output).
+        output_padding: int or pair of ints, >= 0 and smaller than stride or dilation
+            (added to one side of the output).
+        groups: int >= 1 dividing C_in.
+        dilation: int or pair of ints, >= 1.
+        activation: "identity", "relu", "leaky_relu", "tanh" or "sigmoid".
+        negative_slope: slope of "leaky_relu" for negative values (ignored by the others).
+    Returns:
+        Tensor [N, C_out, H_out, W_out] (or [C_out, H_out, W_out] for unbatched x) of x's
+        dtype and device, laid out as above.
+    """
     x, unbatched = as_batch(x)
     stride, padding, output_padding, dilation = _check(
         x, weight, bias, stride, padding, output_padding, groups, dilation, activation,

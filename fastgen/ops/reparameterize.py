@@ -43,6 +43,16 @@ def reparameterize(
     bit-identical noise on CPU and CUDA; ``fastgen.reference.reparameterize.philox_normal``
     reproduces it in PyTorch. Backward regenerates the noise from the pair instead of saving
     it. Same behaviour in training and eval.
+
+    Args:
+        mu: mean, [N, ...] (at least 1-D), float32/float64/float16/bfloat16, any strides.
+        logvar: log-variance, mu's shape, dtype and device.
+        eps: standard-normal noise, mu's shape, dtype and device; None to draw it.
+        generator: a torch.Generator on mu's device type to draw the noise's (seed, offset)
+            from; None for torch's default generator. Unused when eps is given.
+    Returns:
+        z, a tensor of mu's shape and dtype (contiguous from the native kernels).
+        Differentiable with respect to mu, logvar and eps.
     """
     return _forward("fastgen.ops.reparameterize", mu, logvar, eps, generator, False)[0]
 
@@ -58,9 +68,20 @@ def reparameterize_kl(
         z     = mu + exp(0.5 * logvar) * eps
         kl[n] = -0.5 * sum_i (1 + logvar[n, i] - mu[n, i]^2 - exp(logvar[n, i]))
 
-    i.e. KL(N(mu, exp(logvar)) || N(0, I)) summed over all non-batch dims. Returns
-    ``(z, kl)``, kl of shape ``[N]`` and mu's dtype (accumulated in float32 for half
-    inputs, in a fixed order: deterministic). Arguments as for ``reparameterize``.
+    i.e. KL(N(mu, exp(logvar)) || N(0, I)) summed over all non-batch dims, accumulated in
+    float32 for half inputs, in a fixed order (deterministic). Noise as for
+    ``reparameterize``.
+
+    Args:
+        mu: mean, [N, ...] (at least 1-D), float32/float64/float16/bfloat16, any strides.
+        logvar: log-variance, mu's shape, dtype and device.
+        eps: standard-normal noise, mu's shape, dtype and device; None to draw it.
+        generator: a torch.Generator on mu's device type to draw the noise's (seed, offset)
+            from; None for torch's default generator. Unused when eps is given.
+    Returns:
+        (z, kl): z of mu's shape and dtype as ``reparameterize`` returns it; kl [N] of mu's
+        dtype, the per-sample KL term (average it over the batch for the usual loss). Both
+        differentiable.
     """
     z, kl = _forward("fastgen.ops.reparameterize_kl", mu, logvar, eps, generator, True)[:2]
     return z, kl
