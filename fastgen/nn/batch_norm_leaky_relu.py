@@ -98,13 +98,31 @@ class BatchNormLeakyReLU2d(NoTorchScript, nn.Module):
     Weight-decay rules keyed on parameter names (``*.bias``, ``*norm*``) still see the same
     names as before conversion.
 
-    Args mirror nn.BatchNorm2d (keyword-only ``bias=False`` too: a weight without a bias), plus ``negative_slope`` (of the LeakyReLU, default 0.01) and
-    ``memory_saving`` (keyword, default False): In-Place-ABN-style backward that keeps only
-    the output instead of the input. It needs ``negative_slope > 0`` and uses
-    ``sign(weight) * max(|weight|, 1e-3)`` as the weight (a zero weight counts as positive;
-    the gradient passes straight through the clamp), so its results equal the normal mode
-    whenever every ``|weight| >= 1e-3``; see fastgen.ops.batch_norm_leaky_relu. No double
-    backward in this mode.
+    ``memory_saving=True``: In-Place-ABN-style backward that keeps only the output instead of
+    the input. It needs ``negative_slope > 0`` and uses ``sign(weight) * max(|weight|, 1e-3)``
+    as the weight (a zero weight counts as positive; the gradient passes straight through the
+    clamp), so its results equal the normal mode whenever every ``|weight| >= 1e-3``; see
+    fastgen.ops.batch_norm_leaky_relu. No double backward in this mode.
+
+    Args:
+        num_features: C, the channels of the input.
+        eps: added to the variance (> 0 to train).
+        momentum: weight of the batch statistics in the running-statistics update; None for a
+            cumulative average over the training forwards.
+        affine: learn ``weight`` (init 1) and ``bias`` (init 0), each [C].
+        track_running_stats: keep ``running_mean``/``running_var`` (init 0 and 1) and
+            ``num_batches_tracked``, used in eval; False normalises with the batch in eval too.
+        negative_slope: LeakyReLU slope for negative values (0 gives ReLU; > 0 with
+            memory_saving=True). Default 0.01, nn.LeakyReLU's.
+        device: device of the parameters and buffers.
+        dtype: dtype of the parameters and buffers (float32 ones also serve half inputs).
+        bias: keyword; False keeps ``weight`` without a ``bias`` (nn.BatchNorm2d's
+            ``bias=False``).
+        memory_saving: keyword; the In-Place-ABN-style backward above.
+    Shape:
+        forward(input): input [N, C, H, W] (4-D only), float32/float64/float16/bfloat16, any
+        strides. Returns a tensor of input's shape and dtype, channels_last when input is
+        channels_last (and not also contiguous), NCHW otherwise.
     """
 
     _version = 2  # the nn.BatchNorm2d state-dict version that has num_batches_tracked

@@ -36,6 +36,27 @@ class Conv2d(NoTorchScript, FusedActivation, nn.Conv2d):
     sides differ (an even kernel), and ``padding_mode`` ``"reflect"``, ``"replicate"`` or
     ``"circular"``, pad the input with ``F.pad`` first (as nn.Conv2d does for those modes)
     and call the op with padding 0: same results, one extra copy of the input.
+
+    Args:
+        in_channels: C_in, the channels of the input.
+        out_channels: C_out, the channels of the output.
+        kernel_size: int or pair (kH, kW).
+        stride: int or pair, >= 1.
+        padding: int or pair (each side of each dim), or "same" (stride 1 only) or "valid".
+        dilation: int or pair, >= 1.
+        groups: int >= 1 dividing in_channels and out_channels.
+        bias: learn a bias [C_out].
+        padding_mode: "zeros", "reflect", "replicate" or "circular".
+        device: device of weight and bias.
+        dtype: dtype of weight and bias.
+        activation: keyword; "identity", "relu", "leaky_relu", "tanh" or "sigmoid".
+        negative_slope: keyword; slope of "leaky_relu" for negative values (a negative slope
+            runs the stock ops).
+    Shape:
+        forward(input): input [N, C_in, H, W] or unbatched [C_in, H, W], of the weight's dtype
+        (or any, under autocast), any strides. Returns [N, C_out, H_out, W_out] (unbatched:
+        [C_out, H_out, W_out]), channels_last when input or weight is channels_last, NCHW
+        otherwise, as fastgen.ops.conv2d.
     """
 
     def _op_padding(self, input: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -32,6 +32,30 @@ class ConvTranspose2d(NoTorchScript, FusedActivation, nn.ConvTranspose2d):
     it is an nn.ConvTranspose2d, type-based tools (initialisers, weight norm, spectral
     norm) treat it as one; such tools cannot see the activation, which is harmless for
     them since they only touch ``weight``/``bias``.
+
+    Args:
+        in_channels: C_in, the channels of the input.
+        out_channels: C_out, the channels of the output.
+        kernel_size: int or pair (kH, kW).
+        stride: int or pair, >= 1.
+        padding: int or pair, >= 0 (taken off each side of the output).
+        output_padding: int or pair, smaller than stride or dilation (added to one side of
+            the output); forward's output_size can choose it instead.
+        groups: int >= 1 dividing in_channels and out_channels.
+        bias: learn a bias [C_out].
+        dilation: int or pair, >= 1.
+        padding_mode: "zeros" only (forward raises otherwise, as the stock layer does).
+        device: device of weight and bias.
+        dtype: dtype of weight and bias.
+        activation: keyword; "identity", "relu", "leaky_relu", "tanh" or "sigmoid".
+        negative_slope: keyword; slope of "leaky_relu" for negative values (a negative slope
+            runs the stock ops).
+    Shape:
+        forward(input, output_size=None): input [N, C_in, H, W] or unbatched [C_in, H, W], of
+        the weight's dtype (or any, under autocast), any strides; output_size, optional, the
+        (H_out, W_out) wanted (as nn.ConvTranspose2d takes it). Returns
+        [N, C_out, H_out, W_out] (unbatched: [C_out, H_out, W_out]), channels_last when input
+        or weight is channels_last, NCHW otherwise, as fastgen.ops.conv_transpose2d.
     """
 
     def _op_geometry(self, input: torch.Tensor, output_size: list[int] | None) -> tuple:

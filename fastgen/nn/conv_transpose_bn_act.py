@@ -57,9 +57,33 @@ class ConvTransposeBNAct2d(NoTorchScript, nn.Module):
     fastgen.nn.ConvTranspose2d and ``bn`` a fastgen.nn.BatchNormLeakyReLU2d, so each part
     also works on its own.
 
-    Args: those of nn.ConvTranspose2d (``padding_mode`` must be "zeros"), then those of
-    nn.BatchNorm2d (``eps``, ``momentum``, ``affine``, ``track_running_stats``) and
-    ``negative_slope``.
+    Args:
+        in_channels: C_in, the channels of the input.
+        out_channels: C_out, the channels of the convolution's output and of the batch norm.
+        kernel_size: int or pair (kH, kW).
+        stride: int or pair, >= 1.
+        padding: int or pair, >= 0 (taken off each side of the output).
+        output_padding: int or pair, smaller than stride or dilation; forward's output_size
+            can choose it instead.
+        groups: int >= 1 dividing in_channels and out_channels.
+        bias: give the convolution a bias ``conv.bias`` [C_out].
+        dilation: int or pair, >= 1.
+        padding_mode: "zeros" only (forward raises otherwise).
+        eps: the batch norm's, added to the variance (> 0 to train).
+        momentum: weight of the batch statistics in the running-statistics update; None for a
+            cumulative average.
+        affine: learn ``bn.weight`` (init 1) and ``bn.bias`` (init 0), each [C_out].
+        track_running_stats: keep running statistics, used (and folded) in eval; False
+            normalises with the batch in eval too.
+        negative_slope: slope for negative values, >= 0 (0, the default, gives ReLU).
+        device: device of the parameters and buffers.
+        dtype: dtype of the parameters and buffers.
+    Shape:
+        forward(input, output_size=None): input [N, C_in, H, W] of the parameters' dtype (or
+        any, under autocast), any strides; output_size, optional, the (H_out, W_out) wanted,
+        as nn.ConvTranspose2d takes it. Returns [N, C_out, H_out, W_out] in the dtype the
+        convolution computes in (the autocast dtype under autocast), laid out as
+        fastgen.ops.conv_transpose2d's output.
     """
 
     # Where its parts sat in the stock Sequential it replaces (used by fastgen.nn.convert to

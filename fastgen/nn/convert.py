@@ -293,8 +293,19 @@ def convert(
       * any other Conv2d -> fastgen.nn.Conv2d (so Conv2d then BatchNorm2d then an activation
         becomes Conv2d, BatchNormLeakyReLU2d, Identity)
     rules=LAYER_RULES leaves out the first (one fused layer per stock layer).
-    Outputs and gradients match the original model in train and eval mode, and its
+    Outputs and gradients match the original model's in train and eval mode to floating-point
+    rounding (the fused kernels and the eval-mode fold sum in another order), and its
     state_dict keys are unchanged. With inplace=False the original model is not modified.
+
+    Args:
+        model: any nn.Module; a stock layer on its own is swapped too.
+        inplace: convert `model` itself, its fused layers sharing its parameter and buffer
+            tensors, instead of a deep copy.
+        rules: the rewrite rules to try, in order (fastgen.nn.convert.RULES by default;
+            LAYER_RULES for one fused layer per stock layer).
+    Returns:
+        The converted model: the deep copy, or `model` itself with inplace=True, or the new
+        fused layer when `model` is a lone stock layer (so always use the returned module).
     """
     rules = RULES if rules is None else list(rules)
     if not inplace:

@@ -21,7 +21,14 @@ class Reparameterize(NoTorchScript, nn.Module):
     ``z`` has ``mu``'s shape; ``kl`` has shape ``[N]`` (KL(q(z|x) || N(0, I)) per sample;
     average it over the batch for the usual loss). Noise comes from torch's default
     generator for the device unless ``eps`` is given. Training and eval behave the same:
-    call ``mu`` directly in eval if you want the posterior mean. No parameters.
+    use ``mu`` directly in eval if you want the posterior mean. No parameters, no constructor
+    arguments; fastgen.ops.reparameterize_kl is the function it calls.
+
+    Shape:
+        forward(mu, logvar, eps=None): mu [N, ...] (at least 1-D),
+        float32/float64/float16/bfloat16, any strides; logvar and eps (standard-normal noise,
+        None to draw it) of mu's shape, dtype and device. Returns (z, kl): z of mu's shape and
+        dtype, kl [N] of mu's dtype.
     """
 
     def forward(

@@ -118,6 +118,18 @@ class SyncBatchNormLeakyReLU2d(BatchNormLeakyReLU2d):
     share (their sum over ranks is the single-process gradient), as with nn.SyncBatchNorm.
     Works with gloo (CPU) and NCCL (CUDA). Eval, or a single process, is the plain layer.
     memory_saving is not supported here.
+
+    Args:
+        num_features: C, the channels of the input. It and the other arguments of
+            BatchNormLeakyReLU2d (eps, momentum, affine, track_running_stats, negative_slope,
+            device, dtype, keyword bias) mean what they mean there, positional or keyword;
+            memory_saving=True is refused (ValueError).
+        process_group: keyword; the torch.distributed group whose ranks share the statistics;
+            None for the world.
+    Shape:
+        forward(input): input [N, C, H, W] (4-D only), float32/float64/float16/bfloat16; N
+        may differ between ranks. Returns a tensor of input's shape and dtype, as
+        BatchNormLeakyReLU2d does.
     """
 
     synchronised = True
@@ -177,7 +189,17 @@ def convert_sync(model: nn.Module, process_group=None) -> nn.Module:
     does for stock batch norms (which it cannot see in fastgen's fused ones): the new layer
     SHARES the old one's parameter and buffer tensors (an optimizer built before the call keeps
     updating them) and its training flag. Call it before wrapping the model in
-    DistributedDataParallel. Returns the converted model (modules are changed in place)."""
+    DistributedDataParallel.
+
+    Args:
+        model: any nn.Module; its BatchNormLeakyReLU2d layers must not use memory_saving
+            (ValueError).
+        process_group: the torch.distributed group whose ranks share statistics; None for
+            the world.
+    Returns:
+        `model`, its children changed in place, or a new SyncBatchNormLeakyReLU2d when
+        `model` itself is a BatchNormLeakyReLU2d (so always use the returned module).
+    """
     if isinstance(model, BatchNormLeakyReLU2d) and not isinstance(model, SyncBatchNormLeakyReLU2d):
         if getattr(model, "memory_saving", False):
             raise ValueError("fastgen.nn.convert_sync: memory_saving layers cannot be synchronised")
