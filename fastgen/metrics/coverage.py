@@ -19,7 +19,18 @@ import torch
 
 
 class ModeCoverage:
-    """Accumulates ``update(logits [N, K])``; ``compute()`` -> the metrics above and the counts."""
+    """Accumulates ``update(logits [N, K])``; ``compute()`` -> the metrics above and the counts.
+
+    Args:
+        num_classes: K, the classes of the classifier, >= 2.
+        min_share: the fraction of its uniform share (N / K) a class needs to count as
+            covered, in [0, 1].
+    Returns:
+        An accumulator. ``update(logits)`` takes logits [N, K] of any float dtype and device
+        (their argmax is counted). ``compute()`` returns {"modes_covered": int,
+        "num_classes": K, "normalized_entropy": float, "kl_to_uniform": float (nats),
+        "class_counts": list of K ints}; it raises before any update.
+    """
 
     def __init__(self, num_classes: int, min_share: float = 0.1) -> None:
         if num_classes < 2:

@@ -69,7 +69,28 @@ def compute_metrics(
 ) -> dict:
     """The requested metrics as a flat dict (floats, plus coverage's class counts).
     c2st_input: "features" (the accumulators' feature samples) or "pixels" (their pixel
-    samples, which stream_features keeps when given pixel_sample_size)."""
+    samples, which stream_features keeps when given pixel_sample_size).
+
+    Args:
+        real: the real set's FeatureAccumulator (stream_features); None when only "is" and
+            "coverage" are asked for.
+        fake: the generated set's FeatureAccumulator; "is" and "coverage" need it streamed
+            through an extractor with class logits.
+        metrics: names from METRICS ("fid", "kid", "is", "pr", "coverage", "c2st"), as a
+            comma-separated string or a sequence; all by default.
+        kid_subsets: keyword; KID's number of random subsets.
+        kid_subset_size: keyword; KID's rows per subset (fewer if a set has fewer, with a
+            warning).
+        pr_k: keyword; the k of precision/recall's k-NN radii.
+        seed: keyword; chooses KID's subsets and the C2ST's rows and split.
+        c2st_input: keyword; "features" or "pixels", as above.
+    Returns:
+        A dict holding, per metric asked for: fid: "fid"; kid: "kid", "kid_std",
+        "kid_std_error" and "kid_subset_size" (an int); pr: "precision", "recall"; is: "is",
+        "is_std"; coverage: "modes_covered", "num_classes" (ints), "normalized_entropy",
+        "kl_to_uniform" and "class_counts" (a list of ints); c2st: "c2st", "c2st_low",
+        "c2st_high" and "c2st_n" (an int). The rest are Python floats.
+    """
     metrics = check_metrics(metrics, fn="compute_metrics")
     results: dict = {}
     if real is None and any(m in ("fid", "kid", "pr", "c2st") for m in metrics):
@@ -144,9 +165,34 @@ def evaluate(
     **metric_options,
 ) -> dict:
     """Streams ``fake`` (and ``real``, unless it is already an accumulator) through ``extractor``
-    and returns ``compute_metrics`` (``c2st_input`` as there). Sources: image tensors [N, C, H, W] in [-1, 1], datasets,
-    or callables ``sample(batch_size) -> images``. ``quantize``: round images to 8-bit levels
-    first, as the reference implementations measure saved PNGs (see fastgen.metrics.features)."""
+    and returns ``compute_metrics`` (``c2st_input`` as there). Sources: image tensors
+    [N, C, H, W] in [-1, 1], datasets, or callables ``sample(batch_size) -> images``.
+    ``quantize``: round images to 8-bit levels first, as the reference implementations
+    measure saved PNGs (see fastgen.metrics.features). The metrics are checked (names, the
+    extractor's logits, n for the Inception Score) before any image is streamed.
+
+    Args:
+        fake: the generated images: a tensor [N, C, H, W] in [-1, 1], a Dataset (items an
+            image or (image, label)) or a callable ``sample(batch_size) -> images``.
+        real: the real images, as fake, or a FeatureAccumulator already streamed (e.g. from a
+            cache) through the same extractor; None when only "is" and "coverage" are asked
+            for.
+        extractor: the FeatureExtractor (its logits for "is" and "coverage").
+        metrics: keyword; names from METRICS, a comma-separated string or a sequence.
+        n: keyword; generated images to use (fewer if fake runs out); >= 20 with "is".
+        n_real: keyword; real images to use; None for n.
+        batch_size: keyword; images per extractor call.
+        device: keyword; where the extractor runs.
+        sample_size: keyword; feature rows kept per set for KID, precision/recall and C2ST.
+        seed: keyword; the feature samples, the Inception Score splits, KID's subsets and the
+            C2ST's split.
+        quantize: keyword; round to 8-bit levels first (True) or feed the floats as they are.
+        c2st_input: keyword; "features" or "pixels".
+        metric_options: more keywords for compute_metrics (kid_subsets, kid_subset_size,
+            pr_k).
+    Returns:
+        compute_metrics' dict of the requested metrics.
+    """
     metrics = check_metrics(metrics, extractor)
     if "is" in metrics:  # before any image is streamed
         check_sample_count(n, IS_SPLITS, "fastgen.metrics.evaluate", "n")

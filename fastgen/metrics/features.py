@@ -64,12 +64,32 @@ def quantize_8_bit(images: torch.Tensor) -> torch.Tensor:
 
 
 class Features(NamedTuple):
+    """What a FeatureExtractor's forward returns.
+
+    Args:
+        features: [N, D] float feature vectors, one row per image (FID, KID, precision/recall,
+            C2ST).
+        logits: [N, K] class logits (Inception Score, mode coverage), or None without a
+            classifier head.
+    Returns:
+        The named tuple (features, logits).
+    """
+
     features: torch.Tensor
     logits: torch.Tensor | None = None
 
 
 class FeatureExtractor(nn.Module):
-    """Base class of feature extractors (see the module docstring for the contract)."""
+    """Base class of feature extractors (see the module docstring for the contract).
+
+    Subclasses set ``name``, ``feature_dim`` (D) and ``num_classes`` (K, 0 without a
+    classifier head), define their own constructor, and resize and convert channels
+    themselves.
+
+    Shape:
+        forward(images): images [N, C, H, W], float, values in [-1, 1] (check them with
+        check_image_range). Returns Features(features [N, D], logits [N, K] or None).
+    """
 
     name: str = "extractor"
     feature_dim: int = 0
@@ -83,6 +103,15 @@ class FlattenExtractor(FeatureExtractor):
     """Features = the flattened pixels (optionally average-pooled); no logits.
 
     A model-free extractor for tests and for quick pixel-space distances.
+
+    Args:
+        feature_dim: D, the features per image: C * H * W, or C * pool_to^2 when pooling
+            (checked on every batch).
+        pool_to: the side (or (H, W)) to adaptive-average-pool the images to first; None to
+            keep them as they are.
+    Shape:
+        forward(images): images [N, C, H, W], float, values in [-1, 1]. Returns
+        Features(features [N, feature_dim] of images' dtype, logits None).
     """
 
     name = "pixels"
@@ -115,6 +144,18 @@ class FeatureAccumulator:
     ``num_splits`` splits of at least 2); pixels: a FeatureReservoir of at most
     ``pixel_sample_size`` flattened images, as the extractor saw them (the C2ST on pixels;
     None when 0).
+
+    Args:
+        num_classes: keyword; K of the extractor's logits (0: none; coverage needs >= 2).
+        sample_size: keyword; feature rows kept in ``sample`` (0: no sample).
+        num_splits: keyword; the Inception Score's splits.
+        seed: keyword; the sample's and the Inception Score's shuffle.
+        total: keyword; the number of images to come (the Inception Score needs it).
+        pixel_sample_size: keyword; flattened images kept in ``pixels`` (0: none).
+    Returns:
+        An accumulator: ``update(Features)`` adds a batch; ``count`` images so far; ``stats``,
+        ``sample``, ``inception_score``, ``coverage`` and ``pixels`` as above, for
+        compute_metrics.
     """
 
     def __init__(
@@ -156,7 +197,17 @@ ImageSource = torch.Tensor | torch.utils.data.Dataset | Callable[[int], torch.Te
 def image_batches(source: ImageSource, n: int, batch_size: int) -> Iterator[torch.Tensor]:
     """Batches of images from a tensor [N, C, H, W], a dataset (item -> image or (image, label))
     or a callable ``sample(batch_size) -> images``, until n images (fewer if a tensor or dataset
-    runs out)."""
+    runs out).
+
+    Args:
+        source: the images: a 4-D tensor, a Dataset or a callable, as above.
+        n: how many images in all, >= 1.
+        batch_size: images per batch, >= 1.
+    Returns:
+        An iterator of tensors [B, C, H, W], B <= batch_size (the last may be smaller), as
+        the source gives them (dtype and device unchanged). A callable that returns an empty
+        batch ends it early.
+    """
     if n < 1 or batch_size < 1:
         raise ValueError(
             f"fastgen.metrics.image_batches: n and batch_size expected >= 1, got {n} and {batch_size}"
@@ -216,7 +267,25 @@ def stream_features(
     """Runs up to n images of ``source`` through ``extractor`` on ``device``, each checked to
     lie in [-1, 1] and, with ``quantize`` (default), rounded to 8-bit levels first; see the
     module doc. ``pixel_sample_size``: also keep a sample of that many flattened images
-    (FeatureAccumulator.pixels)."""
+    (FeatureAccumulator.pixels). Runs without autograd, the extractor in eval mode (and moved
+    to ``device``).
+
+    Args:
+        extractor: the FeatureExtractor.
+        source: the images: a tensor [N, C, H, W] in [-1, 1], a Dataset (items an image or
+            (image, label)) or a callable ``sample(batch_size) -> images``. A tensor or
+            dataset whose every pixel is in [0, 1] is refused as a [0, 1] set.
+        n: keyword; how many images (fewer if a tensor or dataset runs out).
+        batch_size: keyword; images per extractor call.
+        device: keyword; where the extractor runs (images are moved there as float32).
+        sample_size: keyword; feature rows kept for KID and precision/recall (0: none).
+        num_splits: keyword; the Inception Score's splits.
+        seed: keyword; the samples' and the Inception Score's shuffle.
+        quantize: keyword; round to 8-bit levels first.
+        pixel_sample_size: keyword; flattened images to keep (0: none).
+    Returns:
+        The FeatureAccumulator of the images streamed.
+    """
     extractor = extractor.to(device).eval()
     accumulator = FeatureAccumulator(
         num_classes=extractor.num_classes, sample_size=sample_size, num_splits=num_splits,

@@ -29,6 +29,11 @@ def sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
     """The principal square root of a symmetric positive semi-definite matrix [D, D].
 
     Computed as V diag(sqrt(max(lambda, 0))) V^T from eigh of (A + A^T) / 2, in float64.
+
+    Args:
+        matrix: [D, D], symmetric PSD (to rounding), any float dtype and device.
+    Returns:
+        Tensor [D, D], float64, on matrix's device.
     """
     _check_square("sqrtm_psd", "matrix", matrix)
     a = matrix.to(torch.float64)
@@ -37,7 +42,14 @@ def sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def trace_sqrt_product(sigma_1: torch.Tensor, sigma_2: torch.Tensor) -> torch.Tensor:
-    """tr((S_1 S_2)^{1/2}) for symmetric PSD S_1, S_2 [D, D], as a float64 scalar tensor."""
+    """tr((S_1 S_2)^{1/2}) for symmetric PSD S_1, S_2 [D, D], as a float64 scalar tensor.
+
+    Args:
+        sigma_1: [D, D], symmetric PSD, any float dtype and device.
+        sigma_2: [D, D], symmetric PSD, any float dtype (moved to sigma_1's device).
+    Returns:
+        A 0-d float64 tensor on sigma_1's device.
+    """
     _check_square("trace_sqrt_product", "sigma_1", sigma_1)
     _check_square("trace_sqrt_product", "sigma_2", sigma_2)
     if sigma_1.shape != sigma_2.shape:
@@ -58,6 +70,15 @@ def frechet_distance(
 
     mu [D], sigma [D, D]; any float dtype and device (computed in float64). This is FID when
     the moments are those of Inception features, and "digits-FID" with the digits classifier.
+
+    Args:
+        mu_1: mean of the first set's features, [D].
+        sigma_1: covariance of the first set's features, [D, D], symmetric PSD.
+        mu_2: mean of the second set's features, [D].
+        sigma_2: covariance of the second set's features, [D, D], symmetric PSD.
+    Returns:
+        d^2 as a Python float, >= 0 (a rounding-negative value is clamped to 0); FID is this
+        squared distance, no square root taken.
     """
     if mu_1.dim() != 1 or mu_1.shape != mu_2.shape:
         raise ValueError(

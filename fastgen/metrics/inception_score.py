@@ -43,7 +43,18 @@ def check_sample_count(total: int, num_splits: int, fn: str, argument: str = "to
 
 class InceptionScore:
     """Accumulates ``update(logits [n, K])`` for ``total`` samples in all; ``compute()`` ->
-    {"is": mean, "is_std": std over the splits}."""
+    {"is": mean, "is_std": std over the splits}.
+
+    Args:
+        num_splits: splits of the samples, >= 1.
+        seed: the permutation that assigns samples to splits.
+        total: keyword; the number of samples to come, >= 2 * num_splits.
+    Returns:
+        An accumulator. ``update(logits)`` takes logits [n, K], K >= 2, any float dtype and
+        device (kept in float64 on the CPU), in stream order, at most ``total`` rows in all.
+        ``compute()``, after exactly ``total`` rows, returns {"is": float, "is_std": float}
+        (population std; 0.0 with one split).
+    """
 
     def __init__(self, num_splits: int = 10, seed: int = 0, *, total: int) -> None:
         if num_splits < 1:
@@ -103,7 +114,16 @@ class InceptionScore:
 
 
 def inception_score(logits: torch.Tensor, num_splits: int = 10, seed: int = 0) -> dict[str, float]:
-    """IS of logits [N, K] held in memory (a convenience around ``InceptionScore``)."""
+    """IS of logits [N, K] held in memory (a convenience around ``InceptionScore``).
+
+    Args:
+        logits: [N, K], K >= 2, N >= 2 * num_splits, any float dtype and device; the
+            classifier's logits (bias-free pool3 @ W for Inception-v3, as the module says).
+        num_splits: splits of the samples, >= 1.
+        seed: the permutation that assigns samples to splits.
+    Returns:
+        {"is": mean over the splits, "is_std": their population std}, Python floats.
+    """
     score = InceptionScore(num_splits, seed, total=logits.shape[0])
     score.update(logits)
     return score.compute()

@@ -26,7 +26,15 @@ import torch
 
 
 def polynomial_mmd2(x: torch.Tensor, y: torch.Tensor, degree: int = 3) -> torch.Tensor:
-    """Unbiased MMD^2 between rows of x [m, D] and y [m, D] (same m), in float64."""
+    """Unbiased MMD^2 between rows of x [m, D] and y [m, D] (same m), in float64.
+
+    Args:
+        x: [m, D], m >= 2, any float dtype and device.
+        y: [m, D], x's shape (moved to x's device).
+        degree: the kernel's power: k(a, b) = (a . b / D + 1)^degree.
+    Returns:
+        A 0-d float64 tensor on x's device (can be negative: the estimate is unbiased).
+    """
     if x.dim() != 2 or x.shape != y.shape or x.shape[0] < 2:
         raise ValueError(
             "fastgen.metrics.polynomial_mmd2: x and y expected 2-D tensors of one shape with at "
@@ -76,6 +84,15 @@ def kernel_inception_distance(
     (the standard error of the mean if the subsets were independent; they share rows, so read
     it as a lower bound on the uncertainty) and ``kid_subset_size``, the m used.
     KID values are small: papers usually print them x 10^3 (or x 100); these are unscaled.
+
+    Args:
+        real: real features [N_r, D], any float dtype and device (computed in float64 there).
+        fake: generated features [N_f, D], the same D.
+        num_subsets: keyword; subsets drawn, >= 1.
+        subset_size: keyword; rows per subset wanted (m is at most this, and >= 2).
+        seed: keyword; which rows each subset takes.
+    Returns:
+        {"kid", "kid_std", "kid_std_error": Python floats, "kid_subset_size": int}.
     """
     if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(

@@ -29,7 +29,15 @@ def _check(fn: str, real: torch.Tensor, fake: torch.Tensor, k: int) -> None:
 
 
 def knn_radii(features: torch.Tensor, k: int = 3, block_size: int = 1024) -> torch.Tensor:
-    """Distance [N] of each row of features [N, D] to its k-th nearest other row."""
+    """Distance [N] of each row of features [N, D] to its k-th nearest other row.
+
+    Args:
+        features: [N, D], any float dtype and device, N > k.
+        k: which neighbour, >= 1.
+        block_size: rows whose distances are computed at a time (memory ~ block_size * N).
+    Returns:
+        Tensor [N], float64, on features' device.
+    """
     features = features.to(torch.float64)
     radii = []
     for start in range(0, features.shape[0], block_size):
@@ -55,7 +63,18 @@ def manifold_coverage(
 def precision_recall(
     real: torch.Tensor, fake: torch.Tensor, k: int = 3, block_size: int = 1024
 ) -> dict[str, float]:
-    """{"precision", "recall"} of fake [M, D] against real [N, D] features."""
+    """{"precision", "recall"} of fake [M, D] against real [N, D] features.
+
+    Args:
+        real: real features [N, D], any float dtype and device (computed in float64).
+        fake: generated features [M, D], the same D.
+        k: the k of the k-NN radii, in [1, min(N, M) - 1].
+        block_size: rows whose distances to a whole set are computed at a time (memory
+            ~ block_size * max(N, M)).
+    Returns:
+        {"precision": share of fake rows inside the real manifold, "recall": share of real
+        rows inside the fake manifold}, Python floats in [0, 1].
+    """
     _check("precision_recall", real, fake, k)
     precision = manifold_coverage(fake, real, knn_radii(real, k, block_size), block_size)
     recall = manifold_coverage(real, fake, knn_radii(fake, k, block_size), block_size)

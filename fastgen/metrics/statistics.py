@@ -39,6 +39,13 @@ class RunningStatistics:
     device of the first batch in float64. ``mean`` and ``covariance`` (unbiased, divisor
     n - 1) are float64 tensors; ``state_dict()``/``from_state_dict`` save and restore them
     (e.g. to cache the statistics of a real data set).
+
+    Args:
+        dim: D, the feature width every batch must have; None to take the first batch's.
+    Returns:
+        An accumulator: ``update(features [N, D])``; ``count`` rows so far; ``mean`` [D] and
+        ``covariance`` [D, D], float64 on the first batch's device (``mean`` needs one row,
+        ``covariance`` two).
     """
 
     def __init__(self, dim: int | None = None) -> None:
@@ -112,6 +119,14 @@ class FeatureReservoir:
     Every row seen so far has the same probability capacity / seen of being held. Rows are
     stored in float32 on the CPU; ``features`` returns the held rows [min(seen, capacity), D].
     A fixed ``seed`` makes the sample reproducible.
+
+    Args:
+        capacity: the most rows held, >= 1.
+        seed: the sampling's random stream.
+    Returns:
+        An accumulator: ``update(features [N, D])`` (any float dtype and device, the same D
+        throughout); ``seen`` rows so far; ``features``, the held rows
+        [min(seen, capacity), D], float32 on the CPU.
     """
 
     def __init__(self, capacity: int = 10_000, seed: int = 0) -> None:
