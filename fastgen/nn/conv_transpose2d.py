@@ -44,7 +44,7 @@ class ConvTranspose2d(NoTorchScript, FusedActivation, nn.ConvTranspose2d):
         groups: int >= 1 dividing in_channels and out_channels.
         bias: learn a bias [C_out].
         dilation: int or pair, >= 1.
-        padding_mode: "zeros" only (forward raises otherwise, as the stock layer does).
+        padding_mode: "zeros" only (others raise a ValueError here, as in the stock layer).
         device: device of weight and bias.
         dtype: dtype of weight and bias.
         activation: keyword; "identity", "relu", "leaky_relu", "tanh" or "sigmoid".

@@ -68,7 +68,7 @@ class ConvTransposeBNAct2d(NoTorchScript, nn.Module):
         groups: int >= 1 dividing in_channels and out_channels.
         bias: give the convolution a bias ``conv.bias`` [C_out].
         dilation: int or pair, >= 1.
-        padding_mode: "zeros" only (forward raises otherwise).
+        padding_mode: "zeros" only (others raise a ValueError here).
         eps: the batch norm's, added to the variance (> 0 to train).
         momentum: weight of the batch statistics in the running-statistics update; None for a
             cumulative average.
