@@ -152,6 +152,19 @@ PYBIND11_MODULE(_C, module) {
       [](int64_t iterations) { return fastgen::winograd::kernels().fma_loop(iterations); },
       "Runs independent FMA chains at the active capability's vector width; returns the flops");
   module.def(
+      "_cpu_bf16_dot_loop",
+      [](int64_t iterations) {
+        TORCH_CHECK(fastgen::cpu::bf16_dot_products(),
+                    "fastgen._C._cpu_bf16_dot_loop: needs the AVX-512 copy on a CPU with "
+                    "avx512_bf16");
+#if defined(__x86_64__)
+        return fastgen::winograd::avx512::kKernels.bf16_dot_loop(iterations);
+#else
+        return 0.0;  // not reached: bf16_dot_products() is false off x86-64
+#endif
+      },
+      "Runs independent vdpbf16ps chains (AVX-512 BF16); returns the flops");
+  module.def(
       "_conv_cpu_choices",
       [] {
         std::vector<pybind11::tuple> out;

@@ -297,3 +297,80 @@ def test_where_aten_won_every_pass_the_layer_is_the_stock_op(fresh, case):
     ops.prefer_conv_cpu_choices([{"key": k, "choice": "aten"} for k in keys])
     fresh.setenv("FASTGEN_CONV_CPU", "aten")
     assert _ran_fastgen_op(lambda: run(*args))
+
+
+def bf16_dot_products() -> bool:
+    """Whether the CPU multiplies bfloat16 pairs (AVX-512 BF16) in the copy that runs now."""
+    active, _, features = _extension._C._cpu_capability()
+    return active == "avx512" and "avx512bf16" in features
+
+
+# FASTGEN_WINOGRAD_BF16=1's contract (README "Which CPU convolution runs"): against float64,
+# relative to the largest exact value, within this many times stock bf16 autocast's error.
+# Measured on the DCGAN layers: 9-13x; the Winograd transforms' sums and the output
+# transform's scaling amplify the one extra rounding of each transformed value.
+WINOGRAD_BF16_ERROR_FACTOR = 16
+
+
+@pytest.mark.parametrize("case", ["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_winograd_bf16_products_keep_their_contract(fresh, case, channels_last):
+    fresh.setenv("FASTGEN_CONV_CPU", "fastgen")
+    args = make(case, torch.bfloat16, channels_last)
+    converted = run(*args)  # the default: bf16 operands converted, float32 products
+    fresh.setenv("FASTGEN_WINOGRAD_BF16", "1")
+    ours = run(*args)
+    if not bf16_dot_products():  # no instruction: the setting changes nothing
+        for got, want in zip(ours, converted):
+            assert torch.equal(got, want)
+        return
+    # The bfloat16 products ran: the data passes differ from the converted path's; the weight
+    # gradient's GEMMs stay float32, so it is the converted path's bit for bit.
+    assert not torch.equal(ours[0], converted[0]) and not torch.equal(ours[1], converted[1])
+    assert torch.equal(ours[2], converted[2])
+    transposed, x, w, stride, padding = args
+    theirs = stock(*args)
+    exact = stock(transposed, x.double(), w.double(), stride, padding)
+    for name, a, b, e in zip(("out", "grad_x", "grad_w"), ours, theirs, exact):
+        assert a.dtype == torch.bfloat16 and a.shape == b.shape
+        scale = e.abs().max()
+        err_ours = ((a.double() - e).abs().max() / scale).item()
+        err_stock = ((b.double() - e).abs().max() / scale).item()
+        bound = WINOGRAD_BF16_ERROR_FACTOR if name != "grad_w" else 1.05
+        assert err_ours <= err_stock * bound + 1e-4, f"{case} {name}: {err_ours} vs {err_stock}"
+    assert ours[0].is_contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format
+    )
+
+
+def test_winograd_bf16_products_follow_the_capability(fresh):
+    # Forcing a copy without the instruction (AVX2) turns the bfloat16 products off with it.
+    if _extension._C._cpu_capability()[1] == "baseline":
+        pytest.skip("needs an AVX2 CPU")
+    fresh.setenv("FASTGEN_CONV_CPU", "fastgen")
+    fresh.setenv("FASTGEN_CPU_CAPABILITY", "avx2")
+    args = make("conv_transpose2d", torch.bfloat16)
+    converted = run(*args)
+    fresh.setenv("FASTGEN_WINOGRAD_BF16", "1")
+    for got, want in zip(run(*args), converted):
+        assert torch.equal(got, want)
+
+
+def test_winograd_bf16_setting_is_checked(fresh):
+    fresh.setenv("FASTGEN_CONV_CPU", "fastgen")
+    fresh.setenv("FASTGEN_WINOGRAD_BF16", "yes")
+    with pytest.raises(ValueError, match="FASTGEN_WINOGRAD_BF16 must be 0 or 1, got 'yes'"):
+        run(*make("conv2d", torch.bfloat16))
+
+
+def test_winograd_bf16_choices_are_their_own_keys(fresh):
+    # A choice measured with float32 products is not reused once bfloat16 products are on.
+    if not bf16_dot_products():
+        pytest.skip("needs AVX-512 BF16")
+    args = make("conv2d", torch.bfloat16)
+    run(*args)
+    before = {r["key"] for r in ops.conv_cpu_choices()}
+    fresh.setenv("FASTGEN_WINOGRAD_BF16", "1")
+    run(*args)
+    added = {r["key"] for r in ops.conv_cpu_choices()} - before
+    assert added and all("winograd_bf16" in key for key in added), added

@@ -65,11 +65,24 @@ std::vector<std::string> features() {
   FASTGEN_FEATURE("avx512bw");
   FASTGEN_FEATURE("avx512dq");
   FASTGEN_FEATURE("avx512vl");
+  FASTGEN_FEATURE("avx512bf16");
 #undef FASTGEN_FEATURE
 #elif defined(__aarch64__)
   found.emplace_back("neon");
 #endif
   return found;
+}
+
+bool bf16_dot_products() {
+#if defined(__x86_64__)
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return bool(__builtin_cpu_supports("avx512bf16"));
+  }();
+  return has && active() == Capability::AVX512;
+#else
+  return false;
+#endif
 }
 
 }  // namespace fastgen::cpu

@@ -27,6 +27,13 @@ Capability active();
 // The CPU features the choice looks at, e.g. {"sse2", "avx2", "fma", "avx512f", ...}.
 std::vector<std::string> features();
 
+// Whether kernels may multiply bfloat16 pairs with AVX-512 BF16's `vdpbf16ps` now: the active
+// copy is AVX-512 and the CPU has `avx512_bf16`. It is not a capability of its own (no kernel
+// file is compiled for it): the AVX-512 copy holds the few functions that use the instruction,
+// compiled for it with a target attribute, and calls them only where this says yes. Forcing
+// FASTGEN_CPU_CAPABILITY=avx2 (or baseline) turns them off with the rest of the copy.
+bool bf16_dot_products();
+
 // Of three copies of one thing (a kernel function's address, a table), the active one.
 template <typename T>
 T pick(T baseline, T avx2, T avx512) {

@@ -4,6 +4,7 @@
 
 #include "common/cpu_capability.h"
 #include "conv/conv_common.h"
+#include "winograd/winograd_cpu.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -109,6 +110,7 @@ std::string make_key(const char* op, const char* pass, std::initializer_list<Ope
     out << " mask=" << mask[0] << mask[1] << mask[2];
   }
   out << " threads=" << at::get_num_threads() << ' ' << cpu::name(cpu::active());
+  if (winograd::products_for(dtype) == winograd::Products::BFloat16) out << " winograd_bf16";
   return out.str();
 }
 
@@ -187,8 +189,8 @@ at::Tensor forward(const char* op, const at::Tensor& input, const at::Tensor& we
                    const Geometry& geometry, OwnForward own) {
   const bool half = is_half(input);
   const auto ours = [&]() -> std::optional<at::Tensor> {
-    if (!half) return own(input, weight, geometry);
-    auto out = own(to_float(input), to_float(weight), geometry);
+    if (!half) return own(input, weight, geometry, input.scalar_type());
+    auto out = own(to_float(input), to_float(weight), geometry, input.scalar_type());
     if (out) *out = to_dtype(*out, input.scalar_type());
     return out;
   };
@@ -207,8 +209,9 @@ Grads backward(const char* op, const at::Tensor& grad_pre, const at::Tensor& inp
                OwnBackward own) {
   const bool half = is_half(input);
   const auto ours = [&]() -> std::optional<Grads> {
-    if (!half) return own(grad_pre, input, weight, geometry, output_mask);
-    auto grads = own(to_float(grad_pre), to_float(input), to_float(weight), geometry, output_mask);
+    if (!half) return own(grad_pre, input, weight, geometry, output_mask, input.scalar_type());
+    auto grads = own(to_float(grad_pre), to_float(input), to_float(weight), geometry, output_mask,
+                     input.scalar_type());
     if (grads) {
       auto& [grad_input, grad_weight, grad_bias] = *grads;
       const auto dtype = input.scalar_type();

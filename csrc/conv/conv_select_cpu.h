@@ -14,7 +14,9 @@
 // For bfloat16 and float16 operands (torch.autocast), fastgen's candidate converts them to
 // float32 on load and rounds its result back: the float32 kernels then do the work, and their
 // products of half-precision values are exact in float32, so the result is at least as close
-// to the exact one as aten's half-precision convolution (numbers in the README).
+// to the exact one as aten's half-precision convolution (numbers in the README). The one
+// exception: on CPUs with AVX-512 BF16 the Winograd kernels multiply bfloat16 operands' transforms
+// in bfloat16 (winograd::Products), within the contract the README's "bf16 on CPU" states.
 //
 // Policy, read from the environment on every call (so tests can switch it):
 //   FASTGEN_CONV_CPU=fastgen  fastgen's kernel wherever it has one (halves converted), no timing;
@@ -45,12 +47,15 @@ using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
 // fastgen's own convolution of a call for float32/float64 operands, or nullopt where it has
 // none for the shape; it may still fall back to aten for the call's values (Winograd's range
-// check), which counts as its own.
+// check), which counts as its own. `operands` is the dtype the call's operands had before
+// they were converted to float32 (the tensors' own dtype for float32/float64 calls): a kernel
+// may multiply bfloat16 operands in bfloat16 (winograd::Products).
 using OwnForward = std::optional<at::Tensor> (*)(const at::Tensor& input, const at::Tensor& weight,
-                                                 const Geometry& geometry);
+                                                 const Geometry& geometry, at::ScalarType operands);
 using OwnBackward = std::optional<Grads> (*)(const at::Tensor& grad_pre, const at::Tensor& input,
                                              const at::Tensor& weight, const Geometry& geometry,
-                                             std::array<bool, 3> output_mask);
+                                             std::array<bool, 3> output_mask,
+                                             at::ScalarType operands);
 
 // The convolution (without bias) of `op` ("conv2d" or "conv_transpose2d"), by the policy.
 at::Tensor forward(const char* op, const at::Tensor& input, const at::Tensor& weight,

@@ -31,10 +31,10 @@ bool use_winograd(const at::Tensor& input, const at::Tensor& weight,
 // fastgen's own convolution for the call (float32/float64): Winograd, or the GEMM of a 1x1
 // output; nullopt where it has none. conv/conv_select_cpu.h chooses between it and aten's.
 std::optional<at::Tensor> own_forward(const at::Tensor& input, const at::Tensor& weight,
-                                      const conv::Geometry& geometry) {
+                                      const conv::Geometry& geometry, at::ScalarType operands) {
   if (use_winograd(input, weight, geometry)) {
     return winograd::values_in_range(input, weight)
-               ? winograd::conv2d(input, weight)
+               ? winograd::conv2d(input, weight, winograd::products_for(operands))
                : conv::library_forward(input, weight, geometry);
   }
   if (is_single_pixel_output(input, weight, geometry.padding, geometry.dilation, geometry.groups)) {
@@ -49,7 +49,8 @@ std::optional<at::Tensor> own_forward(const at::Tensor& input, const at::Tensor&
 std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre, const at::Tensor& input,
                                                 const at::Tensor& weight,
                                                 const conv::Geometry& geometry,
-                                                std::array<bool, 3> output_mask) {
+                                                std::array<bool, 3> output_mask,
+                                                at::ScalarType operands) {
   const auto grad_bias = [&] { return output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor(); };
   if (use_winograd(input, weight, geometry) && grad_pre.scalar_type() == at::kFloat) {
     if (!winograd::values_in_range(grad_pre, weight) ||
@@ -57,7 +58,8 @@ std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre, cons
       return conv::library_backward(grad_pre, input, weight, geometry, output_mask);
     }
     auto [grad_input, grad_weight] =
-        winograd::conv2d_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
+        winograd::conv2d_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]},
+                                  winograd::products_for(operands));
     return conv::select::Grads{grad_input, grad_weight, grad_bias()};
   }
   if (is_single_pixel_output(input, weight, geometry.padding, geometry.dilation, geometry.groups)) {

@@ -41,10 +41,10 @@ bool use_single_pixel(const at::Tensor& input, const at::Tensor& weight,
 // a 1x1 input, or GEMM + col2im to one channel; nullopt where it has none.
 // conv/conv_select_cpu.h chooses between it and aten's.
 std::optional<at::Tensor> own_forward(const at::Tensor& input, const at::Tensor& weight,
-                                      const conv::Geometry& geometry) {
+                                      const conv::Geometry& geometry, at::ScalarType operands) {
   if (use_winograd(input, weight, geometry)) {
     return winograd::values_in_range(input, weight)
-               ? winograd::conv_transpose2d(input, weight)
+               ? winograd::conv_transpose2d(input, weight, winograd::products_for(operands))
                : conv::library_forward(input, weight, geometry);
   }
   if (use_single_pixel(input, weight, geometry)) return transposed_single_pixel(input, weight);
@@ -63,7 +63,8 @@ std::optional<at::Tensor> own_forward(const at::Tensor& input, const at::Tensor&
 std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre, const at::Tensor& input,
                                                 const at::Tensor& weight,
                                                 const conv::Geometry& geometry,
-                                                std::array<bool, 3> output_mask) {
+                                                std::array<bool, 3> output_mask,
+                                                at::ScalarType operands) {
   const std::array<bool, 2> data_mask{output_mask[0], output_mask[1]};
   at::Tensor grad_input, grad_weight;
   if (use_winograd(input, weight, geometry) && grad_pre.scalar_type() == at::kFloat) {
@@ -71,8 +72,8 @@ std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre, cons
         !winograd::values_in_range(input, grad_pre)) {
       return conv::library_backward(grad_pre, input, weight, geometry, output_mask);
     }
-    std::tie(grad_input, grad_weight) =
-        winograd::conv_transpose2d_backward(grad_pre, input, weight, data_mask);
+    std::tie(grad_input, grad_weight) = winograd::conv_transpose2d_backward(
+        grad_pre, input, weight, data_mask, winograd::products_for(operands));
   } else if (use_single_pixel(input, weight, geometry)) {
     std::tie(grad_input, grad_weight) =
         transposed_single_pixel_backward(grad_pre, input, weight, data_mask);

@@ -22,18 +22,43 @@
 
 namespace fastgen::winograd::FASTGEN_CPU_NS {
 
-at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight) {
+namespace {
+
+// M[pos] = V[pos] @ U[pos] for the V that `transform(v, v_bf16)` writes ([25, count, depth]),
+// with float32 or bfloat16 products; V lives in workspace slot 0 (bfloat16 bits in half the
+// floats), M in slot 1.
+template <typename Transform>
+at::Tensor transformed_products(Transform&& transform, const at::Tensor& taps, int64_t count,
+                                int64_t depth, int64_t columns, Products products) {
+  auto m = workspace(1, {kPositions, count, columns});
+  if (products == Products::BFloat16 && kKernels.gemm_panel_bf16 != nullptr && depth % 2 == 0) {
+    auto v = workspace(0, {kPositions, count, depth / 2});
+    auto* v_bf16 = reinterpret_cast<uint16_t*>(v.mutable_data_ptr<float>());
+    transform(nullptr, v_bf16);
+    gemm_with_weight_panels_bf16(v_bf16, taps, m.mutable_data_ptr<float>(), count);
+  } else {
+    auto v = workspace(0, {kPositions, count, depth});
+    transform(v.mutable_data_ptr<float>(), nullptr);
+    gemm_with_weight_panels(v.const_data_ptr<float>(), taps, m.mutable_data_ptr<float>(), count);
+  }
+  return m;
+}
+
+}  // namespace
+
+at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, Products products) {
   const int64_t batch = input.size(0), in_ch = input.size(1), out_ch = weight.size(0);
   const int64_t out_h = input.size(2) / 2, out_w = input.size(3) / 2;
   auto out = at::empty({batch, out_ch, out_h, out_w},
                        input.options().memory_format(conv_memory_format(input)));
   const Tiling tiles = tiling(batch, out_h, out_w);
-  const int64_t count = tiles.count();
-  auto v = workspace(0, {kPositions, count, 4 * in_ch});
-  input_transform(phase_sources(input), tiles, v.mutable_data_ptr<float>(), count * 4 * in_ch);
-  auto m = workspace(1, {kPositions, count, out_ch});
-  gemm_with_weight_panels(v.const_data_ptr<float>(), gather_taps(weight, /*transposed=*/false),
-                          m.mutable_data_ptr<float>(), count);
+  const int64_t count = tiles.count(), depth = 4 * in_ch;
+  const auto sources = phase_sources(input);
+  const at::Tensor m = transformed_products(
+      [&](float* v, uint16_t* v_bf16) {
+        input_transform(sources, tiles, v, count * depth, v_bf16);
+      },
+      gather_taps(weight, /*transposed=*/false), count, depth, out_ch, products);
   output_transform(m.const_data_ptr<float>(), tiles, out_ch, count * out_ch, make_target(out));
   return out;
 }
@@ -47,7 +72,7 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight) {
 // input is transformed once and one GEMM with 4 * Cout columns serves all four phases;
 // splitting the output into phases first (four 2x2 convolutions) transformed the input
 // four times.
-at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
+at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, Products products) {
   const Kernels& loops = kKernels;  // this capability's micro-kernel and transforms
   const int64_t batch = input.size(0), in_ch = input.size(1), out_ch = weight.size(1);
   const int64_t height = input.size(2), width = input.size(3);
@@ -55,11 +80,10 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
                        input.options().memory_format(conv_memory_format(input)));
   const Tiling tiles = tiling(batch, height, width);
   const int64_t count = tiles.count(), columns = 4 * out_ch;
-  auto v = workspace(0, {kPositions, count, in_ch});
-  grad_transform(make_source(input, 1, 0, 0), tiles, v.mutable_data_ptr<float>(), count * in_ch);
-  const at::Tensor taps = gather_taps(weight, /*transposed=*/true);  // [4, Cin, 4 * Cout]
-  auto m = workspace(1, {kPositions, count, columns});
-  gemm_with_weight_panels(v.const_data_ptr<float>(), taps, m.mutable_data_ptr<float>(), count);
+  const Source source = make_source(input, 1, 0, 0);
+  const at::Tensor m = transformed_products(
+      [&](float* v, uint16_t* v_bf16) { grad_transform(source, tiles, v, count * in_ch, v_bf16); },
+      gather_taps(weight, /*transposed=*/true), count, in_ch, columns, products);
 
   // Output: one task per (phase, tile row) owns phase rows 4*ty - r .. +3 (the last tile row
   // also its window's fifth row) and adds the fifth row of the tile row above into its first.
@@ -149,11 +173,11 @@ at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
 std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& grad_out,
                                                    const at::Tensor& input,
                                                    const at::Tensor& weight,
-                                                   std::array<bool, 2> mask) {
+                                                   std::array<bool, 2> mask, Products products) {
   at::Tensor grad_input, grad_weight;
   // The data gradient of a stride-2 convolution is the transposed convolution of grad_out
   // with the same weight ([Cout, Cin, 4, 4] read as [in, out, 4, 4]).
-  if (mask[0]) grad_input = winograd::conv_transpose2d(grad_out, weight);
+  if (mask[0]) grad_input = winograd::conv_transpose2d(grad_out, weight, products);
   if (mask[1]) grad_weight = conv2d_weight_grad(input, grad_out);
   return {grad_input, grad_weight};
 }
@@ -161,11 +185,12 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& grad_out,
 std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward(const at::Tensor& grad_out,
                                                              const at::Tensor& input,
                                                              const at::Tensor& weight,
-                                                             std::array<bool, 2> mask) {
+                                                             std::array<bool, 2> mask,
+                                                             Products products) {
   at::Tensor grad_input, grad_weight;
   // ... and the other way round; the transposed convolution's weight gradient is the
   // convolution's with the roles of input and grad_out swapped.
-  if (mask[0]) grad_input = winograd::conv2d(grad_out, weight);
+  if (mask[0]) grad_input = winograd::conv2d(grad_out, weight, products);
   if (mask[1]) grad_weight = conv2d_weight_grad(grad_out, input);
   return {grad_input, grad_weight};
 }

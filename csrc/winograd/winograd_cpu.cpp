@@ -75,12 +75,22 @@ bool values_in_range(const at::Tensor& a, const at::Tensor& b) {
   return ma < kEach && mb < kEach && ma * mb < kProduct;
 }
 
-at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight) {
-  return FASTGEN_CPU_KERNEL(winograd, conv2d)(input, weight);
+Products products_for(at::ScalarType operands) {
+  if (operands != at::kBFloat16) return Products::Float32;
+  const char* wanted = std::getenv("FASTGEN_WINOGRAD_BF16");
+  if (wanted == nullptr || *wanted == '\0') return Products::Float32;
+  TORCH_CHECK_VALUE(std::strcmp(wanted, "0") == 0 || std::strcmp(wanted, "1") == 0,
+                    "fastgen: FASTGEN_WINOGRAD_BF16 must be 0 or 1, got '", wanted, "'");
+  return std::strcmp(wanted, "1") == 0 && cpu::bf16_dot_products() ? Products::BFloat16
+                                                                   : Products::Float32;
 }
 
-at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight) {
-  return FASTGEN_CPU_KERNEL(winograd, conv_transpose2d)(input, weight);
+at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, Products products) {
+  return FASTGEN_CPU_KERNEL(winograd, conv2d)(input, weight, products);
+}
+
+at::Tensor conv_transpose2d(const at::Tensor& input, const at::Tensor& weight, Products products) {
+  return FASTGEN_CPU_KERNEL(winograd, conv_transpose2d)(input, weight, products);
 }
 
 at::Tensor conv2d_weight_grad(const at::Tensor& input, const at::Tensor& grad_out) {
@@ -90,15 +100,17 @@ at::Tensor conv2d_weight_grad(const at::Tensor& input, const at::Tensor& grad_ou
 std::tuple<at::Tensor, at::Tensor> conv2d_backward(const at::Tensor& grad_out,
                                                    const at::Tensor& input,
                                                    const at::Tensor& weight,
-                                                   std::array<bool, 2> mask) {
-  return FASTGEN_CPU_KERNEL(winograd, conv2d_backward)(grad_out, input, weight, mask);
+                                                   std::array<bool, 2> mask, Products products) {
+  return FASTGEN_CPU_KERNEL(winograd, conv2d_backward)(grad_out, input, weight, mask, products);
 }
 
 std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward(const at::Tensor& grad_out,
                                                              const at::Tensor& input,
                                                              const at::Tensor& weight,
-                                                             std::array<bool, 2> mask) {
-  return FASTGEN_CPU_KERNEL(winograd, conv_transpose2d_backward)(grad_out, input, weight, mask);
+                                                             std::array<bool, 2> mask,
+                                                             Products products) {
+  return FASTGEN_CPU_KERNEL(winograd, conv_transpose2d_backward)(grad_out, input, weight, mask,
+                                                                 products);
 }
 
 }  // namespace fastgen::winograd

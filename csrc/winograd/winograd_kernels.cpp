@@ -12,6 +12,8 @@
 #include <immintrin.h>
 #endif
 
+#include <cstring>
+
 namespace fastgen::winograd::FASTGEN_CPU_NS {
 namespace {
 
@@ -136,6 +138,78 @@ void rows(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, in
   }
 }
 
+// The bfloat16 panel (Kernels::gemm_panel_bf16): the float32 kernel's 8 x 32 block of c, fed
+// by `vdpbf16ps`, which multiplies a pair of bfloat16 values in each 32-bit lane by another
+// pair and adds both products to a float32 lane: per pair of k, one 32-bit broadcast of a's
+// two values per row and two 64-byte rows of the packed b feed 16 instructions, twice the
+// multiplications of the float32 FMAs at the same instruction rate (measured on Zen 4: 498
+// against 271 GFLOP/s on one core). Compiled for the instruction with a target attribute, so
+// the rest of this copy stays runnable on AVX-512 CPUs without it; callers check
+// cpu::bf16_dot_products() first.
+#define FASTGEN_BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
+
+template <int kRows>
+FASTGEN_BF16_TARGET inline void bf16_micro_kernel(const uint16_t* a, int64_t lda, const uint16_t* b,
+                                                  float* c, int64_t ldc, int64_t pairs,
+                                                  __mmask16 low, __mmask16 high) {
+  __m512 acc[kRows][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + p * 2 * kGemmPanel);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + p * 2 * kGemmPanel + kGemmPanel);
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r) {
+      int32_t pair;
+      std::memcpy(&pair, a + r * lda + 2 * p, sizeof pair);
+      const __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, b0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b1);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < kRows; ++r) {
+    _mm512_mask_storeu_ps(c + r * ldc, low, acc[r][0]);
+    _mm512_mask_storeu_ps(c + r * ldc + 16, high, acc[r][1]);
+  }
+}
+
+FASTGEN_BF16_TARGET void gemm_panel_bf16(const uint16_t* a, int64_t lda, const uint16_t* b,
+                                         float* c, int64_t ldc, int64_t m, int64_t k,
+                                         int64_t width) {
+  constexpr int64_t kBlockRows = 8;
+  const __mmask16 low = width >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << width) - 1);
+  const __mmask16 high = width >= 32   ? __mmask16(0xFFFF)
+                         : width <= 16 ? __mmask16(0)
+                                       : __mmask16((1u << (width - 16)) - 1);
+  const int64_t pairs = k / 2;
+  int64_t row = 0;
+  for (; row + kBlockRows <= m; row += kBlockRows) {
+    bf16_micro_kernel<kBlockRows>(a + row * lda, lda, b, c + row * ldc, ldc, pairs, low, high);
+  }
+  for (; row < m; ++row) {
+    bf16_micro_kernel<1>(a + row * lda, lda, b, c + row * ldc, ldc, pairs, low, high);
+  }
+}
+
+// 12 independent accumulators, as fma_loop below.
+FASTGEN_BF16_TARGET double bf16_dot_loop(int64_t iterations) {
+  __m512 acc[12];
+  for (auto& v : acc) v = _mm512_setzero_ps();
+  const __m512bh x = (__m512bh)_mm512_set1_epi32(0x3F803F80);  // (1, 1)
+  const __m512bh y = (__m512bh)_mm512_set1_epi32(0x3F813F81);  // (1.0078125, 1.0078125)
+  for (int64_t i = 0; i < iterations; ++i) {
+#pragma GCC unroll 12
+    for (auto& v : acc) v = _mm512_dpbf16_ps(v, x, y);
+  }
+  float sink = 0;
+  for (auto& v : acc) sink += _mm512_reduce_add_ps(v);
+  volatile float keep = sink;
+  (void)keep;
+  return double(iterations) * 12 * 32 * 2;  // 32 products and 32 additions per instruction
+}
+#undef FASTGEN_BF16_TARGET
+
 #elif defined(FASTGEN_CPU_AVX2)
 
 // A 6 x 16 block of c in 12 ymm accumulators, for the 16 ymm registers AVX2 has: per step of
@@ -209,6 +283,10 @@ void gemm_panel(const float* a, int64_t lda, bool a_transposed, const float* b, 
 // without AVX2, or NEON on aarch64), which a portable loop here would not beat.
 constexpr auto gemm_panel = nullptr;
 #endif
+#if !defined(FASTGEN_CPU_AVX512)
+constexpr auto gemm_panel_bf16 = nullptr;  // no bfloat16 dot product below AVX-512
+constexpr auto bf16_dot_loop = nullptr;
+#endif
 
 // 12 independent accumulators hide the FMA latency (4 cycles x 2 ports needs 8+).
 double fma_loop(int64_t iterations) {
@@ -258,6 +336,7 @@ double fma_loop(int64_t iterations) {
 
 }  // namespace
 
-const Kernels kKernels{gemm_panel, input_rows, scatter_rows, output_rows, grad_rows, fma_loop};
+const Kernels kKernels{gemm_panel,  gemm_panel_bf16, input_rows, scatter_rows,
+                       output_rows, grad_rows,       fma_loop,   bf16_dot_loop};
 
 }  // namespace fastgen::winograd::FASTGEN_CPU_NS

@@ -26,6 +26,13 @@ struct Kernels {
   // call gemm_panel() below, which then takes at::mm.
   void (*gemm_panel)(const float* a, int64_t lda, bool a_transposed, const float* b, int64_t ldb,
                      float* c, int64_t ldc, int64_t m, int64_t k, int64_t width);
+  // The same product on bfloat16 operands with float32 sums (AVX-512 BF16's `vdpbf16ps`):
+  // a is row-major bfloat16 bits [m, k] with row stride lda (both even), b a panel packed in
+  // pairs of rows, b[(i / 2) * 2 * kGemmPanel + 2 * j + i % 2] = b[i, j] for j < kGemmPanel
+  // (columns from `width` on zero). Only in the AVX-512 table, and called only where
+  // cpu::bf16_dot_products() says the CPU has the instruction; null elsewhere.
+  void (*gemm_panel_bf16)(const uint16_t* a, int64_t lda, const uint16_t* b, float* c, int64_t ldc,
+                          int64_t m, int64_t k, int64_t width);
   // The tile transforms, each over `count` channels (see winograd_kernels.cpp).
   void (*input_rows)(const float* const x[kAlpha], float* const y[kAlpha], int64_t count);
   void (*scatter_rows)(const float* const x[kAlpha], float* const y[kAlpha], int64_t count);
@@ -34,6 +41,9 @@ struct Kernels {
   // `iterations` steps of independent FMA chains at this capability's vector width (the
   // machine's FMA peak, measured); returns the flops run.
   double (*fma_loop)(int64_t iterations);
+  // The same with `vdpbf16ps` (bfloat16 pairs into float32 lanes): the peak gemm_panel_bf16
+  // is measured against. Only in the AVX-512 table; call only where cpu::bf16_dot_products().
+  double (*bf16_dot_loop)(int64_t iterations);
 };
 
 // One table per compiled capability (x86-64 builds all three, others only the baseline).

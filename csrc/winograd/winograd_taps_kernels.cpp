@@ -4,6 +4,8 @@
 
 #include "winograd/winograd_tiles.h"
 
+#include "common/bfloat16_chunks.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -79,6 +81,52 @@ void gemm_with_weight_panels(const float* v_data, const at::Tensor& taps, float*
         }
         gemm_panel(loops, v_data + pos * count * in_ch, in_ch, false, panel.data(), kGemmPanel,
                    m_data + pos * count * out_ch + column, out_ch, count, in_ch, width);
+      }
+    }
+  });
+}
+
+// gemm_with_weight_panels with bfloat16 products: each panel of U is computed in float32 as
+// above, two rows at a time, and rounded into the pair-interleaved layout the bfloat16
+// micro-kernel reads (Kernels::gemm_panel_bf16; columns past the panel's width are zero).
+void gemm_with_weight_panels_bf16(const uint16_t* v_data, const at::Tensor& taps, float* m_data,
+                                  int64_t count) {
+  const Kernels& loops = kKernels;
+  TORCH_INTERNAL_ASSERT(loops.gemm_panel_bf16 != nullptr && taps.size(1) % 2 == 0);
+  const int64_t in_ch = taps.size(1), out_ch = taps.size(2);
+  const float* taps_data = taps.const_data_ptr<float>();
+  const int64_t panels = (out_ch + kGemmPanel - 1) / kGemmPanel;
+  at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint16_t> panel(in_ch * kGemmPanel);
+    float rows[2][kGemmPanel];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t column = task * kGemmPanel, width = std::min(kGemmPanel, out_ch - column);
+      for (int64_t pos = 0; pos < kPositions; ++pos) {
+        float weights[4];
+        for (int64_t tap = 0; tap < 4; ++tap) weights[tap] = position_weight(pos, tap);
+        for (int64_t c = 0; c < in_ch; c += 2) {
+          for (int64_t half = 0; half < 2; ++half) {
+            float* __restrict__ dst = rows[half];
+            const float* t0 = taps_data + (c + half) * out_ch + column;
+            const float* t1 = t0 + in_ch * out_ch;
+            const float* t2 = t1 + in_ch * out_ch;
+            const float* t3 = t2 + in_ch * out_ch;
+#pragma omp simd
+            for (int64_t o = 0; o < width; ++o) {
+              dst[o] = (weights[0] * t0[o] + weights[1] * t1[o]) +
+                       (weights[2] * t2[o] + weights[3] * t3[o]);
+            }
+            std::fill(dst + width, dst + kGemmPanel, 0.0f);
+          }
+          uint16_t* __restrict__ packed = panel.data() + c * kGemmPanel;
+#pragma omp simd
+          for (int64_t o = 0; o < kGemmPanel; ++o) {
+            packed[2 * o] = bfloat16_chunks::round_to_bits(rows[0][o]);
+            packed[2 * o + 1] = bfloat16_chunks::round_to_bits(rows[1][o]);
+          }
+        }
+        loops.gemm_panel_bf16(v_data + pos * count * in_ch, in_ch, panel.data(),
+                              m_data + pos * count * out_ch + column, out_ch, count, in_ch, width);
       }
     }
   });

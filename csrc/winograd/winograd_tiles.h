@@ -105,19 +105,26 @@ inline std::vector<Source> phase_sources(const at::Tensor& input) {
 at::Tensor workspace(int slot, at::IntArrayRef sizes);
 
 // V[pos, t, :] (pos_stride apart) of the 5x5 input tiles of the sources, channels
-// concatenated in order.
+// concatenated in order; with v_bf16, computed in float32 and written there rounded to
+// bfloat16 instead (v unused).
 void input_transform(const std::vector<Source>& sources, const Tiling& tiles, float* v,
-                     int64_t pos_stride);
+                     int64_t pos_stride, uint16_t* v_bf16 = nullptr);
 // The 4x4 output tiles from M[pos, t, :] into the target.
 void output_transform(const float* m, const Tiling& tiles, int64_t channels, int64_t pos_stride,
                       const Target& target);
-// Ghat[pos, t, :] = (A g A^T)[pos] for the 4x4 gradient tiles (zero outside the output).
-void grad_transform(const Source& grad, const Tiling& tiles, float* out, int64_t pos_stride);
+// Ghat[pos, t, :] = (A g A^T)[pos] for the 4x4 gradient tiles (zero outside the output); with
+// out_bf16, rounded to bfloat16 there instead (out unused).
+void grad_transform(const Source& grad, const Tiling& tiles, float* out, int64_t pos_stride,
+                    uint16_t* out_bf16 = nullptr);
 
 // The weight's 2x2 taps laid out for the GEMM panels (winograd_taps_kernels.cpp).
 at::Tensor gather_taps(const at::Tensor& weight, bool transposed);
 // M[pos] = V[pos] @ U[pos], U built from the taps one panel at a time.
 void gemm_with_weight_panels(const float* v_data, const at::Tensor& taps, float* m_data,
                              int64_t count);
+// The same with bfloat16 products (Products::BFloat16): V in bfloat16 bits, each panel of U
+// computed in float32 and rounded, float32 sums (Kernels::gemm_panel_bf16). C must be even.
+void gemm_with_weight_panels_bf16(const uint16_t* v_data, const at::Tensor& taps, float* m_data,
+                                  int64_t count);
 
 }  // namespace fastgen::winograd::FASTGEN_CPU_NS

@@ -5,6 +5,8 @@
 
 #include "winograd/winograd_tiles.h"
 
+#include "common/bfloat16_chunks.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -56,6 +58,12 @@ void gather_band(const Source& source, int64_t n, int64_t row0, int64_t rows, in
   }
 }
 
+// dst[0, n) = the bfloat16 bits of src[0, n), rounded to nearest even (a loop that vectorizes).
+void round_to_bfloat16(const float* __restrict__ src, uint16_t* __restrict__ dst, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dst[i] = bfloat16_chunks::round_to_bits(src[i]);
+}
+
 }  // namespace
 
 // Scratch memory reused across calls on one thread. V and M are written and read once per
@@ -82,7 +90,7 @@ at::Tensor workspace(int slot, at::IntArrayRef sizes) {
 // an input) share their rows, so each band of rows is gathered for all of them while it is
 // in cache.
 void input_transform(const std::vector<Source>& sources, const Tiling& tiles, float* v,
-                     int64_t pos_stride) {
+                     int64_t pos_stride, uint16_t* v_bf16) {
   const Kernels& loops = kKernels;  // this capability's micro-kernel and transforms
   int64_t channels = 0, widest = 0;
   for (const Source& source : sources) {
@@ -92,6 +100,7 @@ void input_transform(const std::vector<Source>& sources, const Tiling& tiles, fl
   const int64_t cols = tiles.tiles_w * kTile + 1;
   at::parallel_for(0, tiles.bands(), band_grain(tiles, channels), [&](int64_t begin, int64_t end) {
     std::vector<float> band(kAlpha * cols * widest), scratch(kPositions * widest);
+    std::vector<float> rounding(v_bf16 != nullptr ? kAlpha * widest : 0);
     for (int64_t b = begin; b < end; ++b) {
       const int64_t n = b / tiles.tiles_h, i0 = b % tiles.tiles_h * kTile;
       int64_t offset = 0;
@@ -116,9 +125,16 @@ void input_transform(const std::vector<Source>& sources, const Tiling& tiles, fl
             float* out[kAlpha];
             for (int64_t l = 0; l < kAlpha; ++l) {
               row[l] = scratch.data() + (k * kAlpha + l) * width;
-              out[l] = v + (k * kAlpha + l) * pos_stride + t * channels + offset;
+              out[l] = v_bf16 != nullptr
+                           ? rounding.data() + l * width
+                           : v + (k * kAlpha + l) * pos_stride + t * channels + offset;
             }
             loops.input_rows(row, out, width);
+            if (v_bf16 == nullptr) continue;
+            for (int64_t l = 0; l < kAlpha; ++l) {
+              round_to_bfloat16(
+                  out[l], v_bf16 + (k * kAlpha + l) * pos_stride + t * channels + offset, width);
+            }
           }
         }
         offset += width;
@@ -194,11 +210,13 @@ void output_transform(const float* m, const Tiling& tiles, int64_t channels, int
 }
 
 // Ghat[pos, t, :] = (A g A^T)[pos] for the 4x4 gradient tiles (zero outside the output).
-void grad_transform(const Source& grad, const Tiling& tiles, float* out, int64_t pos_stride) {
+void grad_transform(const Source& grad, const Tiling& tiles, float* out, int64_t pos_stride,
+                    uint16_t* out_bf16) {
   const Kernels& loops = kKernels;  // this capability's micro-kernel and transforms
   const int64_t channels = grad.channels, cols = tiles.tiles_w * kTile;
   at::parallel_for(0, tiles.bands(), band_grain(tiles, channels), [&](int64_t begin, int64_t end) {
     std::vector<float> band(kTile * cols * channels), scratch(kAlpha * kTile * channels);
+    std::vector<float> rounding(out_bf16 != nullptr ? kAlpha * channels : 0);
     for (int64_t b = begin; b < end; ++b) {
       const int64_t n = b / tiles.tiles_h, i0 = b % tiles.tiles_h * kTile;
       gather_band(grad, n, i0, kTile, cols, band.data());
@@ -218,9 +236,15 @@ void grad_transform(const Source& grad, const Tiling& tiles, float* out, int64_t
           float* dst[kAlpha];
           for (int64_t l = 0; l < kTile; ++l) row[l] = scratch.data() + (k * kTile + l) * channels;
           for (int64_t l = 0; l < kAlpha; ++l) {
-            dst[l] = out + (k * kAlpha + l) * pos_stride + t * channels;
+            dst[l] = out_bf16 != nullptr ? rounding.data() + l * channels
+                                         : out + (k * kAlpha + l) * pos_stride + t * channels;
           }
           loops.grad_rows(row, dst, channels);
+          if (out_bf16 == nullptr) continue;
+          for (int64_t l = 0; l < kAlpha; ++l) {
+            round_to_bfloat16(dst[l], out_bf16 + (k * kAlpha + l) * pos_stride + t * channels,
+                              channels);
+          }
         }
       }
     }
