@@ -372,3 +372,24 @@ def test_vae_metrics_on_conv_vae_agree_with_its_loss():
     assert got["nll_iw"] <= got["nll_elbo"] + 1e-6
     assert got["bits_per_dim_elbo"] == pytest.approx(float(expected["bits_per_dim"]), rel=1e-3)
     assert vae.training is False
+
+
+@pytest.mark.parametrize(
+    "metric, accumulator, message",
+    [
+        ("is", dict(num_classes=0), r"'is' needs fake streamed .* class logits .* num_classes=0"),
+        ("is", dict(num_classes=10), r"'is' needs fake's FeatureAccumulator built with total"),
+        ("coverage", dict(num_classes=1), r"'coverage' needs .* at least 2 classes .*=1"),
+    ],
+)
+def test_compute_metrics_names_what_a_logit_metric_is_missing(metric, accumulator, message):
+    # Without usable logits these were AttributeErrors on None; now one line naming the
+    # function and what the accumulator lacks.
+    from fastgen.metrics.evaluate import compute_metrics
+    from fastgen.metrics.features import FeatureAccumulator, Features
+
+    fake = FeatureAccumulator(sample_size=0, num_splits=2, **accumulator)
+    classes = max(accumulator["num_classes"], 1)
+    fake.update(Features(torch.randn(500, 4), torch.randn(500, classes)))
+    with pytest.raises(ValueError, match=r"fastgen.metrics.compute_metrics: " + message):
+        compute_metrics(None, fake, [metric])

@@ -113,11 +113,27 @@ def compute_metrics(
         )
     if "pr" in metrics:
         results.update(precision_recall(real.sample.features, fake.sample.features, k=pr_k))
+    fn = "fastgen.metrics.compute_metrics"
     if "is" in metrics:
-        if fake.inception_score is None:  # too few images for the splits: say so
-            check_sample_count(fake.count, fake.num_splits, "fastgen.metrics.compute_metrics", "n")
+        if fake.inception_score is None:  # say which of its conditions is missing
+            if not fake.num_classes:
+                raise ValueError(
+                    f"{fn}: 'is' needs fake streamed through an extractor with class logits "
+                    f"(FeatureAccumulator(num_classes > 0)), got num_classes={fake.num_classes}"
+                )
+            check_sample_count(fake.count, fake.num_splits, fn, "n")
+            raise ValueError(
+                f"{fn}: 'is' needs fake's FeatureAccumulator built with total (the number of "
+                f"images it will see, >= {fake.num_splits} splits' worth), got total={fake.total}"
+            )
         results.update(fake.inception_score.compute())
     if "coverage" in metrics:
+        if fake.coverage is None:
+            raise ValueError(
+                f"{fn}: 'coverage' needs fake streamed through an extractor with logits of at "
+                f"least 2 classes (FeatureAccumulator(num_classes >= 2)), "
+                f"got num_classes={fake.num_classes}"
+            )
         results.update(fake.coverage.compute())
     if "c2st" in metrics:
         results.update(_c2st(real, fake, c2st_input, seed))

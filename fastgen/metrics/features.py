@@ -177,6 +177,8 @@ class FeatureAccumulator:
         self.inception_score = InceptionScore(num_splits, seed, total=total) if scored else None
         self.coverage = ModeCoverage(num_classes) if num_classes >= 2 else None
         self.num_splits = num_splits
+        self.num_classes = num_classes
+        self.total = total
         self.count = 0
 
     def update(self, out: Features) -> None:
