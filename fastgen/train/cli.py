@@ -68,6 +68,9 @@ def given_options(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from fastgen.options import config_from_options
     from fastgen.train.resume import RunComplete, resume_path, resumed_config
+    from fastgen.utils.heap import keep_freed_memory
+
+    keep_freed_memory()  # this process is the run's: reuse freed memory (fastgen/utils/heap.py)
 
     config = config_from_options(args.model, given_options(args))
     if args.overwrite and args.resume is not None:
