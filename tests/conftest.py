@@ -24,13 +24,13 @@ TOLERANCES = {
 
 # The suite runs the fixed choice of CPU convolution (fastgen's kernel wherever it has one for
 # float32/float64, aten's otherwise) so that every test takes the same path on every run and
-# in every subprocess it starts; tests/test_conv_select.py tests the measured choice itself.
+# in every subprocess it starts; tests/ops/test_conv_select.py tests the measured choice itself.
 os.environ.setdefault("FASTGEN_AUTOTUNE", "0")
 
 # The CUDA kernels' first-call self-check (fastgen/ops/_selfcheck.py) is off in the suite, and
 # in the processes it starts: the tests compare every kernel with its reference themselves,
 # and a check that rerouted a wrong kernel to the reference would hide what they look for.
-# tests/test_cuda_selfcheck.py turns it on.
+# tests/gpu/test_cuda_selfcheck.py turns it on.
 os.environ.setdefault("FASTGEN_CUDA_SELFCHECK", "0")
 registry.selfcheck = os.environ["FASTGEN_CUDA_SELFCHECK"] not in ("0", "false", "False")
 
@@ -120,6 +120,21 @@ def cuda_device(request):
 
 
 def pytest_collection_modifyitems(config, items):
+    # item.keywords (like -k) holds the names of the item's folders too, so no tests/ folder
+    # may be named cuda: every test in it would be skipped here (hence tests/gpu/).
     for item in items:
         if "cuda" in item.keywords and not HAS_CUDA:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    """Hypothesis seeds a parametrized test's derandomized examples (and keys its example
+    database) with the test's node id, which names the test's folder. It gets the id the test
+    had when tests/ was flat (tests/<file>::<test>; file names are unique across tests/), so
+    the examples a test draws stay the ones it drew before the folders, and stay put when a
+    file moves. Runs after Hypothesis's own hook wrapper has set the id, before the test."""
+    inner = getattr(getattr(item.obj, "hypothesis", None), "inner_test", None)
+    if inner is not None and hasattr(inner, "_hypothesis_internal_add_digest"):
+        test = item.nodeid.split("::", 1)[1]
+        inner._hypothesis_internal_add_digest = f"tests/{item.path.name}::{test}".encode()

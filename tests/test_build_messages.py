@@ -9,11 +9,10 @@ import sys
 import warnings
 
 import pytest
+from helpers import ROOT
 
 from fastgen import _extension
 from fastgen._backend import BackendRegistry
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(code: str, **env) -> subprocess.CompletedProcess:

@@ -11,21 +11,11 @@ import sys
 
 import pytest
 import torch
+from helpers import ROOT
+from helpers.cli_helpers import TINY, run_cli
 
 from fastgen._info import format_info, info
 from fastgen.cli import main
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_cli(argv, capsys):
-    """(exit code, stdout, stderr) of main(argv), whether it returns or exits."""
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code, err, *needles):
@@ -141,7 +131,7 @@ def test_bench_train_is_delegated(capsys):
 
 
 def test_python_dash_m_error_has_no_traceback():
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("FASTGEN_DEBUG", None)
     done = subprocess.run(
         [sys.executable, "-m", "fastgen", "train", "vae", "--lr-g", "1"],
@@ -244,25 +234,6 @@ def test_slerp_endpoints_and_norms():
 
 
 # --- end to end -----------------------------------------------------------------------------
-
-
-def _fused_layers_work() -> bool:
-    """False while any fused op is still a NotImplementedError placeholder."""
-    from fastgen.models import ConvVAE, DCGANDiscriminator, DCGANGenerator
-
-    try:
-        images = DCGANGenerator(16, 1, latent_dim=8, width=4)(torch.zeros(2, 8))
-        DCGANDiscriminator(16, 1, width=4)(images)
-        ConvVAE(16, 1, latent_dim=8, width=4).loss(images)
-        return True
-    except NotImplementedError:
-        return False
-
-
-# the CLI path is the same either way; fused layers are used as soon as their ops exist
-FUSED = [] if _fused_layers_work() else ["--no-fused"]
-TINY = ["--resolution", "16", "--width", "4", "--latent-dim", "8", "--batch-size", "8", "--steps", "4",
-        "--sample-every", "2", "--checkpoint-every", "2", "--device", "cpu", "--seed", "1", "--quiet", *FUSED]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

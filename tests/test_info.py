@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import torch
+from helpers import ROOT
 
 import fastgen
 from fastgen._backend import DEVICE_KEYS, EMULATED, MODES
 from fastgen._info import format_info
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = {
     "fastgen", "torch", "torch_cuda", "cuda_available", "device", "extension_loaded",
     "extension_error", "built_with_cuda", "cuda_archs", "built_against_torch", "emulated_cuda_loaded",
@@ -58,7 +58,7 @@ def test_format_info_mentions_everything():
 
 
 def test_cli_info_subprocess():
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     done = subprocess.run(
         [sys.executable, "-m", "fastgen", "info"],
         capture_output=True,

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from helpers import ROOT
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +28,7 @@ def test_license_is_an_spdx_string_with_the_file_beside_it(project):
 
 def test_extras_hold_what_the_tests_and_linters_import(project):
     extras = project["project"]["optional-dependencies"]
-    assert "pillow" in extras["test"]  # tests/test_data.py decodes and writes images
+    assert "pillow" in extras["test"]  # tests/train/test_data.py decodes and writes images
     assert any(name.startswith("ruff") for name in extras["dev"])
     assert {"tqdm", "matplotlib", "pillow"} <= set(extras["train"])
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import importlib
 import re
 import shlex
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 import fastgen
 from fastgen.cli import build_parser
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (ROOT / "README.md").read_text()
 
 
 def _sections() -> list[tuple[str, str]]:

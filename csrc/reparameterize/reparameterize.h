@@ -10,7 +10,7 @@
 // q = -0.5 * grad_kl[n], s = exp(0.5 * logvar): d mu = grad_z + (-q) * (2 * mu), d logvar =
 // 0.5 * ((grad_z * eps) * s) + (q - q * (s * s))), and the float exp keeps expf's overflow
 // and denormal range, so that NaN and inf land where stock's do (issue 24.8;
-// tests/test_nonfinite.py).
+// tests/ops/test_nonfinite.py).
 //
 // Tensors are viewed as [N, M] (M = numel / N) in row-major order of their logical shape;
 // eps, when not given, is philox::normal4 noise of element n * M + i (csrc/common/philox.h)

@@ -163,7 +163,7 @@ std::function<std::vector<float>()> on_zeros(int64_t n, LaunchConfig config, Arg
 }
 
 // The self-test's matrices: small multiples of powers of two, exact in every input type
-// (tests/test_simt.py builds the same).
+// (tests/gpu/test_simt.py builds the same).
 double matrix_value(int64_t index, int salt) {
   return double((index * (7 + 2 * salt) + salt) % 11 - 5) / 4.0;
 }

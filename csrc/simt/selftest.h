@@ -1,6 +1,6 @@
 #pragma once
 // The emulator's self-test: small kernels, each either correct or carrying one planted bug of
-// a class the emulator must catch (tests/test_simt.py runs every case).
+// a class the emulator must catch (tests/gpu/test_simt.py runs every case).
 
 #include <string>
 #include <utility>

@@ -41,7 +41,7 @@ def rng_state(seed: int, step: int) -> dict[str, Any]:
 def check_rng_entry(state: Any) -> None:
     """Checks a checkpoint's "rng" entry is what rng_state writes (a ValueError otherwise).
     Nothing restores it: the first step after a resume re-seeds (seed_step), so no training
-    draw depends on it (tests/test_train.py::test_resume_does_not_need_the_rng_state)."""
+    draw depends on it (tests/train/test_train.py::test_resume_does_not_need_the_rng_state)."""
     if not isinstance(state, dict):
         raise ValueError(f"must be a dict, not {type(state).__name__}")
     expected = torch.get_rng_state()

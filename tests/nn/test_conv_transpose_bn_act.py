@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 from conftest import CUDA_DEVICES, assert_close
-from conv_helpers import engine_forced
+from helpers.conv_helpers import engine_forced
 from torch import nn
 
 import fastgen.nn as fnn

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from train_helpers import TinyDataset, gan_config
+from helpers.train_helpers import TinyDataset, gan_config
 
 from fastgen.checkpoint_io import checkpoint_file, list_checkpoints, load_checkpoint
 from fastgen.train import train_gan

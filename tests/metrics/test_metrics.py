@@ -249,7 +249,7 @@ def test_inception_score_extremes_and_streaming():
     whole = inception_score(logits, num_splits=5)
     assert streamed.compute() == pytest.approx(whole)
     # Against a direct per-split computation: a seeded shuffle cut into 5 equal parts (the
-    # references' splits; tests/test_metrics_literature.py checks them in detail).
+    # references' splits; tests/metrics/test_metrics_literature.py checks them in detail).
     p = logits.double().softmax(1)[torch.randperm(300, generator=torch.Generator().manual_seed(0))]
     direct = []
     for s in range(5):

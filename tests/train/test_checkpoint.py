@@ -9,7 +9,8 @@ import tempfile
 
 import pytest
 import torch
-from train_helpers import TinyDataset, gan_config, vae_config
+from helpers import ROOT
+from helpers.train_helpers import TinyDataset, gan_config, vae_config
 
 from fastgen.train import train_gan, train_vae
 from fastgen.train.checkpoint import (
@@ -342,9 +343,8 @@ def test_fastgen_imports_the_modules_not_their_public_aliases():
     own code imports the modules that define the names, and the model side never reaches up
     into training code."""
     import re
-    from pathlib import Path
 
-    package = Path(__file__).resolve().parents[1] / "fastgen"
+    package = ROOT / "fastgen"
     alias = re.compile(
         r"fastgen\.train\.(checkpoint|config) import"  # the aliases' own names
         r"|from fastgen\.train import .*\b(checkpoint|\w*Config|CheckpointError|load_\w+)\b"

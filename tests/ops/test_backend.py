@@ -9,15 +9,14 @@ import warnings
 
 import pytest
 import torch
+from helpers import ROOT
 
 from fastgen import _backend, _extension
 from fastgen._backend import BackendRegistry
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def run_python(code: str, **env_vars) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("FASTGEN_BACKEND", None)
     env.pop("FASTGEN_STRICT", None)
     env.update(env_vars)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from train_helpers import TinyDataset, gan_config, vae_config
+from helpers.train_helpers import TinyDataset, gan_config, vae_config
 
 import fastgen.nn
 from fastgen.train import load_checkpoint, train_gan, train_vae

@@ -10,8 +10,8 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
-from provenance_helpers import (
+from helpers.cli_helpers import run_cli
+from helpers.provenance_helpers import (
     build_png,
     make_ca,
     make_signing_files,
@@ -20,8 +20,8 @@ from provenance_helpers import (
     stripped,
     with_pixels,
 )
-from test_cli import run_cli
-from train_helpers import TinyDataset, gan_config, ops_ready
+from helpers.train_helpers import TinyDataset, gan_config, ops_ready
+from PIL import Image
 
 from fastgen.cli import main
 from fastgen.provenance import marks as xmp

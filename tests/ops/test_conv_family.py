@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import CUDA_DEVICES, DTYPES, assert_close, examples, on_device
-from conv_helpers import LAYOUTS, OPS, check, configs, layout
+from helpers.conv_helpers import LAYOUTS, OPS, check, configs, layout
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -16,14 +16,14 @@ import time
 
 import pytest
 import torch
-from test_cli import TINY, run_cli
-from train_helpers import TinyDataset, gan_config
+from helpers import ROOT
+from helpers.cli_helpers import TINY, run_cli
+from helpers.train_helpers import TinyDataset, gan_config
 
 from fastgen.cli import main
 from fastgen.train import load_checkpoint, train_gan
 from fastgen.train.checkpoint import list_checkpoints
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 500  # long enough to act mid-run: ~3 s of steps after a ~5 s start
 
 
@@ -34,7 +34,7 @@ def train_argv(out, steps=STEPS) -> list[str]:
 
 
 def start(argv, env=None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "fastgen", *argv],
         cwd=ROOT,

@@ -209,7 +209,7 @@ def test_preferred_choices_are_taken_without_timing(fresh):
 
 
 def test_a_checkpoint_records_the_choices_and_a_resume_takes_them(fresh, tmp_path):
-    from train_helpers import TinyDataset, gan_config
+    from helpers.train_helpers import TinyDataset, gan_config
 
     from fastgen.train import load_checkpoint, train_gan
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ptxas_report.py"
+from helpers import ROOT
+
+SCRIPT = ROOT / "scripts" / "ptxas_report.py"
 
 PTXAS = """\
 ptxas info    : 0 bytes gmem

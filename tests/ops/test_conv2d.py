@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import conv_helpers
 import pytest
 import torch
+from helpers import conv_helpers
 
 from fastgen import _extension
 

@@ -13,13 +13,13 @@ import re
 import pytest
 import torch
 from conftest import HAS_EMULATED, on_device
+from helpers import ROOT
 
 from fastgen import _extension, ops
 from fastgen._backend import registry
 
 pytestmark = pytest.mark.skipif(not HAS_EMULATED, reason="the emulated CUDA kernels are not built")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # What each planted bug must be reported as (the message also names the kernel).
 BUGS = {

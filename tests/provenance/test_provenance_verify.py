@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.cli_helpers import run_cli
+from helpers.provenance_helpers import stripped, with_pixels
+from helpers.train_helpers import TinyDataset, gan_config, ops_ready, vae_config
 from PIL import Image
-from provenance_helpers import stripped, with_pixels
-from test_cli import run_cli
-from train_helpers import TinyDataset, gan_config, ops_ready, vae_config
 
 from fastgen.cli import main
 from fastgen.provenance.verify import NO_PROVENANCE, NOT_VERIFIED, VERIFIED, verify_image

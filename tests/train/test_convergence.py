@@ -11,7 +11,7 @@ such differences slowly, so over STEPS steps they stay well inside 1e-3 relative
 from __future__ import annotations
 
 import pytest
-from train_helpers import TinyDataset, gan_config, ops_ready, vae_config
+from helpers.train_helpers import TinyDataset, gan_config, ops_ready, vae_config
 
 import fastgen
 from fastgen.train import train_gan, train_vae

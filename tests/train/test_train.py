@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_close
-from train_helpers import TinyDataset, gan_config, vae_config
+from helpers.train_helpers import TinyDataset, gan_config, vae_config
 
 from fastgen.train import (
     GANConfig,

@@ -12,7 +12,7 @@ import sys
 import warnings
 
 import pytest
-from train_helpers import TinyDataset, gan_config, vae_config
+from helpers.train_helpers import TinyDataset, gan_config, vae_config
 
 from fastgen import _extension
 from fastgen.train import load_checkpoint, train_gan, train_vae

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_helpers import TinyDataset, gan_config
+from helpers.train_helpers import TinyDataset, gan_config
 
 from fastgen.data import ImageDataset
 from fastgen.data.subset import limit_dataset

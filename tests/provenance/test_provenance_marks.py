@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.train_helpers import TinyDataset, gan_config, ops_ready, vae_config
 from PIL import Image
-from train_helpers import TinyDataset, gan_config, ops_ready, vae_config
 
 from fastgen.cli import main
 from fastgen.provenance import marks as xmp
