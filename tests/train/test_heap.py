@@ -51,9 +51,11 @@ def test_freed_blocks_are_reused_without_page_faults():
     assert kept["applied"] is True and kept["again"] is True
     plain = probe("none")
     # Without the settings glibc hands a step's freed blocks back to the OS and the next step
-    # faults them in again (measured: ~1,800 faults a step at these sizes); with them ~0.
+    # faults them in again (measured: 1,300-2,400 faults a step at these sizes); with them
+    # 0-160.
     assert plain["faults"] >= 1000, plain
-    assert kept["faults"] * 10 < plain["faults"], (kept, plain)
+    # (Python's own arenas are mmapped by Python, not malloc: a few hundred faults remain.)
+    assert kept["faults"] * 4 < plain["faults"], (kept, plain)
 
 
 SETTING = "from fastgen.utils import heap; print(heap.keep_freed_memory())"
