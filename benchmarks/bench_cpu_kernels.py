@@ -15,7 +15,6 @@ Rows go to <out>/cpu-kernels-<day>.csv with the CPU model, capability, torch and
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import sys
@@ -23,6 +22,7 @@ import time
 
 import torch
 
+from benchmarks.results_csv import append_rows
 from fastgen import _extension
 from fastgen.utils.run_info import device_name, git_commit
 
@@ -97,15 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{capability:9s} {name:20s} winograd_gemm {ours:7.1f} GFLOP/s ({ours / peak:4.0%} of peak), at::mm {blas:7.1f}"
             )
     os.environ.pop("FASTGEN_CPU_CAPABILITY", None)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"cpu-kernels-{datetime.date.today():%Y%m%d}.csv")
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {path}")
+    print(f"wrote {append_rows(args.out, 'cpu-kernels', rows)}")
     return 0
 
 

@@ -20,7 +20,6 @@ rows say how close to the machine's limit the stock convolution already is. Rows
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import sys
@@ -29,6 +28,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from benchmarks.results_csv import append_rows, peak_gflops
 from fastgen import _extension, ops
 from fastgen.utils.run_info import device_name, git_commit
 
@@ -44,7 +44,6 @@ PROVIDERS = {
     "fastgen-f32": {"FASTGEN_CONV_CPU": "fastgen", "FASTGEN_WINOGRAD_BF16": "0"},
     "fastgen-bf16": {"FASTGEN_CONV_CPU": "fastgen", "FASTGEN_WINOGRAD_BF16": "1"},
 }
-PEAK_ITERATIONS = 2_000_000
 
 
 def set_env(variables: dict[str, str]) -> None:
@@ -60,16 +59,6 @@ def forward_backward(fn, x, w, grad):
 
 def relative_errors(got, exact) -> list[float]:
     return [((g.double() - e).abs().max() / e.abs().max()).item() for g, e in zip(got, exact)]
-
-
-def peak(loop) -> float:
-    loop(PEAK_ITERATIONS)
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        flops = loop(PEAK_ITERATIONS)
-        best = min(best, time.perf_counter() - start)
-    return flops / best / 1e9
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     providers = [p for p in PROVIDERS if p != "fastgen-bf16" or has_bf16]
     saved = {k: os.environ.get(k) for k in ("FASTGEN_CONV_CPU", "FASTGEN_WINOGRAD_BF16")}
     torch.set_num_threads(1)
-    fma_peak = peak(C._cpu_fma_loop)
-    bf16_peak = peak(C._cpu_bf16_dot_loop) if has_bf16 else None
+    fma_peak = peak_gflops(C._cpu_fma_loop)
+    bf16_peak = peak_gflops(C._cpu_bf16_dot_loop) if has_bf16 else None
     torch.set_num_threads(args.threads)
     print(f"one core: float32 FMA peak {fma_peak:.0f} GFLOP/s, "
           f"bf16 vdpbf16ps peak {bf16_peak or float('nan'):.0f} GFLOP/s")  # fmt: skip
@@ -151,15 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"winograd-bf16-{datetime.date.today():%Y%m%d}.csv")
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {path}")
+    print(f"wrote {append_rows(args.out, 'winograd-bf16', rows)}")
     return 0
 
 

@@ -19,27 +19,14 @@ import csv
 import datetime
 import os
 import sys
-import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.results_csv import append_rows, peak_gflops
 from fastgen import _extension
 from fastgen.bench import train_default, training_step
 from fastgen.utils.run_info import device_name, git_commit
-
-PEAK_ITERATIONS = 2_000_000
-
-
-def peak_per_core(loop) -> float:
-    torch.set_num_threads(1)
-    loop(PEAK_ITERATIONS)
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        flops = loop(PEAK_ITERATIONS)
-        best = min(best, time.perf_counter() - start)
-    return flops / best / 1e9
 
 
 def step_flops(model: str, batch: int, width: int, resolution: int) -> int:
@@ -66,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     C = _extension._C
     active, _, features = C._cpu_capability()
-    peaks = {"none": peak_per_core(C._cpu_fma_loop)}
+    peaks = {"none": peak_gflops(C._cpu_fma_loop)}
     if active == "avx512" and "avx512bf16" in features:
-        peaks["bf16"] = peak_per_core(C._cpu_bf16_dot_loop)
+        peaks["bf16"] = peak_gflops(C._cpu_bf16_dot_loop)
     print("one-core peaks (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
     counted: dict[tuple, int] = {}
     rows = []
@@ -102,15 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("step_flops: no rows", file=sys.stderr)
         return 1
-    os.makedirs(args.out, exist_ok=True)
-    out = os.path.join(args.out, f"step-flops-{datetime.date.today():%Y%m%d}.csv")
-    new = not os.path.exists(out)
-    with open(out, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {out}")
+    print(f"wrote {append_rows(args.out, 'step-flops', rows)}")
     return 0
 
 

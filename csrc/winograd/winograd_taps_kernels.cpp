@@ -49,6 +49,25 @@ at::Tensor gather_taps(const at::Tensor& weight, bool transposed) {
   return taps;
 }
 
+namespace {
+
+// One row of a panel of U: dst[o] = sum over the four taps of weights[tap] * taps[tap][o],
+// for o < width; `taps` points at the row's first column in tap 0, the taps `tap_stride`
+// apart.
+inline void weight_row(const float* taps, int64_t tap_stride, const float weights[4], int64_t width,
+                       float* __restrict__ dst) {
+  const float* t0 = taps;
+  const float* t1 = t0 + tap_stride;
+  const float* t2 = t1 + tap_stride;
+  const float* t3 = t2 + tap_stride;
+#pragma omp simd
+  for (int64_t o = 0; o < width; ++o) {
+    dst[o] = (weights[0] * t0[o] + weights[1] * t1[o]) + (weights[2] * t2[o] + weights[3] * t3[o]);
+  }
+}
+
+}  // namespace
+
 // M[pos] = V[pos] @ U[pos] (V [25, T, C], M [25, T, Cout]) with U[pos] = sum over the four
 // taps of (G G^T weights) * taps[tap] (taps [4, C, Cout]). U is built one 32-column panel at
 // a time right before its GEMM (4 FMAs per element, in L1/L2), never as 25 full matrices: at
@@ -68,16 +87,8 @@ void gemm_with_weight_panels(const float* v_data, const at::Tensor& taps, float*
         float weights[4];
         for (int64_t tap = 0; tap < 4; ++tap) weights[tap] = position_weight(pos, tap);
         for (int64_t c = 0; c < in_ch; ++c) {
-          float* __restrict__ dst = panel.data() + c * kGemmPanel;
-          const float* t0 = taps_data + c * out_ch + column;
-          const float* t1 = t0 + in_ch * out_ch;
-          const float* t2 = t1 + in_ch * out_ch;
-          const float* t3 = t2 + in_ch * out_ch;
-#pragma omp simd
-          for (int64_t o = 0; o < width; ++o) {
-            dst[o] = (weights[0] * t0[o] + weights[1] * t1[o]) +
-                     (weights[2] * t2[o] + weights[3] * t3[o]);
-          }
+          weight_row(taps_data + c * out_ch + column, in_ch * out_ch, weights, width,
+                     panel.data() + c * kGemmPanel);
         }
         gemm_panel(loops, v_data + pos * count * in_ch, in_ch, false, panel.data(), kGemmPanel,
                    m_data + pos * count * out_ch + column, out_ch, count, in_ch, width);
@@ -106,17 +117,9 @@ void gemm_with_weight_panels_bf16(const uint16_t* v_data, const at::Tensor& taps
         for (int64_t tap = 0; tap < 4; ++tap) weights[tap] = position_weight(pos, tap);
         for (int64_t c = 0; c < in_ch; c += 2) {
           for (int64_t half = 0; half < 2; ++half) {
-            float* __restrict__ dst = rows[half];
-            const float* t0 = taps_data + (c + half) * out_ch + column;
-            const float* t1 = t0 + in_ch * out_ch;
-            const float* t2 = t1 + in_ch * out_ch;
-            const float* t3 = t2 + in_ch * out_ch;
-#pragma omp simd
-            for (int64_t o = 0; o < width; ++o) {
-              dst[o] = (weights[0] * t0[o] + weights[1] * t1[o]) +
-                       (weights[2] * t2[o] + weights[3] * t3[o]);
-            }
-            std::fill(dst + width, dst + kGemmPanel, 0.0f);
+            weight_row(taps_data + (c + half) * out_ch + column, in_ch * out_ch, weights, width,
+                       rows[half]);
+            std::fill(rows[half] + width, rows[half] + kGemmPanel, 0.0f);
           }
           uint16_t* __restrict__ packed = panel.data() + c * kGemmPanel;
 #pragma omp simd

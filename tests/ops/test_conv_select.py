@@ -50,6 +50,22 @@ def stock(*args):
     return run(*args, stock=True)
 
 
+def errors_against_float64(ours, transposed, x, w, stride, padding):
+    """(name, ours, stock's) for out, grad_x and grad_w of bf16 results `ours`: the largest
+    error against the float64 result over its largest value, and the same for stock's bf16
+    convolution of the same operands."""
+    theirs = stock(transposed, x, w, stride, padding)
+    exact = stock(transposed, x.double(), w.double(), stride, padding)
+    for name, a, b, e in zip(("out", "grad_x", "grad_w"), ours, theirs, exact):
+        assert a.dtype == torch.bfloat16 and a.shape == b.shape
+        scale = e.abs().max()
+        yield (
+            name,
+            ((a.double() - e).abs().max() / scale).item(),
+            ((b.double() - e).abs().max() / scale).item(),
+        )
+
+
 @pytest.fixture
 def fresh(monkeypatch):
     """No choice remembered; the policy from each test's own environment."""
@@ -155,13 +171,9 @@ def test_bfloat16_through_fastgen_kernels_is_no_worse_than_stock(fresh, case, ch
     fresh.setenv("FASTGEN_CONV_CPU", "fastgen")
     transposed, x, w, stride, padding = make(case, torch.bfloat16, channels_last)
     ours = run(transposed, x, w, stride, padding)
-    theirs = stock(transposed, x, w, stride, padding)
-    exact = stock(transposed, x.double(), w.double(), stride, padding)
-    for name, a, b, e in zip(("out", "grad_x", "grad_w"), ours, theirs, exact):
-        assert a.dtype == torch.bfloat16 and a.shape == b.shape
-        scale = e.abs().max()
-        err_ours = ((a.double() - e).abs().max() / scale).item()
-        err_stock = ((b.double() - e).abs().max() / scale).item()
+    for name, err_ours, err_stock in errors_against_float64(
+        ours, transposed, x, w, stride, padding
+    ):
         assert err_ours <= err_stock * 1.05 + 1e-4, f"{case} {name}: {err_ours} vs {err_stock}"
     assert ours[0].is_contiguous(
         memory_format=torch.channels_last if channels_last else torch.contiguous_format
@@ -328,14 +340,7 @@ def test_winograd_bf16_products_keep_their_contract(fresh, case, channels_last):
     # gradient's GEMMs stay float32, so it is the converted path's bit for bit.
     assert not torch.equal(ours[0], converted[0]) and not torch.equal(ours[1], converted[1])
     assert torch.equal(ours[2], converted[2])
-    transposed, x, w, stride, padding = args
-    theirs = stock(*args)
-    exact = stock(transposed, x.double(), w.double(), stride, padding)
-    for name, a, b, e in zip(("out", "grad_x", "grad_w"), ours, theirs, exact):
-        assert a.dtype == torch.bfloat16 and a.shape == b.shape
-        scale = e.abs().max()
-        err_ours = ((a.double() - e).abs().max() / scale).item()
-        err_stock = ((b.double() - e).abs().max() / scale).item()
+    for name, err_ours, err_stock in errors_against_float64(ours, *args):
         bound = WINOGRAD_BF16_ERROR_FACTOR if name != "grad_w" else 1.05
         assert err_ours <= err_stock * bound + 1e-4, f"{case} {name}: {err_ours} vs {err_stock}"
     assert ours[0].is_contiguous(
