@@ -1,8 +1,9 @@
 #pragma once
 // The emulated-cuda backend's entry points, and how fastgen._C reaches them.
 //
-// fastgen._emulated_cuda (csrc/simt/module.cpp) holds each op's CUDA kernels and launchers
-// compiled against the SIMT emulator; it hands this table to fastgen._C when it is imported.
+// fastgen._emulated_cuda holds each op's CUDA kernels and launchers compiled against the SIMT
+// emulator; its registration file (csrc/fastgen_emulated.cpp) fills this table and hands it to
+// fastgen._C when it is imported.
 // The CPU kernel fastgen._C registers for an op that has a CUDA kernel is a router
 // (route<...> below): while the emulated-cuda backend is on (fastgen.set_backend /
 // FASTGEN_BACKEND=emulated-cuda, which the Python backend registry mirrors here), a call on
