@@ -31,6 +31,8 @@ namespace {
 using simt::scoped;
 
 const Kernels& kernels() {
+  static const conv::Engine conv_engine{&scoped<&emulated_cuda::implicit_gemm::forward>::call,
+                                        &scoped<&emulated_cuda::implicit_gemm::backward>::call};
   static const Kernels table = [] {
     Kernels k;
     k.batch_norm_leaky_relu = &scoped<&batch_norm_leaky_relu::emulated_cuda::forward>::call;
@@ -40,8 +42,7 @@ const Kernels& kernels() {
     k.reparameterize_backward = &scoped<&reparameterize::emulated_cuda::backward>::call;
     k.bias_activation = &scoped<&emulated_cuda::bias_activation>::call;
     k.activation_backward = &scoped<&emulated_cuda::activation_backward>::call;
-    k.conv_engine = {&scoped<&emulated_cuda::implicit_gemm::forward>::call,
-                     &scoped<&emulated_cuda::implicit_gemm::backward>::call};
+    k.conv_engine = &conv_engine;
     return k;
   }();
   return table;
