@@ -20,7 +20,7 @@ for source in $(find csrc -name '*.cpp' | sort); do
     *_kernels.cpp) flags+=(-DFASTGEN_CPU_NS=baseline -DFASTGEN_CPU_BASELINE=1) ;;
   esac
   case "$source" in
-    csrc/simt/runtime.cpp) flags=(-DTORCH_EXTENSION_NAME=_emulated_cuda -DFASTGEN_SIMT_EMULATION=1) ;;
+    csrc/simt/runtime/*.cpp) flags=(-DTORCH_EXTENSION_NAME=_emulated_cuda -DFASTGEN_SIMT_EMULATION=1) ;;
     *_emulated.cpp|csrc/simt/*.cpp)
       flags=(-DTORCH_EXTENSION_NAME=_emulated_cuda -DFASTGEN_SIMT_EMULATION=1 -fsanitize=thread
              --param=tsan-instrument-func-entry-exit=0) ;;
