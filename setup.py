@@ -11,8 +11,9 @@ Two extension modules:
                           in every build, with GCC's thread-sanitizer instrumentation so the
                           emulator sees every memory access (it implements the hooks itself;
                           no sanitizer runtime is linked). The emulator's runtime
-                          (csrc/simt/runtime.cpp) must not be instrumented, so it is compiled
-                          on its own here and linked in as an object.
+                          (csrc/simt/runtime/*.cpp) must not be instrumented, so it is compiled
+                          on its own here and linked in as objects. Its registration file is
+                          csrc/fastgen_emulated.cpp, as csrc/fastgen.cpp is fastgen._C's.
 """
 
 import glob
@@ -158,6 +159,11 @@ def is_emulated_source(path: str) -> bool:
     return path.startswith(os.path.join("csrc", "simt") + os.sep) or path.endswith("_emulated.cpp")
 
 
+def is_runtime_source(path: str) -> bool:
+    """The emulator's runtime: in the emulated module, but compiled without instrumentation."""
+    return path.startswith(os.path.join("csrc", "simt", "runtime") + os.sep)
+
+
 def is_kernel_source(path: str) -> bool:
     return path.endswith("_kernels.cpp")
 
@@ -291,24 +297,27 @@ def compile_objects(jobs: list[tuple[str, str, list[str]]]) -> list[str]:
 
 # --- the emulated-cuda module ------------------------------------------------------------
 
-RUNTIME_SOURCE = os.path.join("csrc", "simt", "runtime.cpp")
 EMULATED_FLAGS = [
     "-O2",
     "-std=c++20",
     "-ffp-contract=off",
     "-fvisibility=hidden",
-    "-fsanitize=thread",  # instrumentation only: the hooks are the emulator's (runtime.cpp)
+    "-fsanitize=thread",  # instrumentation only: the hooks are the emulator's (runtime/hooks.cpp)
     "--param=tsan-instrument-func-entry-exit=0",
     "-Wno-unknown-pragmas",  # #pragma unroll
     "-DFASTGEN_SIMT_EMULATION=1",
 ]
 
 
+def runtime_sources() -> list[str]:
+    return sorted(glob.glob(os.path.join("csrc", "simt", "runtime", "*.cpp")))
+
+
 def emulated_extension():
     sources = sorted(
         p
         for p in glob.glob("csrc/**/*.cpp", recursive=True)
-        if is_emulated_source(p) and p != RUNTIME_SOURCE
+        if is_emulated_source(p) and not is_runtime_source(p)
     )
     return CppExtension(
         name="fastgen._emulated_cuda",
@@ -319,17 +328,19 @@ def emulated_extension():
 
 
 class Build(BuildExtension.with_options(use_ninja=True)):
-    """BuildExtension plus the emulator's runtime object (compiled without instrumentation)."""
+    """BuildExtension plus the emulator's runtime objects (compiled without instrumentation)."""
 
     def build_extensions(self):
         include = "-I" + os.path.join(ROOT, "csrc")
         for ext in self.extensions:
             if ext.name == "fastgen._emulated_cuda":
-                obj = os.path.join(self.build_temp, "simt", "runtime.o")
                 flags = ["-O2", "-std=c++20", "-fPIC", "-fvisibility=hidden", include]
-                ext.extra_objects = compile_objects(
-                    [(os.path.join(ROOT, RUNTIME_SOURCE), obj, flags)]
-                )
+                jobs = []
+                for source in runtime_sources():
+                    stem = os.path.splitext(os.path.relpath(source, "csrc"))[0]
+                    obj = os.path.join(self.build_temp, f"{stem}.o")
+                    jobs.append((os.path.join(ROOT, source), obj, flags))
+                ext.extra_objects = compile_objects(jobs)
             elif ext.name == "fastgen._C":
                 jobs = []
                 for source in kernel_sources():

@@ -20,10 +20,10 @@ for source in $(find csrc -name '*.cpp' | sort); do
     *_kernels.cpp) flags+=(-DFASTGEN_CPU_NS=baseline -DFASTGEN_CPU_BASELINE=1) ;;
   esac
   case "$source" in
-    *_emulated.cpp|csrc/simt/module.cpp|csrc/simt/selftest.cpp)
+    csrc/simt/runtime/*.cpp) flags=(-DTORCH_EXTENSION_NAME=_emulated_cuda -DFASTGEN_SIMT_EMULATION=1) ;;
+    *_emulated.cpp|csrc/simt/*.cpp)
       flags=(-DTORCH_EXTENSION_NAME=_emulated_cuda -DFASTGEN_SIMT_EMULATION=1 -fsanitize=thread
              --param=tsan-instrument-func-entry-exit=0) ;;
-    csrc/simt/runtime.cpp) flags=(-DTORCH_EXTENSION_NAME=_emulated_cuda -DFASTGEN_SIMT_EMULATION=1) ;;
   esac
   object="$OUT/$(echo "$source" | tr / _).o"
   if ! "$CXX" "${common[@]}" "${flags[@]}" "$source" -o "$object" 2> "$object.log"; then

@@ -1,8 +1,9 @@
 #pragma once
 // The emulated-cuda backend's entry points, and how fastgen._C reaches them.
 //
-// fastgen._emulated_cuda (csrc/simt/module.cpp) holds each op's CUDA kernels and launchers
-// compiled against the SIMT emulator; it hands this table to fastgen._C when it is imported.
+// fastgen._emulated_cuda holds each op's CUDA kernels and launchers compiled against the SIMT
+// emulator; its registration file (csrc/fastgen_emulated.cpp) fills this table and hands it to
+// fastgen._C when it is imported.
 // The CPU kernel fastgen._C registers for an op that has a CUDA kernel is a router
 // (route<...> below): while the emulated-cuda backend is on (fastgen.set_backend /
 // FASTGEN_BACKEND=emulated-cuda, which the Python backend registry mirrors here), a call on
@@ -18,7 +19,10 @@
 #include <vector>
 
 #include "common/activation.h"
-#include "conv/conv_engine.h"
+
+namespace fastgen::conv {
+struct Engine;  // conv/conv_engine.h; common/ includes nothing of the ops
+}  // namespace fastgen::conv
 
 namespace fastgen::emulation {
 
@@ -27,7 +31,7 @@ using OptionalTensor = std::optional<at::Tensor>;
 
 // Each entry has the signature of the CUDA function it stands for.
 struct Kernels {
-  static constexpr int kVersion = 2;
+  static constexpr int kVersion = 3;
   int version = kVersion;
   // batch_norm_leaky_relu (and its memory-saving forward) / batch_norm_leaky_relu_backward
   Tensor3 (*batch_norm_leaky_relu)(const at::Tensor&, const OptionalTensor&, const OptionalTensor&,
@@ -48,7 +52,7 @@ struct Kernels {
   at::Tensor (*activation_backward)(const at::Tensor&, const at::Tensor&, Activation,
                                     double) = nullptr;
   // the implicit-GEMM convolution engine both conv ops take where conv::route() says so
-  conv::Engine conv_engine{nullptr, nullptr};
+  const conv::Engine* conv_engine = nullptr;
 };
 
 // In fastgen._C: the installed table while the backend is on, else null.

@@ -122,7 +122,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> library_backward(const at::Tensor
 Kernels cpu_or_emulated(Convolution cpu) {
   if (const emulation::Kernels* kernels = emulation::active()) {
     return {kLibrary,
-            {kernels->bias_activation, kernels->activation_backward, &kernels->conv_engine}};
+            {kernels->bias_activation, kernels->activation_backward, kernels->conv_engine}};
   }
   return {cpu, {bias_activation_cpu, activation_backward_cpu}};
 }

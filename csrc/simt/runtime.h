@@ -1,8 +1,8 @@
 #pragma once
-// The SIMT emulator's runtime interface (implemented in runtime.cpp). Plain C++: it is
+// The SIMT emulator's runtime interface (implemented in runtime/*.cpp). Plain C++: it is
 // compiled WITHOUT memory instrumentation, while the kernels that call it are compiled with
 // GCC's -fsanitize=thread instrumentation and so report every load and store to it (the
-// __tsan_* hooks at the end of runtime.cpp). See emulator.h for the model it implements.
+// __tsan_* hooks of runtime/hooks.cpp). See emulator.h for the model it implements.
 
 #include <cstddef>
 #include <cstdint>
