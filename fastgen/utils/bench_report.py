@@ -34,7 +34,7 @@ CSV_FIELDS = (
     "speedup_vs_stock_eager", "speedup_vs_fastest_stock", "fastest_stock",
     "cpu_median_ms", "cpu_speedup_vs_stock_eager", "peak_mem_mb", "steps", "warmup", "rounds",
     "threads", "device", "cpu_model", "cpu_capability", "avx512_bf16",
-    "fastgen_cpu_capability", "torch", "commit", "date", "error",
+    "fastgen_cpu_capability", "heap", "torch", "commit", "date", "error",
 )  # fmt: skip
 
 
@@ -155,6 +155,8 @@ def machine_fields(device: torch.device, threads: int, now: datetime.datetime) -
         "cpu_capability": cpu_capability(),  # the copy of fastgen's CPU kernels that ran
         "avx512_bf16": ("yes" if "avx512_bf16" in flags else "no") if flags else "unknown",
         "fastgen_cpu_capability": os.environ.get("FASTGEN_CPU_CAPABILITY", ""),
+        # fastgen/utils/heap.py: what the timed processes' malloc did with freed memory
+        "heap": os.environ.get("FASTGEN_HEAP", "") or "keep",
         "threads": threads,
         "torch": torch.__version__,
         "commit": git_commit(),
