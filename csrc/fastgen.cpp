@@ -23,8 +23,8 @@
 #include "common/emulated_cuda.h"
 #include "conv/conv_engine.h"
 #include "conv/conv_select_cpu.h"
-#include "winograd/winograd_cpu.h"
-#include "winograd/winograd_kernels.h"
+#include "conv/winograd/winograd_cpu.h"
+#include "conv/winograd/winograd_kernels.h"
 
 TORCH_LIBRARY(fastgen, m) {
   // BatchNorm2d followed by LeakyReLU(negative_slope), functional: returns
@@ -98,7 +98,7 @@ TORCH_LIBRARY(fastgen, m) {
       "Tensor? eps, Tensor rng_state) -> (Tensor, Tensor)");
 
   // The CPU Winograd F(4x4, 2x2) kernels behind the 4x4 stride-2 padding-1 convolutions
-  // of conv_transpose2d (csrc/winograd), exposed for tests and benchmarks. float32, CPU.
+  // of conv_transpose2d (csrc/conv/winograd), exposed for tests and benchmarks. float32, CPU.
   m.def("winograd_conv2d(Tensor input, Tensor weight) -> Tensor");
   m.def("winograd_conv_transpose2d(Tensor input, Tensor weight) -> Tensor");
   m.def("winograd_conv2d_weight_grad(Tensor input, Tensor grad_out) -> Tensor");

@@ -175,7 +175,7 @@ std::optional<at::Tensor> engine_forward(const Epilogues& epilogues, const Geome
 }  // namespace conv
 
 // The epilogue kernels with one signature per backend: the CUDA ones
-// (conv_transpose2d/conv_transpose2d_cuda.cuh), which both ops use, built by nvcc as cuda::
+// (conv/conv_epilogue_cuda.cuh), which both ops use, built by nvcc as cuda::
 // and by the emulated build as emulated_cuda:: (FASTGEN_BACKEND=emulated-cuda); and the CPU
 // loops' copies, one per capability.
 #define FASTGEN_CONV_EPILOGUES(ns)                                                     \

@@ -1,5 +1,5 @@
 // The CUDA kernels of both conv ops (conv::cuda_kernels, conv/conv_common.h): cuDNN's
-// convolution through aten, the epilogue kernels (conv_transpose2d/conv_transpose2d_cuda.cu)
+// convolution through aten, the epilogue kernels (conv/conv_epilogue_cuda.cu)
 // and fastgen's implicit-GEMM engine (conv/implicit_gemm_cuda.cu), which the drivers take
 // per call as conv::route() says.
 

@@ -1,6 +1,6 @@
 // The CPU epilogues of both convolutions (conv/conv_common.h): the choice of the kernels' copy
 // for this CPU (conv_epilogue_cpu_kernels.cpp, one per capability) and the tanh / sigmoid
-// case, which goes to ATen.
+// case, which goes to ATen. Their CUDA twins are conv_epilogue_cuda.cuh.
 
 #include <ATen/ATen.h>
 

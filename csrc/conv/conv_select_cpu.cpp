@@ -4,7 +4,7 @@
 
 #include "common/cpu_capability.h"
 #include "conv/conv_common.h"
-#include "winograd/winograd_cpu.h"
+#include "conv/winograd/winograd_cpu.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

@@ -1,6 +1,6 @@
 #pragma once
 // Which convolution a CPU call of conv2d / conv_transpose2d runs: fastgen's own kernel for the
-// shape (Winograd F(4x4, 2x2), or one of the GEMM shapes of common/gemm_conv_cpu.h) or aten's
+// shape (Winograd F(4x4, 2x2), or one of the GEMM shapes of conv/gemm/gemm_conv_cpu.h) or aten's
 // (oneDNN). Neither wins everywhere: on the DCGAN layers fastgen's kernels are up to 2.4x
 // faster in float32, while aten's bfloat16 convolutions (AVX-512 BF16 on CPUs that have it)
 // beat them on others, and which one wins moves with the batch, the channels, the threads and

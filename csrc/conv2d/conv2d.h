@@ -9,7 +9,7 @@
 //
 // Each backend supplies its convolution (forward and backward) next to its epilogues
 // (conv::Kernels): the CPU ones (conv2d_cpu.cpp) take Winograd's and the GEMM shapes of
-// common/gemm_conv_cpu.h and leave the rest to aten; CUDA's are cuDNN's through aten. The
+// conv/gemm/gemm_conv_cpu.h and leave the rest to aten; CUDA's are cuDNN's through aten. The
 // driver itself is conv_transpose2d's too (conv::forward / conv::backward); the layout rule
 // is conv/conv_common.h's.
 

@@ -12,16 +12,16 @@
 #include "conv2d/conv2d.h"
 #include "conv/conv_common.h"
 #include "conv/conv_select_cpu.h"
-#include "common/gemm_conv_cpu.h"
-#include "winograd/winograd_cpu.h"
+#include "conv/gemm/gemm_conv_cpu.h"
+#include "conv/winograd/winograd_cpu.h"
 
 namespace fastgen {
 
 namespace {
 
 // 4x4 stride-2 padding-1 float32 layers with enough channels (the DCGAN discriminator's)
-// take the Winograd kernels (csrc/winograd), a few shapes are plain GEMMs
-// (common/gemm_conv_cpu.h), everything else takes the aten convolution.
+// take the Winograd kernels (csrc/conv/winograd), a few shapes are plain GEMMs
+// (conv/gemm/gemm_conv_cpu.h), everything else takes the aten convolution.
 bool use_winograd(const at::Tensor& input, const at::Tensor& weight,
                   const conv::Geometry& geometry) {
   return winograd::eligible(input, weight, geometry.stride, geometry.padding, {0, 0},

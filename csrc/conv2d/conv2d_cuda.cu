@@ -1,7 +1,7 @@
 // fastgen::conv2d on CUDA: the registration only. The kernels are both conv ops' CUDA ones
 // (conv::cuda_kernels, conv/conv_cuda.cu): per call (conv::route), fastgen's implicit-GEMM
-// engine, or cuDNN's convolution through the public aten op with conv_transpose2d's bias +
-// activation epilogue and activation backward kernels (conv_transpose2d_cuda.cuh).
+// engine, or cuDNN's convolution through the public aten op with the bias + activation
+// epilogue and activation backward kernels (conv/conv_epilogue_cuda.cuh).
 
 #include <torch/library.h>
 

@@ -3,7 +3,7 @@
 // backend shares.
 //
 // Per call: on CPU, fastgen's Winograd and GEMM kernels for the shapes they take
-// (winograd/, common/gemm_conv_cpu.h; the choice is conv_transpose2d_cpu.cpp's) and aten's
+// (conv/winograd/, conv/gemm/gemm_conv_cpu.h; the choice is conv_transpose2d_cpu.cpp's) and aten's
 // convolution for the rest; on CUDA, cuDNN through aten or, where conv::route() says so,
 // fastgen's implicit-GEMM engine (conv/conv_engine.h). Library convolutions run WITHOUT
 // bias, then one in-place epilogue pass adds the bias and applies the activation (the engine

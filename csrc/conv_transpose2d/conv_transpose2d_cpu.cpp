@@ -7,17 +7,17 @@
 #include <torch/library.h>
 
 #include "common/emulated_cuda.h"
-#include "common/gemm_conv_cpu.h"
+#include "conv/gemm/gemm_conv_cpu.h"
 #include "conv/conv_select_cpu.h"
 #include "conv_transpose2d/conv_transpose2d.h"
-#include "winograd/winograd_cpu.h"
+#include "conv/winograd/winograd_cpu.h"
 
 namespace fastgen {
 
 namespace {
 
-// 4x4 stride-2 layers (the DCGAN generator's) take the Winograd kernels (csrc/winograd), a
-// few shapes are plain GEMMs (common/gemm_conv_cpu.h), everything else takes the aten
+// 4x4 stride-2 layers (the DCGAN generator's) take the Winograd kernels (csrc/conv/winograd), a
+// few shapes are plain GEMMs (conv/gemm/gemm_conv_cpu.h), everything else takes the aten
 // convolution; the backward makes the same choices.
 bool use_winograd(const at::Tensor& input, const at::Tensor& weight,
                   const conv::Geometry& geometry) {

@@ -1,12 +1,11 @@
-// fastgen::conv_transpose2d on CUDA: the epilogue kernels of conv_transpose2d_cuda.cuh (which
-// conv2d uses too) built by nvcc, and the registration, with both conv ops' CUDA kernels
-// (conv::cuda_kernels, conv/conv_cuda.cu): per call (conv::route), fastgen's implicit-GEMM
-// engine or cuDNN's convolution and those epilogues.
+// fastgen::conv_transpose2d on CUDA: the registration only. The kernels are both conv ops'
+// CUDA ones (conv::cuda_kernels, conv/conv_cuda.cu): per call (conv::route), fastgen's
+// implicit-GEMM engine, or cuDNN's convolution through the public aten op with the bias +
+// activation epilogue and activation backward kernels (conv/conv_epilogue_cuda.cuh).
 
 #include <torch/library.h>
 
 #include "conv_transpose2d/conv_transpose2d.h"
-#include "conv_transpose2d/conv_transpose2d_cuda.cuh"
 
 namespace fastgen {
 

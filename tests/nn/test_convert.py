@@ -119,7 +119,7 @@ def test_dcgan_generator(device, mode):
     assert all(m.training == (mode == "train") for m in converted.modules())
     z = torch.randn(4, NZ, 1, 1, generator=torch.Generator().manual_seed(1)).to(device)
     for _ in range(2):  # twice: the second step sees updated running stats
-        # The 64->32 layer runs Winograd on CPU (csrc/winograd): its float32 rounding differs
+        # The 64->32 layer runs Winograd on CPU (csrc/conv/winograd): its float32 rounding differs
         # from oneDNN's by a few 1e-6 of the largest value, which batch norm over 4 samples
         # passes on to weight gradients as large as ~100; hence 4x the table's tolerance.
         compare(original, converted, z, scale=4)

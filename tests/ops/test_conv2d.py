@@ -18,7 +18,7 @@ def check(config, dtype, device, kind="contiguous", seed=0):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
 def test_gemm_shapes(dtype, kind):
-    """The CPU shapes done as plain GEMMs (csrc/common/gemm_conv_cpu.h) match the reference:
+    """The CPU shapes done as plain GEMMs (csrc/conv/gemm/gemm_conv_cpu.h) match the reference:
     a 1x1 output (the DCGAN discriminator's head) and the data gradient of a convolution
     from one channel (a grayscale first layer, GEMM + col2im; from 3 channels: aten's)."""
     check(dict(input=(6, 40, 4, 4), weight=(3, 4, 4), bias=False), dtype, "cpu", kind)

@@ -1,8 +1,8 @@
-"""The CPU Winograd F(4x4, 2x2) kernels (csrc/winograd) against float64 stock convolutions.
+"""The CPU Winograd F(4x4, 2x2) kernels (csrc/conv/winograd) against float64 stock convolutions.
 
 They serve the 4x4 stride-2 padding-1 layers of fastgen.ops.conv2d and conv_transpose2d on
-CPU in float32 (csrc/winograd/winograd_cpu.h says when). Checked here: the three exposed kernels
-directly over random shapes and layouts, and that the op really takes that path.
+CPU in float32 (csrc/conv/winograd/winograd_cpu.h says when). Checked here: the three exposed
+kernels directly over random shapes and layouts, and that the op really takes that path.
 """
 
 from __future__ import annotations

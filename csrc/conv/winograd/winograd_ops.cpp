@@ -9,9 +9,9 @@
 #include <string>
 #include <utility>
 
-#include "winograd/winograd_cpu.h"
+#include "conv/winograd/winograd_cpu.h"
 #include "common/cpu_capability.h"
-#include "winograd/winograd_kernels.h"
+#include "conv/winograd/winograd_kernels.h"
 
 namespace fastgen::winograd {
 namespace {

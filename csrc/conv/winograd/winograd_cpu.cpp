@@ -3,10 +3,10 @@
 // winograd_conv_kernels.cpp, the math and shapes in winograd_cpu.h; the test and benchmark
 // ops are in winograd_ops.cpp.
 
-#include "winograd/winograd_cpu.h"
+#include "conv/winograd/winograd_cpu.h"
 
 #include "common/cpu_capability.h"
-#include "winograd/winograd_kernels.h"
+#include "conv/winograd/winograd_kernels.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

@@ -3,7 +3,7 @@
 // run over channels in the innermost loop (contiguous in V, M and the gathered bands), so
 // they vectorise; tile rows are split across threads.
 
-#include "winograd/winograd_tiles.h"
+#include "conv/winograd/winograd_tiles.h"
 
 #include "common/bfloat16_chunks.h"
 

@@ -2,7 +2,7 @@
 // once per CPU capability: its own transform of grad_out, GEMMs against the input's
 // transform, and the inverse weight transform folded into each GEMM panel.
 
-#include "winograd/winograd_tiles.h"
+#include "conv/winograd/winograd_tiles.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "winograd/winograd_kernels.h"
+#include "conv/winograd/winograd_kernels.h"
 
 #if defined(FASTGEN_CPU_AVX2) || defined(FASTGEN_CPU_AVX512)
 #include <immintrin.h>

@@ -2,7 +2,7 @@
 // gather (one for both directions), the GEMMs with the weight transform built panel by
 // panel, and the GEMM panel itself (the capability's micro-kernel, or at::mm).
 
-#include "winograd/winograd_tiles.h"
+#include "conv/winograd/winograd_tiles.h"
 
 #include "common/bfloat16_chunks.h"
 

@@ -17,8 +17,8 @@
 
 #include "common/parallel.h"
 #include "conv/conv_common.h"
-#include "winograd/winograd_cpu.h"
-#include "winograd/winograd_kernels.h"
+#include "conv/winograd/winograd_cpu.h"
+#include "conv/winograd/winograd_kernels.h"
 
 namespace fastgen::winograd::FASTGEN_CPU_NS {
 

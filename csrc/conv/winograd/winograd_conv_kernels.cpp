@@ -11,7 +11,7 @@
 //   3. output transform: each 4x4 output tile = A^T m A, written through the output's strides.
 // The transposed convolution runs the transposed algorithm (see conv_transpose2d below).
 
-#include "winograd/winograd_tiles.h"
+#include "conv/winograd/winograd_tiles.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

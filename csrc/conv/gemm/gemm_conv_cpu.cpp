@@ -1,6 +1,6 @@
 // Convolutions done as GEMMs on CPU; see gemm_conv_cpu.h for which and why.
 
-#include "common/gemm_conv_cpu.h"
+#include "conv/gemm/gemm_conv_cpu.h"
 
 #include <ATen/ATen.h>
 

@@ -1,12 +1,14 @@
 #pragma once
-// CUDA epilogues of fastgen::conv_transpose2d (and conv2d, which shares them): the kernels and
-// their launchers, compiled by nvcc (conv_transpose2d_cuda.cu) and against the SIMT emulator
-// (conv_transpose2d_emulated.cpp) from this one source.
+// The CUDA epilogues of fastgen::conv2d and fastgen::conv_transpose2d: the kernels and their
+// launchers, compiled by nvcc (conv_epilogue_cuda.cu) and against the SIMT emulator
+// (conv_epilogue_emulated.cpp) from this one source. Their CPU twins are
+// conv_epilogue_cpu.cpp and conv_epilogue_cpu_kernels.cpp.
 //
-// The convolution itself is cuDNN's, reached through the public aten ops (see
-// conv_transpose2d.cpp); these kernels are the one extra pass that adds the bias and applies
-// the activation in place, and the one pass of the backward that turns grad_out into the
-// pre-activation gradient. The phase-decomposed implicit-GEMM kernel is NOT built yet.
+// On the library route the convolution itself is cuDNN's, reached through the public aten
+// ops (conv::library_forward, conv_common.cpp); these kernels are the one extra pass that adds
+// the bias and applies the activation in place, and the one pass of the backward that turns
+// grad_out into the pre-activation gradient. The implicit-GEMM engine (implicit_gemm_cuda.cuh)
+// fuses both and does not use them.
 //
 // Layouts: NCHW launches a 2-D grid, blockIdx.y walking (n, c) planes so the bias value is
 // read once per thread and no per-element division is needed; channels_last is a flat loop
@@ -20,7 +22,7 @@
 #include "common/parallel.h"
 #include "common/activation.h"
 #include "common/dispatch.h"
-#include "conv_transpose2d/conv_transpose2d.h"
+#include "conv/conv_common.h"
 #include "simt/simt.h"
 
 namespace fastgen::FASTGEN_DEVICE_NS {
@@ -81,7 +83,7 @@ __global__ void activation_backward_kernel(const scalar_t* __restrict__ grad_out
 }  // namespace conv_epilogue
 
 // Defined (not inline) here: the header is compiled once per build, by the .cu or the
-// emulated .cpp, and conv2d calls these from its own file.
+// emulated .cpp, and both ops reach them through conv::Epilogues (conv_common.h).
 void bias_activation(at::Tensor& out, const at::Tensor& bias, Activation activation,
                      double negative_slope) {
   using namespace conv_epilogue;
