@@ -51,8 +51,8 @@ def test_freed_blocks_are_reused_without_page_faults():
     # faults them in again (measured: 1,000-2,400 faults a step at these sizes); with them
     # 0-160 (Python's own arenas are mmapped by Python, not malloc). Page-fault counts depend
     # on the machine's state, so a second measurement is taken before failing (one full-suite
-    # run saw a failure that 20 runs since did not repeat); without the call both fail.
-    for attempt in range(2):
+    # run failed once, and did not again in the runs since); without the call both fail.
+    for _ in range(2):
         kept = probe("keep", FASTGEN_HEAP="keep")
         assert kept["applied"] is True and kept["again"] is True
         plain = probe("none")
