@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 
 import torch
@@ -45,6 +46,8 @@ def info() -> dict:
         # the stride-2 4x4 (transposed) convolutions' Winograd path (FASTGEN_WINOGRAD=0: off)
         "winograd": registry.winograd,
         "threads": torch.get_num_threads(),
+        # what `fastgen train` does with freed memory (fastgen/utils/heap.py; FASTGEN_HEAP)
+        "heap": os.environ.get("FASTGEN_HEAP", "") or "keep",
         "ops": {op: registry.native_backends(op) for op in sorted(registry.kernels)},
     }
 
@@ -87,6 +90,7 @@ def _cpu() -> dict:
             "cpu_kernel_paths": {},
             "avx512_gemm": None,
             "conv_cpu_selection": None,
+            "winograd_bf16_products": None,
         }
     try:
         active, supported, features = _extension._C._cpu_capability()
@@ -101,7 +105,19 @@ def _cpu() -> dict:
         "avx512_gemm": active == "avx512",
         # fastgen's CPU convolutions or aten's, per shape (FASTGEN_AUTOTUNE, FASTGEN_CONV_CPU)
         "conv_cpu_selection": _conv_cpu_policy(),
+        # bf16 operands multiplied in bf16 by the Winograd GEMMs (opt-in: FASTGEN_WINOGRAD_BF16)
+        "winograd_bf16_products": _winograd_bf16(active, features),
     }
+
+
+def _winograd_bf16(active: str, features: list[str]) -> str:
+    wanted = os.environ.get("FASTGEN_WINOGRAD_BF16", "") == "1"
+    has = active == "avx512" and "avx512bf16" in features
+    if wanted and has:
+        return "on"
+    if wanted:
+        return "off (FASTGEN_WINOGRAD_BF16=1, but this CPU copy has no avx512_bf16)"
+    return "off (opt-in: FASTGEN_WINOGRAD_BF16=1" + (")" if has else "; needs avx512_bf16)")
 
 
 def format_info(data: dict | None = None) -> str:

@@ -17,7 +17,7 @@ from fastgen._info import format_info
 KEYS = {
     "fastgen", "torch", "torch_cuda", "cuda_available", "device", "extension_loaded",
     "extension_error", "built_with_cuda", "cuda_archs", "built_against_torch", "emulated_cuda_loaded",
-    "emulated_cuda_error", "backend_mode", "ops",
+    "emulated_cuda_error", "backend_mode", "heap", "winograd_bf16_products", "ops",
 }  # fmt: skip
 OPS = {"batch_norm_leaky_relu", "conv2d", "conv_transpose2d", "reparameterize"}
 
@@ -77,3 +77,17 @@ def test_cli_info_subprocess():
     listed = done.stdout.split("native backends:", 1)[1]
     for op in ("batch_norm_leaky_relu", "conv2d", "conv_transpose2d", "reparameterize"):
         assert re.search(rf"^  {op} +cpu", listed, re.M), listed
+
+
+def test_info_says_the_opt_in_and_heap_settings(monkeypatch):
+    monkeypatch.delenv("FASTGEN_HEAP", raising=False)
+    monkeypatch.delenv("FASTGEN_WINOGRAD_BF16", raising=False)
+    data = fastgen.info()
+    assert data["heap"] == "keep"
+    if data["extension_loaded"]:
+        assert data["winograd_bf16_products"].startswith("off (opt-in")
+        monkeypatch.setenv("FASTGEN_WINOGRAD_BF16", "1")
+        has = data["cpu_capability"] == "avx512" and "avx512bf16" in data["cpu_features"]
+        assert (fastgen.info()["winograd_bf16_products"] == "on") == has
+    monkeypatch.setenv("FASTGEN_HEAP", "default")
+    assert fastgen.info()["heap"] == "default"
