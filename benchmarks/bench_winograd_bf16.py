@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 import time
 
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 
 from benchmarks.results_csv import append_rows, peak_gflops
 from fastgen import _extension, ops
+from fastgen.utils.environment import environment
 from fastgen.utils.run_info import device_name, git_commit
 
 # (name, transposed, input shape, weight shape) of the main job's 4x4 stride-2 layers.
@@ -44,10 +44,6 @@ PROVIDERS = {
     "fastgen-f32": {"FASTGEN_CONV_CPU": "fastgen", "FASTGEN_WINOGRAD_BF16": "0"},
     "fastgen-bf16": {"FASTGEN_CONV_CPU": "fastgen", "FASTGEN_WINOGRAD_BF16": "1"},
 }
-
-
-def set_env(variables: dict[str, str]) -> None:
-    os.environ.update(variables)
 
 
 def forward_backward(fn, x, w, grad):
@@ -77,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     active, _, features = C._cpu_capability()
     has_bf16 = active == "avx512" and "avx512bf16" in features
     providers = [p for p in PROVIDERS if p != "fastgen-bf16" or has_bf16]
-    saved = {k: os.environ.get(k) for k in ("FASTGEN_CONV_CPU", "FASTGEN_WINOGRAD_BF16")}
     torch.set_num_threads(1)
     fma_peak = peak_gflops(C._cpu_fma_loop)
     bf16_peak = peak_gflops(C._cpu_bf16_dot_loop) if has_bf16 else None
@@ -90,56 +85,49 @@ def main(argv: list[str] | None = None) -> int:
               "torch": torch.__version__, "commit": git_commit(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
     rows = []
-    try:
-        for name, transposed, x_shape, w_shape in LAYERS:
-            gen = torch.Generator().manual_seed(0)
-            x = torch.randn(x_shape, generator=gen).bfloat16()
-            w = (torch.randn(w_shape, generator=gen) * 0.02).bfloat16()
-            stock = F.conv_transpose2d if transposed else F.conv2d
-            op = ops.conv_transpose2d if transposed else ops.conv2d
-            out_shape = stock(x[:1].float(), w.float(), None, 2, 1).shape[1:]
-            grad = torch.randn((x_shape[0], *out_shape), generator=gen)
-            exact = forward_backward(stock, x.double(), w.double(), grad)
-            # The direct convolution's multiply-adds: every output (conv2d), or every input
-            # (transposed), value meets 16 taps of each channel on the other side (w_shape[1]).
-            direct_flops = 2.0 * (x if transposed else exact[0]).numel() * w_shape[1] * 16
-            errors, fwd, full = {}, {p: [] for p in providers}, {p: [] for p in providers}
-            for p in providers:
-                set_env(PROVIDERS[p])
-                fn = stock if p == "aten" else op
+    for name, transposed, x_shape, w_shape in LAYERS:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(x_shape, generator=gen).bfloat16()
+        w = (torch.randn(w_shape, generator=gen) * 0.02).bfloat16()
+        stock = F.conv_transpose2d if transposed else F.conv2d
+        op = ops.conv_transpose2d if transposed else ops.conv2d
+        out_shape = stock(x[:1].float(), w.float(), None, 2, 1).shape[1:]
+        grad = torch.randn((x_shape[0], *out_shape), generator=gen)
+        exact = forward_backward(stock, x.double(), w.double(), grad)
+        # The direct convolution's multiply-adds: every output (conv2d), or every input
+        # (transposed), value meets 16 taps of each channel on the other side (w_shape[1]).
+        direct_flops = 2.0 * (x if transposed else exact[0]).numel() * w_shape[1] * 16
+        errors, fwd, full = {}, {p: [] for p in providers}, {p: [] for p in providers}
+        for p in providers:
+            fn = stock if p == "aten" else op
+            with environment(PROVIDERS[p]):
                 errors[p] = relative_errors(forward_backward(fn, x, w, grad), exact)
                 for _ in range(3):  # warm-up (and the measured choice's first call)
                     fn(x, w, None, 2, 1)
                     forward_backward(fn, x, w, grad)
-            for _ in range(args.reps):  # round-robin, so drifts hit every provider alike
-                for p in providers:
-                    set_env(PROVIDERS[p])
-                    fn = stock if p == "aten" else op
+        for _ in range(args.reps):  # round-robin, so drifts hit every provider alike
+            for p in providers:
+                fn = stock if p == "aten" else op
+                with environment(PROVIDERS[p]):
                     start = time.perf_counter()
                     fn(x, w, None, 2, 1)
                     fwd[p].append(time.perf_counter() - start)
                     start = time.perf_counter()
                     forward_backward(fn, x, w, grad)
                     full[p].append(time.perf_counter() - start)
-            for p in providers:
-                f_ms = sorted(fwd[p])[len(fwd[p]) // 2] * 1e3
-                b_ms = sorted(full[p])[len(full[p]) // 2] * 1e3
-                e_out, e_gx, e_gw = errors[p]
-                rate = direct_flops / (f_ms / 1e3) / 1e9
-                rows.append({"layer": name, "provider": p, "forward_ms": round(f_ms, 3),
-                             "forward_backward_ms": round(b_ms, 3),
-                             "forward_direct_gflops": round(rate, 1),
-                             "error_out": f"{e_out:.2e}", "error_grad_input": f"{e_gx:.2e}",
-                             "error_grad_weight": f"{e_gw:.2e}", "reps": args.reps, **common})  # fmt: skip
-                print(f"{name:24s} {p:13s} fwd {f_ms:6.3f} ms ({rate:5.0f} GFLOP/s direct)  "
-                      f"fwd+bwd {b_ms:6.3f} ms  error out {e_out:.1e} grad_x {e_gx:.1e} "
-                      f"grad_w {e_gw:.1e}")  # fmt: skip
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        for p in providers:
+            f_ms = sorted(fwd[p])[len(fwd[p]) // 2] * 1e3
+            b_ms = sorted(full[p])[len(full[p]) // 2] * 1e3
+            e_out, e_gx, e_gw = errors[p]
+            rate = direct_flops / (f_ms / 1e3) / 1e9
+            rows.append({"layer": name, "provider": p, "forward_ms": round(f_ms, 3),
+                         "forward_backward_ms": round(b_ms, 3),
+                         "forward_direct_gflops": round(rate, 1),
+                         "error_out": f"{e_out:.2e}", "error_grad_input": f"{e_gx:.2e}",
+                         "error_grad_weight": f"{e_gw:.2e}", "reps": args.reps, **common})  # fmt: skip
+            print(f"{name:24s} {p:13s} fwd {f_ms:6.3f} ms ({rate:5.0f} GFLOP/s direct)  "
+                  f"fwd+bwd {b_ms:6.3f} ms  error out {e_out:.1e} grad_x {e_gx:.1e} "
+                  f"grad_w {e_gw:.1e}")  # fmt: skip
     print(f"wrote {append_rows(args.out, 'winograd-bf16', rows)}")
     return 0
 

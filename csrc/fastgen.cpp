@@ -152,6 +152,14 @@ PYBIND11_MODULE(_C, module) {
       [](int64_t iterations) { return fastgen::winograd::kernels().fma_loop(iterations); },
       "Runs independent FMA chains at the active capability's vector width; returns the flops");
   module.def(
+      "_winograd_bf16_products",
+      [] {
+        return fastgen::winograd::products_for(at::kBFloat16) ==
+               fastgen::winograd::Products::BFloat16;
+      },
+      "Whether the Winograd GEMMs multiply bfloat16 operands in bfloat16 now "
+      "(FASTGEN_WINOGRAD_BF16=1 on a CPU with avx512_bf16)");
+  module.def(
       "_cpu_bf16_dot_loop",
       [](int64_t iterations) {
         TORCH_CHECK(fastgen::cpu::bf16_dot_products(),

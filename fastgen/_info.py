@@ -106,18 +106,16 @@ def _cpu() -> dict:
         # fastgen's CPU convolutions or aten's, per shape (FASTGEN_AUTOTUNE, FASTGEN_CONV_CPU)
         "conv_cpu_selection": _conv_cpu_policy(),
         # bf16 operands multiplied in bf16 by the Winograd GEMMs (opt-in: FASTGEN_WINOGRAD_BF16)
-        "winograd_bf16_products": _winograd_bf16(active, features),
+        "winograd_bf16_products": _winograd_bf16(),
     }
 
 
-def _winograd_bf16(active: str, features: list[str]) -> str:
-    wanted = os.environ.get("FASTGEN_WINOGRAD_BF16", "") == "1"
-    has = active == "avx512" and "avx512bf16" in features
-    if wanted and has:
-        return "on"
-    if wanted:
-        return "off (FASTGEN_WINOGRAD_BF16=1, but this CPU copy has no avx512_bf16)"
-    return "off (opt-in: FASTGEN_WINOGRAD_BF16=1" + (")" if has else "; needs avx512_bf16)")
+def _winograd_bf16() -> str:
+    try:
+        on = _extension._C._winograd_bf16_products()
+    except ValueError as exc:  # a bad FASTGEN_WINOGRAD_BF16
+        return f"error: {exc}"
+    return "on" if on else "off (opt-in: FASTGEN_WINOGRAD_BF16=1, on CPUs with avx512_bf16)"
 
 
 def format_info(data: dict | None = None) -> str:

@@ -66,8 +66,3 @@ def keep_freed_memory() -> bool:
         mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
     )
     return _applied
-
-
-def applied() -> bool | None:
-    """Whether keep_freed_memory() ran and took effect in this process (None: not called)."""
-    return _applied
