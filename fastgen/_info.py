@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import platform
 
 import torch
 
 from fastgen import _extension
 from fastgen._backend import registry
+from fastgen.utils import heap
 
 importlib.import_module("fastgen.ops")  # importing the ops registers them with the registry
 
@@ -47,7 +47,7 @@ def info() -> dict:
         "winograd": registry.winograd,
         "threads": torch.get_num_threads(),
         # what `fastgen train` does with freed memory (fastgen/utils/heap.py; FASTGEN_HEAP)
-        "heap": os.environ.get("FASTGEN_HEAP", "") or "keep",
+        "heap": _heap(),
         "ops": {op: registry.native_backends(op) for op in sorted(registry.kernels)},
     }
 
@@ -108,6 +108,13 @@ def _cpu() -> dict:
         # bf16 operands multiplied in bf16 by the Winograd GEMMs (opt-in: FASTGEN_WINOGRAD_BF16)
         "winograd_bf16_products": _winograd_bf16(),
     }
+
+
+def _heap() -> str:
+    try:
+        return heap.setting("fastgen info")
+    except ValueError as exc:  # a bad FASTGEN_HEAP: say so instead of failing
+        return f"error: {exc}"
 
 
 def _winograd_bf16() -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from fastgen.utils import heap
 from fastgen.utils.run_info import (
     cpu_capability,
     cpu_flags,
@@ -156,7 +157,7 @@ def machine_fields(device: torch.device, threads: int, now: datetime.datetime) -
         "avx512_bf16": ("yes" if "avx512_bf16" in flags else "no") if flags else "unknown",
         "fastgen_cpu_capability": os.environ.get("FASTGEN_CPU_CAPABILITY", ""),
         # fastgen/utils/heap.py: what the timed processes' malloc did with freed memory
-        "heap": os.environ.get("FASTGEN_HEAP", "") or "keep",
+        "heap": heap.setting("fastgen bench train"),
         "threads": threads,
         "torch": torch.__version__,
         "commit": git_commit(),

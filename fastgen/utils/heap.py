@@ -34,6 +34,15 @@ _TRIM_THRESHOLD = 1 << 30
 _applied: bool | None = None
 
 
+def setting(fn: str = "fastgen.utils.heap.setting") -> str:
+    """FASTGEN_HEAP: "keep" (unset or empty) or "default"; anything else is a ValueError naming
+    `fn`, the caller."""
+    choice = os.environ.get("FASTGEN_HEAP", "") or "keep"
+    if choice not in ("keep", "default"):
+        raise ValueError(f"{fn}: FASTGEN_HEAP must be keep or default, got {choice!r}")
+    return choice
+
+
 def keep_freed_memory() -> bool:
     """Makes glibc's malloc keep freed memory for reuse (module docstring says why).
 
@@ -44,12 +53,7 @@ def keep_freed_memory() -> bool:
     global _applied
     if _applied is not None:
         return _applied
-    choice = os.environ.get("FASTGEN_HEAP", "keep") or "keep"
-    if choice not in ("keep", "default"):
-        raise ValueError(
-            f"fastgen.utils.heap.keep_freed_memory: FASTGEN_HEAP must be keep or default, "
-            f"got {choice!r}"
-        )
+    choice = setting("fastgen.utils.heap.keep_freed_memory")  # a bad value raises every call
     _applied = False
     if choice == "default" or not sys.platform.startswith("linux"):
         return _applied
