@@ -25,8 +25,12 @@
 
 namespace fastgen {
 
+// A convolution operand's layout as aten's convolutions read it: the strides decide
+// (suggest_memory_format), so a tensor contiguous both ways, like a weight with one input
+// channel after Module.to(memory_format=torch.channels_last), counts as channels_last when
+// its strides are channels_last's. fastgen/ops/_conv.py's memory_format mirrors it.
 inline c10::MemoryFormat conv_memory_format(const at::Tensor& t) {
-  return (t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(c10::MemoryFormat::ChannelsLast))
+  return t.dim() == 4 && t.suggest_memory_format() == c10::MemoryFormat::ChannelsLast
              ? c10::MemoryFormat::ChannelsLast
              : c10::MemoryFormat::Contiguous;
 }

@@ -71,21 +71,34 @@ CONV_TRANSPOSE2D = Family("conv_transpose2d", transposed=True)
 
 def conv_format(x: torch.Tensor, weight: torch.Tensor) -> torch.memory_format:
     """The layout of a convolution's output and gradients, aten's rule (conv_format in
-    csrc/conv_transpose2d/conv_transpose2d.h): channels_last if the input or the weight is."""
+    csrc/conv/conv_common.h): channels_last if the input or the weight is, as memory_format
+    reads them."""
     if memory_format(x) == torch.channels_last:
         return torch.channels_last
     return memory_format(weight)
 
 
 def memory_format(t: torch.Tensor) -> torch.memory_format:
-    """channels_last when `t` is channels_last and not plainly contiguous, else NCHW."""
-    if (
-        t.dim() == 4
-        and not t.is_contiguous()
-        and t.is_contiguous(memory_format=torch.channels_last)
-    ):
-        return torch.channels_last
-    return torch.contiguous_format
+    """channels_last when `t`'s strides say so the way aten's convolutions read them
+    (``Tensor.suggest_memory_format`` in C++), else NCHW.
+
+    The strides decide, not ``is_contiguous``: a weight with one input channel after
+    ``Module.to(memory_format=torch.channels_last)`` (strides [16, 1, 4, 1] for [32, 1, 4, 4])
+    is contiguous both ways, and stock convolutions still run it channels_last. Walking the
+    dims from the fastest (C, W, H, N), each stride must be at least the span of the dims
+    before it; a tie between N's stride and C's (an N111-like tensor) counts as NCHW.
+    """
+    if t.dim() != 4:
+        return torch.contiguous_format
+    sizes, strides = t.shape, t.stride()
+    if strides[1] == 0:
+        return torch.contiguous_format
+    span = 0
+    for d in (1, 3, 2, 0):
+        if sizes[d] == 0 or strides[d] < span or (d == 0 and span == strides[1]):
+            return torch.contiguous_format
+        span = strides[d] * sizes[d] if sizes[d] > 1 else strides[d]
+    return torch.channels_last
 
 
 def activation_grad(output: torch.Tensor, activation: str, slope: float) -> torch.Tensor | None:

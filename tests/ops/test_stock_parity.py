@@ -227,6 +227,71 @@ def test_channels_last_model_runs_channels_last_like_stock(device):
     assert [layout(g) for g in grads] == [layout(g) for g in stock_grads]
 
 
+def channels_last_strides(t: torch.Tensor) -> torch.Tensor:
+    """`t` with the strides channels_last gives it, even where plain contiguity would do
+    (one channel, or 1x1 planes): what Module.to(memory_format=torch.channels_last) leaves."""
+    n, c, h, w = t.shape
+    out = torch.empty_strided(t.shape, (h * w * c, 1, w * c, c), dtype=t.dtype, device=t.device)
+    return out.copy_(t)
+
+
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2d"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize(
+    "x_shape,out_channels,kernel",
+    [((2, 1, 8, 8), 4, 3), ((2, 4, 8, 8), 1, 3), ((2, 4, 1, 1), 4, 1), ((2, 4, 8, 8), 4, 1)],
+    ids=["in1", "out1", "x-1x1", "k1"],
+)
+def test_output_layout_follows_strides_like_stock(device, op, dtype, x_shape, out_channels, kernel):
+    # Operands contiguous both ways: the strides, not is_contiguous, decide the layout aten's
+    # convolutions give (a grayscale discriminator's first weight after
+    # .to(memory_format=torch.channels_last) goes channels_last), every input/weight pairing.
+    torch.manual_seed(0)
+    x0 = torch.randn(x_shape, device=device, dtype=dtype)
+    pair = (out_channels, x_shape[1]) if op == "conv2d" else (x_shape[1], out_channels)
+    w0 = torch.randn(*pair, kernel, kernel, device=device, dtype=dtype)
+    stock_op, fused_op = getattr(F, op), getattr(ops, op)
+    for x, w in [(a, b) for a in (x0, channels_last_strides(x0))
+                 for b in (w0, channels_last_strides(w0))]:  # fmt: skip
+        x, w = x.clone().requires_grad_(), w.clone().requires_grad_()
+        stock = stock_op(x, w)
+        fused = fused_op(x, w)
+        assert fused.stride() == stock.stride(), (x.stride(), w.stride())
+        assert_close(fused, stock, dtype)
+        grads = torch.autograd.grad(fused.sum(), (x, w))
+        stock_grads = torch.autograd.grad(stock.sum(), (x, w))
+        assert [layout(g) for g in grads] == [layout(g) for g in stock_grads]
+
+
+def test_grayscale_discriminator_channels_last_like_stock(device):
+    # One input channel: the first weight is contiguous both ways after the conversion, and
+    # stock still runs every layer channels_last; so must the fused layers (no copies back
+    # and forth between the layers).
+    torch.manual_seed(0)
+
+    def discriminator() -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(1, 8, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
+            nn.Conv2d(8, 16, 4, 2, 1, bias=False), nn.BatchNorm2d(16), nn.LeakyReLU(0.2),
+        )  # fmt: skip
+
+    stock = discriminator().to(device).to(memory_format=torch.channels_last)
+    fused = fnn.convert(discriminator()).to(device)
+    fused.load_state_dict(stock.state_dict())
+    fused = fused.to(memory_format=torch.channels_last)
+    x = torch.randn(4, 1, 16, 16, device=device)
+    outs = {}
+    for name, model in (("stock", stock), ("fused", fused)):
+        seen = []
+        hooks = [m.register_forward_hook(lambda m, i, o: seen.append(layout(o)))
+                 for m in model if not isinstance(m, (nn.LeakyReLU, nn.Identity))]  # fmt: skip
+        outs[name] = model(x)
+        for h in hooks:
+            h.remove()
+        assert set(seen) == {"channels_last"}, (name, seen)
+    assert_close(outs["fused"], outs["stock"], torch.float32)
+
+
 def weights_init(m):
     """The PyTorch DCGAN tutorial's initialisation, which walks modules by class name."""
     classname = m.__class__.__name__
