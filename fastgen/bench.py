@@ -81,7 +81,7 @@ from pathlib import Path
 
 import torch
 
-from fastgen.config import GANConfig, VAEConfig
+from fastgen.config import MEMORY_FORMATS, GANConfig, VAEConfig
 from fastgen.utils.bench_report import (
     caveat,
     compare,
@@ -128,7 +128,7 @@ LATENT_DIMS = {model: train_default("latent_dim", model) for model in MODELS}
 
 def training_step(
     model: str, *, fused, compiled, resolution, channels, batch, width, latent_dim, device, seed,
-    amp: str = "none",
+    amp: str = "none", memory_format: str = "auto",
 ) -> Callable[[], None]:  # fmt: skip
     """A closure running one training step of `model` ("dcgan" or "vae") as fastgen.train
     runs it: the task's step, its config's default hyperparameters and its amp, on one fixed
@@ -140,7 +140,7 @@ def training_step(
     settings = dict(
         resolution=resolution, channels=channels, batch_size=batch, width=width,
         latent_dim=latent_dim, fused=fused, compile=compiled, seed=seed, device=str(device),
-        amp="" if amp == "none" else amp,
+        amp="" if amp == "none" else amp, memory_format=memory_format,
     )  # fmt: skip
     config = GANConfig(**settings) if model == "dcgan" else VAEConfig(**settings)
     config.validate()
@@ -191,6 +191,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels", type=int, default=None,
                         help="image channels (default 1; --main-job: the data's)")  # fmt: skip
     parser.add_argument("--data", default="digits", help="--main-job's training data")
+    parser.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS,
+                        help="the trainers' --memory-format in every variant (default auto)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--out", "--out-dir", dest="out_dir", default="benchmarks/results",
@@ -231,6 +233,7 @@ class Setup:
     threads: int  # 0: torch's default
     seed: int
     data: str
+    memory_format: str = "auto"
 
 
 def setup_from(args: argparse.Namespace) -> Setup:
@@ -258,7 +261,7 @@ def setup_from(args: argparse.Namespace) -> Setup:
         batch=args.batch_size, channels=args.channels,
         width=args.width, latent_dim=args.latent_dim, steps=steps, warmup=warmup,
         rounds=1 if args.in_process else rounds, threads=args.threads, seed=args.seed,
-        data=args.data,
+        data=args.data, memory_format=args.memory_format,
     )  # fmt: skip
 
 
@@ -282,7 +285,7 @@ def _step_of(variant: Variant, setup: Setup) -> Callable[[], None]:
         amp=variant.amp, resolution=setup.resolution, channels=setup.channels or 1,
         batch=setup.batch, width=setup.width,
         latent_dim=setup.latent_dim or LATENT_DIMS[variant.model], device=setup.device,
-        seed=setup.seed,
+        seed=setup.seed, memory_format=setup.memory_format,
     )  # fmt: skip
 
 
@@ -345,6 +348,7 @@ def _time_main_job(variant: Variant, setup: Setup, workdir: Path, env: dict) -> 
         data=setup.data, resolution=setup.resolution, batch_size=setup.batch,
         width=setup.width, latent_dim=setup.latent_dim, channels=setup.channels,
         threads=setup.threads or None, device=str(setup.device), seed=setup.seed,
+        memory_format=setup.memory_format,
     )  # fmt: skip
     arguments = train_arguments(
         variant.model, layers=variant.layers, mode=variant.mode, amp=variant.amp,
@@ -457,7 +461,7 @@ def run(args: argparse.Namespace) -> int:
     settings = {
         "timing": setup.timing, "resolution": setup.resolution, "batch": setup.batch,
         "width": setup.width, "steps": setup.steps, "warmup": setup.warmup,
-        "rounds": setup.rounds,
+        "rounds": setup.rounds, "memory_format": setup.memory_format,
     }  # fmt: skip
     write_csv(
         path, variants, comparisons, {**settings, **machine_fields(setup.device, threads, now)}

@@ -15,6 +15,7 @@ from fastgen.utils.errors import ArgumentError
 
 GAN_LOSSES = ("bce", "hinge", "wgan-gp")
 AMP_MODES = ("", "bf16", "fp16")
+MEMORY_FORMATS = ("auto", "nchw", "channels_last")
 AUGMENTATIONS = ("color", "translation", "cutout")
 LIKELIHOODS = ("bernoulli", "gaussian")
 # What --best-metric may name: an evaluation result, and whether lower is better. c2st is the
@@ -91,6 +92,10 @@ class _TrainConfig:
         choices=AMP_MODES,
     )  # fmt: skip
     compile: bool = option(False, "torch.compile the models' forward passes")
+    memory_format: str = option(
+        "auto", "layout of the models' weights and activations: auto (channels_last on CPU "
+        "under --amp bf16, NCHW otherwise), nchw, channels_last", "run", choices=MEMORY_FORMATS,
+    )  # fmt: skip
     fused: bool = option(True, "use stock torch.nn layers instead of fastgen's", flag="no-fused")
     device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:1, ...")
     seed: int = option(0, "seed of every random draw (data order, init, noise)")

@@ -28,7 +28,7 @@ from fastgen.train.augment import augment
 from fastgen.train.data_order import check_dataset
 from fastgen.train.distributed import wrap_for_training
 from fastgen.train.loop import require_train_extras, run_training
-from fastgen.train.precision import BufferSnapshot, Precision, losses_finite
+from fastgen.train.precision import BufferSnapshot, Precision, losses_finite, memory_format
 from fastgen.train.task import Accept, Batch, Grid, TrainingTask, fixed_noise
 
 
@@ -56,8 +56,10 @@ class GANTask(TrainingTask):
     def __init__(self, config: GANConfig, device, *, channels: int = 1, num_classes: int = 0):
         self.config, self.device = config, torch.device(device)
         built = build_models(config, num_classes, channels)
+        layout = memory_format(config, self.device)
         self.generator, self.discriminator, self.ema = (
-            built[name].to(self.device) for name in ("generator", "discriminator", "ema")
+            built[name].to(self.device).to(memory_format=layout)
+            for name in ("generator", "discriminator", "ema")
         )
         self.ema.load_state_dict(self.generator.state_dict())
         self.ema.requires_grad_(False).eval()

@@ -20,7 +20,7 @@ from fastgen.models.loading import build_models
 from fastgen.train.data_order import check_dataset
 from fastgen.train.distributed import wrap_for_training
 from fastgen.train.loop import require_train_extras, run_training
-from fastgen.train.precision import BufferSnapshot, Precision, losses_finite
+from fastgen.train.precision import BufferSnapshot, Precision, losses_finite, memory_format
 from fastgen.train.task import Accept, Batch, Grid, TrainingTask, fixed_noise
 
 
@@ -46,6 +46,7 @@ class VAETask(TrainingTask):
     def __init__(self, config: VAEConfig, device, *, channels: int = 1) -> None:
         self.config, self.device = config, torch.device(device)
         self.vae = build_models(config, 0, channels)["vae"].to(self.device)
+        self.vae.to(memory_format=memory_format(config, self.device))
         betas = (config.beta1, config.beta2)
         self.optimizers = {"vae": Adam(self.vae.parameters(), lr=config.lr, betas=betas)}
         self.precision = Precision(config.amp, self.device, ["vae"])

@@ -30,7 +30,7 @@ from fastgen.utils.step_timing import Variant
 
 MIN_STEPS = 10  # fewer timed steps than this: the medians are rough
 CSV_FIELDS = (
-    "model", "layers", "mode", "amp", "timing", "resolution", "batch", "width",
+    "model", "layers", "mode", "amp", "memory_format", "timing", "resolution", "batch", "width",
     "median_ms", "p20_ms", "p80_ms", "images_per_s", "run_images_per_s",
     "speedup_vs_stock_eager", "speedup_vs_fastest_stock", "fastest_stock",
     "cpu_median_ms", "cpu_speedup_vs_stock_eager", "peak_mem_mb", "steps", "warmup", "rounds",

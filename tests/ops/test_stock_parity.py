@@ -283,7 +283,7 @@ def test_grayscale_discriminator_channels_last_like_stock(device):
     outs = {}
     for name, model in (("stock", stock), ("fused", fused)):
         seen = []
-        hooks = [m.register_forward_hook(lambda m, i, o: seen.append(layout(o)))
+        hooks = [m.register_forward_hook(lambda m, i, o, seen=seen: seen.append(layout(o)))
                  for m in model if not isinstance(m, (nn.LeakyReLU, nn.Identity))]  # fmt: skip
         outs[name] = model(x)
         for h in hooks:
