@@ -247,9 +247,9 @@ def test_a_checkpoint_records_the_choices_and_a_resume_takes_them(fresh, tmp_pat
 
 
 def test_cpu_half_batch_norm_takes_stocks_faster_path(monkeypatch):
-    # bf16/fp16 batch norm on CPU runs stock's F.batch_norm + F.leaky_relu (faster there, see
-    # fastgen.ops.batch_norm_leaky_relu.stock_is_faster); FASTGEN_BN_CPU=fastgen or
-    # FASTGEN_AUTOTUNE=0 take fastgen's kernel.
+    # bf16/fp16 NCHW batch norm on CPU runs stock's F.batch_norm + F.leaky_relu (faster there,
+    # see fastgen.ops.batch_norm_leaky_relu.stock_is_faster); FASTGEN_BN_CPU=fastgen or
+    # FASTGEN_AUTOTUNE=0 take fastgen's kernel, and so does a channels_last input.
     monkeypatch.delenv("FASTGEN_AUTOTUNE", raising=False)
     x = torch.randn(8, 16, 5, 5).to(torch.bfloat16)
 
@@ -270,6 +270,13 @@ def test_cpu_half_batch_norm_takes_stocks_faster_path(monkeypatch):
             assert not torch.equal(kernel, stock)  # fastgen's kernel rounds otherwise
             assert_close(kernel.float(), stock.float(), dtype=torch.bfloat16)
             assert_close(kernel_mean, stock_mean)
+    # channels_last takes the kernel (faster there) without being asked
+    x = x.contiguous(memory_format=torch.channels_last)
+    stock = F.leaky_relu(F.batch_norm(x, torch.zeros(16), torch.ones(16), None, None, True), 0.2)
+    out, _, _ = fused()
+    assert not torch.equal(out, stock)
+    assert_close(out.float(), stock.float(), dtype=torch.bfloat16)
+    assert out.is_contiguous(memory_format=torch.channels_last)
     monkeypatch.setenv("FASTGEN_BN_CPU", "cudnn")
     with pytest.raises(ValueError, match="FASTGEN_BN_CPU"):
         fused()
