@@ -60,13 +60,22 @@ def _blocks(fused: bool) -> list[tuple[str, torch.nn.Module, tuple[int, ...]]]:
     return found
 
 
-def block_case(name, fused_block, stock_block, shape, dtype: str) -> Case:
+def channels_last(t: torch.Tensor) -> torch.Tensor:
+    """`t` with channels_last's strides even where it is contiguous both ways, as
+    Module.to(memory_format=torch.channels_last) lays out a model's weights."""
+    if t.dim() != 4:
+        return t
+    return torch.empty_like(t, memory_format=torch.channels_last).copy_(t)
+
+
+def block_case(name, fused_block, stock_block, shape, dtype: str, layout: str = "nchw") -> Case:
     names = [n for n, _ in stock_block.named_parameters()]
     assert names == [n for n, _ in fused_block.named_parameters()], name
+    arrange = channels_last if layout == "channels_last" else (lambda t: t)
 
     def make_inputs():
-        x = torch.randn(shape).requires_grad_()
-        params = [p.detach().clone().requires_grad_() for p in stock_block.parameters()]
+        x = arrange(torch.randn(shape)).requires_grad_()
+        params = [arrange(p.detach()).clone().requires_grad_() for p in stock_block.parameters()]
         return (x, *params)
 
     def provider(block):
@@ -78,7 +87,8 @@ def block_case(name, fused_block, stock_block, shape, dtype: str) -> Case:
 
     return Case(
         op="main_job_layers",
-        case=f"N={BATCH} w{WIDTH} {name} {list(shape[1:])} {dtype}",
+        case=f"N={BATCH} w{WIDTH} {name} {list(shape[1:])} {dtype}"
+        + (" channels_last" if layout == "channels_last" else ""),
         make_inputs=make_inputs,
         providers={"fastgen": provider(fused_block), "eager": provider(stock_block)},
         modes=("full",),
@@ -90,8 +100,11 @@ def cases(device: str) -> list[Case]:
     if device != "cpu":
         return []
     fused, stock = _blocks(True), _blocks(False)
+    # float32 in NCHW, bf16 in both layouts: `fastgen train --memory-format auto` runs bf16
+    # models in channels_last on CPU
+    settings = (("fp32", "nchw"), ("bf16", "nchw"), ("bf16", "channels_last"))
     return [
-        block_case(name, fused_block, stock_block, shape, dtype)
-        for dtype in ("fp32", "bf16")
+        block_case(name, fused_block, stock_block, shape, dtype, layout)
+        for dtype, layout in settings
         for (name, fused_block, shape), (_, stock_block, _) in zip(fused, stock)
     ]

@@ -149,11 +149,13 @@ def _differentiable(outputs: tuple) -> list[torch.Tensor]:
 
 
 def make_output_grads(fn: Callable, inputs: tuple) -> list[torch.Tensor]:
-    """Fixed random gradients for the differentiable outputs of fn(*inputs)."""
+    """Fixed random gradients for the differentiable outputs of fn(*inputs), laid out like
+    the outputs (a channels_last output gets a channels_last gradient, as the next layer of a
+    training step hands it back)."""
     generator = torch.Generator().manual_seed(1234)
     outputs = _differentiable(_as_tuple(fn(*inputs)))
     return [
-        torch.randn(t.shape, generator=generator, dtype=torch.float32).to(t.device, t.dtype)
+        torch.empty_like(t).copy_(torch.randn(t.shape, generator=generator, dtype=torch.float32))
         for t in outputs
     ]
 
