@@ -93,8 +93,9 @@ class _TrainConfig:
     )  # fmt: skip
     compile: bool = option(False, "torch.compile the models' forward passes")
     memory_format: str = option(
-        "auto", "layout of the models' weights and activations: auto (channels_last on CPU "
-        "under --amp bf16, NCHW otherwise), nchw, channels_last", "run", choices=MEMORY_FORMATS,
+        "auto", "layout of the models' weights and activations: auto (channels_last on a CPU "
+        "with bf16 instructions under --amp bf16, NCHW otherwise), nchw, channels_last", "run",
+        choices=MEMORY_FORMATS,
     )  # fmt: skip
     fused: bool = option(True, "use stock torch.nn layers instead of fastgen's", flag="no-fused")
     device: str = option("auto", "auto (cuda if available), cpu, cuda, cuda:1, ...")

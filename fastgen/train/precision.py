@@ -23,15 +23,23 @@ class TrainingError(RuntimeError):
 def memory_format(config, device: torch.device) -> torch.memory_format:
     """The layout the trainers run their models in (config.memory_format).
 
-    auto: channels_last on CPU under bf16 autocast, NCHW otherwise. oneDNN's bf16
-    convolutions compute in channels_last and reorder NCHW operands on every call (forward
-    and backward); a model already in it skips those copies, the stock layers and fastgen's
-    alike (the main job's DCGAN step at 1 thread: 20% faster for both, README "The main
-    job, as users run it"). In float32 fastgen's own kernels are fastest in NCHW, so auto
-    keeps NCHW there; ``channels_last`` / ``nchw`` force either."""
+    auto: channels_last on a CPU with bf16 instructions (cpu_has_bf16) under bf16 autocast,
+    NCHW otherwise. oneDNN's bf16 convolutions compute in channels_last and reorder NCHW
+    operands on every call (forward and backward); a model already in it skips those
+    copies, the stock layers and fastgen's alike (the main job's DCGAN bf16 step: 10-15%
+    faster for both, README "The main job, as users run it"). Without bf16 instructions
+    (or with the AVX2 copy forced) bf16 is slower than float32 anyway and fastgen's kernels,
+    converting on load, are faster in NCHW (DCGAN step, 1 thread: 95 vs 144 ms); in float32
+    fastgen's own kernels are fastest in NCHW, so auto keeps NCHW there.
+    ``channels_last`` / ``nchw`` force either."""
     if config.memory_format == "channels_last":
         return torch.channels_last
-    if config.memory_format == "auto" and device.type == "cpu" and config.amp == "bf16":
+    if (
+        config.memory_format == "auto"
+        and device.type == "cpu"
+        and config.amp == "bf16"
+        and cpu_has_bf16()
+    ):
         return torch.channels_last
     return torch.contiguous_format
 

@@ -33,7 +33,11 @@ def layouts(model: torch.nn.Module) -> set[str]:
      ("bf16", "nchw", "nchw"), ("", "channels_last", "channels_last")],
 )  # fmt: skip
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "stock"])
-def test_models_run_in_the_chosen_layout(tmp_path, amp, memory_format, expected, fused):
+def test_models_run_in_the_chosen_layout(
+    tmp_path, monkeypatch, amp, memory_format, expected, fused
+):
+    # as on a CPU with bf16 instructions (auto's condition; the next test has the others)
+    monkeypatch.setattr("fastgen.train.precision.cpu_has_bf16", lambda: True)
     config = gan_config(tmp_path, amp=amp, memory_format=memory_format, fused=fused)
     task = GANTask(config, CPU)
     for name, model in task.models.items():
@@ -48,6 +52,16 @@ def test_models_run_in_the_chosen_layout(tmp_path, amp, memory_format, expected,
     assert images.shape == (4, 1, 16, 16)
     cl = hidden.is_contiguous(memory_format=torch.channels_last) and not hidden.is_contiguous()
     assert ("channels_last" if cl else "nchw") == expected
+
+
+def test_auto_keeps_nchw_without_bf16_instructions(tmp_path, monkeypatch):
+    # bf16 is emulated there and fastgen's kernels are faster in NCHW: auto stays NCHW,
+    # as it does with the AVX2 copy forced on any CPU
+    monkeypatch.setenv("FASTGEN_CPU_CAPABILITY", "avx2")
+    task = GANTask(gan_config(tmp_path, amp="bf16"), CPU)
+    assert layouts(task.generator) == layouts(task.discriminator) == {"nchw"}
+    forced = GANTask(gan_config(tmp_path, amp="bf16", memory_format="channels_last"), CPU)
+    assert layouts(forced.generator) == {"channels_last"}
 
 
 def test_a_checkpoint_resumes_in_another_layout(tmp_path):
