@@ -19,7 +19,8 @@ from fastgen.utils.errors import one_line
 # What a resumed run may change: how long it runs and what it writes, never what it trains.
 RESUME_MAY_CHANGE = {
     "steps", "sample_every", "checkpoint_every", "keep_checkpoints", "log_every", "eval_every",
-    "out_dir", "device", "num_threads", "compile", "num_samples", "max_nonfinite", "provenance",
+    "out_dir", "device", "num_threads", "compile", "memory_format", "num_samples",
+    "max_nonfinite", "provenance",
 }  # fmt: skip
 
 
@@ -74,7 +75,8 @@ def resumed_config(trainer: str, given: dict[str, Any], resume: str):
     if differ:
         raise ValueError(
             f"--resume: {resume} was trained with other settings: {'; '.join(differ)}; only "
-            "steps, cadences, output, device and threads may change on resume"
+            "steps, cadences, output, device, threads, compilation and memory format may "
+            "change on resume"
         )
     config.validate()
     if state["step"] == config.steps:

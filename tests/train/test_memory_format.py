@@ -11,6 +11,7 @@ from helpers.train_helpers import TinyDataset, gan_config, vae_config
 from fastgen.train import train_gan, train_vae
 from fastgen.train.checkpoint import load_checkpoint
 from fastgen.train.gan import GANTask
+from fastgen.train.resume import resumed_config
 from fastgen.train.vae import VAETask
 
 CPU = torch.device("cpu")
@@ -78,6 +79,11 @@ def test_a_checkpoint_resumes_in_another_layout(tmp_path):
     assert list(weights) == list(saved)
     assert all(torch.isfinite(w.float()).all() for w in weights.values())
     assert any(not torch.equal(weights[k], saved[k]) for k in saved)
+    # the command's check lets the layout change on resume, like threads or compilation
+    given = {"steps": 5, "memory_format": "nchw"}
+    assert resumed_config("dcgan", given, part["checkpoint"]).memory_format == "nchw"
+    with pytest.raises(ValueError, match="--width"):
+        resumed_config("dcgan", {**given, "width": 16}, part["checkpoint"])
     vae = train_vae(vae_config(tmp_path / "v", steps=2, amp="bf16"), data, progress=False)
     assert vae["step"] == 2
 
