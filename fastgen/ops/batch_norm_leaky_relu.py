@@ -22,6 +22,7 @@ from fastgen.ops._batch_norm_leaky_relu_autograd import (
     _Eager,
     _EagerMemorySaving,
     _EagerWithBatchStats,
+    _memory_format,
 )
 from fastgen.ops._checks import (
     check_batch_norm_eps,
@@ -54,12 +55,8 @@ def stock_is_faster(x: torch.Tensor) -> bool:
     forced = os.environ.get("FASTGEN_BN_CPU", "")
     if forced not in ("", "auto", "fastgen"):
         raise ValueError(f"{FN}: FASTGEN_BN_CPU must be fastgen or auto, got {forced!r}")
-    if (
-        x.dim() == 4
-        and not x.is_contiguous()
-        and x.is_contiguous(memory_format=torch.channels_last)
-    ):
-        return False  # NHWC: the kernel's layout (choose_layout in the C++ header)
+    if _memory_format(x) == torch.channels_last:
+        return False  # NHWC, as the kernel reads it (choose_layout in the C++ header)
     return forced != "fastgen" and os.environ.get("FASTGEN_AUTOTUNE", "1") != "0"
 
 
