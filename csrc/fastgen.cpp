@@ -1,9 +1,10 @@
 // The whole op surface of fastgen in one place: every schema is defined here and the
 // kernels register themselves under their dispatch key (CPU in *_cpu.cpp, CUDA in
 // *_cuda.cu). Fake (meta) kernels are registered from Python in fastgen/ops/, and so is
-// autograd, except reparameterize's (a C++ Autograd-key kernel in
-// reparameterize/reparameterize_autograd.cpp: at VAE latent sizes the Python autograd
-// layer cost as much as the kernels). Each backward is an op of its own.
+// autograd, except reparameterize's and the convolutions' (C++ Autograd-key kernels in
+// reparameterize/reparameterize_autograd.cpp and conv/conv_autograd.cpp: at VAE latent sizes
+// and on the DCGAN's layers the Python autograd layer cost as much as some kernels). Each
+// backward is an op of its own.
 //
 // Conventions shared by all ops:
 //   * arguments are checked at the C++ boundary of every op (common/checks.h and each op's
@@ -173,6 +174,19 @@ PYBIND11_MODULE(_C, module) {
       },
       "Runs independent vdpbf16ps chains (AVX-512 BF16); returns the flops");
   module.def(
+      "_batch_norm_update_running_stats",
+      [](at::Tensor running_mean, at::Tensor running_var, const at::Tensor& mean,
+         const at::Tensor& var, int64_t count, double momentum) {
+        // fastgen.ops.batch_norm_leaky_relu's update, as F.batch_norm does it: one call
+        // instead of five tensor ops from Python (~12 us a layer on CPU).
+        at::NoGradGuard no_grad;
+        running_mean.mul_(1 - momentum).add_(mean.to(running_mean.scalar_type()), momentum);
+        const at::Tensor unbiased = var.mul(static_cast<double>(count) / (count - 1));
+        running_var.mul_(1 - momentum).add_(unbiased.to(running_var.scalar_type()), momentum);
+      },
+      "running = (1 - momentum) * running + momentum * batch, var unbiased over `count` values "
+      "(fastgen/ops/batch_norm_leaky_relu.py)");
+  module.def(
       "_conv_cpu_choices",
       [] {
         std::vector<pybind11::tuple> out;
@@ -189,7 +203,7 @@ PYBIND11_MODULE(_C, module) {
       [](const std::string& op, const at::Tensor& input, const at::Tensor& weight,
          std::vector<int64_t> stride, std::vector<int64_t> padding,
          std::vector<int64_t> output_padding, std::vector<int64_t> dilation, int64_t groups,
-         std::optional<std::array<bool, 3>> backward_mask) {
+         std::optional<std::array<bool, 3>> backward_mask, std::optional<at::ScalarType> dtype) {
         const auto pair = [](const std::vector<int64_t>& v) {
           TORCH_CHECK_VALUE(v.size() == 2, "fastgen: _conv_cpu_measured_aten takes pairs");
           return std::array<int64_t, 2>{v[0], v[1]};
@@ -197,11 +211,16 @@ PYBIND11_MODULE(_C, module) {
         const fastgen::conv::Geometry geometry{
             op == "conv_transpose2d", pair(stride),   pair(padding),
             pair(output_padding),     pair(dilation), groups};
-        return fastgen::conv::select::measured_aten(op.c_str(), input, weight, geometry,
+        return fastgen::conv::select::measured_aten(op.c_str(), input, weight,
+                                                    dtype.value_or(input.scalar_type()), geometry,
                                                     backward_mask);
       },
-      "Whether aten's convolution won every measured pass of this call "
-      "(conv/conv_select_cpu.h, measured_aten)");
+      "Whether aten's convolution won every measured pass of this call, its operands of "
+      "`dtype` (default: input's) (conv/conv_select_cpu.h, measured_aten)",
+      pybind11::arg("op"), pybind11::arg("input"), pybind11::arg("weight"), pybind11::arg("stride"),
+      pybind11::arg("padding"), pybind11::arg("output_padding"), pybind11::arg("dilation"),
+      pybind11::arg("groups"), pybind11::arg("backward_mask"),
+      pybind11::arg("dtype") = pybind11::none());
   module.def("_conv_cpu_reset", &fastgen::conv::select::reset,
              "Forgets the CPU convolutions' measured choices");
   module.def("_conv_cpu_prefer", &fastgen::conv::select::prefer,

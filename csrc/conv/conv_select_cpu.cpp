@@ -234,13 +234,13 @@ Grads backward(const char* op, const at::Tensor& grad_pre, const at::Tensor& inp
 }
 
 bool measured_aten(const char* op, const at::Tensor& input, const at::Tensor& weight,
-                   const Geometry& geometry, std::optional<std::array<bool, 3>> backward_mask) {
+                   at::ScalarType dtype, const Geometry& geometry,
+                   std::optional<std::array<bool, 3>> backward_mask) {
   if (policy() != Policy::Autotune) return false;
   const auto aten_won = [](const std::string& key) {
     const auto entry = lookup(key);
     return entry.has_value() && !entry->use_fastgen;
   };
-  const at::ScalarType dtype = input.scalar_type();
   const Operand in = operand("input", input), w = operand("weight", weight);
   if (!aten_won(make_key(op, "forward", {in, w}, dtype, geometry, {}))) return false;
   if (!backward_mask) return true;

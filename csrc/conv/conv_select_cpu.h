@@ -70,9 +70,11 @@ Grads backward(const char* op, const at::Tensor& grad_pre, const at::Tensor& inp
 // (or fastgen has no kernel for the shape). Only under the measured policy; any other policy,
 // or a pass not measured yet, answers false. The backward's key assumes grad_out in the
 // output's layout (conv_format), as a training step passes it. The Python ops then call the
-// stock functional op directly where nothing is left to fuse (fastgen/ops/_conv.py).
+// stock functional op directly where nothing is left to fuse (fastgen/ops/_conv.py). `dtype`
+// is the dtype the operands will have (a layer under autocast asks before casting them).
 bool measured_aten(const char* op, const at::Tensor& input, const at::Tensor& weight,
-                   const Geometry& geometry, std::optional<std::array<bool, 3>> backward_mask);
+                   at::ScalarType dtype, const Geometry& geometry,
+                   std::optional<std::array<bool, 3>> backward_mask);
 
 // What the process has measured so far, for `fastgen info`, tests and the benchmarks.
 struct Record {

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import torch
 
+from fastgen.ops._conv import Family, stock_layer_wins
 from fastgen.reference.conv2d import ACTIVATIONS
 
 
@@ -75,11 +76,21 @@ class FusedActivation:
         self.activation = activation
         self.negative_slope = negative_slope
 
+    # Set by each layer: its op's Family (fastgen/ops/_conv.py) and the stock functional op
+    # that takes the same arguments (F.conv2d for fastgen.ops.conv2d).
+    _family: Family
+    _stock_op: Callable
+
     def _fused_call(self, op: Callable, input: torch.Tensor, *geometry) -> torch.Tensor:
         """``op(input, weight, bias, *geometry, activation, negative_slope)`` with this
         layer's activation and the autocast rule; ``geometry`` is the op's arguments between
         bias and activation, in the op's order (fastgen.ops.conv2d: stride, padding,
-        dilation, groups)."""
+        dilation, groups). A call with nothing to fuse whose convolution aten won in every
+        pass is the stock op itself, called on the layer's own tensors (stock_layer_wins)."""
+        if self.activation == "identity" and stock_layer_wins(
+            self._family, input, self.weight, self.bias, geometry
+        ):
+            return self._stock_op(input, self.weight, self.bias, *geometry)
         input, weight, bias = autocast_inputs(input, self.weight, self.bias)
         return op(input, weight, bias, *geometry, self.activation, self.negative_slope)
 

@@ -9,6 +9,7 @@ from torch import nn
 from fastgen import ops
 from fastgen.nn._fused_activation import FusedActivation
 from fastgen.nn._torchscript import NoTorchScript, refuse_tracing
+from fastgen.ops._conv import CONV2D
 
 
 class Conv2d(NoTorchScript, FusedActivation, nn.Conv2d):
@@ -58,6 +59,9 @@ class Conv2d(NoTorchScript, FusedActivation, nn.Conv2d):
         [C_out, H_out, W_out]), channels_last when input or weight is channels_last, NCHW
         otherwise, as fastgen.ops.conv2d.
     """
+
+    _family = CONV2D
+    _stock_op = staticmethod(F.conv2d)
 
     def _op_padding(self, input: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """(input, padding for the op): symmetric zero padding goes to the op; anything else

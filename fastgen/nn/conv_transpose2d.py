@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fastgen import ops
 from fastgen.nn._fused_activation import FusedActivation
 from fastgen.nn._torchscript import NoTorchScript, refuse_tracing
+from fastgen.ops._conv import CONV_TRANSPOSE2D
 
 
 class ConvTranspose2d(NoTorchScript, FusedActivation, nn.ConvTranspose2d):
@@ -57,6 +59,9 @@ class ConvTranspose2d(NoTorchScript, FusedActivation, nn.ConvTranspose2d):
         [N, C_out, H_out, W_out] (unbatched: [C_out, H_out, W_out]), channels_last when input
         or weight is channels_last, NCHW otherwise, as fastgen.ops.conv_transpose2d.
     """
+
+    _family = CONV_TRANSPOSE2D
+    _stock_op = staticmethod(F.conv_transpose2d)
 
     def _op_geometry(self, input: torch.Tensor, output_size: list[int] | None) -> tuple:
         """(stride, padding, output_padding, groups, dilation) for fastgen.ops.conv_transpose2d

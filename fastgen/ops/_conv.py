@@ -1,7 +1,8 @@
 """What fastgen.ops.conv2d and fastgen.ops.conv_transpose2d share, written once: the layout
-rule, act' from the output, the output-size check, the native call (with its eager autograd
-and the reference fallback), the fake kernels and the registered autograd. Each op keeps only
-its own checks and docstring.
+rule, the output-size check, the native call (and the reference fallback) and the fake
+kernels; the ops' autograd is C++ (csrc/conv/conv_autograd.cpp: act' from the saved output,
+and a differentiable backward for create_graph). Each op keeps only its own checks and
+docstring.
 
 The two schemas (csrc/fastgen.cpp) order their geometry as aten's ops do:
     conv2d:            (x, weight, bias, stride, padding, dilation, groups, activation, slope)
@@ -20,7 +21,6 @@ import torch
 
 from fastgen import _extension
 from fastgen._backend import registry
-from fastgen.ops._autograd import eager_autograd
 
 
 class Geometry(NamedTuple):
@@ -101,25 +101,10 @@ def memory_format(t: torch.Tensor) -> torch.memory_format:
     return torch.channels_last
 
 
-def activation_grad(output: torch.Tensor, activation: str, slope: float) -> torch.Tensor | None:
-    """act'(pre-activation) from y = act(pre), with differentiable public ops."""
-    if activation == "relu":
-        return (output > 0).to(output.dtype)
-    if activation == "leaky_relu":
-        # Tensors of output's dtype, not Python scalars: where() of two scalars is float32,
-        # which rounded the slope (0.2 -> 0.2000000030) in float64 double backward.
-        return torch.where(output > 0, torch.ones_like(output), torch.full_like(output, slope))
-    if activation == "tanh":
-        return 1 - output * output
-    if activation == "sigmoid":
-        return output * (1 - output)
-    return None
-
-
 def native_call(family: Family, args: tuple) -> torch.Tensor | None:
-    """torch.ops.fastgen.<op>(*args) when the native kernel serves the call (an eager call
-    that needs gradients through the plain autograd.Function), else None: the caller runs
-    the reference. args: the schema's arguments, already checked."""
+    """torch.ops.fastgen.<op>(*args) when the native kernel serves the call (its autograd is
+    a C++ kernel: csrc/conv/conv_autograd.cpp), else None: the caller runs the reference.
+    args: the schema's arguments, already checked."""
     x, weight, bias = args[:3]
     activation, slope = args[-2:]
     monotone = activation != "leaky_relu" or slope >= 0
@@ -131,8 +116,6 @@ def native_call(family: Family, args: tuple) -> torch.Tensor | None:
         return getattr(torch.ops.fastgen, family.op).default(*args)
     if activation == "identity" and _aten_won(family, args, mask if needs_grad else None):
         return None
-    if needs_grad:
-        return _EAGER[family.op].apply(*args)
     return getattr(torch.ops.fastgen, family.op).default(*args)
 
 
@@ -151,6 +134,39 @@ def _aten_won(family: Family, args: tuple, backward_mask: list | None) -> bool:
     return _extension._C._conv_cpu_measured_aten(
         family.op, x, weight, g.stride, g.padding, g.output_padding, g.dilation, g.groups,
         backward_mask,
+    )  # fmt: skip
+
+
+def stock_layer_wins(family: Family, x, weight, bias, geometry: tuple) -> bool:
+    """Whether a layer's call with nothing to fuse (activation "identity") may call the stock
+    functional op on the layer's own tensors: the call is one _aten_won would send to the
+    stock op anyway, asked before the autocast casts (with the dtype they would give), so the
+    layer skips the op's checks (a measured key was checked when it was first seen: same
+    sizes, dtype and layouts) and its Python casts; autocast then casts in C++ as it does for
+    the stock layer, reusing the cast of a weight used twice in one autocast region. Only
+    where the dtypes make the op and the stock layer agree: x, weight and bias of one dtype, or
+    float32 and the autocast dtype under autocast. `geometry`: the op's arguments between
+    bias and activation."""
+    if x.device.type != "cpu" or x.dim() != 4 or torch.compiler.is_compiling():
+        return False
+    if not (_extension.LOADED and registry.use_native(family.op, x)):
+        return False
+    dtype = x.dtype
+    if torch.is_autocast_enabled("cpu"):
+        dtype = torch.get_autocast_dtype("cpu")
+        eligible = (torch.float32, dtype)
+    else:
+        eligible = (dtype,)
+    if x.dtype not in eligible or weight.dtype not in eligible:
+        return False
+    if bias is not None and bias.dtype not in eligible:
+        return False
+    mask = [x.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad]
+    backward_mask = mask if any(mask) and torch.is_grad_enabled() else None
+    g = family.geometry(geometry)
+    return _extension._C._conv_cpu_measured_aten(
+        family.op, x, weight, g.stride, g.padding, g.output_padding, g.dilation, g.groups,
+        backward_mask, dtype,
     )  # fmt: skip
 
 
@@ -235,7 +251,7 @@ def conv_backward(family, grad, x, weight, g: Geometry, mask) -> tuple:
     )  # fmt: skip
 
 
-# --- fake kernels and autograd ---------------------------------------------------------------
+# --- fake kernels ----------------------------------------------------------------------------------
 
 
 def _fake_forward(family: Family):
@@ -266,51 +282,7 @@ def _fake_backward(family: Family):
     return fake
 
 
-def _setup_context(ctx, inputs, output):
-    x, weight, bias = inputs[:3]
-    ctx.rest = inputs[3:]
-    ctx.has_bias = bias is not None
-    # identity needs no output in backward; an empty stand-in keeps it from being held alive.
-    activation = inputs[-2]
-    saved_output = output if activation != "identity" else output.new_empty((0,))
-    ctx.save_for_backward(x, weight, saved_output)
-
-
-def _backward(family: Family):
-    def backward(ctx, grad):
-        x, weight, output = ctx.saved_tensors
-        g = family.geometry(ctx.rest[: family.geometry_args])
-        activation, slope = ctx.rest[-2:]
-        mask = [
-            ctx.needs_input_grad[0],
-            ctx.needs_input_grad[1],
-            ctx.has_bias and ctx.needs_input_grad[2],
-        ]
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (grad, x, weight, output)):
-            # create_graph=True (R1, WGAN-GP): the same math through differentiable public
-            # ops, so the second derivative is exact, including through the saved output.
-            derivative = activation_grad(output, activation, slope)
-            grad_pre = grad if derivative is None else grad * derivative
-            grads = conv_backward(family, grad_pre, x, weight, g, mask)
-        else:
-            grads = getattr(torch.ops.fastgen, f"{family.op}_backward")(
-                grad, x, weight, output, *ctx.rest, mask
-            )
-        grad_input, grad_weight, grad_bias = (t if m else None for t, m in zip(grads, mask))
-        return (grad_input, grad_weight, grad_bias, *([None] * len(ctx.rest)))
-
-    return backward
-
-
-_EAGER = {
-    family.op: eager_autograd(family.op, _setup_context, _backward(family))
-    for family in (CONV2D, CONV_TRANSPOSE2D)
-}
-
 if _extension.LOADED:
     for _family in (CONV2D, CONV_TRANSPOSE2D):
         torch.library.register_fake(f"fastgen::{_family.op}")(_fake_forward(_family))
         torch.library.register_fake(f"fastgen::{_family.op}_backward")(_fake_backward(_family))
-        torch.library.register_autograd(
-            f"fastgen::{_family.op}", _backward(_family), setup_context=_setup_context
-        )

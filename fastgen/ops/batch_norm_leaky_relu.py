@@ -12,6 +12,7 @@ import os
 
 import torch
 
+from fastgen import _extension
 from fastgen._backend import registry
 from fastgen.ops._batch_norm_leaky_relu_autograd import (
     FN,
@@ -219,6 +220,13 @@ def _check_batch_stats(x, batch_stats, training, memory_saving):
 
 def _update_running_stats(running_mean, running_var, mean, var, x, momentum) -> None:
     count = x.numel() // x.shape[1]
+    if _extension.LOADED and not torch.compiler.is_compiling():
+        # The same five tensor ops in one C++ call (csrc/fastgen.cpp); traced code keeps
+        # them in Python, where torch.compile sees them.
+        _extension._C._batch_norm_update_running_stats(
+            running_mean, running_var, mean, var, count, float(momentum)
+        )
+        return
     with torch.no_grad():
         running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
         unbiased = var * (count / (count - 1))

@@ -114,6 +114,32 @@ def test_gradient_penalty_through_op(op):
     assert_close(penalty(fn(op)), penalty(reference(op)))
 
 
+@native
+@pytest.mark.parametrize("op", FAMILY)
+@pytest.mark.parametrize("wanted", ["x", "weight", "bias", "x-weight", "all", "no-bias"])
+def test_eager_autograd_is_cpp_and_gives_only_the_wanted_gradients(op, wanted):
+    """The ops' autograd is a C++ node (csrc/conv/conv_autograd.cpp), not a Python Function,
+    and returns exactly the gradients autograd asks for, equal to the reference's."""
+    torch.manual_seed(0)
+    x, weight, bias = (t.detach() for t in tensors(op, (2, 4, 6, 6), 6, (4, 4)))
+    bias = None if wanted == "no-bias" else bias
+    names = ("x", "weight", "bias")
+    for name, t in zip(names, (x, weight, bias)):
+        if t is not None and (wanted in ("all", "no-bias") or name in wanted.split("-")):
+            t.requires_grad_()
+    leaves = [t for t in (x, weight, bias) if t is not None and t.requires_grad]
+
+    def grads(f):
+        out = f(x, weight, bias, 2, 1, activation="tanh")
+        return out, torch.autograd.grad(out.square().sum(), leaves)
+
+    out, ours = grads(fn(op))
+    assert not isinstance(out.grad_fn, torch.autograd.function.BackwardCFunction)
+    assert "Function" in out.grad_fn.name()  # the C++ node, e.g. CppNode<...Conv2dFunction>
+    for got, want in zip(ours, grads(reference(op))[1]):
+        assert_close(got, want)
+
+
 def schema_args(op, x, weight, bias, stride, padding, dilation, groups, activation, slope,
                 output_padding=(0, 0)):  # fmt: skip
     """The registered op's arguments in its schema's order."""

@@ -318,6 +318,54 @@ def test_where_aten_won_every_pass_the_layer_is_the_stock_op(fresh, case):
     assert _ran_fastgen_op(lambda: run(*args))
 
 
+def _cast_count(fn) -> int:
+    with torch.profiler.profile() as prof:
+        fn()
+    return sum(e.name == "aten::_to_copy" for e in prof.events())
+
+
+@pytest.mark.parametrize("case", ["conv2d", "conv_transpose2d"])
+def test_a_layer_whose_convolution_aten_won_is_the_stock_layer(fresh, case):
+    """A fused layer with nothing to fuse, where aten won every measured pass, calls the stock
+    functional op on its own parameters: bit-for-bit stock under bf16 autocast, no fastgen op,
+    and autocast's cast of the weight reused when the layer runs twice in one region."""
+    transposed, x, w, stride, padding = make(case)
+    channels = (w.shape[0], w.shape[1]) if transposed else (w.shape[1], w.shape[0])
+    kind = "ConvTranspose2d" if transposed else "Conv2d"
+    ours = getattr(fnn, kind)(*channels, 4, stride, padding).to(memory_format=torch.channels_last)
+    theirs = getattr(torch.nn, kind)(*channels, 4, stride, padding)
+    theirs.load_state_dict(ours.state_dict())
+    theirs = theirs.to(memory_format=torch.channels_last)
+    x = x.to(memory_format=torch.channels_last).requires_grad_()
+
+    def step(layer, twice=False):
+        layer.zero_grad()
+        x.grad = None
+        with torch.autocast("cpu", torch.bfloat16):
+            out = layer(x)
+            if twice:
+                out = out + layer(x)
+        out.float().square().sum().backward()
+        return out.detach(), x.grad, layer.weight.grad, layer.bias.grad
+
+    step(ours)  # measures the forward and backward keys
+    keys = [r["key"] for r in ops.conv_cpu_choices()]
+    assert {k.split()[1] for k in keys} == {"forward", "backward"}
+    ops.prefer_conv_cpu_choices([{"key": k, "choice": "aten"} for k in keys])
+    assert not _ran_fastgen_op(lambda: step(ours))
+    for twice in (False, True):
+        for got, want in zip(step(ours, twice), step(theirs, twice)):
+            assert torch.equal(got, want)
+    assert _cast_count(lambda: step(ours, True)) == _cast_count(lambda: step(theirs, True))
+    # Outside autocast the dtypes must agree, as the op checks them: a float64 input to a
+    # float32 layer gets fastgen's error, not the stock layer's.
+    with pytest.raises((TypeError, ValueError), match="fastgen"):
+        ours(x.detach().double())
+    # fastgen's kernel winning a pass keeps the op.
+    ops.prefer_conv_cpu_choices([{"key": k, "choice": "fastgen"} for k in keys])
+    assert _ran_fastgen_op(lambda: step(ours))
+
+
 def bf16_dot_products() -> bool:
     """Whether the CPU multiplies bfloat16 pairs (AVX-512 BF16) in the copy that runs now."""
     active, _, features = _extension._C._cpu_capability()
