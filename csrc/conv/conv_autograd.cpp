@@ -48,6 +48,8 @@ void save(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weigh
   ctx->saved_data["negative_slope"] = negative_slope;
 }
 
+// needs_input_grad counts the tensor arguments given: input 0, weight 1, bias 2 when there is
+// one (asked only then).
 std::array<bool, 3> output_mask(AutogradContext* ctx) {
   return {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
           ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)};

@@ -1,6 +1,8 @@
-"""fastgen.ops.batch_norm_leaky_relu's native side: the op names, fake kernels, the registered
-autograd (with its differentiable double backward) and the eager Functions the public op
-calls (fastgen/ops/_autograd.py's pattern)."""
+"""fastgen.ops.batch_norm_leaky_relu's native side: the op names, the fake kernels, and the
+autograd of the memory-saving op and of the batch_stats= form (registered for the first, eager
+Functions the public op calls for both: fastgen/ops/_autograd.py's pattern, with their
+differentiable double backward). The plain op's autograd is a C++ kernel
+(csrc/batch_norm_leaky_relu/batch_norm_leaky_relu_autograd.cpp)."""
 
 from __future__ import annotations
 
@@ -64,15 +66,10 @@ def _fake_backward(
     return grad_input, grad_weight, grad_bias
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    input, weight, bias, _running_mean, _running_var, training, eps, negative_slope = inputs
-    _out, mean, var = output
-    ctx.save_for_backward(input, weight, bias, mean, var)
-    ctx.training, ctx.eps, ctx.negative_slope = training, eps, negative_slope
-    ctx.mark_non_differentiable(mean, var)
-
-
 def _backward(ctx, grad_out, _grad_mean, _grad_var):
+    """The training or eval backward of a Function that saved (input, weight, bias, mean, var)
+    and ctx.training/eps/negative_slope: _EagerWithBatchStats's. (The op's own autograd is the
+    same in C++: csrc/batch_norm_leaky_relu/batch_norm_leaky_relu_autograd.cpp.)"""
     input, weight, bias, mean, var = ctx.saved_tensors
     needs = ctx.needs_input_grad
     mask = [needs[0], needs[1] and weight is not None, needs[2] and bias is not None]
@@ -163,9 +160,6 @@ def _fake_backward_from_output(
     )
 
 
-_Eager = eager_autograd(NAME, _setup_context, _backward)
-
-
 class _EagerWithBatchStats(torch.autograd.Function):
     """Training batch norm + activation of x whose batch statistics are given: the op's
     normalising (training=False) forward with them, and the training backward, which
@@ -193,7 +187,6 @@ _EagerMemorySaving = eager_autograd(
 if _extension.LOADED:
     torch.library.register_fake(f"fastgen::{NAME}")(_fake_forward)
     torch.library.register_fake(f"fastgen::{NAME}_backward")(_fake_backward)
-    torch.library.register_autograd(f"fastgen::{NAME}", _backward, setup_context=_setup_context)
     torch.library.register_fake(f"fastgen::{MEMORY_SAVING}")(_fake_forward)
     torch.library.register_fake(f"fastgen::{FROM_OUTPUT}")(_fake_backward_from_output)
     torch.library.register_autograd(

@@ -251,7 +251,7 @@ def conv_backward(family, grad, x, weight, g: Geometry, mask) -> tuple:
     )  # fmt: skip
 
 
-# --- fake kernels ----------------------------------------------------------------------------------
+# --- fake kernels ----------------------------------------------------------------------------
 
 
 def _fake_forward(family: Family):

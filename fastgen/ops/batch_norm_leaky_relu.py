@@ -20,7 +20,6 @@ from fastgen.ops._batch_norm_leaky_relu_autograd import (
     MEMORY_SAVING,
     NAME,
     _acc_dtype,
-    _Eager,
     _EagerMemorySaving,
     _EagerWithBatchStats,
     _memory_format,
@@ -177,16 +176,12 @@ def batch_norm_leaky_relu(
         float(negative_slope),
     )
     needs_grad = x.requires_grad or any(t is not None and t.requires_grad for t in (weight, bias))
-    if needs_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
-        function = _EagerMemorySaving if memory_saving else _Eager
-        out, mean, var = function.apply(*args)
+    if not memory_saving:  # its autograd is a C++ kernel (batch_norm_leaky_relu_autograd.cpp)
+        out, mean, var = torch.ops.fastgen.batch_norm_leaky_relu.default(*args)
+    elif needs_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        out, mean, var = _EagerMemorySaving.apply(*args)
     else:
-        op = (
-            torch.ops.fastgen.batch_norm_leaky_relu_memory_saving
-            if memory_saving
-            else torch.ops.fastgen.batch_norm_leaky_relu
-        )
-        out, mean, var = op.default(*args)
+        out, mean, var = torch.ops.fastgen.batch_norm_leaky_relu_memory_saving.default(*args)
     if training and running_mean is not None:
         _update_running_stats(running_mean, running_var, mean, var, x, momentum)
     return out

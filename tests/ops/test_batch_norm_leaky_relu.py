@@ -10,6 +10,7 @@ from conftest import DTYPES, assert_close, cpu_kernels, cuda_only, reference_dty
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fastgen import _extension
 from fastgen.ops import batch_norm_leaky_relu
 from fastgen.reference import batch_norm_leaky_relu as reference
 
@@ -208,6 +209,39 @@ def test_gradcheck(device, training, affine, layout):
 
     assert torch.autograd.gradcheck(fn, leaves)
     assert torch.autograd.gradgradcheck(fn, leaves)
+
+
+@pytest.mark.skipif(not _extension.LOADED, reason="needs the extension")
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("given", ["weight", "bias", "both", "neither"])
+@pytest.mark.parametrize("wanted", ["x", "parameters", "all"])
+def test_autograd_is_cpp_and_gives_only_the_wanted_gradients(device, training, given, wanted):
+    """The op's autograd is a C++ node (batch_norm_leaky_relu_autograd.cpp), not a Python
+    Function; with weight or bias absent or not requiring grad it returns exactly the
+    gradients asked for, equal to the reference's (an absent weight moves bias's edge)."""
+    x = make_input((3, 4, 3, 2), torch.float32, device, "contiguous")
+    weight, bias, running_mean, running_var = make_params(4, torch.float32, device)
+    weight = weight if given in ("weight", "both") else None
+    bias = bias if given in ("bias", "both") else None
+    if wanted in ("x", "all"):
+        x.requires_grad_()
+    for t in (weight, bias):
+        if t is not None and wanted in ("parameters", "all"):
+            t.requires_grad_()
+    leaves = [t for t in (x, weight, bias) if t is not None and t.requires_grad]
+    if not leaves:
+        return
+
+    def grads(f):
+        out = f(x, running_mean.clone(), running_var.clone(), weight, bias, training, 0.1, 1e-5,
+                0.2)  # fmt: skip
+        return out, torch.autograd.grad(out.square().sum(), leaves)
+
+    out, ours = grads(batch_norm_leaky_relu)
+    assert not isinstance(out.grad_fn, torch.autograd.function.BackwardCFunction)
+    assert "BatchNormLeakyReLUFunction" in out.grad_fn.name()
+    for got, want in zip(ours, grads(reference.batch_norm_leaky_relu)[1]):
+        assert_close(got, want)
 
 
 @pytest.mark.parametrize("training", [True, False])
