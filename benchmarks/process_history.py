@@ -3,12 +3,13 @@ the fused step alone in a process and after the other variants ran there differ 
 
     python -m benchmarks.process_history [--models dcgan,vae] [--threads 1] [--steps 100]
 
-In one process, for each model: the fused step (the main job's settings, float32 and bf16
-autocast, the layout `fastgen train --memory-format auto` picks) is timed first, alone; then
-the other variants run in the same process (stock float32, stock bf16, the other dtype's fused
-step, the other model, and a torch.compile'd stock step unless --no-compile); then the fused
-step is timed again, steps in the same order. Each phase reports the median and p20-p80 of
-its steps; the ratio after / alone is what the target bounds. Rows go to
+In a fresh process per (model, layers, dtype): the step (the main job's settings, float32 or
+bf16 autocast, the layout `fastgen train --memory-format auto` picks; fused or stock layers) is
+timed first, alone, then once more right away (how far two timings of the same step move with
+nothing in between: the noise floor), then the other variants run in the same process (both
+dtypes of both kinds of layers, the other model, and a torch.compile'd stock step unless
+--no-compile), then the step is timed again. Each phase reports the median and p20-p80 of its
+steps; after / alone is what the target bounds, next to again / alone. Rows go to
 <out>/process-history-<day>.csv.
 """
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import statistics
+import subprocess
 import sys
 import time
 
@@ -54,6 +57,35 @@ def summary(times: list[float]) -> tuple[float, float, float]:
     return statistics.median(times), pick(0.2), pick(0.8)
 
 
+def measure(model: str, fused: bool, amp: str, models: list[str], args) -> dict:
+    """The phases of one (model, layers, dtype) in this process (see the top of the file)."""
+    torch.set_num_threads(args.threads)
+    heap.keep_freed_memory()  # as fastgen train does
+    step = make_step(model, fused, amp)
+    alone = timed(step, args.steps)
+    again = timed(step, args.steps, warmup=0)
+    others = [
+        make_step(m, f, a)
+        for m in models
+        for f in (True, False)
+        for a in ("none", "bf16")
+        if (m, f, a) != (model, fused, amp)
+    ]
+    if not args.no_compile:
+        others.append(make_step(model, False, "none", compiled=True))
+    for other in others:
+        timed(other, args.steps // 2, warmup=3)
+    after = timed(step, args.steps)
+    result = {"others": len(others)}
+    for name, times in (("alone", alone), ("again", again), ("after", after)):
+        median, p20, p80 = summary(times)
+        result.update({f"{name}_ms": round(median, 3), f"{name}_p20": round(p20, 3),
+                       f"{name}_p80": round(p80, 3)})  # fmt: skip
+    result["again_over_alone"] = round(result["again_ms"] / result["alone_ms"], 4)
+    result["after_over_alone"] = round(result["after_ms"] / result["alone_ms"], 4)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.process_history", description=__doc__.split("\n")[0]
@@ -63,41 +95,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # model,layers,amp: one child process
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if not _extension.LOADED:
         print(f"process_history: the extension is not loaded ({_extension.LOAD_ERROR})")
         return 2
-    torch.set_num_threads(args.threads)
-    heap.keep_freed_memory()  # as fastgen train does
     models = args.models.split(",")
+    if args.case:
+        model, layers, amp = args.case.split(",")
+        print(json.dumps(measure(model, layers == "fused", amp, models, args)))
+        return 0
     rows = []
     for model in models:
-        for amp in ("none", "bf16"):
-            fused = make_step(model, True, amp)
-            alone = timed(fused, args.steps)
-            others = [make_step(model, False, "none"), make_step(model, False, "bf16")]
-            others.append(make_step(model, True, "bf16" if amp == "none" else "none"))
-            others += [make_step(m, f, "none") for m in models if m != model for f in (True, False)]
-            if not args.no_compile:
-                others.append(make_step(model, False, "none", compiled=True))
-            for other in others:
-                timed(other, args.steps // 2, warmup=3)
-            after = timed(fused, args.steps)
-            (a, a20, a80), (b, b20, b80) = summary(alone), summary(after)
-            print(
-                f"{model} fused {amp}: alone {a:.1f} ms ({a20:.1f}-{a80:.1f}), after "
-                f"{len(others)} other variants {b:.1f} ms ({b20:.1f}-{b80:.1f}): {b / a:.3f}x"
-            )
-            rows.append(
-                dict(
-                    model=model, amp=amp, threads=args.threads, steps=args.steps,
-                    others=len(others), alone_ms=round(a, 3), alone_p20=round(a20, 3),
-                    alone_p80=round(a80, 3), after_ms=round(b, 3), after_p20=round(b20, 3),
-                    after_p80=round(b80, 3), after_over_alone=round(b / a, 4),
-                    device=device_name(torch.device("cpu")), torch=torch.__version__,
-                    commit=git_commit(), date=datetime.date.today().isoformat(),
+        for layers in ("fused", "stock"):
+            for amp in ("none", "bf16"):
+                command = [sys.executable, "-m", "benchmarks.process_history", "--case",
+                           f"{model},{layers},{amp}", "--models", args.models, "--threads",
+                           str(args.threads), "--steps", str(args.steps)]  # fmt: skip
+                if args.no_compile:
+                    command.append("--no-compile")
+                out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+                result = json.loads(out.strip().splitlines()[-1])
+                print(
+                    f"{model} {layers} {amp}: alone {result['alone_ms']:.1f} ms, again "
+                    f"{result['again_ms']:.1f} ms ({result['again_over_alone']:.3f}x), after "
+                    f"{result['others']} other variants {result['after_ms']:.1f} ms "
+                    f"({result['after_over_alone']:.3f}x)"
                 )
-            )  # fmt: skip
+                rows.append(
+                    dict(
+                        model=model, layers=layers, amp=amp, threads=args.threads,
+                        steps=args.steps, **result, device=device_name(torch.device("cpu")),
+                        torch=torch.__version__, commit=git_commit(),
+                        date=datetime.date.today().isoformat(),
+                    )
+                )  # fmt: skip
     print("wrote", append_rows(args.out, "process-history", rows))
     return 0
 

@@ -1,10 +1,12 @@
 // The whole op surface of fastgen in one place: every schema is defined here and the
 // kernels register themselves under their dispatch key (CPU in *_cpu.cpp, CUDA in
-// *_cuda.cu). Fake (meta) kernels are registered from Python in fastgen/ops/, and so is
-// autograd, except reparameterize's and the convolutions' (C++ Autograd-key kernels in
-// reparameterize/reparameterize_autograd.cpp and conv/conv_autograd.cpp: at VAE latent sizes
-// and on the DCGAN's layers the Python autograd layer cost as much as some kernels). Each
-// backward is an op of its own.
+// *_cuda.cu). Fake (meta) kernels are registered from Python in fastgen/ops/. Autograd is
+// C++ Autograd-key kernels for reparameterize, the convolutions and batch_norm_leaky_relu
+// (reparameterize/reparameterize_autograd.cpp, conv/conv_autograd.cpp,
+// batch_norm_leaky_relu/batch_norm_leaky_relu_autograd.cpp: at VAE latent sizes and on the
+// DCGAN's layers the Python autograd layer cost as much as some kernels), registered from
+// Python for the rest (the memory-saving batch norm, conv_transpose2d_with_stats, the
+// backward ops that have a double backward). Each backward is an op of its own.
 //
 // Conventions shared by all ops:
 //   * arguments are checked at the C++ boundary of every op (common/checks.h and each op's
