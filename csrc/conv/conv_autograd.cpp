@@ -36,14 +36,20 @@ at::Tensor activation_grad(const at::Tensor& output, const std::string& activati
   return at::Tensor();
 }
 
-// What both ops save besides the tensors: the geometry in the op's own argument order, the
+// What both ops save: the tensors, the geometry (conv2d's output_padding is {0, 0}), the
 // activation, and whether there is a bias.
 void save(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
-          const std::optional<at::Tensor>& bias, const at::Tensor& output,
-          c10::string_view activation, double negative_slope) {
+          const std::optional<at::Tensor>& bias, const at::Tensor& output, at::IntArrayRef stride,
+          at::IntArrayRef padding, at::IntArrayRef output_padding, at::IntArrayRef dilation,
+          int64_t groups, c10::string_view activation, double negative_slope) {
   const bool identity = activation == "identity";
   ctx->save_for_backward({input, weight, identity ? output.new_empty({0}) : output});
   ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+  ctx->saved_data["stride"] = stride.vec();
+  ctx->saved_data["padding"] = padding.vec();
+  ctx->saved_data["output_padding"] = output_padding.vec();
+  ctx->saved_data["dilation"] = dilation.vec();
+  ctx->saved_data["groups"] = groups;
   ctx->saved_data["activation"] = std::string(activation);
   ctx->saved_data["negative_slope"] = negative_slope;
 }
@@ -109,11 +115,8 @@ class Conv2dFunction : public torch::autograd::Function<Conv2dFunction> {
     at::AutoDispatchBelowADInplaceOrView guard;
     at::Tensor output =
         op.call(input, weight, bias, stride, padding, dilation, groups, activation, negative_slope);
-    save(ctx, input, weight, bias, output, activation, negative_slope);
-    ctx->saved_data["stride"] = stride.vec();
-    ctx->saved_data["padding"] = padding.vec();
-    ctx->saved_data["dilation"] = dilation.vec();
-    ctx->saved_data["groups"] = groups;
+    save(ctx, input, weight, bias, output, stride, padding, {0, 0}, dilation, groups, activation,
+         negative_slope);
     return output;
   }
 
@@ -159,12 +162,8 @@ class ConvTranspose2dFunction : public torch::autograd::Function<ConvTranspose2d
     at::AutoDispatchBelowADInplaceOrView guard;
     at::Tensor output = op.call(input, weight, bias, stride, padding, output_padding, groups,
                                 dilation, activation, negative_slope);
-    save(ctx, input, weight, bias, output, activation, negative_slope);
-    ctx->saved_data["stride"] = stride.vec();
-    ctx->saved_data["padding"] = padding.vec();
-    ctx->saved_data["output_padding"] = output_padding.vec();
-    ctx->saved_data["dilation"] = dilation.vec();
-    ctx->saved_data["groups"] = groups;
+    save(ctx, input, weight, bias, output, stride, padding, output_padding, dilation, groups,
+         activation, negative_slope);
     return output;
   }
 
