@@ -2,9 +2,10 @@
 and autograd with torch.library (what torch.compile traces), and eager calls that need
 gradients go through eager_autograd(op), a plain autograd.Function with the same
 setup_context and backward. It skips torch.library's generic Python wrapper, which measured
-~0.14 ms per backward on a DCGAN layer on CPU (as much as the kernel). Batch norm uses it;
-reparameterize's and the convolutions' autograd are C++ kernels of their own
-(csrc/reparameterize/, csrc/conv/conv_autograd.cpp), which skip even this layer."""
+~0.14 ms per backward on a DCGAN layer on CPU (as much as the kernel). The memory-saving
+batch norm uses it; the plain batch norm's, the convolutions' and reparameterize's autograd
+are C++ kernels of their own (csrc/batch_norm_leaky_relu/batch_norm_leaky_relu_autograd.cpp,
+csrc/conv/conv_autograd.cpp, csrc/reparameterize/), which skip even this layer."""
 
 from __future__ import annotations
 
