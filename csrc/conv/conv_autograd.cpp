@@ -96,8 +96,8 @@ variable_list gradients(const std::tuple<at::Tensor, at::Tensor, at::Tensor>& gr
   return out;
 }
 
-std::vector<int64_t> ints(const AutogradContext* ctx, const char* name) {
-  return const_cast<AutogradContext*>(ctx)->saved_data[name].toIntVector();
+std::vector<int64_t> ints(AutogradContext* ctx, const char* name) {
+  return ctx->saved_data[name].toIntVector();
 }
 
 class Conv2dFunction : public torch::autograd::Function<Conv2dFunction> {

@@ -123,17 +123,24 @@ def _aten_won(family: Family, args: tuple, backward_mask: list | None) -> bool:
     """Whether this CPU call has nothing left for fastgen to do: no activation to fuse (the
     caller checks), and the measured choice (csrc/conv/conv_select_cpu.h) took aten's
     convolution for its forward and, when gradients are wanted, its backward. The op would
-    then only add its dispatch (a custom autograd.Function and a second trip through aten's
-    dispatcher: 0.1-0.5 ms a layer on the main job's bf16 blocks), so the caller runs the stock
-    functional op instead, which is the same convolution. The first calls of a shape go
-    through the op, which measures it."""
+    then only add its dispatch (its autograd node and a second trip through aten's
+    dispatcher: 0.1-0.5 ms a layer on the main job's bf16 blocks when that node was Python), so
+    the caller runs the stock functional op instead, which is the same convolution. The first
+    calls of a shape go through the op, which measures it."""
     x, weight = args[:2]
     if x.device.type != "cpu":
         return False
-    g = family.geometry(args[3 : 3 + family.geometry_args])
+    return _measured_aten(family, x, weight, args[3 : 3 + family.geometry_args], backward_mask)
+
+
+def _measured_aten(family: Family, x, weight, geometry: tuple, backward_mask, dtype=None) -> bool:
+    """The measured choice's answer (measured_aten in csrc/conv/conv_select_cpu.h) for x and
+    weight with operands of `dtype` (default: x's); `geometry`: the op's arguments between
+    bias and activation."""
+    g = family.geometry(geometry)
     return _extension._C._conv_cpu_measured_aten(
         family.op, x, weight, g.stride, g.padding, g.output_padding, g.dilation, g.groups,
-        backward_mask,
+        backward_mask, dtype,
     )  # fmt: skip
 
 
@@ -163,11 +170,7 @@ def stock_layer_wins(family: Family, x, weight, bias, geometry: tuple) -> bool:
         return False
     mask = [x.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad]
     backward_mask = mask if any(mask) and torch.is_grad_enabled() else None
-    g = family.geometry(geometry)
-    return _extension._C._conv_cpu_measured_aten(
-        family.op, x, weight, g.stride, g.padding, g.output_padding, g.dilation, g.groups,
-        backward_mask, dtype,
-    )  # fmt: skip
+    return _measured_aten(family, x, weight, geometry, backward_mask, dtype)
 
 
 def check_output_size(fn: str, family: Family, x, weight, g: Geometry, hint: str = "") -> None:
