@@ -186,11 +186,15 @@ Policy policy() {
 }
 
 at::Tensor forward(const char* op, const at::Tensor& input, const at::Tensor& weight,
-                   const Geometry& geometry, OwnForward own) {
+                   const Geometry& geometry, const Own& own) {
   const bool half = is_half(input);
   const auto ours = [&]() -> std::optional<at::Tensor> {
-    if (!half) return own(input, weight, geometry, input.scalar_type());
-    auto out = own(to_float(input), to_float(weight), geometry, input.scalar_type());
+    if (own.native_forward) {
+      if (auto out = own.native_forward(input, weight, geometry, input.scalar_type())) return out;
+    }
+    if (!own.forward) return std::nullopt;
+    if (!half) return own.forward(input, weight, geometry, input.scalar_type());
+    auto out = own.forward(to_float(input), to_float(weight), geometry, input.scalar_type());
     if (out) *out = to_dtype(*out, input.scalar_type());
     return out;
   };
@@ -206,12 +210,21 @@ at::Tensor forward(const char* op, const at::Tensor& input, const at::Tensor& we
 
 Grads backward(const char* op, const at::Tensor& grad_pre, const at::Tensor& input,
                const at::Tensor& weight, const Geometry& geometry, std::array<bool, 3> output_mask,
-               OwnBackward own) {
+               const Own& own) {
   const bool half = is_half(input);
   const auto ours = [&]() -> std::optional<Grads> {
-    if (!half) return own(grad_pre, input, weight, geometry, output_mask, input.scalar_type());
-    auto grads = own(to_float(grad_pre), to_float(input), to_float(weight), geometry, output_mask,
-                     input.scalar_type());
+    if (own.native_backward) {
+      if (auto grads = own.native_backward(grad_pre, input, weight, geometry, output_mask,
+                                           input.scalar_type())) {
+        return grads;
+      }
+    }
+    if (!own.backward) return std::nullopt;
+    if (!half) {
+      return own.backward(grad_pre, input, weight, geometry, output_mask, input.scalar_type());
+    }
+    auto grads = own.backward(to_float(grad_pre), to_float(input), to_float(weight), geometry,
+                              output_mask, input.scalar_type());
     if (grads) {
       auto& [grad_input, grad_weight, grad_bias] = *grads;
       const auto dtype = input.scalar_type();

@@ -57,13 +57,22 @@ using OwnBackward = std::optional<Grads> (*)(const at::Tensor& grad_pre, const a
                                              std::array<bool, 3> output_mask,
                                              at::ScalarType operands);
 
+// fastgen's candidates for a call: `own` as above (half-precision operands converted around
+// it), and `native`, tried first, which takes the operands in any dtype as they come (the
+// few-channel loops, conv/few_channels: they widen half values themselves, a pixel at a time)
+// and has the same contract otherwise. Either may be null.
+struct Own {
+  OwnForward forward = nullptr, native_forward = nullptr;
+  OwnBackward backward = nullptr, native_backward = nullptr;
+};
+
 // The convolution (without bias) of `op` ("conv2d" or "conv_transpose2d"), by the policy.
 at::Tensor forward(const char* op, const at::Tensor& input, const at::Tensor& weight,
-                   const Geometry& geometry, OwnForward own);
+                   const Geometry& geometry, const Own& own);
 // Its backward, as conv::Convolution::backward (conv/conv_common.h) returns it.
 Grads backward(const char* op, const at::Tensor& grad_pre, const at::Tensor& input,
                const at::Tensor& weight, const Geometry& geometry, std::array<bool, 3> output_mask,
-               OwnBackward own);
+               const Own& own);
 
 // Whether the process has measured `op`'s forward for these operands, and its backward with
 // `backward_mask` (nullopt: no backward wanted), and aten's convolution won every one of them

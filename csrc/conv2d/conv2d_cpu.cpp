@@ -12,6 +12,7 @@
 #include "conv2d/conv2d.h"
 #include "conv/conv_common.h"
 #include "conv/conv_select_cpu.h"
+#include "conv/few_channels/few_channels.h"
 #include "conv/gemm/gemm_conv_cpu.h"
 #include "conv/winograd/winograd_cpu.h"
 
@@ -67,31 +68,25 @@ std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre, cons
         single_pixel_output_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
     return conv::select::Grads{grad_input, grad_weight, grad_bias()};
   }
-  if (output_mask[0] && is_transposed_to_one_channel(grad_pre, weight, geometry.groups)) {
-    // A convolution from one channel (a grayscale first layer): its data gradient is a
-    // transposed convolution to one channel, GEMM + col2im; the rest from aten.
-    at::Tensor grad_input =
-        transposed_by_col2im(grad_pre, weight, {input.size(2), input.size(3)}, geometry.stride,
-                             geometry.padding, geometry.dilation);
-    auto [unused, grad_weight, library_grad_bias] = conv::library_backward(
-        grad_pre, input, weight, geometry, {false, output_mask[1], output_mask[2]});
-    return conv::select::Grads{grad_input, grad_weight, library_grad_bias};
-  }
   return std::nullopt;
 }
+
+// fastgen's candidates; a layer to or from an image (1-4 channels) takes the few-channel
+// loops in the call's own dtype (conv/few_channels).
+constexpr conv::select::Own kOwn{own_forward, few_channels::forward, own_backward,
+                                 few_channels::backward};
 
 // conv2d(input, weight) without bias on CPU, and its backward: fastgen's kernel or aten's, as
 // conv/conv_select_cpu.h chooses.
 at::Tensor conv2d_convolution_cpu(const at::Tensor& input, const at::Tensor& weight,
                                   const conv::Geometry& geometry) {
-  return conv::select::forward("conv2d", input, weight, geometry, own_forward);
+  return conv::select::forward("conv2d", input, weight, geometry, kOwn);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_convolution_backward_cpu(
     const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
     const conv::Geometry& geometry, std::array<bool, 3> output_mask) {
-  return conv::select::backward("conv2d", grad_pre, input, weight, geometry, output_mask,
-                                own_backward);
+  return conv::select::backward("conv2d", grad_pre, input, weight, geometry, output_mask, kOwn);
 }
 
 // The CPU backend's kernels, or, while the emulated-cuda backend is on, what the CUDA build

@@ -9,6 +9,7 @@
 #include "common/emulated_cuda.h"
 #include "conv/gemm/gemm_conv_cpu.h"
 #include "conv/conv_select_cpu.h"
+#include "conv/few_channels/few_channels.h"
 #include "conv_transpose2d/conv_transpose2d.h"
 #include "conv/winograd/winograd_cpu.h"
 
@@ -26,19 +27,14 @@ bool use_winograd(const at::Tensor& input, const at::Tensor& weight,
                             /*transposed=*/true);
 }
 
-bool use_col2im(const at::Tensor& input, const at::Tensor& weight, const conv::Geometry& geometry) {
-  return is_transposed_to_one_channel(input, weight, geometry.groups) &&
-         geometry.output_padding == std::array<int64_t, 2>{0, 0};
-}
-
 bool use_single_pixel(const at::Tensor& input, const at::Tensor& weight,
                       const conv::Geometry& geometry) {
   return is_transposed_single_pixel(input, weight, geometry.padding, geometry.output_padding,
                                     geometry.dilation, geometry.groups);
 }
 
-// fastgen's own transposed convolution for the call (float32/float64): Winograd, a GEMM of
-// a 1x1 input, or GEMM + col2im to one channel; nullopt where it has none.
+// fastgen's own transposed convolution for the call (float32/float64): Winograd or a GEMM of
+// a 1x1 input; nullopt where it has none.
 // conv/conv_select_cpu.h chooses between it and aten's.
 std::optional<at::Tensor> own_forward(const at::Tensor& input, const at::Tensor& weight,
                                       const conv::Geometry& geometry, at::ScalarType operands) {
@@ -48,12 +44,6 @@ std::optional<at::Tensor> own_forward(const at::Tensor& input, const at::Tensor&
                : conv::library_forward(input, weight, geometry);
   }
   if (use_single_pixel(input, weight, geometry)) return transposed_single_pixel(input, weight);
-  if (use_col2im(input, weight, geometry)) {
-    return transposed_by_col2im(input, weight,
-                                {conv::output_size(input, weight, geometry, 0),
-                                 conv::output_size(input, weight, geometry, 1)},
-                                geometry.stride, geometry.padding, geometry.dilation);
-  }
   return std::nullopt;
 }
 
@@ -77,27 +67,29 @@ std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre, cons
   } else if (use_single_pixel(input, weight, geometry)) {
     std::tie(grad_input, grad_weight) =
         transposed_single_pixel_backward(grad_pre, input, weight, data_mask);
-  } else if (use_col2im(input, weight, geometry)) {
-    std::tie(grad_input, grad_weight) = transposed_by_col2im_backward(
-        grad_pre, input, weight, geometry.stride, geometry.padding, geometry.dilation, data_mask);
   } else {
     return std::nullopt;
   }
   return conv::select::Grads{grad_input, grad_weight, at::Tensor()};
 }
 
+// fastgen's candidates; a layer to or from an image (1-4 channels) takes the few-channel
+// loops in the call's own dtype (conv/few_channels).
+constexpr conv::select::Own kOwn{own_forward, few_channels::forward, own_backward,
+                                 few_channels::backward};
+
 // conv_transpose2d(input, weight) without bias on CPU, and its backward: fastgen's kernel or
 // aten's, as conv/conv_select_cpu.h chooses.
 at::Tensor conv_transpose2d_convolution_cpu(const at::Tensor& input, const at::Tensor& weight,
                                             const conv::Geometry& geometry) {
-  return conv::select::forward("conv_transpose2d", input, weight, geometry, own_forward);
+  return conv::select::forward("conv_transpose2d", input, weight, geometry, kOwn);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_transpose2d_convolution_backward_cpu(
     const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
     const conv::Geometry& geometry, std::array<bool, 3> output_mask) {
   return conv::select::backward("conv_transpose2d", grad_pre, input, weight, geometry, output_mask,
-                                own_backward);
+                                kOwn);
 }
 
 // The CPU backend's kernels, or, while the emulated-cuda backend is on, what the CUDA build

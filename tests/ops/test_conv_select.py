@@ -146,8 +146,8 @@ def test_a_new_thread_count_or_layout_is_a_new_key(fresh):
 
 
 def test_shapes_without_a_fastgen_kernel_are_not_timed(fresh):
-    x = torch.randn(2, 3, 9, 9, requires_grad=True)
-    w = torch.randn(5, 3, 3, 3, requires_grad=True)
+    x = torch.randn(2, 6, 9, 9, requires_grad=True)  # 6 -> 5 channels: no image side
+    w = torch.randn(5, 6, 3, 3, requires_grad=True)
     out = ops.conv2d(x, w, None, 1, 1)
     out.sum().backward()
     records = ops.conv_cpu_choices()

@@ -33,11 +33,6 @@ bool is_single_pixel_output(const at::Tensor& input, const at::Tensor& weight,
          input.size(2) == weight.size(2) && input.size(3) == weight.size(3);
 }
 
-bool is_transposed_to_one_channel(const at::Tensor& input, const at::Tensor& weight,
-                                  int64_t groups) {
-  return cpu_float(input, weight) && groups == 1 && weight.size(1) == 1 && input.is_contiguous();
-}
-
 at::Tensor transposed_single_pixel(const at::Tensor& input, const at::Tensor& weight) {
   return at::mm(input.reshape({input.size(0), input.size(1)}), weight.reshape({weight.size(0), -1}))
       .view({input.size(0), weight.size(1), weight.size(2), weight.size(3)});
@@ -72,36 +67,6 @@ std::tuple<at::Tensor, at::Tensor> single_pixel_output_backward(const at::Tensor
   if (mask[0]) grad_input = at::mm(grad, weight.reshape({weight.size(0), -1})).view(input.sizes());
   if (mask[1]) {
     grad_weight = at::mm(grad.t(), input.reshape({input.size(0), -1})).view(weight.sizes());
-  }
-  return {grad_input, grad_weight};
-}
-
-at::Tensor transposed_by_col2im(const at::Tensor& input, const at::Tensor& weight,
-                                std::array<int64_t, 2> output_size, std::array<int64_t, 2> stride,
-                                std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation) {
-  const int64_t batch = input.size(0), in_ch = input.size(1);
-  // cols[n] = weight^T [C_out * kH * kW, C_in] @ input[n] [C_in, H * W]
-  const at::Tensor cols =
-      at::matmul(weight.reshape({in_ch, -1}).t(), input.contiguous().view({batch, in_ch, -1}));
-  return at::col2im(cols, output_size, {weight.size(2), weight.size(3)}, dilation, padding, stride);
-}
-
-std::tuple<at::Tensor, at::Tensor> transposed_by_col2im_backward(
-    const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& weight,
-    std::array<int64_t, 2> stride, std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation,
-    std::array<bool, 2> mask) {
-  const int64_t batch = input.size(0), in_ch = input.size(1);
-  const at::Tensor cols = at::im2col(grad_out.contiguous(), {weight.size(2), weight.size(3)},
-                                     dilation, padding, stride);  // [N, C_out*kH*kW, H*W]
-  at::Tensor grad_input, grad_weight;
-  if (mask[0]) {
-    const at::Tensor w = weight.reshape({in_ch, -1});
-    grad_input = at::bmm(w.unsqueeze(0).expand({batch, -1, -1}), cols).view(input.sizes());
-  }
-  if (mask[1]) {
-    grad_weight = at::bmm(input.contiguous().view({batch, in_ch, -1}), cols.transpose(1, 2))
-                      .sum(0)
-                      .view(weight.sizes());
   }
   return {grad_input, grad_weight};
 }

@@ -1,0 +1,92 @@
+#pragma once
+// Convolutions with an image on one side, on CPU: a conv2d FROM a few channels (a
+// discriminator's or encoder's first layer, 1 or 3 channels in) and a conv_transpose2d TO a
+// few channels (a generator's or decoder's output layer), with their backward.
+//
+// Why fastgen has its own: oneDNN vectorizes a convolution along its channels, and one side
+// has 1-4 of them. Measured on the main job's layers (AMD EPYC Zen 4, 1 thread, torch
+// 2.13.0+cpu, bfloat16 channels_last, batch 64): the generator's 32 -> 1 channel output layer
+// (16x16 -> 32x32) took 1.5 ms in aten for 17 MFLOP (~11 GFLOP/s), where the same CPU runs
+// aten's bfloat16 convolutions of the middle layers at 300-480 GFLOP/s.
+//
+// The math, with the "many" side M (C channels; the conv2d's output or the conv_transpose2d's
+// input) and the image side I (S <= kMaxImageChannels channels): many pixel (i, j) meets image
+// pixel (i * stride - padding + kh * dilation, j * stride - padding + kw * dilation) through
+// weight[c, s, kh, kw] (conv2d [C_out, C_in = S, kH, kW] and conv_transpose2d
+// [C_in, C_out = S, kH, kW] name the same thing). Three loops compute every pass:
+//   gather:      M[n, c, i, j] = sum_{s, kh, kw} I[n, s, y, x] * weight[c, s, kh, kw]
+//                (conv2d forward; conv_transpose2d's data gradient);
+//   scatter:     I[n, s, y, x] = sum over (i, j, kh, kw) meeting (y, x) of
+//                sum_c M[n, c, i, j] * weight[c, s, kh, kw]
+//                (conv_transpose2d forward; conv2d's data gradient);
+//   weight_grad: dweight[c, s, kh, kw] = sum_{n, i, j} M[n, c, i, j] * I[n, s, y, x].
+// Image pixels outside the image count as zero. Sums in float32 for float32 / bfloat16 /
+// float16 (each product of half-precision values exact, one rounding at the end) and float64
+// for float64; groups 1 only. conv/conv_select_cpu.h measures them against aten's per shape.
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+
+#include "conv/conv_engine.h"
+#include "conv/conv_select_cpu.h"
+
+namespace fastgen::few_channels {
+
+// The most channels the image side may have (RGBA); the many side must have more.
+constexpr int64_t kMaxImageChannels = 4;
+// The loops' vector block: packed weights pad the dimension they run along to a multiple.
+constexpr int64_t kLanes = 16;
+
+// Both sides' sizes and how they meet.
+struct Shape {
+  int64_t batch = 0, channels = 0, image_channels = 0;
+  int64_t many_height = 0, many_width = 0, image_height = 0, image_width = 0;
+  std::array<int64_t, 2> kernel{}, stride{}, padding{}, dilation{};
+  // The taps of one many pixel: (kh, kw, s) flattened in that order.
+  int64_t taps() const { return kernel[0] * kernel[1] * image_channels; }
+};
+
+inline int64_t padded(int64_t n) {
+  return (n + kLanes - 1) / kLanes * kLanes;
+}
+
+// Whether a convolution (conv2d or conv_transpose2d per geometry.transposed) has an image
+// side these loops take: CPU, one floating dtype for both, groups 1, weight.size(1) <=
+// kMaxImageChannels < ... < weight.size(0), no empty tensor.
+bool applies(const at::Tensor& input, const at::Tensor& weight, const conv::Geometry& geometry);
+
+// The convolution without bias, or nullopt where applies() is false: a native candidate of
+// conv/conv_select_cpu.h (operands in their own dtype; `operands` unused). Returns
+// channels_last (the drivers lay the result out as the op's layout rule says).
+std::optional<at::Tensor> forward(const at::Tensor& input, const at::Tensor& weight,
+                                  const conv::Geometry& geometry, at::ScalarType operands);
+// (grad_input, grad_weight, undefined) for grad_out, each undefined where output_mask is false
+// (the drivers sum grad_bias); nullopt where applies() is false.
+std::optional<conv::select::Grads> backward(const at::Tensor& grad_out, const at::Tensor& input,
+                                            const at::Tensor& weight,
+                                            const conv::Geometry& geometry,
+                                            std::array<bool, 3> output_mask,
+                                            at::ScalarType operands);
+
+// The loops, one copy per CPU capability (few_channels_kernels.cpp). Tensors dense and
+// channels-innermost: many [N, Hm, Wm, C] and image [N, Hi, Wi, S] in the call's dtype; the
+// packed weights and weight_grad's result in the sums' dtype (float32, or float64):
+// scatter's [C, padded(taps)], gather's and weight_grad's [taps, padded(C)], zero where padded.
+#define FASTGEN_FEW_CHANNELS_KERNELS(ns)                                                    \
+  namespace ns {                                                                            \
+  void scatter(const at::Tensor& many, const at::Tensor& weight, const at::Tensor& image,   \
+               const Shape& shape);                                                         \
+  void gather(const at::Tensor& image, const at::Tensor& weight, const at::Tensor& many,    \
+              const Shape& shape);                                                          \
+  void weight_grad(const at::Tensor& many, const at::Tensor& image, const at::Tensor& grad, \
+                   const Shape& shape);                                                     \
+  }
+FASTGEN_FEW_CHANNELS_KERNELS(baseline)
+FASTGEN_FEW_CHANNELS_KERNELS(avx2)
+FASTGEN_FEW_CHANNELS_KERNELS(avx512)
+#undef FASTGEN_FEW_CHANNELS_KERNELS
+
+}  // namespace fastgen::few_channels
