@@ -109,6 +109,24 @@ struct PaddedImage {
     }
   }
 
+  // The taps of many pixel (i, j) inside the image (not in the zero border), as indices into
+  // a patch; returns how many. Used where a product with the border's zero must be left out
+  // rather than added as 0: aten's convolutions skip the taps outside the image, so an Inf or
+  // NaN met there (0 * Inf) must not reach the result.
+  int64_t inside_taps(const Shape& shape, int64_t i, int64_t j, int64_t* taps) const {
+    int64_t count = 0;
+    for (int64_t kh = 0; kh < shape.kernel[0]; ++kh) {
+      const int64_t y = i * shape.stride[0] + kh * shape.dilation[0] - shape.padding[0];
+      for (int64_t kw = 0; kw < shape.kernel[1]; ++kw) {
+        const int64_t x = j * shape.stride[1] + kw * shape.dilation[1] - shape.padding[1];
+        if (y < 0 || y >= shape.image_height || x < 0 || x >= shape.image_width) continue;
+        for (int64_t s = 0; s < channels; ++s)
+          taps[count++] = (kh * shape.kernel[1] + kw) * channels + s;
+      }
+    }
+    return count;
+  }
+
   // The reverse: adds many pixel (i, j)'s taps into the padded image.
   void add_patch(const Shape& shape, int64_t i, int64_t j, const acc* __restrict__ patch) {
     for (int64_t kh = 0; kh < shape.kernel[0]; ++kh) {
@@ -161,6 +179,31 @@ inline void combine_rows(const acc* __restrict__ coefficient, const acc* __restr
     for (; r < count; ++r) sum0 += coefficient[r] * load_lanes(column + r * stride);
     const V total = (sum0 + sum1) + (sum2 + sum3);
     std::memcpy(out + first, &total, sizeof(total));
+  }
+}
+
+// Whether values[0, n) are all finite: a sum of value * 0 is 0 for finite values and NaN
+// for any Inf or NaN (a loop the compiler vectorizes, unlike std::isfinite's).
+template <typename acc>
+inline bool all_finite(const acc* __restrict__ values, int64_t n) {
+  acc zero_if_finite = 0;
+  for (int64_t i = 0; i < n; ++i) zero_if_finite += values[i] * acc(0);
+  return zero_if_finite == acc(0);
+}
+
+// combine_rows over the listed rows only (r = listed[0, count)).
+template <typename acc>
+inline void combine_listed_rows(const acc* __restrict__ coefficient, const int64_t* listed,
+                                int64_t count, const acc* __restrict__ rows, int64_t width,
+                                acc* __restrict__ out) {
+  using V = typename Lanes<acc>::type;
+  const int64_t stride = padded(width);
+  for (int64_t first = 0; first < stride; first += kLanes) {
+    V sum{};
+    for (int64_t k = 0; k < count; ++k) {
+      sum += coefficient[listed[k]] * load_lanes(rows + listed[k] * stride + first);
+    }
+    std::memcpy(out + first, &sum, sizeof(V));
   }
 }
 
@@ -241,18 +284,28 @@ void gather_typed(const scalar_t* image, const acc_t<scalar_t>* weight, scalar_t
   const int64_t C = shape.channels, width = padded(C);
   const int64_t image_size = shape.image_height * shape.image_width * shape.image_channels;
   const int64_t rows = shape.batch * shape.many_height;
+  const bool finite_weight = all_finite(weight, shape.taps() * width);
   at::parallel_for(0, rows, parallel::grain(shape.many_width * C), [&](int64_t begin, int64_t end) {
     PaddedImage<acc> source(shape);
     int64_t source_n = -1;
     const int64_t T = shape.taps();
     std::vector<acc> patches(shape.many_width * T), out(shape.many_width * width);
+    std::vector<int64_t> inside(T);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / shape.many_height, i = row % shape.many_height;
       if (n != source_n) source.read(image + n * image_size, shape), source_n = n;
       for (int64_t j = 0; j < shape.many_width; ++j) {
         source.read_patch(shape, i, j, patches.data() + j * T);
       }
-      combine_pixels(patches.data(), T, shape.many_width, weight, T, C, out.data(), width);
+      if (finite_weight) {
+        combine_pixels(patches.data(), T, shape.many_width, weight, T, C, out.data(), width);
+      } else {  // the border's taps left out (PaddedImage::inside_taps says why)
+        for (int64_t j = 0; j < shape.many_width; ++j) {
+          const int64_t count = source.inside_taps(shape, i, j, inside.data());
+          combine_listed_rows(patches.data() + j * T, inside.data(), count, weight, C,
+                              out.data() + j * width);
+        }
+      }
       scalar_t* dst = many + row * shape.many_width * C;
       if (width == C) {
         store(out.data(), dst, shape.many_width * C);
@@ -281,6 +334,7 @@ void weight_grad_typed(const scalar_t* many, const scalar_t* image, acc_t<scalar
     PaddedImage<acc> source(shape);
     const int64_t pixel_count = shape.many_height * shape.many_width;
     std::vector<acc> patches(pixel_count * taps_width, acc(0)), pixels(pixel_count * width, acc(0));
+    std::vector<int64_t> inside(T);
     for (int64_t task = begin; task < end; ++task) {
       acc* __restrict__ sums = partial[task].data();
       for (int64_t n = task * shape.batch / tasks; n < (task + 1) * shape.batch / tasks; ++n) {
@@ -299,6 +353,24 @@ void weight_grad_typed(const scalar_t* many, const scalar_t* image, acc_t<scalar
             source.read_patch(shape, i, j,
                               patches.data() + (i * shape.many_width + j) * taps_width);
           }
+        }
+        if (!all_finite(pixels.data(), pixel_count * width)) {
+          // An Inf or NaN in this image's many side: the border's taps left out, as aten does
+          // (PaddedImage::inside_taps), one pixel at a time.
+          for (int64_t p = 0; p < pixel_count; ++p) {
+            const acc* q = patches.data() + p * taps_width;
+            const int64_t count = source.inside_taps(shape, p / shape.many_width,
+                                                     p % shape.many_width, inside.data());
+            for (int64_t first = 0; first < width; first += kLanes) {
+              const V values = load_lanes(pixels.data() + p * width + first);
+              for (int64_t k = 0; k < count; ++k) {
+                acc* at = sums + inside[k] * width + first;
+                const V sum = load_lanes(at) + q[inside[k]] * values;
+                std::memcpy(at, &sum, sizeof(V));
+              }
+            }
+          }
+          continue;
         }
         for (int64_t t0 = 0; t0 < taps_width; t0 += kTapBlock) {
           for (int64_t first = 0; first < width; first += kLanes) {
