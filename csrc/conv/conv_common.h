@@ -109,7 +109,7 @@ struct Convolution {
 
 // aten's convolution (oneDNN / native CPU kernels, cuDNN on CUDA), at::conv2d or
 // at::conv_transpose2d as geometry.transposed says: what every backend uses for the shapes it
-// has no kernel of its own for.
+// has no kernel of its own for. Its backward leaves grad_bias undefined (the driver sums it).
 at::Tensor library_forward(const at::Tensor& input, const at::Tensor& weight,
                            const Geometry& geometry);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> library_backward(const at::Tensor& grad_pre,

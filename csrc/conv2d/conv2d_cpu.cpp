@@ -29,17 +29,14 @@ bool use_winograd(const at::Tensor& input, const at::Tensor& weight,
                             geometry.dilation, geometry.groups, /*transposed=*/false);
 }
 
-// fastgen's own convolution for the call (float32/float64): Winograd, or the GEMM of a 1x1
-// output; nullopt where it has none. conv/conv_select_cpu.h chooses between it and aten's.
+// fastgen's own convolution for the call (float32/float64 operands): Winograd; nullopt where
+// it has none. conv/conv_select_cpu.h chooses between it and aten's.
 std::optional<at::Tensor> own_forward(const at::Tensor& input, const at::Tensor& weight,
                                       const conv::Geometry& geometry, at::ScalarType operands) {
   if (use_winograd(input, weight, geometry)) {
     return winograd::values_in_range(input, weight)
                ? winograd::conv2d(input, weight, winograd::products_for(operands))
                : conv::library_forward(input, weight, geometry);
-  }
-  if (is_single_pixel_output(input, weight, geometry.padding, geometry.dilation, geometry.groups)) {
-    return single_pixel_output(input, weight);
   }
   return std::nullopt;
 }
@@ -52,7 +49,6 @@ std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre, cons
                                                 const conv::Geometry& geometry,
                                                 std::array<bool, 3> output_mask,
                                                 at::ScalarType operands) {
-  const auto grad_bias = [&] { return output_mask[2] ? grad_pre.sum({0, 2, 3}) : at::Tensor(); };
   if (use_winograd(input, weight, geometry) && grad_pre.scalar_type() == at::kFloat) {
     if (!winograd::values_in_range(grad_pre, weight) ||
         !winograd::values_in_range(input, grad_pre)) {
@@ -61,20 +57,37 @@ std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre, cons
     auto [grad_input, grad_weight] =
         winograd::conv2d_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]},
                                   winograd::products_for(operands));
-    return conv::select::Grads{grad_input, grad_weight, grad_bias()};
-  }
-  if (is_single_pixel_output(input, weight, geometry.padding, geometry.dilation, geometry.groups)) {
-    auto [grad_input, grad_weight] =
-        single_pixel_output_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
-    return conv::select::Grads{grad_input, grad_weight, grad_bias()};
+    return conv::select::Grads{grad_input, grad_weight, at::Tensor()};
   }
   return std::nullopt;
 }
 
-// fastgen's candidates; a layer to or from an image (1-4 channels) takes the few-channel
-// loops in the call's own dtype (conv/few_channels).
-constexpr conv::select::Own kOwn{own_forward, few_channels::forward, own_backward,
-                                 few_channels::backward};
+bool use_single_pixel(const at::Tensor& input, const at::Tensor& weight,
+                      const conv::Geometry& geometry) {
+  return is_single_pixel_output(input, weight, geometry.padding, geometry.dilation,
+                                geometry.groups);
+}
+
+// fastgen's kernels that take the operands in the call's own dtype (any floating one): the
+// GEMM of a 1x1 output, or the few-channel loops of a layer from an image (conv/few_channels).
+std::optional<at::Tensor> native_forward(const at::Tensor& input, const at::Tensor& weight,
+                                         const conv::Geometry& geometry, at::ScalarType operands) {
+  if (use_single_pixel(input, weight, geometry)) return single_pixel_output(input, weight);
+  return few_channels::forward(input, weight, geometry, operands);
+}
+
+std::optional<conv::select::Grads> native_backward(
+    const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
+    const conv::Geometry& geometry, std::array<bool, 3> output_mask, at::ScalarType operands) {
+  if (use_single_pixel(input, weight, geometry)) {
+    auto [grad_input, grad_weight] =
+        single_pixel_output_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
+    return conv::select::Grads{grad_input, grad_weight, at::Tensor()};
+  }
+  return few_channels::backward(grad_pre, input, weight, geometry, output_mask, operands);
+}
+
+constexpr conv::select::Own kOwn{own_forward, native_forward, own_backward, native_backward};
 
 // conv2d(input, weight) without bias on CPU, and its backward: fastgen's kernel or aten's, as
 // conv/conv_select_cpu.h chooses.

@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include "common/emulated_cuda.h"
+#include "conv/conv_common.h"
 #include "conv/gemm/gemm_conv_cpu.h"
 #include "conv/conv_select_cpu.h"
 #include "conv/few_channels/few_channels.h"
@@ -33,9 +34,8 @@ bool use_single_pixel(const at::Tensor& input, const at::Tensor& weight,
                                     geometry.dilation, geometry.groups);
 }
 
-// fastgen's own transposed convolution for the call (float32/float64): Winograd or a GEMM of
-// a 1x1 input; nullopt where it has none.
-// conv/conv_select_cpu.h chooses between it and aten's.
+// fastgen's own transposed convolution for the call (float32/float64 operands): Winograd;
+// nullopt where it has none. conv/conv_select_cpu.h chooses between it and aten's.
 std::optional<at::Tensor> own_forward(const at::Tensor& input, const at::Tensor& weight,
                                       const conv::Geometry& geometry, at::ScalarType operands) {
   if (use_winograd(input, weight, geometry)) {
@@ -43,7 +43,6 @@ std::optional<at::Tensor> own_forward(const at::Tensor& input, const at::Tensor&
                ? winograd::conv_transpose2d(input, weight, winograd::products_for(operands))
                : conv::library_forward(input, weight, geometry);
   }
-  if (use_single_pixel(input, weight, geometry)) return transposed_single_pixel(input, weight);
   return std::nullopt;
 }
 
@@ -55,28 +54,40 @@ std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre, cons
                                                 const conv::Geometry& geometry,
                                                 std::array<bool, 3> output_mask,
                                                 at::ScalarType operands) {
-  const std::array<bool, 2> data_mask{output_mask[0], output_mask[1]};
-  at::Tensor grad_input, grad_weight;
-  if (use_winograd(input, weight, geometry) && grad_pre.scalar_type() == at::kFloat) {
-    if (!winograd::values_in_range(grad_pre, weight) ||
-        !winograd::values_in_range(input, grad_pre)) {
-      return conv::library_backward(grad_pre, input, weight, geometry, output_mask);
-    }
-    std::tie(grad_input, grad_weight) = winograd::conv_transpose2d_backward(
-        grad_pre, input, weight, data_mask, winograd::products_for(operands));
-  } else if (use_single_pixel(input, weight, geometry)) {
-    std::tie(grad_input, grad_weight) =
-        transposed_single_pixel_backward(grad_pre, input, weight, data_mask);
-  } else {
+  if (!use_winograd(input, weight, geometry) || grad_pre.scalar_type() != at::kFloat) {
     return std::nullopt;
   }
+  if (!winograd::values_in_range(grad_pre, weight) || !winograd::values_in_range(input, grad_pre)) {
+    return conv::library_backward(grad_pre, input, weight, geometry, output_mask);
+  }
+  auto [grad_input, grad_weight] = winograd::conv_transpose2d_backward(
+      grad_pre, input, weight, {output_mask[0], output_mask[1]}, winograd::products_for(operands));
   return conv::select::Grads{grad_input, grad_weight, at::Tensor()};
 }
 
-// fastgen's candidates; a layer to or from an image (1-4 channels) takes the few-channel
-// loops in the call's own dtype (conv/few_channels).
-constexpr conv::select::Own kOwn{own_forward, few_channels::forward, own_backward,
-                                 few_channels::backward};
+// fastgen's kernels that take the operands in the call's own dtype (any floating one): the
+// GEMM of a 1x1 input, or the few-channel loops of a layer to an image (conv/few_channels).
+std::optional<at::Tensor> native_forward(const at::Tensor& input, const at::Tensor& weight,
+                                         const conv::Geometry& geometry, at::ScalarType operands) {
+  if (use_single_pixel(input, weight, geometry)) {
+    return transposed_single_pixel(input, weight,
+                                   conv_format(input, weight) == c10::MemoryFormat::ChannelsLast);
+  }
+  return few_channels::forward(input, weight, geometry, operands);
+}
+
+std::optional<conv::select::Grads> native_backward(
+    const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
+    const conv::Geometry& geometry, std::array<bool, 3> output_mask, at::ScalarType operands) {
+  if (use_single_pixel(input, weight, geometry)) {
+    auto [grad_input, grad_weight] =
+        transposed_single_pixel_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
+    return conv::select::Grads{grad_input, grad_weight, at::Tensor()};
+  }
+  return few_channels::backward(grad_pre, input, weight, geometry, output_mask, operands);
+}
+
+constexpr conv::select::Own kOwn{own_forward, native_forward, own_backward, native_backward};
 
 // conv_transpose2d(input, weight) without bias on CPU, and its backward: fastgen's kernel or
 // aten's, as conv/conv_select_cpu.h chooses.

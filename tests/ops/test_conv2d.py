@@ -15,12 +15,14 @@ def check(config, dtype, device, kind="contiguous", seed=0):
     return conv_helpers.check("conv2d", config, dtype, device, kind, seed)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
-def test_gemm_shapes(dtype, kind):
-    """The CPU shapes done as plain GEMMs (csrc/conv/gemm/gemm_conv_cpu.h) match the reference:
-    a 1x1 output (the DCGAN discriminator's head) and the data gradient of a convolution
-    from one channel (a grayscale first layer, GEMM + col2im; from 3 channels: aten's)."""
+def test_gemm_shapes(dtype, kind, monkeypatch):
+    """The CPU shapes done as plain GEMMs (csrc/conv/gemm/gemm_conv_cpu.h) match the reference
+    in every dtype and layout: a 1x1 output (the DCGAN discriminator's head); and first layers
+    from 1 or 3 channels (the few-channel loops, csrc/conv/few_channels). Forced, so the
+    measured choice cannot send them to aten."""
+    monkeypatch.setenv("FASTGEN_CONV_CPU", "fastgen")
     check(dict(input=(6, 40, 4, 4), weight=(3, 4, 4), bias=False), dtype, "cpu", kind)
     check(dict(input=(6, 40, 4, 4), weight=(1, 4, 4), stride=2), dtype, "cpu", kind)
     first = dict(input=(5, 3, 10, 12), weight=(16, 4, 4), stride=2, padding=1)

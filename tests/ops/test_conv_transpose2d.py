@@ -15,12 +15,14 @@ def check(config, dtype, device, kind="contiguous", seed=0):
     return conv_helpers.check("conv_transpose2d", config, dtype, device, kind, seed)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
-def test_single_pixel_input(dtype, stride, kind):
+def test_single_pixel_input(dtype, stride, kind, monkeypatch):
     """A 1x1 input without padding (the DCGAN generator's first layer) runs as one GEMM on
-    CPU: same output, gradients and layout as the convolution."""
+    CPU in the call's dtype (forced here): same output, gradients and layout as the
+    convolution."""
+    monkeypatch.setenv("FASTGEN_CONV_CPU", "fastgen")
     config = dict(input=(5, 100, 1, 1), weight=(24, 4, 4), stride=stride, activation="relu")
     check(config, dtype, "cpu", kind)
     check(dict(config, bias=False, activation="identity"), dtype, "cpu", kind)
@@ -30,8 +32,8 @@ def test_single_pixel_input(dtype, stride, kind):
 @pytest.mark.parametrize("c_out", [1, 3])
 @pytest.mark.parametrize("kind", ["contiguous", "channels_last"])
 def test_few_output_channels(dtype, c_out, kind):
-    """A transposed convolution of an NCHW input to one channel (a grayscale output layer)
-    runs as GEMM + col2im on CPU; to 3 channels, or from channels_last, as aten's."""
+    """A transposed convolution to 1 or 3 channels (an output layer): the few-channel loops
+    or aten's, as measured (tests/ops/test_few_channels.py forces the loops)."""
     config = dict(input=(4, 24, 7, 6), weight=(c_out, 4, 4), stride=2, padding=1)
     check(dict(config, activation="tanh"), dtype, "cpu", kind)
     check(dict(config, stride=3, padding=2, dilation=2, bias=False), dtype, "cpu", kind)

@@ -8,13 +8,31 @@ namespace fastgen {
 
 namespace {
 
-bool cpu_float(const at::Tensor& input, const at::Tensor& weight) {
+bool cpu_floating(const at::Tensor& input, const at::Tensor& weight) {
   const auto dtype = input.scalar_type();
-  return input.is_cpu() && (dtype == at::kFloat || dtype == at::kDouble) &&
-         weight.scalar_type() == dtype && input.numel() > 0;
+  return input.is_cpu() && at::isFloatingType(dtype) && weight.scalar_type() == dtype &&
+         input.numel() > 0;
 }
 
 constexpr std::array<int64_t, 2> kZero{0, 0}, kOne{1, 1};
+
+// Whether t is dense channels_last and not plainly contiguous: each sample's values then run
+// (h, w, c), and a GEMM over them in that order reads t in place.
+bool channels_innermost(const at::Tensor& t) {
+  return !t.is_contiguous() && t.is_contiguous(c10::MemoryFormat::ChannelsLast);
+}
+
+// [R, C, H, W] as a matrix [R, C * H * W], columns in (h, w, c) order if `hwc` else (c, h, w):
+// a view where t is dense in that order.
+at::Tensor as_rows(const at::Tensor& t, bool hwc) {
+  return (hwc ? t.permute({0, 2, 3, 1}) : t).reshape({t.size(0), -1});
+}
+
+// The reverse: a [R, C * H * W] matrix as [R, C, H, W] (channels_last strides if `hwc`).
+at::Tensor from_rows(const at::Tensor& m, at::IntArrayRef sizes, bool hwc) {
+  return hwc ? m.view({sizes[0], sizes[2], sizes[3], sizes[1]}).permute({0, 3, 1, 2})
+             : m.view(sizes);
+}
 
 }  // namespace
 
@@ -22,39 +40,42 @@ bool is_transposed_single_pixel(const at::Tensor& input, const at::Tensor& weigh
                                 std::array<int64_t, 2> padding,
                                 std::array<int64_t, 2> output_padding,
                                 std::array<int64_t, 2> dilation, int64_t groups) {
-  return cpu_float(input, weight) && input.size(2) == 1 && input.size(3) == 1 && groups == 1 &&
+  return cpu_floating(input, weight) && input.size(2) == 1 && input.size(3) == 1 && groups == 1 &&
          padding == kZero && output_padding == kZero && dilation == kOne;
 }
 
 bool is_single_pixel_output(const at::Tensor& input, const at::Tensor& weight,
                             std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation,
                             int64_t groups) {
-  return cpu_float(input, weight) && groups == 1 && padding == kZero && dilation == kOne &&
+  return cpu_floating(input, weight) && groups == 1 && padding == kZero && dilation == kOne &&
          input.size(2) == weight.size(2) && input.size(3) == weight.size(3);
 }
 
-at::Tensor transposed_single_pixel(const at::Tensor& input, const at::Tensor& weight) {
-  return at::mm(input.reshape({input.size(0), input.size(1)}), weight.reshape({weight.size(0), -1}))
-      .view({input.size(0), weight.size(1), weight.size(2), weight.size(3)});
+at::Tensor transposed_single_pixel(const at::Tensor& input, const at::Tensor& weight,
+                                   bool channels_last) {
+  const at::Tensor x = input.reshape({input.size(0), input.size(1)});
+  const auto out_sizes = {input.size(0), weight.size(1), weight.size(2), weight.size(3)};
+  return from_rows(at::mm(x, as_rows(weight, channels_last)), out_sizes, channels_last);
 }
 
 std::tuple<at::Tensor, at::Tensor> transposed_single_pixel_backward(const at::Tensor& grad_out,
                                                                     const at::Tensor& input,
                                                                     const at::Tensor& weight,
                                                                     std::array<bool, 2> mask) {
-  const at::Tensor grad = grad_out.reshape({grad_out.size(0), -1});  // [N, C_out * kH * kW]
+  const bool hwc = channels_innermost(grad_out);
+  const at::Tensor grad = as_rows(grad_out, hwc);  // [N, C_out * kH * kW]
   at::Tensor grad_input, grad_weight;
-  if (mask[0])
-    grad_input = at::mm(grad, weight.reshape({weight.size(0), -1}).t()).view(input.sizes());
+  if (mask[0]) grad_input = at::mm(grad, as_rows(weight, hwc).t()).view(input.sizes());
   if (mask[1]) {
-    grad_weight =
-        at::mm(input.reshape({input.size(0), input.size(1)}).t(), grad).view(weight.sizes());
+    const at::Tensor x = input.reshape({input.size(0), input.size(1)});
+    grad_weight = from_rows(at::mm(x.t(), grad), weight.sizes(), hwc);
   }
   return {grad_input, grad_weight};
 }
 
 at::Tensor single_pixel_output(const at::Tensor& input, const at::Tensor& weight) {
-  return at::mm(input.reshape({input.size(0), -1}), weight.reshape({weight.size(0), -1}).t())
+  const bool hwc = channels_innermost(input);
+  return at::mm(as_rows(input, hwc), as_rows(weight, hwc).t())
       .view({input.size(0), weight.size(0), 1, 1});
 }
 
@@ -62,12 +83,11 @@ std::tuple<at::Tensor, at::Tensor> single_pixel_output_backward(const at::Tensor
                                                                 const at::Tensor& input,
                                                                 const at::Tensor& weight,
                                                                 std::array<bool, 2> mask) {
+  const bool hwc = channels_innermost(input);
   const at::Tensor grad = grad_out.reshape({grad_out.size(0), grad_out.size(1)});  // [N, C_out]
   at::Tensor grad_input, grad_weight;
-  if (mask[0]) grad_input = at::mm(grad, weight.reshape({weight.size(0), -1})).view(input.sizes());
-  if (mask[1]) {
-    grad_weight = at::mm(grad.t(), input.reshape({input.size(0), -1})).view(weight.sizes());
-  }
+  if (mask[0]) grad_input = from_rows(at::mm(grad, as_rows(weight, hwc)), input.sizes(), hwc);
+  if (mask[1]) grad_weight = from_rows(at::mm(grad.t(), as_rows(input, hwc)), weight.sizes(), hwc);
   return {grad_input, grad_weight};
 }
 
