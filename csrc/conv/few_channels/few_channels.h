@@ -72,17 +72,15 @@ std::optional<conv::select::Grads> backward(const at::Tensor& grad_out, const at
                                             at::ScalarType operands);
 
 // The loops, one copy per CPU capability (few_channels_kernels.cpp). Tensors dense and
-// channels-innermost: many [N, Hm, Wm, C] and image [N, Hi, Wi, S] in the call's dtype; the
-// packed weights and weight_grad's result in the sums' dtype (float32, or float64):
-// scatter's [C, padded(taps)], gather's and weight_grad's [taps, padded(C)], zero where padded.
-#define FASTGEN_FEW_CHANNELS_KERNELS(ns)                                                    \
-  namespace ns {                                                                            \
-  void scatter(const at::Tensor& many, const at::Tensor& weight, const at::Tensor& image,   \
-               const Shape& shape);                                                         \
-  void gather(const at::Tensor& image, const at::Tensor& weight, const at::Tensor& many,    \
-              const Shape& shape);                                                          \
-  void weight_grad(const at::Tensor& many, const at::Tensor& image, const at::Tensor& grad, \
-                   const Shape& shape);                                                     \
+// channels-innermost: many [N, Hm, Wm, C] and image [N, Hi, Wi, S], in the call's dtype.
+//   scatter: the image from the many side; `weight` packed [C, padded(taps)] in the sums'
+//     dtype (float32, or float64), zero where padded.
+//   patches: the image's taps of every many pixel, out [N * Hm * Wm, taps] in its dtype.
+#define FASTGEN_FEW_CHANNELS_KERNELS(ns)                                                  \
+  namespace ns {                                                                          \
+  void scatter(const at::Tensor& many, const at::Tensor& weight, const at::Tensor& image, \
+               const Shape& shape);                                                       \
+  void patches(const at::Tensor& image, const at::Tensor& out, const Shape& shape);       \
   }
 FASTGEN_FEW_CHANNELS_KERNELS(baseline)
 FASTGEN_FEW_CHANNELS_KERNELS(avx2)

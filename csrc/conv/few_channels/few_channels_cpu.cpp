@@ -1,9 +1,11 @@
 // The few-channel convolutions at tensor level (few_channels.h): which side is the image, the
-// packed weights, the layouts the loops read, and this CPU's copy of the loops.
+// layouts the loops and GEMMs read, the GEMMs, and this CPU's copy of the loops.
 
 #include "conv/few_channels/few_channels.h"
 
 #include <ATen/ATen.h>
+
+#include <functional>
 
 #include "common/cpu_capability.h"
 #include "conv/conv_common.h"
@@ -20,8 +22,8 @@ at::ScalarType sums_dtype(at::ScalarType dtype) {
   return dtype == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-// Dense with channels innermost, as the loops read it (a no-op for channels_last tensors, and
-// for a one-channel NCHW tensor up to its size-1 stride).
+// Dense with channels innermost, as the loops and GEMMs read it (a no-op for channels_last tensors,
+// and for a one-channel NCHW tensor up to its size-1 stride).
 at::Tensor channels_innermost(const at::Tensor& t) {
   return t.contiguous(c10::MemoryFormat::ChannelsLast);
 }
@@ -60,37 +62,46 @@ at::Tensor packed_by_channel(const at::Tensor& weight, const Shape& shape) {
   return packed;
 }
 
-// ... and as gather reads it: [taps, padded(C)].
-at::Tensor packed_by_tap(const at::Tensor& weight, const Shape& shape) {
-  const at::Tensor rows = weight.permute({2, 3, 1, 0}).reshape({shape.taps(), shape.channels});
-  at::Tensor packed = at::zeros({shape.taps(), padded(shape.channels)},
-                                weight.options().dtype(sums_dtype(weight.scalar_type())));
-  packed.narrow(1, 0, shape.channels).copy_(rows);
-  return packed;
+// The image's taps of every many pixel: [N * Hm * Wm, taps], in its dtype.
+at::Tensor patches_of(const at::Tensor& image, const Shape& shape) {
+  at::Tensor out = at::empty({shape.batch * shape.many_height * shape.many_width, shape.taps()},
+                             image.options());
+  FASTGEN_CPU_KERNEL(few_channels, patches)(image, out, shape);
+  return out;
 }
 
-// weight_grad's [taps, padded(C)] sums as a gradient shaped and typed like `weight`.
-at::Tensor weight_gradient(const at::Tensor& many, const at::Tensor& image, const Shape& shape,
-                           const at::Tensor& weight) {
-  at::Tensor sums = at::empty({shape.taps(), padded(shape.channels)},
-                              weight.options().dtype(sums_dtype(weight.scalar_type())));
-  FASTGEN_CPU_KERNEL(few_channels, weight_grad)(many, image, sums, shape);
-  return sums.narrow(1, 0, shape.channels)
-      .reshape({shape.kernel[0], shape.kernel[1], shape.image_channels, shape.channels})
-      .permute({3, 2, 0, 1})
-      .to(weight.scalar_type())
-      .contiguous(conv_memory_format(weight));
+// weight [C, S, kH, kW] as a [taps, C] matrix (taps ordered (kh, kw, s), as patches_of).
+at::Tensor weight_by_tap(const at::Tensor& weight, const Shape& shape) {
+  return weight.permute({2, 3, 1, 0}).reshape({shape.taps(), shape.channels});
 }
 
-// Many-side tensor from the image (gather) and image from the many side (scatter).
-at::Tensor gather(const at::Tensor& image, const at::Tensor& weight, const Shape& shape) {
-  at::Tensor many = empty_channels_last(
-      {shape.batch, shape.channels, shape.many_height, shape.many_width}, image);
-  FASTGEN_CPU_KERNEL(few_channels, gather)(image, packed_by_tap(weight, shape), many, shape);
-  return many;
+// The many side [N, C, Hm, Wm] (channels innermost) as a [N * Hm * Wm, C] matrix, in place.
+at::Tensor many_rows(const at::Tensor& many, const Shape& shape) {
+  return many.permute({0, 2, 3, 1}).reshape({-1, shape.channels});
 }
 
-at::Tensor scatter(const at::Tensor& many, const at::Tensor& weight, const Shape& shape) {
+// Many side from the image's patches: one GEMM, or aten's convolution where the weight is not
+// all finite (few_channels.h: non-finite values).
+at::Tensor gather_many(const at::Tensor& patches, const at::Tensor& weight, const Shape& shape,
+                       const std::function<at::Tensor()>& library) {
+  if (!weight.isfinite().all().item<bool>()) return library();
+  return at::mm(patches, weight_by_tap(weight, shape))
+      .view({shape.batch, shape.many_height, shape.many_width, shape.channels})
+      .permute({0, 3, 1, 2});
+}
+
+// dweight from the image's patches and the many side: one GEMM, or aten's where the result is
+// not all finite (few_channels.h: non-finite values).
+at::Tensor weight_gradient(const at::Tensor& patches, const at::Tensor& many, const Shape& shape,
+                           const std::function<at::Tensor()>& library) {
+  at::Tensor taps_by_channel = at::mm(patches.t(), many_rows(many, shape));  // [taps, C]
+  if (!taps_by_channel.isfinite().all().item<bool>()) return library();
+  return taps_by_channel
+      .view({shape.kernel[0], shape.kernel[1], shape.image_channels, shape.channels})
+      .permute({3, 2, 0, 1});
+}
+
+at::Tensor scatter_image(const at::Tensor& many, const at::Tensor& weight, const Shape& shape) {
   at::Tensor image = empty_channels_last(
       {shape.batch, shape.image_channels, shape.image_height, shape.image_width}, many);
   FASTGEN_CPU_KERNEL(few_channels, scatter)(many, packed_by_channel(weight, shape), image, shape);
@@ -111,7 +122,9 @@ std::optional<at::Tensor> forward(const at::Tensor& input, const at::Tensor& wei
   if (!applies(input, weight, geometry)) return std::nullopt;
   const Shape shape = shape_of(input, weight, geometry);
   const at::Tensor x = channels_innermost(input);
-  return geometry.transposed ? scatter(x, weight, shape) : gather(x, weight, shape);
+  if (geometry.transposed) return scatter_image(x, weight, shape);
+  return gather_many(patches_of(x, shape), weight, shape,
+                     [&] { return conv::library_forward(input, weight, geometry); });
 }
 
 std::optional<conv::select::Grads> backward(const at::Tensor& grad_out, const at::Tensor& input,
@@ -123,14 +136,32 @@ std::optional<conv::select::Grads> backward(const at::Tensor& grad_out, const at
   }
   const Shape shape = shape_of(input, weight, geometry);
   const at::Tensor grad = channels_innermost(grad_out), x = channels_innermost(input);
-  // conv_transpose2d: the input is the many side, grad_out the image; conv2d the other way.
-  const at::Tensor& many = geometry.transposed ? x : grad;
-  const at::Tensor& image = geometry.transposed ? grad : x;
   at::Tensor grad_input, grad_weight;
-  if (output_mask[0]) {
-    grad_input = geometry.transposed ? gather(grad, weight, shape) : scatter(grad, weight, shape);
+  // conv_transpose2d: the input is the many side, grad_out the image (whose patches both
+  // gradients read); conv2d the other way round.
+  if (geometry.transposed) {
+    const at::Tensor image_patches = patches_of(grad, shape);
+    if (output_mask[0]) {
+      grad_input = gather_many(image_patches, weight, shape, [&] {
+        return std::get<0>(
+            conv::library_backward(grad_out, input, weight, geometry, {true, false, false}));
+      });
+    }
+    if (output_mask[1]) {
+      grad_weight = weight_gradient(image_patches, x, shape, [&] {
+        return std::get<1>(
+            conv::library_backward(grad_out, input, weight, geometry, {false, true, false}));
+      });
+    }
+  } else {
+    if (output_mask[0]) grad_input = scatter_image(grad, weight, shape);
+    if (output_mask[1]) {
+      grad_weight = weight_gradient(patches_of(x, shape), grad, shape, [&] {
+        return std::get<1>(
+            conv::library_backward(grad_out, input, weight, geometry, {false, true, false}));
+      });
+    }
   }
-  if (output_mask[1]) grad_weight = weight_gradient(many, image, shape, weight);
   return conv::select::Grads{grad_input, grad_weight, at::Tensor()};
 }
 
