@@ -1,7 +1,7 @@
 #pragma once
 // Which convolution a CPU call of conv2d / conv_transpose2d runs: fastgen's own kernel for the
-// shape (Winograd F(4x4, 2x2), or one of the GEMM shapes of conv/gemm/gemm_conv_cpu.h) or aten's
-// (oneDNN). Neither wins everywhere: on the DCGAN layers fastgen's kernels are up to 2.4x
+// shape (Winograd F(4x4, 2x2), one of the GEMM shapes of conv/gemm/gemm_conv_cpu.h, or the
+// loops and GEMMs of a layer to or from an image, conv/few_channels) or aten's (oneDNN). Neither wins everywhere: on the DCGAN layers fastgen's kernels are up to 2.4x
 // faster in float32, while aten's bfloat16 convolutions (AVX-512 BF16 on CPUs that have it)
 // beat them on others, and which one wins moves with the batch, the channels, the threads and
 // the CPU. So the choice is measured, as torch.backends.cudnn.benchmark does on CUDA: the first
@@ -11,18 +11,20 @@
 // least 5% faster (a close call goes to aten: conv_select_cpu.cpp says why). The epilogue (bias +
 // activation) stays fused whichever convolution runs: the drivers add it around this choice.
 //
-// For bfloat16 and float16 operands (torch.autocast), fastgen's candidate converts them to
-// float32 on load and rounds its result back: the float32 kernels then do the work, and their
+// The GEMM shapes and the image layers take half-precision operands as they come (Own's
+// native candidates: bfloat16 GEMMs and loops sum in float32). For the Winograd kernels,
+// bfloat16 and float16 operands (torch.autocast) are converted to float32 on load and the
+// result rounded back: the float32 kernels then do the work, and their
 // products of half-precision values are exact in float32, so the result is at least as close
 // to the exact one as aten's half-precision convolution (numbers in the README). The one
 // exception: on CPUs with AVX-512 BF16 the Winograd kernels multiply bfloat16 operands' transforms
 // in bfloat16 (winograd::Products), within the contract the README's "bf16 on CPU" states.
 //
 // Policy, read from the environment on every call (so tests can switch it):
-//   FASTGEN_CONV_CPU=fastgen  fastgen's kernel wherever it has one (halves converted), no timing;
+//   FASTGEN_CONV_CPU=fastgen  fastgen's kernel wherever it has one, no timing;
 //   FASTGEN_CONV_CPU=aten     aten's convolution always;
 //   FASTGEN_AUTOTUNE=0        the fixed rules of earlier versions: fastgen's kernel for float32 /
-//                             float64 where it has one, aten for everything else;
+//                             float64 where it has one, aten for half-precision calls;
 //   otherwise                 measured per key (the default).
 // FASTGEN_AUTOTUNE_LOG=1 prints one line per measured key to stderr.
 

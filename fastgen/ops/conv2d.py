@@ -2,8 +2,9 @@ r"""fastgen.ops.conv2d: a convolution with bias and activation fused (the math, 
 dtypes and layouts are in the function's docstring; how it runs is here).
 
 Native path (``torch.ops.fastgen.conv2d``): the convolution without bias, then ONE in-place
-pass for bias + activation. The convolution is, on CPU, fastgen's Winograd or GEMM kernels
-where they apply and measured faster than aten's for the shape, aten's otherwise
+pass for bias + activation. The convolution is, on CPU, fastgen's Winograd, GEMM or
+image-layer kernels (from 1-4 channels) where they apply and measured faster than aten's for
+the shape, aten's otherwise
 (csrc/conv2d/conv2d_cpu.cpp, csrc/conv/conv_select_cpu.h; README, "Which CPU convolution
 runs"); on CUDA, cuDNN's through aten or fastgen's implicit-GEMM engine, as FASTGEN_CONV2D
 routes it (csrc/conv/conv_engine.h; cuDNN by default). Backward (``torch.ops.fastgen.conv2d_backward``) takes act' from the saved

@@ -3,8 +3,8 @@ r"""fastgen.ops.conv_transpose2d: a transposed convolution with bias and activat
 
 Native path (``torch.ops.fastgen.conv_transpose2d``): the transposed convolution without
 bias, then ONE in-place pass for bias + activation. The convolution is, on CPU, fastgen's
-Winograd, col2im or GEMM kernels where they apply and measured faster than aten's for the
-shape, aten's otherwise (csrc/conv_transpose2d/conv_transpose2d_cpu.cpp,
+Winograd, GEMM or image-layer kernels (to 1-4 channels) where they apply and measured faster
+than aten's for the shape, aten's otherwise (csrc/conv_transpose2d/conv_transpose2d_cpu.cpp,
 csrc/conv/conv_select_cpu.h; README, "Which CPU convolution runs"); on CUDA, cuDNN's through
 aten or fastgen's implicit-GEMM engine, as FASTGEN_CONV_TRANSPOSE routes it
 (csrc/conv/conv_engine.h; cuDNN by default). Backward
