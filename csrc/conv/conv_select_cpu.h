@@ -1,15 +1,16 @@
 #pragma once
 // Which convolution a CPU call of conv2d / conv_transpose2d runs: fastgen's own kernel for the
 // shape (Winograd F(4x4, 2x2), one of the GEMM shapes of conv/gemm/gemm_conv_cpu.h, or the
-// loops and GEMMs of a layer to or from an image, conv/few_channels) or aten's (oneDNN). Neither wins everywhere: on the DCGAN layers fastgen's kernels are up to 2.4x
-// faster in float32, while aten's bfloat16 convolutions (AVX-512 BF16 on CPUs that have it)
-// beat them on others, and which one wins moves with the batch, the channels, the threads and
-// the CPU. So the choice is measured, as torch.backends.cudnn.benchmark does on CUDA: the first
-// call of a new key (op and pass, every operand's sizes, dtype and layout, the geometry, the
-// backward's mask, the thread count and the CPU copy) runs both candidates a few times in the
-// process itself and remembers the faster for the rest of the process; fastgen's must be at
-// least 5% faster (a close call goes to aten: conv_select_cpu.cpp says why). The epilogue (bias +
-// activation) stays fused whichever convolution runs: the drivers add it around this choice.
+// loops and GEMMs of a layer to or from an image, conv/few_channels) or aten's (oneDNN). Neither
+// wins everywhere: on the DCGAN layers fastgen's kernels are up to 2.4x faster in float32, while
+// aten's bfloat16 convolutions (AVX-512 BF16 on CPUs that have it) beat them on others, and which
+// one wins moves with the batch, the channels, the threads and the CPU. So the choice is measured,
+// as torch.backends.cudnn.benchmark does on CUDA: the first call of a new key (op and pass, every
+// operand's sizes, dtype and layout, the geometry, the backward's mask, the thread count and the
+// CPU copy) runs both candidates a few times in the process itself and remembers the faster for the
+// rest of the process; fastgen's must be at least 5% faster (a close call goes to aten:
+// conv_select_cpu.cpp says why). The epilogue (bias + activation) stays fused whichever convolution
+// runs: the drivers add it around this choice.
 //
 // The GEMM shapes and the image layers take half-precision operands as they come (Own's
 // native candidates: bfloat16 GEMMs and loops sum in float32). For the Winograd kernels,
