@@ -189,8 +189,9 @@ at::Tensor forward(const char* op, const at::Tensor& input, const at::Tensor& we
                    const Geometry& geometry, const Own& own) {
   const bool half = is_half(input);
   const auto ours = [&]() -> std::optional<at::Tensor> {
-    if (own.native_forward) {
-      if (auto out = own.native_forward(input, weight, geometry, input.scalar_type())) return out;
+    for (const OwnForward native : own.native_forward) {
+      if (!native) continue;
+      if (auto out = native(input, weight, geometry, input.scalar_type())) return out;
     }
     if (!own.forward) return std::nullopt;
     if (!half) return own.forward(input, weight, geometry, input.scalar_type());
@@ -213,9 +214,10 @@ Grads backward(const char* op, const at::Tensor& grad_pre, const at::Tensor& inp
                const Own& own) {
   const bool half = is_half(input);
   const auto ours = [&]() -> std::optional<Grads> {
-    if (own.native_backward) {
-      if (auto grads = own.native_backward(grad_pre, input, weight, geometry, output_mask,
-                                           input.scalar_type())) {
+    for (const OwnBackward native : own.native_backward) {
+      if (!native) continue;
+      if (auto grads =
+              native(grad_pre, input, weight, geometry, output_mask, input.scalar_type())) {
         return grads;
       }
     }

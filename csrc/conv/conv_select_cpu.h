@@ -53,20 +53,28 @@ using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 // check), which counts as its own. `operands` is the dtype the call's operands had before
 // they were converted to float32 (the tensors' own dtype for float32/float64 calls): a kernel
 // may multiply bfloat16 operands in bfloat16 (winograd::Products).
-using OwnForward = std::optional<at::Tensor> (*)(const at::Tensor& input, const at::Tensor& weight,
-                                                 const Geometry& geometry, at::ScalarType operands);
-using OwnBackward = std::optional<Grads> (*)(const at::Tensor& grad_pre, const at::Tensor& input,
-                                             const at::Tensor& weight, const Geometry& geometry,
-                                             std::array<bool, 3> output_mask,
-                                             at::ScalarType operands);
+// (The function types, so a kernel's header can declare a candidate as `ForwardCandidate name;`.)
+using ForwardCandidate = std::optional<at::Tensor>(const at::Tensor& input,
+                                                   const at::Tensor& weight,
+                                                   const Geometry& geometry,
+                                                   at::ScalarType operands);
+using BackwardCandidate = std::optional<Grads>(const at::Tensor& grad_pre, const at::Tensor& input,
+                                               const at::Tensor& weight, const Geometry& geometry,
+                                               std::array<bool, 3> output_mask,
+                                               at::ScalarType operands);
+using OwnForward = ForwardCandidate*;
+using OwnBackward = BackwardCandidate*;
 
-// fastgen's candidates for a call: `own` as above (half-precision operands converted around
-// it), and `native`, tried first, which takes the operands in any dtype as they come (the
-// few-channel loops, conv/few_channels: they widen half values themselves, a pixel at a time)
-// and has the same contract otherwise. Either may be null.
+// fastgen's candidates for a call: `forward` / `backward` as above (half-precision operands
+// converted around them), and the native ones, tried first in order, which take the operands
+// in any dtype as they come (the GEMM shapes, conv/gemm, and the image layers,
+// conv/few_channels: bfloat16 GEMMs and loops sum in float32) and have the same contract
+// otherwise. Any may be null.
 struct Own {
-  OwnForward forward = nullptr, native_forward = nullptr;
-  OwnBackward backward = nullptr, native_backward = nullptr;
+  OwnForward forward = nullptr;
+  std::array<OwnForward, 2> native_forward{};
+  OwnBackward backward = nullptr;
+  std::array<OwnBackward, 2> native_backward{};
 };
 
 // The convolution (without bias) of `op` ("conv2d" or "conv_transpose2d"), by the policy.

@@ -22,7 +22,8 @@ namespace {
 
 // 4x4 stride-2 padding-1 float32 layers with enough channels (the DCGAN discriminator's)
 // take the Winograd kernels (csrc/conv/winograd), a few shapes are plain GEMMs
-// (conv/gemm/gemm_conv_cpu.h), everything else takes the aten convolution.
+// (conv/gemm/gemm_conv_cpu.h), layers from an image the few-channel kernels
+// (conv/few_channels), everything else the aten convolution, as measured.
 bool use_winograd(const at::Tensor& input, const at::Tensor& weight,
                   const conv::Geometry& geometry) {
   return winograd::eligible(input, weight, geometry.stride, geometry.padding, {0, 0},
@@ -62,32 +63,12 @@ std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre, cons
   return std::nullopt;
 }
 
-bool use_single_pixel(const at::Tensor& input, const at::Tensor& weight,
-                      const conv::Geometry& geometry) {
-  return is_single_pixel_output(input, weight, geometry.padding, geometry.dilation,
-                                geometry.groups);
-}
-
-// fastgen's kernels that take the operands in the call's own dtype (any floating one): the
-// GEMM of a 1x1 output, or the few-channel loops of a layer from an image (conv/few_channels).
-std::optional<at::Tensor> native_forward(const at::Tensor& input, const at::Tensor& weight,
-                                         const conv::Geometry& geometry, at::ScalarType operands) {
-  if (use_single_pixel(input, weight, geometry)) return single_pixel_output(input, weight);
-  return few_channels::forward(input, weight, geometry, operands);
-}
-
-std::optional<conv::select::Grads> native_backward(
-    const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
-    const conv::Geometry& geometry, std::array<bool, 3> output_mask, at::ScalarType operands) {
-  if (use_single_pixel(input, weight, geometry)) {
-    auto [grad_input, grad_weight] =
-        single_pixel_output_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
-    return conv::select::Grads{grad_input, grad_weight, at::Tensor()};
-  }
-  return few_channels::backward(grad_pre, input, weight, geometry, output_mask, operands);
-}
-
-constexpr conv::select::Own kOwn{own_forward, native_forward, own_backward, native_backward};
+// fastgen's candidates: Winograd (float32 operands), then, in the call's own dtype, the GEMM
+// shapes and the layers to or from an image.
+constexpr conv::select::Own kOwn{own_forward,
+                                 {gemm_shapes::forward, few_channels::forward},
+                                 own_backward,
+                                 {gemm_shapes::backward, few_channels::backward}};
 
 // conv2d(input, weight) without bias on CPU, and its backward: fastgen's kernel or aten's, as
 // conv/conv_select_cpu.h chooses.

@@ -19,19 +19,13 @@ namespace fastgen {
 namespace {
 
 // 4x4 stride-2 layers (the DCGAN generator's) take the Winograd kernels (csrc/conv/winograd), a
-// few shapes are plain GEMMs (conv/gemm/gemm_conv_cpu.h), everything else takes the aten
-// convolution; the backward makes the same choices.
+// few shapes are plain GEMMs (conv/gemm/gemm_conv_cpu.h), layers to an image the few-channel
+// kernels (conv/few_channels), everything else the aten convolution, as measured.
 bool use_winograd(const at::Tensor& input, const at::Tensor& weight,
                   const conv::Geometry& geometry) {
   return winograd::eligible(input, weight, geometry.stride, geometry.padding,
                             geometry.output_padding, geometry.dilation, geometry.groups,
                             /*transposed=*/true);
-}
-
-bool use_single_pixel(const at::Tensor& input, const at::Tensor& weight,
-                      const conv::Geometry& geometry) {
-  return is_transposed_single_pixel(input, weight, geometry.padding, geometry.output_padding,
-                                    geometry.dilation, geometry.groups);
 }
 
 // fastgen's own transposed convolution for the call (float32/float64 operands): Winograd;
@@ -65,29 +59,12 @@ std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre, cons
   return conv::select::Grads{grad_input, grad_weight, at::Tensor()};
 }
 
-// fastgen's kernels that take the operands in the call's own dtype (any floating one): the
-// GEMM of a 1x1 input, or the few-channel loops of a layer to an image (conv/few_channels).
-std::optional<at::Tensor> native_forward(const at::Tensor& input, const at::Tensor& weight,
-                                         const conv::Geometry& geometry, at::ScalarType operands) {
-  if (use_single_pixel(input, weight, geometry)) {
-    return transposed_single_pixel(input, weight,
-                                   conv_format(input, weight) == c10::MemoryFormat::ChannelsLast);
-  }
-  return few_channels::forward(input, weight, geometry, operands);
-}
-
-std::optional<conv::select::Grads> native_backward(
-    const at::Tensor& grad_pre, const at::Tensor& input, const at::Tensor& weight,
-    const conv::Geometry& geometry, std::array<bool, 3> output_mask, at::ScalarType operands) {
-  if (use_single_pixel(input, weight, geometry)) {
-    auto [grad_input, grad_weight] =
-        transposed_single_pixel_backward(grad_pre, input, weight, {output_mask[0], output_mask[1]});
-    return conv::select::Grads{grad_input, grad_weight, at::Tensor()};
-  }
-  return few_channels::backward(grad_pre, input, weight, geometry, output_mask, operands);
-}
-
-constexpr conv::select::Own kOwn{own_forward, native_forward, own_backward, native_backward};
+// fastgen's candidates: Winograd (float32 operands), then, in the call's own dtype, the GEMM
+// shapes and the layers to or from an image.
+constexpr conv::select::Own kOwn{own_forward,
+                                 {gemm_shapes::forward, few_channels::forward},
+                                 own_backward,
+                                 {gemm_shapes::backward, few_channels::backward}};
 
 // conv_transpose2d(input, weight) without bias on CPU, and its backward: fastgen's kernel or
 // aten's, as conv/conv_select_cpu.h chooses.

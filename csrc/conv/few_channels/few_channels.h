@@ -58,18 +58,12 @@ inline int64_t padded(int64_t n) {
 // kMaxImageChannels < ... < weight.size(0), no empty tensor.
 bool applies(const at::Tensor& input, const at::Tensor& weight, const conv::Geometry& geometry);
 
-// The convolution without bias, or nullopt where applies() is false: a native candidate of
-// conv/conv_select_cpu.h (operands in their own dtype; `operands` unused). Returns
-// channels_last (the drivers lay the result out as the op's layout rule says).
-std::optional<at::Tensor> forward(const at::Tensor& input, const at::Tensor& weight,
-                                  const conv::Geometry& geometry, at::ScalarType operands);
-// (grad_input, grad_weight, undefined) for grad_out, each undefined where output_mask is false
-// (the drivers sum grad_bias); nullopt where applies() is false.
-std::optional<conv::select::Grads> backward(const at::Tensor& grad_out, const at::Tensor& input,
-                                            const at::Tensor& weight,
-                                            const conv::Geometry& geometry,
-                                            std::array<bool, 3> output_mask,
-                                            at::ScalarType operands);
+// The convolution without bias, and its backward ((grad_input, grad_weight, undefined): the
+// drivers sum grad_bias), or nullopt where applies() is false. Native candidates of
+// conv/conv_select_cpu.h: operands in their own dtype, `operands` unused; results
+// channels_last (the drivers lay them out as the op's layout rule says).
+conv::select::ForwardCandidate forward;
+conv::select::BackwardCandidate backward;
 
 // The loops, one copy per CPU capability (few_channels_kernels.cpp). Tensors dense and
 // channels-innermost: many [N, Hm, Wm, C] and image [N, Hi, Wi, S], in the call's dtype.

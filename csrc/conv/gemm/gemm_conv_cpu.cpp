@@ -2,9 +2,11 @@
 
 #include "conv/gemm/gemm_conv_cpu.h"
 
+#include "conv/conv_common.h"
+
 #include <ATen/ATen.h>
 
-namespace fastgen {
+namespace fastgen::gemm_shapes {
 
 namespace {
 
@@ -34,8 +36,6 @@ at::Tensor from_rows(const at::Tensor& m, at::IntArrayRef sizes, bool hwc) {
              : m.view(sizes);
 }
 
-}  // namespace
-
 bool is_transposed_single_pixel(const at::Tensor& input, const at::Tensor& weight,
                                 std::array<int64_t, 2> padding,
                                 std::array<int64_t, 2> output_padding,
@@ -51,6 +51,8 @@ bool is_single_pixel_output(const at::Tensor& input, const at::Tensor& weight,
          input.size(2) == weight.size(2) && input.size(3) == weight.size(3);
 }
 
+// input [N, C_in, 1, 1], weight [C_in, C_out, kH, kW] -> [N, C_out, kH, kW], written
+// channels_last if `channels_last` (the op's layout rule for the call) else NCHW.
 at::Tensor transposed_single_pixel(const at::Tensor& input, const at::Tensor& weight,
                                    bool channels_last) {
   const at::Tensor x = input.reshape({input.size(0), input.size(1)});
@@ -58,6 +60,7 @@ at::Tensor transposed_single_pixel(const at::Tensor& input, const at::Tensor& we
   return from_rows(at::mm(x, as_rows(weight, channels_last)), out_sizes, channels_last);
 }
 
+// (grad_input, grad_weight); undefined where the mask is false.
 std::tuple<at::Tensor, at::Tensor> transposed_single_pixel_backward(const at::Tensor& grad_out,
                                                                     const at::Tensor& input,
                                                                     const at::Tensor& weight,
@@ -73,6 +76,7 @@ std::tuple<at::Tensor, at::Tensor> transposed_single_pixel_backward(const at::Te
   return {grad_input, grad_weight};
 }
 
+// input [N, C_in, kH, kW], weight [C_out, C_in, kH, kW] -> [N, C_out, 1, 1].
 at::Tensor single_pixel_output(const at::Tensor& input, const at::Tensor& weight) {
   const bool hwc = channels_innermost(input);
   return at::mm(as_rows(input, hwc), as_rows(weight, hwc).t())
@@ -91,4 +95,43 @@ std::tuple<at::Tensor, at::Tensor> single_pixel_output_backward(const at::Tensor
   return {grad_input, grad_weight};
 }
 
-}  // namespace fastgen
+}  // namespace
+
+std::optional<at::Tensor> forward(const at::Tensor& input, const at::Tensor& weight,
+                                  const conv::Geometry& geometry, at::ScalarType) {
+  if (geometry.transposed) {
+    if (!is_transposed_single_pixel(input, weight, geometry.padding, geometry.output_padding,
+                                    geometry.dilation, geometry.groups)) {
+      return std::nullopt;
+    }
+    return transposed_single_pixel(input, weight,
+                                   conv_format(input, weight) == c10::MemoryFormat::ChannelsLast);
+  }
+  if (!is_single_pixel_output(input, weight, geometry.padding, geometry.dilation,
+                              geometry.groups)) {
+    return std::nullopt;
+  }
+  return single_pixel_output(input, weight);
+}
+
+std::optional<conv::select::Grads> backward(const at::Tensor& grad_out, const at::Tensor& input,
+                                            const at::Tensor& weight,
+                                            const conv::Geometry& geometry,
+                                            std::array<bool, 3> output_mask, at::ScalarType) {
+  const std::array<bool, 2> mask{output_mask[0], output_mask[1]};
+  at::Tensor grad_input, grad_weight;
+  if (geometry.transposed &&
+      is_transposed_single_pixel(input, weight, geometry.padding, geometry.output_padding,
+                                 geometry.dilation, geometry.groups)) {
+    std::tie(grad_input, grad_weight) =
+        transposed_single_pixel_backward(grad_out, input, weight, mask);
+  } else if (!geometry.transposed && is_single_pixel_output(input, weight, geometry.padding,
+                                                            geometry.dilation, geometry.groups)) {
+    std::tie(grad_input, grad_weight) = single_pixel_output_backward(grad_out, input, weight, mask);
+  } else {
+    return std::nullopt;
+  }
+  return conv::select::Grads{grad_input, grad_weight, at::Tensor()};
+}
+
+}  // namespace fastgen::gemm_shapes

@@ -12,32 +12,18 @@
 #include <ATen/core/Tensor.h>
 
 #include <array>
-#include <tuple>
+#include <optional>
 
-namespace fastgen {
+#include "conv/conv_engine.h"
+#include "conv/conv_select_cpu.h"
 
-bool is_transposed_single_pixel(const at::Tensor& input, const at::Tensor& weight,
-                                std::array<int64_t, 2> padding,
-                                std::array<int64_t, 2> output_padding,
-                                std::array<int64_t, 2> dilation, int64_t groups);
-bool is_single_pixel_output(const at::Tensor& input, const at::Tensor& weight,
-                            std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation,
-                            int64_t groups);
-// input [N, C_in, 1, 1], weight [C_in, C_out, kH, kW] -> [N, C_out, kH, kW], written
-// channels_last if `channels_last` (the op's layout rule for the call) else NCHW.
-at::Tensor transposed_single_pixel(const at::Tensor& input, const at::Tensor& weight,
-                                   bool channels_last);
-// (grad_input, grad_weight); undefined where the mask is false.
-std::tuple<at::Tensor, at::Tensor> transposed_single_pixel_backward(const at::Tensor& grad_out,
-                                                                    const at::Tensor& input,
-                                                                    const at::Tensor& weight,
-                                                                    std::array<bool, 2> mask);
+namespace fastgen::gemm_shapes {
 
-// input [N, C_in, kH, kW], weight [C_out, C_in, kH, kW] -> [N, C_out, 1, 1].
-at::Tensor single_pixel_output(const at::Tensor& input, const at::Tensor& weight);
-std::tuple<at::Tensor, at::Tensor> single_pixel_output_backward(const at::Tensor& grad_out,
-                                                                const at::Tensor& input,
-                                                                const at::Tensor& weight,
-                                                                std::array<bool, 2> mask);
+// The convolution without bias (conv2d or conv_transpose2d per geometry.transposed) as one
+// GEMM where the shape is one of the above, and its backward ((grad_input, grad_weight,
+// undefined): the drivers sum grad_bias); nullopt otherwise. Native candidates of
+// conv/conv_select_cpu.h: operands in their own dtype, `operands` unused.
+conv::select::ForwardCandidate forward;
+conv::select::BackwardCandidate backward;
 
-}  // namespace fastgen
+}  // namespace fastgen::gemm_shapes
