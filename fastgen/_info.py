@@ -64,7 +64,10 @@ def _gpu(cfg: dict) -> dict:
 
 
 # The CPU kernels compiled once per capability (csrc/**/*_kernels.cpp), for cpu_kernel_paths.
-_CPU_KERNELS = ("winograd_transforms", "batch_norm_leaky_relu", "reparameterize", "conv_epilogues")
+_CPU_KERNELS = (
+    "winograd_transforms", "batch_norm_leaky_relu", "reparameterize", "conv_epilogues",
+    "few_channels",
+)  # fmt: skip
 
 
 def _cpu_kernel_paths(active: str) -> dict:

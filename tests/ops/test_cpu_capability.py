@@ -112,6 +112,7 @@ def test_info_names_the_path_of_each_cpu_kernel(monkeypatch):
             "batch_norm_leaky_relu",
             "reparameterize",
             "conv_epilogues",
+            "few_channels",
         }
         assert set(paths) == kernels
         assert set(paths.values()) == {capability}
