@@ -59,8 +59,8 @@ std::optional<conv::select::Grads> own_backward(const at::Tensor& grad_pre, cons
   return conv::select::Grads{grad_input, grad_weight, at::Tensor()};
 }
 
-// fastgen's candidates: Winograd (float32 operands), then, in the call's own dtype, the GEMM
-// shapes and the layers to or from an image.
+// fastgen's candidates: first, in the call's own dtype, the GEMM shapes and the layers to or
+// from an image; then Winograd (float32 operands).
 constexpr conv::select::Own kOwn{own_forward,
                                  {gemm_shapes::forward, few_channels::forward},
                                  own_backward,

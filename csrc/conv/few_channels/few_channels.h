@@ -13,16 +13,24 @@
 // input) and the image side I (S <= kMaxImageChannels channels): many pixel (i, j) meets image
 // pixel (i * stride - padding + kh * dilation, j * stride - padding + kw * dilation) through
 // weight[c, s, kh, kw] (conv2d [C_out, C_in = S, kH, kW] and conv_transpose2d
-// [C_in, C_out = S, kH, kW] name the same thing). Three loops compute every pass:
+// [C_in, C_out = S, kH, kW] name the same thing). Three passes compute every direction:
 //   gather:      M[n, c, i, j] = sum_{s, kh, kw} I[n, s, y, x] * weight[c, s, kh, kw]
 //                (conv2d forward; conv_transpose2d's data gradient);
 //   scatter:     I[n, s, y, x] = sum over (i, j, kh, kw) meeting (y, x) of
 //                sum_c M[n, c, i, j] * weight[c, s, kh, kw]
 //                (conv_transpose2d forward; conv2d's data gradient);
 //   weight_grad: dweight[c, s, kh, kw] = sum_{n, i, j} M[n, c, i, j] * I[n, s, y, x].
-// Image pixels outside the image count as zero. Sums in float32 for float32 / bfloat16 /
-// float16 (each product of half-precision values exact, one rounding at the end) and float64
-// for float64; groups 1 only. conv/conv_select_cpu.h measures them against aten's per shape.
+// Image pixels outside the image count as zero. gather and weight_grad are one GEMM each
+// (at::mm in the call's dtype: bfloat16 products summed in float32) of the image's patches, a
+// [N * Hm * Wm, S * kH * kW] matrix, with the weight or the many side read in place (its
+// channels run innermost); scatter, whose sums overlap, is a loop of our own with float32 sums
+// (float64 for float64). groups 1 only. conv/conv_select_cpu.h measures each pass against
+// aten's per shape.
+//
+// Non-finite values: aten skips the taps outside the image, where the GEMMs multiply a zero, so
+// 0 * Inf there would make a NaN that aten's result does not have. A gather whose weight is not
+// all finite, and a weight gradient that comes out not finite, are taken from aten's
+// convolution instead (the values decide, as Winograd's range check does).
 
 #include <ATen/core/Tensor.h>
 
@@ -53,13 +61,10 @@ inline int64_t padded(int64_t n) {
   return (n + kLanes - 1) / kLanes * kLanes;
 }
 
-// Whether a convolution (conv2d or conv_transpose2d per geometry.transposed) has an image
-// side these loops take: CPU, one floating dtype for both, groups 1, weight.size(1) <=
-// kMaxImageChannels < ... < weight.size(0), no empty tensor.
-bool applies(const at::Tensor& input, const at::Tensor& weight, const conv::Geometry& geometry);
-
 // The convolution without bias, and its backward ((grad_input, grad_weight, undefined): the
-// drivers sum grad_bias), or nullopt where applies() is false. Native candidates of
+// drivers sum grad_bias), or nullopt where the call has no image side these kernels take (CPU,
+// one of the four floating dtypes for both operands, groups 1, weight.size(1) <=
+// kMaxImageChannels and < weight.size(0), no empty tensor). Native candidates of
 // conv/conv_select_cpu.h: operands in their own dtype, `operands` unused; results
 // channels_last (the drivers lay them out as the op's layout rule says).
 conv::select::ForwardCandidate forward;

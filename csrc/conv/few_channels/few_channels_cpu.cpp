@@ -7,16 +7,12 @@
 
 #include <functional>
 
+#include "common/checks.h"
 #include "common/cpu_capability.h"
 #include "conv/conv_common.h"
 
 namespace fastgen::few_channels {
 namespace {
-
-bool supported(at::ScalarType dtype) {
-  return dtype == at::kFloat || dtype == at::kDouble || dtype == at::kBFloat16 ||
-         dtype == at::kHalf;
-}
 
 at::ScalarType sums_dtype(at::ScalarType dtype) {
   return dtype == at::kDouble ? at::kDouble : at::kFloat;
@@ -108,14 +104,15 @@ at::Tensor scatter_image(const at::Tensor& many, const at::Tensor& weight, const
   return image;
 }
 
-}  // namespace
-
+// Whether the call has an image side these kernels take (few_channels.h, forward).
 bool applies(const at::Tensor& input, const at::Tensor& weight, const conv::Geometry& geometry) {
-  return input.is_cpu() && weight.is_cpu() && supported(input.scalar_type()) &&
+  return input.is_cpu() && weight.is_cpu() && checks::is_floating(input) &&
          weight.scalar_type() == input.scalar_type() && input.dim() == 4 && weight.dim() == 4 &&
          geometry.groups == 1 && weight.size(1) <= kMaxImageChannels &&
          weight.size(1) < weight.size(0) && input.numel() > 0 && weight.numel() > 0;
 }
+
+}  // namespace
 
 std::optional<at::Tensor> forward(const at::Tensor& input, const at::Tensor& weight,
                                   const conv::Geometry& geometry, at::ScalarType) {
@@ -136,30 +133,28 @@ std::optional<conv::select::Grads> backward(const at::Tensor& grad_out, const at
   }
   const Shape shape = shape_of(input, weight, geometry);
   const at::Tensor grad = channels_innermost(grad_out), x = channels_innermost(input);
+  // aten's gradient `which` (0: input, 1: weight), for the non-finite cases.
+  const auto library = [&](int which) {
+    std::array<bool, 3> mask{false, false, false};
+    mask[which] = true;
+    auto grads = conv::library_backward(grad_out, input, weight, geometry, mask);
+    return which == 0 ? std::get<0>(grads) : std::get<1>(grads);
+  };
   at::Tensor grad_input, grad_weight;
-  // conv_transpose2d: the input is the many side, grad_out the image (whose patches both
-  // gradients read); conv2d the other way round.
-  if (geometry.transposed) {
-    const at::Tensor image_patches = patches_of(grad, shape);
-    if (output_mask[0]) {
-      grad_input = gather_many(image_patches, weight, shape, [&] {
-        return std::get<0>(
-            conv::library_backward(grad_out, input, weight, geometry, {true, false, false}));
-      });
-    }
-    if (output_mask[1]) {
-      grad_weight = weight_gradient(image_patches, x, shape, [&] {
-        return std::get<1>(
-            conv::library_backward(grad_out, input, weight, geometry, {false, true, false}));
-      });
-    }
-  } else {
+  // conv2d: grad_out is the many side, the input the image; conv_transpose2d the other way
+  // round, where both gradients read grad_out's patches.
+  if (!geometry.transposed) {
     if (output_mask[0]) grad_input = scatter_image(grad, weight, shape);
     if (output_mask[1]) {
-      grad_weight = weight_gradient(patches_of(x, shape), grad, shape, [&] {
-        return std::get<1>(
-            conv::library_backward(grad_out, input, weight, geometry, {false, true, false}));
-      });
+      grad_weight = weight_gradient(patches_of(x, shape), grad, shape, [&] { return library(1); });
+    }
+  } else if (output_mask[0] || output_mask[1]) {
+    const at::Tensor image_patches = patches_of(grad, shape);
+    if (output_mask[0]) {
+      grad_input = gather_many(image_patches, weight, shape, [&] { return library(0); });
+    }
+    if (output_mask[1]) {
+      grad_weight = weight_gradient(image_patches, x, shape, [&] { return library(1); });
     }
   }
   return conv::select::Grads{grad_input, grad_weight, at::Tensor()};

@@ -136,26 +136,17 @@ inline typename Lanes<acc>::type load_lanes(const acc* from) {
 }
 
 // out[0, padded(width)) = sum_r coefficient[r] * rows[r * padded(width) + .], r < count, in
-// four independent sums (r mod 4) added at the end: one running sum would wait on the
-// previous add's latency at every row.
+// order of r (as combine_rows4 sums each of its four).
 template <typename acc>
 inline void combine_rows(const acc* __restrict__ coefficient, const acc* __restrict__ rows,
                          int64_t count, int64_t width, acc* __restrict__ out) {
   using V = typename Lanes<acc>::type;
   const int64_t stride = padded(width);
   for (int64_t first = 0; first < stride; first += kLanes) {
-    const acc* column = rows + first;
-    V sum0{}, sum1{}, sum2{}, sum3{};
-    int64_t r = 0;
-    for (; r + 4 <= count; r += 4) {
-      sum0 += coefficient[r] * load_lanes(column + r * stride);
-      sum1 += coefficient[r + 1] * load_lanes(column + (r + 1) * stride);
-      sum2 += coefficient[r + 2] * load_lanes(column + (r + 2) * stride);
-      sum3 += coefficient[r + 3] * load_lanes(column + (r + 3) * stride);
-    }
-    for (; r < count; ++r) sum0 += coefficient[r] * load_lanes(column + r * stride);
-    const V total = (sum0 + sum1) + (sum2 + sum3);
-    std::memcpy(out + first, &total, sizeof(total));
+    V sum{};
+    for (int64_t r = 0; r < count; ++r)
+      sum += coefficient[r] * load_lanes(rows + r * stride + first);
+    std::memcpy(out + first, &sum, sizeof(sum));
   }
 }
 
@@ -188,7 +179,7 @@ inline void combine_rows4(const acc* __restrict__ coefficient, int64_t coefficie
   }
 }
 
-// combine_rows for `pixels` coefficient vectors, four at a time.
+// combine_rows for `pixels` coefficient vectors, four at a time (the rest one by one).
 template <typename acc>
 inline void combine_pixels(const acc* coefficient, int64_t coefficient_stride, int64_t pixels,
                            const acc* rows, int64_t count, int64_t width, acc* out,

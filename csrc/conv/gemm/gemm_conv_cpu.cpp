@@ -2,6 +2,7 @@
 
 #include "conv/gemm/gemm_conv_cpu.h"
 
+#include "common/checks.h"
 #include "conv/conv_common.h"
 
 #include <ATen/ATen.h>
@@ -11,9 +12,8 @@ namespace fastgen::gemm_shapes {
 namespace {
 
 bool cpu_floating(const at::Tensor& input, const at::Tensor& weight) {
-  const auto dtype = input.scalar_type();
-  return input.is_cpu() && at::isFloatingType(dtype) && weight.scalar_type() == dtype &&
-         input.numel() > 0;
+  return input.is_cpu() && checks::is_floating(input) &&
+         weight.scalar_type() == input.scalar_type() && input.numel() > 0;
 }
 
 constexpr std::array<int64_t, 2> kZero{0, 0}, kOne{1, 1};
